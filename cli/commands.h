@@ -1,0 +1,17 @@
+// The subcommands of the one `understudy` front end.  Each lives in its own
+// cmd_*.cc and registers itself on the CLI11 app; the front end stays thin:
+// parse, call a library, print.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace understudy::cli {
+
+// Each Add* registers a subcommand; the callback sets the process exit code
+// through the int it captures, so main() can return it.
+void AddJournalCommands(CLI::App& app, int& exit_code);
+void AddRecordCommands(CLI::App& app, int& exit_code);  // record, replay
+
+}  // namespace understudy::cli
