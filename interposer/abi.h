@@ -1,0 +1,228 @@
+// understudy interposer ABI: the ONE header shared by the in-process
+// interposer (libunderstudy_preload.so) and the processes that drive it (the
+// recorder and the replayer).
+//
+// Rules (rr's preload_interface.h habit):
+//  - C-compatible POD only; no project headers, no STL, no protobuf.
+//  - Every field of a shared structure has a fixed offset, checked by
+//    static_assert below; any change bumps kProtocolVersion.
+//  - All cross-process words are naturally aligned and accessed with
+//    __atomic builtins; futexes on them are shared (no FUTEX_PRIVATE_FLAG).
+//
+// The shared mapping (a memfd the launcher installs at kControlFd before exec)
+//
+//   offset 0          +------------------------------+
+//                     | ControlBlock (one page)      |  mode, cursors, report
+//   kRingOffset       +------------------------------+
+//                     | ring: ring_size bytes        |  record: interposer ->
+//                     |  (power of two)              |  recorder (MPSC)
+//                     |                              |  replay: replayer ->
+//                     |                              |  interposer (SP, serial
+//                     |                              |  consumers)
+//                     +------------------------------+
+//
+// A ring holds variable-length records at monotonically increasing byte
+// positions (index = pos & (ring_size - 1)); every record starts 8-aligned:
+//
+//   +---------------------------+  RecordHeader (72 bytes); `size` is the
+//   | size u32 | kind u16 | nout|  publish word: 0 = not yet written.
+//   | seq | tid | pid | call ...|
+//   +---------------------------+
+//   | OutHeader{len} | bytes... |  x nout, each padded to 8 bytes
+//   +---------------------------+
+//
+// A record may wrap around the end of the ring (copies are split); its first
+// 8 bytes never do, because positions and ring_size are multiples of 8.  The
+// consumer zeroes every byte it consumed before advancing, so a zero `size`
+// always means "not published yet".
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+namespace understudy::abi {
+#define US_ABI_CONSTEXPR constexpr
+#else
+#define US_ABI_CONSTEXPR static const
+#endif
+
+US_ABI_CONSTEXPR uint32_t kControlMagic = 0x55534331;  // "USC1"
+US_ABI_CONSTEXPR uint32_t kProtocolVersion = 1;
+// The fd number at which the control memfd is installed in the program.  High
+// enough to stay out of the way of ordinary fd allocation.
+US_ABI_CONSTEXPR int kControlFd = 1023;
+US_ABI_CONSTEXPR uint64_t kRingOffset = 65536;
+US_ABI_CONSTEXPR uint64_t kDefaultRingSize = 64ull << 20;
+// Largest payload one record may carry; calls that could deliver more are
+// clamped to it at record time (a short read is always legal for the program).
+US_ABI_CONSTEXPR uint64_t kMaxRecordPayload = 4ull << 20;
+// Environment variable naming the control fd (decimal); absent = interposer off.
+#define US_ENV_CONTROL_FD "UNDERSTUDY_CONTROL_FD"
+
+// Interposer mode, ControlBlock::mode.
+enum Mode : uint32_t {
+  kModeOff = 0,     // pass everything through, record nothing
+  kModeRecord = 1,  // execute for real, publish events to the ring
+  kModeReplay = 2,  // consume events from the ring, emulate / check
+  kModeLive = 3,    // after go-live: pass through (a shadow that took over)
+};
+
+// ControlBlock::flags.
+enum Flags : uint32_t {
+  kFlagShowOutput = 1u << 0,    // replay: also perform writes to fds 1 and 2
+  kFlagGdb = 1u << 1,           // replay: raise SIGTRAP at divergence / until
+  kFlagReexecFiles = 1u << 2,   // record: writable regular files are re-executed
+                                // on replay (node's own copy), not journaled
+  kFlagNoTrap = 1u << 3,        // do not arm the raw-syscall trap (tests only)
+  kFlagOutputGate = 1u << 4,    // record: outputs wait for durable_seq
+};
+
+// ControlBlock::status, written by the interposer, read by the driver.
+enum Status : uint32_t {
+  kStatusRunning = 0,
+  kStatusDiverged = 1,       // report fields are valid
+  kStatusUntilReached = 2,   // replay reached until_seq
+  kStatusEndOfJournal = 3,   // replay needed an event past the journal's end
+  kStatusRefused = 4,        // record: an unsupported call was refused
+};
+
+// RecordHeader::kind.
+enum RecordKind : uint16_t {
+  kRecSyscall = 1,    // call = syscall number
+  kRecSignal = 2,     // arg = signo, result = si_code
+  kRecSync = 3,       // call = SyncOp, arg = object address, result = errno
+  kRecLifecycle = 4,  // call = LifecycleKind, arg = child tid/pid, result = status
+};
+
+// Event classes (values equal journal EventClass).
+enum EventClassId : uint8_t {
+  kClsExternalInput = 1,
+  kClsReadiness = 2,
+  kClsTime = 3,
+  kClsRandomness = 4,
+  kClsIdentity = 5,
+  kClsSignal = 6,
+  kClsThreadOrder = 7,
+  kClsProcess = 8,
+  kClsLocalFile = 9,
+  kClsOutput = 10,
+  kClsDeterministic = 11,
+};
+
+// Replay actions (values equal journal ReplayAction).
+enum ActionId : uint8_t {
+  kActEmulate = 1,
+  kActReexecCheck = 2,
+  kActSuppressCheck = 3,
+};
+
+// SyncEvent ops (values equal journal SyncEvent.Op).
+enum SyncOp : uint32_t {
+  kSyncMutexLock = 1,
+  kSyncMutexTrylock = 2,
+  kSyncRwRdlock = 3,
+  kSyncRwWrlock = 4,
+  kSyncCondWake = 5,
+  kSyncRwTry = 6,
+  kSyncMutexTimedlock = 7,
+};
+
+// Lifecycle kinds (values equal journal LifecycleEvent.Kind).
+enum LifecycleKind : uint32_t {
+  kLifeThreadCreate = 1,  // by the parent; arg = create token (its own seq)
+  kLifeThreadExit = 2,
+  kLifeFork = 3,          // by the parent; arg = child pid
+  kLifeExec = 4,
+  kLifeExit = 5,          // result = exit status
+  kLifeWait = 6,
+  kLifeThreadStart = 7,   // by the child thread; arg = parent's create token
+};
+
+struct RecordHeader {
+  uint32_t size;      // total bytes incl. header and outs, multiple of 8; 0 = unpublished
+  uint16_t kind;      // RecordKind
+  uint16_t nout;      // number of OutHeader+bytes blocks that follow
+  uint64_t seq;       // global sequence number (>= 1)
+  uint32_t tid;       // recorded thread id
+  uint32_t pid;       // recorded process id
+  uint32_t call;      // syscall number / SyncOp / LifecycleKind
+  uint8_t cls;        // EventClassId
+  uint8_t action;     // ActionId
+  uint16_t reserved;  // zero
+  int64_t result;     // return value or -errno
+  uint64_t checksum;  // XXH3-64 (see interposer/checksum.h) of checked bytes
+  uint64_t length;    // bytes covered by checksum
+  int32_t fd;         // first fd argument or -1
+  uint32_t pad;       // zero
+  uint64_t arg;       // call-specific argument kept for checks and reports
+};
+
+struct OutHeader {
+  uint32_t len;  // bytes that follow (then padding to 8)
+  uint32_t pad;  // zero
+};
+
+// The control block at offset 0 of the shared mapping.  Words written by more
+// than one process are accessed only with __atomic builtins.
+struct ControlBlock {
+  uint32_t magic;            // kControlMagic
+  uint32_t version;          // kProtocolVersion
+  uint32_t mode;             // Mode
+  uint32_t flags;            // Flags
+  uint64_t total_size;       // bytes of the mapping
+  uint64_t ring_size;        // bytes of the ring at kRingOffset, power of two
+  // --- record ring (producers: program threads; consumer: recorder)
+  uint64_t next_seq;         // next sequence number to hand out; starts at 1
+  uint64_t write_reserve;    // ring bytes reserved by producers (monotonic)
+  uint64_t read_pos;         // ring bytes consumed and zeroed by the recorder
+  uint32_t record_epoch;     // futex: bumped after a publish when consumer_waiting
+  uint32_t consumer_waiting; // recorder is (about to be) asleep on record_epoch
+  uint32_t space_epoch;      // futex: bumped by the recorder after consuming
+  uint32_t producers_waiting;// producers asleep on space_epoch
+  // --- replay ring (producer: replayer; consumers: program threads in turn)
+  uint64_t replay_cursor;    // seq of the next event allowed to happen
+  uint64_t replay_head;      // ring position of the record with seq == cursor
+  uint64_t replay_tail;      // ring position up to which records are published
+  uint32_t replay_epoch;     // futex: bumped on every cursor or tail change
+  uint32_t replay_waiters;   // threads asleep on replay_epoch
+  uint32_t journal_ended;    // replayer: no records will follow replay_tail
+  uint32_t main_rtid;        // replay: recorded tid of the main thread
+  uint64_t until_seq;        // replay: stop before performing this seq (0 = none)
+  // --- state reported back to the driver
+  uint32_t status;           // Status
+  uint32_t refused_call;     // kStatusRefused: the syscall number refused
+  uint64_t stub_begin;       // interposer's allowed syscall range [begin, end)
+  uint64_t stub_end;         //   (for the kmod escape audit)
+  uint64_t events_done;      // replay: events consumed so far
+  // --- divergence report (valid when status == kStatusDiverged)
+  uint64_t div_seq;          // event number where replay diverged
+  uint32_t div_tid;          // recorded tid of the thread that diverged
+  uint32_t div_call;         // call the replay made
+  int64_t div_recorded;      // recorded value (result, checksum or length)
+  int64_t div_replayed;      // replayed value
+  char div_text[512];        // one-line human-readable description
+  // --- output commit (issue 4): outputs with seq s wait for durable_seq >= s-1
+  uint64_t durable_seq;      // highest seq the backup made durable
+  uint32_t gate_epoch;       // futex: bumped when durable_seq advances
+  uint32_t gate_waiters;     // threads waiting on gate_epoch
+  // --- exec hand-over: the exec'ing thread's recorded tid, read by the new
+  // image's interposer (0 = no exec in flight; the first image uses main_rtid)
+  uint32_t exec_rtid;
+  uint32_t pad0;             // zero
+};
+
+#ifdef __cplusplus
+static_assert(sizeof(RecordHeader) == 72, "RecordHeader layout is ABI");
+static_assert(offsetof(RecordHeader, seq) == 8, "RecordHeader layout is ABI");
+static_assert(offsetof(RecordHeader, result) == 32, "RecordHeader layout is ABI");
+static_assert(offsetof(RecordHeader, arg) == 64, "RecordHeader layout is ABI");
+static_assert(sizeof(OutHeader) == 8, "OutHeader layout is ABI");
+static_assert(offsetof(ControlBlock, next_seq) == 32, "ControlBlock layout is ABI");
+static_assert(offsetof(ControlBlock, replay_cursor) == 72, "ControlBlock layout is ABI");
+static_assert(sizeof(ControlBlock) <= 4096, "ControlBlock must fit in one page");
+
+inline uint64_t RecordPad(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+}  // namespace understudy::abi
+#endif
