@@ -63,6 +63,8 @@ extern "C" {
 long us_raw_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
     __attribute__((visibility("hidden")));
 void us_restorer() __attribute__((visibility("hidden")));
+long us_clone_thread(long nr, long a0, long a1, long a2, long a3, long a4, const long* gregs,
+                     int* taken) __attribute__((visibility("hidden")));
 extern char us_stub_begin[] __attribute__((visibility("hidden")));
 extern char us_stub_end[] __attribute__((visibility("hidden")));
 }
@@ -94,6 +96,47 @@ us_restorer:
   syscall
   hlt
   .size us_restorer, .-us_restorer
+  .globl us_clone_thread
+  .hidden us_clone_thread
+  .type us_clone_thread, @function
+us_clone_thread:
+  push %r12
+  push %r13
+  mov 24(%rsp), %r12
+  mov 32(%rsp), %r13
+  movq %rdi, %rax
+  movq %rsi, %rdi
+  movq %rdx, %rsi
+  movq %rcx, %rdx
+  movq %r8, %r10
+  movq %r9, %r8
+  syscall
+  test %rax, %rax
+  jz 1f
+  pop %r13
+  pop %r12
+  ret
+1:
+  pushq 128(%r12)
+  mov 0(%r12), %r8
+  mov 8(%r12), %r9
+  mov 16(%r12), %r10
+  mov 24(%r12), %r11
+  mov 48(%r12), %r14
+  mov 56(%r12), %r15
+  mov 64(%r12), %rdi
+  mov 72(%r12), %rsi
+  mov 80(%r12), %rbp
+  mov 88(%r12), %rbx
+  mov 96(%r12), %rdx
+  mov 112(%r12), %rcx
+  mov %r13, %rax
+  mov 40(%r12), %r13
+  mov 32(%r12), %r12
+  movl $1, (%rax)
+  xor %eax, %eax
+  ret
+  .size us_clone_thread, .-us_clone_thread
   .globl us_stub_end
   .hidden us_stub_end
 us_stub_end:
@@ -157,7 +200,9 @@ uint32_t g_flags;
 int g_inited;
 uint32_t g_pid;  // this process's pid (refreshed in a fork child)
 
-enum FdKind : uint8_t { kFdEmulated = 0, kFdReal = 1, kFdControl = 2 };
+// kFdEmulatedFile: a writable regular file journaled instead of re-executed
+// (replay must not echo its writes with --show-output).
+enum FdKind : uint8_t { kFdEmulated = 0, kFdReal = 1, kFdControl = 2, kFdEmulatedFile = 3 };
 constexpr int kMaxFds = 65536;
 uint8_t g_fd_kind[kMaxFds];  // default 0: emulated (sockets, pipes, ttys, unknown)
 
@@ -271,7 +316,31 @@ struct OutBuf {
   uint64_t len;
 };
 
-inline uint64_t TakeSeq() { return __atomic_fetch_add(&g_cb->next_seq, 1, __ATOMIC_SEQ_CST); }
+void AdoptThread();
+
+// Every record-mode event takes its number here; a thread without an
+// identity announces itself first, so its start record precedes its events.
+inline uint64_t TakeSeq() {
+  if (__builtin_expect(ts.rtid == 0, 0)) AdoptThread();
+  return __atomic_fetch_add(&g_cb->next_seq, 1, __ATOMIC_SEQ_CST);
+}
+
+void Publish(uint16_t kind, uint64_t seq, uint32_t call, uint8_t cls, uint8_t action,
+             int64_t result, uint64_t checksum, uint64_t length, int32_t fd, uint64_t arg,
+             const OutBuf* outs, int nout);
+
+void ArmTrap();
+
+// A thread the program started without our pthread_create (a library that
+// found libc's through dlsym, or a raw clone): it gets its identity at its
+// first event, announced by a THREAD_START record with token 0, and its trap
+// is armed from then on.  Replay hands such identities out in the same order.
+void AdoptThread() {
+  ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));
+  Publish(abi::kRecLifecycle, TakeSeq(), abi::kLifeThreadStart, abi::kClsProcess, abi::kActEmulate, 0, 0, 0,
+          -1, 0, nullptr, 0);
+  if (!ts.sud_armed) ArmTrap();
+}
 
 void Publish(uint16_t kind, uint64_t seq, uint32_t call, uint8_t cls, uint8_t action,
              int64_t result, uint64_t checksum, uint64_t length, int32_t fd, uint64_t arg,
@@ -346,10 +415,13 @@ struct Rec {
 }
 
 void DeliverReplaySignal(int sig, int code);
+void Consume(const struct Rec& r);
 
 // Waits until the record at the head of the replay ring belongs to this thread
-// and returns it.  Signal records for this thread are delivered on the way.
-void WaitTurn(Rec* out) {
+// and returns it.  Signal records for this thread are delivered on the way; a
+// thread without an identity first claims its start record (identity_only:
+// return right after that).
+void WaitTurn(Rec* out, bool identity_only = false) {
   for (;;) {
     uint32_t epoch = __atomic_load_n(&g_cb->replay_epoch, __ATOMIC_ACQUIRE);
     uint64_t head = __atomic_load_n(&g_cb->replay_head, __ATOMIC_ACQUIRE);
@@ -361,6 +433,13 @@ void WaitTurn(Rec* out) {
                           : (out->h.kind == abi::kRecLifecycle &&
                              out->h.call == abi::kLifeThreadStart && out->h.arg == ts.token);
       if (mine) {
+        if (!ts.rtid) {  // a new thread: take the identity its start record names
+          if (out->h.arg == 0 && !ts.sud_armed) ArmTrap();
+          ts.rtid = out->h.tid;
+          Consume(*out);
+          if (identity_only) return;
+          continue;
+        }
         uint64_t until = g_cb->until_seq;
         if (until && out->h.seq >= until) StopAt(abi::kStatusUntilReached);
         if (out->h.kind == abi::kRecSignal) {
@@ -681,7 +760,7 @@ long Generic(const CallRow& row, long nr, long* a) {
             .S(" has checksum ").X(c).S(", recorded ").X(rec.h.checksum);
         Diverge(&rec, nr, static_cast<int64_t>(rec.h.checksum), static_cast<int64_t>(c), m);
       }
-      if ((g_flags & abi::kFlagShowOutput) && want) sys(SYS_write, fd == 2 ? 2 : 1, a[1], want);
+      if ((g_flags & abi::kFlagShowOutput) && want && KindOf(fd) != kFdEmulatedFile) sys(SYS_write, fd == 2 ? 2 : 1, a[1], want);
       break;
     }
     case abi::kActReexecCheck: {
@@ -801,7 +880,7 @@ long IovCall(long nr, long* a, bool output) {
           .S(" has checksum ").X(c).S(", recorded ").X(rec.h.checksum);
       Diverge(&rec, nr, static_cast<int64_t>(rec.h.checksum), static_cast<int64_t>(c), m);
     }
-    if ((g_flags & abi::kFlagShowOutput) && rec.h.length) {
+    if ((g_flags & abi::kFlagShowOutput) && rec.h.length && KindOf(fd) != kFdEmulatedFile) {
       uint64_t left = rec.h.length;
       for (long i = 0; i < iovcnt && left; i++) {
         uint64_t take = iov[i].iov_len < left ? iov[i].iov_len : left;
@@ -886,7 +965,7 @@ long HandleOpen(long nr, long* a) {
                      !IsPseudoFs(r);
       bool readonly = (flags & O_ACCMODE) == O_RDONLY && !(flags & (O_CREAT | O_TRUNC));
       if (regular && (readonly || (g_flags & abi::kFlagReexecFiles))) action = abi::kActReexecCheck;
-      SetKind(r, action == abi::kActReexecCheck ? kFdReal : kFdEmulated);
+      SetKind(r, action == abi::kActReexecCheck ? kFdReal : regular ? kFdEmulatedFile : kFdEmulated);
     }
     Publish(abi::kRecSyscall, TakeSeq(), nr, abi::kClsLocalFile, action, r, 0, 0, -1,
             static_cast<uint64_t>(flags), nullptr, 0);
@@ -908,6 +987,7 @@ long HandleOpen(long nr, long* a) {
     SetKind(r, kFdReal);
   } else if (r >= 0) {
     Placeholder(r, flags & O_CLOEXEC);
+    if ((flags & O_ACCMODE) != O_RDONLY) SetKind(r, kFdEmulatedFile);
   }
   Consume(rec);
   return r;
@@ -1204,10 +1284,7 @@ long Dispatch(long nr, long* a) {
     if (mode == abi::kModeRecord) Refuse(nr);
     return -ENOSYS;
   }
-  if (mode == abi::kModeRecord) {
-    if (!ts.rtid) ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));  // thread we did not start
-    if (ts.pending) DeliverRecordedPending();
-  }
+  if (mode == abi::kModeRecord && ts.pending) DeliverRecordedPending();
   ts.depth++;
   long r = row->handler == SPECIAL ? Special(nr, a) : Generic(*row, nr, a);
   ts.depth--;
@@ -1216,14 +1293,21 @@ long Dispatch(long nr, long* a) {
 
 // ---------------------------------------------------------------------------
 // The SUD trap.
-bool NeedsNativeClone(long nr, const long* a) {
-  if (nr == SYS_vfork) return true;
-  if (nr == SYS_clone) return (a[0] & CLONE_VM) != 0;
+// A clone sharing our memory.  kNewStack: the child gets its own stack, so
+// it is started here by us_clone_thread, which hands it the interrupted
+// context's registers (rax = 0) and resumes it where the program issued the
+// call.  kSharedStack (vfork): the child would run on this very frame, so the
+// call is re-issued natively instead.
+enum CloneKind { kForkLike, kNewStack, kSharedStack };
+CloneKind ClassifyClone(long nr, const long* a) {
+  if (nr == SYS_vfork) return kSharedStack;
+  if (nr == SYS_clone) return !(a[0] & CLONE_VM) ? kForkLike : a[1] ? kNewStack : kSharedStack;
   if (nr == SYS_clone3) {
     const uint64_t* args = reinterpret_cast<const uint64_t*>(a[0]);
-    return args && (args[0] & CLONE_VM);
+    if (!args || !(args[0] & CLONE_VM)) return kForkLike;
+    return args[5] ? kNewStack : kSharedStack;  // clone_args.stack
   }
-  return false;
+  return kForkLike;
 }
 
 void SigsysHandler(int, siginfo_t* si, void* ucv) {
@@ -1231,13 +1315,24 @@ void SigsysHandler(int, siginfo_t* si, void* ucv) {
   greg_t* g = uc->uc_mcontext.gregs;
   long nr = si->si_syscall;
   long a[6] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9]};
-  if (NeedsNativeClone(nr, a)) {
-    // A thread or vfork child cannot start inside this handler's frame: let
-    // the syscall run natively where it was issued.  Our wrappers re-arm.
-    ts.selector = kSelAllow;
-    g[REG_RAX] = nr;
-    g[REG_RIP] -= 2;
-    return;
+  if (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_vfork) {
+    CloneKind kind = ClassifyClone(nr, a);
+    if (kind == kNewStack) {  // a thread started behind our pthread_create's back
+      int taken = 0;
+      long r = us_clone_thread(nr, a[0], a[1], a[2], a[3], a[4], reinterpret_cast<const long*>(g), &taken);
+      if (r > 0)
+        while (!__atomic_load_n(&taken, __ATOMIC_ACQUIRE)) sys(SYS_sched_yield);
+      g[REG_RAX] = r;
+      return;
+    }
+    if (kind == kSharedStack) {
+      // The vfork child would run on this frame: re-issue the call natively
+      // where the program made it.  Our wrappers re-arm the trap afterwards.
+      ts.selector = kSelAllow;
+      g[REG_RAX] = nr;
+      g[REG_RIP] -= 2;
+      return;
+    }
   }
   int saved_errno = errno;
   g[REG_RAX] = Dispatch(nr, a);
@@ -1402,11 +1497,7 @@ void* ThreadStart(void* p) {
     ts.rtid = 0;
     ts.token = token;
     Rec rec;
-    WaitTurn(&rec);
-    if (rec.pos != ~0ull) {
-      ts.rtid = rec.h.tid;
-      Consume(rec);
-    }
+    WaitTurn(&rec, /*identity_only=*/true);
   }
   return start(arg);
 }
