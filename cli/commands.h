@@ -13,5 +13,6 @@ namespace understudy::cli {
 // through the int it captures, so main() can return it.
 void AddJournalCommands(CLI::App& app, int& exit_code);
 void AddRecordCommands(CLI::App& app, int& exit_code);  // record, replay
+void AddSyscallsCommand(CLI::App& app, int& exit_code);
 
 }  // namespace understudy::cli

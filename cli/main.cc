@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   understudy::cli::AddJournalCommands(app, exit_code);
   understudy::cli::AddRecordCommands(app, exit_code);
+  understudy::cli::AddSyscallsCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -632,15 +632,26 @@ long HandleSigaction(const long* a) {
   }
   if (!act || IsFaultSignal(sig) || act->handler == reinterpret_cast<void*>(SIG_IGN) ||
       act->handler == reinterpret_cast<void*>(SIG_DFL)) {
-    long r = sys(SYS_rt_sigaction, a[0], a[1], a[2], a[3]);
+    // A handler returns through its restorer's rt_sigreturn, which must come
+    // from inside the trap's allowed range: ours replaces libc's.
+    KSigaction direct;
+    long arg = a[1];
+    if (act && act->handler != reinterpret_cast<void*>(SIG_IGN) && act->handler != reinterpret_cast<void*>(SIG_DFL)) {
+      direct = *act;
+      direct.flags |= 0x04000000;  // SA_RESTORER
+      direct.restorer = reinterpret_cast<void*>(&us_restorer);
+      arg = reinterpret_cast<long>(&direct);
+    }
+    long r = sys(SYS_rt_sigaction, a[0], arg, a[2], a[3]);
     if (r == 0 && act) g_app_act[sig] = *act;
     if (r == 0 && oldact && prev.handler) *oldact = prev;
     return r;
   }
   KSigaction ours = *act;
   ours.handler = reinterpret_cast<void*>(&AsyncSignalHandler);
-  ours.flags |= SA_SIGINFO;
+  ours.flags |= SA_SIGINFO | 0x04000000;  // SA_RESTORER: ours, inside the allowed range
   ours.flags &= ~static_cast<unsigned long>(SA_RESETHAND);
+  ours.restorer = reinterpret_cast<void*>(&us_restorer);
   long r = sys(SYS_rt_sigaction, a[0], reinterpret_cast<long>(&ours), a[2], a[3]);
   if (r == 0) {
     g_app_act[sig] = *act;
@@ -1315,6 +1326,14 @@ void SigsysHandler(int, siginfo_t* si, void* ucv) {
   greg_t* g = uc->uc_mcontext.gregs;
   long nr = si->si_syscall;
   long a[6] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9]};
+  if (nr == SYS_rt_sigreturn) {
+    // A handler installed before we were (so with libc's restorer) is
+    // returning: rt_sigreturn must run on its own frame, natively.
+    ts.selector = kSelAllow;
+    g[REG_RAX] = nr;
+    g[REG_RIP] -= 2;
+    return;
+  }
   if (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_vfork) {
     CloneKind kind = ClassifyClone(nr, a);
     if (kind == kNewStack) {  // a thread started behind our pthread_create's back

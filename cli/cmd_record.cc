@@ -1,0 +1,200 @@
+// `understudy record` and `understudy replay`: thin front ends over
+// recorder/recorder.h and replayer/replayer.h -- parse, call, print.
+#include <fmt/core.h>
+#include <unistd.h>
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cli/commands.h"
+#include "recorder/control_mapping.h"
+#include "recorder/recorder.h"
+#include "replayer/replayer.h"
+
+namespace understudy::cli {
+namespace {
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonStrings(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + JsonString(v[i]);
+  return out + "]";
+}
+
+struct RecordArgs {
+  std::string dir;
+  std::string fsync = "none";
+  std::string local_files = "journal";
+  bool json = false;
+  uint64_t ring_mb = abi::kDefaultRingSize >> 20;
+  std::vector<std::string> command;
+};
+
+int RunRecord(const RecordArgs& a) {
+  recorder::RecordOptions opts;
+  opts.dir = a.dir;
+  opts.argv = a.command;
+  opts.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
+                                       : journal::DurabilityPolicy::None();
+  opts.reexec_local_files = a.local_files == "reexec";
+  opts.ring_size = a.ring_mb << 20;
+  if (!recorder::ValidRingSize(opts.ring_size)) {
+    fmt::print(stderr, "understudy record: --ring-mb {}: must be a power of two >= {}\n", a.ring_mb,
+               recorder::kMinRingSize >> 20);
+    return 1;
+  }
+  recorder::RecordResult r;
+  Status s = recorder::Record(opts, &r);
+  for (const std::string& w : r.warnings) fmt::print(stderr, "understudy record: warning: {}\n", w);
+  if (!s.ok()) {
+    fmt::print(stderr, "understudy record: {}\n", s.ToString());
+    return 1;
+  }
+  if (!r.exit.launch_error.empty()) {
+    fmt::print(stderr, "understudy record: {}: {}\n", a.command[0], r.exit.launch_error);
+  }
+  if (r.refused) fmt::print(stderr, "{}\n", r.refused_message);
+  if (r.exit.signal != 0) {
+    fmt::print(stderr, "understudy record: {} was killed by {}\n", a.command[0],
+               recorder::SignalName(r.exit.signal));
+  }
+  if (a.json) {
+    fmt::print(
+        "{{\"journal\": {}, \"events\": {}, \"bytes\": {}, \"segments\": {}, "
+        "\"wall_time_s\": {:.6f}, \"exit_status\": {}, \"signal\": {}, \"refused\": {}, "
+        "\"warnings\": {}}}\n",
+        JsonString(a.dir), r.events, r.bytes, r.segments, r.wall_time_s, r.exit.exit_code,
+        r.exit.signal != 0 ? JsonString(recorder::SignalName(r.exit.signal)) : "null",
+        r.refused ? JsonString(r.refused_message) : "null", JsonStrings(r.warnings));
+  } else {
+    fmt::print(stderr,
+               "understudy record: {} events, {} bytes in {} segment(s) in {}; {:.3f} s; exit "
+               "status {}\n",
+               r.events, r.bytes, r.segments, a.dir, r.wall_time_s, r.exit.exit_code);
+  }
+  if (r.refused && r.exit.exit_code == 0) return 1;
+  return r.exit.exit_code;
+}
+
+struct ReplayArgs {
+  replayer::ReplayOptions opts;
+  bool json = false;
+};
+
+int RunReplay(ReplayArgs a) {
+  a.opts.progress = !a.json && isatty(STDERR_FILENO) == 1;
+  replayer::ReplayResult r;
+  Status s = replayer::Replay(a.opts, &r);
+  if (!s.ok()) {
+    fmt::print(stderr, "understudy replay: {}\n", s.ToString());
+    return 1;
+  }
+  if (!r.message.empty()) fmt::print(stderr, "{}\n", r.message);
+  if (a.json) {
+    std::string div = "null";
+    if (r.divergence.has_value()) {
+      const replayer::Divergence& d = *r.divergence;
+      div = fmt::format(
+          "{{\"seq\": {}, \"tid\": {}, \"call\": {}, \"recorded\": {}, \"replayed\": {}, "
+          "\"text\": {}}}",
+          d.seq, d.tid, JsonString(d.call), d.recorded, d.replayed, JsonString(d.text));
+    }
+    fmt::print(
+        "{{\"journal\": {}, \"outcome\": \"{}\", \"events\": {}, \"events_done\": {}, "
+        "\"bytes\": {}, \"wall_time_s\": {:.6f}, \"recorded_wall_time_s\": {:.6f}, "
+        "\"exit_status\": {}, \"recorded_exit_status\": {}, \"divergence\": {}, "
+        "\"warnings\": {}}}\n",
+        JsonString(a.opts.dir), replayer::OutcomeName(r.outcome), r.events, r.events_done, r.bytes,
+        r.wall_time_s, r.recorded_wall_time_s, r.exit.exit_code,
+        r.recorded_exit_known ? std::to_string(r.recorded_exit_status) : "null", div,
+        JsonStrings(r.warnings));
+  }
+  return r.ExitCode();
+}
+
+}  // namespace
+
+void AddRecordCommands(CLI::App& app, int& exit_code) {
+  auto rec_args = std::make_shared<RecordArgs>();
+  CLI::App* rec = app.add_subcommand(
+      "record",
+      "Run a program under the interposer and record every nondeterministic event into a "
+      "journal directory.\nExit status: the program's (128+N if signal N killed it); 1 if the "
+      "recording failed or a call was refused.");
+  rec->add_option("-o,--output", rec_args->dir,
+                  "Journal directory to create (must not hold a journal)")
+      ->required();
+  rec->add_option("--fsync", rec_args->fsync,
+                  "none: never fdatasync (default); batch: fdatasync every written batch")
+      ->check(CLI::IsMember({"none", "batch"}));
+  rec->add_option("--local-files", rec_args->local_files,
+                  "journal: regular-file data read is journaled (default); reexec: writable "
+                  "local files are re-executed on replay against the node's own copy")
+      ->check(CLI::IsMember({"journal", "reexec"}));
+  rec->add_flag("--json", rec_args->json, "Print a JSON summary on stdout at the end");
+  rec->add_option("--ring-mb", rec_args->ring_mb,
+                  "Size of the shared record ring in MiB (power of two, >= 8; default 64)");
+  rec->add_option("command", rec_args->command, "-- PROGRAM [ARGS...]")->required();
+  rec->callback([rec_args, &exit_code] { exit_code = RunRecord(*rec_args); });
+
+  auto rep_args = std::make_shared<ReplayArgs>();
+  CLI::App* rep = app.add_subcommand(
+      "replay",
+      "Run a recorded program again, feeding it its journal, and stop at the first "
+      "divergence.\nExit status: 0 replay matched the recording (or stopped at --until, or "
+      "replayed a cut recording to its end); 1 usage or journal error; 2 divergence; 130 "
+      "interrupted.");
+  rep->add_option("journal", rep_args->opts.dir, "Journal directory written by 'understudy record'")
+      ->required();
+  rep->add_flag("--show-output", rep_args->opts.show_output,
+                "Also perform the program's writes to stdout and stderr");
+  rep->add_option("--until", rep_args->opts.until_seq,
+                  "Stop before event SEQ (with --gdb: gdb stops there, SIGTRAP)");
+  rep->add_flag("--gdb", rep_args->opts.gdb, "Run the program under gdb (interactive)");
+  rep->add_option("--gdb-cmd", rep_args->opts.gdb_commands,
+                  "gdb command to run after 'run' (repeatable; implies gdb -batch)")
+      ->allow_extra_args(false);
+  rep->add_flag("--json", rep_args->json, "Print a JSON summary on stdout at the end");
+  rep->add_option("--binary", rep_args->opts.binary,
+                  "Run this executable instead of the recorded binary path");
+  rep->callback([rep_args, &exit_code] {
+    if (!rep_args->opts.gdb_commands.empty()) rep_args->opts.gdb = true;
+    exit_code = RunReplay(*rep_args);
+  });
+}
+
+}  // namespace understudy::cli

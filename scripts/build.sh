@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Configure and build understudy into build/ (binaries in build/bin, the
+# preload library in build/lib).  Extra arguments go to cmake's configure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${UNDERSTUDY_BUILD_DIR:-build}
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+cmake --build "$BUILD" -j "$(nproc)"
+echo "understudy: built $BUILD/bin/understudy and $BUILD/lib/libunderstudy_preload.so"
