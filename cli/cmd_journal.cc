@@ -19,141 +19,35 @@ namespace {
 namespace jr = ::understudy::journal;
 namespace pb = ::understudy::journal::pb;
 
-// x86_64 syscall names for the calls the event model records.  Temporary:
-// the interposer's call table (DESIGN.md, "the syscall surface is a table")
-// will become the one source of these names.
-const char* SyscallName(uint32_t nr) {
-  switch (nr) {
-    case 0:
-      return "read";
-    case 1:
-      return "write";
-    case 2:
-      return "open";
-    case 3:
-      return "close";
-    case 4:
-      return "stat";
-    case 5:
-      return "fstat";
-    case 7:
-      return "poll";
-    case 8:
-      return "lseek";
-    case 9:
-      return "mmap";
-    case 10:
-      return "mprotect";
-    case 12:
-      return "brk";
-    case 16:
-      return "ioctl";
-    case 17:
-      return "pread64";
-    case 18:
-      return "pwrite64";
-    case 19:
-      return "readv";
-    case 20:
-      return "writev";
-    case 23:
-      return "select";
-    case 32:
-      return "dup";
-    case 33:
-      return "dup2";
-    case 35:
-      return "nanosleep";
-    case 39:
-      return "getpid";
-    case 41:
-      return "socket";
-    case 42:
-      return "connect";
-    case 43:
-      return "accept";
-    case 44:
-      return "sendto";
-    case 45:
-      return "recvfrom";
-    case 46:
-      return "sendmsg";
-    case 47:
-      return "recvmsg";
-    case 49:
-      return "bind";
-    case 50:
-      return "listen";
-    case 51:
-      return "getsockname";
-    case 52:
-      return "getpeername";
-    case 56:
-      return "clone";
-    case 57:
-      return "fork";
-    case 58:
-      return "vfork";
-    case 59:
-      return "execve";
-    case 60:
-      return "exit";
-    case 61:
-      return "wait4";
-    case 62:
-      return "kill";
-    case 63:
-      return "uname";
-    case 72:
-      return "fcntl";
-    case 96:
-      return "gettimeofday";
-    case 110:
-      return "getppid";
-    case 186:
-      return "gettid";
-    case 201:
-      return "time";
-    case 202:
-      return "futex";
-    case 228:
-      return "clock_gettime";
-    case 230:
-      return "clock_nanosleep";
-    case 231:
-      return "exit_group";
-    case 232:
-      return "epoll_wait";
-    case 233:
-      return "epoll_ctl";
-    case 257:
-      return "openat";
-    case 270:
-      return "pselect6";
-    case 271:
-      return "ppoll";
-    case 281:
-      return "epoll_pwait";
-    case 288:
-      return "accept4";
-    case 299:
-      return "recvmmsg";
-    case 307:
-      return "sendmmsg";
-    case 318:
-      return "getrandom";
-    case 435:
-      return "clone3";
-    case 441:
-      return "epoll_pwait2";
-    default:
-      return nullptr;
-  }
-}
+struct CallRow {
+  uint32_t nr;
+  const char* name;
+};
+
+// Names come first from the interposer's declarative call table (the one
+// source of truth, also behind `understudy syscalls`) ...
+#define SC(name, nr, ...) {nr, #name},
+constexpr CallRow kTableCalls[] = {
+#include "interposer/syscalls.def"
+};
+#undef SC
+
+// ... then from this short list of x86_64 calls the table leaves out because
+// they are PASS (deterministic), which can still appear as checked events.
+constexpr CallRow kOtherCalls[] = {
+    {1, "write"}, {2, "open"},      {3, "close"},       {5, "fstat"},    {8, "lseek"},
+    {9, "mmap"},  {10, "mprotect"}, {11, "munmap"},     {12, "brk"},     {32, "dup"},
+    {33, "dup2"}, {72, "fcntl"},    {233, "epoll_ctl"}, {257, "openat"},
+};
 
 std::string CallName(uint32_t nr) {
-  const char* n = SyscallName(nr);
-  return n ? std::string(n) : fmt::format("call#{}", nr);
+  for (const CallRow& r : kTableCalls) {
+    if (r.nr == nr) return r.name;
+  }
+  for (const CallRow& r : kOtherCalls) {
+    if (r.nr == nr) return r.name;
+  }
+  return fmt::format("call#{}", nr);
 }
 
 std::string JsonString(std::string_view s) {

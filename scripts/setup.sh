@@ -35,7 +35,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libseccomp-dev
   libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev linux-libc-dev
-  libxxhash-dev libcli11-dev libfmt-dev
+  libxxhash-dev libcli11-dev libfmt-dev libssl-dev
   redis-server redis-tools sqlite3 python3
   gdb
   iproute2 nftables procps util-linux

@@ -1,0 +1,24 @@
+// The ProcessSpec a journal carries (journal/event.proto): enough to start
+// the same program again, plus the binary's SHA-256 so a replay can tell the
+// user when the binary changed since the recording.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "journal/event.pb.h"
+#include "journal/status.h"
+
+namespace understudy::recorder {
+
+// Fills *spec for a program about to be exec'd: `argv` and `env` exactly as
+// given to exec, `binary_path` the resolved absolute path; the rest (cwd,
+// uid/gid, every rlimit, binary hash, hostname, start time) is read from
+// this process, which the program inherits it from.
+Status CaptureProcessSpec(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                          const std::string& binary_path, journal::pb::ProcessSpec* spec);
+
+// Lowercase hex SHA-256 of the file at `path` (OpenSSL EVP).
+Status Sha256File(const std::string& path, std::string* hex);
+
+}  // namespace understudy::recorder

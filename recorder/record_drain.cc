@@ -1,0 +1,100 @@
+#include "recorder/record_drain.h"
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "recorder/record_codec.h"
+#include "recorder/record_ring.h"
+#include "recorder/reorder_buffer.h"
+
+namespace understudy::recorder {
+
+RecordDrain::RecordDrain(abi::ControlBlock* cb, journal::JournalWriter* writer,
+                         DrainOptions options)
+    : cb_(cb), writer_(writer), options_(options) {}
+
+Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic<bool>& abort) {
+  using Clock = std::chrono::steady_clock;
+  RecordRingReader ring(cb_);
+  ReorderBuffer<journal::pb::Event> reorder(writer_->last_sequence() + 1);
+  std::string rec;
+  std::string error;
+  journal::pb::Event event;
+  uint64_t pending = 0;
+  Clock::time_point last_flush = Clock::now();
+  bool have_deadline = false;
+  Clock::time_point deadline;
+
+  for (;;) {
+    bool took = false;
+    for (int burst = 0; burst < 4096; ++burst) {
+      const uint64_t pos = ring.read_pos();
+      RecordRingReader::Take t = ring.TryTake(&rec, &error);
+      if (t == RecordRingReader::Take::kEmpty) break;
+      if (t == RecordRingReader::Take::kCorrupt) return Status::Corruption(error);
+      took = true;
+      Status s = journal::DecodeRecord(rec.data(), rec.size(), &event);
+      if (!s.ok()) {
+        return Status::Corruption(s.message() + " at ring position " + std::to_string(pos));
+      }
+      const uint64_t seq = event.seq();
+      switch (reorder.Add(seq, std::move(event))) {
+        case ReorderBuffer<journal::pb::Event>::Insert::kAccepted:
+          break;
+        case ReorderBuffer<journal::pb::Event>::Insert::kDuplicate:
+        case ReorderBuffer<journal::pb::Event>::Insert::kStale:
+          warnings_.push_back("record ring: seq " + std::to_string(seq) +
+                              " arrived twice; the second copy was dropped");
+          break;
+      }
+      while (reorder.PopReady(&event)) {
+        s = writer_->Append(event);
+        if (!s.ok()) return s;
+        ++events_;
+        ++pending;
+      }
+    }
+    const Clock::time_point now = Clock::now();
+    if (pending >= options_.flush_events ||
+        (pending > 0 && now - last_flush >= options_.flush_interval)) {
+      Status s = writer_->Flush();
+      if (!s.ok()) return s;
+      pending = 0;
+      last_flush = now;
+    }
+    if (abort.load(std::memory_order_acquire)) break;
+    if (program_done.load(std::memory_order_acquire)) {
+      if (!have_deadline) {
+        have_deadline = true;
+        deadline = now + options_.final_grace;
+      }
+      const uint64_t next_seq = __atomic_load_n(&cb_->next_seq, __ATOMIC_ACQUIRE);
+      if (reorder.next_expected() >= next_seq && ring.Backlog() == 0) break;
+      if (!took && now >= deadline) {
+        const uint64_t lost = next_seq - reorder.next_expected();
+        char buf[320];
+        if (lost == 0) {
+          std::snprintf(buf, sizeof buf,
+                        "%" PRIu64
+                        " bytes of the record ring were reserved but never "
+                        "published (a thread killed mid-record?); no event is missing",
+                        ring.Backlog());
+        } else {
+          std::snprintf(buf, sizeof buf,
+                        "the record at ring position %" PRIu64
+                        " was reserved but never published (a thread killed mid-record?); "
+                        "the journal ends at seq %" PRIu64 "; %" PRIu64
+                        " event(s) from seq %" PRIu64 " on are lost",
+                        ring.read_pos(), reorder.next_expected() - 1, lost,
+                        reorder.next_expected());
+        }
+        warnings_.push_back(buf);
+        break;
+      }
+    }
+    if (!took) ring.WaitForPublish(options_.idle_wait);
+  }
+  return writer_->Flush();
+}
+
+}  // namespace understudy::recorder

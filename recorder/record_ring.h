@@ -1,0 +1,57 @@
+// RecordRingReader: the recorder's (single) consumer side of the record ring
+// of interposer/abi.h.  Program threads are the producers.
+//
+// Producer protocol (the interposer; reproduced by the unit tests' fake
+// producer): reserve bytes with __atomic_fetch_add on write_reserve, take a
+// seq with __atomic_fetch_add on next_seq, wait until the reserved bytes are
+// within ring_size of read_pos, RingCopyIn everything but the size word,
+// store-release the size word, then bump record_epoch and FUTEX_WAKE it if
+// consumer_waiting is set.
+//
+// Consumer protocol (this class): at read_pos load-acquire the size word;
+// 0 = not published yet.  Otherwise copy the record out, zero all its bytes
+// (so a zero size word always means "unpublished"), store-release the new
+// read_pos, then bump space_epoch and wake it if producers_waiting.
+//
+// Records therefore come out in ring order, not seq order (see
+// reorder_buffer.h).  One thread owns a reader.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "interposer/abi.h"
+
+namespace understudy::recorder {
+
+class RecordRingReader {
+ public:
+  // `cb` is the mapped control block; the ring follows it at kRingOffset.
+  explicit RecordRingReader(abi::ControlBlock* cb);
+
+  enum class Take {
+    kRecord,   // *rec holds one whole record (its size word first)
+    kEmpty,    // nothing published at read_pos yet
+    kCorrupt,  // the size word at read_pos is impossible; *error says why
+  };
+  Take TryTake(std::string* rec, std::string* error);
+
+  // Sleeps until a producer publishes (or `timeout`).  Sets consumer_waiting
+  // around the sleep and re-checks the ring first, so no wake is lost.
+  void WaitForPublish(std::chrono::nanoseconds timeout);
+
+  uint64_t read_pos() const;
+  // Bytes producers reserved that were not consumed yet (0 = ring empty and
+  // no reservation outstanding).
+  uint64_t Backlog() const;
+
+ private:
+  bool Published() const;
+
+  abi::ControlBlock* cb_;
+  char* ring_;
+  uint64_t ring_size_;
+};
+
+}  // namespace understudy::recorder

@@ -1,0 +1,118 @@
+#include "recorder/recorder.h"
+
+#include <sys/stat.h>
+#include <time.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include "journal/reader.h"
+#include "recorder/control_mapping.h"
+#include "recorder/process_spec.h"
+#include "recorder/record_drain.h"
+#include "recorder/syscall_names.h"
+
+namespace understudy::recorder {
+
+namespace pb = journal::pb;
+
+Status Record(const RecordOptions& options, RecordResult* result) {
+  const auto start = std::chrono::steady_clock::now();
+  if (options.argv.empty()) return Status::InvalidArgument("record: no program given after --");
+  std::string binary;
+  Status s = ResolveExecutable(options.argv[0], &binary);
+  if (!s.ok()) return s;
+  std::string preload;
+  s = FindPreloadLibrary(&preload);
+  if (!s.ok()) return s;
+  std::vector<std::string> env = InterposerEnv(CurrentEnv(), preload);
+
+  pb::ProcessSpec spec;
+  s = CaptureProcessSpec(options.argv, env, binary, &spec);
+  if (!s.ok()) return s;
+
+  std::unique_ptr<ControlMapping> mapping;
+  uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;
+  s = ControlMapping::Create(options.ring_size, abi::kModeRecord, flags, &mapping);
+  if (!s.ok()) return s;
+
+  journal::WriterOptions wopts;
+  wopts.durability = options.durability;
+  std::unique_ptr<journal::JournalWriter> writer;
+  s = journal::JournalWriter::Create(options.dir, spec, wopts, &writer);
+  if (!s.ok()) return s;
+
+  LaunchSpec launch;
+  launch.path = binary;
+  launch.argv = options.argv;
+  launch.env = env;
+  launch.control_fd = mapping->fd();
+  launch.pid_namespace = options.pid_namespace;
+  std::unique_ptr<Program> program;
+  s = Program::Launch(launch, &program);
+  if (!s.ok()) return s;
+
+  std::atomic<bool> program_done{false};
+  std::atomic<bool> abort{false};
+  std::atomic<bool> drain_finished{false};
+  RecordDrain drain(mapping->control(), writer.get());
+  Status drain_status;
+  std::thread drainer([&] {
+    drain_status = drain.Run(program_done, abort);
+    drain_finished.store(true, std::memory_order_release);
+  });
+
+  // Wait for the program; if the drain dies first, the program would block
+  // on a full ring forever, so it is killed.
+  ProgramExit exit;
+  while (!program->Poll(&exit)) {
+    if (drain_finished.load(std::memory_order_acquire)) program->Kill();
+    struct timespec ts {
+      0, 5 * 1000 * 1000
+    };
+    nanosleep(&ts, nullptr);
+  }
+  program_done.store(true, std::memory_order_release);
+  drainer.join();
+  result->exit = exit;
+  result->warnings = drain.warnings();
+  if (!drain_status.ok()) return drain_status;
+
+  abi::ControlBlock* cb = mapping->control();
+  if (__atomic_load_n(&cb->status, __ATOMIC_ACQUIRE) == abi::kStatusRefused) {
+    uint32_t call = __atomic_load_n(&cb->refused_call, __ATOMIC_ACQUIRE);
+    result->refused = true;
+    result->refused_message = "understudy record: " + SyscallName(call) + " (syscall " +
+                              std::to_string(call) +
+                              ") is not supported: recording it would lose nondeterminism; "
+                              "refused";
+  }
+
+  pb::Event final_event;
+  final_event.set_seq(writer->last_sequence() + 1);
+  final_event.set_tid(0);
+  final_event.set_pid(0);
+  pb::LifecycleEvent* life = final_event.mutable_lifecycle();
+  life->set_kind(pb::LifecycleEvent::EXIT);
+  life->set_status(exit.exit_code);
+  s = writer->Append(final_event);
+  if (s.ok()) s = writer->Close();
+  if (!s.ok()) return s;
+  result->events = drain.events() + 1;
+
+  std::vector<journal::SegmentInfo> segments;
+  if (journal::ListSegments(options.dir, &segments).ok()) {
+    result->segments = segments.size();
+    for (const journal::SegmentInfo& seg : segments) {
+      struct stat st;
+      if (stat(seg.path.c_str(), &st) == 0) result->bytes += static_cast<uint64_t>(st.st_size);
+    }
+  }
+  result->wall_time_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return Status::Ok();
+}
+
+}  // namespace understudy::recorder

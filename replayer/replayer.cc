@@ -1,0 +1,418 @@
+#include "replayer/replayer.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "interposer/abi.h"
+#include "journal/reader.h"
+#include "recorder/record_codec.h"
+#include "recorder/control_mapping.h"
+#include "recorder/process_spec.h"
+#include "recorder/syscall_names.h"
+#include "replayer/ring_feeder.h"
+
+namespace understudy::replayer {
+
+namespace pb = journal::pb;
+using recorder::ControlMapping;
+using recorder::LaunchSpec;
+using recorder::Program;
+using recorder::ProgramExit;
+
+namespace {
+
+volatile sig_atomic_t g_interrupted = 0;
+
+void OnInterrupt(int) {
+  g_interrupted = 1;
+}
+
+bool IsRecorderEvent(const pb::Event& e) {
+  return e.tid() == 0;
+}
+
+// What the first pass over the journal learned.
+struct JournalScan {
+  pb::ProcessSpec spec;
+  uint64_t program_events = 0;  // tid != 0
+  uint32_t main_rtid = 0;       // tid of the first program event
+  bool ends_with_exit = false;  // last event is the recorder's EXIT
+  int exit_status = 0;
+  std::string torn_tail;  // non-empty: the journal was cut by a crash
+};
+
+Status ScanJournal(const std::string& dir, JournalScan* scan) {
+  journal::ReaderOptions ropts;
+  ropts.torn_tail_is_end = true;
+  std::unique_ptr<journal::JournalReader> reader;
+  Status s = journal::JournalReader::Open(dir, ropts, &reader);
+  if (!s.ok()) return s;
+  pb::Event e;
+  while (reader->Next(&e)) {
+    scan->ends_with_exit = false;
+    if (IsRecorderEvent(e)) {
+      if (e.has_lifecycle() && e.lifecycle().kind() == pb::LifecycleEvent::EXIT) {
+        scan->ends_with_exit = true;
+        scan->exit_status = e.lifecycle().status();
+      }
+      continue;
+    }
+    if (scan->main_rtid == 0) scan->main_rtid = e.tid();
+    ++scan->program_events;
+  }
+  if (!reader->status().ok()) return reader->status();
+  if (reader->problem().has_value()) scan->torn_tail = reader->problem()->ToString();
+  if (!scan->spec.ParseFromString(reader->header().spec_bytes)) {
+    return Status::Corruption("journal " + dir +
+                              ": the process spec in the segment header does not parse");
+  }
+  if (scan->spec.argv_size() == 0) {
+    return Status::Corruption("journal " + dir + ": the process spec has an empty argv");
+  }
+  return Status::Ok();
+}
+
+std::string Field(const std::string& entry) {
+  return entry.substr(0, entry.find('='));
+}
+
+// Feeds the journal's program events into the replay ring.  Runs on its own
+// thread; `error` is written before `done` is released.
+void Feed(const std::string& dir, abi::ControlBlock* cb, const std::atomic<bool>& stop,
+          Status* error, std::atomic<bool>* done) {
+  RingFeeder feeder(cb);
+  journal::ReaderOptions ropts;
+  ropts.torn_tail_is_end = true;
+  std::unique_ptr<journal::JournalReader> reader;
+  Status s = journal::JournalReader::Open(dir, ropts, &reader);
+  pb::Event e;
+  std::string rec;
+  while (s.ok() && reader->Next(&e)) {
+    if (IsRecorderEvent(e)) continue;
+    Status es = journal::EncodeRecord(e, &rec);
+    if (es.IsNotSupported()) continue;  // checkpoint marks etc.: not for the program
+    if (!es.ok()) {
+      s = es;
+      break;
+    }
+    if (!feeder.Put(rec, stop)) break;
+  }
+  if (s.ok() && reader != nullptr) s = reader->status();
+  feeder.End();
+  *error = s;
+  done->store(true, std::memory_order_release);
+}
+
+double RecordedWallTime(const std::string& dir, const pb::ProcessSpec& spec) {
+  std::vector<journal::SegmentInfo> segments;
+  if (!journal::ListSegments(dir, &segments).ok() || segments.empty()) return 0;
+  struct stat st;
+  if (stat(segments.back().path.c_str(), &st) != 0) return 0;
+  const double end = static_cast<double>(st.st_mtim.tv_sec) + st.st_mtim.tv_nsec / 1e9;
+  const double start = static_cast<double>(spec.start_time_ns()) / 1e9;
+  return end > start ? end - start : 0;
+}
+
+uint64_t JournalBytes(const std::string& dir) {
+  std::vector<journal::SegmentInfo> segments;
+  uint64_t bytes = 0;
+  if (!journal::ListSegments(dir, &segments).ok()) return 0;
+  for (const journal::SegmentInfo& seg : segments) {
+    struct stat st;
+    if (stat(seg.path.c_str(), &st) == 0) bytes += static_cast<uint64_t>(st.st_size);
+  }
+  return bytes;
+}
+
+Divergence ReadDivergence(const abi::ControlBlock* cb) {
+  Divergence d;
+  d.seq = __atomic_load_n(&cb->div_seq, __ATOMIC_ACQUIRE);
+  d.tid = cb->div_tid;
+  d.call = recorder::SyscallName(cb->div_call);
+  d.recorded = cb->div_recorded;
+  d.replayed = cb->div_replayed;
+  d.text.assign(cb->div_text, strnlen(cb->div_text, sizeof cb->div_text));
+  return d;
+}
+
+std::string DivergenceLine(const Divergence& d) {
+  return "understudy replay: divergence at event " + std::to_string(d.seq) + " (thread " +
+         std::to_string(d.tid) + ", " + d.call + "): recorded " + std::to_string(d.recorded) +
+         ", replayed " + std::to_string(d.replayed) + ": " + d.text;
+}
+
+void Warn(ReplayResult* result, std::string text) {
+  std::fprintf(stderr, "understudy replay: warning: %s\n", text.c_str());
+  result->warnings.push_back(std::move(text));
+}
+
+}  // namespace
+
+const char* OutcomeName(ReplayOutcome outcome) {
+  switch (outcome) {
+    case ReplayOutcome::kCompleted:
+      return "completed";
+    case ReplayOutcome::kDiverged:
+      return "diverged";
+    case ReplayOutcome::kRecordingEnds:
+      return "recording_ends";
+    case ReplayOutcome::kStoppedAtUntil:
+      return "stopped_at_until";
+    case ReplayOutcome::kDebuggerExited:
+      return "debugger_exited";
+    case ReplayOutcome::kInterrupted:
+      return "interrupted";
+  }
+  return "unknown";
+}
+
+Status Replay(const ReplayOptions& options, ReplayResult* result) {
+  const auto start = std::chrono::steady_clock::now();
+  JournalScan scan;
+  Status s = ScanJournal(options.dir, &scan);
+  if (!s.ok()) return s;
+  const pb::ProcessSpec& spec = scan.spec;
+  result->events = scan.program_events;
+  result->bytes = JournalBytes(options.dir);
+  result->recorded_wall_time_s = RecordedWallTime(options.dir, spec);
+  result->recorded_exit_known = scan.ends_with_exit;
+  result->recorded_exit_status = scan.exit_status;
+  if (!scan.torn_tail.empty()) {
+    Warn(result, "the recording was cut by a crash (" + scan.torn_tail +
+                     "); replaying the events before it");
+  }
+
+  std::string binary = options.binary.empty() ? spec.binary_path() : options.binary;
+  if (!options.binary.empty()) {
+    s = recorder::ResolveExecutable(options.binary, &binary);
+    if (!s.ok()) return s;
+  }
+  std::string sha;
+  s = recorder::Sha256File(binary, &sha);
+  if (!s.ok()) {
+    return Status::NotFound("replay: cannot read the binary " + binary + " (" + s.message() +
+                            "); pass --binary PATH to use another copy");
+  }
+  if (!spec.binary_sha256().empty() && sha != spec.binary_sha256()) {
+    Warn(result, "binary " + binary + " differs from the recorded one (SHA-256 " + sha +
+                     ", recorded " + spec.binary_sha256() + "); the replay will likely diverge");
+  }
+  std::string preload;
+  s = recorder::FindPreloadLibrary(&preload);
+  if (!s.ok()) return s;
+
+  std::vector<std::string> recorded_env(spec.env().begin(), spec.env().end());
+  std::vector<std::string> env =
+      recorder::InterposerEnv(recorder::StripRecordedInterposer(recorded_env), preload);
+
+  uint32_t flags = 0;
+  if (options.show_output) flags |= abi::kFlagShowOutput;
+  if (options.gdb) flags |= abi::kFlagGdb;
+  std::unique_ptr<ControlMapping> mapping;
+  s = ControlMapping::Create(abi::kDefaultRingSize, abi::kModeReplay, flags, &mapping);
+  if (!s.ok()) return s;
+  abi::ControlBlock* cb = mapping->control();
+  cb->until_seq = options.until_seq;
+  cb->main_rtid = scan.main_rtid;
+
+  LaunchSpec launch;
+  launch.argv.assign(spec.argv().begin(), spec.argv().end());
+  launch.cwd = spec.cwd();
+  launch.control_fd = mapping->fd();
+  launch.pid_namespace = options.pid_namespace;
+  if (!options.gdb) {
+    launch.path = binary;
+    launch.env = env;
+  } else {
+    s = recorder::ResolveExecutable("gdb", &launch.path);
+    if (!s.ok()) return Status::NotFound("replay --gdb: " + s.message());
+    std::vector<std::string> gdb_argv = {"gdb",
+                                         "-q",
+                                         "-nx",
+                                         "-ex",
+                                         "set startup-with-shell off",
+                                         "-ex",
+                                         "handle SIGSYS nostop noprint pass"};
+    bool has_lines = false;
+    bool has_columns = false;
+    for (const std::string& e : env) {
+      const std::string name = Field(e);
+      if (name == "LD_PRELOAD" || name == US_ENV_CONTROL_FD) {
+        // Only for the inferior, never for gdb itself.
+        gdb_argv.push_back("-ex");
+        gdb_argv.push_back("set environment " + e);
+      } else {
+        launch.env.push_back(e);
+      }
+      has_lines |= name == "LINES";
+      has_columns |= name == "COLUMNS";
+    }
+    // gdb adds these to the inferior's environment; the recording had none.
+    if (!has_lines) gdb_argv.insert(gdb_argv.end(), {"-ex", "unset environment LINES"});
+    if (!has_columns) gdb_argv.insert(gdb_argv.end(), {"-ex", "unset environment COLUMNS"});
+    if (!options.gdb_commands.empty()) gdb_argv.push_back("-batch");
+    gdb_argv.insert(gdb_argv.end(), {"-ex", "run"});
+    for (const std::string& c : options.gdb_commands) gdb_argv.insert(gdb_argv.end(), {"-ex", c});
+    gdb_argv.push_back("--args");
+    gdb_argv.push_back(binary);
+    for (int i = 1; i < spec.argv_size(); ++i) gdb_argv.push_back(spec.argv(i));
+    launch.argv = std::move(gdb_argv);
+  }
+
+  std::atomic<bool> stop_feeding{false};
+  std::atomic<bool> feed_done{false};
+  Status feed_status;
+  std::thread feeder(Feed, options.dir, cb, std::cref(stop_feeding), &feed_status, &feed_done);
+
+  std::unique_ptr<Program> program;
+  s = Program::Launch(launch, &program);
+  if (!s.ok()) {
+    stop_feeding.store(true);
+    feeder.join();
+    return s;
+  }
+  if (!options.gdb) {
+    // Ctrl-C stops the replay (in --gdb mode it belongs to gdb).
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_handler = OnInterrupt;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+  }
+
+  bool decided = false;  // outcome fixed; waiting only for the program to go
+  bool divergence_printed = false;
+  auto last_progress = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  ProgramExit exit;
+  for (;;) {
+    const bool exited = program->Poll(&exit);
+    const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
+    if (!decided && status == abi::kStatusDiverged) {
+      result->outcome = ReplayOutcome::kDiverged;
+      result->divergence = ReadDivergence(cb);
+      result->message = DivergenceLine(*result->divergence);
+      decided = true;
+      if (options.gdb) {
+        // Leave the program stopped under gdb for the user to look at.
+        if (options.progress) std::fputs("\r\033[K", stderr);
+        std::fprintf(stderr, "%s\n", result->message.c_str());
+        divergence_printed = true;
+      } else {
+        program->Kill();
+      }
+    } else if (!decided && status == abi::kStatusEndOfJournal) {
+      decided = true;
+      if (scan.ends_with_exit) {
+        result->outcome = ReplayOutcome::kDiverged;
+        Divergence d;
+        d.seq = scan.program_events + 1;
+        d.call = "event past the end";
+        d.text = "the program asked for an event after the recorded run had exited";
+        result->divergence = d;
+        result->message = "understudy replay: divergence after event " +
+                          std::to_string(scan.program_events) +
+                          ": the program asked for another event, but the recorded run "
+                          "had exited there";
+      } else {
+        result->outcome = ReplayOutcome::kRecordingEnds;
+        result->message = "understudy replay: replayed all " + std::to_string(scan.program_events) +
+                          " events; the recording ends here";
+      }
+      if (!options.gdb) program->Kill();
+    } else if (!decided && status == abi::kStatusUntilReached && !options.gdb) {
+      decided = true;
+      result->outcome = ReplayOutcome::kStoppedAtUntil;
+      result->message =
+          "understudy replay: stopped before event " + std::to_string(options.until_seq);
+      program->Kill();
+    } else if (!decided && g_interrupted != 0) {
+      decided = true;
+      result->outcome = ReplayOutcome::kInterrupted;
+      program->Kill();
+    }
+    result->events_done = __atomic_load_n(&cb->events_done, __ATOMIC_ACQUIRE);
+    if (exited) break;
+
+    const auto now = std::chrono::steady_clock::now();
+    if (options.progress && !options.gdb && now - last_progress >= std::chrono::milliseconds(200)) {
+      std::fprintf(stderr, "\rreplaying %s: %" PRIu64 " / %" PRIu64 " events", options.dir.c_str(),
+                   result->events_done, result->events);
+      last_progress = now;
+    }
+    struct timespec ts {
+      0, 2 * 1000 * 1000
+    };
+    nanosleep(&ts, nullptr);
+  }
+  if (options.progress && !options.gdb) std::fputs("\r\033[K", stderr);
+  stop_feeding.store(true, std::memory_order_release);
+  feeder.join();
+  result->exit = exit;
+  result->wall_time_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  if (!exit.launch_error.empty()) {
+    return Status::IOError("replay: could not start " + launch.path + ": " + exit.launch_error);
+  }
+  if (!decided) {
+    if (options.gdb) {
+      result->outcome = ReplayOutcome::kDebuggerExited;
+      result->message = "understudy replay: gdb exited (status " + std::to_string(exit.exit_code) +
+                        ") after event " + std::to_string(result->events_done);
+    } else if (scan.ends_with_exit && exit.exit_code != scan.exit_status) {
+      result->outcome = ReplayOutcome::kDiverged;
+      Divergence d;
+      d.seq = scan.program_events + 1;
+      d.call = "exit";
+      d.recorded = scan.exit_status;
+      d.replayed = exit.exit_code;
+      d.text = "the program's exit status differs";
+      result->divergence = d;
+      result->message = "understudy replay: divergence at exit: recorded exit status " +
+                        std::to_string(scan.exit_status) + ", replayed " +
+                        std::to_string(exit.exit_code) +
+                        (exit.signal != 0 ? " (" + recorder::SignalName(exit.signal) + ")" : "");
+    } else if (result->events_done < scan.program_events) {
+      result->outcome = ReplayOutcome::kDiverged;
+      Divergence d;
+      d.seq = result->events_done + 1;
+      d.call = "exit";
+      d.recorded = static_cast<int64_t>(scan.program_events);
+      d.replayed = static_cast<int64_t>(result->events_done);
+      d.text = "the program exited before consuming every recorded event";
+      result->divergence = d;
+      result->message = "understudy replay: divergence: the program exited after " +
+                        std::to_string(result->events_done) + " of " +
+                        std::to_string(scan.program_events) + " recorded events";
+    } else {
+      result->outcome = ReplayOutcome::kCompleted;
+      char buf[256];
+      std::snprintf(buf, sizeof buf,
+                    "understudy replay: replayed %" PRIu64
+                    " events in %.3f s (recorded in %.3f s), no divergence",
+                    result->events, result->wall_time_s, result->recorded_wall_time_s);
+      result->message = buf;
+    }
+  } else if (result->outcome == ReplayOutcome::kInterrupted) {
+    result->message = "understudy replay: interrupted after event " +
+                      std::to_string(result->events_done) + " of " + std::to_string(result->events);
+  }
+  if (divergence_printed) result->message.clear();
+  if (!feed_status.ok() && result->outcome != ReplayOutcome::kDiverged) {
+    return feed_status;
+  }
+  return Status::Ok();
+}
+
+}  // namespace understudy::replayer

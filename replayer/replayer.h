@@ -1,0 +1,82 @@
+// Replayer: runs a recorded program again with its interposer in replay mode
+// and feeds it the journal (`understudy replay`).
+//
+// Before launching, the journal is read once end to end: that checks it
+// (a journal error stops here, before the program runs), counts the events,
+// finds the main thread's recorded tid (the first event's) and whether the
+// recording ended with the recorder's final EXIT event (tid 0) or was cut.
+// Then a feeder thread (ring_feeder.h) streams the events into the replay
+// ring while the caller's thread watches the program and ctl->status.
+//
+// Exit codes (ReplayResult::ExitCode, documented in --help and
+// docs/record-replay.md): 0 replay matched the recording (or stopped where
+// asked, or the recording was cut and everything in it replayed);
+// 1 usage or journal error; 2 divergence; 130 interrupted (Ctrl-C).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "journal/status.h"
+#include "recorder/launcher.h"
+
+namespace understudy::replayer {
+
+struct ReplayOptions {
+  std::string dir;
+  bool show_output = false;               // abi::kFlagShowOutput
+  uint64_t until_seq = 0;                 // stop before this event (0 = run to the end)
+  bool gdb = false;                       // run the program under gdb (abi::kFlagGdb)
+  std::vector<std::string> gdb_commands;  // non-empty: gdb -batch with these
+  std::string binary;                     // run this file instead of the recorded binary
+  bool progress = false;                  // \r progress line on stderr every 200 ms
+  bool pid_namespace = true;
+};
+
+enum class ReplayOutcome {
+  kCompleted,       // program exited as recorded
+  kDiverged,        // see ReplayResult::divergence
+  kRecordingEnds,   // recording was cut; all of it replayed
+  kStoppedAtUntil,  // reached --until
+  kDebuggerExited,  // --gdb: gdb ended (the user was driving)
+  kInterrupted,     // Ctrl-C / SIGTERM to the replayer
+};
+const char* OutcomeName(ReplayOutcome outcome);
+
+struct Divergence {
+  uint64_t seq = 0;
+  uint32_t tid = 0;
+  std::string call;  // name of the call the replay made
+  int64_t recorded = 0;
+  int64_t replayed = 0;
+  std::string text;
+};
+
+struct ReplayResult {
+  ReplayOutcome outcome = ReplayOutcome::kCompleted;
+  uint64_t events = 0;       // program events in the journal (tid-0 excluded)
+  uint64_t events_done = 0;  // consumed by the program (ctl->events_done)
+  uint64_t bytes = 0;        // bytes of the segment files
+  double wall_time_s = 0;
+  double recorded_wall_time_s = 0;   // start time to last segment write
+  recorder::ProgramExit exit;        // how the program (or gdb) ended
+  bool recorded_exit_known = false;  // the journal ends with the EXIT event
+  int recorded_exit_status = 0;
+  std::optional<Divergence> divergence;
+  std::string message;                // the one-line report
+  std::vector<std::string> warnings;  // e.g. binary hash mismatch
+
+  int ExitCode() const {
+    if (outcome == ReplayOutcome::kDiverged) return 2;
+    return outcome == ReplayOutcome::kInterrupted ? 130 : 0;
+  }
+};
+
+// Replays one journal.  A non-ok Status is a usage or journal error (exit 1);
+// divergences are outcomes, not errors.  Warnings are printed to stderr as
+// they happen and also kept in result->warnings.
+Status Replay(const ReplayOptions& options, ReplayResult* result);
+
+}  // namespace understudy::replayer

@@ -1,0 +1,51 @@
+// RingFeeder: the replayer's (single) producer side of the replay ring of
+// interposer/abi.h.  Program threads are the consumers, one at a time: the
+// thread whose next event has seq == replay_cursor takes the record at
+// replay_head, zeroes it, advances replay_head and replay_cursor, and bumps
+// replay_epoch.
+//
+// Producer protocol (this class), per record:
+//   1. wait for space: replay_tail + size - replay_head <= ring_size (sleep on
+//      replay_epoch with a timeout, counting itself in replay_waiters);
+//   2. RingCopyIn every byte except the 4-byte size word;
+//   3. store-release the size word (the record is now visible);
+//   4. store-release replay_tail += size; bump replay_epoch, and FUTEX_WAKE
+//      it when replay_waiters > 0.
+// End(): journal_ended = 1, bump and wake, so a thread that needs an event
+// past the end reports kStatusEndOfJournal instead of waiting forever.
+// One thread owns a feeder.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string_view>
+
+#include "interposer/abi.h"
+
+namespace understudy::replayer {
+
+class RingFeeder {
+ public:
+  explicit RingFeeder(abi::ControlBlock* cb,
+                      std::chrono::milliseconds wait_slice = std::chrono::milliseconds(5));
+
+  // Publishes one whole record (`rec` starts with its non-zero size word and
+  // is rec.size() bytes, a multiple of 8).  Blocks while the ring is full;
+  // returns false without publishing if `stop` becomes true meanwhile.
+  bool Put(std::string_view rec, const std::atomic<bool>& stop);
+
+  // No record will follow.
+  void End();
+
+  uint64_t tail() const { return tail_; }
+
+ private:
+  abi::ControlBlock* cb_;
+  char* ring_;
+  uint64_t ring_size_;
+  uint64_t tail_;
+  std::chrono::milliseconds wait_slice_;
+};
+
+}  // namespace understudy::replayer

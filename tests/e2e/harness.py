@@ -1,0 +1,467 @@
+"""End-to-end test harness: a tiny program plus a few verbs.
+
+    from harness import need, Trace, program, run_main
+
+    def main():
+        need(binaries=["sqlite3"])              # skip (77) with a reason, or
+                                                # fail under CI=true
+        with Trace("time_calls") as t:          # journal in a temp dir
+            rec = t.record([program("time_calls")])
+            rep = t.replay(show_output=True)
+            expect(rep.rc == 0, "replay exit", rep)
+            expect(rep.stdout == rec.stdout, "stdout differs", rep)
+
+    run_main(main)
+
+Contract:
+  - exit 0 = pass, 1 = fail, 77 = skipped (ctest SKIP_RETURN_CODE);
+  - a failing Trace keeps its journal and prints the exact command that
+    replays it; a passing one deletes it;
+  - every child runs with a timeout, in its own session, and is killed (its
+    process group, by the pid we got from Popen) on timeout, on failure and
+    at exit -- never anything we did not start;
+  - networking is loopback only; free_port() never hands out 6379 or 6390.
+"""
+
+import atexit
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SOURCE = os.environ.get("UNDERSTUDY_SOURCE") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("UNDERSTUDY_BUILD") or os.path.join(SOURCE, "build")
+UNDERSTUDY = os.path.join(BUILD, "bin", "understudy")
+PRELOAD = os.path.join(BUILD, "lib", "libunderstudy_preload.so")
+PROGRAMS = os.path.join(BUILD, "tests", "programs")
+
+# Ports the harness never hands out: a developer's own redis, and the port
+# some docs use for examples.
+RESERVED_PORTS = {6379, 6390}
+
+DEFAULT_TIMEOUT = 60.0
+SKIP = 77
+
+
+def program(name):
+    """Path of a tests/programs/NAME.c binary."""
+    return os.path.join(PROGRAMS, name)
+
+
+# ---------------------------------------------------------------------------
+# Outcomes
+
+
+class TestFailure(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def fail(reason):
+    raise TestFailure(reason)
+
+
+def expect(cond, what, result=None):
+    """Fail with WHAT (and the command's output when RESULT is given)."""
+    if not cond:
+        fail(what + ("\n" + result.describe() if result is not None else ""))
+
+
+def skip(reason):
+    """Skip the test -- except under CI=true, where a missing need fails."""
+    if os.environ.get("CI", "").lower() == "true":
+        log("FAIL: CI must not skip: " + reason)
+        _cleanup_children()
+        sys.exit(1)
+    log("SKIP: " + reason)
+    _cleanup_children()
+    sys.exit(SKIP)
+
+
+def run_main(main):
+    """Run MAIN(); exit 0 on success, 1 on TestFailure/any exception."""
+    try:
+        main()
+    except TestFailure as e:
+        log("FAIL: %s" % e)
+        _cleanup_children()
+        sys.exit(1)
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        log("FAIL: unexpected exception")
+        _cleanup_children()
+        sys.exit(1)
+    _cleanup_children()
+    log("PASS")
+    sys.exit(0)
+
+
+# ---------------------------------------------------------------------------
+# Needs (CRIU zdtm style: each test declares what it needs in one line)
+
+
+def _which(name):
+    if os.path.sep in name:
+        return name if os.access(name, os.X_OK) else None
+    return shutil.which(name)
+
+
+def _quiet_ok(argv, timeout=10):
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=timeout).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def need(root=False, netns=False, criu=False, bpf=False, binaries=(), understudy=True):
+    """Skip (or, under CI=true, fail) unless every need is met."""
+    if understudy:
+        for path in (UNDERSTUDY, PRELOAD):
+            if not os.access(path, os.R_OK):
+                skip("%s is not built; run 'cmake --build %s'" % (path, BUILD))
+    if root and os.geteuid() != 0:
+        skip("needs root")
+    if netns and not _quiet_ok(["unshare", "--net", "true"]):
+        skip("needs network namespaces ('unshare --net true' failed)")
+    if criu and not (_which("criu") and _quiet_ok(["criu", "check"], timeout=30)):
+        skip("needs CRIU ('criu check' failed or criu is not installed)")
+    if bpf and not (os.geteuid() == 0 and os.path.exists("/sys/kernel/btf/vmlinux")
+                    and _which("bpftool")):
+        skip("needs BPF (root, /sys/kernel/btf/vmlinux and bpftool)")
+    for b in binaries:
+        if not _which(b):
+            skip("needs the binary '%s' (not found in PATH)" % b)
+
+
+# ---------------------------------------------------------------------------
+# Child processes: bounded, in their own session, killed by pid on the way out
+
+_children = []
+
+
+def _kill_group(p, sig=signal.SIGKILL):
+    # Only while P is unreaped: its pid (= our group id) cannot be reused yet.
+    if p.returncode is not None:
+        return
+    try:
+        os.killpg(p.pid, sig)  # the session/group we created with this pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _cleanup_children():
+    for p in list(_children):
+        if p.poll() is None:
+            _kill_group(p, signal.SIGTERM)
+            try:
+                p.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                _kill_group(p)
+                try:
+                    p.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    pass
+        if p in _children:
+            _children.remove(p)
+
+
+atexit.register(_cleanup_children)
+
+
+def _on_signal(signo, _frame):
+    _cleanup_children()
+    sys.exit(128 + signo)
+
+
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+
+
+class Result:
+    def __init__(self, argv, rc, stdout, stderr, elapsed, timed_out=False):
+        self.argv, self.rc, self.stdout, self.stderr = argv, rc, stdout, stderr
+        self.elapsed, self.timed_out = elapsed, timed_out
+
+    @property
+    def out(self):
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def err(self):
+        return self.stderr.decode(errors="replace")
+
+    def describe(self, limit=3000):
+        def tail(b):
+            s = b.decode(errors="replace")
+            return s if len(s) <= limit else "...\n" + s[-limit:]
+        return ("  command: %s\n  exit: %s%s (%.2f s)\n  --- stdout\n%s\n  --- stderr\n%s" %
+                (" ".join(map(_quote, self.argv)), self.rc,
+                 " TIMED OUT" if self.timed_out else "", self.elapsed,
+                 tail(self.stdout), tail(self.stderr)))
+
+
+def _quote(s):
+    import shlex
+    return shlex.quote(str(s))
+
+
+def start(argv, stdin=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=None, cwd=None):
+    """Start ARGV in its own session; it is killed at exit if still running."""
+    p = subprocess.Popen([str(a) for a in argv], stdin=stdin if stdin is not None else
+                         subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                         start_new_session=True)
+    _children.append(p)
+    return p
+
+
+def finish(p, argv, input=None, timeout=DEFAULT_TIMEOUT, t0=None):
+    """Wait for P (feeding INPUT) at most TIMEOUT s; kill its group on timeout."""
+    t0 = t0 if t0 is not None else time.monotonic()
+    timed_out = False
+    try:
+        out, err = p.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(p)
+        out, err = p.communicate(timeout=10)
+    if p in _children:
+        _children.remove(p)
+    return Result(argv, p.returncode, out or b"", err or b"", time.monotonic() - t0, timed_out)
+
+
+def run(argv, input=None, timeout=DEFAULT_TIMEOUT, env=None, cwd=None):
+    """Run ARGV to completion (bounded); return a Result."""
+    t0 = time.monotonic()
+    p = start(argv, stdin=subprocess.PIPE if input is not None else None, env=env, cwd=cwd)
+    return finish(p, [str(a) for a in argv], input=input, timeout=timeout, t0=t0)
+
+
+# ---------------------------------------------------------------------------
+# Loopback ports
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (never 6379/6390)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RESERVED_PORTS:
+            return port
+    fail("could not find a free loopback port")
+
+
+def wait_port(port, timeout=20.0, proc=None):
+    """Wait until something accepts on 127.0.0.1:PORT (or PROC exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Trace: one journal, the verbs record / replay / show / verify
+
+
+class Trace:
+    """A journal in a temp dir.  Kept (and its replay command printed) when the
+    `with` block fails or keep() was called; removed otherwise."""
+
+    def __init__(self, name):
+        self.name = name
+        self.root = tempfile.mkdtemp(prefix="understudy-e2e-%s-" % name)
+        self.dir = os.path.join(self.root, "journal")
+        self.kept = False
+        self.server = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.server is not None and self.server.poll() is None:
+            _kill_group(self.server)
+        if exc_type is not None or self.kept:
+            self.report_kept()
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return False
+
+    def keep(self):
+        self.kept = True
+
+    def replay_command(self, *extra):
+        return " ".join([_quote(UNDERSTUDY), "replay", _quote(self.dir), "--show-output"] +
+                        list(extra))
+
+    def report_kept(self):
+        log("journal kept: %s" % self.dir)
+        log("replay it with: %s" % self.replay_command())
+
+    def tmp(self, name):
+        """A path inside this trace's temp dir (for the program's own files)."""
+        return os.path.join(self.root, name)
+
+    # -- record
+
+    def _record_argv(self, argv, local_files=None, extra=()):
+        a = [UNDERSTUDY, "record", "-o", self.dir]
+        if local_files:
+            a += ["--local-files", local_files]
+        a += list(extra) + ["--"] + [str(x) for x in argv]
+        return a
+
+    def record(self, argv, input=None, timeout=DEFAULT_TIMEOUT, local_files=None, extra=(),
+               env=None, cwd=None):
+        """Record ARGV to completion; INPUT (bytes) is its stdin."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return run(self._record_argv(argv, local_files, extra), input=input, timeout=timeout,
+                   env=env, cwd=cwd)
+
+    def record_start(self, argv, local_files=None, extra=(), env=None, cwd=None,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+        """Start recording a server in the background; finish with record_stop()."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self._server_argv = self._record_argv(argv, local_files, extra)
+        self._server_t0 = time.monotonic()
+        self.server = start(self._server_argv, env=env, cwd=cwd, stdout=stdout, stderr=stderr)
+        return self.server
+
+    def record_wait(self, timeout=30.0):
+        """Wait for the background recording to end by itself (bounded)."""
+        return finish(self.server, self._server_argv, timeout=timeout, t0=self._server_t0)
+
+    # -- replay and inspection
+
+    def replay(self, show_output=True, until=None, gdb_cmds=(), timeout=DEFAULT_TIMEOUT,
+               extra=(), json_summary=False):
+        a = [UNDERSTUDY, "replay", self.dir]
+        if show_output:
+            a.append("--show-output")
+        if until is not None:
+            a += ["--until", str(until)]
+        for c in gdb_cmds:
+            a += ["--gdb-cmd", c]
+        if json_summary:
+            a.append("--json")
+        a += list(extra)
+        return run(a, timeout=timeout)
+
+    def show(self, timeout=DEFAULT_TIMEOUT):
+        """Events of the journal as dicts (understudy journal show --json)."""
+        r = run([UNDERSTUDY, "journal", "show", self.dir, "--json"], timeout=timeout)
+        expect(r.rc == 0, "journal show failed", r)
+        return [json.loads(line) for line in r.out.splitlines() if line.startswith("{")]
+
+    def verify(self, timeout=DEFAULT_TIMEOUT):
+        """understudy journal verify --json: (Result, summary dict or None)."""
+        r = run([UNDERSTUDY, "journal", "verify", self.dir, "--json"], timeout=timeout)
+        try:
+            summary = json.loads(r.out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            summary = None
+        return r, summary
+
+    def journal_bytes(self):
+        return sum(os.path.getsize(os.path.join(self.dir, f)) for f in os.listdir(self.dir))
+
+
+# ---------------------------------------------------------------------------
+# Journal surgery for negative tests (docs/formats/journal.md): flip one byte
+# inside an event's recorded data and fix the frame checksum, so the journal
+# stays valid and only the replay can notice.
+
+_xxh = None
+
+
+def _xxh3_low32(data):
+    global _xxh
+    if _xxh is None:
+        _xxh = ctypes.CDLL("libxxhash.so.0")  # the library the journal links
+        _xxh.XXH3_64bits.restype = ctypes.c_uint64
+        _xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return _xxh.XXH3_64bits(bytes(data), len(data)) & 0xFFFFFFFF
+
+
+def _varint(buf, i):
+    v = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return v, i
+
+
+def _event_seq(ev):
+    """Field 1 (seq, varint) of an Event message."""
+    i = 0
+    while i < len(ev):
+        key, i = _varint(ev, i)
+        field, wire = key >> 3, key & 7
+        if field == 1 and wire == 0:
+            return _varint(ev, i)[0]
+        if wire == 0:
+            _, i = _varint(ev, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 2:
+            n, i = _varint(ev, i)
+            i += n
+        elif wire == 5:
+            i += 4
+        else:
+            break
+    return None
+
+
+def flip_journal_byte(journal_dir, marker, index=0):
+    """Find MARKER (bytes) in an EVENT_BATCH frame, flip the low bit of
+    MARKER[INDEX], recompute the frame checksum.  Returns the seq of the event
+    whose data held it."""
+    for name in sorted(os.listdir(journal_dir)):
+        path = os.path.join(journal_dir, name)
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        pos = int.from_bytes(data[12:16], "little")  # header length H
+        while pos + 9 <= len(data):
+            length = int.from_bytes(data[pos:pos + 4], "little")
+            ftype = data[pos + 8]
+            start, end = pos + 9, pos + 9 + length
+            hit = data.find(marker, start, end)
+            if ftype == 1 and hit >= 0:
+                target = hit + index
+                seq = None
+                i = start  # EventBatch: repeated 0x0A varint(len) Event
+                while i < end:
+                    i += 1
+                    n, i = _varint(data, i)
+                    if i <= target < i + n:
+                        seq = _event_seq(bytes(data[i:i + n]))
+                    i += n
+                data[target] ^= 0x01
+                crc = _xxh3_low32(data[pos + 8:end])
+                data[pos + 4:pos + 8] = crc.to_bytes(4, "little")
+                with open(path, "wb") as f:
+                    f.write(data)
+                return seq
+            pos = end
+    fail("marker %r not found in any frame of %s" % (marker, journal_dir))

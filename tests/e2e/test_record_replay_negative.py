@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Negative cases.
+ (a) One byte of a recorded stdin read is flipped in the journal (frame
+     checksum fixed, so the journal stays valid): the replay must stop with
+     exit 2 and name the event where the program's behaviour first departs
+     from the recording -- the first output after the altered read (an
+     emulated read cannot itself disagree: its bytes are the journal's).
+ (b) io_uring_setup under `understudy record` is refused with a message
+     naming it and a non-zero exit.
+Needs: the understudy CLI, libxxhash.so.0 (the journal's checksum)."""
+import ctypes
+import re
+
+from harness import (Trace, expect, fail, flip_journal_byte, log, need, program, run_main,
+                     skip)
+
+MARKER = b"MARKER-1234"
+
+
+def altered_input():
+    with Trace("negative-flip") as t:
+        stdin = b"first line\n" + MARKER + b" is the input that gets altered\nlast line\n"
+        rec = t.record([program("stdin_transform")], input=stdin)
+        expect(rec.rc == 0, "record exit %s" % rec.rc, rec)
+        rep = t.replay(show_output=False)
+        expect(rep.rc == 0, "the unaltered journal does not replay cleanly", rep)
+
+        read_seq = flip_journal_byte(t.dir, MARKER, index=7)
+        vr, summary = t.verify()
+        expect(vr.rc == 0, "the edited journal no longer verifies (checksum fix wrong?)", vr)
+        events = t.show()
+        read = [e for e in events if e.get("seq") == read_seq]
+        expect(read and read[0].get("name") == "read" and read[0].get("fd") == 0,
+               "flipped byte is not in a read of fd 0: %r" % read)
+        first_out = next((e["seq"] for e in events if e.get("seq", 0) > read_seq and
+                          e.get("class") == "OUTPUT"), None)
+        expect(first_out is not None, "no output after the altered read")
+
+        rep = t.replay(show_output=False)
+        expect(rep.rc == 2, "replay of the altered journal exit %s (expected 2)" % rep.rc, rep)
+        m = re.search(r"divergence (?:at|after) event (\d+)", rep.err)
+        expect(m, "the divergence report names no event", rep)
+        named = int(m.group(1))
+        expect(named in (read_seq, first_out),
+               "divergence names event %d; the altered read is %d, the first output after it %d"
+               % (named, read_seq, first_out), rep)
+        expect("write" in rep.err, "the divergence report does not name the call", rep)
+        log("altered read = event %d; replay: %s" % (read_seq, rep.err.strip().splitlines()[0]))
+
+
+def io_uring_refused():
+    with Trace("negative-io_uring") as t:
+        rec = t.record([program("io_uring_refuse")])
+        expect(rec.rc != 0, "io_uring_setup was not refused (exit 0)", rec)
+        expect(b"io_uring_setup" in rec.stderr, "the refusal does not name io_uring_setup", rec)
+        expect(b"io_uring_setup returned" not in rec.stdout,
+               "the program went on after io_uring_setup", rec)
+        log("refused, exit %d: %s" % (rec.rc, rec.err.strip().splitlines()[0]))
+
+
+def main():
+    need(binaries=[program("stdin_transform"), program("io_uring_refuse")])
+    try:
+        ctypes.CDLL("libxxhash.so.0")
+    except OSError:
+        skip("needs libxxhash.so.0 to re-checksum an edited journal frame")
+    failures = []
+    for case in (altered_input, io_uring_refused):
+        try:
+            case()
+        except Exception as e:
+            log("FAIL %s: %s" % (case.__name__, e))
+            failures.append(case.__name__)
+    if failures:
+        fail("failing: " + ", ".join(failures))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,192 @@
+// recorder/record_codec: every record kind survives ring -> event -> ring and
+// event -> ring -> event unchanged; malformed records are reported.
+#include "recorder/record_codec.h"
+
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include "interposer/abi.h"
+
+namespace understudy::journal {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+
+void ExpectRoundTrip(const pb::Event& event) {
+  std::string rec;
+  ASSERT_TRUE(EncodeRecord(event, &rec).ok());
+  ASSERT_EQ(rec.size(), EncodedRecordSize(event));
+  ASSERT_EQ(rec.size() % 8, 0u);
+  pb::Event back;
+  Status s = DecodeRecord(rec.data(), rec.size(), &back);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(MessageDifferencer::Equals(event, back))
+      << event.DebugString() << " vs " << back.DebugString();
+  // And the record the decoded event encodes to is byte-identical.
+  std::string again;
+  ASSERT_TRUE(EncodeRecord(back, &again).ok());
+  EXPECT_EQ(rec, again);
+}
+
+pb::Event Base(uint64_t seq) {
+  pb::Event e;
+  e.set_seq(seq);
+  e.set_tid(4242);
+  e.set_pid(4240);
+  return e;
+}
+
+TEST(RecordCodec, SyscallWithOutBuffersRoundTrips) {
+  pb::Event e = Base(7);
+  pb::SyscallEvent* s = e.mutable_syscall();
+  s->set_call(45);
+  s->set_cls(pb::EXTERNAL_INPUT);
+  s->set_action(pb::EMULATE);
+  s->set_result(-11);
+  s->set_checksum(0xfedcba9876543210ull);
+  s->set_length(123456789);
+  s->set_fd(-1);
+  s->set_arg(0xffffffffffffffffull);
+  s->add_out("hello");              // padded to 8
+  s->add_out(std::string());        // empty block
+  s->add_out(std::string(8, 'x'));  // exactly aligned
+  s->add_out(std::string("\0\1\2", 3));
+  ExpectRoundTrip(e);
+}
+
+TEST(RecordCodec, SyscallWithoutOutsRoundTrips) {
+  pb::Event e = Base(1);
+  pb::SyscallEvent* s = e.mutable_syscall();
+  s->set_call(1);
+  s->set_cls(pb::OUTPUT);
+  s->set_action(pb::SUPPRESS_CHECK);
+  s->set_result(12);
+  s->set_checksum(99);
+  s->set_length(12);
+  s->set_fd(1);
+  ExpectRoundTrip(e);
+}
+
+TEST(RecordCodec, SignalRoundTrips) {
+  pb::Event e = Base(2);
+  e.mutable_signal()->set_signo(10);
+  e.mutable_signal()->set_code(-6);
+  ExpectRoundTrip(e);
+}
+
+TEST(RecordCodec, SyncRoundTrips) {
+  pb::Event e = Base(3);
+  e.mutable_sync()->set_op(pb::SyncEvent::COND_WAKE);
+  e.mutable_sync()->set_object(0x7ffff7dd0000ull);
+  e.mutable_sync()->set_result(110);
+  ExpectRoundTrip(e);
+}
+
+TEST(RecordCodec, LifecycleRoundTrips) {
+  pb::Event e = Base(4);
+  e.mutable_lifecycle()->set_kind(pb::LifecycleEvent::FORK);
+  e.mutable_lifecycle()->set_child_tid(77);
+  e.mutable_lifecycle()->set_status(77);
+  e.mutable_lifecycle()->set_result(77);
+  ExpectRoundTrip(e);
+
+  pb::Event x = Base(5);
+  x.mutable_lifecycle()->set_kind(pb::LifecycleEvent::EXIT);
+  x.mutable_lifecycle()->set_status(3);
+  x.mutable_lifecycle()->set_result(3);
+  ExpectRoundTrip(x);
+}
+
+TEST(RecordCodec, RingRecordFieldsMapAsDocumented) {
+  abi::RecordHeader h;
+  std::memset(&h, 0, sizeof h);
+  h.size = sizeof h;
+  h.kind = abi::kRecLifecycle;
+  h.seq = 9;
+  h.tid = 5;
+  h.pid = 4;
+  h.call = abi::kLifeExit;
+  h.cls = abi::kClsProcess;
+  h.fd = -1;
+  h.result = 130;
+  std::string rec(reinterpret_cast<const char*>(&h), sizeof h);
+  pb::Event e;
+  ASSERT_TRUE(DecodeRecord(rec.data(), rec.size(), &e).ok());
+  ASSERT_TRUE(e.has_lifecycle());
+  EXPECT_EQ(e.seq(), 9u);
+  EXPECT_EQ(e.tid(), 5u);
+  EXPECT_EQ(e.pid(), 4u);
+  EXPECT_EQ(e.lifecycle().kind(), pb::LifecycleEvent::EXIT);
+  EXPECT_EQ(e.lifecycle().status(), 130);
+  std::string again;
+  ASSERT_TRUE(EncodeRecord(e, &again).ok());
+  EXPECT_EQ(rec, again);  // canonical record: byte-identical
+
+  h.kind = abi::kRecSignal;
+  h.call = 0;
+  h.cls = abi::kClsSignal;
+  h.arg = 15;
+  h.result = 0;
+  rec.assign(reinterpret_cast<const char*>(&h), sizeof h);
+  ASSERT_TRUE(DecodeRecord(rec.data(), rec.size(), &e).ok());
+  EXPECT_EQ(e.signal().signo(), 15u);
+  ASSERT_TRUE(EncodeRecord(e, &again).ok());
+  EXPECT_EQ(rec, again);
+}
+
+TEST(RecordCodec, EventsWithoutRingFormAreNotSupported) {
+  pb::Event e = Base(8);
+  e.mutable_checkpoint()->set_image_id("img-1");
+  std::string rec;
+  EXPECT_EQ(EncodedRecordSize(e), 0u);
+  EXPECT_TRUE(EncodeRecord(e, &rec).IsNotSupported());
+}
+
+TEST(RecordCodec, ShortRecordIsCorruption) {
+  char buf[16] = {};
+  pb::Event e;
+  Status s = DecodeRecord(buf, sizeof buf, &e);
+  EXPECT_TRUE(s.IsCorruption());
+  EXPECT_NE(s.message().find("shorter than its 72-byte header"), std::string::npos);
+}
+
+TEST(RecordCodec, OutBlockPastTheEndIsCorruption) {
+  pb::Event e = Base(11);
+  e.mutable_syscall()->set_call(0);
+  e.mutable_syscall()->add_out("12345678");
+  std::string rec;
+  ASSERT_TRUE(EncodeRecord(e, &rec).ok());
+  abi::OutHeader oh{4096, 0};
+  std::memcpy(rec.data() + sizeof(abi::RecordHeader), &oh, sizeof oh);
+  Status s = DecodeRecord(rec.data(), rec.size(), &e);
+  EXPECT_TRUE(s.IsCorruption());
+  EXPECT_NE(s.message().find("seq 11"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("runs past the record"), std::string::npos) << s.message();
+}
+
+TEST(RecordCodec, SizeWordMismatchIsCorruption) {
+  pb::Event e = Base(12);
+  e.mutable_sync()->set_op(pb::SyncEvent::MUTEX_LOCK);
+  std::string rec;
+  ASSERT_TRUE(EncodeRecord(e, &rec).ok());
+  rec.append(8, '\0');
+  EXPECT_TRUE(DecodeRecord(rec.data(), rec.size(), &e).IsCorruption());
+}
+
+TEST(RecordCodec, UnknownKindIsCorruption) {
+  pb::Event e = Base(13);
+  e.mutable_sync()->set_op(pb::SyncEvent::MUTEX_LOCK);
+  std::string rec;
+  ASSERT_TRUE(EncodeRecord(e, &rec).ok());
+  uint16_t kind = 99;
+  std::memcpy(rec.data() + 4, &kind, 2);
+  Status s = DecodeRecord(rec.data(), rec.size(), &e);
+  EXPECT_TRUE(s.IsCorruption());
+  EXPECT_NE(s.message().find("unknown record kind"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace understudy::journal
