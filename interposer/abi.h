@@ -210,7 +210,26 @@ struct ControlBlock {
   // image's interposer (0 = no exec in flight; the first image uses main_rtid)
   uint32_t exec_rtid;
   uint32_t pad0;             // zero
+  // --- go-live (DESIGN.md 5): the shadow stops replaying and serves.
+  // The driver stops feeding, sets journal_ended = 1 and golive_requested = 1
+  // and bumps/wakes replay_epoch; the first program thread that finds the ring
+  // drained converts the shadow descriptors (listening sockets bound for real
+  // at service_addr, epoll registrations re-issued, connection placeholders
+  // turned into closed connections), sets mode = kModeLive and golive_done = 1.
+  uint32_t golive_requested; // driver -> interposer
+  uint32_t golive_done;      // interposer -> driver: 1 = live
+  uint32_t service_addr;     // IPv4 address (network order) to bind listeners
+                             // to at go-live; 0 = the recorded address
+  uint32_t golive_listeners; // number of listening sockets re-created
+  uint64_t golive_ns;        // CLOCK_MONOTONIC when go-live completed
+  uint64_t record_start_ns;  // CLOCK_REALTIME when the first image started
+  // --- per-thread wake-up slots (replay): a thread waiting for its turn
+  // sleeps on slot[rtid % kWakeSlots]; whoever moves the cursor wakes the
+  // slot of the next record's thread only.
+  uint32_t wake_epoch[64];
+  uint32_t wake_waiters[64];
 };
+US_ABI_CONSTEXPR int kWakeSlots = 64;
 
 #ifdef __cplusplus
 static_assert(sizeof(RecordHeader) == 72, "RecordHeader layout is ABI");

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <linux/magic.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -200,9 +201,7 @@ uint32_t g_flags;
 int g_inited;
 uint32_t g_pid;  // this process's pid (refreshed in a fork child)
 
-// kFdEmulatedFile: a writable regular file journaled instead of re-executed
-// (replay must not echo its writes with --show-output).
-enum FdKind : uint8_t { kFdEmulated = 0, kFdReal = 1, kFdControl = 2, kFdEmulatedFile = 3 };
+enum FdKind : uint8_t { kFdEmulated = 0, kFdReal = 1, kFdControl = 2 };
 constexpr int kMaxFds = 65536;
 uint8_t g_fd_kind[kMaxFds];  // default 0: emulated (sockets, pipes, ttys, unknown)
 
@@ -380,9 +379,26 @@ void Publish(uint16_t kind, uint64_t seq, uint32_t call, uint8_t cls, uint8_t ac
   }
   __atomic_store_n(abi::RingSizeWord(g_ring, g_ring_size, pos), static_cast<uint32_t>(size),
                    __ATOMIC_RELEASE);
-  if (__atomic_load_n(&g_cb->consumer_waiting, __ATOMIC_SEQ_CST)) {
-    __atomic_fetch_add(&g_cb->record_epoch, 1, __ATOMIC_SEQ_CST);
-    FutexWakeAll(&g_cb->record_epoch);
+  // No wake-up here: the recorder polls (a futex wake per event would cost a
+  // context switch per event).  Only a gated output wakes it (GateWait).
+}
+
+void WakeRecorder() {
+  __atomic_fetch_add(&g_cb->record_epoch, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g_cb->consumer_waiting, __ATOMIC_SEQ_CST)) FutexWakeAll(&g_cb->record_epoch);
+}
+
+// Output commit (DESIGN.md 5): an output numbered `seq` leaves only once the
+// backup has made every earlier event durable.  One ack releases every waiter.
+void GateWait(uint64_t seq) {
+  if (!(g_flags & abi::kFlagOutputGate)) return;
+  while (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_ACQUIRE) + 1 < seq) {
+    uint32_t epoch = __atomic_load_n(&g_cb->gate_epoch, __ATOMIC_ACQUIRE);
+    __atomic_fetch_add(&g_cb->gate_waiters, 1, __ATOMIC_SEQ_CST);
+    WakeRecorder();  // flush now: someone is waiting on the backup
+    if (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_SEQ_CST) + 1 < seq)
+      FutexWait(&g_cb->gate_epoch, epoch, 100);
+    __atomic_fetch_sub(&g_cb->gate_waiters, 1, __ATOMIC_SEQ_CST);
   }
 }
 
@@ -415,24 +431,72 @@ struct Rec {
 }
 
 void DeliverReplaySignal(int sig, int code);
-void Consume(const struct Rec& r);
+void WaitTurn(Rec* out, bool identity_only = false);
+
+// Wake-ups.  A thread whose turn has not come sleeps on the wake slot of its
+// recorded tid; a thread waiting for the replayer (head not yet published) or
+// for its start record sleeps on replay_epoch.  Moving the cursor wakes only
+// the slot of the next record's thread, so a handoff costs one wake-up of the
+// right thread instead of waking every waiter.
+inline uint32_t SlotOf(uint32_t rtid) { return rtid % abi::kWakeSlots; }
+
+void WakeSlot(uint32_t slot) {
+  __atomic_fetch_add(&g_cb->wake_epoch[slot], 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g_cb->wake_waiters[slot], __ATOMIC_SEQ_CST)) FutexWakeAll(&g_cb->wake_epoch[slot]);
+}
+
+void WakeEveryone() {
+  for (int i = 0; i < abi::kWakeSlots; i++) WakeSlot(static_cast<uint32_t>(i));
+  __atomic_fetch_add(&g_cb->replay_epoch, 1, __ATOMIC_SEQ_CST);
+  FutexWakeAll(&g_cb->replay_epoch);
+}
+
+void WakeNext(uint64_t head) {
+  uint32_t size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
+  if (size) {
+    uint32_t tid;
+    abi::RingCopyOut(g_ring, g_ring_size, head + offsetof(abi::RecordHeader, tid), &tid, sizeof tid);
+    WakeSlot(SlotOf(tid));
+  }
+  __atomic_fetch_add(&g_cb->replay_epoch, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g_cb->replay_waiters, __ATOMIC_SEQ_CST)) FutexWakeAll(&g_cb->replay_epoch);
+}
+
+void Consume(const Rec& r) {
+  abi::RingZero(g_ring, g_ring_size, r.pos, r.h.size);
+  uint64_t next = r.pos + r.h.size;
+  __atomic_store_n(&g_cb->replay_head, next, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_cb->replay_cursor, r.h.seq + 1, __ATOMIC_RELEASE);
+  __atomic_fetch_add(&g_cb->events_done, 1, __ATOMIC_RELAXED);
+  WakeNext(next);
+}
+
+bool GoLive();
+bool g_exiting;  // replay: this process consumed its exit_group; nothing follows
 
 // Waits until the record at the head of the replay ring belongs to this thread
 // and returns it.  Signal records for this thread are delivered on the way; a
 // thread without an identity first claims its start record (identity_only:
-// return right after that).
-void WaitTurn(Rec* out, bool identity_only = false) {
+// return right after that).  out->pos == ~0 means "live": perform the call.
+void WaitTurn(Rec* out, bool identity_only) {
   for (;;) {
+    uint32_t slot = SlotOf(ts.rtid);
+    uint32_t slot_epoch = __atomic_load_n(&g_cb->wake_epoch[slot], __ATOMIC_ACQUIRE);
     uint32_t epoch = __atomic_load_n(&g_cb->replay_epoch, __ATOMIC_ACQUIRE);
+    if (Mode() != abi::kModeReplay) {  // went live
+      out->pos = ~0ull;
+      return;
+    }
     uint64_t head = __atomic_load_n(&g_cb->replay_head, __ATOMIC_ACQUIRE);
     uint32_t size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
-    if (size != 0 && head == __atomic_load_n(&g_cb->replay_head, __ATOMIC_ACQUIRE)) {
+    bool published = size != 0 && head == __atomic_load_n(&g_cb->replay_head, __ATOMIC_ACQUIRE);
+    if (published) {
       abi::RingCopyOut(g_ring, g_ring_size, head, &out->h, sizeof out->h);
       out->pos = head;
       bool mine = ts.rtid ? out->h.tid == ts.rtid
                           : (out->h.kind == abi::kRecLifecycle &&
                              out->h.call == abi::kLifeThreadStart && out->h.arg == ts.token);
-      if (mine) {
+      if (mine && !g_exiting) {
         if (!ts.rtid) {  // a new thread: take the identity its start record names
           if (out->h.arg == 0 && !ts.sud_armed) ArmTrap();
           ts.rtid = out->h.tid;
@@ -444,40 +508,267 @@ void WaitTurn(Rec* out, bool identity_only = false) {
         if (until && out->h.seq >= until) StopAt(abi::kStatusUntilReached);
         if (out->h.kind == abi::kRecSignal) {
           // Consume, then run the program's handler at this same boundary.
-          abi::RingZero(g_ring, g_ring_size, head, size);
-          __atomic_store_n(&g_cb->replay_head, head + size, __ATOMIC_RELEASE);
-          __atomic_store_n(&g_cb->replay_cursor, out->h.seq + 1, __ATOMIC_RELEASE);
-          __atomic_fetch_add(&g_cb->events_done, 1, __ATOMIC_RELAXED);
-          __atomic_fetch_add(&g_cb->replay_epoch, 1, __ATOMIC_SEQ_CST);
-          if (__atomic_load_n(&g_cb->replay_waiters, __ATOMIC_SEQ_CST))
-            FutexWakeAll(&g_cb->replay_epoch);
+          Consume(*out);
           DeliverReplaySignal(static_cast<int>(out->h.arg), static_cast<int>(out->h.result));
           continue;
         }
         return;
       }
-    } else if (size == 0 && __atomic_load_n(&g_cb->journal_ended, __ATOMIC_ACQUIRE) &&
-               head == __atomic_load_n(&g_cb->replay_tail, __ATOMIC_ACQUIRE)) {
+    } else if (__atomic_load_n(&g_cb->journal_ended, __ATOMIC_ACQUIRE) &&
+               head == __atomic_load_n(&g_cb->replay_tail, __ATOMIC_ACQUIRE) && !g_exiting) {
+      if (__atomic_load_n(&g_cb->golive_requested, __ATOMIC_ACQUIRE)) {
+        if (GoLive()) {
+          out->pos = ~0ull;
+          return;
+        }
+        continue;
+      }
       StopAt(abi::kStatusEndOfJournal);
     }
-    if (Mode() != abi::kModeReplay) {  // went live while we waited
-      out->pos = ~0ull;
-      return;
+    if (published && ts.rtid && !g_exiting) {
+      __atomic_fetch_add(&g_cb->wake_waiters[slot], 1, __ATOMIC_SEQ_CST);
+      if (__atomic_load_n(&g_cb->wake_epoch[slot], __ATOMIC_SEQ_CST) == slot_epoch)
+        FutexWait(&g_cb->wake_epoch[slot], slot_epoch, 50);
+      __atomic_fetch_sub(&g_cb->wake_waiters[slot], 1, __ATOMIC_SEQ_CST);
+    } else {
+      __atomic_fetch_add(&g_cb->replay_waiters, 1, __ATOMIC_SEQ_CST);
+      if (__atomic_load_n(&g_cb->replay_epoch, __ATOMIC_SEQ_CST) == epoch)
+        FutexWait(&g_cb->replay_epoch, epoch, 50);
+      __atomic_fetch_sub(&g_cb->replay_waiters, 1, __ATOMIC_SEQ_CST);
     }
-    __atomic_fetch_add(&g_cb->replay_waiters, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&g_cb->replay_epoch, __ATOMIC_SEQ_CST) == epoch)
-      FutexWait(&g_cb->replay_epoch, epoch, 50);
-    __atomic_fetch_sub(&g_cb->replay_waiters, 1, __ATOMIC_SEQ_CST);
   }
 }
 
-void Consume(const Rec& r) {
-  abi::RingZero(g_ring, g_ring_size, r.pos, r.h.size);
-  __atomic_store_n(&g_cb->replay_head, r.pos + r.h.size, __ATOMIC_RELEASE);
-  __atomic_store_n(&g_cb->replay_cursor, r.h.seq + 1, __ATOMIC_RELEASE);
-  __atomic_fetch_add(&g_cb->events_done, 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_cb->replay_epoch, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&g_cb->replay_waiters, __ATOMIC_SEQ_CST)) FutexWakeAll(&g_cb->replay_epoch);
+// ---------------------------------------------------------------------------
+// Shadow descriptors (DESIGN.md 3): in replay, what each placeholder stands
+// for, learnt from the program's own arguments, so go-live can put real
+// objects in their place.  Process-local; descriptors >= kTrackFds are not
+// converted (documented limit).
+constexpr int kTrackFds = 4096;
+enum ShadowWhat : uint8_t { kShNone, kShSocket, kShListen, kShConn, kShEpoll, kShPipe, kShEventfd };
+struct ShadowFd {
+  uint8_t what;
+  uint8_t v6only;
+  uint8_t has_addr;
+  int32_t domain, type, protocol, backlog, peer;
+  long fl;  // F_SETFL flags (O_NONBLOCK)
+  uint32_t addrlen;
+  struct sockaddr_storage addr;
+};
+ShadowFd g_shadow[kTrackFds];
+struct EpollReg {
+  int32_t epfd_plus1;  // 0 = not registered
+  uint32_t events;
+  uint64_t data;
+};
+EpollReg g_epreg[kTrackFds];
+
+inline bool Tracked(long fd) { return fd >= 0 && fd < kTrackFds; }
+
+void ForgetFd(long fd) {
+  if (!Tracked(fd)) return;
+  g_shadow[fd] = ShadowFd{};
+  g_epreg[fd] = EpollReg{};
+}
+
+// Replay: learns from one emulated call (its recorded result `r`).
+void Track(long nr, const long* a, long r) {
+  if (r < 0) return;
+  switch (nr) {
+    case SYS_socket:
+      if (Tracked(r)) {
+        ForgetFd(r);
+        g_shadow[r].what = kShSocket;
+        g_shadow[r].domain = static_cast<int32_t>(a[0]);
+        g_shadow[r].type = static_cast<int32_t>(a[1]);
+        g_shadow[r].protocol = static_cast<int32_t>(a[2]);
+      }
+      break;
+    case SYS_bind:
+      if (Tracked(a[0]) && a[1] && static_cast<uint64_t>(a[2]) <= sizeof(struct sockaddr_storage)) {
+        __builtin_memcpy(&g_shadow[a[0]].addr, reinterpret_cast<const void*>(a[1]), a[2]);
+        g_shadow[a[0]].addrlen = static_cast<uint32_t>(a[2]);
+        g_shadow[a[0]].has_addr = 1;
+      }
+      break;
+    case SYS_listen:
+      if (Tracked(a[0])) {
+        g_shadow[a[0]].what = kShListen;
+        g_shadow[a[0]].backlog = static_cast<int32_t>(a[1]);
+      }
+      break;
+    case SYS_setsockopt:
+      if (Tracked(a[0]) && a[1] == IPPROTO_IPV6 && a[2] == 26 /* IPV6_V6ONLY */ && a[3])
+        g_shadow[a[0]].v6only = *reinterpret_cast<const int*>(a[3]) != 0;
+      break;
+    case SYS_accept:
+    case SYS_accept4:
+      if (Tracked(r)) {
+        ForgetFd(r);
+        g_shadow[r].what = kShConn;
+      }
+      break;
+    case SYS_connect:
+      if (Tracked(a[0])) g_shadow[a[0]].what = kShConn;
+      break;
+    case SYS_epoll_create:
+    case SYS_epoll_create1:
+      if (Tracked(r)) {
+        ForgetFd(r);
+        g_shadow[r].what = kShEpoll;
+      }
+      break;
+    case SYS_epoll_ctl: {
+      long fd = a[2];
+      if (!Tracked(fd)) break;
+      if (a[1] == EPOLL_CTL_DEL) {
+        g_epreg[fd] = EpollReg{};
+      } else if (a[3]) {
+        const struct epoll_event* ev = reinterpret_cast<const struct epoll_event*>(a[3]);
+        g_epreg[fd] = EpollReg{static_cast<int32_t>(a[0] + 1), ev->events, ev->data.u64};
+      }
+      break;
+    }
+    case SYS_pipe:
+    case SYS_pipe2:
+    case SYS_socketpair: {
+      const int* fds = reinterpret_cast<const int*>(nr == SYS_socketpair ? a[3] : a[0]);
+      if (Tracked(fds[0]) && Tracked(fds[1])) {
+        ForgetFd(fds[0]);
+        ForgetFd(fds[1]);
+        g_shadow[fds[0]].what = g_shadow[fds[1]].what = kShPipe;
+        g_shadow[fds[0]].peer = fds[1];
+        g_shadow[fds[1]].peer = fds[0];
+        g_shadow[fds[0]].domain = g_shadow[fds[1]].domain = nr == SYS_socketpair ? static_cast<int32_t>(a[0]) : -1;
+        g_shadow[fds[0]].type = g_shadow[fds[1]].type = nr == SYS_socketpair ? static_cast<int32_t>(a[1]) : 0;
+      }
+      break;
+    }
+    case SYS_eventfd:
+    case SYS_eventfd2:
+      if (Tracked(r)) {
+        ForgetFd(r);
+        g_shadow[r].what = kShEventfd;
+      }
+      break;
+    case SYS_fcntl:
+      if (Tracked(a[0]) && a[1] == F_SETFL) g_shadow[a[0]].fl = a[2];
+      break;
+    default: break;
+  }
+}
+
+// Monotonic clocks differ between nodes: after go-live they continue from
+// the last value the program saw in replay (CLOCK_MONOTONIC, _RAW, _COARSE,
+// BOOTTIME).
+int64_t g_last_clock_ns[8];
+int64_t g_clock_offset_ns[8];
+inline bool IsMonotonic(clockid_t c) { return c == 1 || c == 4 || c == 6 || c == 7; }
+
+// Puts a real object at descriptor `fd`.
+void InstallAt(long obj, long fd) {
+  if (obj < 0 || obj == fd) return;
+  sys(SYS_dup3, obj, fd, 0);
+  sys(SYS_close, obj);
+}
+
+int g_golive_owner;
+
+// Go-live: runs once, in the first thread that finds the ring drained after
+// the driver asked for it.  Returns true when the process is live.
+bool GoLive() {
+  int expected = 0;
+  if (!__atomic_compare_exchange_n(&g_golive_owner, &expected, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    while (Mode() == abi::kModeReplay) {
+      uint32_t e = __atomic_load_n(&g_cb->replay_epoch, __ATOMIC_ACQUIRE);
+      if (Mode() != abi::kModeReplay) break;
+      FutexWait(&g_cb->replay_epoch, e, 10);
+    }
+    return true;
+  }
+  uint32_t vip = __atomic_load_n(&g_cb->service_addr, __ATOMIC_ACQUIRE);
+  uint32_t listeners = 0;
+  for (int fd = 0; fd < kTrackFds; fd++) {
+    ShadowFd& sh = g_shadow[fd];
+    switch (sh.what) {
+      case kShListen: {
+        long s = sys(SYS_socket, sh.domain, sh.type, sh.protocol);
+        if (s < 0) break;
+        int one = 1;
+        sys(SYS_setsockopt, s, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<long>(&one), sizeof one);
+        if (sh.domain == AF_INET6 && sh.v6only)
+          sys(SYS_setsockopt, s, IPPROTO_IPV6, 26, reinterpret_cast<long>(&one), sizeof one);
+        struct sockaddr_storage addr = sh.addr;
+        if (sh.domain == AF_INET && vip) {
+          struct sockaddr_in* in = reinterpret_cast<struct sockaddr_in*>(&addr);
+          if (in->sin_addr.s_addr != 0) in->sin_addr.s_addr = vip;  // a specific address moves to the VIP
+        }
+        long rb = sh.has_addr ? sys(SYS_bind, s, reinterpret_cast<long>(&addr), sh.addrlen) : 0;
+        long rl = sys(SYS_listen, s, sh.backlog);
+        if (rb == 0 && rl == 0) {
+          if (sh.fl) sys(SYS_fcntl, s, F_SETFL, sh.fl);
+          InstallAt(s, fd);
+          listeners++;
+        } else {
+          Msg m;
+          m.S("understudy: go-live: cannot re-create listening socket fd ").I(fd).S(" (bind ").I(rb)
+              .S(", listen ").I(rl).S("); the service will not accept on it\n");
+          Stderr(m);
+          sys(SYS_close, s);
+        }
+        break;
+      }
+      case kShSocket:
+      case kShConn: {
+        // Connections do not migrate yet: the program sees the peer close
+        // (EOF) and drops the client, which reconnects to the service address.
+        int sv[2];
+        if (sys(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, reinterpret_cast<long>(sv)) == 0) {
+          sys(SYS_close, sv[1]);
+          if (sh.fl) sys(SYS_fcntl, sv[0], F_SETFL, sh.fl);
+          InstallAt(sv[0], fd);
+        }
+        break;
+      }
+      case kShPipe:
+        if (fd < sh.peer && Tracked(sh.peer)) {
+          int p[2];
+          long r = sh.domain >= 0 ? sys(SYS_socketpair, sh.domain, sh.type, 0, reinterpret_cast<long>(p))
+                                  : sys(SYS_pipe2, reinterpret_cast<long>(p), 0);
+          if (r == 0) {
+            if (sh.fl) sys(SYS_fcntl, p[0], F_SETFL, sh.fl);
+            if (g_shadow[sh.peer].fl) sys(SYS_fcntl, p[1], F_SETFL, g_shadow[sh.peer].fl);
+            InstallAt(p[0], fd);
+            InstallAt(p[1], sh.peer);
+          }
+        }
+        break;
+      default: break;  // eventfd placeholders are already real eventfds
+    }
+  }
+  for (int fd = 0; fd < kTrackFds; fd++)
+    if (g_shadow[fd].what == kShEpoll) InstallAt(sys(SYS_epoll_create1, 0), fd);
+  for (int fd = 0; fd < kTrackFds; fd++) {
+    if (!g_epreg[fd].epfd_plus1) continue;
+    struct epoll_event ev;
+    ev.events = g_epreg[fd].events;
+    ev.data.u64 = g_epreg[fd].data;
+    sys(SYS_epoll_ctl, g_epreg[fd].epfd_plus1 - 1, EPOLL_CTL_ADD, fd, reinterpret_cast<long>(&ev));
+  }
+  for (int c = 0; c < 8; c++) {
+    if (!IsMonotonic(c) || !g_last_clock_ns[c]) continue;
+    struct timespec now;
+    sys(SYS_clock_gettime, c, reinterpret_cast<long>(&now));
+    g_clock_offset_ns[c] = g_last_clock_ns[c] - (static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec);
+  }
+  struct timespec now;
+  sys(SYS_clock_gettime, CLOCK_MONOTONIC, reinterpret_cast<long>(&now));
+  g_cb->golive_ns = static_cast<uint64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
+  g_cb->golive_listeners = listeners;
+  __atomic_store_n(&g_cb->mode, abi::kModeLive, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_cb->golive_done, 1, __ATOMIC_RELEASE);
+  WakeEveryone();
+  return true;
 }
 
 // Position and length of out buffer `i` of a record.
@@ -704,6 +995,7 @@ long Generic(const CallRow& row, long nr, long* a) {
       a[2] = abi::kMaxRecordPayload;
     if (h == FDOUT) {
       uint64_t seq = TakeSeq();  // outputs are ordered before they leave
+      if (action == abi::kActSuppressCheck) GateWait(seq);
       long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
       uint64_t n = r > 0 ? static_cast<uint64_t>(r) : 0;
       Publish(abi::kRecSyscall, seq, nr, cls, action, r, Checksum(reinterpret_cast<void*>(a[1]), n), n,
@@ -771,7 +1063,7 @@ long Generic(const CallRow& row, long nr, long* a) {
             .S(" has checksum ").X(c).S(", recorded ").X(rec.h.checksum);
         Diverge(&rec, nr, static_cast<int64_t>(rec.h.checksum), static_cast<int64_t>(c), m);
       }
-      if ((g_flags & abi::kFlagShowOutput) && want && KindOf(fd) != kFdEmulatedFile) sys(SYS_write, fd == 2 ? 2 : 1, a[1], want);
+      if ((g_flags & abi::kFlagShowOutput) && want && (fd == 1 || fd == 2)) sys(SYS_write, fd, a[1], want);
       break;
     }
     case abi::kActReexecCheck: {
@@ -797,6 +1089,7 @@ long Generic(const CallRow& row, long nr, long* a) {
     }
     default: break;
   }
+  Track(nr, a, r);
   Consume(rec);
   return r;
 }
@@ -834,6 +1127,7 @@ long IovCall(long nr, long* a, bool output) {
 
   if (mode == abi::kModeRecord) {
     uint64_t seq = output ? TakeSeq() : 0;
+    if (output && !real_fd) GateWait(seq);
     uint32_t namelen_pre = msg ? msg->msg_namelen : 0;
     long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     uint64_t n = r > 0 ? static_cast<uint64_t>(r) : 0;
@@ -891,11 +1185,11 @@ long IovCall(long nr, long* a, bool output) {
           .S(" has checksum ").X(c).S(", recorded ").X(rec.h.checksum);
       Diverge(&rec, nr, static_cast<int64_t>(rec.h.checksum), static_cast<int64_t>(c), m);
     }
-    if ((g_flags & abi::kFlagShowOutput) && rec.h.length && KindOf(fd) != kFdEmulatedFile) {
+    if ((g_flags & abi::kFlagShowOutput) && rec.h.length && (fd == 1 || fd == 2)) {
       uint64_t left = rec.h.length;
       for (long i = 0; i < iovcnt && left; i++) {
         uint64_t take = iov[i].iov_len < left ? iov[i].iov_len : left;
-        sys(SYS_write, fd == 2 ? 2 : 1, reinterpret_cast<long>(iov[i].iov_base), take);
+        sys(SYS_write, fd, reinterpret_cast<long>(iov[i].iov_base), take);
         left -= take;
       }
     }
@@ -975,8 +1269,14 @@ long HandleOpen(long nr, long* a) {
       bool regular = sys(SYS_fstat, r, reinterpret_cast<long>(&st)) == 0 && S_ISREG(st.st_mode) &&
                      !IsPseudoFs(r);
       bool readonly = (flags & O_ACCMODE) == O_RDONLY && !(flags & (O_CREAT | O_TRUNC));
-      if (regular && (readonly || (g_flags & abi::kFlagReexecFiles))) action = abi::kActReexecCheck;
-      SetKind(r, action == abi::kActReexecCheck ? kFdReal : regular ? kFdEmulatedFile : kFdEmulated);
+      // A read-only file is re-read on replay from the node's own copy, unless
+      // it was written after the recording started (a file the program itself
+      // produces, like a database it reopens): that one is journaled, so a
+      // replay does not depend on what the recording left behind.
+      int64_t mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+      bool pristine = mtime_ns < static_cast<int64_t>(g_cb->record_start_ns);
+      if (regular && ((readonly && pristine) || (g_flags & abi::kFlagReexecFiles))) action = abi::kActReexecCheck;
+      SetKind(r, action == abi::kActReexecCheck ? kFdReal : kFdEmulated);
     }
     Publish(abi::kRecSyscall, TakeSeq(), nr, abi::kClsLocalFile, action, r, 0, 0, -1,
             static_cast<uint64_t>(flags), nullptr, 0);
@@ -998,7 +1298,6 @@ long HandleOpen(long nr, long* a) {
     SetKind(r, kFdReal);
   } else if (r >= 0) {
     Placeholder(r, flags & O_CLOEXEC);
-    if ((flags & O_ACCMODE) != O_RDONLY) SetKind(r, kFdEmulatedFile);
   }
   Consume(rec);
   return r;
@@ -1018,8 +1317,10 @@ long HandleFcntl(long* a) {
   }
   OutBuf out{reinterpret_cast<void*>(a[2]), sizeof(struct flock)};
   int nout = (cmd == F_GETLK || cmd == F_OFD_GETLK) ? 1 : 0;
-  return EmulateWith(SYS_fcntl, fd, static_cast<uint64_t>(cmd), &out, nout,
-                     [&] { return sys(SYS_fcntl, a[0], a[1], a[2]); });
+  long r = EmulateWith(SYS_fcntl, fd, static_cast<uint64_t>(cmd), &out, nout,
+                       [&] { return sys(SYS_fcntl, a[0], a[1], a[2]); });
+  if (Mode() == abi::kModeReplay) Track(SYS_fcntl, a, r);
+  return r;
 }
 
 long HandleIoctl(long* a) {
@@ -1111,8 +1412,12 @@ long HandleClose(long nr, long* a) {
     });
   }
   if (fd == abi::kControlFd) return 0;  // the program never closes our channel
-  return ReexecWith(nr, fd, 0, [&] { return sys(SYS_close, fd); },
-                    [&](long r) { if (r == 0) SetKind(fd, kFdEmulated); });
+  return ReexecWith(nr, fd, 0, [&] { return sys(SYS_close, fd); }, [&](long r) {
+    if (r == 0) {
+      SetKind(fd, kFdEmulated);
+      ForgetFd(fd);
+    }
+  });
 }
 
 long HandleDup(long nr, long* a) {
@@ -1121,7 +1426,12 @@ long HandleDup(long nr, long* a) {
     return -EBADF;
   return ReexecWith(nr, fd, static_cast<uint64_t>(a[1]),
                     [&] { return sys(nr, a[0], a[1], a[2]); },
-                    [&](long r) { if (r >= 0) SetKind(r, KindOf(fd)); });
+                    [&](long r) {
+                      if (r >= 0) {
+                        SetKind(r, KindOf(fd));
+                        if (Tracked(r) && Tracked(fd) && r != fd) g_shadow[r] = g_shadow[fd];
+                      }
+                    });
 }
 
 long HandleExitGroup(long* a) {
@@ -1138,6 +1448,9 @@ long HandleExitGroup(long* a) {
         m.S("exit status ").I(a[0]).S(", recorded ").I(static_cast<int64_t>(rec.h.arg));
         Diverge(&rec, SYS_exit_group, static_cast<int64_t>(rec.h.arg), a[0], m);
       }
+      // Other threads of this process may ask for events the recording never
+      // had (it ended here): they wait quietly for the kernel to end them.
+      g_exiting = true;
       Consume(rec);
     }
   }
@@ -1149,6 +1462,9 @@ long HandleExitGroup(long* a) {
 long HandleFork(long nr, long* a) {
   uint32_t mode = Mode();
   if (mode == abi::kModeRecord) {
+    // The number is taken before the child exists, so every event of the
+    // child comes after its parent's clone in the journal.
+    uint64_t seq = TakeSeq();
     long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     if (r == 0) {
       ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));
@@ -1156,7 +1472,7 @@ long HandleFork(long nr, long* a) {
       ArmTrap();
       return 0;
     }
-    Publish(abi::kRecSyscall, TakeSeq(), nr, abi::kClsProcess, abi::kActReexecCheck, r, 0, 0, -1,
+    Publish(abi::kRecSyscall, seq, nr, abi::kClsProcess, abi::kActReexecCheck, r, 0, 0, -1,
             static_cast<uint64_t>(r), nullptr, 0);
     return r;
   }
@@ -1233,8 +1549,37 @@ long HandleTime(long nr, long* a) {
   });
 }
 
+// wait4: whether a WNOHANG poll found an exited child is timing; replay
+// reaps exactly the recorded child (blocking for it) or reports "none yet".
+long HandleWait4(long* a) {
+  int* status = reinterpret_cast<int*>(a[1]);
+  if (Mode() == abi::kModeRecord) {
+    long r = sys(SYS_wait4, a[0], a[1], a[2], a[3]);
+    OutBuf out{status, status && r > 0 ? sizeof(int) : 0};
+    Publish(abi::kRecSyscall, TakeSeq(), SYS_wait4, abi::kClsProcess, abi::kActReexecCheck, r, 0, 0, -1,
+            static_cast<uint64_t>(a[2]), &out, 1);
+    return r;
+  }
+  Rec rec;
+  WaitTurn(&rec);
+  if (rec.pos == ~0ull) return sys(SYS_wait4, a[0], a[1], a[2], a[3]);
+  ExpectCall(rec, SYS_wait4, -1);
+  long r = rec.h.result;
+  if (r > 0) {
+    long real = sys(SYS_wait4, r, a[1], a[2] & ~static_cast<long>(WNOHANG), a[3]);
+    if (real != r) {
+      Msg m;
+      m.S("wait4 for recorded child ").I(r).S(" returned ").I(real);
+      Diverge(&rec, SYS_wait4, r, real, m);
+    }
+  }
+  Consume(rec);
+  return r;
+}
+
 long Special(long nr, long* a) {
   switch (nr) {
+    case SYS_wait4: return HandleWait4(a);
     case SYS_open:
     case SYS_openat:
     case SYS_creat: return HandleOpen(nr, a);
@@ -1437,6 +1782,14 @@ void Init() {
   SetKind(fd, kFdControl);
   cb->stub_begin = reinterpret_cast<uint64_t>(us_stub_begin);
   cb->stub_end = reinterpret_cast<uint64_t>(us_stub_end) + 8;
+  if (cb->mode == abi::kModeRecord && !__atomic_load_n(&cb->record_start_ns, __ATOMIC_ACQUIRE)) {
+    struct timespec now;
+    sys(SYS_clock_gettime, CLOCK_REALTIME, reinterpret_cast<long>(&now));
+    uint64_t expected = 0;
+    __atomic_compare_exchange_n(&cb->record_start_ns, &expected,
+                                static_cast<uint64_t>(now.tv_sec) * 1000000000 + now.tv_nsec, false,
+                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  }
   uint32_t exec_rtid = __atomic_load_n(&cb->exec_rtid, __ATOMIC_ACQUIRE);
   if (cb->mode == abi::kModeReplay)
     ts.rtid = exec_rtid ? exec_rtid : cb->main_rtid;
@@ -1556,14 +1909,23 @@ US_EXPORT int close(int fd) { return static_cast<int>(ToErrno(Call(SYS_close, fd
 US_EXPORT int clock_gettime(clockid_t clk, struct timespec* tp) {
   if (__builtin_expect(!g_inited, 0)) Init();
   uint32_t mode = Mode();
-  if ((mode != abi::kModeRecord && mode != abi::kModeReplay) || ts.depth > 0)
-    return real_clock_gettime ? real_clock_gettime(clk, tp) : static_cast<int>(ToErrno(sys(SYS_clock_gettime, clk, (long)tp)));
+  if ((mode != abi::kModeRecord && mode != abi::kModeReplay) || ts.depth > 0) {
+    int r = real_clock_gettime ? real_clock_gettime(clk, tp) : static_cast<int>(ToErrno(sys(SYS_clock_gettime, clk, (long)tp)));
+    if (r == 0 && clk >= 0 && clk < 8 && g_clock_offset_ns[clk]) {
+      int64_t ns = static_cast<int64_t>(tp->tv_sec) * 1000000000 + tp->tv_nsec + g_clock_offset_ns[clk];
+      tp->tv_sec = ns / 1000000000;
+      tp->tv_nsec = ns % 1000000000;
+    }
+    return r;
+  }
   ts.depth++;
   OutBuf out{tp, sizeof *tp};
   long r = EmulateWith(SYS_clock_gettime, -1, static_cast<uint64_t>(clk), &out, 1, [&]() -> long {
     int rr = real_clock_gettime(clk, tp);
     return rr == 0 ? 0 : -errno;
   });
+  if (r == 0 && mode == abi::kModeReplay && clk >= 0 && clk < 8 && IsMonotonic(clk))
+    g_last_clock_ns[clk] = static_cast<int64_t>(tp->tv_sec) * 1000000000 + tp->tv_nsec;
   ts.depth--;
   return static_cast<int>(ToErrno(r));
 }
