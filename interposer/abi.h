@@ -222,7 +222,7 @@ struct ControlBlock {
                              // to at go-live; 0 = the recorded address
   uint32_t golive_listeners; // number of listening sockets re-created
   uint64_t golive_ns;        // CLOCK_MONOTONIC when go-live completed
-  uint64_t record_start_ns;  // CLOCK_REALTIME when the first image started
+  uint64_t reserved0;        // zero
   // --- per-thread wake-up slots (replay): a thread waiting for its turn
   // sleeps on slot[rtid % kWakeSlots]; whoever moves the cursor wakes the
   // slot of the next record's thread only.

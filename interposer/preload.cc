@@ -976,8 +976,9 @@ long Generic(const CallRow& row, long nr, long* a) {
   bool real_fd = fd >= 0 && KindOf(fd) == kFdReal;
   uint8_t action = abi::kActEmulate;
   uint8_t cls = row.cls;
+  bool journal_files = !(g_flags & abi::kFlagReexecFiles);
   switch (h) {
-    case FDIN:
+    case FDIN: action = real_fd && !journal_files ? abi::kActReexecCheck : abi::kActEmulate; break;
     case FDOP: action = real_fd ? abi::kActReexecCheck : abi::kActEmulate; break;
     case FDOUT: action = real_fd ? abi::kActReexecCheck : abi::kActSuppressCheck; break;
     case PATHMUT: action = (g_flags & abi::kFlagReexecFiles) ? abi::kActReexecCheck : abi::kActEmulate; break;
@@ -1036,6 +1037,9 @@ long Generic(const CallRow& row, long nr, long* a) {
   long r = rec.h.result;
   switch (rec.h.action) {
     case abi::kActEmulate: {
+      // A journaled read of a local file that is open for real here: read it
+      // too, so the file offset moves as recorded; the journal's bytes win.
+      if (h == FDIN && KindOf(fd) == kFdReal) sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
       for (int i = 0; i < 3 && row.out[i].kind != O_NONE; i++) {
         const OutSpec& o = row.out[i];
         uint64_t cap = o.kind == O_RET && (h == FDIN || o.arg == 1) ? static_cast<uint64_t>(a[2]) : ~0ull;
@@ -1111,7 +1115,8 @@ long IovCall(long nr, long* a, bool output) {
     iovcnt = a[2];
   }
   uint8_t action = output ? (real_fd ? abi::kActReexecCheck : abi::kActSuppressCheck)
-                          : (real_fd ? abi::kActReexecCheck : abi::kActEmulate);
+                          : (real_fd && (g_flags & abi::kFlagReexecFiles) ? abi::kActReexecCheck
+                                                                          : abi::kActEmulate);
   uint8_t cls = real_fd ? abi::kClsLocalFile : output ? abi::kClsOutput : abi::kClsExternalInput;
 
   auto hash_iov = [&](uint64_t n) -> uint64_t {
@@ -1131,7 +1136,7 @@ long IovCall(long nr, long* a, bool output) {
     uint32_t namelen_pre = msg ? msg->msg_namelen : 0;
     long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     uint64_t n = r > 0 ? static_cast<uint64_t>(r) : 0;
-    if (output || real_fd) {
+    if (action != abi::kActEmulate) {
       Publish(abi::kRecSyscall, output ? seq : TakeSeq(), nr, cls, action, r, n ? hash_iov(n) : 0, n,
               static_cast<int32_t>(fd), static_cast<uint64_t>(iovcnt), nullptr, 0);
       return r;
@@ -1164,6 +1169,7 @@ long IovCall(long nr, long* a, bool output) {
   ExpectCall(rec, nr, fd);
   long r = rec.h.result;
   if (rec.h.action == abi::kActEmulate) {
+    if (real_fd) sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);  // keep the file offset as recorded
     int ndata = static_cast<int>(rec.h.length);
     for (int i = 0; i < ndata && i < iovcnt; i++) CopyOutTo(rec, i, iov[i].iov_base, iov[i].iov_len);
     if (msg) {
@@ -1269,13 +1275,11 @@ long HandleOpen(long nr, long* a) {
       bool regular = sys(SYS_fstat, r, reinterpret_cast<long>(&st)) == 0 && S_ISREG(st.st_mode) &&
                      !IsPseudoFs(r);
       bool readonly = (flags & O_ACCMODE) == O_RDONLY && !(flags & (O_CREAT | O_TRUNC));
-      // A read-only file is re-read on replay from the node's own copy, unless
-      // it was written after the recording started (a file the program itself
-      // produces, like a database it reopens): that one is journaled, so a
-      // replay does not depend on what the recording left behind.
-      int64_t mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-      bool pristine = mtime_ns < static_cast<int64_t>(g_cb->record_start_ns);
-      if (regular && ((readonly && pristine) || (g_flags & abi::kFlagReexecFiles))) action = abi::kActReexecCheck;
+      // A read-only regular file is opened for real on replay too (so the
+      // loader can map libraries from it); with --local-files journal its
+      // data is journaled as well and a missing file falls back to a
+      // placeholder (see Generic), so a replay needs no file of the node.
+      if (regular && (readonly || (g_flags & abi::kFlagReexecFiles))) action = abi::kActReexecCheck;
       SetKind(r, action == abi::kActReexecCheck ? kFdReal : kFdEmulated);
     }
     Publish(abi::kRecSyscall, TakeSeq(), nr, abi::kClsLocalFile, action, r, 0, 0, -1,
@@ -1289,6 +1293,12 @@ long HandleOpen(long nr, long* a) {
   long r = rec.h.result;
   if (rec.h.action == abi::kActReexecCheck) {
     long real = sys(nr, a[0], a[1], a[2], a[3]);
+    if (real < 0 && r >= 0 && !(g_flags & abi::kFlagReexecFiles)) {
+      // Journal mode: the file is not here; its reads come from the journal.
+      Placeholder(r, flags & O_CLOEXEC);
+      Consume(rec);
+      return r;
+    }
     if (real != r) {
       Msg m;
       m.S("open(\"").S(path).S("\") re-executed on this node returned ").I(real).S(", recorded ").I(r)
@@ -1782,14 +1792,6 @@ void Init() {
   SetKind(fd, kFdControl);
   cb->stub_begin = reinterpret_cast<uint64_t>(us_stub_begin);
   cb->stub_end = reinterpret_cast<uint64_t>(us_stub_end) + 8;
-  if (cb->mode == abi::kModeRecord && !__atomic_load_n(&cb->record_start_ns, __ATOMIC_ACQUIRE)) {
-    struct timespec now;
-    sys(SYS_clock_gettime, CLOCK_REALTIME, reinterpret_cast<long>(&now));
-    uint64_t expected = 0;
-    __atomic_compare_exchange_n(&cb->record_start_ns, &expected,
-                                static_cast<uint64_t>(now.tv_sec) * 1000000000 + now.tv_nsec, false,
-                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-  }
   uint32_t exec_rtid = __atomic_load_n(&cb->exec_rtid, __ATOMIC_ACQUIRE);
   if (cb->mode == abi::kModeReplay)
     ts.rtid = exec_rtid ? exec_rtid : cb->main_rtid;
