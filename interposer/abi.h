@@ -48,7 +48,7 @@ namespace understudy::abi {
 #endif
 
 US_ABI_CONSTEXPR uint32_t kControlMagic = 0x55534331;  // "USC1"
-US_ABI_CONSTEXPR uint32_t kProtocolVersion = 1;
+US_ABI_CONSTEXPR uint32_t kProtocolVersion = 2;
 // The fd number at which the control memfd is installed in the program.  High
 // enough to stay out of the way of ordinary fd allocation.
 US_ABI_CONSTEXPR int kControlFd = 1023;
@@ -165,36 +165,60 @@ struct OutHeader {
 
 // The control block at offset 0 of the shared mapping.  Words written by more
 // than one process are accessed only with __atomic builtins.
+// Fields are grouped by writer onto separate cache lines (alignas(64)):
+// program threads publishing events must not share a line with the words the
+// recorder writes for every record it consumes.
 struct ControlBlock {
+  // --- set up by the driver; read-mostly
   uint32_t magic;            // kControlMagic
   uint32_t version;          // kProtocolVersion
   uint32_t mode;             // Mode
   uint32_t flags;            // Flags
   uint64_t total_size;       // bytes of the mapping
   uint64_t ring_size;        // bytes of the ring at kRingOffset, power of two
-  // --- record ring (producers: program threads; consumer: recorder)
-  uint64_t next_seq;         // next sequence number to hand out; starts at 1
-  uint64_t write_reserve;    // ring bytes reserved by producers (monotonic)
-  uint64_t read_pos;         // ring bytes consumed and zeroed by the recorder
-  uint32_t record_epoch;     // futex: bumped after a publish when consumer_waiting
-  uint32_t consumer_waiting; // recorder is (about to be) asleep on record_epoch
-  uint32_t space_epoch;      // futex: bumped by the recorder after consuming
-  uint32_t producers_waiting;// producers asleep on space_epoch
-  // --- replay ring (producer: replayer; consumers: program threads in turn)
-  uint64_t replay_cursor;    // seq of the next event allowed to happen
-  uint64_t replay_head;      // ring position of the record with seq == cursor
-  uint64_t replay_tail;      // ring position up to which records are published
-  uint32_t replay_epoch;     // futex: bumped on every cursor or tail change
-  uint32_t replay_waiters;   // threads asleep on replay_epoch
-  uint32_t journal_ended;    // replayer: no records will follow replay_tail
   uint32_t main_rtid;        // replay: recorded tid of the main thread
+  uint32_t service_addr;     // go-live: IPv4 address (network order) to bind
+                             // listeners to; 0 = the recorded address
   uint64_t until_seq;        // replay: stop before performing this seq (0 = none)
-  // --- state reported back to the driver
-  uint32_t status;           // Status
-  uint32_t refused_call;     // kStatusRefused: the syscall number refused
   uint64_t stub_begin;       // interposer's allowed syscall range [begin, end)
   uint64_t stub_end;         //   (for the kmod escape audit)
-  uint64_t events_done;      // replay: events consumed so far
+  // --- record ring, written by program threads (producers)
+  alignas(64) uint64_t next_seq;  // next sequence number to hand out; starts at 1
+  uint64_t write_reserve;    // ring bytes reserved by producers (monotonic)
+  uint32_t producers_waiting;// producers asleep on space_epoch
+  uint32_t exec_rtid;        // exec hand-over: the exec'ing thread's recorded
+                             // tid for the new image (0 = none in flight)
+  // --- record ring, written by the recorder (consumer)
+  alignas(64) uint64_t read_pos;  // ring bytes consumed and zeroed by the recorder
+  uint32_t space_epoch;      // futex: bumped by the recorder after consuming
+  uint32_t record_epoch;     // futex: bumped by a thread waiting on the gate
+  uint32_t consumer_waiting; // recorder is (about to be) asleep on record_epoch
+  // --- replay ring, written by the replayer (producer)
+  alignas(64) uint64_t replay_tail;  // ring position up to which records are published
+  uint32_t journal_ended;    // no records will follow replay_tail
+  uint32_t golive_requested; // go-live (DESIGN.md 5), see below
+  // --- replay ring, written by program threads in turn (consumers)
+  alignas(64) uint64_t replay_cursor;  // seq of the next event allowed to happen
+  uint64_t replay_head;      // ring position of the record with seq == cursor
+  uint64_t events_done;      // events consumed so far
+  uint32_t replay_epoch;     // futex: bumped on every cursor or tail change
+  uint32_t replay_waiters;   // threads asleep on replay_epoch
+  // --- output commit: outputs with seq s wait for durable_seq >= s-1
+  alignas(64) uint64_t durable_seq;  // highest seq the backup made durable
+  uint32_t gate_epoch;       // futex: bumped when durable_seq advances
+  uint32_t gate_waiters;     // threads waiting on gate_epoch
+  // --- state reported back to the driver
+  alignas(64) uint32_t status;  // Status
+  uint32_t refused_call;     // kStatusRefused: the syscall number refused
+  // go-live: the driver stops feeding, sets journal_ended = 1 and
+  // golive_requested = 1 and bumps/wakes replay_epoch; the first program
+  // thread that finds the ring drained converts the shadow descriptors
+  // (listening sockets bound for real at service_addr, epoll registrations
+  // re-issued, connection placeholders turned into closed connections), then
+  // sets mode = kModeLive and golive_done = 1.
+  uint32_t golive_done;      // interposer -> driver: 1 = live
+  uint32_t golive_listeners; // number of listening sockets re-created
+  uint64_t golive_ns;        // CLOCK_MONOTONIC when go-live completed
   // --- divergence report (valid when status == kStatusDiverged)
   uint64_t div_seq;          // event number where replay diverged
   uint32_t div_tid;          // recorded tid of the thread that diverged
@@ -202,31 +226,10 @@ struct ControlBlock {
   int64_t div_recorded;      // recorded value (result, checksum or length)
   int64_t div_replayed;      // replayed value
   char div_text[512];        // one-line human-readable description
-  // --- output commit (issue 4): outputs with seq s wait for durable_seq >= s-1
-  uint64_t durable_seq;      // highest seq the backup made durable
-  uint32_t gate_epoch;       // futex: bumped when durable_seq advances
-  uint32_t gate_waiters;     // threads waiting on gate_epoch
-  // --- exec hand-over: the exec'ing thread's recorded tid, read by the new
-  // image's interposer (0 = no exec in flight; the first image uses main_rtid)
-  uint32_t exec_rtid;
-  uint32_t pad0;             // zero
-  // --- go-live (DESIGN.md 5): the shadow stops replaying and serves.
-  // The driver stops feeding, sets journal_ended = 1 and golive_requested = 1
-  // and bumps/wakes replay_epoch; the first program thread that finds the ring
-  // drained converts the shadow descriptors (listening sockets bound for real
-  // at service_addr, epoll registrations re-issued, connection placeholders
-  // turned into closed connections), sets mode = kModeLive and golive_done = 1.
-  uint32_t golive_requested; // driver -> interposer
-  uint32_t golive_done;      // interposer -> driver: 1 = live
-  uint32_t service_addr;     // IPv4 address (network order) to bind listeners
-                             // to at go-live; 0 = the recorded address
-  uint32_t golive_listeners; // number of listening sockets re-created
-  uint64_t golive_ns;        // CLOCK_MONOTONIC when go-live completed
-  uint64_t reserved0;        // zero
   // --- per-thread wake-up slots (replay): a thread waiting for its turn
   // sleeps on slot[rtid % kWakeSlots]; whoever moves the cursor wakes the
   // slot of the next record's thread only.
-  uint32_t wake_epoch[64];
+  alignas(64) uint32_t wake_epoch[64];
   uint32_t wake_waiters[64];
 };
 US_ABI_CONSTEXPR int kWakeSlots = 64;
@@ -237,8 +240,9 @@ static_assert(offsetof(RecordHeader, seq) == 8, "RecordHeader layout is ABI");
 static_assert(offsetof(RecordHeader, result) == 32, "RecordHeader layout is ABI");
 static_assert(offsetof(RecordHeader, arg) == 64, "RecordHeader layout is ABI");
 static_assert(sizeof(OutHeader) == 8, "OutHeader layout is ABI");
-static_assert(offsetof(ControlBlock, next_seq) == 32, "ControlBlock layout is ABI");
-static_assert(offsetof(ControlBlock, replay_cursor) == 72, "ControlBlock layout is ABI");
+static_assert(offsetof(ControlBlock, next_seq) == 64, "ControlBlock layout is ABI");
+static_assert(offsetof(ControlBlock, read_pos) == 128, "ControlBlock layout is ABI");
+static_assert(offsetof(ControlBlock, replay_cursor) == 256, "ControlBlock layout is ABI");
 static_assert(sizeof(ControlBlock) <= 4096, "ControlBlock must fit in one page");
 
 inline uint64_t RecordPad(uint64_t n) { return (n + 7) & ~uint64_t{7}; }

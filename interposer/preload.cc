@@ -243,6 +243,7 @@ struct ThreadState {
   uint32_t rtid;       // recorded tid; 0 = not yet known (replay, new thread)
   uint64_t token;      // replay: create token of a new thread
   uint64_t pending;    // record: bit s-1 = async signal s waiting for delivery
+  uint64_t seen_read_pos;  // record: last read_pos this thread loaded
   siginfo_t info[65];  // record: siginfo of pending signals
 };
 US_TLS ThreadState ts;
@@ -347,9 +348,12 @@ void Publish(uint16_t kind, uint64_t seq, uint32_t call, uint8_t cls, uint8_t ac
   uint64_t size = sizeof(abi::RecordHeader);
   for (int i = 0; i < nout; i++) size += sizeof(abi::OutHeader) + abi::RecordPad(outs[i].len);
   uint64_t pos = __atomic_fetch_add(&g_cb->write_reserve, size, __ATOMIC_SEQ_CST);
-  for (;;) {
+  // The recorder's read position lives on its own cache line; look at it only
+  // when the last value seen would not leave room.
+  if (pos + size - ts.seen_read_pos > g_ring_size) for (;;) {
     uint32_t epoch = __atomic_load_n(&g_cb->space_epoch, __ATOMIC_ACQUIRE);
-    if (pos + size - __atomic_load_n(&g_cb->read_pos, __ATOMIC_ACQUIRE) <= g_ring_size) break;
+    ts.seen_read_pos = __atomic_load_n(&g_cb->read_pos, __ATOMIC_ACQUIRE);
+    if (pos + size - ts.seen_read_pos <= g_ring_size) break;
     __atomic_fetch_add(&g_cb->producers_waiting, 1, __ATOMIC_SEQ_CST);
     if (pos + size - __atomic_load_n(&g_cb->read_pos, __ATOMIC_ACQUIRE) > g_ring_size)
       FutexWait(&g_cb->space_epoch, epoch, 10);

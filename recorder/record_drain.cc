@@ -38,6 +38,13 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
         return Status::Corruption(s.message() + " at ring position " + std::to_string(pos));
       }
       const uint64_t seq = event.seq();
+      if (reorder.TakeInOrder(seq)) {  // fast path: in order, nothing held
+        s = writer_->Append(event);
+        if (!s.ok()) return s;
+        ++events_;
+        ++pending;
+        continue;
+      }
       switch (reorder.Add(seq, std::move(event))) {
         case ReorderBuffer<journal::pb::Event>::Insert::kAccepted:
           break;

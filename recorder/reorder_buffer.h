@@ -37,6 +37,14 @@ class ReorderBuffer {
     return inserted ? Insert::kAccepted : Insert::kDuplicate;
   }
 
+  // The common case, no allocation: `seq` is the next expected one and nothing
+  // is held, so the caller may release its value directly.  Advances.
+  bool TakeInOrder(uint64_t seq) {
+    if (seq != next_ || !held_.empty()) return false;
+    ++next_;
+    return true;
+  }
+
   // Moves the value for next_expected() into *out and advances, if it is
   // held.  False when the next seq has not arrived yet.
   bool PopReady(T* out) {

@@ -1,0 +1,163 @@
+// ReplicationClient: the primary's end of the replication link
+// (`understudy run --backup`).  Streams every journal frame the recorder
+// writes to understudyd on the backup, and turns the backup's ACKs into the
+// output gate's durable_seq (DESIGN.md section 5, output commit).
+//
+// Contract:
+//  - Enqueue() is given every EVENT_BATCH frame, in order, by the journal
+//    writer's on_frame hook (drain thread, then the recorder's main thread).
+//    Frames stay in memory until the backup acks them, so a link blip loses
+//    nothing: after reconnecting, the backup's stream HELLO says which seq it
+//    wants next and the client resends from there (trimming a frame that
+//    straddles that seq), never twice and never with a gap.
+//  - On each ACK the client store-releases ctl->durable_seq, bumps
+//    gate_epoch and FUTEX_WAKEs it when gate_waiters > 0: one ACK releases
+//    every output waiting on a seq below it (group commit).
+//  - The backup is "lost" after missed_heartbeats * heartbeat without any
+//    message from it.  Policy kStall: outputs keep waiting (and an old
+//    primary that lost its backup can never answer a client with state the
+//    backup does not have).  kContinue: durable_seq is set to kGateOpen so
+//    outputs flow unprotected, and every heartbeat interval an alarm is
+//    logged until the backup is back.
+//  - FENCE_REQUEST (planned failover) sets fence_requested(); the caller
+//    stops the program, closes the journal and calls Finish(), which waits
+//    for the last ACK and sends DRAINED.  FENCED (a backup already took
+//    over) sets fenced(): the caller kills the program at once; the client
+//    never reconnects.
+//
+// Threads: one link thread inside; every public method is thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "interposer/abi.h"
+#include "journal/format.h"
+#include "journal/status.h"
+#include "recorder/peer_link.h"
+
+namespace understudy::recorder {
+
+// durable_seq value that opens the gate for good ("infinity-ish": far above
+// any seq, far below overflow when the interposer adds to it).
+inline constexpr uint64_t kGateOpen = uint64_t{1} << 62;
+
+enum class BackupLossPolicy { kStall, kContinue };
+const char* BackupLossPolicyName(BackupLossPolicy p);
+
+struct ReplicationOptions {
+  std::string backup;  // "host:port" of understudyd
+  ClusterKey key;
+  std::chrono::milliseconds heartbeat{100};
+  int missed_heartbeats = 3;
+  BackupLossPolicy on_backup_loss = BackupLossPolicy::kStall;
+  // Continue policy: unacked frames beyond this are dropped (the backup can
+  // then no longer resume and must be re-seeded; logged loudly).
+  uint64_t max_unacked_bytes = 256ull << 20;
+  // Log sink (any thread).  Default: stderr with a "understudy run:" prefix.
+  std::function<void(const std::string&)> log;
+};
+
+struct ReplicationStats {
+  bool connected = false;
+  uint64_t last_seq = 0;  // highest seq enqueued
+  uint64_t acked_seq = 0;
+  uint64_t unacked_frames = 0;
+  uint64_t unacked_bytes = 0;
+  uint64_t reconnects = 0;
+  bool gate_opened = false;  // continue policy opened the gate
+};
+
+// Connects, authenticates as a probe and hangs up: tells `understudy run`
+// before it starts the program whether the backup is there and holds the key.
+Status ProbeBackup(const std::string& backup, const ClusterKey& key,
+                   std::chrono::milliseconds timeout);
+
+class ReplicationClient {
+ public:
+  explicit ReplicationClient(ReplicationOptions options);
+  ReplicationClient(const ReplicationClient&) = delete;
+  ReplicationClient& operator=(const ReplicationClient&) = delete;
+  ~ReplicationClient();
+
+  // Starts the link thread.  `cb` (may be null in tests) is the recorder's
+  // control block; `spec_bytes` the serialized ProcessSpec for the HELLO.
+  void Start(abi::ControlBlock* cb, const journal::JournalId& id, std::string spec_bytes);
+
+  // One complete EVENT_BATCH frame (header + payload) covering seqs
+  // [first_seq, last_seq].  Never blocks on the network.
+  void Enqueue(std::string_view frame, uint64_t first_seq, uint64_t last_seq);
+
+  bool fence_requested() const { return fence_requested_.load(std::memory_order_acquire); }
+  bool fenced() const { return fenced_.load(std::memory_order_acquire); }
+  std::string fenced_message() const;
+
+  // The program is stopped and the journal closed at drained.last_seq: waits
+  // until the backup acked it, then sends DRAINED.  IOError naming the seqs
+  // if that does not happen within `timeout`.  Ok at once when fenced().
+  Status Finish(Drained drained, std::chrono::milliseconds timeout);
+
+  // Stops the link thread (idempotent).
+  void Stop();
+
+  ReplicationStats stats() const;
+
+ private:
+  struct PendingFrame {
+    uint64_t first = 0;
+    uint64_t last = 0;
+    std::shared_ptr<const std::string> bytes;
+    std::chrono::steady_clock::time_point at;
+  };
+
+  void Run();
+  Status Session(PeerLink& link);
+  Status HandleHello(const std::string& payload, uint64_t* sent_upto);
+  void HandleAck(uint64_t seq);
+  void PublishDurable(uint64_t seq);
+  void CheckBackupLoss();
+  void Log(const std::string& line);
+  void Wake();
+  Heartbeat MakeHeartbeat();
+
+  const ReplicationOptions options_;
+  abi::ControlBlock* cb_ = nullptr;
+  journal::JournalId journal_id_{};
+  std::string spec_bytes_;
+  int wake_fd_ = -1;  // eventfd: new frames / finish / stop
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<PendingFrame> pending_;  // unacked frames, in seq order
+  uint64_t pending_bytes_ = 0;
+  uint64_t last_seq_ = 0;   // highest seq enqueued
+  uint64_t acked_ = 0;      // highest seq the backup acked
+  uint64_t dropped_upto_ = 0;  // continue policy dropped unacked frames up to here
+  bool connected_ = false;
+  bool gate_opened_ = false;
+  bool finish_requested_ = false;
+  bool drained_sent_ = false;
+  Drained finish_;
+  std::string fenced_message_;
+  std::string last_error_;
+  uint64_t reconnects_ = 0;
+  std::chrono::steady_clock::time_point last_contact_;
+  std::chrono::steady_clock::time_point fence_at_;
+  std::chrono::steady_clock::time_point last_alarm_;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> fence_requested_{false};
+  std::atomic<bool> fenced_{false};
+  std::thread thread_;
+};
+
+}  // namespace understudy::recorder
