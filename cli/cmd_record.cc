@@ -188,6 +188,11 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
   rep->add_option("--gdb-cmd", rep_args->opts.gdb_commands,
                   "gdb command to run after 'run' (repeatable; implies gdb -batch)")
       ->allow_extra_args(false);
+  rep->add_flag("--go-live", rep_args->opts.go_live,
+                "After the last event of a cut recording, go live: listening sockets are re-created "
+                "for real and the program serves until it exits or Ctrl-C");
+  rep->add_option("--service-address", rep_args->opts.service_addr,
+                  "With --go-live: IPv4 address listeners that were bound to a specific address move to");
   rep->add_flag("--json", rep_args->json, "Print a JSON summary on stdout at the end");
   rep->add_option("--binary", rep_args->opts.binary,
                   "Run this executable instead of the recorded binary path");

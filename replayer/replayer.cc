@@ -1,3 +1,4 @@
+#include <arpa/inet.h>
 #include "replayer/replayer.h"
 
 #include <signal.h>
@@ -45,7 +46,10 @@ struct JournalScan {
   pb::ProcessSpec spec;
   uint64_t program_events = 0;  // tid != 0
   uint32_t main_rtid = 0;       // tid of the first program event
-  bool ends_with_exit = false;  // last event is the recorder's EXIT
+  bool ends_with_exit = false;  // the program ended itself (exit_group is its
+                                // last event) and the recorder's EXIT follows;
+                                // false when it was killed or the journal is cut
+  bool last_was_exit_group = false;
   int exit_status = 0;
   std::string torn_tail;  // non-empty: the journal was cut by a crash
 };
@@ -61,11 +65,12 @@ Status ScanJournal(const std::string& dir, JournalScan* scan) {
     scan->ends_with_exit = false;
     if (IsRecorderEvent(e)) {
       if (e.has_lifecycle() && e.lifecycle().kind() == pb::LifecycleEvent::EXIT) {
-        scan->ends_with_exit = true;
+        scan->ends_with_exit = scan->last_was_exit_group;
         scan->exit_status = e.lifecycle().status();
       }
       continue;
     }
+    scan->last_was_exit_group = e.has_syscall() && e.syscall().call() == 231;  // exit_group
     if (scan->main_rtid == 0) scan->main_rtid = e.tid();
     ++scan->program_events;
   }
@@ -171,6 +176,8 @@ const char* OutcomeName(ReplayOutcome outcome) {
       return "debugger_exited";
     case ReplayOutcome::kInterrupted:
       return "interrupted";
+    case ReplayOutcome::kWentLive:
+      return "went_live";
   }
   return "unknown";
 }
@@ -223,6 +230,21 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   abi::ControlBlock* cb = mapping->control();
   cb->until_seq = options.until_seq;
   cb->main_rtid = scan.main_rtid;
+  if (options.go_live) {
+    if (scan.ends_with_exit)
+      return Status::InvalidArgument("journal " + options.dir +
+                                     ": the recorded program exited at its end, so there is "
+                                     "nothing to go live with; --go-live needs a recording that "
+                                     "was cut (program killed or node lost)");
+    if (!options.service_addr.empty()) {
+      struct in_addr a;
+      if (inet_pton(AF_INET, options.service_addr.c_str(), &a) != 1)
+        return Status::InvalidArgument("--service-address " + options.service_addr +
+                                       ": not an IPv4 address");
+      cb->service_addr = a.s_addr;
+    }
+    cb->golive_requested = 1;
+  }
 
   LaunchSpec launch;
   launch.argv.assign(spec.argv().begin(), spec.argv().end());
@@ -311,6 +333,21 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
       } else {
         program->Kill();
       }
+    } else if (!decided && options.go_live && __atomic_load_n(&cb->golive_done, __ATOMIC_ACQUIRE)) {
+      decided = true;
+      result->outcome = ReplayOutcome::kWentLive;
+      result->golive_listeners = cb->golive_listeners;
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      result->golive_ms = static_cast<double>(static_cast<uint64_t>(now.tv_sec) * 1000000000ull +
+                                              static_cast<uint64_t>(now.tv_nsec) - cb->golive_ns) / 1e6;
+      if (options.progress) std::fputs("\r\033[K", stderr);
+      std::fprintf(stderr,
+                   "understudy replay: replayed %" PRIu64 " events, then went live (%u listening "
+                   "socket(s) re-created); the program now serves for real; Ctrl-C stops it\n",
+                   __atomic_load_n(&cb->events_done, __ATOMIC_ACQUIRE), cb->golive_listeners);
+    } else if (decided && result->outcome == ReplayOutcome::kWentLive && g_interrupted != 0) {
+      program->Kill();
     } else if (!decided && status == abi::kStatusEndOfJournal) {
       decided = true;
       if (scan.ends_with_exit) {

@@ -33,6 +33,12 @@ struct ReplayOptions {
   std::string binary;                     // run this file instead of the recorded binary
   bool progress = false;                  // \r progress line on stderr every 200 ms
   bool pid_namespace = true;
+  // Go live at the end of a cut recording (the program was killed, not
+  // exited): shadow descriptors become real (listeners bound at
+  // service_addr or as recorded), and the program serves for real until it
+  // exits or the replayer is interrupted.  Restores a service from its journal.
+  bool go_live = false;
+  std::string service_addr;               // IPv4 dotted quad; empty = as recorded
 };
 
 enum class ReplayOutcome {
@@ -42,6 +48,7 @@ enum class ReplayOutcome {
   kStoppedAtUntil,  // reached --until
   kDebuggerExited,  // --gdb: gdb ended (the user was driving)
   kInterrupted,     // Ctrl-C / SIGTERM to the replayer
+  kWentLive,        // --go-live: replayed everything, then served for real
 };
 const char* OutcomeName(ReplayOutcome outcome);
 
@@ -67,6 +74,9 @@ struct ReplayResult {
   std::optional<Divergence> divergence;
   std::string message;                // the one-line report
   std::vector<std::string> warnings;  // e.g. binary hash mismatch
+
+  double golive_ms = 0;                // --go-live: drain-to-live time of the interposer
+  uint32_t golive_listeners = 0;       // listening sockets re-created at go-live
 
   int ExitCode() const {
     if (outcome == ReplayOutcome::kDiverged) return 2;

@@ -1,0 +1,182 @@
+#include "replayer/live_feeder.h"
+
+#include <chrono>
+
+#include "journal/reader.h"
+#include "recorder/futex.h"
+#include "recorder/record_codec.h"
+#include "replayer/ring_feeder.h"
+
+namespace understudy::replayer {
+
+namespace pb = journal::pb;
+
+LiveFeeder::LiveFeeder(abi::ControlBlock* cb, std::string replica_dir, uint64_t first_seq,
+                       uint64_t max_queue_bytes)
+    : cb_(cb),
+      dir_(std::move(replica_dir)),
+      max_queue_bytes_(max_queue_bytes),
+      next_seq_(first_seq),
+      ring_(std::make_unique<RingFeeder>(cb)) {}
+
+LiveFeeder::~LiveFeeder() {
+  Stop();
+}
+
+void LiveFeeder::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void LiveFeeder::Stop() {
+  stop_.store(true, std::memory_order_release);
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Status LiveFeeder::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return status_;
+}
+
+void LiveFeeder::Fail(Status s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  status_ = std::move(s);
+}
+
+void LiveFeeder::Push(std::shared_ptr<const std::string> payload) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (need_catchup_) return;  // the catch-up will read it from disk
+    queue_bytes_ += payload->size();
+    queue_.push_back(std::move(payload));
+    if (queue_bytes_ > max_queue_bytes_) {
+      queue_.clear();
+      queue_bytes_ = 0;
+      need_catchup_ = true;
+    }
+  }
+  cv_.notify_all();
+}
+
+bool LiveFeeder::FeedEvent(const pb::Event& e) {
+  const uint64_t next = next_seq_.load(std::memory_order_relaxed);
+  if (e.seq() < next) return true;  // already fed
+  if (e.seq() > next) {
+    Fail(Status::Corruption("live feed of " + dir_ + ": expected seq " + std::to_string(next) +
+                            ", got " + std::to_string(e.seq())));
+    return false;
+  }
+  if (e.tid() != 0) {
+    Status s = journal::EncodeRecord(e, &rec_);
+    if (s.ok()) {
+      if (!ring_->Put(rec_, stop_)) return false;
+      fed_.fetch_add(1, std::memory_order_acq_rel);
+    } else if (!s.IsNotSupported()) {
+      Fail(s);
+      return false;
+    }
+  }
+  next_seq_.store(next + 1, std::memory_order_release);
+  return true;
+}
+
+bool LiveFeeder::CatchUpFromDisk() {
+  journal::ReaderOptions ropts;
+  ropts.torn_tail_is_end = true;
+  std::unique_ptr<journal::JournalReader> reader;
+  Status s = journal::JournalReader::Open(dir_, ropts, &reader);
+  if (s.IsNotFound()) return true;  // nothing written yet
+  if (s.ok()) s = reader->SeekTo(next_seq_.load(std::memory_order_relaxed));
+  if (!s.ok()) {
+    Fail(s);
+    return false;
+  }
+  pb::Event e;
+  while (!stop_.load(std::memory_order_acquire) && reader->Next(&e)) {
+    if (!FeedEvent(e)) return false;
+  }
+  if (!reader->status().ok()) {
+    Fail(reader->status());
+    return false;
+  }
+  return true;
+}
+
+void LiveFeeder::Run() {
+  pb::EventBatch batch;
+  while (!stop_.load(std::memory_order_acquire)) {
+    std::shared_ptr<const std::string> payload;
+    bool catchup = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(50), [this] {
+        return stop_.load(std::memory_order_acquire) || need_catchup_ || !queue_.empty();
+      });
+      if (stop_.load(std::memory_order_acquire)) break;
+      if (need_catchup_) {
+        need_catchup_ = false;
+        queue_.clear();
+        queue_bytes_ = 0;
+        catchup = true;
+      } else if (!queue_.empty()) {
+        payload = std::move(queue_.front());
+        queue_.pop_front();
+        queue_bytes_ -= payload->size();
+      }
+    }
+    if (catchup) {
+      if (!CatchUpFromDisk()) break;
+      continue;
+    }
+    if (payload == nullptr) continue;
+    if (!batch.ParseFromString(*payload)) {
+      Fail(Status::Corruption("live feed of " + dir_ + ": a batch from the receiver does not parse"));
+      break;
+    }
+    bool ok = true;
+    for (const pb::Event& e : batch.events()) {
+      if (!(ok = FeedEvent(e))) break;
+    }
+    if (!ok) break;
+  }
+}
+
+Status RequestGoLive(abi::ControlBlock* cb, uint32_t service_addr,
+                     std::chrono::milliseconds timeout, GoLiveResult* result) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  __atomic_store_n(&cb->service_addr, service_addr, __ATOMIC_RELEASE);
+  __atomic_store_n(&cb->journal_ended, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&cb->golive_requested, 1, __ATOMIC_RELEASE);
+  recorder::BumpAndWake(&cb->replay_epoch);
+  for (int i = 0; i < abi::kWakeSlots; ++i) recorder::BumpAndWake(&cb->wake_epoch[i]);
+  for (;;) {
+    if (__atomic_load_n(&cb->golive_done, __ATOMIC_ACQUIRE) == 1) break;
+    const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
+    if (status == abi::kStatusDiverged) {
+      return Status::Corruption("the shadow diverged during go-live at event " +
+                                std::to_string(cb->div_seq));
+    }
+    if (status == abi::kStatusEndOfJournal) {
+      return Status::NotSupported(
+          "the shadow ran out of journal instead of going live: its interposer has no go-live "
+          "support (rebuild libunderstudy_preload.so)");
+    }
+    if (Clock::now() - start > timeout) {
+      return Status::IOError("the shadow did not confirm go-live within " +
+                             std::to_string(timeout.count()) +
+                             " ms (golive_done still 0; is a program thread stuck outside the "
+                             "interposer?)");
+    }
+    // The interposer sets golive_done and wakes nobody: poll finely.
+    struct timespec ts {
+      0, 100 * 1000
+    };
+    nanosleep(&ts, nullptr);
+  }
+  result->listeners = __atomic_load_n(&cb->golive_listeners, __ATOMIC_ACQUIRE);
+  result->wait_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  return Status::Ok();
+}
+
+}  // namespace understudy::replayer

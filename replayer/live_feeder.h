@@ -1,0 +1,101 @@
+// LiveFeeder: feeds a shadow (interposer in replay mode) from a journal that
+// is still growing -- the backup's replica, as frames arrive from the
+// primary (DESIGN.md section 5, active-active).
+//
+// Sources, in order, without loss or duplication:
+//  1. catch-up: the replica journal on disk, from next_seq() to its current
+//     end (JournalReader, torn tail = end);
+//  2. live: batch payloads the receiver Push()es after each AppendFrame.
+// The receiver pushes a payload only after it is written to the replica, so
+// "disk read after clearing the queue" + "queue" always covers every event:
+// whatever was written before the clear is on disk when the reader opens,
+// whatever is written after is in the queue; seqs below next_seq() are
+// skipped.  When the queue outgrows max_queue_bytes (a slow shadow) it is
+// dropped and the feeder catches up from disk again, so memory stays bounded.
+//
+// Events with tid 0 (written by the recorder) and events without a ring form
+// are skipped but still advance next_seq().  The feeder never calls End():
+// the end of a live journal is decided by the daemon (go-live or exit).
+//
+// Threads: one feeder thread inside; Push/Stop/next_seq from any thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "interposer/abi.h"
+#include "journal/event.pb.h"
+#include "journal/status.h"
+
+namespace understudy::replayer {
+
+class LiveFeeder {
+ public:
+  // `cb` is the shadow's control block (replay mode); `replica_dir` the
+  // journal the receiver appends to.  Feeding starts at `first_seq`.
+  LiveFeeder(abi::ControlBlock* cb, std::string replica_dir, uint64_t first_seq = 1,
+             uint64_t max_queue_bytes = 64ull << 20);
+  LiveFeeder(const LiveFeeder&) = delete;
+  LiveFeeder& operator=(const LiveFeeder&) = delete;
+  ~LiveFeeder();
+
+  void Start();
+  // One EVENT_BATCH payload already written to the replica.  Never blocks.
+  void Push(std::shared_ptr<const std::string> batch_payload);
+  // Stops feeding (a Put blocked on a full ring gives up); joins the thread.
+  void Stop();
+
+  // Seq of the next event to publish: everything below it is in the ring
+  // (or was skipped).
+  uint64_t next_seq() const { return next_seq_.load(std::memory_order_acquire); }
+  // Program events published so far.
+  uint64_t events_fed() const { return fed_.load(std::memory_order_acquire); }
+  // Non-ok once feeding failed (journal corruption, a record that does not
+  // encode); the feeder stops then.
+  Status status() const;
+
+ private:
+  void Run();
+  bool FeedEvent(const journal::pb::Event& e);
+  bool CatchUpFromDisk();
+  void Fail(Status s);
+
+  abi::ControlBlock* cb_;
+  const std::string dir_;
+  const uint64_t max_queue_bytes_;
+  std::atomic<uint64_t> next_seq_;
+  std::atomic<uint64_t> fed_{0};
+  std::atomic<bool> stop_{false};
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<const std::string>> queue_;
+  uint64_t queue_bytes_ = 0;
+  bool need_catchup_ = true;
+  Status status_;
+
+  std::unique_ptr<class RingFeeder> ring_;
+  std::string rec_;
+  std::thread thread_;
+};
+
+// Go-live handshake with the shadow's interposer (interposer/abi.h): sets
+// journal_ended, service_addr (network order; 0 = the recorded address) and
+// golive_requested, bumps and wakes replay_epoch and every wake slot, then
+// waits up to `timeout` for golive_done.  The caller must have stopped
+// feeding first.  Errors name what the shadow did instead (diverged, ran out
+// of journal without going live, or did not answer).
+struct GoLiveResult {
+  uint32_t listeners = 0;  // listening sockets the shadow re-created
+  double wait_ms = 0;      // request -> golive_done
+};
+Status RequestGoLive(abi::ControlBlock* cb, uint32_t service_addr,
+                     std::chrono::milliseconds timeout, GoLiveResult* result);
+
+}  // namespace understudy::replayer
