@@ -13,7 +13,9 @@
 
 #include "cli/commands.h"
 #include "recorder/control_mapping.h"
+#include "recorder/escape_watch.h"
 #include "recorder/recorder.h"
+#include "recorder/syscall_names.h"
 #include "replayer/replayer.h"
 
 namespace understudy::cli {
@@ -60,6 +62,8 @@ struct RecordArgs {
   std::string fsync = "none";
   std::string local_files = "journal";
   bool json = false;
+  bool audit = false;
+  bool no_trap = false;
   uint64_t ring_mb = abi::kDefaultRingSize >> 20;
   std::vector<std::string> command;
 };
@@ -72,6 +76,8 @@ int RunRecord(const RecordArgs& a) {
                                        : journal::DurabilityPolicy::None();
   opts.reexec_local_files = a.local_files == "reexec";
   opts.ring_size = a.ring_mb << 20;
+  opts.audit = a.audit;
+  if (a.no_trap) opts.hooks.extra_flags |= abi::kFlagNoTrap;
   if (!recorder::ValidRingSize(opts.ring_size)) {
     fmt::print(stderr, "understudy record: --ring-mb {}: must be a power of two >= {}\n", a.ring_mb,
                recorder::kMinRingSize >> 20);
@@ -92,14 +98,34 @@ int RunRecord(const RecordArgs& a) {
     fmt::print(stderr, "understudy record: {} was killed by {}\n", a.command[0],
                recorder::SignalName(r.exit.signal));
   }
+  uint64_t escaped = 0;
+  for (const auto& [nr, n] : r.escapes) escaped += n;
+  if (r.audit_on) {
+    if (escaped == 0)
+      fmt::print(stderr, "understudy record: escape audit: no unrecorded nondeterministic call reached the kernel\n");
+    else
+      fmt::print(stderr,
+                 "understudy record: ESCAPE AUDIT ALARM: {} nondeterministic call(s) reached the kernel "
+                 "without the interposer: {}; a replay may diverge (audit events are in the journal)\n",
+                 escaped, recorder::DescribeEscapes(r.escapes));
+  }
   if (a.json) {
+    std::string audit = "null";
+    if (r.audit_on) {
+      std::string calls;
+      for (const auto& [nr, n] : r.escapes)
+        calls += fmt::format("{}{}: {}", calls.empty() ? "" : ", ", JsonString(recorder::SyscallName(static_cast<uint32_t>(nr))), n);
+      audit = fmt::format("{{\"on\": true, \"escaped\": {}, \"calls\": {{{}}}}}", escaped, calls);
+    } else if (a.audit) {
+      audit = fmt::format("{{\"on\": false, \"reason\": {}}}", JsonString(r.audit_off_reason));
+    }
     fmt::print(
         "{{\"journal\": {}, \"events\": {}, \"bytes\": {}, \"segments\": {}, "
         "\"wall_time_s\": {:.6f}, \"exit_status\": {}, \"signal\": {}, \"refused\": {}, "
-        "\"warnings\": {}}}\n",
+        "\"audit\": {}, \"warnings\": {}}}\n",
         JsonString(a.dir), r.events, r.bytes, r.segments, r.wall_time_s, r.exit.exit_code,
         r.exit.signal != 0 ? JsonString(recorder::SignalName(r.exit.signal)) : "null",
-        r.refused ? JsonString(r.refused_message) : "null", JsonStrings(r.warnings));
+        r.refused ? JsonString(r.refused_message) : "null", audit, JsonStrings(r.warnings));
   } else {
     fmt::print(stderr,
                "understudy record: {} events, {} bytes in {} segment(s) in {}; {:.3f} s; exit "
@@ -165,6 +191,13 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
                   "journal: regular-file data read is journaled (default); reexec: writable "
                   "local files are re-executed on replay against the node's own copy")
       ->check(CLI::IsMember({"journal", "reexec"}));
+  rec->add_flag("--audit", rec_args->audit,
+                "Escape audit (eBPF): count nondeterministic syscalls that reach the kernel without "
+                "the interposer; nonzero counts are an alarm and audit events in the journal. "
+                "Without BPF permission it says why and records on");
+  rec->add_flag("--unsafe-no-trap", rec_args->no_trap,
+                "Testing the audit only: do not arm the raw-syscall trap, so libc-internal and raw "
+                "syscalls escape the recording");
   rec->add_flag("--json", rec_args->json, "Print a JSON summary on stdout at the end");
   rec->add_option("--ring-mb", rec_args->ring_mb,
                   "Size of the shared record ring in MiB (power of two, >= 8; default 64)");

@@ -14,5 +14,6 @@ namespace understudy::cli {
 void AddJournalCommands(CLI::App& app, int& exit_code);
 void AddRecordCommands(CLI::App& app, int& exit_code);  // record, replay
 void AddSyscallsCommand(CLI::App& app, int& exit_code);
+void AddClusterCommands(CLI::App& app, int& exit_code);  // keygen, run, status, failover
 
 }  // namespace understudy::cli

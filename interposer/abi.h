@@ -76,6 +76,8 @@ enum Flags : uint32_t {
                                 // on replay (node's own copy), not journaled
   kFlagNoTrap = 1u << 3,        // do not arm the raw-syscall trap (tests only)
   kFlagOutputGate = 1u << 4,    // record: outputs wait for durable_seq
+  kFlagAuditWait = 1u << 5,     // record: after publishing stub_begin/end, wait
+                                // (at most 2 s) for audit_ready before main()
 };
 
 // ControlBlock::status, written by the interposer, read by the driver.
@@ -218,6 +220,9 @@ struct ControlBlock {
   // sets mode = kModeLive and golive_done = 1.
   uint32_t golive_done;      // interposer -> driver: 1 = live
   uint32_t golive_listeners; // number of listening sockets re-created
+  uint32_t audit_ready;      // futex: the driver's escape audit is attached
+                             // (or gave up); see kFlagAuditWait
+  uint32_t pad1;             // zero
   uint64_t golive_ns;        // CLOCK_MONOTONIC when go-live completed
   // --- divergence report (valid when status == kStatusDiverged)
   uint64_t div_seq;          // event number where replay diverged

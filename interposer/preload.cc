@@ -1805,6 +1805,13 @@ void Init() {
   g_cb = cb;  // publish last: Mode() reads it
   InstallSigsys();
   ArmTrap();
+  if ((g_flags & abi::kFlagAuditWait) && cb->mode == abi::kModeRecord) {
+    // The driver attaches its escape audit to our stub range now; wait so
+    // the program's own code runs audited.  Bounded: an audit that cannot
+    // start must not hold the program.
+    for (int i = 0; i < 200 && !__atomic_load_n(&cb->audit_ready, __ATOMIC_ACQUIRE); i++)
+      FutexWait(&cb->audit_ready, 0, 10);
+  }
 }
 
 __attribute__((constructor(101))) void Ctor() { Init(); }

@@ -1,6 +1,7 @@
 #include "recorder/record_drain.h"
 
 #include <cinttypes>
+#include <algorithm>
 #include <cstdio>
 
 #include "recorder/record_codec.h"
@@ -62,7 +63,11 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
       }
     }
     const Clock::time_point now = Clock::now();
-    if (pending >= options_.flush_events ||
+    // Output commit: a program thread waits for durable_seq; its events must
+    // leave now, not at the next batching tick (one flush serves every
+    // waiter: group commit).
+    const bool gate_waiting = __atomic_load_n(&cb_->gate_waiters, __ATOMIC_ACQUIRE) > 0;
+    if (pending >= options_.flush_events || (pending > 0 && gate_waiting) ||
         (pending > 0 && now - last_flush >= options_.flush_interval)) {
       Status s = writer_->Flush();
       if (!s.ok()) return s;
@@ -99,7 +104,14 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
         break;
       }
     }
-    if (!took) ring.WaitForPublish(options_.idle_wait);
+    if (!took) {
+      // With the output gate on, the interposer wakes the drain only for
+      // gated outputs; poll often enough that other events still leave
+      // within about a millisecond.
+      const bool gated = (cb_->flags & abi::kFlagOutputGate) != 0;
+      ring.WaitForPublish(gated ? std::min(options_.idle_wait, options_.gate_idle_wait)
+                                : options_.idle_wait);
+    }
   }
   return writer_->Flush();
 }

@@ -19,6 +19,7 @@ struct DrainOptions {
   std::chrono::milliseconds flush_interval{2};  // flush a batch at least this often
   uint64_t flush_events = 4096;                 // ... or when this many are pending
   std::chrono::milliseconds idle_wait{5};       // futex wait when the ring is empty
+  std::chrono::milliseconds gate_idle_wait{1};  // ... when the output gate is on
   std::chrono::milliseconds final_grace{1000};  // after program exit: wait this long
                                                 // for seqs still unpublished
 };

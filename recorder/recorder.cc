@@ -1,3 +1,8 @@
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <climits>
+#include <cstdio>
 #include "recorder/recorder.h"
 
 #include <sys/stat.h>
@@ -11,6 +16,7 @@
 #include "journal/reader.h"
 #include "recorder/control_mapping.h"
 #include "recorder/process_spec.h"
+#include "recorder/escape_watch.h"
 #include "recorder/record_drain.h"
 #include "recorder/syscall_names.h"
 
@@ -35,14 +41,21 @@ Status Record(const RecordOptions& options, RecordResult* result) {
 
   std::unique_ptr<ControlMapping> mapping;
   uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;
+  flags |= options.hooks.extra_flags;
+  if (options.audit) flags |= abi::kFlagAuditWait;
   s = ControlMapping::Create(options.ring_size, abi::kModeRecord, flags, &mapping);
   if (!s.ok()) return s;
 
   journal::WriterOptions wopts;
   wopts.durability = options.durability;
+  wopts.on_frame = options.hooks.on_frame;
   std::unique_ptr<journal::JournalWriter> writer;
   s = journal::JournalWriter::Create(options.dir, spec, wopts, &writer);
   if (!s.ok()) return s;
+
+  if (options.hooks.on_start) {
+    options.hooks.on_start(mapping->control(), writer->journal_id(), spec.SerializeAsString());
+  }
 
   LaunchSpec launch;
   launch.path = binary;
@@ -67,10 +80,22 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   // Wait for the program; if the drain dies first, the program would block
   // on a full ring forever, so it is killed.
   ProgramExit exit;
+  EscapeWatch audit;
+  bool audit_pending = options.audit;
   while (!program->Poll(&exit)) {
+    if (audit_pending && __atomic_load_n(&mapping->control()->stub_begin, __ATOMIC_ACQUIRE) != 0) {
+      audit_pending = false;  // the interposer is up: from here on, nothing may escape it
+      if (!audit.Start(mapping->control(), program->pid(), program->in_namespace(), &result->audit_off_reason))
+        std::fprintf(stderr, "understudy record: %s; recording without the audit\n",
+                     result->audit_off_reason.c_str());
+      abi::ControlBlock* cb = mapping->control();
+      __atomic_store_n(&cb->audit_ready, 1, __ATOMIC_RELEASE);
+      syscall(SYS_futex, &cb->audit_ready, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+    }
     if (drain_finished.load(std::memory_order_acquire)) program->Kill();
+    if (options.hooks.should_kill && options.hooks.should_kill()) program->Kill();
     struct timespec ts {
-      0, 5 * 1000 * 1000
+      0, (audit_pending ? 1 : 5) * 1000 * 1000
     };
     nanosleep(&ts, nullptr);
   }
@@ -90,6 +115,24 @@ Status Record(const RecordOptions& options, RecordResult* result) {
                               "refused";
   }
 
+  if (audit.running()) {
+    result->audit_on = true;
+    result->escapes = audit.Counts();
+    for (const auto& [nr, count] : result->escapes) {
+      pb::Event e;
+      e.set_seq(writer->last_sequence() + 1);
+      e.set_tid(0);
+      pb::AuditEvent* a = e.mutable_audit();
+      a->set_call(static_cast<uint32_t>(nr));
+      a->set_count(count);
+      a->set_name(SyscallName(static_cast<uint32_t>(nr)));
+      s = writer->Append(e);
+      if (!s.ok()) return s;
+    }
+  } else if (options.audit && result->audit_off_reason.empty()) {
+    result->audit_off_reason = "the interposer never initialised, so the audit never started";
+  }
+
   pb::Event final_event;
   final_event.set_seq(writer->last_sequence() + 1);
   final_event.set_tid(0);
@@ -100,7 +143,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   s = writer->Append(final_event);
   if (s.ok()) s = writer->Close();
   if (!s.ok()) return s;
-  result->events = drain.events() + 1;
+  result->events = drain.events() + 1 + result->escapes.size();
 
   std::vector<journal::SegmentInfo> segments;
   if (journal::ListSegments(options.dir, &segments).ok()) {

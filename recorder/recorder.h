@@ -17,7 +17,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "interposer/abi.h"
@@ -27,6 +30,22 @@
 
 namespace understudy::recorder {
 
+// Hooks for `understudy run` (replication, output commit, fencing); all
+// optional, so `understudy record` leaves them empty.
+struct RecordHooks {
+  // Added to the control block's flags (e.g. abi::kFlagOutputGate).
+  uint32_t extra_flags = 0;
+  // Called once on the caller's thread after the control mapping and the
+  // journal exist and before the program starts.
+  std::function<void(abi::ControlBlock* cb, const journal::JournalId& id,
+                     const std::string& spec_bytes)>
+      on_start;
+  // The journal writer's on_frame (drain thread, then the caller's thread).
+  std::function<void(std::string_view frame, uint64_t first_seq, uint64_t last_seq)> on_frame;
+  // Polled every few ms while the program runs; true = kill it (fencing).
+  std::function<bool()> should_kill;
+};
+
 struct RecordOptions {
   std::string dir;                // journal directory to create
   std::vector<std::string> argv;  // program and its arguments
@@ -34,9 +53,17 @@ struct RecordOptions {
   bool reexec_local_files = false;  // abi::kFlagReexecFiles
   uint64_t ring_size = abi::kDefaultRingSize;
   bool pid_namespace = true;  // when root
+  // Escape audit (kmod): count nondeterministic syscalls that reach the
+  // kernel from outside the interposer; each nonzero count becomes an
+  // AuditEvent in the journal and a warning.
+  bool audit = false;
+  RecordHooks hooks;
 };
 
 struct RecordResult {
+  bool audit_on = false;            // --audit ran
+  std::string audit_off_reason;     // --audit asked but could not run: why
+  std::map<int, uint64_t> escapes;  // --audit: escaped calls per syscall number
   uint64_t events = 0;  // events in the journal, the final EXIT included
   uint64_t bytes = 0;   // bytes of the segment files
   uint64_t segments = 0;

@@ -42,7 +42,7 @@ void bump(uint32_t* word) {
   syscall(SYS_futex, word, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
 }
 
-void publish(uint32_t tid, const char* data, uint32_t len) {
+void publish(uint32_t tid, const char* data, uint32_t len, uint32_t call = 318 /* getrandom */) {
   uint64_t size = sizeof(RecordHeader) + sizeof(OutHeader) + ((len + 7u) & ~7u);
   uint64_t pos = __atomic_fetch_add(&cb->write_reserve, size, __ATOMIC_SEQ_CST);
   uint64_t seq = __atomic_fetch_add(&cb->next_seq, 1, __ATOMIC_SEQ_CST);
@@ -62,7 +62,7 @@ void publish(uint32_t tid, const char* data, uint32_t len) {
   h.seq = seq;
   h.tid = tid;
   h.pid = (uint32_t)getpid();
-  h.call = 318; /* getrandom */
+  h.call = call;
   h.cls = kClsRandomness;
   h.action = kActEmulate;
   h.result = len;
@@ -98,9 +98,13 @@ void record(void) {
   pthread_t a, b;
   pthread_create(&a, NULL, helper, const_cast<char*>("alpha"));
   pthread_create(&b, NULL, helper, const_cast<char*>("bravo"));
-  for (int i = 0; i < events - 2 * per_thread; ++i) publish((uint32_t)getpid(), "main!", 5);
   pthread_join(a, NULL);
   pthread_join(b, NULL);
+  // Like the real interposer, a program that ends itself ends with its
+  // exit_group event.
+  int mine = events - 2 * per_thread;
+  for (int i = 0; i < mine; ++i)
+    publish((uint32_t)getpid(), "main!", 5, i == mine - 1 ? 231 /* exit_group */ : 318);
 }
 
 void report(uint32_t status) {

@@ -1,0 +1,427 @@
+// `understudy keygen`, `run`, `status`, `failover`: the cluster front ends
+// over recorder/replication_client.h (run) and daemon/admin_client.h
+// (status, failover) -- parse, call, print.
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <google/protobuf/util/json_util.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "daemon/admin_client.h"
+#include "recorder/control_mapping.h"
+#include "recorder/recorder.h"
+#include "recorder/replication_client.h"
+#include "recorder/service_address.h"
+
+namespace understudy::cli {
+namespace {
+
+// ---- keygen -----------------------------------------------------------------
+
+int RunKeygen(const std::string& out, bool force) {
+  std::string text;
+  Status s = recorder::GenerateClusterKey(&text);
+  if (!s.ok()) {
+    fmt::print(stderr, "understudy keygen: {}\n", s.message());
+    return 1;
+  }
+  int fd = STDOUT_FILENO;
+  if (!out.empty()) {
+    fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL), 0600);
+    if (fd < 0) {
+      fmt::print(stderr, "understudy keygen: cannot create {}: {}{}\n", out, std::strerror(errno),
+                 errno == EEXIST ? " (pass --force to overwrite it)" : "");
+      return 1;
+    }
+  }
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    // `understudy keygen > cluster.key`: the shell created the file with the
+    // umask's mode; a shared secret must be 0600.
+    if (fchmod(fd, 0600) != 0) {
+      fmt::print(stderr, "understudy keygen: cannot chmod the key file to 0600: {}\n",
+                 std::strerror(errno));
+      return 1;
+    }
+  } else if (isatty(fd) == 1) {
+    fmt::print(stderr,
+               "understudy keygen: writing the key to a terminal; redirect it to a file "
+               "('understudy keygen > cluster.key') and copy that file to every node\n");
+  }
+  if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    fmt::print(stderr, "understudy keygen: write failed: {}\n", std::strerror(errno));
+    return 1;
+  }
+  if (fd != STDOUT_FILENO) ::close(fd);
+  return 0;
+}
+
+// ---- run --------------------------------------------------------------------
+
+struct RunArgs {
+  std::string backup;
+  std::string key;
+  std::string service_address;
+  std::string service_dev;
+  std::string mode = "active-active";
+  std::string on_backup_loss = "stall";
+  int heartbeat_ms = 100;
+  int missed_heartbeats = 3;
+  std::string journal;
+  std::string fsync = "none";
+  uint64_t ring_mb = abi::kDefaultRingSize >> 20;
+  std::vector<std::string> command;
+};
+
+std::string DefaultJournalDir() {
+  time_t now = time(nullptr);
+  struct tm tm;
+  localtime_r(&now, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%S", &tm);
+  return fmt::format("/var/lib/understudy/primary/{}-{}", buf, getpid());
+}
+
+int RunRun(const RunArgs& a) {
+  const char* me = "understudy run";
+  if (a.mode != "active-active") {
+    fmt::print(stderr,
+               "{}: --mode {} is not supported yet (it needs checkpoints from checkpoint/, not "
+               "built); use --mode active-active\n",
+               me, a.mode);
+    return 1;
+  }
+  recorder::ReplicationOptions ro;
+  ro.backup = a.backup;
+  Status s = recorder::LoadClusterKey(a.key, &ro.key);
+  if (!s.ok()) {
+    fmt::print(stderr, "{}: {}\n", me, s.message());
+    return 1;
+  }
+  ro.heartbeat = std::chrono::milliseconds(a.heartbeat_ms);
+  ro.missed_heartbeats = a.missed_heartbeats;
+  ro.on_backup_loss = a.on_backup_loss == "continue" ? recorder::BackupLossPolicy::kContinue
+                                                     : recorder::BackupLossPolicy::kStall;
+  std::optional<recorder::ServiceAddress> service;
+  if (!a.service_address.empty()) {
+    recorder::ServiceAddress sa;
+    s = recorder::ParseServiceAddress(a.service_address, &sa);
+    if (!s.ok()) {
+      fmt::print(stderr, "{}: {}\n", me, s.message());
+      return 1;
+    }
+    if (a.service_dev.empty()) {
+      fmt::print(stderr,
+                 "{}: --service-address {} needs --service-dev DEV (the interface to add it to "
+                 "on this node)\n",
+                 me, a.service_address);
+      return 1;
+    }
+    service = sa;
+  }
+
+  // Before the program starts: is the backup there, and does it hold our key?
+  s = recorder::ProbeBackup(a.backup, ro.key, std::chrono::milliseconds(2000));
+  if (!s.ok() && s.IsInvalidArgument()) {
+    fmt::print(stderr, "{}: backup {}: {}\n", me, a.backup, s.message());
+    return 1;
+  }
+  if (!s.ok()) {
+    fmt::print(stderr,
+               "{}: warning: backup {} is not reachable yet ({}); starting anyway: {} until it "
+               "is\n",
+               me, a.backup, s.message(),
+               ro.on_backup_loss == recorder::BackupLossPolicy::kStall
+                   ? "the program's outputs wait (--on-backup-loss stall)"
+                   : "outputs leave unprotected after the heartbeat budget "
+                     "(--on-backup-loss continue)");
+  }
+
+  recorder::RecordOptions opts;
+  opts.dir = a.journal.empty() ? DefaultJournalDir() : a.journal;
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(opts.dir).parent_path(), ec);
+  opts.argv = a.command;
+  opts.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
+                                       : journal::DurabilityPolicy::None();
+  opts.ring_size = a.ring_mb << 20;
+  if (!recorder::ValidRingSize(opts.ring_size)) {
+    fmt::print(stderr, "{}: --ring-mb {}: must be a power of two >= {}\n", me, a.ring_mb,
+               recorder::kMinRingSize >> 20);
+    return 1;
+  }
+
+  if (service) {
+    s = recorder::AddServiceAddress(*service, a.service_dev);
+    if (!s.ok()) {
+      fmt::print(stderr, "{}: {}\n", me, s.message());
+      return 1;
+    }
+    fmt::print(stderr, "{}: service address {} added on {}\n", me, service->text, a.service_dev);
+  }
+
+  recorder::ReplicationClient client(ro);
+  opts.hooks.extra_flags = abi::kFlagOutputGate;
+  opts.hooks.on_start = [&client](abi::ControlBlock* cb, const journal::JournalId& id,
+                                  const std::string& spec) { client.Start(cb, id, spec); };
+  opts.hooks.on_frame = [&client](std::string_view frame, uint64_t first, uint64_t last) {
+    client.Enqueue(frame, first, last);
+  };
+  opts.hooks.should_kill = [&client] { return client.fence_requested(); };
+  fmt::print(stderr, "{}: journal {}, replicating to {} ({} on backup loss)\n", me, opts.dir,
+             a.backup, a.on_backup_loss);
+
+  recorder::RecordResult r;
+  s = recorder::Record(opts, &r);
+  for (const std::string& w : r.warnings) fmt::print(stderr, "{}: warning: {}\n", me, w);
+  int code = r.exit.exit_code;
+  if (!s.ok()) {
+    fmt::print(stderr, "{}: {}\n", me, s.ToString());
+    client.Stop();
+    if (service) (void)recorder::RemoveServiceAddress(*service, a.service_dev);
+    return 1;
+  }
+  const bool fenced = client.fenced();
+  const bool planned = !fenced && client.fence_requested();
+  if (!fenced) {
+    recorder::Drained d;
+    d.last_seq = r.events;  // the journal starts at seq 1 and ends with the EXIT event
+    d.reason = planned ? recorder::Drained::kFenced : recorder::Drained::kProgramExited;
+    d.exit_status = r.exit.exit_code;
+    Status fs = client.Finish(d, std::chrono::milliseconds(10000));
+    if (!fs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, fs.message());
+  }
+  client.Stop();
+  if (service) {
+    Status rs = recorder::RemoveServiceAddress(*service, a.service_dev);
+    if (!rs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, rs.message());
+  }
+  if (fenced) {
+    fmt::print(stderr,
+               "{}: FENCED: {}; the program was stopped; the journal is kept in {}\n", me,
+               client.fenced_message(), opts.dir);
+    return 3;
+  }
+  if (planned) {
+    fmt::print(stderr,
+               "{}: planned failover: the program was stopped and the backup {} has every "
+               "event (through seq {}); it is now primary\n",
+               me, a.backup, r.events);
+    return 0;
+  }
+  if (!r.exit.launch_error.empty()) {
+    fmt::print(stderr, "{}: {}: {}\n", me, a.command[0], r.exit.launch_error);
+  }
+  if (r.refused) fmt::print(stderr, "{}\n", r.refused_message);
+  if (r.exit.signal != 0) {
+    fmt::print(stderr, "{}: {} was killed by {}\n", me, a.command[0],
+               recorder::SignalName(r.exit.signal));
+  }
+  fmt::print(stderr, "{}: {} events in {}; {:.3f} s; exit status {}\n", me, r.events, opts.dir,
+             r.wall_time_s, r.exit.exit_code);
+  if (r.refused && code == 0) code = 1;
+  return code;
+}
+
+// ---- status / failover --------------------------------------------------------------
+
+struct AdminArgs {
+  std::string admin = daemon::kDefaultAdminSocket;
+  std::string key;
+  bool json = false;
+  std::string to;
+  uint32_t timeout_ms = 10000;
+};
+
+std::string ToJson(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.always_print_primitive_fields = true;
+  o.preserve_proto_field_names = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+bool Call(const char* me, const AdminArgs& a, const daemon::pb::AdminRequest& req,
+          std::chrono::milliseconds timeout, daemon::pb::AdminReply* reply) {
+  Status s = daemon::AdminCall(a.admin, a.key, req, timeout, reply);
+  if (!s.ok()) {
+    fmt::print(stderr, "{}: {}\n", me, s.message());
+    return false;
+  }
+  if (reply->has_error()) {
+    if (a.json) {
+      fmt::print("{}", ToJson(*reply));
+    }
+    fmt::print(stderr, "{}: {}\n", me, reply->error().message());
+    return false;
+  }
+  return true;
+}
+
+int RunStatus(const AdminArgs& a) {
+  const char* me = "understudy status";
+  daemon::pb::AdminRequest req;
+  req.mutable_status();
+  daemon::pb::AdminReply reply;
+  if (!Call(me, a, req, std::chrono::milliseconds(5000), &reply)) return 1;
+  const daemon::pb::StatusReply& st = reply.status();
+  if (a.json) {
+    fmt::print("{}", ToJson(st));
+    return 0;
+  }
+  fmt::print("node      {} ({}), listening on {}, up {:.1f} s\n", st.node(), st.role(),
+             st.listen(), st.uptime_ms() / 1000.0);
+  const auto& p = st.primary();
+  if (p.state() == "none") {
+    fmt::print("primary   none yet (start one with 'understudy run --backup {} -- PROGRAM')\n",
+               st.listen());
+  } else {
+    fmt::print("primary   {} {}{}, last heartbeat {}, policy {}{}, reconnects {}\n", p.peer(),
+               p.state(), p.connected() ? ", connected" : ", not connected",
+               p.last_heartbeat_ms_ago() < 0 ? std::string("never")
+                                             : fmt::format("{} ms ago", p.last_heartbeat_ms_ago()),
+               p.on_backup_loss(), p.gate_opened() ? " (GATE OPEN: unprotected)" : "",
+               p.reconnects());
+  }
+  if (st.has_replica()) {
+    const auto& r = st.replica();
+    fmt::print("journal   {}: replica {} at seq {} (acked {}, fsync {}), {} bytes received\n",
+               r.journal_id(), r.dir(), r.last_seq(), r.durable_seq(), r.fsync(), r.bytes());
+    fmt::print("lag       {} events, {} bytes, {} ms (primary at seq {})\n", st.lag().events(),
+               st.lag().bytes(), st.lag().ms(), p.last_seq());
+  }
+  const auto& sh = st.shadow();
+  fmt::print("shadow    {}{}, fed {} events, consumed {}, restarts {}{}\n", sh.state(),
+             sh.pid() != 0 ? fmt::format(" (pid {})", sh.pid()) : "", sh.events_fed(),
+             sh.events_done(), sh.restarts(),
+             sh.last_divergence().empty() ? "" : ", last divergence: " + sh.last_divergence());
+  if (!st.service_address().empty()) fmt::print("service   {}\n", st.service_address());
+  if (!st.last_failover().empty()) fmt::print("failover  {}\n", st.last_failover());
+  if (st.alarms_size() == 0) {
+    fmt::print("alarms    none\n");
+  } else {
+    for (int i = 0; i < st.alarms_size(); ++i) {
+      fmt::print("{}{}\n", i == 0 ? "alarms    " : "          ", st.alarms(i));
+    }
+  }
+  return 0;
+}
+
+int RunFailover(const AdminArgs& a) {
+  const char* me = "understudy failover";
+  daemon::pb::AdminRequest req;
+  req.mutable_failover()->set_to(a.to);
+  req.mutable_failover()->set_timeout_ms(a.timeout_ms);
+  daemon::pb::AdminReply reply;
+  if (!Call(me, a, req, std::chrono::milliseconds(a.timeout_ms + 30000), &reply)) return 1;
+  const daemon::pb::FailoverReply& f = reply.failover();
+  if (a.json) {
+    fmt::print("{}", ToJson(f));
+    return 0;
+  }
+  const auto& t = f.timings();
+  fmt::print("understudy failover: {} is now primary ({}), live through seq {}, {} listener(s) "
+             "re-created\n",
+             f.node(), f.kind(), f.drained_seq(), f.listeners());
+  fmt::print("  fence     {:8.2f} ms   primary stopped, every event acked\n", t.fence_ms());
+  fmt::print("  drain     {:8.2f} ms   shadow fed to the last event\n", t.drain_ms());
+  fmt::print("  address   {:8.2f} ms   service address added\n", t.address_ms());
+  fmt::print("  go-live   {:8.2f} ms   shadow serving\n", t.golive_ms());
+  fmt::print("  total     {:8.2f} ms\n", t.total_ms());
+  for (const std::string& n : f.notes()) fmt::print("  note: {}\n", n);
+  return 0;
+}
+
+void AddAdminOptions(CLI::App* c, AdminArgs* a) {
+  c->add_option("--admin", a->admin,
+                "understudyd to ask: a Unix socket PATH (default /run/understudy/admin.sock) or "
+                "HOST:PORT of its replication port (then --key is needed)");
+  c->add_option("--key", a->key, "Cluster key file, for --admin HOST:PORT");
+  c->add_flag("--json", a->json, "Print the reply as JSON on stdout");
+}
+
+}  // namespace
+
+void AddClusterCommands(CLI::App& app, int& exit_code) {
+  auto kg = std::make_shared<std::pair<std::string, bool>>();
+  CLI::App* keygen = app.add_subcommand(
+      "keygen",
+      "Print a new random cluster key (32 bytes, hex) for understudyd and 'understudy run'.\n"
+      "Usage: understudy keygen > cluster.key   (the file is made 0600); copy it to every node.");
+  keygen->add_option("-o,--output", kg->first, "Write the key to this file (created 0600)");
+  keygen->add_flag("--force", kg->second, "With -o: overwrite an existing file");
+  keygen->callback([kg, &exit_code] { exit_code = RunKeygen(kg->first, kg->second); });
+
+  auto ra = std::make_shared<RunArgs>();
+  CLI::App* run = app.add_subcommand(
+      "run",
+      "Run a program as the protected primary: record it, stream its journal to the backup's "
+      "understudyd, and let each output leave only once the backup holds every event before "
+      "it.\nExit status: the program's; 0 after a planned failover handed it to the backup; 3 "
+      "if the backup had already taken over (fenced); 1 on a setup error.");
+  run->add_option("--backup", ra->backup, "HOST:PORT of the backup's understudyd")->required();
+  run->add_option("--key", ra->key, "Cluster key file (same as the daemon's --key)")->required();
+  run->add_option("--service-address", ra->service_address,
+                  "ADDR[/PREFIX] clients use: added on --service-dev while this node is "
+                  "primary, removed when fenced or when the program ends");
+  run->add_option("--service-dev", ra->service_dev, "Interface for --service-address");
+  run->add_option("--mode", ra->mode, "active-active (default; the only mode built so far)")
+      ->check(CLI::IsMember({"active-active", "active-passive"}));
+  run->add_option("--on-backup-loss", ra->on_backup_loss,
+                  "stall (default): outputs wait until the backup is back -- no acknowledged "
+                  "write can be lost; continue: outputs leave unprotected, with an alarm")
+      ->check(CLI::IsMember({"stall", "continue"}));
+  run->add_option("--heartbeat-ms", ra->heartbeat_ms, "Heartbeat interval (default 100)")
+      ->check(CLI::Range(5, 60000));
+  run->add_option("--missed-heartbeats", ra->missed_heartbeats,
+                  "Heartbeats missed before the backup counts as lost (default 3)")
+      ->check(CLI::Range(1, 1000));
+  run->add_option("--journal", ra->journal,
+                  "Local journal directory (default /var/lib/understudy/primary/<time>-<pid>)");
+  run->add_option("--fsync", ra->fsync, "Local journal: none (default) or batch")
+      ->check(CLI::IsMember({"none", "batch"}));
+  run->add_option("--ring-mb", ra->ring_mb, "Size of the record ring in MiB (default 64)");
+  run->add_option("command", ra->command, "-- PROGRAM [ARGS...]")->required();
+  run->callback([ra, &exit_code] { exit_code = RunRun(*ra); });
+
+  auto sa = std::make_shared<AdminArgs>();
+  CLI::App* status = app.add_subcommand(
+      "status",
+      "Show the roles, journal positions, replication lag (events, bytes, ms), last heartbeat, "
+      "shadow health and alarms, as understudyd sees them.\nExit status: 0, or 1 if the daemon "
+      "could not be asked.");
+  AddAdminOptions(status, sa.get());
+  status->callback([sa, &exit_code] { exit_code = RunStatus(*sa); });
+
+  auto fa = std::make_shared<AdminArgs>();
+  CLI::App* failover = app.add_subcommand(
+      "failover",
+      "Planned switchover: fence the primary (its program is stopped once every event is on "
+      "the backup), drain the journal into the shadow, and make the shadow the live service. "
+      "Prints a timing breakdown.\nExit status: 0 switched; 1 nothing was switched (the "
+      "message says why).");
+  AddAdminOptions(failover, fa.get());
+  failover->add_option("--to", fa->to,
+                       "Node to promote (its --node-name, host name or listen address); default: "
+                       "the daemon asked");
+  failover->add_option("--timeout-ms", fa->timeout_ms,
+                       "How long the primary may take to fence and drain (default 10000)");
+  failover->callback([fa, &exit_code] { exit_code = RunFailover(*fa); });
+}
+
+}  // namespace understudy::cli

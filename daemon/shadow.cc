@@ -1,0 +1,133 @@
+#include "daemon/shadow.h"
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "journal/reader.h"
+#include "recorder/process_spec.h"
+#include "recorder/syscall_names.h"
+
+namespace understudy::daemon {
+
+namespace pb = journal::pb;
+
+Status Shadow::Start(const std::string& dir, std::unique_ptr<Shadow>* out, std::string* warning) {
+  journal::ReaderOptions ropts;
+  ropts.torn_tail_is_end = true;
+  std::unique_ptr<journal::JournalReader> reader;
+  Status s = journal::JournalReader::Open(dir, ropts, &reader);
+  if (!s.ok()) return s;
+  pb::Event e;
+  uint32_t main_rtid = 0;
+  while (reader->Next(&e)) {
+    if (e.tid() != 0) {
+      main_rtid = e.tid();
+      break;
+    }
+  }
+  if (!reader->status().ok()) return reader->status();
+  if (main_rtid == 0) return Status::NotFound("replica " + dir + " holds no program event yet");
+  pb::ProcessSpec spec;
+  if (!spec.ParseFromString(reader->header().spec_bytes) || spec.argv_size() == 0) {
+    return Status::Corruption("replica " + dir + ": the process spec does not parse");
+  }
+  const std::string binary = spec.binary_path();
+  std::string sha;
+  s = recorder::Sha256File(binary, &sha);
+  if (!s.ok()) {
+    return Status::NotFound("shadow: cannot read the recorded binary " + binary + " on this node (" +
+                            s.message() + "); install the same binary at the same path");
+  }
+  if (!spec.binary_sha256().empty() && sha != spec.binary_sha256()) {
+    *warning = "shadow binary " + binary + " differs from the primary's (SHA-256 " + sha +
+               ", recorded " + spec.binary_sha256() + "); the shadow will likely diverge";
+  }
+  std::string preload;
+  s = recorder::FindPreloadLibrary(&preload);
+  if (!s.ok()) return s;
+  std::vector<std::string> recorded_env(spec.env().begin(), spec.env().end());
+
+  std::unique_ptr<Shadow> sh(new Shadow());
+  s = recorder::ControlMapping::Create(abi::kDefaultRingSize, abi::kModeReplay, 0, &sh->mapping_);
+  if (!s.ok()) return s;
+  abi::ControlBlock* cb = sh->mapping_->control();
+  cb->main_rtid = main_rtid;
+  sh->feeder_ = std::make_unique<replayer::LiveFeeder>(cb, dir);
+
+  recorder::LaunchSpec launch;
+  launch.path = binary;
+  launch.argv.assign(spec.argv().begin(), spec.argv().end());
+  launch.env = recorder::InterposerEnv(recorder::StripRecordedInterposer(recorded_env), preload);
+  launch.cwd = spec.cwd();
+  launch.control_fd = sh->mapping_->fd();
+  s = recorder::Program::Launch(launch, &sh->program_);
+  if (!s.ok()) return s;
+  *out = std::move(sh);
+  return Status::Ok();
+}
+
+Shadow::~Shadow() {
+  if (feeder_ != nullptr) feeder_->Stop();
+  if (program_ != nullptr && !live_) {
+    program_->Kill();
+    program_->Wait();
+  }
+}
+
+uint64_t Shadow::events_done() const {
+  return __atomic_load_n(&mapping_->control()->events_done, __ATOMIC_ACQUIRE);
+}
+
+Shadow::Health Shadow::Check(std::string* why) {
+  abi::ControlBlock* cb = mapping_->control();
+  const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
+  if (status == abi::kStatusDiverged) {
+    char buf[900];
+    std::snprintf(buf, sizeof buf, "divergence at event %llu (thread %u, %s): recorded %lld, replayed %lld: %.*s",
+                  static_cast<unsigned long long>(cb->div_seq), cb->div_tid,
+                  recorder::SyscallName(cb->div_call).c_str(),
+                  static_cast<long long>(cb->div_recorded), static_cast<long long>(cb->div_replayed),
+                  static_cast<int>(strnlen(cb->div_text, sizeof cb->div_text)), cb->div_text);
+    *why = buf;
+    return Health::kDiverged;
+  }
+  if (!exited_ && program_->Poll(&exit_)) exited_ = true;
+  if (exited_) {
+    *why = exit_.launch_error.empty()
+               ? "the shadow exited with status " + std::to_string(exit_.exit_code) +
+                     (exit_.signal != 0 ? " (" + recorder::SignalName(exit_.signal) + ")" : "")
+               : "the shadow could not start: " + exit_.launch_error;
+    return Health::kExited;
+  }
+  Status fs = feeder_->status();
+  if (!fs.ok()) {
+    *why = "feeding the shadow failed: " + fs.message();
+    return Health::kFeedError;
+  }
+  return Health::kRunning;
+}
+
+Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
+                      std::chrono::milliseconds timeout, double* drain_ms,
+                      replayer::GoLiveResult* result) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  while (feeder_->next_seq() <= through_seq) {
+    std::string why;
+    if (Check(&why) != Health::kRunning) return Status::Corruption("shadow: " + why);
+    if (Clock::now() - start > timeout) {
+      return Status::IOError("shadow fed only up to seq " + std::to_string(feeder_->next_seq() - 1) +
+                             " of " + std::to_string(through_seq) + " within " +
+                             std::to_string(timeout.count()) + " ms");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  feeder_->Stop();
+  *drain_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  Status s = replayer::RequestGoLive(mapping_->control(), service_addr, timeout, result);
+  if (s.ok()) live_ = true;
+  return s;
+}
+
+}  // namespace understudy::daemon

@@ -1,0 +1,75 @@
+// Shadow: one incarnation of the active-active shadow on the backup -- the
+// recorded program started in replay mode, fed from the replica journal as
+// it grows (replayer/live_feeder.h), its outputs suppressed and checked by
+// the interposer.
+//
+// A Shadow is owned and driven by the daemon's supervisor thread (the
+// launcher's PR_SET_PDEATHSIG ties the program to the thread that forked
+// it, so that thread must outlive the shadow).  Push() may be called from
+// the receiver thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "journal/status.h"
+#include "recorder/control_mapping.h"
+#include "recorder/launcher.h"
+#include "replayer/live_feeder.h"
+
+namespace understudy::daemon {
+
+class Shadow {
+ public:
+  // Reads the replica's process spec and first program event, then launches
+  // the program in replay mode; StartFeeding() then feeds it from seq 1.  NotFound when
+  // the replica holds no program event yet (try again later).  `warning` gets
+  // a line to log when the binary differs from the recorded one.
+  static Status Start(const std::string& replica_dir, std::unique_ptr<Shadow>* shadow,
+                      std::string* warning);
+
+  Shadow(const Shadow&) = delete;
+  Shadow& operator=(const Shadow&) = delete;
+  // Stops feeding; kills the program unless it went live (a live program
+  // belongs to the service and is only killed by Kill()).
+  ~Shadow();
+
+  // Starts the feeder thread (catch-up from disk, then pushed batches).  The
+  // daemon calls it only once Push() is wired, so no batch falls between.
+  void StartFeeding() { feeder_->Start(); }
+
+  void Push(std::shared_ptr<const std::string> batch_payload) { feeder_->Push(std::move(batch_payload)); }
+
+  enum class Health { kRunning, kDiverged, kExited, kFeedError };
+  // Polls the program and the control block; *why describes anything but
+  // kRunning.
+  Health Check(std::string* why);
+
+  // Waits until every event up to `through_seq` is in the replay ring (or
+  // `timeout`), then stops feeding and performs the go-live handshake.
+  Status GoLive(uint64_t through_seq, uint32_t service_addr, std::chrono::milliseconds timeout,
+                double* drain_ms, replayer::GoLiveResult* result);
+
+  void Kill() { program_->Kill(); }
+  bool live() const { return live_; }
+  pid_t pid() const { return program_->pid(); }
+  uint64_t events_fed() const { return feeder_->events_fed(); }
+  uint64_t next_seq() const { return feeder_->next_seq(); }
+  uint64_t events_done() const;
+
+ private:
+  Shadow() = default;
+
+  std::unique_ptr<recorder::ControlMapping> mapping_;
+  std::unique_ptr<replayer::LiveFeeder> feeder_;
+  std::unique_ptr<recorder::Program> program_;
+  bool live_ = false;
+  bool exited_ = false;
+  recorder::ProgramExit exit_;
+};
+
+}  // namespace understudy::daemon

@@ -1,0 +1,487 @@
+#include "recorder/replication_client.h"
+
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "journal/event.pb.h"
+#include "journal/stream.h"
+#include "recorder/futex.h"
+
+namespace understudy::recorder {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+uint64_t RealtimeNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// A frame covering [first, last] re-encoded to start at `from` (first < from
+// <= last): the backup already has the events before `from`.
+Status TrimFrame(const std::string& frame, uint64_t from, std::string* out) {
+  if (frame.size() < journal::kFrameHeaderSize) return Status::Corruption("short frame");
+  journal::pb::EventBatch batch;
+  if (!batch.ParseFromArray(frame.data() + journal::kFrameHeaderSize,
+                            static_cast<int>(frame.size() - journal::kFrameHeaderSize))) {
+    return Status::Corruption("an unacked frame no longer parses");
+  }
+  journal::pb::EventBatch tail;
+  for (const journal::pb::Event& e : batch.events()) {
+    if (e.seq() >= from) *tail.add_events() = e;
+  }
+  out->clear();
+  journal::EncodeStreamBatch(tail.SerializeAsString(), out);
+  return Status::Ok();
+}
+
+}  // namespace
+
+const char* BackupLossPolicyName(BackupLossPolicy p) {
+  return p == BackupLossPolicy::kStall ? "stall" : "continue";
+}
+
+Status ProbeBackup(const std::string& backup, const ClusterKey& key,
+                   std::chrono::milliseconds timeout) {
+  std::unique_ptr<PeerLink> link;
+  Status s = ConnectTcp(backup, timeout, &link);
+  if (!s.ok()) return s;
+  return AuthenticateClient(*link, key, PeerRole::kProbe, timeout);
+}
+
+ReplicationClient::ReplicationClient(ReplicationOptions options) : options_(std::move(options)) {
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  last_contact_ = Clock::now();
+  last_alarm_ = Clock::now() - std::chrono::hours(1);
+}
+
+ReplicationClient::~ReplicationClient() {
+  Stop();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void ReplicationClient::Log(const std::string& line) {
+  if (options_.log) {
+    options_.log(line);
+  } else {
+    std::fprintf(stderr, "understudy run: %s\n", line.c_str());
+  }
+}
+
+void ReplicationClient::Wake() {
+  uint64_t one = 1;
+  ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  (void)n;
+}
+
+void ReplicationClient::Start(abi::ControlBlock* cb, const journal::JournalId& id,
+                              std::string spec_bytes) {
+  cb_ = cb;
+  journal_id_ = id;
+  spec_bytes_ = std::move(spec_bytes);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_contact_ = Clock::now();
+  }
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ReplicationClient::Stop() {
+  stop_.store(true, std::memory_order_release);
+  Wake();
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string ReplicationClient::fenced_message() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return fenced_message_;
+}
+
+ReplicationStats ReplicationClient::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  ReplicationStats st;
+  st.connected = connected_;
+  st.last_seq = last_seq_;
+  st.acked_seq = acked_;
+  st.unacked_frames = pending_.size();
+  st.unacked_bytes = pending_bytes_;
+  st.reconnects = reconnects_;
+  st.gate_opened = gate_opened_;
+  return st;
+}
+
+void ReplicationClient::Enqueue(std::string_view frame, uint64_t first_seq, uint64_t last_seq) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_.push_back(
+        {first_seq, last_seq, std::make_shared<const std::string>(frame), Clock::now()});
+    pending_bytes_ += frame.size();
+    last_seq_ = last_seq;
+    if (options_.on_backup_loss == BackupLossPolicy::kContinue &&
+        pending_bytes_ > options_.max_unacked_bytes) {
+      while (pending_bytes_ > options_.max_unacked_bytes / 2 && pending_.size() > 1) {
+        pending_bytes_ -= pending_.front().bytes->size();
+        dropped_upto_ = pending_.front().last;
+        pending_.pop_front();
+      }
+      Log("ALARM: more than " + std::to_string(options_.max_unacked_bytes >> 20) +
+          " MiB of the journal are unacked by backup " + options_.backup +
+          "; dropped frames up to seq " + std::to_string(dropped_upto_) +
+          ": that backup can no longer resume and must be re-seeded (restart its understudyd "
+          "with an empty --data directory)");
+    }
+  }
+  Wake();
+}
+
+void ReplicationClient::PublishDurable(uint64_t seq) {
+  if (cb_ == nullptr) return;
+  __atomic_store_n(&cb_->durable_seq, seq, __ATOMIC_RELEASE);
+  __atomic_fetch_add(&cb_->gate_epoch, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&cb_->gate_waiters, __ATOMIC_SEQ_CST) > 0) FutexWakeShared(&cb_->gate_epoch);
+}
+
+void ReplicationClient::HandleAck(uint64_t seq) {
+  bool publish = false;
+  uint64_t durable = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (seq > last_seq_) seq = last_seq_;  // never trust an ack beyond what we sent
+    if (seq > acked_ || gate_opened_) {
+      acked_ = std::max(acked_, seq);
+      while (!pending_.empty() && pending_.front().last <= acked_) {
+        pending_bytes_ -= pending_.front().bytes->size();
+        pending_.pop_front();
+      }
+      if (gate_opened_) {
+        gate_opened_ = false;
+        Log("backup " + options_.backup + " is back: outputs wait for its acks again");
+      }
+      publish = true;
+    }
+    durable = acked_;
+  }
+  if (publish) PublishDurable(durable);
+  cv_.notify_all();
+}
+
+void ReplicationClient::CheckBackupLoss() {
+  const auto budget = options_.heartbeat * options_.missed_heartbeats;
+  bool open_gate = false;
+  std::string alarm;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = Clock::now();
+    if (now - last_contact_ <= budget) return;
+    if (options_.on_backup_loss == BackupLossPolicy::kContinue) {
+      if (!gate_opened_) {
+        gate_opened_ = true;
+        open_gate = true;
+      }
+      if (now - last_alarm_ >= std::chrono::seconds(5)) {
+        last_alarm_ = now;
+        alarm = "ALARM: backup " + options_.backup +
+                " lost; policy continue: outputs leave WITHOUT replication (a failure of this "
+                "node now loses acknowledged data)";
+      }
+    } else if (now - last_alarm_ >= std::chrono::seconds(5)) {
+      last_alarm_ = now;
+      alarm = "backup " + options_.backup +
+              " lost; policy stall: the program's outputs wait until it is back (" +
+              std::to_string(last_seq_ - acked_) + " events unacked)";
+    }
+  }
+  if (open_gate) PublishDurable(kGateOpen);
+  if (!alarm.empty()) Log(alarm);
+}
+
+Heartbeat ReplicationClient::MakeHeartbeat() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Heartbeat hb;
+  hb.sent_realtime_ns = RealtimeNs();
+  hb.last_seq = last_seq_;
+  hb.acked_seq = acked_;
+  hb.unacked_events = last_seq_ - acked_;
+  hb.unacked_bytes = pending_bytes_;
+  if (!pending_.empty()) {
+    hb.oldest_unacked_us = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - pending_.front().at)
+            .count());
+  }
+  hb.flags = static_cast<uint8_t>(
+      (options_.on_backup_loss == BackupLossPolicy::kStall ? kHeartbeatStallPolicy : 0) |
+      (gate_opened_ ? kHeartbeatGateOpened : 0));
+  return hb;
+}
+
+void ReplicationClient::Run() {
+  bool was_connected = false;
+  while (!stop_.load(std::memory_order_acquire) && !fenced()) {
+    std::unique_ptr<PeerLink> link;
+    Status s = ConnectTcp(options_.backup, std::chrono::milliseconds(1000), &link);
+    if (s.ok()) {
+      s = AuthenticateClient(*link, options_.key, PeerRole::kRecorder,
+                             std::chrono::milliseconds(2000));
+    }
+    if (s.ok()) {
+      if (was_connected) {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++reconnects_;
+      }
+      s = Session(*link);
+      was_connected = true;
+    }
+    bool log_error = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      connected_ = false;
+      if (!s.ok() && s.message() != last_error_) {
+        last_error_ = s.message();
+        log_error = true;
+      }
+    }
+    if (log_error) {
+      Log("replication link to " + options_.backup + ": " + s.message() + "; retrying");
+    }
+    cv_.notify_all();
+    if (stop_.load(std::memory_order_acquire) || fenced()) break;
+    // Back off one heartbeat interval, watching the loss budget meanwhile.
+    CheckBackupLoss();
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, options_.heartbeat,
+                 [this] { return stop_.load(std::memory_order_acquire); });
+  }
+}
+
+Status ReplicationClient::HandleHello(const std::string& payload, uint64_t* sent_upto) {
+  journal::StreamHello hello;
+  Status s = journal::DecodeStreamHello(payload, &hello);
+  if (!s.ok()) return s;
+  if (hello.journal_id != journal_id_) {
+    return Status::InvalidArgument("backup answered for journal " +
+                                   journal::JournalIdHex(hello.journal_id) + ", we stream " +
+                                   journal::JournalIdHex(journal_id_));
+  }
+  const uint64_t base = hello.base_sequence;
+  uint64_t durable = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (base == 0 || base - 1 > last_seq_) {
+      return Status::Corruption("backup wants seq " + std::to_string(base) + " but this journal " +
+                                "ends at " + std::to_string(last_seq_) +
+                                "; its replica belongs to another run: restart its understudyd "
+                                "with an empty --data directory");
+    }
+    if (base - 1 > acked_) {
+      // The replica already holds these: as good as acked.
+      acked_ = base - 1;
+      while (!pending_.empty() && pending_.front().last <= acked_) {
+        pending_bytes_ -= pending_.front().bytes->size();
+        pending_.pop_front();
+      }
+    }
+    if (!pending_.empty() && pending_.front().first > base) {
+      return Status::Corruption(
+          "backup's replica ends at seq " + std::to_string(base - 1) +
+          " but this primary holds only seqs from " + std::to_string(pending_.front().first) +
+          " (the rest was dropped or acked by a replica that is gone); re-seed the backup: "
+          "restart its understudyd with an empty --data directory");
+    }
+    if (!pending_.empty() && pending_.front().first < base) {
+      std::string trimmed;
+      Status t = TrimFrame(*pending_.front().bytes, base, &trimmed);
+      if (!t.ok()) return t;
+      pending_bytes_ -= pending_.front().bytes->size();
+      pending_bytes_ += trimmed.size();
+      pending_.front().bytes = std::make_shared<const std::string>(std::move(trimmed));
+      pending_.front().first = base;
+    }
+    if (gate_opened_) gate_opened_ = false;
+    *sent_upto = base - 1;
+    durable = acked_;
+    connected_ = true;
+    last_contact_ = Clock::now();
+  }
+  // Also lowers a gate the continue policy opened: outputs wait for acks again.
+  PublishDurable(durable);
+  return Status::Ok();
+}
+
+Status ReplicationClient::Session(PeerLink& link) {
+  std::string out;
+  journal::StreamHello hello;
+  hello.journal_id = journal_id_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    hello.base_sequence = acked_ + 1;
+  }
+  hello.spec_bytes = spec_bytes_;
+  journal::EncodeStreamHello(hello, &out);
+  Status s = link.Send(LinkType::kJournal, out);
+  if (!s.ok()) return s;
+
+  journal::StreamDecoder decoder("replication stream from backup " + options_.backup);
+  const auto budget = options_.heartbeat * options_.missed_heartbeats;
+  uint64_t sent_upto = 0;
+  bool have_hello = false;
+  auto last_rx = Clock::now();
+  auto last_hb = Clock::now() - options_.heartbeat;
+  LinkMessage msg;
+  std::vector<PendingFrame> to_send;
+  while (!stop_.load(std::memory_order_acquire)) {
+    const auto now = Clock::now();
+    if (have_hello) {
+      // Frames not yet sent on this connection.
+      to_send.clear();
+      bool send_drained = false;
+      Drained drained;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const PendingFrame& f : pending_) {
+          if (f.last > sent_upto) to_send.push_back(f);
+        }
+        if (finish_requested_ && !drained_sent_ && acked_ >= finish_.last_seq) {
+          send_drained = true;
+          drained = finish_;
+        }
+      }
+      for (const PendingFrame& f : to_send) {
+        s = link.Send(LinkType::kJournal, *f.bytes, budget);
+        if (!s.ok()) return s;
+        sent_upto = f.last;
+      }
+      if (send_drained) {
+        s = link.Send(LinkType::kDrained, EncodeDrained(drained), budget);
+        if (!s.ok()) return s;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          drained_sent_ = true;
+        }
+        cv_.notify_all();
+        Log("sent DRAINED at seq " + std::to_string(drained.last_seq) + " to backup " +
+            options_.backup);
+      }
+      if (now - last_hb >= options_.heartbeat) {
+        s = link.Send(LinkType::kHeartbeat, EncodeHeartbeat(MakeHeartbeat()), budget);
+        if (!s.ok()) return s;
+        last_hb = now;
+      }
+    }
+    if (now - last_rx > budget) {
+      return Status::IOError("backup " + options_.backup + " sent nothing for " +
+                             std::to_string(budget.count()) + " ms (" +
+                             std::to_string(options_.missed_heartbeats) + " missed heartbeats)");
+    }
+    auto wait = options_.heartbeat - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         Clock::now() - last_hb);
+    if (wait.count() < 1) wait = std::chrono::milliseconds(1);
+    Status err;
+    PeerLink::Recv r = link.Receive(&msg, wait, &err, wake_fd_);
+    if (r == PeerLink::Recv::kClosed) {
+      return err.ok() ? Status::IOError("backup " + options_.backup + " closed the connection")
+                      : err;
+    }
+    if (r == PeerLink::Recv::kTimeout) {
+      uint64_t drainv;
+      ssize_t n = ::read(wake_fd_, &drainv, sizeof drainv);
+      (void)n;
+      continue;
+    }
+    last_rx = Clock::now();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_contact_ = last_rx;
+    }
+    switch (msg.type) {
+      case LinkType::kJournal: {
+        decoder.Feed(msg.payload.data(), msg.payload.size());
+        journal::StreamFrame frame;
+        while (decoder.Next(&frame)) {
+          if (frame.type == journal::FrameType::kStreamHello) {
+            if (have_hello) return Status::Corruption("second stream HELLO from the backup");
+            s = HandleHello(std::string(frame.payload), &sent_upto);
+            if (!s.ok()) return s;
+            have_hello = true;
+            Log("replicating to backup " + options_.backup + " from seq " +
+                std::to_string(sent_upto + 1));
+          } else if (frame.type == journal::FrameType::kStreamAck) {
+            uint64_t acked = 0;
+            s = journal::DecodeStreamAck(frame.payload, &acked);
+            if (!s.ok()) return s;
+            HandleAck(acked);
+          } else {
+            return Status::Corruption("backup sent a journal frame of type " +
+                                      std::string(journal::FrameTypeName(
+                                          static_cast<uint8_t>(frame.type))));
+          }
+        }
+        if (!decoder.status().ok()) return decoder.status();
+        break;
+      }
+      case LinkType::kHeartbeat:
+        break;
+      case LinkType::kFenceRequest: {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          fence_at_ = Clock::now();
+        }
+        fence_requested_.store(true, std::memory_order_release);
+        Log("backup " + options_.backup +
+            " asked for a planned failover: fencing (stopping the program)");
+        break;
+      }
+      case LinkType::kFenced: {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          fenced_message_ = msg.payload;
+        }
+        fenced_.store(true, std::memory_order_release);
+        fence_requested_.store(true, std::memory_order_release);
+        cv_.notify_all();
+        Log("FENCED by backup " + options_.backup + ": " + msg.payload +
+            "; stopping the program so two primaries never answer clients");
+        return Status::Ok();
+      }
+      case LinkType::kRefused:
+        return Status::InvalidArgument("backup " + options_.backup + " refused: " + msg.payload);
+      default:
+        return Status::Corruption("backup " + options_.backup + " sent an unexpected " +
+                                  LinkTypeName(static_cast<uint8_t>(msg.type)) + " message");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ReplicationClient::Finish(Drained drained, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (drained.reason == Drained::kFenced && fence_at_.time_since_epoch().count() != 0) {
+    drained.fence_ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - fence_at_).count());
+  }
+  finish_ = drained;
+  finish_requested_ = true;
+  lock.unlock();
+  Wake();
+  lock.lock();
+  const bool ok = cv_.wait_for(lock, timeout, [this] {
+    return drained_sent_ || fenced() || stop_.load(std::memory_order_acquire);
+  });
+  if (fenced() || drained_sent_) return Status::Ok();
+  if (!ok) {
+    return Status::IOError("backup " + options_.backup + " did not ack seq " +
+                           std::to_string(drained.last_seq) + " within " +
+                           std::to_string(timeout.count()) + " ms (it acked up to " +
+                           std::to_string(acked_) +
+                           "); the local journal has everything; the backup may lack the tail");
+  }
+  return Status::Ok();
+}
+
+}  // namespace understudy::recorder
