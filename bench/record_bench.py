@@ -54,14 +54,15 @@ def bench_once(port, pipeline, requests, clients):
 class Server:
     """A redis-server, native or under `understudy record`, on a free port."""
 
-    def __init__(self, recorded, workdir):
+    def __init__(self, recorded, workdir, audit=False):
         self.recorded = recorded
         self.port = harness.free_port()
         self.journal = os.path.join(workdir, "journal-%d" % self.port)
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]
         if recorded:
-            argv = [harness.UNDERSTUDY, "record", "-o", self.journal, "--"] + argv
+            argv = [harness.UNDERSTUDY, "record", "-o", self.journal] + \
+                (["--audit"] if audit else []) + ["--"] + argv
         self.argv = argv
         self.t0 = time.monotonic()
         self.proc = harness.start(argv, stdout=open(os.devnull, "wb"),
@@ -85,10 +86,13 @@ def journal_bytes(d):
 
 def measure(pipeline, args, workdir):
     native, recorded = Server(False, workdir), Server(True, workdir)
-    n_rps, r_rps, busy = [], [], 0.0
+    # The kmod escape audit's cost: the same recording with --audit, side by
+    # side (-P 1 only; needs root and BPF, else the column says n/a).
+    audited = Server(True, workdir, audit=True) if pipeline == 1 and args.audit else None
+    n_rps, r_rps, a_rps, busy = [], [], [], 0.0
     try:
-        bench_once(native.port, pipeline, 2000, args.clients)  # warm both
-        bench_once(recorded.port, pipeline, 2000, args.clients)
+        for srv in filter(None, (native, recorded, audited)):
+            bench_once(srv.port, pipeline, 2000, args.clients)  # warm up
         for _ in range(args.runs):
             n = bench_once(native.port, pipeline, args.requests, args.clients)
             t = time.monotonic()
@@ -96,9 +100,14 @@ def measure(pipeline, args, workdir):
             busy += time.monotonic() - t
             n_rps.append((n["SET"] + n["GET"]) / 2)
             r_rps.append((r["SET"] + r["GET"]) / 2)
+            if audited:
+                a = bench_once(audited.port, pipeline, args.requests, args.clients)
+                a_rps.append((a["SET"] + a["GET"]) / 2)
     finally:
         native.stop()
         rec_wall, rec_rc = recorded.stop()
+        if audited:
+            audited.stop()
     total_requests = 2 * (args.runs * args.requests + 2000)
     jb = journal_bytes(recorded.journal)
     row = {
@@ -113,6 +122,7 @@ def measure(pipeline, args, workdir):
         "record_busy_s": busy,
         "record_exit": rec_rc,
         "journal": recorded.journal,
+        "audited_rps": statistics.median(a_rps) if a_rps else None,
     }
     row["ratio"] = row["recorded_rps"] / row["native_rps"]
     return row
@@ -151,6 +161,8 @@ def main():
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the journals")
+    ap.add_argument("--no-audit", dest="audit", action="store_false",
+                    help="skip the record --audit column (it needs root and BPF)")
     args = ap.parse_args()
     if args.build:
         harness.UNDERSTUDY = os.path.join(os.path.abspath(args.build), "bin", "understudy")
@@ -173,11 +185,15 @@ def main():
 
     print("redis-benchmark -c %d -n %d -t set,get, median of %d (rps = mean of SET and GET)"
           % (args.clients, args.requests, args.runs))
-    print("| -P | native rps | recorded rps | recorded/native | journal B/request |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| -P | native rps | recorded rps | recorded/native | journal B/request |"
+          " recorded --audit rps | audit cost |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print("| %d | %.0f | %.0f | %.3f | %.1f |" % (r["pipeline"], r["native_rps"],
-              r["recorded_rps"], r["ratio"], r["bytes_per_request"]))
+        a = r["audited_rps"]
+        print("| %d | %.0f | %.0f | %.3f | %.1f | %s | %s |" % (
+            r["pipeline"], r["native_rps"], r["recorded_rps"], r["ratio"], r["bytes_per_request"],
+            "%.0f" % a if a else "n/a",
+            "%+.1f%%" % (100.0 * (a / r["recorded_rps"] - 1)) if a else "n/a"))
     print()
     print("replay of the -P 1 recording (%d events): replay %.2f s vs record %.2f s wall "
           "(%.1fx); record %.0f events/s while busy, replay %.0f events/s (%.1fx); "

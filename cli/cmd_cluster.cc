@@ -181,6 +181,7 @@ int RunRun(const RunArgs& a) {
     client.Enqueue(frame, first, last);
   };
   opts.hooks.should_kill = [&client] { return client.fence_requested(); };
+  opts.hooks.on_program_end = [&client] { client.DetachControl(); };
   fmt::print(stderr, "{}: journal {}, replicating to {} ({} on backup loss)\n", me, opts.dir,
              a.backup, a.on_backup_loss);
 

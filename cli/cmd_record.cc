@@ -132,7 +132,7 @@ int RunRecord(const RecordArgs& a) {
                "status {}\n",
                r.events, r.bytes, r.segments, a.dir, r.wall_time_s, r.exit.exit_code);
   }
-  if (r.refused && r.exit.exit_code == 0) return 1;
+  if (r.refused) return 1;  // documented: a refused call fails the recording
   return r.exit.exit_code;
 }
 

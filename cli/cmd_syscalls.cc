@@ -29,7 +29,8 @@ const Row kRows[] = {
 // What each handler kind means for an operator, in the matrix's words.
 const char* Treatment(const std::string& h) {
   if (h == "EMU") return "recorded; emulated on replay";
-  if (h == "FDIN") return "input recorded; emulated (local files: re-executed, checksum compared)";
+  if (h == "FDIN")
+    return "input recorded and emulated (local files too; with --local-files reexec: re-read, checksum compared)";
   if (h == "FDOUT") return "output: length + checksum recorded; suppressed and compared on replay";
   if (h == "FDOP") return "recorded; emulated (local files: re-executed)";
   if (h == "PATHMUT") return "recorded; emulated, or re-executed with --local-files reexec";

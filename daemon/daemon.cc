@@ -852,18 +852,38 @@ pb::AdminReply Daemon::PlannedFailover(const pb::FailoverRequest& req) {
     std::unique_lock<std::mutex> lock(mu_);
     if (link != nullptr) {
       Log("planned failover: asked primary " + primary_peer_ + " to fence");
-      if (!cv_.wait_for(lock, timeout, [this] { return drained_.has_value() || stop_.load(); })) {
+      // Done when DRAINED arrives -- or when the primary, asked to fence,
+      // hung up and stayed away for the heartbeat budget: it gets no more
+      // acks, so under the stall policy nothing past our replica can leave it.
+      const auto budget = options_.heartbeat * options_.missed_heartbeats;
+      const auto deadline = Clock::now() + timeout;
+      bool gone = false;
+      while (!drained_.has_value() && !stop_.load() && Clock::now() < deadline) {
+        cv_.wait_for(lock, std::chrono::milliseconds(10));
+        if (primary_link_ == nullptr && Clock::now() - primary_last_rx_ > budget) {
+          gone = true;
+          break;
+        }
+      }
+      if (gone) {
+        fence_ms = Ms(Clock::now() - t0);
+        through = writer_->last_sequence();
+        notes.push_back("the primary hung up after the fence request without DRAINED; going "
+                        "live at the replica's end, seq " + std::to_string(through));
+      } else if (!drained_.has_value() && !stop_.load()) {
         return Error("the primary " + primary_peer_ + " did not confirm the fence within " +
                      std::to_string(timeout.count()) +
                      " ms; nothing was switched. If the primary node is dead, the backup takes "
                      "over by itself after the missed-heartbeat budget; otherwise retry");
       }
-      if (!drained_) return Error("understudyd is shutting down");
-      fence_ms = Ms(Clock::now() - t0);
-      through = drained_->last_seq;
-      if (writer_->last_sequence() < through) {
-        return Error("the primary drained at seq " + std::to_string(through) +
-                     " but the replica ends at " + std::to_string(writer_->last_sequence()));
+      if (!gone) {
+        if (!drained_) return Error("understudyd is shutting down");
+        fence_ms = Ms(Clock::now() - t0);
+        through = drained_->last_seq;
+        if (writer_->last_sequence() < through) {
+          return Error("the primary drained at seq " + std::to_string(through) +
+                       " but the replica ends at " + std::to_string(writer_->last_sequence()));
+        }
       }
     } else {
       through = writer_->last_sequence();

@@ -520,7 +520,10 @@ Status AuthenticateServer(PeerLink& link, const ClusterKey& key, PeerRole* role,
   s = link.Send(LinkType::kAuthChallenge, challenge, timeout);
   if (!s.ok()) return s;
   s = ExpectMessage(link, LinkType::kAuthResponse, timeout, &msg);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    return Status::InvalidArgument(s.message() + " (after our challenge: the " +
+                                   PeerRoleName(r) + " probably holds a different cluster key)");
+  }
   if (!SameMac(Mac(key, kClientLabel, cn, sn), msg.payload)) {
     (void)link.Send(LinkType::kAuthResult, std::string("\0wrong cluster key", 18), timeout);
     return Status::InvalidArgument("peer " + link.peer() + " (" + PeerRoleName(r) +

@@ -101,6 +101,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   }
   program_done.store(true, std::memory_order_release);
   drainer.join();
+  if (options.hooks.on_program_end) options.hooks.on_program_end();
   result->exit = exit;
   result->warnings = drain.warnings();
   if (!drain_status.ok()) return drain_status;

@@ -44,6 +44,9 @@ struct RecordHooks {
   std::function<void(std::string_view frame, uint64_t first_seq, uint64_t last_seq)> on_frame;
   // Polled every few ms while the program runs; true = kill it (fencing).
   std::function<bool()> should_kill;
+  // Called once the program has ended and the drain has stopped, before the
+  // control block is unmapped: whoever on_start gave it to must let go.
+  std::function<void()> on_program_end;
 };
 
 struct RecordOptions {

@@ -82,7 +82,10 @@ void ReplicationClient::Wake() {
 
 void ReplicationClient::Start(abi::ControlBlock* cb, const journal::JournalId& id,
                               std::string spec_bytes) {
-  cb_ = cb;
+  {
+    std::lock_guard<std::mutex> lock(cb_mu_);
+    cb_ = cb;
+  }
   journal_id_ = id;
   spec_bytes_ = std::move(spec_bytes);
   {
@@ -141,7 +144,13 @@ void ReplicationClient::Enqueue(std::string_view frame, uint64_t first_seq, uint
   Wake();
 }
 
+void ReplicationClient::DetachControl() {
+  std::lock_guard<std::mutex> lock(cb_mu_);
+  cb_ = nullptr;
+}
+
 void ReplicationClient::PublishDurable(uint64_t seq) {
+  std::lock_guard<std::mutex> lock(cb_mu_);
   if (cb_ == nullptr) return;
   __atomic_store_n(&cb_->durable_seq, seq, __ATOMIC_RELEASE);
   __atomic_fetch_add(&cb_->gate_epoch, 1, __ATOMIC_SEQ_CST);

@@ -97,6 +97,9 @@ class ReplicationClient {
   // [first_seq, last_seq].  Never blocks on the network.
   void Enqueue(std::string_view frame, uint64_t first_seq, uint64_t last_seq);
 
+  // The control block is about to be unmapped: no more durable_seq stores.
+  void DetachControl();
+
   bool fence_requested() const { return fence_requested_.load(std::memory_order_acquire); }
   bool fenced() const { return fenced_.load(std::memory_order_acquire); }
   std::string fenced_message() const;
@@ -130,6 +133,7 @@ class ReplicationClient {
   Heartbeat MakeHeartbeat();
 
   const ReplicationOptions options_;
+  std::mutex cb_mu_;  // guards cb_ (DetachControl vs. PublishDurable)
   abi::ControlBlock* cb_ = nullptr;
   journal::JournalId journal_id_{};
   std::string spec_bytes_;

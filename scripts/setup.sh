@@ -38,7 +38,7 @@ APT_PACKAGES=(
   libxxhash-dev libcli11-dev libfmt-dev libssl-dev
   redis-server redis-tools sqlite3 python3
   gdb
-  iproute2 nftables procps util-linux
+  iproute2 nftables procps util-linux iputils-arping
   clang-format clang-tidy libclang-rt-14-dev
   ca-certificates
 )

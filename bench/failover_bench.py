@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""bench/failover_bench.py: the cost of replication and the time to fail over.
+
+Usage: bench/failover_bench.py [BUILD_DIR] [--runs 3] [--requests 100000]
+                               [--clients 50] [--trials 3] [--json OUT]
+
+On private network namespaces (node A = server, B = backup, C = client; see
+tests/e2e/netns.py) it runs, in one go and side by side:
+  native      redis-server on node A
+  recorded    redis-server under `understudy record` (journal on A's disk)
+  replicated  redis-server under `understudy run --mode active-active`,
+              journal streamed to understudyd on B over the veth link, every
+              reply held until B acknowledged it (output commit)
+`redis-benchmark -c 50 -n N -t set,get -P 1 --csv` from node C against each,
+alternating, RUNS times; the median of each figure is kept.  Then TRIALS
+planned (`understudy failover`) and TRIALS unplanned (node A dies) failovers
+with the Jepsen-style client, each on fresh namespaces: switchover = event ->
+first reply from B; every trial must lose 0 acknowledged writes.
+
+Targets: replicated >= 0.90x native (SET and GET), <= 100 us added p50,
+planned switchover <= 50 ms, unplanned <= 300 ms (heartbeat 100 ms x 3).
+Exit status: 0 targets met, 1 a target missed (or a write lost), 2 the bench
+could not run.  Without understudyd / `understudy run` it measures native and
+recorded and says the rest is not built.  Root only (namespaces); kills only
+what it started; every step is bounded.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+E2E = os.path.join(HERE, "..", "tests", "e2e")
+sys.path.insert(0, E2E)
+
+TARGET_RATIO = 0.90
+TARGET_ADDED_P50_US = 100
+TARGET_PLANNED_MS = 50
+TARGET_UNPLANNED_MS = 300
+PORTS = {"native": 6379, "recorded": 6380, "replicated": 6381}
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("build", nargs="?", default=None)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=100000)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--json", dest="json_out")
+    a = ap.parse_args()
+    if a.build:
+        os.environ["UNDERSTUDY_BUILD"] = os.path.abspath(a.build)
+    return a
+
+
+ARGS = parse_args()
+import harness  # noqa: E402  (after UNDERSTUDY_BUILD is set)
+import netns  # noqa: E402
+
+
+def cluster_built():
+    if not os.access(netns.UNDERSTUDYD, os.X_OK):
+        return "%s is not built" % netns.UNDERSTUDYD
+    missing = netns.missing_subcommands()
+    return "'understudy %s' is not built" % "/".join(missing) if missing else None
+
+
+def bench_once(client, host, port):
+    r = client.run(["redis-benchmark", "-h", host, "-p", port, "-c", ARGS.clients,
+                    "-n", ARGS.requests, "-P", 1, "-t", "set,get", "--csv"], timeout=180)
+    if r.rc != 0 or r.timed_out:
+        raise RuntimeError("redis-benchmark failed\n" + r.describe())
+    out = {}
+    for row in csv.DictReader(io.StringIO(r.out)):
+        if row.get("test") in ("SET", "GET"):
+            out[row["test"]] = {"rps": float(row["rps"]), "p50_us": 1000 * float(row["p50_latency_ms"]),
+                                "p99_us": 1000 * float(row["p99_latency_ms"])}
+    if set(out) != {"SET", "GET"}:
+        raise RuntimeError("could not parse redis-benchmark --csv\n" + r.describe())
+    return out
+
+
+def wait_ping(node, host, port, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if netns.probe_redis(node, host, port) == "+PONG":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def throughput(missing):
+    """{variant: {SET/GET: {rps, p50_us, p99_us}}} (medians over RUNS)."""
+    runs = {}
+    with netns.Net() as net:
+        a, c = net.node("A"), net.node("C")
+        work = net.tmpdir("bench")
+        servers = {}
+        servers["native"] = (a.ip, a.start(netns.redis_argv(work, PORTS["native"]),
+                                           stdout=open(os.devnull, "wb")))
+        rec_argv = [harness.UNDERSTUDY, "record", "-o", os.path.join(work, "journal"), "--"] + \
+            netns.redis_argv(work, PORTS["recorded"])
+        servers["recorded"] = (a.ip, a.start(rec_argv, stdout=open(os.devnull, "wb"),
+                                             stderr=open(os.path.join(work, "record.log"), "wb")))
+        cl = None
+        if not missing:
+            cl = netns.Cluster(net)
+            cl.start_backup()
+            p = cl.start_primary(netns.redis_argv(work, PORTS["replicated"]),
+                                 port=PORTS["replicated"])
+            servers["replicated"] = (net.vip, p)
+        for name, (host, proc) in servers.items():
+            if not wait_ping(c, host, PORTS[name], proc):
+                raise RuntimeError("%s redis-server never answered on %s:%d" %
+                                   (name, host, PORTS[name]))
+        for i in range(ARGS.runs):
+            for name, (host, _) in servers.items():
+                runs.setdefault(name, []).append(bench_once(c, host, PORTS[name]))
+                harness.log("run %d %-10s SET %8.0f/s GET %8.0f/s" %
+                            (i + 1, name, runs[name][-1]["SET"]["rps"], runs[name][-1]["GET"]["rps"]))
+    med = {}
+    for name, rs in runs.items():
+        med[name] = {t: {k: statistics.median(r[t][k] for r in rs) for k in rs[0][t]}
+                     for t in ("SET", "GET")}
+    return med
+
+
+def switchovers(kind):
+    times, lines = [], []
+    for i in range(ARGS.trials):
+        t = netns.failover_trial(kind, at=(0.3, 0.5, 0.7)[i % 3], count=4000)
+        times.append(1000 * t["switchover_s"])
+        lines.append(t["line"])
+        harness.log("%s trial %d: %s; switchover %.1f ms" % (kind, i + 1, t["line"], times[-1]))
+    return times, lines
+
+
+def main():
+    if os.geteuid() != 0:
+        print("failover_bench: needs root (network namespaces)")
+        return 2
+    missing = cluster_built()
+    if missing:
+        harness.log("replication not measurable: %s; measuring native and recorded only" % missing)
+    res = {"requests": ARGS.requests, "clients": ARGS.clients, "runs": ARGS.runs}
+    try:
+        res["throughput"] = thr = throughput(missing)
+        if not missing:
+            res["planned_ms"], _ = switchovers("planned")
+            res["unplanned_ms"], _ = switchovers("unplanned")
+    except (RuntimeError, harness.TestFailure) as e:
+        print("failover_bench: %s" % e)
+        return 2
+
+    ok = True
+    rows = [("", "SET req/s", "GET req/s", "x native", "SET p50/p99 us", "GET p50/p99 us",
+             "added p50 us")]
+    nat = thr["native"]
+    for name in ("native", "recorded", "replicated"):
+        if name not in thr:
+            rows.append((name, "not built", "", "", "", "", ""))
+            continue
+        v = thr[name]
+        ratio = min(v["SET"]["rps"] / nat["SET"]["rps"], v["GET"]["rps"] / nat["GET"]["rps"])
+        added = max(v["SET"]["p50_us"] - nat["SET"]["p50_us"], v["GET"]["p50_us"] - nat["GET"]["p50_us"])
+        flag = ""
+        if name == "replicated" and (ratio < TARGET_RATIO or added > TARGET_ADDED_P50_US):
+            ok, flag = False, " MISS"
+        rows.append((name, "%.0f" % v["SET"]["rps"], "%.0f" % v["GET"]["rps"], "%.2f%s" % (ratio, flag),
+                     "%.0f / %.0f" % (v["SET"]["p50_us"], v["SET"]["p99_us"]),
+                     "%.0f / %.0f" % (v["GET"]["p50_us"], v["GET"]["p99_us"]), "%+.0f" % added))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    print("redis-benchmark -c %d -n %d -t set,get -P 1, client on node C, medians of %d runs" %
+          (ARGS.clients, ARGS.requests, ARGS.runs))
+    for r in rows:
+        print("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(r, widths))))
+    print("  target: replicated >= %.2fx native, <= %d us added p50" %
+          (TARGET_RATIO, TARGET_ADDED_P50_US))
+    for kind, target in (("planned", TARGET_PLANNED_MS), ("unplanned", TARGET_UNPLANNED_MS)):
+        ts = res.get(kind + "_ms")
+        if not ts:
+            print("%s switchover: not measured (%s)" % (kind, missing))
+            continue
+        m = statistics.median(ts)
+        miss = m > target
+        ok = ok and not miss
+        print("%s switchover: median %.1f ms (min %.1f, max %.1f, %d trials, 0 writes lost); "
+              "target <= %d ms%s" % (kind, m, min(ts), max(ts), len(ts), target,
+                                     " MISS" if miss else ""))
+    if ARGS.json_out:
+        with open(ARGS.json_out, "w") as f:
+            json.dump(res, f, indent=1)
+    if missing:
+        return 2
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
