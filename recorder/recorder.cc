@@ -70,7 +70,12 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   std::atomic<bool> program_done{false};
   std::atomic<bool> abort{false};
   std::atomic<bool> drain_finished{false};
-  RecordDrain drain(mapping->control(), writer.get());
+  // With a PID namespace the whole tree is gone when the program has exited,
+  // so a number taken but never published (a thread killed inside the output
+  // gate by a fence, say) can never arrive: no reason to wait long for it.
+  DrainOptions dopts;
+  if (program->in_namespace()) dopts.final_grace = std::chrono::milliseconds(20);
+  RecordDrain drain(mapping->control(), writer.get(), dopts);
   Status drain_status;
   std::thread drainer([&] {
     drain_status = drain.Run(program_done, abort);

@@ -206,7 +206,9 @@ def main():
     ap.add_argument("--max-outage", type=float, default=20.0)
     ap.add_argument("--io-timeout", type=float, default=1.0,
                     help="a reply slower than this drops the connection (request indeterminate)")
-    ap.add_argument("--connect-timeout", type=float, default=0.1)
+    ap.add_argument("--connect-timeout", type=float, default=0.02,
+                    help="a connect slower than this is retried: a SYN sent before the service "
+                         "address moved is lost, and a responsive client retries soon")
     ap.add_argument("--progress-every", type=int, default=500)
     ap.add_argument("--rate", type=float, default=0.0, help="SETs per second at most (0: no limit)")
     ap.add_argument("--prefix", default="j%d" % os.getpid())
