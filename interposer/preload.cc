@@ -243,6 +243,7 @@ struct ThreadState {
   uint32_t rtid;       // recorded tid; 0 = not yet known (replay, new thread)
   uint64_t token;      // replay: create token of a new thread
   uint64_t pending;    // record: bit s-1 = async signal s waiting for delivery
+  uint64_t last_dep_seq;  // record: seq of this thread's last non-output event
   uint64_t seen_read_pos;  // record: last read_pos this thread loaded
   siginfo_t info[65];  // record: siginfo of pending signals
 };
@@ -359,6 +360,7 @@ void Publish(uint16_t kind, uint64_t seq, uint32_t call, uint8_t cls, uint8_t ac
       FutexWait(&g_cb->space_epoch, epoch, 10);
     __atomic_fetch_sub(&g_cb->producers_waiting, 1, __ATOMIC_SEQ_CST);
   }
+  if (cls != abi::kClsOutput) ts.last_dep_seq = seq;  // what this thread's outputs depend on
   abi::RecordHeader h{};
   h.kind = kind;
   h.nout = static_cast<uint16_t>(nout);
@@ -392,15 +394,24 @@ void WakeRecorder() {
   if (__atomic_load_n(&g_cb->consumer_waiting, __ATOMIC_SEQ_CST)) FutexWakeAll(&g_cb->record_epoch);
 }
 
-// Output commit (DESIGN.md 5): an output numbered `seq` leaves only once the
-// backup has made every earlier event durable.  One ack releases every waiter.
-void GateWait(uint64_t seq) {
+// Output commit (DESIGN.md 5): an output leaves only once the backup holds
+// everything it can depend on.  That is every event before it except other
+// outputs: an output record carries no state, so an earlier output need not
+// be durable first (if the primary dies, the backup re-executes it live
+// against a connection that no longer exists).  Data-race-free threads see
+// each other's inputs only through synchronisation events, which are numbered
+// after those inputs, and durable_seq is contiguous, so "durable up to this
+// thread's last non-output event" covers the output's whole causal past.
+// Sequential outputs of one thread therefore share one ack (group commit)
+// instead of paying a round trip each.
+void GateWait() {
   if (!(g_flags & abi::kFlagOutputGate)) return;
-  while (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_ACQUIRE) + 1 < seq) {
+  uint64_t need = ts.last_dep_seq;
+  while (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_ACQUIRE) < need) {
     uint32_t epoch = __atomic_load_n(&g_cb->gate_epoch, __ATOMIC_ACQUIRE);
     __atomic_fetch_add(&g_cb->gate_waiters, 1, __ATOMIC_SEQ_CST);
     WakeRecorder();  // flush now: someone is waiting on the backup
-    if (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_SEQ_CST) + 1 < seq)
+    if (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_SEQ_CST) < need)
       FutexWait(&g_cb->gate_epoch, epoch, 100);
     __atomic_fetch_sub(&g_cb->gate_waiters, 1, __ATOMIC_SEQ_CST);
   }
@@ -1000,7 +1011,7 @@ long Generic(const CallRow& row, long nr, long* a) {
       a[2] = abi::kMaxRecordPayload;
     if (h == FDOUT) {
       uint64_t seq = TakeSeq();  // outputs are ordered before they leave
-      if (action == abi::kActSuppressCheck) GateWait(seq);
+      if (action == abi::kActSuppressCheck) GateWait();
       long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
       uint64_t n = r > 0 ? static_cast<uint64_t>(r) : 0;
       Publish(abi::kRecSyscall, seq, nr, cls, action, r, Checksum(reinterpret_cast<void*>(a[1]), n), n,
@@ -1136,7 +1147,7 @@ long IovCall(long nr, long* a, bool output) {
 
   if (mode == abi::kModeRecord) {
     uint64_t seq = output ? TakeSeq() : 0;
-    if (output && !real_fd) GateWait(seq);
+    if (output && !real_fd) GateWait();
     uint32_t namelen_pre = msg ? msg->msg_namelen : 0;
     long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     uint64_t n = r > 0 ? static_cast<uint64_t>(r) : 0;
