@@ -405,7 +405,7 @@ class Cluster:
                 "--admin-socket", self.admin,
                 "--service-address", "%s/%d" % (self.net.vip, self.net.cidr),
                 "--service-dev", NODE_DEV, "--heartbeat-ms", self.heartbeat_ms,
-                "--missed-heartbeats", self.missed]
+                "--missed-heartbeats", self.missed, "--node-name", "nodeB"]
 
     def start_backup(self, timeout=20):
         if not os.path.exists(self.key):
