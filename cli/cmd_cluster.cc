@@ -83,6 +83,7 @@ struct RunArgs {
   std::string journal;
   std::string fsync = "none";
   uint64_t ring_mb = abi::kDefaultRingSize >> 20;
+  bool no_audit = false;
   std::vector<std::string> command;
 };
 
@@ -181,6 +182,12 @@ int RunRun(const RunArgs& a) {
     client.Enqueue(frame, first, last);
   };
   opts.hooks.should_kill = [&client] { return client.fence_requested(); };
+  // The kmod escape audit runs on the primary by default; its state reaches
+  // the backup in every heartbeat, so 'understudy status' shows it.
+  opts.audit = !a.no_audit;
+  opts.hooks.on_audit = [&client](bool on, uint64_t escapes, const std::string& text) {
+    client.SetAudit(on ? 1 : 2, escapes, text);
+  };
   opts.hooks.on_program_end = [&client] { client.DetachControl(); };
   fmt::print(stderr, "{}: journal {}, replicating to {} ({} on backup loss)\n", me, opts.dir,
              a.backup, a.on_backup_loss);
@@ -298,6 +305,13 @@ int RunStatus(const AdminArgs& a) {
                                              : fmt::format("{} ms ago", p.last_heartbeat_ms_ago()),
                p.on_backup_loss(), p.gate_opened() ? " (GATE OPEN: unprotected)" : "",
                p.reconnects());
+    if (p.audit().empty())
+      fmt::print("audit     not reported by the primary\n");
+    else if (p.audit() == "on")
+      fmt::print("audit     on: {} unrecorded nondeterministic call(s){}{}\n", p.audit_escapes(),
+                 p.audit_detail().empty() ? "" : ": ", p.audit_detail());
+    else
+      fmt::print("audit     {}\n", p.audit());
   }
   if (st.has_replica()) {
     const auto& r = st.replica();
@@ -383,6 +397,9 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   run->add_option("--service-dev", ra->service_dev, "Interface for --service-address");
   run->add_option("--mode", ra->mode, "active-active (default; the only mode built so far)")
       ->check(CLI::IsMember({"active-active", "active-passive"}));
+  run->add_flag("--no-audit", ra->no_audit,
+                "Do not run the kmod escape audit (on by default: nondeterministic syscalls that "
+                "escape the interposer, and processes running unrecorded, are alarms in 'status')");
   run->add_option("--on-backup-loss", ra->on_backup_loss,
                   "stall (default): outputs wait until the backup is back -- no acknowledged "
                   "write can be lost; continue: outputs leave unprotected, with an alarm")

@@ -109,13 +109,16 @@ int RunRecord(const RecordArgs& a) {
                  "without the interposer: {}; a replay may diverge (audit events are in the journal)\n",
                  escaped, recorder::DescribeEscapes(r.escapes));
   }
+  for (const std::string& alarm : r.audit_alarms)
+    fmt::print(stderr, "understudy record: AUDIT ALARM: {}\n", alarm);
   if (a.json) {
     std::string audit = "null";
     if (r.audit_on) {
       std::string calls;
       for (const auto& [nr, n] : r.escapes)
         calls += fmt::format("{}{}: {}", calls.empty() ? "" : ", ", JsonString(recorder::SyscallName(static_cast<uint32_t>(nr))), n);
-      audit = fmt::format("{{\"on\": true, \"escaped\": {}, \"calls\": {{{}}}}}", escaped, calls);
+      audit = fmt::format("{{\"on\": true, \"escaped\": {}, \"calls\": {{{}}}, \"alarms\": {}}}", escaped,
+                          calls, JsonStrings(r.audit_alarms));
     } else if (a.audit) {
       audit = fmt::format("{{\"on\": false, \"reason\": {}}}", JsonString(r.audit_off_reason));
     }

@@ -935,6 +935,13 @@ pb::StatusReply Daemon::BuildStatus() {
   p->set_gate_opened((primary_hb_.flags & recorder::kHeartbeatGateOpened) != 0);
   p->set_exit_status(drained_ ? drained_->exit_status : 0);
   p->set_reconnects(primary_reconnects_);
+  if (primary_hb_.audit_state == 1) {
+    p->set_audit("on");
+    p->set_audit_escapes(primary_hb_.audit_escapes);
+    p->set_audit_detail(primary_hb_.audit_text);
+  } else if (primary_hb_.audit_state == 2) {
+    p->set_audit("off: " + primary_hb_.audit_text);
+  }
   if (journal_active_) {
     auto* r = st.mutable_replica();
     r->set_journal_id(journal::JournalIdHex(journal_id_));
@@ -964,6 +971,12 @@ pb::StatusReply Daemon::BuildStatus() {
   if (primary_state_ == PrimaryState::kRunning && (primary_hb_.flags & recorder::kHeartbeatGateOpened)) {
     st.add_alarms(UtcNow() + " the primary runs with --on-backup-loss continue and its output "
                              "gate is OPEN: acknowledged writes are not protected");
+  }
+  if (primary_hb_.audit_state == 1 && !primary_hb_.audit_text.empty()) {
+    st.add_alarms(UtcNow() + " escape audit on the primary: " +
+                  std::to_string(primary_hb_.audit_escapes) +
+                  " unrecorded nondeterministic call(s); " + primary_hb_.audit_text +
+                  "; a failover may diverge from what clients saw");
   }
   for (const std::string& a : alarms_) st.add_alarms(a);
   return st;

@@ -1,16 +1,27 @@
 #include "recorder/escape_watch.h"
 
+#include <algorithm>
+#include <chrono>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <vector>
 
 #include "kmod/escape_audit.h"
+#include "kmod/lifecycle_watch.h"
 #include "kmod/syscall_names.h"
 
 namespace understudy::recorder {
 
 struct EscapeWatch::Impl {
   kmod::EscapeAudit audit;
+  std::optional<kmod::LifecycleWatch> lifecycle;  // absent: could not start (reason in alarms)
+  struct PendingExec {
+    pid_t pid;
+    std::string what;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::vector<PendingExec> execs;  // checked for the interposer once settled
 };
 
 EscapeWatch::EscapeWatch() = default;
@@ -57,8 +68,54 @@ bool EscapeWatch::Start(const abi::ControlBlock* cb, pid_t launcher_pid, bool in
     *reason = audit.error().reason;
     return false;
   }
-  impl_ = std::make_unique<Impl>(Impl{std::move(audit.value())});
+  impl_ = std::make_unique<Impl>(Impl{std::move(audit.value()), std::nullopt, {}});
+  auto lifecycle = kmod::LifecycleWatch::Open(program, kmod::ScopeMode::kPidTree);
+  if (lifecycle.ok())
+    impl_->lifecycle.emplace(std::move(lifecycle.value()));
+  else
+    alarms_.push_back(lifecycle.error().reason + " (process lifecycle not watched)");
   return true;
+}
+
+namespace {
+
+bool MapsInterposer(pid_t pid, bool* alive) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  *alive = maps.good();
+  std::string line;
+  while (std::getline(maps, line))
+    if (line.find("/libunderstudy_preload.so") != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+void EscapeWatch::PollLifecycle() {
+  if (!impl_ || !impl_->lifecycle) return;
+  impl_->lifecycle->Poll(0, [this](const kmod::LifecycleEvent& e) {
+    if (e.kind == kmod::LifecycleEvent::Kind::kFork) forks_++;
+    if (e.kind == kmod::LifecycleEvent::Kind::kExec) {
+      execs_++;
+      auto& v = impl_->execs;  // only the newest image of a pid is judged
+      v.erase(std::remove_if(v.begin(), v.end(), [&](const Impl::PendingExec& p) { return p.pid == e.pid; }),
+              v.end());
+      impl_->execs.push_back({e.pid, std::string(e.comm) + ", " + e.filename, std::chrono::steady_clock::now()});
+    }
+  });
+  // The interposer is mapped by the loader right after exec; give it a moment.
+  const auto now = std::chrono::steady_clock::now();
+  auto& pending = impl_->execs;
+  for (auto it = pending.begin(); it != pending.end();) {
+    if (now - it->at < std::chrono::milliseconds(100)) {
+      ++it;
+      continue;
+    }
+    bool alive = false;
+    if (!MapsInterposer(it->pid, &alive) && alive)
+      alarms_.push_back("process " + std::to_string(it->pid) + " (" + it->what +
+                        ") runs in the protected tree without the interposer: it is not recorded");
+    it = pending.erase(it);
+  }
 }
 
 std::map<int, uint64_t> EscapeWatch::Counts() const {

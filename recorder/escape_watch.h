@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "interposer/abi.h"
 
@@ -33,10 +34,20 @@ class EscapeWatch {
   bool running() const { return impl_ != nullptr; }
   // Escapes so far, per syscall number (nonzero only).
   std::map<int, uint64_t> Counts() const;
+  // Process lifecycle (kmod lifecycle watch over the same tree): handles
+  // fork/exec/exit events; a process of the tree that runs without the
+  // interposer ~100 ms after its exec is an alarm (it is not recorded).
+  // Call every few ms from the recorder's loop.
+  void PollLifecycle();
+  const std::vector<std::string>& alarms() const { return alarms_; }
+  uint64_t forks() const { return forks_; }
+  uint64_t execs() const { return execs_; }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  std::vector<std::string> alarms_;
+  uint64_t forks_ = 0, execs_ = 0;
 };
 
 // "getrandom x1000, clock_gettime x3" for reports.

@@ -209,6 +209,11 @@ std::string EncodeHeartbeat(const Heartbeat& hb) {
   PutFixed64(&out, hb.unacked_bytes);
   PutFixed64(&out, hb.oldest_unacked_us);
   out.push_back(static_cast<char>(hb.flags));
+  out.push_back(static_cast<char>(hb.audit_state));
+  PutFixed64(&out, hb.audit_escapes);
+  const std::string text = hb.audit_text.substr(0, 4096);
+  PutFixed32(&out, static_cast<uint32_t>(text.size()));
+  out += text;
   return out;
 }
 
@@ -223,6 +228,15 @@ Status DecodeHeartbeat(std::string_view p, Heartbeat* hb) {
   hb->unacked_bytes = DecodeFixed64(p.data() + 32);
   hb->oldest_unacked_us = DecodeFixed64(p.data() + 40);
   hb->flags = static_cast<uint8_t>(p[48]);
+  if (p.size() >= 49 + 13) {  // the audit extension
+    hb->audit_state = static_cast<uint8_t>(p[49]);
+    hb->audit_escapes = DecodeFixed64(p.data() + 50);
+    const uint32_t n = DecodeFixed32(p.data() + 58);
+    if (p.size() < 62 + static_cast<size_t>(n)) {
+      return Status::Corruption("heartbeat audit text of " + std::to_string(n) + " bytes is cut");
+    }
+    hb->audit_text.assign(p.data() + 62, n);
+  }
   return Status::Ok();
 }
 

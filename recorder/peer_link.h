@@ -108,6 +108,13 @@ struct Heartbeat {
   uint64_t unacked_bytes = 0;
   uint64_t oldest_unacked_us = 0;  // age of the oldest unacked frame
   uint8_t flags = 0;               // kHeartbeatStall...
+  // Extension (recorder only; absent in older heartbeats): the kmod escape
+  // audit of the protected process.  audit_state: 0 not reported, 1 on,
+  // 2 off (audit_text says why).  audit_text: the reason, or the escaped
+  // calls and lifecycle alarms when on.
+  uint8_t audit_state = 0;
+  uint64_t audit_escapes = 0;
+  std::string audit_text;
 };
 inline constexpr uint8_t kHeartbeatStallPolicy = 1;   // outputs wait when the backup is lost
 inline constexpr uint8_t kHeartbeatGateOpened = 2;    // continue policy opened the gate

@@ -87,15 +87,31 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   ProgramExit exit;
   EscapeWatch audit;
   bool audit_pending = options.audit;
+  auto last_audit_report = std::chrono::steady_clock::now() - std::chrono::seconds(1);
   while (!program->Poll(&exit)) {
     if (audit_pending && __atomic_load_n(&mapping->control()->stub_begin, __ATOMIC_ACQUIRE) != 0) {
       audit_pending = false;  // the interposer is up: from here on, nothing may escape it
       if (!audit.Start(mapping->control(), program->pid(), program->in_namespace(), &result->audit_off_reason))
         std::fprintf(stderr, "understudy record: %s; recording without the audit\n",
                      result->audit_off_reason.c_str());
+      if (!audit.running() && options.hooks.on_audit)
+        options.hooks.on_audit(false, 0, result->audit_off_reason);
       abi::ControlBlock* cb = mapping->control();
       __atomic_store_n(&cb->audit_ready, 1, __ATOMIC_RELEASE);
       syscall(SYS_futex, &cb->audit_ready, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+    }
+    if (audit.running()) {
+      audit.PollLifecycle();
+      const auto now = std::chrono::steady_clock::now();
+      if (options.hooks.on_audit && now - last_audit_report >= std::chrono::milliseconds(200)) {
+        last_audit_report = now;
+        auto counts = audit.Counts();
+        uint64_t escaped = 0;
+        for (const auto& [nr, n] : counts) escaped += n;
+        std::string text = DescribeEscapes(counts);
+        for (const std::string& a : audit.alarms()) text += (text.empty() ? "" : "; ") + a;
+        options.hooks.on_audit(true, escaped, text);
+      }
     }
     if (drain_finished.load(std::memory_order_acquire)) program->Kill();
     if (options.hooks.should_kill && options.hooks.should_kill()) program->Kill();
@@ -122,8 +138,10 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   }
 
   if (audit.running()) {
+    audit.PollLifecycle();
     result->audit_on = true;
     result->escapes = audit.Counts();
+    result->audit_alarms = audit.alarms();
     for (const auto& [nr, count] : result->escapes) {
       pb::Event e;
       e.set_seq(writer->last_sequence() + 1);

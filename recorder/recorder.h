@@ -44,6 +44,10 @@ struct RecordHooks {
   std::function<void(std::string_view frame, uint64_t first_seq, uint64_t last_seq)> on_frame;
   // Polled every few ms while the program runs; true = kill it (fencing).
   std::function<bool()> should_kill;
+  // With options.audit: the escape audit's state every ~200 ms (on: escaped
+  // calls so far and lifecycle alarms, as text) or once when it cannot run
+  // (on = false, text = why).  Caller's thread.
+  std::function<void(bool on, uint64_t escapes, const std::string& text)> on_audit;
   // Called once the program has ended and the drain has stopped, before the
   // control block is unmapped: whoever on_start gave it to must let go.
   std::function<void()> on_program_end;
@@ -67,6 +71,7 @@ struct RecordResult {
   bool audit_on = false;            // --audit ran
   std::string audit_off_reason;     // --audit asked but could not run: why
   std::map<int, uint64_t> escapes;  // --audit: escaped calls per syscall number
+  std::vector<std::string> audit_alarms;  // --audit: processes running unrecorded, etc.
   uint64_t events = 0;  // events in the journal, the final EXIT included
   uint64_t bytes = 0;   // bytes of the segment files
   uint64_t segments = 0;

@@ -211,9 +211,19 @@ void ReplicationClient::CheckBackupLoss() {
   if (!alarm.empty()) Log(alarm);
 }
 
+void ReplicationClient::SetAudit(uint8_t state, uint64_t escapes, std::string text) {
+  std::lock_guard<std::mutex> lock(mu_);
+  audit_state_ = state;
+  audit_escapes_ = escapes;
+  audit_text_ = std::move(text);
+}
+
 Heartbeat ReplicationClient::MakeHeartbeat() {
   std::lock_guard<std::mutex> lock(mu_);
   Heartbeat hb;
+  hb.audit_state = audit_state_;
+  hb.audit_escapes = audit_escapes_;
+  hb.audit_text = audit_text_;
   hb.sent_realtime_ns = RealtimeNs();
   hb.last_seq = last_seq_;
   hb.acked_seq = acked_;

@@ -102,6 +102,9 @@ class ReplicationClient {
 
   bool fence_requested() const { return fence_requested_.load(std::memory_order_acquire); }
   bool fenced() const { return fenced_.load(std::memory_order_acquire); }
+  // The escape audit's state for the heartbeats (status on the backup):
+  // state 1 = on (text: escaped calls / lifecycle alarms), 2 = off (text: why).
+  void SetAudit(uint8_t state, uint64_t escapes, std::string text);
   std::string fenced_message() const;
 
   // The program is stopped and the journal closed at drained.last_seq: waits
@@ -115,6 +118,9 @@ class ReplicationClient {
   ReplicationStats stats() const;
 
  private:
+  uint8_t audit_state_ = 0;  // guarded by mu_
+  uint64_t audit_escapes_ = 0;
+  std::string audit_text_;
   struct PendingFrame {
     uint64_t first = 0;
     uint64_t last = 0;

@@ -530,6 +530,7 @@ def failover_trial(kind, at=0.5, count=6000, rate=2000, heartbeat_ms=100, missed
             harness.fail("the client stopped before %d acked writes (rc %s): %s\n%s" %
                          (int(count * at), rc, rep and jepsen_client.jepsen_line(rep),
                           err.decode(errors="replace")[-2000:]))
+        _, during = cl.status(check=False)  # mid-stream: replication and audit state
         doc = None
         t_event = time.monotonic()
         if kind == "planned":
@@ -558,5 +559,6 @@ def failover_trial(kind, at=0.5, count=6000, rate=2000, heartbeat_ms=100, missed
                        "failover (not fenced)" % a.ip)
         _, after = cl.status(check=False)
         return {"kind": kind, "at": at, "report": rep, "line": line, "switchover_s": switch,
+                "status_during": during,
                 "command_s": command_s, "failover": doc, "status_before": before,
                 "status_after": after, "old_primary": old, "vip_holders": holders}

@@ -61,6 +61,15 @@ def main():
         s = json.loads(rec.out.strip().splitlines()[-1])
         expect(s["audit"]["on"] and s["audit"]["escaped"] == 0, "redis escapes: %s" % s["audit"], rec)
         log("redis-server, 20000 SET + 20000 GET: 0 escapes")
+    # Lifecycle: a process of the recorded tree that runs without the
+    # interposer (here: LD_PRELOAD removed before exec) is an alarm.
+    with Trace("audit-lifecycle") as t:
+        r, s = record_json(t, ["/bin/sh", "-c", "env -u LD_PRELOAD sleep 0.5; echo done"])
+        alarms = s["audit"].get("alarms", [])
+        expect(len(alarms) == 1 and "sleep" in alarms[0] and "without the interposer" in alarms[0],
+               "expected one alarm naming the unrecorded sleep: %s" % alarms, r)
+        expect(b"AUDIT ALARM" in r.stderr, "no alarm line on stderr", r)
+        log("lifecycle: " + alarms[0])
     # Degrade: a user without BPF permission gets the reason in one line.
     tmp = tempfile.mkdtemp(prefix="understudy-e2e-audit-nobody-")
     os.chmod(tmp, 0o777)

@@ -24,6 +24,13 @@ def main():
     log("failover breakdown: %s" % json.dumps(t["failover"]))
     log("old primary now answers a PING with: %s" % t["old_primary"])
     expect(t["report"]["acked"] > 0, "no write was acknowledged")
+    # The kmod escape audit runs on the primary and reaches status on B.
+    primary = (t["status_during"] or {}).get("status", t["status_during"] or {}).get("primary", {})
+    escapes = int(primary.get("auditEscapes", primary.get("audit_escapes", 0)))
+    log("status during the stream: audit %r, %d escapes" % (primary.get("audit"), escapes))
+    expect(primary.get("audit") == "on", "status does not show the primary's escape audit on: %s"
+           % primary)
+    expect(escapes == 0, "redis under 'understudy run' had unrecorded calls: %s" % primary)
 
 
 if __name__ == "__main__":
