@@ -586,14 +586,20 @@ void ForgetFd(long fd) {
   g_epreg[fd] = EpollReg{};
 }
 
+// A new object at `fd`: forget what stood there before.
+void Claim(long fd, ShadowWhat what) {
+  if (!Tracked(fd)) return;
+  ForgetFd(fd);
+  g_shadow[fd].what = what;
+}
+
 // Replay: learns from one emulated call (its recorded result `r`).
 void Track(long nr, const long* a, long r) {
   if (r < 0) return;
   switch (nr) {
     case SYS_socket:
       if (Tracked(r)) {
-        ForgetFd(r);
-        g_shadow[r].what = kShSocket;
+        Claim(r, kShSocket);
         g_shadow[r].domain = static_cast<int32_t>(a[0]);
         g_shadow[r].type = static_cast<int32_t>(a[1]);
         g_shadow[r].protocol = static_cast<int32_t>(a[2]);
@@ -618,20 +624,14 @@ void Track(long nr, const long* a, long r) {
       break;
     case SYS_accept:
     case SYS_accept4:
-      if (Tracked(r)) {
-        ForgetFd(r);
-        g_shadow[r].what = kShConn;
-      }
+      Claim(r, kShConn);
       break;
     case SYS_connect:
       if (Tracked(a[0])) g_shadow[a[0]].what = kShConn;
       break;
     case SYS_epoll_create:
     case SYS_epoll_create1:
-      if (Tracked(r)) {
-        ForgetFd(r);
-        g_shadow[r].what = kShEpoll;
-      }
+      Claim(r, kShEpoll);
       break;
     case SYS_epoll_ctl: {
       long fd = a[2];
@@ -649,9 +649,8 @@ void Track(long nr, const long* a, long r) {
     case SYS_socketpair: {
       const int* fds = reinterpret_cast<const int*>(nr == SYS_socketpair ? a[3] : a[0]);
       if (Tracked(fds[0]) && Tracked(fds[1])) {
-        ForgetFd(fds[0]);
-        ForgetFd(fds[1]);
-        g_shadow[fds[0]].what = g_shadow[fds[1]].what = kShPipe;
+        Claim(fds[0], kShPipe);
+        Claim(fds[1], kShPipe);
         g_shadow[fds[0]].peer = fds[1];
         g_shadow[fds[1]].peer = fds[0];
         g_shadow[fds[0]].domain = g_shadow[fds[1]].domain = nr == SYS_socketpair ? static_cast<int32_t>(a[0]) : -1;
@@ -661,10 +660,7 @@ void Track(long nr, const long* a, long r) {
     }
     case SYS_eventfd:
     case SYS_eventfd2:
-      if (Tracked(r)) {
-        ForgetFd(r);
-        g_shadow[r].what = kShEventfd;
-      }
+      Claim(r, kShEventfd);
       break;
     case SYS_fcntl:
       if (Tracked(a[0]) && a[1] == F_SETFL) g_shadow[a[0]].fl = a[2];

@@ -1,27 +1,13 @@
 #include "recorder/syscall_names.h"
 
-#include <utility>
+#include "kmod/syscall_names.h"
 
 namespace understudy::recorder {
-namespace {
 
-struct Row {
-  uint32_t nr;
-  const char* name;
-};
-
-// Generated: { number, "name" }, rows of asm/unistd_64.h.
-constexpr Row kSyscalls[] = {
-#include "recorder/syscall_names.inc"
-};
-
-}  // namespace
-
+// One table for the whole project: kmod's, generated from asm/unistd_64.h.
 std::string SyscallName(uint32_t nr) {
-  for (const Row& r : kSyscalls) {
-    if (r.nr == nr) return r.name;
-  }
-  return "call " + std::to_string(nr);
+  std::string name = kmod::SyscallName(static_cast<int>(nr));
+  return name.rfind("syscall_", 0) == 0 ? "call " + std::to_string(nr) : name;
 }
 
 }  // namespace understudy::recorder

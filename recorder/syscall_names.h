@@ -1,6 +1,5 @@
-// Names of x86_64 system calls, for messages ("openat", "io_uring_setup").
-// The table is generated at build time from the kernel headers'
-// asm/unistd_64.h (recorder/CMakeLists.txt), so it never drifts.
+// Names of x86_64 system calls, for messages ("openat", "io_uring_setup"),
+// from kmod's table (generated at build time from asm/unistd_64.h).
 #pragma once
 
 #include <cstdint>
