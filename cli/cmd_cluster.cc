@@ -79,7 +79,7 @@ struct RunArgs {
   std::string mode = "active-active";
   std::string on_backup_loss = "stall";
   int heartbeat_ms = 100;
-  int missed_heartbeats = 3;
+  int missed_heartbeats = 2;
   std::string journal;
   std::string fsync = "none";
   uint64_t ring_mb = abi::kDefaultRingSize >> 20;
@@ -407,7 +407,7 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   run->add_option("--heartbeat-ms", ra->heartbeat_ms, "Heartbeat interval (default 100)")
       ->check(CLI::Range(5, 60000));
   run->add_option("--missed-heartbeats", ra->missed_heartbeats,
-                  "Heartbeats missed before the backup counts as lost (default 3)")
+                  "Heartbeats missed before the backup counts as lost (default 2)")
       ->check(CLI::Range(1, 1000));
   run->add_option("--journal", ra->journal,
                   "Local journal directory (default /var/lib/understudy/primary/<time>-<pid>)");

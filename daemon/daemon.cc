@@ -470,8 +470,13 @@ void Daemon::ServeRecorder(PeerLink& link) {
                           std::to_string(options_.missed_heartbeats) + " missed heartbeats)");
       break;
     }
-    auto wait = options_.heartbeat -
-                std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_hb);
+    // Wake for the next heartbeat to send, or the moment the silence budget
+    // runs out, whichever is first: detection is not late by a heartbeat.
+    const auto now2 = Clock::now();
+    auto wait = std::min(
+        options_.heartbeat - std::chrono::duration_cast<std::chrono::milliseconds>(now2 - last_hb),
+        std::chrono::duration_cast<std::chrono::milliseconds>(budget - (now2 - last_rx)) +
+            std::chrono::milliseconds(1));
     if (wait.count() < 1) wait = std::chrono::milliseconds(1);
     PeerLink::Recv r = link.Receive(&msg, wait, &err);
     if (r == PeerLink::Recv::kTimeout) continue;

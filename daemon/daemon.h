@@ -60,7 +60,7 @@ struct DaemonOptions {
   std::string service_dev;
   bool fsync_batch = false;  // false: ack once in the page cache
   std::chrono::milliseconds heartbeat{100};
-  int missed_heartbeats = 3;
+  int missed_heartbeats = 2;
   std::string node_name;  // empty = host name
   bool shadow = true;     // run the active-active shadow
   uint32_t restart_limit = 3;

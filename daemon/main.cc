@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(5, 60000));
   app.add_option("--missed-heartbeats", o.missed_heartbeats,
                  "Heartbeats missed before the primary is declared dead and this node takes "
-                 "over (default 3)")
+                 "over (default 2: a 200 ms budget with the 100 ms heartbeat)")
       ->check(CLI::Range(1, 1000));
   app.add_option("--node-name", o.node_name, "Name of this node (default: the host name)");
   app.add_flag("!--no-shadow", o.shadow,

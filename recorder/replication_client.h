@@ -58,7 +58,7 @@ struct ReplicationOptions {
   std::string backup;  // "host:port" of understudyd
   ClusterKey key;
   std::chrono::milliseconds heartbeat{100};
-  int missed_heartbeats = 3;
+  int missed_heartbeats = 2;
   BackupLossPolicy on_backup_loss = BackupLossPolicy::kStall;
   // Continue policy: unacked frames beyond this are dropped (the backup can
   // then no longer resume and must be re-seeded; logged loudly).

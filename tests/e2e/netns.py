@@ -360,8 +360,10 @@ class Cluster:
     on A, service address VIP.  Logs go to files in a temp dir (kept and
     printed when the `with` block fails)."""
 
-    def __init__(self, net, heartbeat_ms=100, missed_heartbeats=3, primary="A", backup="B"):
+    def __init__(self, net, heartbeat_ms=100, missed_heartbeats=2, primary="A", backup="B",
+                 daemon_extra=()):
         self.net = net
+        self.daemon_extra = list(daemon_extra)
         self.a, self.b = net.node(primary), net.node(backup)
         self.dir = net.tmpdir("cluster")
         self.key = os.path.join(self.dir, "cluster.key")
@@ -405,7 +407,7 @@ class Cluster:
                 "--admin-socket", self.admin,
                 "--service-address", "%s/%d" % (self.net.vip, self.net.cidr),
                 "--service-dev", NODE_DEV, "--heartbeat-ms", self.heartbeat_ms,
-                "--missed-heartbeats", self.missed, "--node-name", "nodeB"]
+                "--missed-heartbeats", self.missed, "--node-name", "nodeB"] + self.daemon_extra
 
     def start_backup(self, timeout=20):
         if not os.path.exists(self.key):
@@ -503,7 +505,7 @@ def probe_redis(node, host, port=REDIS_PORT):
     return node.run(["python3", "-c", _PROBE, host, port], timeout=10).out.strip()
 
 
-def failover_trial(kind, at=0.5, count=6000, rate=2000, heartbeat_ms=100, missed=3,
+def failover_trial(kind, at=0.5, count=6000, rate=2000, heartbeat_ms=100, missed=2,
                    io_timeout=None):
     """One failover on fresh namespaces; returns a dict of what happened.
 
@@ -517,7 +519,9 @@ def failover_trial(kind, at=0.5, count=6000, rate=2000, heartbeat_ms=100, missed
     finish, or the service address did not end on B."""
     import jepsen_client
     if io_timeout is None:
-        io_timeout = 1.0 if kind == "planned" else 0.25
+        # A client of a node that died without a word learns it from its own
+        # reply timeout; 100 ms is what a latency-sensitive client would use.
+        io_timeout = 1.0 if kind == "planned" else 0.1
     with Net() as net, Cluster(net, heartbeat_ms=heartbeat_ms, missed_heartbeats=missed) as cl:
         a, c = net.node("A"), net.node("C")
         cl.start_backup()
