@@ -822,6 +822,16 @@ void ExpectCall(const Rec& r, long nr, long fd) {
   Diverge(&r, static_cast<uint32_t>(nr), r.h.call, nr, m);
 }
 
+// Replay: this thread's next event, checked to be syscall `nr` (diverges
+// otherwise); false when the process went live meanwhile, and the caller
+// performs the call for real.
+bool NextEvent(Rec* rec, long nr, long fd) {
+  WaitTurn(rec);
+  if (rec->pos == ~0ull) return false;
+  ExpectCall(*rec, nr, fd);
+  return true;
+}
+
 // Installs a placeholder descriptor at `fd` (shadow descriptor, DESIGN.md 3).
 void Placeholder(long fd, long cloexec) {
   long ph = sys(SYS_eventfd2, 0, cloexec ? EFD_CLOEXEC : 0);
@@ -1042,9 +1052,7 @@ long Generic(const CallRow& row, long nr, long* a) {
 
   // Replay.
   Rec rec;
-  WaitTurn(&rec);
-  if (rec.pos == ~0ull) return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-  ExpectCall(rec, nr, fd);
+  if (!NextEvent(&rec, nr, fd)) return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
   long r = rec.h.result;
   switch (rec.h.action) {
     case abi::kActEmulate: {
@@ -1175,9 +1183,7 @@ long IovCall(long nr, long* a, bool output) {
   }
 
   Rec rec;
-  WaitTurn(&rec);
-  if (rec.pos == ~0ull) return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-  ExpectCall(rec, nr, fd);
+  if (!NextEvent(&rec, nr, fd)) return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
   long r = rec.h.result;
   if (rec.h.action == abi::kActEmulate) {
     if (real_fd) sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);  // keep the file offset as recorded
@@ -1235,9 +1241,7 @@ long EmulateWith(long nr, long fd, uint64_t arg, const OutBuf* outs_in, int nout
     return r;
   }
   Rec rec;
-  WaitTurn(&rec);
-  if (rec.pos == ~0ull) return exec();
-  ExpectCall(rec, nr, fd);
+  if (!NextEvent(&rec, nr, fd)) return exec();
   for (int i = 0; i < nout; i++) CopyOutTo(rec, i, const_cast<void*>(outs_in[i].p), outs_in[i].len);
   Consume(rec);
   return rec.h.result;
@@ -1254,9 +1258,7 @@ long ReexecWith(long nr, long fd, uint64_t arg, Exec exec, After after) {
     return r;
   }
   Rec rec;
-  WaitTurn(&rec);
-  if (rec.pos == ~0ull) return exec();
-  ExpectCall(rec, nr, fd);
+  if (!NextEvent(&rec, nr, fd)) return exec();
   long r = exec();
   if (r != rec.h.result) {
     Msg m;
@@ -1298,9 +1300,7 @@ long HandleOpen(long nr, long* a) {
     return r;
   }
   Rec rec;
-  WaitTurn(&rec);
-  if (rec.pos == ~0ull) return sys(nr, a[0], a[1], a[2], a[3]);
-  ExpectCall(rec, nr, -1);
+  if (!NextEvent(&rec, nr, -1)) return sys(nr, a[0], a[1], a[2], a[3]);
   long r = rec.h.result;
   if (rec.h.action == abi::kActReexecCheck) {
     long real = sys(nr, a[0], a[1], a[2], a[3]);
@@ -1380,9 +1380,7 @@ long HandleMmap(long* a) {
     if (!(a[3] & MAP_ANONYMOUS) && fd >= 0 && KindOf(fd) != kFdReal && Mode() == abi::kModeReplay) {
       // A map of an emulated file: recreate it from the journaled contents.
       Rec rec;
-      WaitTurn(&rec);
-      if (rec.pos == ~0ull) return sys(SYS_mmap, a[0], a[1], a[2], a[3], a[4], a[5]);
-      ExpectCall(rec, SYS_mmap, fd);
+      if (!NextEvent(&rec, SYS_mmap, fd)) return sys(SYS_mmap, a[0], a[1], a[2], a[3], a[4], a[5]);
       long r = rec.h.result;
       if (r >= 0) {
         long m = sys(SYS_mmap, r, a[1], PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
@@ -1461,9 +1459,7 @@ long HandleExitGroup(long* a) {
             0, -1, static_cast<uint64_t>(a[0]), nullptr, 0);
   } else if (Mode() == abi::kModeReplay) {
     Rec rec;
-    WaitTurn(&rec);
-    if (rec.pos != ~0ull) {
-      ExpectCall(rec, SYS_exit_group, -1);
+    if (NextEvent(&rec, SYS_exit_group, -1)) {
       if (rec.h.arg != static_cast<uint64_t>(a[0])) {
         Msg m;
         m.S("exit status ").I(a[0]).S(", recorded ").I(static_cast<int64_t>(rec.h.arg));
@@ -1498,9 +1494,7 @@ long HandleFork(long nr, long* a) {
     return r;
   }
   Rec rec;
-  WaitTurn(&rec);
-  if (rec.pos == ~0ull) return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-  ExpectCall(rec, nr, -1);
+  if (!NextEvent(&rec, nr, -1)) return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
   uint32_t child_rtid = static_cast<uint32_t>(rec.h.result);
   long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
   if (r == 0) {
@@ -1526,18 +1520,12 @@ long HandleExec(long nr, long* a) {
     return r;
   }
   Rec rec;
-  WaitTurn(&rec);
-  if (rec.pos == ~0ull) return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-  ExpectCall(rec, nr, -1);
+  if (!NextEvent(&rec, nr, -1)) return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
   Consume(rec);
   __atomic_store_n(&g_cb->exec_rtid, ts.rtid, __ATOMIC_RELEASE);
   long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
   __atomic_store_n(&g_cb->exec_rtid, 0, __ATOMIC_RELEASE);
-  WaitTurn(&rec);
-  if (rec.pos != ~0ull) {
-    ExpectCall(rec, nr, -1);
-    Consume(rec);
-  }
+  if (NextEvent(&rec, nr, -1)) Consume(rec);
   return r;
 }
 
@@ -1582,9 +1570,7 @@ long HandleWait4(long* a) {
     return r;
   }
   Rec rec;
-  WaitTurn(&rec);
-  if (rec.pos == ~0ull) return sys(SYS_wait4, a[0], a[1], a[2], a[3]);
-  ExpectCall(rec, SYS_wait4, -1);
+  if (!NextEvent(&rec, SYS_wait4, -1)) return sys(SYS_wait4, a[0], a[1], a[2], a[3]);
   long r = rec.h.result;
   if (r > 0) {
     long real = sys(SYS_wait4, r, a[1], a[2] & ~static_cast<long>(WNOHANG), a[3]);
