@@ -128,6 +128,7 @@ enum SyncOp : uint32_t {
   kSyncCondWake = 5,
   kSyncRwTry = 6,
   kSyncMutexTimedlock = 7,
+  kSyncStdio = 8,  // a stdio call on one FILE: glibc locks it where we cannot see
 };
 
 // Lifecycle kinds (values equal journal LifecycleEvent.Kind).

@@ -27,7 +27,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -1729,6 +1731,8 @@ const char* GetEnv(const char* name) {
   return nullptr;
 }
 
+void ResolveStdio();  // the stdio wrappers' real functions (end of file)
+
 template <typename F>
 void Resolve(F* fn, const char* name) {
   *fn = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
@@ -1754,6 +1758,7 @@ void Init() {
   Resolve(&real_clock_gettime, "clock_gettime");
   Resolve(&real_gettimeofday, "gettimeofday");
   Resolve(&real_time, "time");
+  ResolveStdio();
 
   const char* env = GetEnv(US_ENV_CONTROL_FD);
   if (!env) return;
@@ -2095,6 +2100,130 @@ US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*
   }
   return r;
 }
+
+// ---------------------------------------------------------------------------
+// Stdio: glibc takes a FILE's lock inside its stdio functions, out of our
+// sight, so two threads printing to one FILE would replay their lines in a
+// different order (a divergence in a data-race-free program).  Each stdio
+// call on a FILE is therefore an acquisition event of that FILE: record takes
+// the FILE's lock (flockfile, recursive) and numbers the acquisition; replay
+// takes it when the cursor says so.  The real function then runs under it.
+namespace {
+using VfprintfFn = int (*)(FILE*, const char*, va_list);
+using VfprintfChkFn = int (*)(FILE*, int, const char*, va_list);
+using FputsFn = int (*)(const char*, FILE*);
+using FwriteFn = size_t (*)(const void*, size_t, size_t, FILE*);
+using FputcFn = int (*)(int, FILE*);
+using FgetsFn = char* (*)(char*, int, FILE*);
+using FreadFn = size_t (*)(void*, size_t, size_t, FILE*);
+using FgetcFn = int (*)(FILE*);
+using GetdelimFn = ssize_t (*)(char**, size_t*, int, FILE*);
+VfprintfFn real_vfprintf;
+VfprintfChkFn real_vfprintf_chk;
+FputsFn real_fputs;
+FwriteFn real_fwrite;
+FputcFn real_fputc;
+FgetsFn real_fgets;
+FreadFn real_fread;
+FgetcFn real_fgetc;
+GetdelimFn real_getdelim;
+
+void ResolveStdio() {
+  Resolve(&real_vfprintf, "vfprintf");
+  Resolve(&real_vfprintf_chk, "__vfprintf_chk");
+  Resolve(&real_fputs, "fputs");
+  Resolve(&real_fwrite, "fwrite");
+  Resolve(&real_fputc, "fputc");
+  Resolve(&real_fgets, "fgets");
+  Resolve(&real_fread, "fread");
+  Resolve(&real_fgetc, "fgetc");
+  Resolve(&real_getdelim, "getdelim");
+}
+
+template <typename Body>
+auto StdioOrdered(FILE* f, Body body) -> decltype(body()) {
+  if (__builtin_expect(!g_inited, 0)) Init();
+  if (f && Recording()) {
+    flockfile(f);
+    PublishSync(abi::kSyncStdio, f, 0);
+    auto r = body();
+    funlockfile(f);
+    return r;
+  }
+  Rec rec;
+  if (f && Replaying() && ReplaySync(abi::kSyncStdio, f, &rec)) {
+    flockfile(f);
+    Consume(rec);
+    auto r = body();
+    funlockfile(f);
+    return r;
+  }
+  return body();
+}
+}  // namespace
+
+US_EXPORT int vfprintf(FILE* f, const char* fmt, va_list ap) {
+  return StdioOrdered(f, [&] { return real_vfprintf(f, fmt, ap); });
+}
+US_EXPORT int fprintf(FILE* f, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int r = vfprintf(f, fmt, ap);
+  va_end(ap);
+  return r;
+}
+US_EXPORT int vprintf(const char* fmt, va_list ap) { return vfprintf(stdout, fmt, ap); }
+US_EXPORT int printf(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int r = vfprintf(stdout, fmt, ap);
+  va_end(ap);
+  return r;
+}
+US_EXPORT int __vfprintf_chk(FILE* f, int flag, const char* fmt, va_list ap) {
+  return StdioOrdered(f, [&] { return real_vfprintf_chk(f, flag, fmt, ap); });
+}
+US_EXPORT int __fprintf_chk(FILE* f, int flag, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int r = __vfprintf_chk(f, flag, fmt, ap);
+  va_end(ap);
+  return r;
+}
+US_EXPORT int __vprintf_chk(int flag, const char* fmt, va_list ap) { return __vfprintf_chk(stdout, flag, fmt, ap); }
+US_EXPORT int __printf_chk(int flag, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int r = __vfprintf_chk(stdout, flag, fmt, ap);
+  va_end(ap);
+  return r;
+}
+US_EXPORT int fputs(const char* s, FILE* f) { return StdioOrdered(f, [&] { return real_fputs(s, f); }); }
+US_EXPORT int puts(const char* s) {
+  return StdioOrdered(stdout, [&] {
+    int r = real_fputs(s, stdout);
+    return r < 0 ? r : real_fputc('\n', stdout) == EOF ? EOF : r + 1;
+  });
+}
+US_EXPORT size_t fwrite(const void* p, size_t size, size_t n, FILE* f) {
+  return StdioOrdered(f, [&] { return real_fwrite(p, size, n, f); });
+}
+US_EXPORT int fputc(int c, FILE* f) { return StdioOrdered(f, [&] { return real_fputc(c, f); }); }
+#undef putc
+US_EXPORT int putc(int c, FILE* f) { return fputc(c, f); }
+#undef putchar
+US_EXPORT int putchar(int c) { return fputc(c, stdout); }
+US_EXPORT char* fgets(char* s, int n, FILE* f) { return StdioOrdered(f, [&] { return real_fgets(s, n, f); }); }
+US_EXPORT size_t fread(void* p, size_t size, size_t n, FILE* f) {
+  return StdioOrdered(f, [&] { return real_fread(p, size, n, f); });
+}
+US_EXPORT int fgetc(FILE* f) { return StdioOrdered(f, [&] { return real_fgetc(f); }); }
+#undef getc
+US_EXPORT int getc(FILE* f) { return fgetc(f); }
+US_EXPORT ssize_t getdelim(char** line, size_t* n, int delim, FILE* f) {
+  return StdioOrdered(f, [&] { return real_getdelim(line, n, delim, f); });
+}
+US_EXPORT ssize_t getline(char** line, size_t* n, FILE* f) { return getdelim(line, n, '\n', f); }
 
 // For the kmod escape audit and tests: the interposer's allowed syscall range.
 US_EXPORT void understudy_stub_range(uint64_t* begin, uint64_t* end) {

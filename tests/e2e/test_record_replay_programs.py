@@ -16,6 +16,7 @@ PROGRAMS = {
     "signals": None,
     "condvar_pc": None,
     "mutex_order": None,
+    "threads_stdio": None,
     "stdin_transform": b"the quick brown fox\n" * 50,
 }
 
