@@ -154,4 +154,9 @@ bool ParseSegmentFileName(std::string_view name, uint64_t* base_sequence) {
   return true;
 }
 
+std::string JoinPath(const std::string& dir, const std::string& name) {
+  if (!dir.empty() && dir.back() == '/') return dir + name;
+  return dir + "/" + name;
+}
+
 }  // namespace understudy::journal

@@ -203,5 +203,7 @@ HeaderResult DecodeSegmentHeader(std::string_view data, SegmentHeader* h, std::s
 std::string SegmentFileName(uint64_t base_sequence);
 // Parses a file name produced by SegmentFileName; false for anything else.
 bool ParseSegmentFileName(std::string_view name, uint64_t* base_sequence);
+// dir + "/" + name (no doubled slash).
+std::string JoinPath(const std::string& dir, const std::string& name);
 
 }  // namespace understudy::journal

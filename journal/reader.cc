@@ -60,13 +60,6 @@ Status SyncPath(const std::string& path, int flags) {
   return Status::Ok();
 }
 
-std::string JoinPath(const std::string& dir, const std::string& name) {
-  if (!dir.empty() && dir.back() == '/') {
-    return dir + name;
-  }
-  return dir + "/" + name;
-}
-
 }  // namespace
 
 Status ListSegments(const std::string& dir, std::vector<SegmentInfo>* segments) {

@@ -83,13 +83,6 @@ Status SyncDir(const std::string& dir) {
   return Status::Ok();
 }
 
-std::string JoinPath(const std::string& dir, const std::string& name) {
-  if (!dir.empty() && dir.back() == '/') {
-    return dir + name;
-  }
-  return dir + "/" + name;
-}
-
 }  // namespace
 
 JournalWriter::JournalWriter(std::string dir, const WriterOptions& options)
