@@ -498,6 +498,10 @@ void Daemon::ServeRecorder(PeerLink& link) {
         decoder.Feed(msg.payload.data(), msg.payload.size());
         journal::StreamFrame f;
         uint64_t ack = 0;
+        // Frames for the shadow are handed over after the ack is on its way:
+        // the primary's outputs wait for the ack, the shadow can wait.
+        std::shared_ptr<Shadow> feed;
+        std::vector<std::shared_ptr<const std::string>> to_feed;
         while (s.ok() && decoder.Next(&f)) {
           if (f.type != journal::FrameType::kEventBatch) {
             s = Status::Corruption("primary " + link.peer() + " sent a " +
@@ -517,11 +521,13 @@ void Daemon::ServeRecorder(PeerLink& link) {
             shadow = shadow_;
           }
           if (shadow != nullptr) {
-            shadow->Push(std::make_shared<const std::string>(f.payload));
+            feed = shadow;
+            to_feed.push_back(std::make_shared<const std::string>(f.payload));
           }
         }
         if (s.ok() && !decoder.status().ok()) s = decoder.status();
         if (!s.ok()) {
+          for (auto& frame : to_feed) feed->Push(std::move(frame));  // in the replica: feed them
           Alarm("replication from " + link.peer() + ": " + s.message() +
                 "; dropping the connection (the primary resumes from the last ack)");
           break;
@@ -532,6 +538,7 @@ void Daemon::ServeRecorder(PeerLink& link) {
           s = link.Send(LinkType::kJournal, out, budget);
           acked_sent = ack;
         }
+        for (auto& frame : to_feed) feed->Push(std::move(frame));
         break;
       }
       case LinkType::kHeartbeat: {
