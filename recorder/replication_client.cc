@@ -141,6 +141,20 @@ void ReplicationClient::Enqueue(std::string_view frame, uint64_t first_seq, uint
           "with an empty --data directory)");
     }
   }
+  {
+    std::unique_lock<std::mutex> dl(direct_mu_, std::try_to_lock);
+    if (dl.owns_lock() && direct_link_ != nullptr && !direct_failed_ &&
+        first_seq == direct_sent_upto_ + 1) {
+      Status s = direct_link_->Send(LinkType::kJournal, frame,
+                                    options_.heartbeat * options_.missed_heartbeats);
+      if (s.ok()) {
+        direct_sent_upto_ = last_seq;
+        return;  // on the wire; the link thread learns it from direct_sent_upto_
+      }
+      direct_failed_ = true;  // a partial message may be on the wire: end the session
+      direct_link_ = nullptr;
+    }
+  }
   Wake();
 }
 
@@ -334,6 +348,14 @@ Status ReplicationClient::HandleHello(const std::string& payload, uint64_t* sent
 }
 
 Status ReplicationClient::Session(PeerLink& link) {
+  Status s = SessionBody(link);
+  std::lock_guard<std::mutex> dl(direct_mu_);
+  direct_link_ = nullptr;
+  direct_failed_ = false;
+  return s;
+}
+
+Status ReplicationClient::SessionBody(PeerLink& link) {
   std::string out;
   journal::StreamHello hello;
   hello.journal_id = journal_id_;
@@ -362,6 +384,14 @@ Status ReplicationClient::Session(PeerLink& link) {
       bool send_drained = false;
       Drained drained;
       {
+        std::lock_guard<std::mutex> dl(direct_mu_);
+        if (direct_failed_) {
+          return Status::IOError("sending a journal frame to backup " + options_.backup +
+                                 " failed; reconnecting");
+        }
+        sent_upto = direct_sent_upto_;
+      }
+      {
         std::lock_guard<std::mutex> lock(mu_);
         for (const PendingFrame& f : pending_) {
           if (f.last > sent_upto) to_send.push_back(f);
@@ -372,9 +402,11 @@ Status ReplicationClient::Session(PeerLink& link) {
         }
       }
       for (const PendingFrame& f : to_send) {
+        std::lock_guard<std::mutex> dl(direct_mu_);
+        if (f.last <= direct_sent_upto_) continue;  // the drain sent it meanwhile
         s = link.Send(LinkType::kJournal, *f.bytes, budget);
         if (!s.ok()) return s;
-        sent_upto = f.last;
+        sent_upto = direct_sent_upto_ = f.last;
       }
       if (send_drained) {
         s = link.Send(LinkType::kDrained, EncodeDrained(drained), budget);
@@ -427,6 +459,12 @@ Status ReplicationClient::Session(PeerLink& link) {
             if (have_hello) return Status::Corruption("second stream HELLO from the backup");
             s = HandleHello(std::string(frame.payload), &sent_upto);
             if (!s.ok()) return s;
+            {
+              std::lock_guard<std::mutex> dl(direct_mu_);
+              direct_sent_upto_ = sent_upto;
+              direct_link_ = &link;
+              direct_failed_ = false;
+            }
             have_hello = true;
             Log("replicating to backup " + options_.backup + " from seq " +
                 std::to_string(sent_upto + 1));

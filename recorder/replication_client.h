@@ -118,6 +118,15 @@ class ReplicationClient {
   ReplicationStats stats() const;
 
  private:
+  Status SessionBody(PeerLink& link);
+  // Direct sends: the drain thread writes a new frame to the live link itself
+  // when it follows the last frame sent (saves waking the link thread on the
+  // output-commit path).  Guarded by direct_mu_, which the drain only
+  // try_locks: it never waits behind a slow send of the link thread.
+  std::mutex direct_mu_;
+  PeerLink* direct_link_ = nullptr;  // the session's link once HELLO arrived
+  uint64_t direct_sent_upto_ = 0;    // highest seq written to direct_link_
+  bool direct_failed_ = false;       // a direct send failed: the session must end
   uint8_t audit_state_ = 0;  // guarded by mu_
   uint64_t audit_escapes_ = 0;
   std::string audit_text_;
