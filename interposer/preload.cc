@@ -1963,37 +1963,39 @@ US_EXPORT time_t time(time_t* t) {
   return static_cast<time_t>(r);
 }
 
-US_EXPORT int pthread_mutex_lock(pthread_mutex_t* m) {
+namespace {
+// Thread order (DESIGN.md 3): one acquisition of a lock-like object.
+// Record: attempt, then number the acquisition.  Replay: wait for that
+// number, then take the object with the blocking variant (a try that
+// succeeded in the recording succeeds here once the holder lets go) -- or,
+// when the recorded attempt failed, return its error without touching it.
+template <typename Obj, typename Attempt, typename Block>
+int OrderedAcquire(uint32_t op, Obj* obj, Attempt attempt, Block block) {
   if (__builtin_expect(!g_inited, 0)) Init();
   if (Recording()) {
-    int r = real_mutex_lock(m);
-    PublishSync(abi::kSyncMutexLock, m, r);
+    int r = attempt();
+    PublishSync(op, obj, r);
     return r;
   }
   Rec rec;
-  if (Replaying() && ReplaySync(abi::kSyncMutexLock, m, &rec)) {
-    int r = real_mutex_lock(m);
+  if (Replaying() && ReplaySync(op, obj, &rec)) {
+    int r = static_cast<int>(rec.h.result);
+    if (r == 0) block();
     Consume(rec);
     return r;
   }
-  return real_mutex_lock(m);
+  return attempt();
+}
+}  // namespace
+
+US_EXPORT int pthread_mutex_lock(pthread_mutex_t* m) {
+  return OrderedAcquire(abi::kSyncMutexLock, m, [&] { return real_mutex_lock(m); },
+                        [&] { real_mutex_lock(m); });
 }
 
 US_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
-  if (__builtin_expect(!g_inited, 0)) Init();
-  if (Recording()) {
-    int r = real_mutex_trylock(m);
-    PublishSync(abi::kSyncMutexTrylock, m, r);
-    return r;
-  }
-  Rec rec;
-  if (Replaying() && ReplaySync(abi::kSyncMutexTrylock, m, &rec)) {
-    int r = static_cast<int>(rec.h.result);
-    if (r == 0) real_mutex_lock(m);
-    Consume(rec);
-    return r;
-  }
-  return real_mutex_trylock(m);
+  return OrderedAcquire(abi::kSyncMutexTrylock, m, [&] { return real_mutex_trylock(m); },
+                        [&] { real_mutex_lock(m); });
 }
 
 namespace {
@@ -2033,32 +2035,18 @@ US_EXPORT int pthread_cond_broadcast(pthread_cond_t* c) {
   return Replaying() ? 0 : real_cond_broadcast(c);
 }
 
-namespace {
-int RwCommon(pthread_rwlock_t* l, RwFn fn, uint32_t op, bool is_try) {
-  if (__builtin_expect(!g_inited, 0)) Init();
-  if (Recording()) {
-    int r = fn(l);
-    PublishSync(op, l, r);
-    return r;
-  }
-  Rec rec;
-  if (Replaying() && ReplaySync(op, l, &rec)) {
-    int r = static_cast<int>(rec.h.result);
-    if (r == 0) {
-      if (is_try) (op == abi::kSyncRwTry && fn == real_rw_tryrdlock ? real_rw_rdlock : real_rw_wrlock)(l);
-      else fn(l);
-    }
-    Consume(rec);
-    return r;
-  }
-  return fn(l);
+US_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t* l) {
+  return OrderedAcquire(abi::kSyncRwRdlock, l, [&] { return real_rw_rdlock(l); }, [&] { real_rw_rdlock(l); });
 }
-}  // namespace
-
-US_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t* l) { return RwCommon(l, real_rw_rdlock, abi::kSyncRwRdlock, false); }
-US_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t* l) { return RwCommon(l, real_rw_wrlock, abi::kSyncRwWrlock, false); }
-US_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) { return RwCommon(l, real_rw_tryrdlock, abi::kSyncRwTry, true); }
-US_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) { return RwCommon(l, real_rw_trywrlock, abi::kSyncRwTry, true); }
+US_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
+  return OrderedAcquire(abi::kSyncRwWrlock, l, [&] { return real_rw_wrlock(l); }, [&] { real_rw_wrlock(l); });
+}
+US_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
+  return OrderedAcquire(abi::kSyncRwTry, l, [&] { return real_rw_tryrdlock(l); }, [&] { real_rw_rdlock(l); });
+}
+US_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
+  return OrderedAcquire(abi::kSyncRwTry, l, [&] { return real_rw_trywrlock(l); }, [&] { real_rw_wrlock(l); });
+}
 
 US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
   if (__builtin_expect(!g_inited, 0)) Init();
