@@ -203,7 +203,7 @@ uint32_t g_flags;
 int g_inited;
 uint32_t g_pid;  // this process's pid (refreshed in a fork child)
 
-enum FdKind : uint8_t { kFdEmulated = 0, kFdReal = 1, kFdControl = 2 };
+enum FdKind : uint8_t { kFdEmulated = 0, kFdReal = 1 };
 constexpr int kMaxFds = 65536;
 uint8_t g_fd_kind[kMaxFds];  // default 0: emulated (sockets, pipes, ttys, unknown)
 
@@ -1107,9 +1107,6 @@ long Generic(const CallRow& row, long nr, long* a) {
           Diverge(&rec, nr, static_cast<int64_t>(rec.h.checksum), static_cast<int64_t>(c), m);
         }
       }
-      if (h == REEXEC && row.out[0].kind != O_NONE) {
-        // wait4 status etc.: the real value stands; nothing to copy.
-      }
       break;
     }
     default: break;
@@ -1791,7 +1788,6 @@ void Init() {
   g_ring = abi::RingBase(cb);
   g_ring_size = cb->ring_size;
   g_flags = cb->flags;
-  SetKind(fd, kFdControl);
   cb->stub_begin = reinterpret_cast<uint64_t>(us_stub_begin);
   cb->stub_end = reinterpret_cast<uint64_t>(us_stub_end) + 8;
   uint32_t exec_rtid = __atomic_load_n(&cb->exec_rtid, __ATOMIC_ACQUIRE);
