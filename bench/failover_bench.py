@@ -54,6 +54,8 @@ def parse_args():
     ap.add_argument("--no-shadow", action="store_true",
                     help="replicated variant without the shadow (the protocol cost alone)")
     ap.add_argument("--skip-switchover", action="store_true", help="throughput only")
+    ap.add_argument("--cpu", action="store_true",
+                    help="also print CPU time per request, per process, for each variant")
     ap.add_argument("--json", dest="json_out")
     a = ap.parse_args()
     if a.build:
@@ -88,6 +90,37 @@ def bench_once(client, host, port):
     return out
 
 
+def _cpu_ticks(pids):
+    """{comm: clock ticks (user+system, all threads)} for PIDS."""
+    out = {}
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        fields = st[st.rindex(")") + 2:].split()
+        out[comm] = out.get(comm, 0) + int(fields[11]) + int(fields[12])
+    return out
+
+
+def cpu_snapshot(net):
+    return {label: _cpu_ticks(net.node(label).pids()) for label in ("A", "B", "C")}
+
+
+def cpu_delta(before, after, requests):
+    """{"A:redis-server": us per request, ...} from two snapshots."""
+    hz = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for label, procs in after.items():
+        for comm, t in procs.items():
+            d = t - before.get(label, {}).get(comm, 0)
+            if d > 0:
+                out["%s:%s" % (label, comm)] = 1e6 * d / hz / requests
+    return out
+
+
 def wait_ping(node, host, port, proc, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -101,7 +134,7 @@ def wait_ping(node, host, port, proc, timeout=30):
 
 def throughput(missing):
     """{variant: {SET/GET: {rps, p50_us, p99_us}}} (medians over RUNS)."""
-    runs = {}
+    runs, cpu = {}, {}
     with netns.Net() as net:
         a, c = net.node("A"), net.node("C")
         work = net.tmpdir("bench")
@@ -133,13 +166,21 @@ def throughput(missing):
                                    (name, host, PORTS[name]))
         for i in range(ARGS.runs):
             for name, (host, _) in servers.items():
+                before = cpu_snapshot(net) if ARGS.cpu else None
                 runs.setdefault(name, []).append(bench_once(c, host, PORTS[name]))
+                if ARGS.cpu:
+                    # Two tests (SET, GET) of REQUESTS each.
+                    d = cpu_delta(before, cpu_snapshot(net), 2 * ARGS.requests)
+                    cpu.setdefault(name, []).append(d)
                 harness.log("run %d %-10s SET %8.0f/s GET %8.0f/s" %
                             (i + 1, name, runs[name][-1]["SET"]["rps"], runs[name][-1]["GET"]["rps"]))
     med = {}
     for name, rs in runs.items():
         med[name] = {t: {k: statistics.median(r[t][k] for r in rs) for k in rs[0][t]}
                      for t in ("SET", "GET")}
+    for name, ds in cpu.items():
+        keys = sorted(set().union(*ds))
+        med[name]["cpu_us_per_req"] = {k: statistics.median(d.get(k, 0.0) for d in ds) for k in keys}
     return med
 
 
@@ -196,6 +237,14 @@ def main():
                                enumerate(zip(r, widths))))
     print("  target: replicated >= %.2fx native, <= %d us added p50" %
           (TARGET_RATIO, TARGET_ADDED_P50_US))
+    for name in ("native", "recorded", "replicated"):
+        c = thr.get(name, {}).get("cpu_us_per_req")
+        if c:
+            # Only the processes of this variant changed much; show those.
+            shown = {k: v for k, v in c.items() if v >= 0.05}
+            print("  cpu us/request while %-10s total %5.1f: %s" % (
+                name, sum(c.values()),
+                ", ".join("%s %.1f" % kv for kv in sorted(shown.items(), key=lambda kv: -kv[1]))))
     for kind, target in (("planned", TARGET_PLANNED_MS), ("unplanned", TARGET_UNPLANNED_MS)):
         ts = res.get(kind + "_ms")
         if not ts:

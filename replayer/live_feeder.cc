@@ -69,7 +69,7 @@ bool LiveFeeder::FeedEvent(const pb::Event& e) {
   if (e.tid() != 0) {
     Status s = journal::EncodeRecord(e, &rec_);
     if (s.ok()) {
-      if (!ring_->Put(rec_, stop_)) return false;
+      if (!ring_->Put(rec_, stop_, /*wake=*/false)) return false;
       fed_.fetch_add(1, std::memory_order_acq_rel);
     } else if (!s.IsNotSupported()) {
       Fail(s);
@@ -92,9 +92,12 @@ bool LiveFeeder::CatchUpFromDisk() {
     return false;
   }
   pb::Event e;
+  uint32_t n = 0;
   while (!stop_.load(std::memory_order_acquire) && reader->Next(&e)) {
     if (!FeedEvent(e)) return false;
+    if (++n % 64 == 0) ring_->Wake();
   }
+  ring_->Wake();
   if (!reader->status().ok()) {
     Fail(reader->status());
     return false;
@@ -137,6 +140,7 @@ void LiveFeeder::Run() {
     for (const pb::Event& e : batch.events()) {
       if (!(ok = FeedEvent(e))) break;
     }
+    ring_->Wake();  // once per batch (see RingFeeder)
     if (!ok) break;
   }
 }

@@ -101,6 +101,7 @@ void Feed(const std::string& dir, abi::ControlBlock* cb, const std::atomic<bool>
   Status s = journal::JournalReader::Open(dir, ropts, &reader);
   pb::Event e;
   std::string rec;
+  uint32_t unwoken = 0;
   while (s.ok() && reader->Next(&e)) {
     if (IsRecorderEvent(e)) continue;
     Status es = journal::EncodeRecord(e, &rec);
@@ -109,8 +110,11 @@ void Feed(const std::string& dir, abi::ControlBlock* cb, const std::atomic<bool>
       s = es;
       break;
     }
-    if (!feeder.Put(rec, stop)) break;
+    // One wake-up per 64 records: the consumers run through a run of
+    // records without a context switch each.
+    if (!feeder.Put(rec, stop, ++unwoken % 64 == 0)) break;
   }
+  feeder.Wake();
   if (s.ok() && reader != nullptr) s = reader->status();
   feeder.End();
   *error = s;

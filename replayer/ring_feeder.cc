@@ -17,7 +17,7 @@ RingFeeder::RingFeeder(abi::ControlBlock* cb, std::chrono::milliseconds wait_sli
       tail_(__atomic_load_n(&cb->replay_tail, __ATOMIC_ACQUIRE)),
       wait_slice_(wait_slice) {}
 
-bool RingFeeder::Put(std::string_view rec, const std::atomic<bool>& stop) {
+bool RingFeeder::Put(std::string_view rec, const std::atomic<bool>& stop, bool wake) {
   const uint64_t size = rec.size();
   assert(size >= sizeof(abi::RecordHeader) && size % 8 == 0 && size <= ring_size_);
   for (;;) {
@@ -25,6 +25,11 @@ bool RingFeeder::Put(std::string_view rec, const std::atomic<bool>& stop) {
     const uint64_t head = __atomic_load_n(&cb_->replay_head, __ATOMIC_ACQUIRE);
     if (tail_ + size - head <= ring_size_) break;
     if (stop.load(std::memory_order_acquire)) return false;
+    // Full: consumers must see what this batch published before we sleep.
+    if (wake_pending_) {
+      Wake();
+      continue;
+    }
     __atomic_fetch_add(&cb_->replay_waiters, 1, __ATOMIC_SEQ_CST);
     // Re-check after announcing ourselves: a consumer that advanced the head
     // before seeing the waiter count has also bumped the epoch.
@@ -41,11 +46,18 @@ bool RingFeeder::Put(std::string_view rec, const std::atomic<bool>& stop) {
   __atomic_store_n(abi::RingSizeWord(ring_, ring_size_, tail_), size_word, __ATOMIC_RELEASE);
   tail_ += size;
   __atomic_store_n(&cb_->replay_tail, tail_, __ATOMIC_RELEASE);
+  wake_pending_ = true;
+  if (wake) Wake();
+  return true;
+}
+
+void RingFeeder::Wake() {
+  if (!wake_pending_) return;
+  wake_pending_ = false;
   __atomic_fetch_add(&cb_->replay_epoch, 1, __ATOMIC_SEQ_CST);
   if (__atomic_load_n(&cb_->replay_waiters, __ATOMIC_SEQ_CST) > 0) {
     FutexWakeShared(&cb_->replay_epoch);
   }
-  return true;
 }
 
 void RingFeeder::End() {

@@ -11,6 +11,10 @@
 //   3. store-release the size word (the record is now visible);
 //   4. store-release replay_tail += size; bump replay_epoch, and FUTEX_WAKE
 //      it when replay_waiters > 0.
+// Step 4's bump and wake may be deferred (Put(..., /*wake=*/false)) and done
+// once for a whole batch by Wake(): a consumer that found no record sleeps
+// on the epoch, and the epoch has not moved until Wake(), so it is woken
+// then -- one wake-up per batch instead of one context switch per record.
 // End(): journal_ended = 1, bump and wake, so a thread that needs an event
 // past the end reports kStatusEndOfJournal instead of waiting forever.
 // One thread owns a feeder.
@@ -33,7 +37,12 @@ class RingFeeder {
   // Publishes one whole record (`rec` starts with its non-zero size word and
   // is rec.size() bytes, a multiple of 8).  Blocks while the ring is full;
   // returns false without publishing if `stop` becomes true meanwhile.
-  bool Put(std::string_view rec, const std::atomic<bool>& stop);
+  // With wake == false the epoch bump and wake-up wait for Wake() (the
+  // record itself is visible at once; a full ring wakes before sleeping).
+  bool Put(std::string_view rec, const std::atomic<bool>& stop, bool wake = true);
+
+  // Bumps replay_epoch and wakes sleeping consumers if a Put deferred it.
+  void Wake();
 
   // No record will follow.
   void End();
@@ -46,6 +55,7 @@ class RingFeeder {
   uint64_t ring_size_;
   uint64_t tail_;
   std::chrono::milliseconds wait_slice_;
+  bool wake_pending_ = false;
 };
 
 }  // namespace understudy::replayer
