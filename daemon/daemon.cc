@@ -685,7 +685,7 @@ void Daemon::SuperviseShadow() {
   if (want_start) {
     std::unique_ptr<Shadow> fresh;
     std::string warning;
-    Status s = Shadow::Start(dir, &fresh, &warning);
+    Status s = Shadow::Start(dir, options_.shadow_nice, &fresh, &warning);
     if (s.IsNotFound() && s.message().find("no program event yet") != std::string::npos) return;
     if (!warning.empty()) Alarm(warning);
     // Shadow::Start launched a program: the launcher installed its signal

@@ -63,6 +63,7 @@ struct DaemonOptions {
   int missed_heartbeats = 2;
   std::string node_name;  // empty = host name
   bool shadow = true;     // run the active-active shadow
+  int shadow_nice = 10;   // niceness of the standby shadow and its feeder (0 at go-live)
   uint32_t restart_limit = 3;
   std::chrono::seconds restart_window{60};
   std::chrono::milliseconds golive_timeout{10000};

@@ -50,6 +50,11 @@ int main(int argc, char** argv) {
   app.add_option("--node-name", o.node_name, "Name of this node (default: the host name)");
   app.add_flag("!--no-shadow", o.shadow,
                "Keep the replica only; run no shadow (then this node cannot take over)");
+  app.add_option("--shadow-nice", o.shadow_nice,
+                 "Scheduling niceness of the standby shadow and its feeder thread (default 10): "
+                 "on a shared host the standby yields the CPU to the node's own work and "
+                 "catches up when idle; it is set back to 0 when the shadow goes live")
+      ->check(CLI::Range(0, 19));
   app.add_option("--restart-limit", o.restart_limit,
                  "Shadow restarts allowed per --restart-window before giving up (default 3)");
   int window_s = 60;

@@ -12,7 +12,15 @@ namespace understudy::daemon {
 
 namespace pb = journal::pb;
 
-Status Shadow::Start(const std::string& dir, std::unique_ptr<Shadow>* out, std::string* warning) {
+namespace {
+// A standby shadow is fed in runs of about this period (LiveFeeder::set_pace):
+// it trails the replica by up to a millisecond, which go-live drains, and
+// costs one wake-up per run instead of one per frame.
+constexpr std::chrono::microseconds kStandbyFeedPace{1000};
+}  // namespace
+
+Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* out,
+                     std::string* warning) {
   journal::ReaderOptions ropts;
   ropts.torn_tail_is_end = true;
   std::unique_ptr<journal::JournalReader> reader;
@@ -54,12 +62,15 @@ Status Shadow::Start(const std::string& dir, std::unique_ptr<Shadow>* out, std::
   abi::ControlBlock* cb = sh->mapping_->control();
   cb->main_rtid = main_rtid;
   sh->feeder_ = std::make_unique<replayer::LiveFeeder>(cb, dir);
+  sh->feeder_->set_nice(nice);
+  sh->feeder_->set_pace(kStandbyFeedPace);
 
   recorder::LaunchSpec launch;
   launch.path = binary;
   launch.argv.assign(spec.argv().begin(), spec.argv().end());
   launch.env = recorder::InterposerEnv(recorder::StripRecordedInterposer(recorded_env), preload);
   launch.cwd = spec.cwd();
+  launch.nice = nice;
   launch.control_fd = sh->mapping_->fd();
   s = recorder::Program::Launch(launch, &sh->program_);
   if (!s.ok()) return s;
@@ -113,6 +124,10 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
                       replayer::GoLiveResult* result) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
+  // From standby to the service: full priority for the catch-up and after.
+  feeder_->set_nice(0);
+  feeder_->set_pace(std::chrono::microseconds(0));
+  recorder::ReniceTree(program_->pid(), 0);
   while (feeder_->next_seq() <= through_seq) {
     std::string why;
     if (Check(&why) != Health::kRunning) return Status::Corruption("shadow: " + why);

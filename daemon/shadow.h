@@ -29,7 +29,8 @@ class Shadow {
   // the program in replay mode; StartFeeding() then feeds it from seq 1.  NotFound when
   // the replica holds no program event yet (try again later).  `warning` gets
   // a line to log when the binary differs from the recorded one.
-  static Status Start(const std::string& replica_dir, std::unique_ptr<Shadow>* shadow,
+  // `nice`: niceness of the program and the feeder thread while standby.
+  static Status Start(const std::string& replica_dir, int nice, std::unique_ptr<Shadow>* shadow,
                       std::string* warning);
 
   Shadow(const Shadow&) = delete;

@@ -1,11 +1,13 @@
 #include "recorder/launcher.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -15,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "interposer/abi.h"
 
@@ -69,6 +72,7 @@ struct ChildArgs {
   const char* cwd;  // nullptr = inherit
   int control_fd;
   int report_fd;
+  int nice;
 };
 
 void Report(int fd, int32_t kind, int32_t step, int32_t err, int32_t value) {
@@ -133,6 +137,8 @@ int ExitCodeOf(int wait_status) {
       _exit(127);
     }
   }
+  // Best effort: a standby shadow yields the CPU to the node's own work.
+  if (a.nice != 0) (void)setpriority(PRIO_PROCESS, 0, a.nice);
   if (a.cwd != nullptr && chdir(a.cwd) != 0) {
     Report(a.report_fd, kMsgFailed, kStepChdir, errno, 0);
     _exit(127);
@@ -248,7 +254,7 @@ Status Program::Launch(const LaunchSpec& spec, std::unique_ptr<Program>* program
   std::vector<char*> envp = CStrings(spec.env);
   ChildArgs args{spec.path.c_str(), argv.data(),
                  envp.data(),       spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
-                 spec.control_fd,   pipefd[1]};
+                 spec.control_fd,   pipefd[1], spec.nice};
   InstallForwarding();
   const pid_t driver = getpid();
   std::fflush(nullptr);
@@ -435,6 +441,40 @@ std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   if (abbrev == nullptr) return "signal " + std::to_string(sig);
   return std::string("SIG") + abbrev;
+}
+
+void ReniceTree(pid_t root, int nice) {
+  // Parent links of every process (no /proc/PID/task/TID/children on
+  // kernels without CONFIG_PROC_CHILDREN).
+  std::vector<std::pair<pid_t, pid_t>> links;  // (ppid, pid)
+  if (DIR* proc = opendir("/proc")) {
+    while (struct dirent* de = readdir(proc)) {
+      if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+      std::ifstream stat(std::string("/proc/") + de->d_name + "/stat");
+      std::string line;
+      if (!std::getline(stat, line)) continue;
+      const size_t paren = line.rfind(')');
+      if (paren == std::string::npos || paren + 4 >= line.size()) continue;
+      // ") S PPID ..."
+      links.emplace_back(std::atoi(line.c_str() + line.find(' ', paren + 2) + 1),
+                         std::atoi(de->d_name));
+    }
+    closedir(proc);
+  }
+  std::vector<pid_t> tree{root};
+  for (size_t i = 0; i < tree.size(); ++i) {
+    for (const auto& [ppid, pid] : links) {
+      if (ppid == tree[i]) tree.push_back(pid);
+    }
+    const std::string task_dir = "/proc/" + std::to_string(tree[i]) + "/task";
+    DIR* d = opendir(task_dir.c_str());
+    if (d == nullptr) continue;
+    while (struct dirent* de = readdir(d)) {
+      if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+      (void)setpriority(PRIO_PROCESS, static_cast<id_t>(std::atoi(de->d_name)), nice);
+    }
+    closedir(d);
+  }
 }
 
 }  // namespace understudy::recorder

@@ -41,6 +41,7 @@ struct LaunchSpec {
   std::string cwd;                // chdir before exec; empty = inherit
   int control_fd = -1;            // memfd installed at abi::kControlFd
   bool pid_namespace = true;      // ignored (with a warning) without root
+  int nice = 0;                   // scheduling niceness of the program (0 = inherit)
 };
 
 // How the program ended.
@@ -49,6 +50,10 @@ struct ProgramExit {
   int signal = 0;            // terminating signal, 0 if it exited
   std::string launch_error;  // non-empty: it never ran (e.g. exec failed)
 };
+
+// Sets the niceness of every thread of `root` and of all its descendants
+// (best effort: a process that exits meanwhile is skipped).
+void ReniceTree(pid_t root, int nice);
 
 class Program {
  public:

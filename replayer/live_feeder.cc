@@ -1,5 +1,8 @@
 #include "replayer/live_feeder.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <chrono>
 
 #include "journal/reader.h"
@@ -106,9 +109,17 @@ bool LiveFeeder::CatchUpFromDisk() {
 }
 
 void LiveFeeder::Run() {
+  using Clock = std::chrono::steady_clock;
   pb::EventBatch batch;
+  int applied_nice = 0;
+  Clock::time_point last_feed{};
+  std::deque<std::shared_ptr<const std::string>> taken;
   while (!stop_.load(std::memory_order_acquire)) {
-    std::shared_ptr<const std::string> payload;
+    const int want = nice_.load(std::memory_order_acquire);
+    if (want != applied_nice) {
+      (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), want);
+      applied_nice = want;
+    }
     bool catchup = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -116,31 +127,48 @@ void LiveFeeder::Run() {
         return stop_.load(std::memory_order_acquire) || need_catchup_ || !queue_.empty();
       });
       if (stop_.load(std::memory_order_acquire)) break;
+      if (!need_catchup_ && !queue_.empty()) {
+        const auto pace = std::chrono::microseconds(pace_us_.load(std::memory_order_acquire));
+        const auto since = Clock::now() - last_feed;
+        if (since < pace) {  // let more frames gather (see set_pace)
+          lock.unlock();
+          std::this_thread::sleep_for(pace - since);
+          lock.lock();
+          if (stop_.load(std::memory_order_acquire)) break;
+        }
+      }
       if (need_catchup_) {
         need_catchup_ = false;
         queue_.clear();
         queue_bytes_ = 0;
         catchup = true;
-      } else if (!queue_.empty()) {
-        payload = std::move(queue_.front());
-        queue_.pop_front();
-        queue_bytes_ -= payload->size();
+      } else {
+        taken.swap(queue_);
+        queue_bytes_ = 0;
       }
     }
     if (catchup) {
       if (!CatchUpFromDisk()) break;
+      last_feed = Clock::now();
       continue;
     }
-    if (payload == nullptr) continue;
-    if (!batch.ParseFromString(*payload)) {
-      Fail(Status::Corruption("live feed of " + dir_ + ": a batch from the receiver does not parse"));
-      break;
-    }
+    if (taken.empty()) continue;
+    last_feed = Clock::now();
     bool ok = true;
-    for (const pb::Event& e : batch.events()) {
-      if (!(ok = FeedEvent(e))) break;
+    for (const auto& payload : taken) {
+      if (!batch.ParseFromString(*payload)) {
+        Fail(Status::Corruption("live feed of " + dir_ +
+                                ": a batch from the receiver does not parse"));
+        ok = false;
+        break;
+      }
+      for (const pb::Event& e : batch.events()) {
+        if (!(ok = FeedEvent(e))) break;
+      }
+      if (!ok) break;
     }
-    ring_->Wake();  // once per batch (see RingFeeder)
+    taken.clear();
+    ring_->Wake();  // once per run of batches (see RingFeeder)
     if (!ok) break;
   }
 }

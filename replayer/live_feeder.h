@@ -41,6 +41,18 @@ class LiveFeeder {
   // journal the receiver appends to.  Feeding starts at `first_seq`.
   LiveFeeder(abi::ControlBlock* cb, std::string replica_dir, uint64_t first_seq = 1,
              uint64_t max_queue_bytes = 64ull << 20);
+  // Niceness of the feeder thread (applied by the thread itself, at start
+  // and whenever it changes).
+  void set_nice(int nice) { nice_.store(nice, std::memory_order_release); }
+  // Feed at most once per `pace`: whatever arrived meanwhile goes into the
+  // ring in one run with one wake-up of the shadow, instead of a wake-up of
+  // the feeder and of the shadow for every frame.  The shadow then trails
+  // the replica by up to `pace` (it is not on the output-commit path); 0
+  // feeds every frame at once (go-live).
+  void set_pace(std::chrono::microseconds pace) {
+    pace_us_.store(pace.count(), std::memory_order_release);
+  }
+
   LiveFeeder(const LiveFeeder&) = delete;
   LiveFeeder& operator=(const LiveFeeder&) = delete;
   ~LiveFeeder();
@@ -82,6 +94,8 @@ class LiveFeeder {
 
   std::unique_ptr<class RingFeeder> ring_;
   std::string rec_;
+  std::atomic<int> nice_{0};
+  std::atomic<int64_t> pace_us_{0};
   std::thread thread_;
 };
 
