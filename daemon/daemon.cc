@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -31,6 +32,10 @@ using Clock = std::chrono::steady_clock;
 using recorder::LinkMessage;
 using recorder::LinkType;
 using recorder::PeerLink;
+
+// How often the supervisor looks at the shadow (and starts one once the
+// replica holds the first program event).
+constexpr std::chrono::milliseconds kSupervisorTick{20};
 
 double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -594,8 +599,16 @@ void Daemon::SupervisorLoop() {
     FailoverJob* job = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(5),
-                   [this] { return stop_.load() || !failover_jobs_.empty(); });
+      // A tick for shadow health; but with the primary's link down, wake
+      // right when its silence budget runs out (the failure detector below).
+      auto wait = std::chrono::duration_cast<Clock::duration>(kSupervisorTick);
+      if (role_ == Role::kBackup && journal_active_ && primary_link_ == nullptr &&
+          (primary_state_ == PrimaryState::kLost || primary_state_ == PrimaryState::kRunning)) {
+        const auto expiry = primary_last_rx_ + options_.heartbeat * options_.missed_heartbeats +
+                            std::chrono::microseconds(500);
+        wait = std::clamp<Clock::duration>(expiry - Clock::now(), Clock::duration(0), wait);
+      }
+      cv_.wait_for(lock, wait, [this] { return stop_.load() || !failover_jobs_.empty(); });
       if (stop_.load()) break;
       if (!failover_jobs_.empty()) {
         job = failover_jobs_.front();

@@ -328,6 +328,7 @@ inline uint64_t TakeSeq() {
   return __atomic_fetch_add(&g_cb->next_seq, 1, __ATOMIC_SEQ_CST);
 }
 
+void WakeRecorder();
 void Publish(uint16_t kind, uint64_t seq, uint32_t call, uint8_t cls, uint8_t action,
              int64_t result, uint64_t checksum, uint64_t length, int32_t fd, uint64_t arg,
              const OutBuf* outs, int nout);
@@ -358,6 +359,7 @@ void Publish(uint16_t kind, uint64_t seq, uint32_t call, uint8_t cls, uint8_t ac
     ts.seen_read_pos = __atomic_load_n(&g_cb->read_pos, __ATOMIC_ACQUIRE);
     if (pos + size - ts.seen_read_pos <= g_ring_size) break;
     __atomic_fetch_add(&g_cb->producers_waiting, 1, __ATOMIC_SEQ_CST);
+    WakeRecorder();  // it may be in a long idle wait
     if (pos + size - __atomic_load_n(&g_cb->read_pos, __ATOMIC_ACQUIRE) > g_ring_size)
       FutexWait(&g_cb->space_epoch, epoch, 10);
     __atomic_fetch_sub(&g_cb->producers_waiting, 1, __ATOMIC_SEQ_CST);
@@ -1777,7 +1779,10 @@ void Init() {
     Stderr(m);
     sys(SYS_exit_group, 125);
   }
-  long p = sys(SYS_mmap, 0, static_cast<long>(probe.total_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  // Populated: the ring's pages are touched on every event, and a fault per
+  // fresh page would be paid throughout the first pass around the ring.
+  long p = sys(SYS_mmap, 0, static_cast<long>(probe.total_size), PROT_READ | PROT_WRITE,
+               MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p < 0 && p > -4096) {
     Msg m;
     m.S("understudy: cannot map the control block (errno ").I(-p).S(")\n");

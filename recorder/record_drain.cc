@@ -25,6 +25,10 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
   Clock::time_point last_flush = Clock::now();
   bool have_deadline = false;
   Clock::time_point deadline;
+  const bool gated = (cb_->flags & abi::kFlagOutputGate) != 0;
+  const std::chrono::nanoseconds base_wait =
+      gated ? std::min(options_.idle_wait, options_.gate_idle_wait) : options_.idle_wait;
+  std::chrono::nanoseconds wait = base_wait;
 
   for (;;) {
     bool took = false;
@@ -105,12 +109,16 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
       }
     }
     if (!took) {
-      // With the output gate on, the interposer wakes the drain only for
-      // gated outputs; poll often enough that other events still leave
-      // within about a millisecond.
-      const bool gated = (cb_->flags & abi::kFlagOutputGate) != 0;
-      ring.WaitForPublish(gated ? std::min(options_.idle_wait, options_.gate_idle_wait)
-                                : options_.idle_wait);
+      // The interposer does not wake the drain per event; it polls, every
+      // base_wait while the program is busy (with the output gate on, other
+      // events then leave within about a millisecond) and less and less
+      // often while it is idle.
+      ring.WaitForPublish(wait);
+      if (pending == 0 && !program_done.load(std::memory_order_acquire)) {
+        wait = std::min<std::chrono::nanoseconds>(2 * wait, options_.idle_wait_max);
+      }
+    } else {
+      wait = base_wait;
     }
   }
   return writer_->Flush();

@@ -20,6 +20,9 @@ struct DrainOptions {
   uint64_t flush_events = 4096;                 // ... or when this many are pending
   std::chrono::milliseconds idle_wait{5};       // futex wait when the ring is empty
   std::chrono::milliseconds gate_idle_wait{1};  // ... when the output gate is on
+  // An idle program: each empty wait doubles, up to this.  Whatever needs the
+  // drain sooner wakes it (a gated output, a full ring, the program's end).
+  std::chrono::milliseconds idle_wait_max{50};
   std::chrono::milliseconds final_grace{1000};  // after program exit: wait this long
                                                 // for seqs still unpublished
 };

@@ -17,6 +17,7 @@
 #include "recorder/control_mapping.h"
 #include "recorder/process_spec.h"
 #include "recorder/escape_watch.h"
+#include "recorder/futex.h"
 #include "recorder/record_drain.h"
 #include "recorder/syscall_names.h"
 
@@ -121,6 +122,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
     nanosleep(&ts, nullptr);
   }
   program_done.store(true, std::memory_order_release);
+  BumpAndWake(&mapping->control()->record_epoch);  // the drain may be in a long idle wait
   drainer.join();
   if (options.hooks.on_program_end) options.hooks.on_program_end();
   result->exit = exit;
