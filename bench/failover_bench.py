@@ -75,9 +75,10 @@ def cluster_built():
     return "'understudy %s' is not built" % "/".join(missing) if missing else None
 
 
-def bench_once(client, host, port):
-    r = client.run(["redis-benchmark", "-h", host, "-p", port, "-c", ARGS.clients,
-                    "-n", ARGS.requests, "-P", 1, "-t", "set,get", "--csv"], timeout=180)
+def bench_once(client, host, port, clients=None, requests=None):
+    r = client.run(["redis-benchmark", "-h", host, "-p", port, "-c", clients or ARGS.clients,
+                    "-n", requests or ARGS.requests, "-P", 1, "-t", "set,get", "--csv"],
+                   timeout=180)
     if r.rc != 0 or r.timed_out:
         raise RuntimeError("redis-benchmark failed\n" + r.describe())
     out = {}
@@ -134,7 +135,7 @@ def wait_ping(node, host, port, proc, timeout=30):
 
 def throughput(missing):
     """{variant: {SET/GET: {rps, p50_us, p99_us}}} (medians over RUNS)."""
-    runs, cpu = {}, {}
+    runs, cpu, one = {}, {}, {}
     with netns.Net() as net:
         a, c = net.node("A"), net.node("C")
         work = net.tmpdir("bench")
@@ -174,10 +175,20 @@ def throughput(missing):
                     cpu.setdefault(name, []).append(d)
                 harness.log("run %d %-10s SET %8.0f/s GET %8.0f/s" %
                             (i + 1, name, runs[name][-1]["SET"]["rps"], runs[name][-1]["GET"]["rps"]))
+        # The pipeline's own latency, without queueing behind 50 clients on
+        # two shared cores: one client, one request at a time.
+        for i in range(ARGS.runs):
+            for name, (host, _) in servers.items():
+                one.setdefault(name, []).append(bench_once(c, host, PORTS[name], clients=1,
+                                                           requests=ARGS.requests // 10))
     med = {}
+    for name, rs in one.items():
+        med.setdefault(name, {})["one_client_p50_us"] = statistics.median(
+            max(r["SET"]["p50_us"], r["GET"]["p50_us"]) for r in rs)
     for name, rs in runs.items():
-        med[name] = {t: {k: statistics.median(r[t][k] for r in rs) for k in rs[0][t]}
-                     for t in ("SET", "GET")}
+        med.setdefault(name, {}).update(
+            {t: {k: statistics.median(r[t][k] for r in rs) for k in rs[0][t]}
+             for t in ("SET", "GET")})
     for name, ds in cpu.items():
         keys = sorted(set().union(*ds))
         med[name]["cpu_us_per_req"] = {k: statistics.median(d.get(k, 0.0) for d in ds) for k in keys}
@@ -237,6 +248,11 @@ def main():
                                enumerate(zip(r, widths))))
     print("  target: replicated >= %.2fx native, <= %d us added p50" %
           (TARGET_RATIO, TARGET_ADDED_P50_US))
+    if "one_client_p50_us" in nat:
+        print("  one client (-c 1, -n %d): p50 %s" % (ARGS.requests // 10, ", ".join(
+            "%s %.0f us (%+.0f)" % (n, thr[n]["one_client_p50_us"],
+                                    thr[n]["one_client_p50_us"] - nat["one_client_p50_us"])
+            for n in ("native", "recorded", "replicated") if "one_client_p50_us" in thr.get(n, {}))))
     for name in ("native", "recorded", "replicated"):
         c = thr.get(name, {}).get("cpu_us_per_req")
         if c:
