@@ -182,6 +182,7 @@ int RunRun(const RunArgs& a) {
     client.Enqueue(frame, first, last);
   };
   opts.hooks.should_kill = [&client] { return client.fence_requested(); };
+  opts.hooks.idle = [&client](std::chrono::milliseconds d) { client.WaitForFenceRequest(d); };
   // The kmod escape audit runs on the primary by default; its state reaches
   // the backup in every heartbeat, so 'understudy status' shows it.
   opts.audit = !a.no_audit;
@@ -192,6 +193,27 @@ int RunRun(const RunArgs& a) {
   fmt::print(stderr, "{}: journal {}, replicating to {} ({} on backup loss)\n", me, opts.dir,
              a.backup, a.on_backup_loss);
 
+  // The program is gone and its journal complete: hand over at once.  The
+  // service address leaves this node first (the program's sockets are
+  // closed by now, so its clients have had their FIN or RST), then the
+  // backup learns it has everything and takes the address.
+  bool address_removed = false;
+  opts.hooks.on_journal_closed = [&](uint64_t events, const recorder::ProgramExit& exit) {
+    if (client.fenced()) return;
+    if (service) {
+      Status rs = recorder::RemoveServiceAddress(*service, a.service_dev);
+      if (!rs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, rs.message());
+      address_removed = true;
+    }
+    recorder::Drained d;
+    d.last_seq = events;  // the journal starts at seq 1 and ends with the EXIT event
+    d.reason = client.fence_requested() ? recorder::Drained::kFenced
+                                        : recorder::Drained::kProgramExited;
+    d.exit_status = exit.exit_code;
+    Status fs = client.Finish(d, std::chrono::milliseconds(10000));
+    if (!fs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, fs.message());
+  };
+
   recorder::RecordResult r;
   s = recorder::Record(opts, &r);
   for (const std::string& w : r.warnings) fmt::print(stderr, "{}: warning: {}\n", me, w);
@@ -199,21 +221,13 @@ int RunRun(const RunArgs& a) {
   if (!s.ok()) {
     fmt::print(stderr, "{}: {}\n", me, s.ToString());
     client.Stop();
-    if (service) (void)recorder::RemoveServiceAddress(*service, a.service_dev);
+    if (service && !address_removed) (void)recorder::RemoveServiceAddress(*service, a.service_dev);
     return 1;
   }
   const bool fenced = client.fenced();
   const bool planned = !fenced && client.fence_requested();
-  if (!fenced) {
-    recorder::Drained d;
-    d.last_seq = r.events;  // the journal starts at seq 1 and ends with the EXIT event
-    d.reason = planned ? recorder::Drained::kFenced : recorder::Drained::kProgramExited;
-    d.exit_status = r.exit.exit_code;
-    Status fs = client.Finish(d, std::chrono::milliseconds(10000));
-    if (!fs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, fs.message());
-  }
   client.Stop();
-  if (service) {
+  if (service && !address_removed) {
     Status rs = recorder::RemoveServiceAddress(*service, a.service_dev);
     if (!rs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, rs.message());
   }

@@ -48,7 +48,7 @@ namespace understudy::abi {
 #endif
 
 US_ABI_CONSTEXPR uint32_t kControlMagic = 0x55534331;  // "USC1"
-US_ABI_CONSTEXPR uint32_t kProtocolVersion = 2;
+US_ABI_CONSTEXPR uint32_t kProtocolVersion = 3;
 // The fd number at which the control memfd is installed in the program.  High
 // enough to stay out of the way of ordinary fd allocation.
 US_ABI_CONSTEXPR int kControlFd = 1023;
@@ -206,6 +206,14 @@ struct ControlBlock {
   uint64_t events_done;      // events consumed so far
   uint32_t replay_epoch;     // futex: bumped on every cursor or tail change
   uint32_t replay_waiters;   // threads asleep on replay_epoch
+  // Run-to-next-call handoff: the recorded tid of the thread that consumed
+  // the last record and has not yet reached its next call (0 = none).  The
+  // next record's thread waits for it (a bounded while), so the code a
+  // thread runs between two of its events does not overlap the next
+  // thread's -- as it mostly did not in the recording (see WaitRunToken).
+  uint32_t run_token;
+  uint32_t token_epoch;      // futex: bumped when run_token is released
+  uint32_t token_waiters;    // threads asleep on token_epoch
   // --- output commit: outputs with seq s wait for durable_seq >= s-1
   alignas(64) uint64_t durable_seq;  // highest seq the backup made durable
   uint32_t gate_epoch;       // futex: bumped when durable_seq advances

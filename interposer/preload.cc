@@ -481,7 +481,43 @@ void WakeNext(uint64_t head) {
   if (__atomic_load_n(&g_cb->replay_waiters, __ATOMIC_SEQ_CST)) FutexWakeAll(&g_cb->replay_epoch);
 }
 
+// Run-to-next-call handoff (replay).  Events order a thread's calls; the
+// code between them is free-running, and threads also touch shared memory
+// there without any event (a program's atomics, an allocator's counters):
+// jemalloc's background thread, say, updates its state after its last
+// event before it sleeps, and redis' main thread reads that state to decide
+// whether to wake it.  In the recording such a short stretch usually
+// finished before the next event of another thread; in replay, without
+// this, the next thread could run while it was still going, read other
+// values and take another path (a divergence).  So the thread that consumes
+// a record holds run_token until it enters its next call, and the thread
+// whose record is next waits for that.  The wait is bounded
+// (kRunTokenBudgetMs): a holder that blocks outside the interposer (on a
+// raw futex another thread must release) or exits must not stall replay.
+constexpr long kRunTokenBudgetMs = 2;
+
+void ReleaseRunToken() {
+  if (ts.rtid == 0 || __atomic_load_n(&g_cb->run_token, __ATOMIC_RELAXED) != ts.rtid) return;
+  __atomic_store_n(&g_cb->run_token, 0, __ATOMIC_SEQ_CST);
+  __atomic_fetch_add(&g_cb->token_epoch, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g_cb->token_waiters, __ATOMIC_SEQ_CST)) FutexWakeAll(&g_cb->token_epoch);
+}
+
+// True if it slept (the caller re-examines the ring: things may have moved).
+bool WaitRunToken(long* budget_ms) {
+  uint32_t epoch = __atomic_load_n(&g_cb->token_epoch, __ATOMIC_ACQUIRE);
+  uint32_t tok = __atomic_load_n(&g_cb->run_token, __ATOMIC_ACQUIRE);
+  if (tok == 0 || tok == ts.rtid || *budget_ms <= 0) return false;
+  __atomic_fetch_add(&g_cb->token_waiters, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g_cb->token_epoch, __ATOMIC_SEQ_CST) == epoch) FutexWait(&g_cb->token_epoch, epoch, 1);
+  __atomic_fetch_sub(&g_cb->token_waiters, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g_cb->token_epoch, __ATOMIC_ACQUIRE) == epoch) --*budget_ms;  // timed out
+  if (*budget_ms <= 0) __atomic_compare_exchange_n(&g_cb->run_token, &tok, 0, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+  return true;
+}
+
 void Consume(const Rec& r) {
+  __atomic_store_n(&g_cb->run_token, ts.rtid, __ATOMIC_SEQ_CST);
   abi::RingZero(g_ring, g_ring_size, r.pos, r.h.size);
   uint64_t next = r.pos + r.h.size;
   __atomic_store_n(&g_cb->replay_head, next, __ATOMIC_RELEASE);
@@ -498,6 +534,8 @@ bool g_exiting;  // replay: this process consumed its exit_group; nothing follow
 // thread without an identity first claims its start record (identity_only:
 // return right after that).  out->pos == ~0 means "live": perform the call.
 void WaitTurn(Rec* out, bool identity_only) {
+  ReleaseRunToken();  // this thread has reached its next call
+  long token_budget = kRunTokenBudgetMs;
   for (;;) {
     uint32_t slot = SlotOf(ts.rtid);
     uint32_t slot_epoch = __atomic_load_n(&g_cb->wake_epoch[slot], __ATOMIC_ACQUIRE);
@@ -516,6 +554,7 @@ void WaitTurn(Rec* out, bool identity_only) {
                           : (out->h.kind == abi::kRecLifecycle &&
                              out->h.call == abi::kLifeThreadStart && out->h.arg == ts.token);
       if (mine && !g_exiting) {
+        if (ts.rtid && WaitRunToken(&token_budget)) continue;
         if (!ts.rtid) {  // a new thread: take the identity its start record names
           if (out->h.arg == 0 && !ts.sud_armed) ArmTrap();
           ts.rtid = out->h.tid;
@@ -1638,6 +1677,7 @@ long Special(long nr, long* a) {
 
 long Dispatch(long nr, long* a) {
   uint32_t mode = Mode();
+  if (nr == SYS_exit && mode == abi::kModeReplay) ReleaseRunToken();  // a thread ending
   const CallRow* row = (nr >= 0 && nr < kMaxNr) ? g_by_nr[nr] : nullptr;
   if (!row || row->handler == PASS || ts.depth > 0 ||
       (mode != abi::kModeRecord && mode != abi::kModeReplay)) {

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,7 +57,7 @@ void InstallForwarding() {
 // ---- child side: async-signal-safe only ----------------------------------
 
 // Messages from the children to the driver over a close-on-exec pipe.
-enum MsgKind : int32_t { kMsgFailed = 1, kMsgProgramStatus = 2 };
+enum MsgKind : int32_t { kMsgFailed = 1, kMsgProgramStatus = 2, kMsgInitPid = 3 };
 enum Step : int32_t { kStepFork = 1, kStepExec = 2, kStepControlFd = 3, kStepChdir = 4 };
 struct ChildMsg {
   int32_t kind;
@@ -196,6 +197,7 @@ int ExitCodeOf(int wait_status) {
   }
   if (init == 0) RunInit(a);
   g_forward_to = init;
+  Report(a.report_fd, kMsgInitPid, 0, 0, init);
   int st = 0;
   while (waitpid(init, &st, 0) < 0) {
     if (errno != EINTR) _exit(127);
@@ -281,24 +283,32 @@ Program::~Program() {
   close(status_fd_);
 }
 
-ProgramExit Program::Finish(int wait_status) {
-  done_ = true;
-  g_forward_to = 0;
-  exit_.exit_code = ExitCodeOf(wait_status);
-  exit_.signal = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
+void Program::ReadReports() {
   ChildMsg m;
   while (read(status_fd_, &m, sizeof m) == static_cast<ssize_t>(sizeof m)) {
-    if (m.kind == kMsgProgramStatus) {
-      exit_.exit_code = ExitCodeOf(m.value);
-      exit_.signal = WIFSIGNALED(m.value) ? WTERMSIG(m.value) : 0;
+    if (m.kind == kMsgInitPid) {
+      init_pid_ = m.value;
+    } else if (m.kind == kMsgProgramStatus) {
+      have_program_status_ = true;
+      program_status_ = m.value;
     } else if (m.kind == kMsgFailed) {
       const char* what = m.step == kStepExec        ? "execve"
                          : m.step == kStepControlFd ? "installing the control fd"
                          : m.step == kStepChdir     ? "chdir to the working directory"
                                                     : "fork";
-      exit_.launch_error = std::string(what) + " failed: " + std::strerror(m.err);
+      launch_error_ = std::string(what) + " failed: " + std::strerror(m.err);
     }
   }
+}
+
+ProgramExit Program::Finish(int wait_status) {
+  done_ = true;
+  g_forward_to = 0;
+  ReadReports();
+  const int st = have_program_status_ ? program_status_ : wait_status;
+  exit_.exit_code = ExitCodeOf(st);
+  exit_.signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+  exit_.launch_error = launch_error_;
   return exit_;
 }
 
@@ -330,7 +340,18 @@ ProgramExit Program::Wait() {
 }
 
 void Program::Kill() {
-  if (!done_) kill(pid_, SIGKILL);
+  if (done_) return;
+  ReadReports();
+  if (init_pid_ > 0) {
+    // Through a pidfd: it names this process even if the number were reused.
+    const int pfd = static_cast<int>(syscall(SYS_pidfd_open, init_pid_, 0));
+    if (pfd >= 0) {
+      const long r = syscall(SYS_pidfd_send_signal, pfd, SIGKILL, nullptr, 0);
+      close(pfd);
+      if (r == 0) return;
+    }
+  }
+  kill(pid_, SIGKILL);  // no namespace (the child is the program), or PID 1 is gone
 }
 
 Status FindPreloadLibrary(std::string* path) {

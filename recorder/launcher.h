@@ -68,8 +68,12 @@ class Program {
   bool Poll(ProgramExit* exit);
   // Blocks until the program has ended.
   ProgramExit Wait();
-  // SIGKILL to the launcher child; with a namespace this ends PID 1 and
-  // with it every process of the namespace.
+  // Ends the program.  With a namespace: SIGKILL to its PID 1, which takes
+  // every process of the namespace with it, and only then does the
+  // launcher child (which reaps PID 1) exit -- so once Poll/Wait report the
+  // end, no process of the program is left (its sockets are closed, nothing
+  // can still publish an event).  Killing the launcher child instead would
+  // end it first and PID 1 only later, by its parent-death signal.
   void Kill();
 
   pid_t pid() const { return pid_; }
@@ -79,12 +83,17 @@ class Program {
   Program(pid_t pid, int status_fd, bool ns)
       : pid_(pid), status_fd_(status_fd), in_namespace_(ns) {}
   ProgramExit Finish(int wait_status);
+  void ReadReports();  // what the children wrote to the report pipe so far
 
   pid_t pid_;
   int status_fd_;  // read end of the children's report pipe
   bool in_namespace_;
   bool done_ = false;
   ProgramExit exit_;
+  pid_t init_pid_ = 0;  // PID 1 of the namespace, as the driver sees it
+  bool have_program_status_ = false;
+  int program_status_ = 0;
+  std::string launch_error_;
 };
 
 // Absolute path of the interposer: $UNDERSTUDY_PRELOAD, or

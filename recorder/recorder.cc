@@ -74,8 +74,12 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   // With a PID namespace the whole tree is gone when the program has exited,
   // so a number taken but never published (a thread killed inside the output
   // gate by a fence, say) can never arrive: no reason to wait long for it.
+  // When PID 1 of the namespace has been reaped, every process in it is
+  // gone (the kernel kills and reaps them first), so nothing can still be
+  // publishing: the drain need not wait for a number taken but never used
+  // (a thread killed in the output gate by a fence, say).
   DrainOptions dopts;
-  if (program->in_namespace()) dopts.final_grace = std::chrono::milliseconds(20);
+  if (program->in_namespace()) dopts.final_grace = std::chrono::milliseconds(1);
   RecordDrain drain(mapping->control(), writer.get(), dopts);
   Status drain_status;
   std::thread drainer([&] {
@@ -86,6 +90,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   // Wait for the program; if the drain dies first, the program would block
   // on a full ring forever, so it is killed.
   ProgramExit exit;
+  bool killed = false;
   EscapeWatch audit;
   bool audit_pending = options.audit;
   auto last_audit_report = std::chrono::steady_clock::now() - std::chrono::seconds(1);
@@ -114,12 +119,26 @@ Status Record(const RecordOptions& options, RecordResult* result) {
         options.hooks.on_audit(true, escaped, text);
       }
     }
-    if (drain_finished.load(std::memory_order_acquire)) program->Kill();
-    if (options.hooks.should_kill && options.hooks.should_kill()) program->Kill();
-    struct timespec ts {
-      0, (audit_pending ? 1 : 5) * 1000 * 1000
-    };
-    nanosleep(&ts, nullptr);
+    if (!killed && (drain_finished.load(std::memory_order_acquire) ||
+                    (options.hooks.should_kill && options.hooks.should_kill()))) {
+      program->Kill();
+      killed = true;
+    }
+    // Killed: look for its end at once (a planned failover waits for it).
+    const auto tick = std::chrono::milliseconds(killed ? 0 : audit_pending ? 1 : 5);
+    if (killed) {
+      struct timespec ts {
+        0, 200 * 1000
+      };
+      nanosleep(&ts, nullptr);
+    } else if (options.hooks.idle) {
+      options.hooks.idle(tick);
+    } else {
+      struct timespec ts {
+        0, tick.count() * 1000 * 1000
+      };
+      nanosleep(&ts, nullptr);
+    }
   }
   program_done.store(true, std::memory_order_release);
   BumpAndWake(&mapping->control()->record_epoch);  // the drain may be in a long idle wait
@@ -170,6 +189,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   if (s.ok()) s = writer->Close();
   if (!s.ok()) return s;
   result->events = drain.events() + 1 + result->escapes.size();
+  if (options.hooks.on_journal_closed) options.hooks.on_journal_closed(result->events, exit);
 
   std::vector<journal::SegmentInfo> segments;
   if (journal::ListSegments(options.dir, &segments).ok()) {

@@ -44,6 +44,9 @@ struct RecordHooks {
   std::function<void(std::string_view frame, uint64_t first_seq, uint64_t last_seq)> on_frame;
   // Polled every few ms while the program runs; true = kill it (fencing).
   std::function<bool()> should_kill;
+  // How the caller's thread waits between polls (default: sleeps).  A hook
+  // that returns early when should_kill turns true makes fencing prompt.
+  std::function<void(std::chrono::milliseconds)> idle;
   // With options.audit: the escape audit's state every ~200 ms (on: escaped
   // calls so far and lifecycle alarms, as text) or once when it cannot run
   // (on = false, text = why).  Caller's thread.
@@ -51,6 +54,10 @@ struct RecordHooks {
   // Called once the program has ended and the drain has stopped, before the
   // control block is unmapped: whoever on_start gave it to must let go.
   std::function<void()> on_program_end;
+  // Called as soon as the journal is complete and closed (`events` in it,
+  // the last being the EXIT event), before the audit is torn down (which
+  // takes milliseconds): a planned failover waits for this moment.
+  std::function<void(uint64_t events, const ProgramExit& exit)> on_journal_closed;
 };
 
 struct RecordOptions {

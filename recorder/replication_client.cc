@@ -102,6 +102,14 @@ void ReplicationClient::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void ReplicationClient::WaitForFenceRequest(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [this] {
+    return fence_requested_.load(std::memory_order_acquire) ||
+           stop_.load(std::memory_order_acquire);
+  });
+}
+
 std::string ReplicationClient::fenced_message() const {
   std::lock_guard<std::mutex> lock(mu_);
   return fenced_message_;
@@ -486,10 +494,11 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
         break;
       case LinkType::kFenceRequest: {
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          std::lock_guard<std::mutex> lock(mu_);  // set under mu_: WaitForFenceRequest
           fence_at_ = Clock::now();
+          fence_requested_.store(true, std::memory_order_release);
         }
-        fence_requested_.store(true, std::memory_order_release);
+        cv_.notify_all();
         Log("backup " + options_.backup +
             " asked for a planned failover: fencing (stopping the program)");
         break;

@@ -101,6 +101,8 @@ class ReplicationClient {
   void DetachControl();
 
   bool fence_requested() const { return fence_requested_.load(std::memory_order_acquire); }
+  // Sleeps up to `timeout`, less if a fence is requested meanwhile.
+  void WaitForFenceRequest(std::chrono::milliseconds timeout);
   bool fenced() const { return fenced_.load(std::memory_order_acquire); }
   // The escape audit's state for the heartbeats (status on the backup):
   // state 1 = on (text: escaped calls / lifecycle alarms), 2 = off (text: why).

@@ -13,7 +13,11 @@ of writes over RESP on a raw TCP socket, one request at a time:
 so a driver knows the stream spans its failover.
 It records every write whose reply came back (ACKNOWLEDGED) with its value.
 On a connection error it reconnects to HOST:PORT (the service address) with
-exponential backoff (first retry at once, then 5 ms .. 50 ms); an outage longer than --max-outage, or
+bounded backoff: the first retry at once, then every 2 ms for the first
+200 ms of an outage (a latency-sensitive client, so the switchover it sees
+is the service's, not its own backoff's), then doubling up to 50 ms; each
+connect gives up after --connect-timeout (5 ms: a SYN sent to the old node
+after the address left it is lost).  An outage longer than --max-outage, or
 the whole run exceeding --duration, ends the stream.  A request whose reply
 never came is *indeterminate* (it may or may not have been applied): not
 counted as acked, never counted as lost.
@@ -43,7 +47,8 @@ import socket
 import sys
 import time
 
-BACKOFF_MIN, BACKOFF_MAX = 0.005, 0.05
+BACKOFF_MIN, BACKOFF_MAX = 0.002, 0.05
+FAST_RETRY_S = 0.2     # retry every BACKOFF_MIN this long into an outage
 GAP = 0.002
 
 
@@ -123,10 +128,11 @@ class Client:
 
     def _pause(self):
         """Back off before a retry: the first retry after a good reply is
-        immediate, the next ones wait 5, 10, 20 .. 50 ms."""
+        immediate, then every 2 ms for FAST_RETRY_S, then doubling to 50 ms."""
         if self.fails > 1:
             time.sleep(self.backoff)
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+            if time.monotonic() - self.down_since > FAST_RETRY_S:
+                self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
     def _connect(self):
         start = time.monotonic()
@@ -206,7 +212,7 @@ def main():
     ap.add_argument("--max-outage", type=float, default=20.0)
     ap.add_argument("--io-timeout", type=float, default=1.0,
                     help="a reply slower than this drops the connection (request indeterminate)")
-    ap.add_argument("--connect-timeout", type=float, default=0.02,
+    ap.add_argument("--connect-timeout", type=float, default=0.005,
                     help="a connect slower than this is retried: a SYN sent before the service "
                          "address moved is lost, and a responsive client retries soon")
     ap.add_argument("--progress-every", type=int, default=500)
