@@ -249,6 +249,9 @@ Status JournalWriter::WriteFrame(const char* frame, size_t n, uint64_t first_seq
       return s;
     }
   }
+  if (options_.on_frame) {
+    options_.on_frame(std::string_view(frame, n), first_seq, last_seq);
+  }
   Status s = WriteAll(fd_, frame, n, segment_path_);
   if (!s.ok()) {
     return Fail(s);
@@ -256,9 +259,6 @@ Status JournalWriter::WriteFrame(const char* frame, size_t n, uint64_t first_seq
   segment_size_ += n;
   segment_has_events_ = true;
   flushed_seq_ = last_seq;
-  if (options_.on_frame) {
-    options_.on_frame(std::string_view(frame, n), first_seq, last_seq);
-  }
   return AfterFrame();
 }
 

@@ -69,9 +69,11 @@ struct WriterOptions {
   // Open() only: truncate a torn tail instead of refusing to open.
   bool repair_torn_tail = true;
 
-  // Called after each EVENT_BATCH frame is written, with the complete frame
-  // bytes (header + payload, the stream encoding too) and its seq range.
-  // Runs on the writer's thread; the view is valid only during the call.
+  // Called with each EVENT_BATCH frame just before it is written to the
+  // segment (so a replication stream is not behind the local write), with
+  // the complete frame bytes (header + payload, the stream encoding too) and
+  // its seq range.  Runs on the writer's thread; the view is valid only
+  // during the call.  If the local write then fails, the writer fails.
   std::function<void(std::string_view frame, uint64_t first_seq, uint64_t last_seq)> on_frame;
 };
 
