@@ -721,6 +721,11 @@ void Daemon::SuperviseShadow() {
   if (shadow == nullptr) return;
   std::string why;
   Shadow::Health h = shadow->Check(&why);
+  if (shadow->TakeHandoffOffNotice()) {
+    Alarm("shadow: the run-to-next-call handoff between its threads was given up (its threads "
+          "block outside the interposer right after events); it may now diverge on memory its "
+          "threads share without locks");
+  }
   if (h == Shadow::Health::kRunning) return;
   bool live = shadow->live();
   std::unique_lock<std::mutex> lock(mu_);

@@ -61,6 +61,13 @@ class Shadow {
   uint64_t events_fed() const { return feeder_->events_fed(); }
   uint64_t next_seq() const { return feeder_->next_seq(); }
   uint64_t events_done() const;
+  // True once, when the interposer has given up the run-to-next-call handoff.
+  bool TakeHandoffOffNotice() {
+    if (handoff_off_noticed_ || __atomic_load_n(&mapping_->control()->token_off, __ATOMIC_ACQUIRE) == 0)
+      return false;
+    handoff_off_noticed_ = true;
+    return true;
+  }
 
  private:
   Shadow() = default;
@@ -70,6 +77,7 @@ class Shadow {
   std::unique_ptr<recorder::Program> program_;
   bool live_ = false;
   bool exited_ = false;
+  bool handoff_off_noticed_ = false;
   recorder::ProgramExit exit_;
 };
 

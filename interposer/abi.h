@@ -214,6 +214,8 @@ struct ControlBlock {
   uint32_t run_token;
   uint32_t token_epoch;      // futex: bumped when run_token is released
   uint32_t token_waiters;    // threads asleep on token_epoch
+  uint32_t token_timeouts;   // waits for run_token that ran out of time
+  uint32_t token_off;        // 1: handoff given up (too many timeouts)
   // --- output commit: outputs with seq s wait for durable_seq >= s-1
   alignas(64) uint64_t durable_seq;  // highest seq the backup made durable
   uint32_t gate_epoch;       // futex: bumped when durable_seq advances

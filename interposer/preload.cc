@@ -494,7 +494,11 @@ void WakeNext(uint64_t head) {
 // whose record is next waits for that.  The wait is bounded
 // (kRunTokenBudgetMs): a holder that blocks outside the interposer (on a
 // raw futex another thread must release) or exits must not stall replay.
-constexpr long kRunTokenBudgetMs = 2;
+constexpr long kRunTokenBudgetMs = 10;
+// A program whose threads often block outside the interposer right after an
+// event would pay the budget again and again: after this many timeouts the
+// handoff is given up for the rest of the replay (the replayer reports it).
+constexpr uint32_t kRunTokenMaxTimeouts = 32;
 
 void ReleaseRunToken() {
   if (ts.rtid == 0 || __atomic_load_n(&g_cb->run_token, __ATOMIC_RELAXED) != ts.rtid) return;
@@ -508,16 +512,21 @@ bool WaitRunToken(long* budget_ms) {
   uint32_t epoch = __atomic_load_n(&g_cb->token_epoch, __ATOMIC_ACQUIRE);
   uint32_t tok = __atomic_load_n(&g_cb->run_token, __ATOMIC_ACQUIRE);
   if (tok == 0 || tok == ts.rtid || *budget_ms <= 0) return false;
+  if (__atomic_load_n(&g_cb->token_off, __ATOMIC_RELAXED)) return false;
   __atomic_fetch_add(&g_cb->token_waiters, 1, __ATOMIC_SEQ_CST);
   if (__atomic_load_n(&g_cb->token_epoch, __ATOMIC_SEQ_CST) == epoch) FutexWait(&g_cb->token_epoch, epoch, 1);
   __atomic_fetch_sub(&g_cb->token_waiters, 1, __ATOMIC_SEQ_CST);
   if (__atomic_load_n(&g_cb->token_epoch, __ATOMIC_ACQUIRE) == epoch) --*budget_ms;  // timed out
-  if (*budget_ms <= 0) __atomic_compare_exchange_n(&g_cb->run_token, &tok, 0, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+  if (*budget_ms <= 0) {
+    __atomic_compare_exchange_n(&g_cb->run_token, &tok, 0, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+    if (__atomic_add_fetch(&g_cb->token_timeouts, 1, __ATOMIC_RELAXED) >= kRunTokenMaxTimeouts)
+      __atomic_store_n(&g_cb->token_off, 1, __ATOMIC_RELAXED);
+  }
   return true;
 }
 
 void Consume(const Rec& r) {
-  __atomic_store_n(&g_cb->run_token, ts.rtid, __ATOMIC_SEQ_CST);
+  if (!__atomic_load_n(&g_cb->token_off, __ATOMIC_RELAXED)) __atomic_store_n(&g_cb->run_token, ts.rtid, __ATOMIC_SEQ_CST);
   abi::RingZero(g_ring, g_ring_size, r.pos, r.h.size);
   uint64_t next = r.pos + r.h.size;
   __atomic_store_n(&g_cb->replay_head, next, __ATOMIC_RELEASE);

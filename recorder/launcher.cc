@@ -57,7 +57,12 @@ void InstallForwarding() {
 // ---- child side: async-signal-safe only ----------------------------------
 
 // Messages from the children to the driver over a close-on-exec pipe.
-enum MsgKind : int32_t { kMsgFailed = 1, kMsgProgramStatus = 2, kMsgInitPid = 3 };
+enum MsgKind : int32_t {
+  kMsgFailed = 1,
+  kMsgProgramStatus = 2,  // the program's wait status (from PID 1)
+  kMsgInitPid = 3,        // PID 1's pid as the driver sees it (from the launcher child)
+  kMsgInitStatus = 4,     // PID 1's own wait status (from the launcher child)
+};
 enum Step : int32_t { kStepFork = 1, kStepExec = 2, kStepControlFd = 3, kStepChdir = 4 };
 struct ChildMsg {
   int32_t kind;
@@ -202,6 +207,7 @@ int ExitCodeOf(int wait_status) {
   while (waitpid(init, &st, 0) < 0) {
     if (errno != EINTR) _exit(127);
   }
+  Report(a.report_fd, kMsgInitStatus, 0, 0, st);  // killed: the signal is kept
   _exit(ExitCodeOf(st));
 }
 
@@ -288,6 +294,9 @@ void Program::ReadReports() {
   while (read(status_fd_, &m, sizeof m) == static_cast<ssize_t>(sizeof m)) {
     if (m.kind == kMsgInitPid) {
       init_pid_ = m.value;
+    } else if (m.kind == kMsgInitStatus) {
+      have_init_status_ = true;
+      init_status_ = m.value;
     } else if (m.kind == kMsgProgramStatus) {
       have_program_status_ = true;
       program_status_ = m.value;
@@ -305,7 +314,9 @@ ProgramExit Program::Finish(int wait_status) {
   done_ = true;
   g_forward_to = 0;
   ReadReports();
-  const int st = have_program_status_ ? program_status_ : wait_status;
+  const int st = have_program_status_ ? program_status_
+                 : have_init_status_  ? init_status_
+                                      : wait_status;
   exit_.exit_code = ExitCodeOf(st);
   exit_.signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
   exit_.launch_error = launch_error_;

@@ -93,6 +93,8 @@ class Program {
   pid_t init_pid_ = 0;  // PID 1 of the namespace, as the driver sees it
   bool have_program_status_ = false;
   int program_status_ = 0;
+  bool have_init_status_ = false;
+  int init_status_ = 0;
   std::string launch_error_;
 };
 

@@ -399,6 +399,16 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   if (options.progress && !options.gdb) std::fputs("\r\033[K", stderr);
   stop_feeding.store(true, std::memory_order_release);
   feeder.join();
+  if (__atomic_load_n(&cb->token_off, __ATOMIC_ACQUIRE)) {
+    const std::string w =
+        "the run-to-next-call handoff between threads was given up after " +
+        std::to_string(__atomic_load_n(&cb->token_timeouts, __ATOMIC_ACQUIRE)) +
+        " timeouts (threads of this program block outside the interposer right after an "
+        "event); threads then overlap as they may, and a program that shares memory without "
+        "locks can diverge";
+    std::fprintf(stderr, "understudy replay: warning: %s\n", w.c_str());
+    result->warnings.push_back(w);
+  }
   result->exit = exit;
   result->wall_time_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

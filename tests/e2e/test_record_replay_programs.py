@@ -17,6 +17,7 @@ PROGRAMS = {
     "condvar_pc": None,
     "mutex_order": None,
     "threads_stdio": None,
+    "racy_handoff": None,  # racy shared memory: needs the run-to-next-call handoff
     "stdin_transform": b"the quick brown fox\n" * 50,
 }
 

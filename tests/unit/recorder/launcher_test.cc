@@ -3,7 +3,10 @@
 // namespace are in place, Kill() ends the whole tree; env and PATH helpers.
 #include "recorder/launcher.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <signal.h>
 
 #include <chrono>
@@ -87,6 +90,38 @@ TEST(Launcher, KillEndsTheTree) {
   ProgramExit e = program->Wait();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   EXPECT_EQ(e.signal, SIGKILL);
+}
+
+// The planned-failover contract: once Wait() returns after Kill(), no
+// process of the program is left -- not even one that PID 1's parent-death
+// signal has not reached yet -- so every file it held is closed (a client's
+// socket got its FIN).  Two background writers hold a FIFO open; EOF on
+// our read end right after Wait() means both are gone.
+TEST(Launcher, KillLeavesNoProcessOfTheNamespace) {
+  if (!CanUseNamespaces()) GTEST_SKIP() << "needs root for a PID namespace";
+  char dir[] = "/tmp/understudy-launcher-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string fifo = std::string(dir) + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const int rd = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(rd, 0);
+  LaunchSpec spec;
+  spec.path = "/bin/sh";
+  spec.argv = {"sh", "-c",
+               "sleep 100 > " + fifo + " & sleep 100 > " + fifo + " & echo up > " + fifo + "; wait"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  std::unique_ptr<Program> program;
+  ASSERT_TRUE(Program::Launch(spec, &program).ok());
+  char buf[16];
+  for (int i = 0; i < 500 && read(rd, buf, sizeof buf) <= 0; ++i) usleep(10000);  // "up"
+  program->Kill();
+  ProgramExit e = program->Wait();
+  EXPECT_EQ(e.signal, SIGKILL);
+  errno = 0;
+  EXPECT_EQ(read(rd, buf, sizeof buf), 0) << "a writer is still alive (errno " << errno << ")";
+  close(rd);
+  unlink(fifo.c_str());
+  rmdir(dir);
 }
 
 TEST(Launcher, ForwardsUserSentSignalsToTheProgram) {
