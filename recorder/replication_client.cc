@@ -99,12 +99,15 @@ void ReplicationClient::Stop() {
   stop_.store(true, std::memory_order_release);
   Wake();
   cv_.notify_all();
+  fence_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
 void ReplicationClient::WaitForFenceRequest(std::chrono::milliseconds timeout) {
+  // Its own condition variable: cv_ is notified on every ack, and this
+  // waiter (the recorder's main loop) must not wake that often.
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, timeout, [this] {
+  fence_cv_.wait_for(lock, timeout, [this] {
     return fence_requested_.load(std::memory_order_acquire) ||
            stop_.load(std::memory_order_acquire);
   });
@@ -498,7 +501,7 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
           fence_at_ = Clock::now();
           fence_requested_.store(true, std::memory_order_release);
         }
-        cv_.notify_all();
+        fence_cv_.notify_all();
         Log("backup " + options_.backup +
             " asked for a planned failover: fencing (stopping the program)");
         break;
@@ -507,10 +510,11 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
         {
           std::lock_guard<std::mutex> lock(mu_);
           fenced_message_ = msg.payload;
+          fenced_.store(true, std::memory_order_release);
+          fence_requested_.store(true, std::memory_order_release);
         }
-        fenced_.store(true, std::memory_order_release);
-        fence_requested_.store(true, std::memory_order_release);
         cv_.notify_all();
+        fence_cv_.notify_all();
         Log("FENCED by backup " + options_.backup + ": " + msg.payload +
             "; stopping the program so two primaries never answer clients");
         return Status::Ok();

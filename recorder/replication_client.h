@@ -158,6 +158,7 @@ class ReplicationClient {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable fence_cv_;  // WaitForFenceRequest only
   std::deque<PendingFrame> pending_;  // unacked frames, in seq order
   uint64_t pending_bytes_ = 0;
   uint64_t last_seq_ = 0;   // highest seq enqueued
