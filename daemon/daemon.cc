@@ -796,6 +796,14 @@ pb::AdminReply Daemon::GoLive(uint64_t through, const std::string& kind, Clock::
   replayer::GoLiveResult res;
   const auto g0 = Clock::now();
   Status s = shadow->GoLive(through, addr, options_.golive_timeout, &drain_ms, &res);
+  if (shadow->renice_failed()) {
+    const std::string w = "could not set the new primary back to niceness 0 (understudyd lacks "
+                          "CAP_SYS_NICE): it keeps --shadow-nice " +
+                          std::to_string(options_.shadow_nice) +
+                          "; run understudyd as root or with --shadow-nice 0";
+    Alarm(w);
+    fr.add_notes(w);
+  }
   t->set_drain_ms(drain_ms);
   t->set_golive_ms(Ms(Clock::now() - g0) - drain_ms);
   if (!s.ok()) {

@@ -127,7 +127,7 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
   // From standby to the service: full priority for the catch-up and after.
   feeder_->set_nice(0);
   feeder_->set_pace(std::chrono::microseconds(0));
-  recorder::ReniceTree(program_->pid(), 0);
+  renice_failed_ = !recorder::ReniceTree(program_->pid(), 0);
   while (feeder_->next_seq() <= through_seq) {
     std::string why;
     if (Check(&why) != Health::kRunning) return Status::Corruption("shadow: " + why);

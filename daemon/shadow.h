@@ -57,6 +57,8 @@ class Shadow {
 
   void Kill() { program_->Kill(); }
   bool live() const { return live_; }
+  // GoLive could not set the program back to niceness 0 (no CAP_SYS_NICE).
+  bool renice_failed() const { return renice_failed_; }
   pid_t pid() const { return program_->pid(); }
   uint64_t events_fed() const { return feeder_->events_fed(); }
   uint64_t next_seq() const { return feeder_->next_seq(); }
@@ -78,6 +80,7 @@ class Shadow {
   bool live_ = false;
   bool exited_ = false;
   bool handoff_off_noticed_ = false;
+  bool renice_failed_ = false;
   recorder::ProgramExit exit_;
 };
 

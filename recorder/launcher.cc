@@ -475,7 +475,8 @@ std::string SignalName(int sig) {
   return std::string("SIG") + abbrev;
 }
 
-void ReniceTree(pid_t root, int nice) {
+bool ReniceTree(pid_t root, int nice) {
+  bool all = true;
   // Parent links of every process (no /proc/PID/task/TID/children on
   // kernels without CONFIG_PROC_CHILDREN).
   std::vector<std::pair<pid_t, pid_t>> links;  // (ppid, pid)
@@ -503,10 +504,14 @@ void ReniceTree(pid_t root, int nice) {
     if (d == nullptr) continue;
     while (struct dirent* de = readdir(d)) {
       if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
-      (void)setpriority(PRIO_PROCESS, static_cast<id_t>(std::atoi(de->d_name)), nice);
+      if (setpriority(PRIO_PROCESS, static_cast<id_t>(std::atoi(de->d_name)), nice) != 0 &&
+          errno != ESRCH) {
+        all = false;
+      }
     }
     closedir(d);
   }
+  return all;
 }
 
 }  // namespace understudy::recorder

@@ -52,8 +52,9 @@ struct ProgramExit {
 };
 
 // Sets the niceness of every thread of `root` and of all its descendants
-// (best effort: a process that exits meanwhile is skipped).
-void ReniceTree(pid_t root, int nice);
+// (a process that exits meanwhile is skipped).  False if some thread
+// refused (lowering niceness needs CAP_SYS_NICE or RLIMIT_NICE).
+bool ReniceTree(pid_t root, int nice);
 
 class Program {
  public:
