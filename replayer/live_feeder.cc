@@ -182,6 +182,7 @@ Status RequestGoLive(abi::ControlBlock* cb, uint32_t service_addr,
   __atomic_store_n(&cb->golive_requested, 1, __ATOMIC_RELEASE);
   recorder::BumpAndWake(&cb->replay_epoch);
   for (int i = 0; i < abi::kWakeSlots; ++i) recorder::BumpAndWake(&cb->wake_epoch[i]);
+  recorder::BumpAndWake(&cb->token_epoch);  // threads waiting for the run token
   for (;;) {
     if (__atomic_load_n(&cb->golive_done, __ATOMIC_ACQUIRE) == 1) break;
     const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
