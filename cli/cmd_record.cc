@@ -131,11 +131,11 @@ int RunReplay(ReplayArgs a) {
         "{{\"journal\": {}, \"outcome\": \"{}\", \"events\": {}, \"events_done\": {}, "
         "\"bytes\": {}, \"wall_time_s\": {:.6f}, \"recorded_wall_time_s\": {:.6f}, "
         "\"exit_status\": {}, \"recorded_exit_status\": {}, \"divergence\": {}, "
-        "\"warnings\": {}}}\n",
+        "\"handoff_timeouts\": {}, \"warnings\": {}}}\n",
         JsonString(a.opts.dir), replayer::OutcomeName(r.outcome), r.events, r.events_done, r.bytes,
         r.wall_time_s, r.recorded_wall_time_s, r.exit.exit_code,
         r.recorded_exit_known ? std::to_string(r.recorded_exit_status) : "null", div,
-        JsonStrings(r.warnings));
+        r.handoff_timeouts, JsonStrings(r.warnings));
   }
   return r.ExitCode();
 }

@@ -54,6 +54,12 @@ Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* 
   std::string preload;
   s = recorder::FindPreloadLibrary(&preload);
   if (!s.ok()) return s;
+  std::string why;
+  if (!recorder::SameInterposer(spec, preload, &why)) {
+    *warning += (warning->empty() ? "" : "; ") + why +
+                " (the primary and this node run different understudy builds); the shadow may "
+                "diverge";
+  }
   std::vector<std::string> recorded_env(spec.env().begin(), spec.env().end());
 
   std::unique_ptr<Shadow> sh(new Shadow());

@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -233,6 +234,11 @@ CreateFn real_pthread_create;
 ClockFn real_clock_gettime;
 TodFn real_gettimeofday;
 TimeFn real_time;
+// Blocking primitives that are not events (see ReleaseRunToken).
+int (*real_pthread_join)(pthread_t, void**);
+int (*real_sem_wait)(sem_t*);
+int (*real_sem_timedwait)(sem_t*, const struct timespec*);
+int (*real_barrier_wait)(pthread_barrier_t*);
 
 // ---------------------------------------------------------------------------
 // Per-thread state.
@@ -1791,6 +1797,10 @@ void Init() {
   for (const CallRow& r : kRows)
     if (r.nr >= 0 && r.nr < kMaxNr) g_by_nr[r.nr] = &r;
   Resolve(&real_mutex_lock, "pthread_mutex_lock");
+  Resolve(&real_pthread_join, "pthread_join");
+  Resolve(&real_sem_wait, "sem_wait");
+  Resolve(&real_sem_timedwait, "sem_timedwait");
+  Resolve(&real_barrier_wait, "pthread_barrier_wait");
   Resolve(&real_mutex_trylock, "pthread_mutex_trylock");
   Resolve(&real_mutex_unlock, "pthread_mutex_unlock");
   Resolve(&real_cond_wait, "pthread_cond_wait");
@@ -2096,6 +2106,26 @@ US_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
 }
 US_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
   return OrderedAcquire(abi::kSyncRwTry, l, [&] { return real_rw_trywrlock(l); }, [&] { real_rw_wrlock(l); });
+}
+
+// Waits that are not events but block until another thread acts: a thread
+// entering one has reached the end of its stretch, so it hands the run token
+// on first (else the thread it waits for would wait out the token's budget).
+US_EXPORT int pthread_join(pthread_t t, void** ret) {
+  if (Mode() == abi::kModeReplay) ReleaseRunToken();
+  return real_pthread_join(t, ret);
+}
+US_EXPORT int sem_wait(sem_t* s) {
+  if (Mode() == abi::kModeReplay) ReleaseRunToken();
+  return real_sem_wait(s);
+}
+US_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
+  if (Mode() == abi::kModeReplay) ReleaseRunToken();
+  return real_sem_timedwait(s, t);
+}
+US_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
+  if (Mode() == abi::kModeReplay) ReleaseRunToken();
+  return real_barrier_wait(b);
 }
 
 US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*start)(void*), void* arg) {

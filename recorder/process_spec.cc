@@ -78,4 +78,14 @@ Status CaptureProcessSpec(const std::vector<std::string>& argv, const std::vecto
   return Status::Ok();
 }
 
+bool SameInterposer(const journal::pb::ProcessSpec& spec, const std::string& preload,
+                    std::string* why) {
+  if (spec.interposer_sha256().empty()) return true;
+  std::string sha;
+  if (!Sha256File(preload, &sha).ok() || sha == spec.interposer_sha256()) return true;
+  *why = "interposer " + preload + " is another build than the one that recorded (SHA-256 " +
+         sha + ", recorded " + spec.interposer_sha256() + ")";
+  return false;
+}
+
 }  // namespace understudy::recorder

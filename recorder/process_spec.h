@@ -15,6 +15,13 @@ namespace understudy::recorder {
 // given to exec, `binary_path` the resolved absolute path; the rest (cwd,
 // uid/gid, every rlimit, binary hash, hostname, start time) is read from
 // this process, which the program inherits it from.
+// False (with why) when `spec` names an interposer build other than the
+// library at `preload`: its own allocations inside the program differ, which
+// can shift the program's heap and make a replay diverge.  True when the
+// spec predates the field.
+bool SameInterposer(const journal::pb::ProcessSpec& spec, const std::string& preload,
+                    std::string* why);
+
 Status CaptureProcessSpec(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                           const std::string& binary_path, journal::pb::ProcessSpec* spec);
 

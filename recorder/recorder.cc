@@ -39,6 +39,8 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   pb::ProcessSpec spec;
   s = CaptureProcessSpec(options.argv, env, binary, &spec);
   if (!s.ok()) return s;
+  std::string preload_sha;
+  if (Sha256File(preload, &preload_sha).ok()) spec.set_interposer_sha256(preload_sha);
 
   std::unique_ptr<ControlMapping> mapping;
   uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;

@@ -220,6 +220,8 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   std::string preload;
   s = recorder::FindPreloadLibrary(&preload);
   if (!s.ok()) return s;
+  std::string why;
+  if (!recorder::SameInterposer(spec, preload, &why)) Warn(result, why + "; the replay may diverge");
 
   std::vector<std::string> recorded_env(spec.env().begin(), spec.env().end());
   std::vector<std::string> env =
@@ -399,6 +401,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   if (options.progress && !options.gdb) std::fputs("\r\033[K", stderr);
   stop_feeding.store(true, std::memory_order_release);
   feeder.join();
+  result->handoff_timeouts = __atomic_load_n(&cb->token_timeouts, __ATOMIC_ACQUIRE);
   if (__atomic_load_n(&cb->token_off, __ATOMIC_ACQUIRE)) {
     const std::string w =
         "the run-to-next-call handoff between threads was given up after " +

@@ -77,6 +77,7 @@ struct ReplayResult {
 
   double golive_ms = 0;                // --go-live: drain-to-live time of the interposer
   uint32_t golive_listeners = 0;       // listening sockets re-created at go-live
+  uint32_t handoff_timeouts = 0;       // run-token waits that ran out (interposer/abi.h)
 
   int ExitCode() const {
     if (outcome == ReplayOutcome::kDiverged) return 2;

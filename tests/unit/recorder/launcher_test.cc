@@ -178,5 +178,18 @@ TEST(ProcessSpec, CapturesHashAndLimits) {
   EXPECT_EQ(empty_sha, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
+TEST(ProcessSpec, SameInterposerComparesTheRecordedBuild) {
+  journal::pb::ProcessSpec spec;
+  std::string why;
+  EXPECT_TRUE(SameInterposer(spec, "/bin/sh", &why)) << "a spec without the field is accepted";
+  std::string sh;
+  ASSERT_TRUE(Sha256File("/bin/sh", &sh).ok());
+  spec.set_interposer_sha256(sh);
+  EXPECT_TRUE(SameInterposer(spec, "/bin/sh", &why));
+  EXPECT_FALSE(SameInterposer(spec, "/dev/null", &why));
+  EXPECT_NE(why.find("/dev/null is another build"), std::string::npos) << why;
+  EXPECT_NE(why.find(sh), std::string::npos) << why;
+}
+
 }  // namespace
 }  // namespace understudy::recorder
