@@ -130,10 +130,9 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
                       replayer::GoLiveResult* result) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  // From standby to the service: full priority for the catch-up and after.
+  // From standby to the service: the feeder at full speed for the catch-up.
   feeder_->set_nice(0);
   feeder_->set_pace(std::chrono::microseconds(0));
-  renice_failed_ = !recorder::ReniceTree(program_->pid(), 0);
   while (feeder_->next_seq() <= through_seq) {
     std::string why;
     if (Check(&why) != Health::kRunning) return Status::Corruption("shadow: " + why);
@@ -148,6 +147,9 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
   *drain_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   Status s = replayer::RequestGoLive(mapping_->control(), service_addr, timeout, result);
   if (s.ok()) live_ = true;
+  // The program back at full priority.  After go-live, off the switchover's
+  // path: finding its processes reads every /proc/PID/stat of the node.
+  renice_failed_ = !recorder::ReniceTree(program_->pid(), 0);
   return s;
 }
 

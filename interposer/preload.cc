@@ -1797,10 +1797,6 @@ void Init() {
   for (const CallRow& r : kRows)
     if (r.nr >= 0 && r.nr < kMaxNr) g_by_nr[r.nr] = &r;
   Resolve(&real_mutex_lock, "pthread_mutex_lock");
-  Resolve(&real_pthread_join, "pthread_join");
-  Resolve(&real_sem_wait, "sem_wait");
-  Resolve(&real_sem_timedwait, "sem_timedwait");
-  Resolve(&real_barrier_wait, "pthread_barrier_wait");
   Resolve(&real_mutex_trylock, "pthread_mutex_trylock");
   Resolve(&real_mutex_unlock, "pthread_mutex_unlock");
   Resolve(&real_cond_wait, "pthread_cond_wait");
@@ -1816,6 +1812,10 @@ void Init() {
   Resolve(&real_clock_gettime, "clock_gettime");
   Resolve(&real_gettimeofday, "gettimeofday");
   Resolve(&real_time, "time");
+  Resolve(&real_pthread_join, "pthread_join");
+  Resolve(&real_sem_wait, "sem_wait");
+  Resolve(&real_sem_timedwait, "sem_timedwait");
+  Resolve(&real_barrier_wait, "pthread_barrier_wait");
   ResolveStdio();
 
   const char* env = GetEnv(US_ENV_CONTROL_FD);
@@ -2111,20 +2111,24 @@ US_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
 // Waits that are not events but block until another thread acts: a thread
 // entering one has reached the end of its stretch, so it hands the run token
 // on first (else the thread it waits for would wait out the token's budget).
-US_EXPORT int pthread_join(pthread_t t, void** ret) {
+inline void BeforeWaitOnAnotherThread() {
+  if (__builtin_expect(!g_inited, 0)) Init();
   if (Mode() == abi::kModeReplay) ReleaseRunToken();
+}
+US_EXPORT int pthread_join(pthread_t t, void** ret) {
+  BeforeWaitOnAnotherThread();
   return real_pthread_join(t, ret);
 }
 US_EXPORT int sem_wait(sem_t* s) {
-  if (Mode() == abi::kModeReplay) ReleaseRunToken();
+  BeforeWaitOnAnotherThread();
   return real_sem_wait(s);
 }
 US_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
-  if (Mode() == abi::kModeReplay) ReleaseRunToken();
+  BeforeWaitOnAnotherThread();
   return real_sem_timedwait(s, t);
 }
 US_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
-  if (Mode() == abi::kModeReplay) ReleaseRunToken();
+  BeforeWaitOnAnotherThread();
   return real_barrier_wait(b);
 }
 

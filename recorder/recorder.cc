@@ -73,13 +73,10 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   std::atomic<bool> program_done{false};
   std::atomic<bool> abort{false};
   std::atomic<bool> drain_finished{false};
-  // With a PID namespace the whole tree is gone when the program has exited,
-  // so a number taken but never published (a thread killed inside the output
-  // gate by a fence, say) can never arrive: no reason to wait long for it.
-  // When PID 1 of the namespace has been reaped, every process in it is
-  // gone (the kernel kills and reaps them first), so nothing can still be
-  // publishing: the drain need not wait for a number taken but never used
-  // (a thread killed in the output gate by a fence, say).
+  // With a PID namespace the program has ended only once every process of
+  // it is gone (Program::Kill/Poll), so a number taken but never published
+  // (a thread killed inside the output gate by a fence, say) can never
+  // arrive: no reason to wait for it.
   DrainOptions dopts;
   if (program->in_namespace()) dopts.final_grace = std::chrono::milliseconds(1);
   RecordDrain drain(mapping->control(), writer.get(), dopts);
@@ -126,14 +123,15 @@ Status Record(const RecordOptions& options, RecordResult* result) {
       program->Kill();
       killed = true;
     }
-    // Killed: look for its end at once (a planned failover waits for it).
-    const auto tick = std::chrono::milliseconds(killed ? 0 : audit_pending ? 1 : 5);
-    if (killed) {
+    if (killed) {  // look for its end at once: a planned failover waits for it
       struct timespec ts {
         0, 200 * 1000
       };
       nanosleep(&ts, nullptr);
-    } else if (options.hooks.idle) {
+      continue;
+    }
+    const auto tick = std::chrono::milliseconds(audit_pending ? 1 : 5);
+    if (options.hooks.idle) {
       options.hooks.idle(tick);
     } else {
       struct timespec ts {
