@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <vector>
+
+#include <google/protobuf/arena.h>
 
 #include "journal/reader.h"
 #include "recorder/futex.h"
@@ -110,7 +113,14 @@ bool LiveFeeder::CatchUpFromDisk() {
 
 void LiveFeeder::Run() {
   using Clock = std::chrono::steady_clock;
-  pb::EventBatch batch;
+  // Batches are parsed into an arena that is reset after each run: a parsed
+  // event is a handful of heap objects, and malloc/free of those was a
+  // seventh of the daemon's CPU.  The first block is reused across runs.
+  std::vector<char> arena_block(256 << 10);
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.initial_block = arena_block.data();
+  arena_options.initial_block_size = arena_block.size();
+  google::protobuf::Arena arena(arena_options);
   int applied_nice = 0;
   Clock::time_point last_feed{};
   std::deque<std::shared_ptr<const std::string>> taken;
@@ -156,19 +166,21 @@ void LiveFeeder::Run() {
     last_feed = Clock::now();
     bool ok = true;
     for (const auto& payload : taken) {
-      if (!batch.ParseFromString(*payload)) {
+      auto* batch = google::protobuf::Arena::CreateMessage<pb::EventBatch>(&arena);
+      if (!batch->ParseFromString(*payload)) {
         Fail(Status::Corruption("live feed of " + dir_ +
                                 ": a batch from the receiver does not parse"));
         ok = false;
         break;
       }
-      for (const pb::Event& e : batch.events()) {
+      for (const pb::Event& e : batch->events()) {
         if (!(ok = FeedEvent(e))) break;
       }
       if (!ok) break;
     }
     taken.clear();
     ring_->Wake();  // once per run of batches (see RingFeeder)
+    arena.Reset();
     if (!ok) break;
   }
 }
