@@ -532,7 +532,9 @@ bool WaitRunToken(long* budget_ms) {
 }
 
 void Consume(const Rec& r) {
-  if (!__atomic_load_n(&g_cb->token_off, __ATOMIC_RELAXED)) __atomic_store_n(&g_cb->run_token, ts.rtid, __ATOMIC_SEQ_CST);
+  // A release store is enough: the next thread reads the token only after
+  // it loaded (acquire) the replay_head that this call stores below.
+  if (!__atomic_load_n(&g_cb->token_off, __ATOMIC_RELAXED)) __atomic_store_n(&g_cb->run_token, ts.rtid, __ATOMIC_RELEASE);
   abi::RingZero(g_ring, g_ring_size, r.pos, r.h.size);
   uint64_t next = r.pos + r.h.size;
   __atomic_store_n(&g_cb->replay_head, next, __ATOMIC_RELEASE);

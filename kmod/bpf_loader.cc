@@ -2,17 +2,13 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <dirent.h>
 
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <mutex>
-#include <set>
-#include <sstream>
 #include <vector>
 
 #include "kmod/scope_abi.h"
@@ -82,76 +78,21 @@ KmodError LibbpfError(const std::string& what, int err) {
   return KmodError{code, reason};
 }
 
-namespace {
-
-// ppid of /proc/<pid>/stat, or -1.  The comm field may hold spaces and
-// parentheses; the fields after the last ')' are fixed.
-pid_t ParentOf(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) {
-    return -1;
-  }
-  std::istringstream rest(stat.substr(close + 1));
-  std::string state;
-  pid_t ppid = -1;
-  rest >> state >> ppid;
-  return ppid;
-}
-
-std::vector<pid_t> AllPids() {
-  std::vector<pid_t> pids;
-  DIR* dir = opendir("/proc");
-  if (!dir) {
-    return pids;
-  }
-  while (dirent* entry = readdir(dir)) {
-    char* end = nullptr;
-    const long pid = strtol(entry->d_name, &end, 10);
-    if (*end == '\0' && pid > 0) {
-      pids.push_back(static_cast<pid_t>(pid));
-    }
-  }
-  closedir(dir);
-  return pids;
-}
-
-}  // namespace
-
 KmodStatus SeedPidTree(int map_fd, pid_t root_pid) {
-  std::set<pid_t> tree{root_pid};
+  const std::vector<pid_t> tree = LiveProcessTree(root_pid, SCOPE_MAX_TRACKED);
+  if (tree.size() > SCOPE_MAX_TRACKED) {
+    return KmodError{KmodErrc::kInvalidArgument, "pid tree of " + std::to_string(root_pid) +
+                                                     ": more than " +
+                                                     std::to_string(SCOPE_MAX_TRACKED) +
+                                                     " processes"};
+  }
   const __u8 one = 1;
-  auto insert = [&](pid_t pid) -> KmodStatus {
+  for (pid_t pid : tree) {
     const __u32 key = static_cast<__u32>(pid);
     if (bpf_map_update_elem(map_fd, &key, &one, BPF_ANY) != 0) {
       return KmodError{KmodErrc::kIOError, "pid tree of " + std::to_string(root_pid) +
                                                ": cannot track pid " + std::to_string(pid) + ": " +
                                                std::strerror(errno)};
-    }
-    return KmodOk();
-  };
-  if (auto st = insert(root_pid); !st) {
-    return st;
-  }
-  // Parents may appear after their children in /proc order: repeat until
-  // a pass adds nothing.
-  for (bool grew = true; grew;) {
-    grew = false;
-    for (pid_t pid : AllPids()) {
-      if (tree.count(pid) || !tree.count(ParentOf(pid))) {
-        continue;
-      }
-      if (tree.size() >= SCOPE_MAX_TRACKED) {
-        return KmodError{KmodErrc::kInvalidArgument,
-                         "pid tree of " + std::to_string(root_pid) + ": more than " +
-                             std::to_string(SCOPE_MAX_TRACKED) + " processes"};
-      }
-      if (auto st = insert(pid); !st) {
-        return st;
-      }
-      tree.insert(pid);
-      grew = true;
     }
   }
   return KmodOk();

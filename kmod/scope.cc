@@ -1,9 +1,14 @@
 #include "kmod/scope.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <utility>
 
 namespace understudy::kmod {
 
@@ -56,6 +61,33 @@ KmodResult<Scope> ResolveScope(pid_t root_pid, ScopeMode requested) {
     scope.pidns_inum = static_cast<uint32_t>(root_ns.st_ino);
   }
   return scope;
+}
+
+std::vector<pid_t> LiveProcessTree(pid_t root, size_t max) {
+  // (ppid, pid) of every process.  The comm field of /proc/PID/stat may hold
+  // spaces and parentheses; the fields after the last ')' are fixed.
+  std::vector<std::pair<pid_t, pid_t>> links;
+  if (DIR* proc = opendir("/proc")) {
+    while (struct dirent* de = readdir(proc)) {
+      char* end = nullptr;
+      const long pid = std::strtol(de->d_name, &end, 10);
+      if (*end != '\0' || pid <= 0) continue;
+      std::ifstream in(std::string("/proc/") + de->d_name + "/stat");
+      const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const size_t close = stat.rfind(')');
+      if (close == std::string::npos || close + 4 >= stat.size()) continue;
+      links.emplace_back(static_cast<pid_t>(std::atoi(stat.c_str() + close + 4)),
+                         static_cast<pid_t>(pid));  // ") S PPID ..."
+    }
+    closedir(proc);
+  }
+  std::vector<pid_t> tree{root};
+  for (size_t i = 0; i < tree.size() && tree.size() <= max; ++i) {
+    for (const auto& [ppid, pid] : links) {
+      if (ppid == tree[i] && tree.size() <= max) tree.push_back(pid);
+    }
+  }
+  return tree;
 }
 
 }  // namespace understudy::kmod

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kmod/kmod_result.h"
 
@@ -38,5 +39,11 @@ struct Scope {
 // kPidNamespace whose namespace is the loader's own (it would watch the
 // loader and everything around it).
 KmodResult<Scope> ResolveScope(pid_t root_pid, ScopeMode requested);
+
+// `root` and every live descendant of it, from one pass over /proc (root
+// first, parents before children).  A process forked during the pass may be
+// missed.  Stops after `max` processes (the result then has `max` + 1
+// entries, so a caller can tell it was cut).
+std::vector<pid_t> LiveProcessTree(pid_t root, size_t max);
 
 }  // namespace understudy::kmod

@@ -18,9 +18,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 
 #include "interposer/abi.h"
+#include "kmod/scope.h"
 
 extern char** environ;
 
@@ -477,29 +477,8 @@ std::string SignalName(int sig) {
 
 bool ReniceTree(pid_t root, int nice) {
   bool all = true;
-  // Parent links of every process (no /proc/PID/task/TID/children on
-  // kernels without CONFIG_PROC_CHILDREN).
-  std::vector<std::pair<pid_t, pid_t>> links;  // (ppid, pid)
-  if (DIR* proc = opendir("/proc")) {
-    while (struct dirent* de = readdir(proc)) {
-      if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
-      std::ifstream stat(std::string("/proc/") + de->d_name + "/stat");
-      std::string line;
-      if (!std::getline(stat, line)) continue;
-      const size_t paren = line.rfind(')');
-      if (paren == std::string::npos || paren + 4 >= line.size()) continue;
-      // ") S PPID ..."
-      links.emplace_back(std::atoi(line.c_str() + line.find(' ', paren + 2) + 1),
-                         std::atoi(de->d_name));
-    }
-    closedir(proc);
-  }
-  std::vector<pid_t> tree{root};
-  for (size_t i = 0; i < tree.size(); ++i) {
-    for (const auto& [ppid, pid] : links) {
-      if (ppid == tree[i]) tree.push_back(pid);
-    }
-    const std::string task_dir = "/proc/" + std::to_string(tree[i]) + "/task";
+  for (pid_t pid : kmod::LiveProcessTree(root, 4096)) {
+    const std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
     DIR* d = opendir(task_dir.c_str());
     if (d == nullptr) continue;
     while (struct dirent* de = readdir(d)) {

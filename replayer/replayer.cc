@@ -114,7 +114,6 @@ void Feed(const std::string& dir, abi::ControlBlock* cb, const std::atomic<bool>
     // records without a context switch each.
     if (!feeder.Put(rec, stop, ++unwoken % 64 == 0)) break;
   }
-  feeder.Wake();
   if (s.ok() && reader != nullptr) s = reader->status();
   feeder.End();
   *error = s;
@@ -405,7 +404,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   if (__atomic_load_n(&cb->token_off, __ATOMIC_ACQUIRE)) {
     const std::string w =
         "the run-to-next-call handoff between threads was given up after " +
-        std::to_string(__atomic_load_n(&cb->token_timeouts, __ATOMIC_ACQUIRE)) +
+        std::to_string(result->handoff_timeouts) +
         " timeouts (threads of this program block outside the interposer right after an "
         "event); threads then overlap as they may, and a program that shares memory without "
         "locks can diverge";

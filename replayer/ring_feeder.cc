@@ -61,6 +61,7 @@ void RingFeeder::Wake() {
 }
 
 void RingFeeder::End() {
+  wake_pending_ = false;  // the bump below wakes for any deferred record too
   __atomic_store_n(&cb_->journal_ended, 1, __ATOMIC_RELEASE);
   __atomic_fetch_add(&cb_->replay_epoch, 1, __ATOMIC_SEQ_CST);
   FutexWakeShared(&cb_->replay_epoch);
