@@ -48,7 +48,7 @@ namespace understudy::abi {
 #endif
 
 US_ABI_CONSTEXPR uint32_t kControlMagic = 0x55534331;  // "USC1"
-US_ABI_CONSTEXPR uint32_t kProtocolVersion = 3;
+US_ABI_CONSTEXPR uint32_t kProtocolVersion = 4;
 // The fd number at which the control memfd is installed in the program.  High
 // enough to stay out of the way of ordinary fd allocation.
 US_ABI_CONSTEXPR int kControlFd = 1023;
@@ -220,6 +220,9 @@ struct ControlBlock {
   alignas(64) uint64_t durable_seq;  // highest seq the backup made durable
   uint32_t gate_epoch;       // futex: bumped when durable_seq advances
   uint32_t gate_waiters;     // threads waiting on gate_epoch
+  uint64_t gate_need;        // highest durable_seq a waiter asked for: the
+                             // recorder flushes at once while it is ahead of
+                             // what the recorder flushed
   // --- state reported back to the driver
   alignas(64) uint32_t status;  // Status
   uint32_t refused_call;     // kStatusRefused: the syscall number refused

@@ -414,13 +414,28 @@ void WakeRecorder() {
 // thread's last non-output event" covers the output's whole causal past.
 // Sequential outputs of one thread therefore share one ack (group commit)
 // instead of paying a round trip each.
+//
+// The recorder learns what to flush from gate_need; only raising it wakes
+// the recorder, which re-reads it before every sleep.  Other threads'
+// outputs that need no more than an earlier waiter cost no wake-up.
+void AskFlush(uint64_t need) {
+  uint64_t cur = __atomic_load_n(&g_cb->gate_need, __ATOMIC_RELAXED);
+  while (cur < need) {
+    if (__atomic_compare_exchange_n(&g_cb->gate_need, &cur, need, true, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED)) {
+      WakeRecorder();
+      return;
+    }
+  }
+}
+
 void GateWait() {
   if (!(g_flags & abi::kFlagOutputGate)) return;
   uint64_t need = ts.last_dep_seq;
   while (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_ACQUIRE) < need) {
     uint32_t epoch = __atomic_load_n(&g_cb->gate_epoch, __ATOMIC_ACQUIRE);
     __atomic_fetch_add(&g_cb->gate_waiters, 1, __ATOMIC_SEQ_CST);
-    WakeRecorder();  // flush now: someone is waiting on the backup
+    AskFlush(need);  // flush now: someone is waiting on the backup
     if (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_SEQ_CST) < need)
       FutexWait(&g_cb->gate_epoch, epoch, 100);
     __atomic_fetch_sub(&g_cb->gate_waiters, 1, __ATOMIC_SEQ_CST);

@@ -70,7 +70,7 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
     // Output commit: a program thread waits for durable_seq; its events must
     // leave now, not at the next batching tick (one flush serves every
     // waiter: group commit).
-    const bool gate_waiting = __atomic_load_n(&cb_->gate_waiters, __ATOMIC_ACQUIRE) > 0;
+    const bool gate_waiting = ring.FlushWanted(writer_->flushed_sequence());
     if (pending >= options_.flush_events || (pending > 0 && gate_waiting) ||
         (pending > 0 && now - last_flush >= options_.flush_interval)) {
       Status s = writer_->Flush();
@@ -119,6 +119,7 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
       }
     } else {
       wait = base_wait;
+      if (!program_done.load(std::memory_order_acquire)) ring.WaitForWake(base_wait, pending > 0, writer_->flushed_sequence());
     }
   }
   return writer_->Flush();

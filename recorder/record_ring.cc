@@ -57,4 +57,20 @@ void RecordRingReader::WaitForPublish(std::chrono::nanoseconds timeout) {
   __atomic_store_n(&cb_->consumer_waiting, 0, __ATOMIC_SEQ_CST);
 }
 
+bool RecordRingReader::FlushWanted(uint64_t flushed_seq) const {
+  return __atomic_load_n(&cb_->gate_need, __ATOMIC_SEQ_CST) > flushed_seq;
+}
+
+void RecordRingReader::WaitForWake(std::chrono::nanoseconds timeout, bool unflushed,
+                                   uint64_t flushed_seq) {
+  const uint32_t epoch = __atomic_load_n(&cb_->record_epoch, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&cb_->consumer_waiting, 1, __ATOMIC_SEQ_CST);
+  const bool published = Published();
+  const bool needed =
+      (FlushWanted(flushed_seq) && (published || unflushed)) ||
+      (published && __atomic_load_n(&cb_->producers_waiting, __ATOMIC_SEQ_CST) > 0);
+  if (!needed && Backlog() < ring_size_ / 4) FutexWaitShared(&cb_->record_epoch, epoch, timeout);
+  __atomic_store_n(&cb_->consumer_waiting, 0, __ATOMIC_SEQ_CST);
+}
+
 }  // namespace understudy::recorder

@@ -41,10 +41,22 @@ class RecordRingReader {
   // around the sleep and re-checks the ring first, so no wake is lost.
   void WaitForPublish(std::chrono::nanoseconds timeout);
 
+  // After a burst: sleeps `timeout` even though producers keep publishing
+  // (draining record by record behind a busy program costs a wake-up per
+  // few records), unless something needs the records now (FlushWanted with
+  // records published or taken but not flushed, `unflushed`), a producer
+  // waits for ring space, or the ring is a quarter full.  Whoever changes
+  // one of those bumps record_epoch after the change, so no wake is lost.
+  void WaitForWake(std::chrono::nanoseconds timeout, bool unflushed, uint64_t flushed_seq);
+
   uint64_t read_pos() const;
   // Bytes producers reserved that were not consumed yet (0 = ring empty and
   // no reservation outstanding).
   uint64_t Backlog() const;
+
+  // Output commit: a thread at the gate asked for a seq past `flushed_seq`
+  // (ControlBlock::gate_need).
+  bool FlushWanted(uint64_t flushed_seq) const;
 
  private:
   bool Published() const;
