@@ -205,3 +205,231 @@ Status EncodeRecord(const pb::Event& event, std::string* rec) {
 }
 
 }  // namespace understudy::journal
+
+// ---------------------------------------------------------------------------
+// TranscodeBatch: a reader of exactly the protobuf wire forms event.proto
+// gives these messages.  Scalars follow protobuf's parsing rules (a varint
+// read as 64 bits and truncated to the field's width, the last occurrence
+// wins, unknown fields skipped), so the header matches EncodeRecord's.
+namespace understudy::journal {
+namespace {
+
+struct Wire {
+  const uint8_t* p;
+  const uint8_t* end;
+
+  bool Varint(uint64_t* v) {
+    uint64_t r = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+      if (p == end) return false;
+      const uint8_t b = *p++;
+      r |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) {
+        *v = r;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool Fixed64(uint64_t* v) {
+    if (end - p < 8) return false;
+    std::memcpy(v, p, 8);
+    p += 8;
+    return true;
+  }
+  // Tags and lengths are 32-bit varints to protobuf (at most 5 bytes; a
+  // length at most INT32_MAX): anything longer is its parse error too.
+  bool Varint32(uint64_t* v) {
+    const uint8_t* start = p;
+    return Varint(v) && p - start <= 5 && *v <= UINT32_MAX;
+  }
+  // A length-delimited field's bytes.
+  bool Bytes(Wire* sub) {
+    uint64_t n;
+    if (!Varint32(&n) || n > INT32_MAX || n > static_cast<uint64_t>(end - p)) return false;
+    *sub = Wire{p, p + n};
+    p += n;
+    return true;
+  }
+  bool Skip(uint32_t wire_type) {
+    uint64_t v;
+    Wire sub;
+    switch (wire_type) {
+      case 0: return Varint(&v);
+      case 1: return Fixed64(&v);
+      case 2: return Bytes(&sub);
+      case 5:
+        if (end - p < 4) return false;
+        p += 4;
+        return true;
+      default: return false;  // groups: never written by us
+    }
+  }
+  bool Tag(uint32_t* field, uint32_t* wire_type) {
+    uint64_t t;
+    if (!Varint32(&t) || (t >> 3) == 0) return false;
+    *field = static_cast<uint32_t>(t >> 3);
+    *wire_type = static_cast<uint32_t>(t & 7);
+    return true;
+  }
+};
+
+// Scalars of the body messages.  Each `case` checks the wire type the field
+// has in event.proto; any other is refused (the slow path decides).
+bool ParseSyscall(Wire w, abi::RecordHeader* h, size_t* size) {
+  uint32_t f, wt;
+  uint64_t v;
+  size_t n = kHeaderSize;
+  uint64_t nout = 0;
+  h->fd = 0;  // proto3: an fd of 0 is not on the wire (-1 is the other kinds')
+  while (w.p < w.end) {
+    if (!w.Tag(&f, &wt)) return false;
+    const uint32_t want = f == 5 ? 2 : f == 6 ? 1 : 0;
+    if (f >= 1 && f <= 9 && wt != want) return false;
+    switch (f) {
+      case 1: if (!w.Varint(&v)) return false; h->call = static_cast<uint32_t>(v); break;
+      case 2: if (!w.Varint(&v)) return false; h->cls = static_cast<uint8_t>(static_cast<int32_t>(v)); break;
+      case 3: if (!w.Varint(&v)) return false; h->action = static_cast<uint8_t>(static_cast<int32_t>(v)); break;
+      case 4: if (!w.Varint(&v)) return false; h->result = static_cast<int64_t>(v); break;
+      case 5: {
+        Wire out;
+        if (!w.Bytes(&out)) return false;
+        const uint64_t len = static_cast<uint64_t>(out.end - out.p);
+        if (len > abi::kMaxRecordPayload) return false;
+        n += kOutHeaderSize + abi::RecordPad(len);
+        ++nout;
+        break;
+      }
+      case 6: if (!w.Fixed64(&v)) return false; h->checksum = v; break;
+      case 7: if (!w.Varint(&v)) return false; h->length = v; break;
+      case 8: if (!w.Varint(&v)) return false; h->fd = static_cast<int32_t>(v); break;
+      case 9: if (!w.Varint(&v)) return false; h->arg = v; break;
+      default: if (!w.Skip(wt)) return false;
+    }
+  }
+  if (nout > UINT16_MAX || n > UINT32_MAX) return false;
+  h->kind = abi::kRecSyscall;
+  h->nout = static_cast<uint16_t>(nout);
+  *size = n;
+  return true;
+}
+
+// The out blocks of a syscall body, in order, after the header at `rec`.
+void CopyOuts(Wire w, char* rec) {
+  uint32_t f, wt;
+  char* q = rec + kHeaderSize;
+  while (w.p < w.end && w.Tag(&f, &wt)) {
+    if (f == 5) {
+      Wire out{nullptr, nullptr};
+      if (!w.Bytes(&out)) return;  // ParseSyscall checked it
+      const uint32_t len = static_cast<uint32_t>(out.end - out.p);
+      abi::OutHeader oh{len, 0};
+      std::memcpy(q, &oh, kOutHeaderSize);
+      std::memcpy(q + kOutHeaderSize, out.p, len);
+      q += kOutHeaderSize + abi::RecordPad(len);
+    } else {
+      w.Skip(wt);
+    }
+  }
+}
+
+// Signal (11), sync (12) and lifecycle (13): header-only records.
+bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
+  uint32_t f, wt;
+  uint64_t v;
+  int32_t status = 0, result = 0;
+  while (w.p < w.end) {
+    if (!w.Tag(&f, &wt)) return false;
+    const bool fixed = body == 12 && f == 2;
+    if (f >= 1 && f <= (body == 13 ? 4u : 3u)) {
+      if (wt != (fixed ? 1u : 0u)) return false;
+      if (fixed ? !w.Fixed64(&v) : !w.Varint(&v)) return false;
+    } else {
+      if (!w.Skip(wt)) return false;
+      continue;
+    }
+    switch (body * 16 + f) {
+      case 11 * 16 + 1: h->arg = static_cast<uint32_t>(v); break;                   // signo
+      case 11 * 16 + 2: h->result = static_cast<int32_t>(v); break;                 // code
+      case 12 * 16 + 1: h->call = static_cast<uint32_t>(static_cast<int32_t>(v)); break;  // op
+      case 12 * 16 + 2: h->arg = v; break;                                          // object
+      case 12 * 16 + 3: h->result = static_cast<int32_t>(v); break;                 // result
+      case 13 * 16 + 1: h->call = static_cast<uint32_t>(static_cast<int32_t>(v)); break;  // kind
+      case 13 * 16 + 2: h->arg = static_cast<uint32_t>(v); break;                   // child_tid
+      case 13 * 16 + 3: status = static_cast<int32_t>(v); break;
+      case 13 * 16 + 4: result = static_cast<int32_t>(v); break;
+      default: break;  // sender_pid: not in the ring form
+    }
+  }
+  switch (body) {
+    case 11: h->kind = abi::kRecSignal; h->cls = abi::kClsSignal; break;
+    case 12: h->kind = abi::kRecSync; h->cls = abi::kClsThreadOrder; break;
+    default:
+      h->kind = abi::kRecLifecycle;
+      h->cls = abi::kClsProcess;
+      h->result = h->call == static_cast<uint32_t>(pb::LifecycleEvent::EXIT) ? status : result;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool TranscodeBatch(std::string_view payload, std::string* buf, std::vector<RingRecordRef>* refs) {
+  buf->clear();
+  refs->clear();
+  Wire batch{reinterpret_cast<const uint8_t*>(payload.data()),
+             reinterpret_cast<const uint8_t*>(payload.data()) + payload.size()};
+  uint32_t f, wt;
+  while (batch.p < batch.end) {
+    if (!batch.Tag(&f, &wt)) return false;
+    if (f != 1) {
+      if (!batch.Skip(wt)) return false;
+      continue;
+    }
+    Wire ev;
+    if (wt != 2 || !batch.Bytes(&ev)) return false;
+    abi::RecordHeader h;
+    std::memset(&h, 0, sizeof h);
+    h.fd = -1;
+    uint64_t v;
+    uint32_t body = 0;
+    Wire body_wire{nullptr, nullptr};
+    while (ev.p < ev.end) {
+      if (!ev.Tag(&f, &wt)) return false;
+      if (f <= 3) {
+        if (wt != 0 || !ev.Varint(&v)) return false;
+        if (f == 1) h.seq = v;
+        if (f == 2) h.tid = static_cast<uint32_t>(v);
+        if (f == 3) h.pid = static_cast<uint32_t>(v);
+      } else if (f >= 10 && f <= 17) {
+        // A oneof member: twice (merge or switch) is for the slow path.
+        if (wt != 2 || body != 0 || !ev.Bytes(&body_wire)) return false;
+        body = f;
+      } else if (!ev.Skip(wt)) {
+        return false;
+      }
+    }
+    RingRecordRef ref{h.seq, h.tid, 0, buf->size()};
+    size_t size = kHeaderSize;
+    if (body == 10) {
+      if (!ParseSyscall(body_wire, &h, &size)) return false;
+    } else if (body >= 11 && body <= 13) {
+      if (!ParseSmall(body, body_wire, &h)) return false;
+    } else if (body == 0) {
+      refs->push_back(ref);  // no body, so no ring form: the feeder skips it
+      continue;
+    } else {
+      return false;  // rare bodies (marks, specs, audit) hold strings: slow path
+    }
+    h.size = static_cast<uint32_t>(size);
+    ref.size = h.size;
+    buf->resize(ref.offset + size);  // zero-filled: out padding stays 0
+    char* rec = buf->data() + ref.offset;
+    std::memcpy(rec, &h, kHeaderSize);
+    if (h.nout) CopyOuts(body_wire, rec);
+    refs->push_back(ref);
+  }
+  return true;
+}
+
+}  // namespace understudy::journal

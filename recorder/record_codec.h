@@ -30,6 +30,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "interposer/abi.h"
 #include "journal/event.pb.h"
@@ -50,5 +52,27 @@ size_t EncodedRecordSize(const pb::Event& event);
 // contents), the size word included.  NotSupported for bodies without a ring
 // form; InvalidArgument if an out buffer is larger than abi::kMaxRecordPayload.
 Status EncodeRecord(const pb::Event& event, std::string* rec);
+
+}  // namespace understudy::journal
+
+namespace understudy::journal {
+
+// One event of a transcoded batch (see TranscodeBatch).
+struct RingRecordRef {
+  uint64_t seq;
+  uint32_t tid;
+  uint32_t size;    // bytes of its ring record in the buffer; 0: no ring form
+  size_t offset;    // where that record starts in the buffer
+};
+
+// The shadow's feed path: an EVENT_BATCH payload (journal/format.h) straight
+// to ring records, the bytes EncodeRecord gives for each event once parsed,
+// without building pb::Event objects (parsing into messages cost more CPU
+// than the shadow's own replay).  *buf receives the records back to back,
+// *refs one entry per event in order.  Returns false, leaving both in an
+// unspecified state, when the payload is not plain enough for this path
+// (malformed, a body set twice, a record EncodeRecord would refuse): the
+// caller then parses it with protobuf, which says what is wrong.
+bool TranscodeBatch(std::string_view payload, std::string* buf, std::vector<RingRecordRef>* refs);
 
 }  // namespace understudy::journal

@@ -64,6 +64,22 @@ void LiveFeeder::Push(std::shared_ptr<const std::string> payload) {
   cv_.notify_all();
 }
 
+bool LiveFeeder::FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec) {
+  const uint64_t next = next_seq_.load(std::memory_order_relaxed);
+  if (seq < next) return true;  // already fed
+  if (seq > next) {
+    Fail(Status::Corruption("live feed of " + dir_ + ": expected seq " + std::to_string(next) +
+                            ", got " + std::to_string(seq)));
+    return false;
+  }
+  if (tid != 0 && !rec.empty()) {
+    if (!ring_->Put(rec, stop_, /*wake=*/false)) return false;
+    fed_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  next_seq_.store(next + 1, std::memory_order_release);
+  return true;
+}
+
 bool LiveFeeder::FeedEvent(const pb::Event& e) {
   const uint64_t next = next_seq_.load(std::memory_order_relaxed);
   if (e.seq() < next) return true;  // already fed
@@ -166,6 +182,16 @@ void LiveFeeder::Run() {
     last_feed = Clock::now();
     bool ok = true;
     for (const auto& payload : taken) {
+      // Straight from the wire to ring records; protobuf only for what the
+      // fast path leaves to it (rare bodies, anything odd).
+      if (journal::TranscodeBatch(*payload, &batch_buf_, &batch_refs_)) {
+        for (const journal::RingRecordRef& r : batch_refs_) {
+          const std::string_view rec(batch_buf_.data() + r.offset, r.size);
+          if (!(ok = FeedRecord(r.seq, r.tid, rec))) break;
+        }
+        if (!ok) break;
+        continue;
+      }
       auto* batch = google::protobuf::Arena::CreateMessage<pb::EventBatch>(&arena);
       if (!batch->ParseFromString(*payload)) {
         Fail(Status::Corruption("live feed of " + dir_ +

@@ -27,10 +27,13 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "interposer/abi.h"
 #include "journal/event.pb.h"
+#include "recorder/record_codec.h"
 #include "journal/status.h"
 
 namespace understudy::replayer {
@@ -75,6 +78,9 @@ class LiveFeeder {
  private:
   void Run();
   bool FeedEvent(const journal::pb::Event& e);
+  // The same for an event already in ring form (TranscodeBatch); `rec` is
+  // empty for an event without one.
+  bool FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec);
   bool CatchUpFromDisk();
   void Fail(Status s);
 
@@ -94,6 +100,8 @@ class LiveFeeder {
 
   std::unique_ptr<class RingFeeder> ring_;
   std::string rec_;
+  std::string batch_buf_;                         // TranscodeBatch's records
+  std::vector<journal::RingRecordRef> batch_refs_;
   std::atomic<int> nice_{0};
   std::atomic<int64_t> pace_us_{0};
   std::thread thread_;

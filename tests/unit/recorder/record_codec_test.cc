@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "interposer/abi.h"
 
@@ -186,6 +187,141 @@ TEST(RecordCodec, UnknownKindIsCorruption) {
   Status s = DecodeRecord(rec.data(), rec.size(), &e);
   EXPECT_TRUE(s.IsCorruption());
   EXPECT_NE(s.message().find("unknown record kind"), std::string::npos);
+}
+
+
+// ---------------------------------------------------------------------------
+// TranscodeBatch: the shadow's fast path must give exactly the records the
+// protobuf path gives.
+
+// What the feeder's slow path produces for a batch: per event, the record
+// EncodeRecord gives (empty if it has none).
+std::vector<std::string> SlowPath(const std::string& payload) {
+  pb::EventBatch batch;
+  EXPECT_TRUE(batch.ParseFromString(payload));
+  std::vector<std::string> out;
+  for (const pb::Event& e : batch.events()) {
+    std::string rec;
+    if (!EncodeRecord(e, &rec).ok()) rec.clear();
+    out.push_back(rec);
+  }
+  return out;
+}
+
+void ExpectTranscodeMatches(const pb::EventBatch& batch) {
+  const std::string payload = batch.SerializeAsString();
+  std::string buf;
+  std::vector<RingRecordRef> refs;
+  ASSERT_TRUE(TranscodeBatch(payload, &buf, &refs));
+  std::vector<std::string> want = SlowPath(payload);
+  ASSERT_EQ(refs.size(), want.size());
+  for (size_t i = 0; i < refs.size(); ++i) {
+    EXPECT_EQ(refs[i].seq, batch.events(static_cast<int>(i)).seq());
+    EXPECT_EQ(refs[i].tid, batch.events(static_cast<int>(i)).tid());
+    EXPECT_EQ(std::string(buf.data() + refs[i].offset, refs[i].size), want[i]) << "event " << i;
+  }
+}
+
+TEST(RecordCodec, TranscodeGivesTheRecordsOfEveryKind) {
+  pb::EventBatch batch;
+  uint64_t seq = 100;
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);
+    pb::SyscallEvent* s = e->mutable_syscall();
+    s->set_call(0);
+    s->set_cls(pb::EXTERNAL_INPUT);
+    s->set_action(pb::EMULATE);
+    s->set_result(5);
+    s->add_out("hello");
+    s->add_out("");
+    s->add_out(std::string(1000, 'x'));
+    s->set_fd(7);
+    s->set_arg(4096);
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);
+    pb::SyscallEvent* s = e->mutable_syscall();
+    s->set_call(1);
+    s->set_cls(pb::OUTPUT);
+    s->set_action(pb::SUPPRESS_CHECK);
+    s->set_result(-11);  // negative: a 10-byte varint
+    s->set_checksum(0xfedcba9876543210ull);
+    s->set_length(1ull << 40);
+    s->set_fd(-1);
+    s->set_arg(UINT64_MAX);
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);
+    e->mutable_syscall()->set_call(39);  // everything else default: fd 0 on the wire
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);
+    e->mutable_signal()->set_signo(10);
+    e->mutable_signal()->set_code(-6);
+    e->mutable_signal()->set_sender_pid(77);  // not in the ring form
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);
+    e->mutable_sync()->set_op(pb::SyncEvent::COND_WAKE);
+    e->mutable_sync()->set_object(0x7fff12345678ull);
+    e->mutable_sync()->set_result(110);
+  }
+  for (auto kind : {pb::LifecycleEvent::EXIT, pb::LifecycleEvent::THREAD_CREATE}) {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);
+    e->mutable_lifecycle()->set_kind(kind);
+    e->mutable_lifecycle()->set_child_tid(4243);
+    e->mutable_lifecycle()->set_status(3);
+    e->mutable_lifecycle()->set_result(-4);
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);
+    e->set_tid(0);  // the recorder's own events: a ring form all the same
+    e->mutable_sync()->set_op(pb::SyncEvent::MUTEX_LOCK);
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);  // no body at all
+  }
+  ExpectTranscodeMatches(batch);
+}
+
+TEST(RecordCodec, TranscodeLeavesRareAndOddBatchesToProtobuf) {
+  std::string buf;
+  std::vector<RingRecordRef> refs;
+  // A spec change (strings inside): the slow path parses it.
+  pb::EventBatch spec;
+  *spec.add_events() = Base(1);
+  spec.mutable_events(0)->mutable_spec_change()->add_argv("redis-server");
+  EXPECT_FALSE(TranscodeBatch(spec.SerializeAsString(), &buf, &refs));
+  // Two bodies in one event (protobuf keeps the last): not ours to decide.
+  pb::EventBatch a, b;
+  *a.add_events() = Base(1);
+  a.mutable_events(0)->mutable_signal()->set_signo(2);
+  *b.add_events() = Base(1);
+  b.mutable_events(0)->mutable_sync()->set_op(pb::SyncEvent::MUTEX_LOCK);
+  std::string ea = a.events(0).SerializeAsString(), eb = b.events(0).SerializeAsString();
+  std::string both = ea + eb;  // one Event message with both bodies
+  std::string payload = std::string(1, '\x0a') + static_cast<char>(both.size()) + both;
+  ASSERT_LT(both.size(), 128u);
+  EXPECT_FALSE(TranscodeBatch(payload, &buf, &refs));
+  // Truncated input.
+  std::string good = a.SerializeAsString();
+  EXPECT_FALSE(TranscodeBatch(good.substr(0, good.size() - 1), &buf, &refs));
+  // An out buffer over the ring's payload limit: EncodeRecord refuses it.
+  pb::EventBatch big;
+  *big.add_events() = Base(1);
+  big.mutable_events(0)->mutable_syscall()->add_out(std::string(abi::kMaxRecordPayload + 1, 'y'));
+  EXPECT_FALSE(TranscodeBatch(big.SerializeAsString(), &buf, &refs));
+  // An empty batch is fine and empty.
+  EXPECT_TRUE(TranscodeBatch("", &buf, &refs));
+  EXPECT_TRUE(refs.empty());
 }
 
 }  // namespace
