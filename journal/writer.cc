@@ -277,39 +277,60 @@ Status JournalWriter::AfterFrame() {
   return Status::Ok();
 }
 
-Status JournalWriter::Append(const pb::Event& event) {
+// Checks an append of event `seq` whose encoding is `len` bytes and makes
+// room for it; returns where its encoding goes (nullptr: see *status).
+char* JournalWriter::StartAppend(uint64_t seq, size_t len, Status* status) {
   if (!error_.ok()) {
-    return error_;
+    *status = error_;
+    return nullptr;
   }
   if (closed_) {
-    return Status::InvalidArgument("journal " + dir_ + ": append after Close");
+    *status = Status::InvalidArgument("journal " + dir_ + ": append after Close");
+    return nullptr;
   }
-  if (event.seq() != last_seq_ + 1) {
-    return Status::InvalidArgument(
-        "journal " + dir_ + ": event seq " + std::to_string(event.seq()) + " does not follow " +
+  if (seq != last_seq_ + 1) {
+    *status = Status::InvalidArgument(
+        "journal " + dir_ + ": event seq " + std::to_string(seq) + " does not follow " +
         std::to_string(last_seq_) + "; sequence numbers must be consecutive");
+    return nullptr;
   }
-  const size_t len = event.ByteSizeLong();
   const size_t need = 1 + VarintLength(len) + len;
   if (need > kMaxFrameLength) {
-    return Status::InvalidArgument("journal " + dir_ + ": event " + std::to_string(event.seq()) +
-                                   " is " + std::to_string(len) +
-                                   " bytes encoded, over the frame limit");
+    *status = Status::InvalidArgument("journal " + dir_ + ": event " + std::to_string(seq) +
+                                      " is " + std::to_string(len) +
+                                      " bytes encoded, over the frame limit");
+    return nullptr;
   }
   if (pending_events_ > 0 && buf_->size() - kFrameHeaderSize + need > options_.max_batch_bytes) {
     Status s = Flush();
     if (!s.ok()) {
-      return s;
+      *status = s;
+      return nullptr;
     }
   }
   char* p = buf_->Extend(need);
   *p++ = static_cast<char>(kEventBatchEventsTag);
   p = EncodeVarint64(p, len);
-  event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p));
   if (pending_events_++ == 0) {
-    pending_first_seq_ = event.seq();
+    pending_first_seq_ = seq;
   }
-  last_seq_ = event.seq();
+  last_seq_ = seq;
+  return p;
+}
+
+Status JournalWriter::Append(const pb::Event& event) {
+  Status s;
+  char* p = StartAppend(event.seq(), event.ByteSizeLong(), &s);
+  if (p == nullptr) return s;
+  event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p));
+  return Status::Ok();
+}
+
+Status JournalWriter::AppendEncoded(uint64_t seq, std::string_view encoded) {
+  Status s;
+  char* p = StartAppend(seq, encoded.size(), &s);
+  if (p == nullptr) return s;
+  std::memcpy(p, encoded.data(), encoded.size());
   return Status::Ok();
 }
 

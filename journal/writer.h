@@ -97,6 +97,9 @@ class JournalWriter {
   // Encodes `event` into the current batch.  event.seq() must be
   // last_sequence() + 1.
   Status Append(const pb::Event& event);
+  // The same for an event already in its protobuf encoding (`encoded`, of an
+  // Event whose seq is `seq`); the caller vouches that they agree.
+  Status AppendEncoded(uint64_t seq, std::string_view encoded);
   // Appends every event of `batch` (all seqs checked before any is taken).
   Status AppendBatch(const pb::EventBatch& batch);
   // Writes a frame that arrived already encoded (replication receiver).
@@ -122,6 +125,7 @@ class JournalWriter {
   const std::string& segment_path() const { return segment_path_; }
 
  private:
+  char* StartAppend(uint64_t seq, size_t len, Status* status);
   class Buffer;
 
   JournalWriter(std::string dir, const WriterOptions& options);

@@ -433,3 +433,125 @@ bool TranscodeBatch(std::string_view payload, std::string* buf, std::vector<Ring
 }
 
 }  // namespace understudy::journal
+
+// ---------------------------------------------------------------------------
+// RecordToEventWire: protobuf's own rules for these proto3 messages --
+// fields in number order, a scalar only when it is not zero, negative int32
+// and enum values sign-extended to 10-byte varints, every repeated `out`
+// element even when empty, the oneof body always (it is set).
+namespace understudy::journal {
+namespace {
+
+inline char* PutVarint(char* p, uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+inline char* PutTag(char* p, uint32_t field, uint32_t wire_type) {
+  return PutVarint(p, (field << 3) | wire_type);
+}
+inline char* PutUint(char* p, uint32_t field, uint64_t v) {
+  return v ? PutVarint(PutTag(p, field, 0), v) : p;
+}
+inline char* PutInt32(char* p, uint32_t field, int32_t v) {
+  return PutUint(p, field, static_cast<uint64_t>(static_cast<int64_t>(v)));
+}
+inline char* PutFixed64(char* p, uint32_t field, uint64_t v) {
+  if (!v) return p;
+  p = PutTag(p, field, 1);
+  std::memcpy(p, &v, 8);
+  return p + 8;
+}
+// Header fields at most: 9 tags and varints of 11 bytes each.
+constexpr size_t kMaxScalars = 9 * 11 + 16;
+
+}  // namespace
+
+bool RecordToEventWire(const char* rec, size_t size, std::string* out) {
+  abi::RecordHeader h;
+  if (size < kHeaderSize) return false;
+  std::memcpy(&h, rec, kHeaderSize);
+  if (h.size != size || size % 8 != 0) return false;
+  if (h.nout != 0 && h.kind != abi::kRecSyscall) return false;
+  // Body first (its length prefixes it), then the event around it.
+  size_t outs = 0;
+  if (h.kind == abi::kRecSyscall) {
+    size_t pos = kHeaderSize;
+    for (unsigned i = 0; i < h.nout; ++i) {
+      abi::OutHeader oh;
+      if (size - pos < kOutHeaderSize) return false;
+      std::memcpy(&oh, rec + pos, kOutHeaderSize);
+      pos += kOutHeaderSize;
+      if (oh.len > size - pos) return false;
+      outs += 1 + 5 + oh.len;
+      pos += abi::RecordPad(oh.len);
+    }
+    if (pos > size) return false;
+  } else if (h.kind != abi::kRecSignal && h.kind != abi::kRecSync && h.kind != abi::kRecLifecycle) {
+    return false;
+  }
+  out->resize(2 * kMaxScalars + outs);
+  char* const base = out->data();
+  char* body = base + kMaxScalars;  // leaves room for the event's own fields
+  char* p = body;
+  uint32_t field = 0;
+  switch (h.kind) {
+    case abi::kRecSyscall: {
+      field = 10;
+      p = PutUint(p, 1, h.call);
+      p = PutInt32(p, 2, h.cls);
+      p = PutInt32(p, 3, h.action);
+      p = PutUint(p, 4, static_cast<uint64_t>(h.result));
+      size_t pos = kHeaderSize;
+      for (unsigned i = 0; i < h.nout; ++i) {
+        abi::OutHeader oh;
+        std::memcpy(&oh, rec + pos, kOutHeaderSize);
+        pos += kOutHeaderSize;
+        p = PutVarint(PutTag(p, 5, 2), oh.len);
+        std::memcpy(p, rec + pos, oh.len);
+        p += oh.len;
+        pos += abi::RecordPad(oh.len);
+      }
+      p = PutFixed64(p, 6, h.checksum);
+      p = PutUint(p, 7, h.length);
+      p = PutInt32(p, 8, h.fd);
+      p = PutUint(p, 9, h.arg);
+      break;
+    }
+    case abi::kRecSignal:
+      field = 11;
+      p = PutUint(p, 1, static_cast<uint32_t>(h.arg));
+      p = PutInt32(p, 2, static_cast<int32_t>(h.result));
+      break;
+    case abi::kRecSync:
+      field = 12;
+      p = PutInt32(p, 1, static_cast<int32_t>(h.call));
+      p = PutFixed64(p, 2, h.arg);
+      p = PutInt32(p, 3, static_cast<int32_t>(h.result));
+      break;
+    default:  // lifecycle
+      field = 13;
+      p = PutInt32(p, 1, static_cast<int32_t>(h.call));
+      p = PutUint(p, 2, static_cast<uint32_t>(h.arg));
+      p = PutInt32(p, 3, static_cast<int32_t>(h.result));
+      p = PutInt32(p, 4, static_cast<int32_t>(h.result));
+  }
+  const size_t body_len = static_cast<size_t>(p - body);
+  // The event's fields, written in front, then the body moved up to them.
+  char head[kMaxScalars];
+  char* q = head;
+  q = PutUint(q, 1, h.seq);
+  q = PutUint(q, 2, h.tid);
+  q = PutUint(q, 3, h.pid);
+  q = PutVarint(PutTag(q, field, 2), body_len);
+  const size_t head_len = static_cast<size_t>(q - head);
+  std::memmove(base + head_len, body, body_len);
+  std::memcpy(base, head, head_len);
+  out->resize(head_len + body_len);
+  return true;
+}
+
+}  // namespace understudy::journal

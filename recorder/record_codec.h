@@ -75,4 +75,10 @@ struct RingRecordRef {
 // caller then parses it with protobuf, which says what is wrong.
 bool TranscodeBatch(std::string_view payload, std::string* buf, std::vector<RingRecordRef>* refs);
 
+// The drain's path, the other way: the protobuf encoding of the Event that
+// DecodeRecord gives for this ring record (byte for byte what
+// Event::SerializeToString writes), into *out, without building the Event.
+// False for a record DecodeRecord would refuse (it then says why).
+bool RecordToEventWire(const char* rec, size_t size, std::string* out);
+
 }  // namespace understudy::journal

@@ -324,5 +324,83 @@ TEST(RecordCodec, TranscodeLeavesRareAndOddBatchesToProtobuf) {
   EXPECT_TRUE(refs.empty());
 }
 
+
+// RecordToEventWire: the drain's fast path must write exactly the bytes the
+// decoded Event serializes to.
+void ExpectWireMatches(const std::string& rec) {
+  pb::Event decoded;
+  ASSERT_TRUE(DecodeRecord(rec.data(), rec.size(), &decoded).ok());
+  std::string want, got;
+  ASSERT_TRUE(decoded.SerializeToString(&want));
+  ASSERT_TRUE(RecordToEventWire(rec.data(), rec.size(), &got));
+  EXPECT_EQ(got, want) << decoded.DebugString();
+}
+
+TEST(RecordCodec, RecordToEventWireIsTheProtobufEncoding) {
+  pb::EventBatch batch;
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(1);
+    pb::SyscallEvent* s = e->mutable_syscall();
+    s->set_call(45);
+    s->set_cls(pb::EXTERNAL_INPUT);
+    s->set_action(pb::EMULATE);
+    s->set_result(-104);
+    s->add_out("");
+    s->add_out(std::string(300, 'z'));  // a two-byte length varint
+    s->set_checksum(1);
+    s->set_length(300);
+    s->set_fd(-1);
+    s->set_arg(1ull << 63);
+  }
+  {
+    pb::Event* e = batch.add_events();
+    e->set_seq(1ull << 40);  // tid and pid 0: not on the wire
+    e->mutable_syscall();
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(3);
+    e->mutable_signal()->set_signo(64);
+    e->mutable_signal()->set_code(-1);
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(4);
+    e->mutable_sync()->set_op(static_cast<pb::SyncEvent::Op>(-3));  // an int32 that is negative
+    e->mutable_sync()->set_object(UINT64_MAX);
+    e->mutable_sync()->set_result(-1);
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(5);
+    e->mutable_lifecycle()->set_kind(pb::LifecycleEvent::WAIT);
+    e->mutable_lifecycle()->set_child_tid(UINT32_MAX);
+    e->mutable_lifecycle()->set_status(-9);
+    e->mutable_lifecycle()->set_result(-9);
+  }
+  for (const pb::Event& e : batch.events()) {
+    std::string rec;
+    ASSERT_TRUE(EncodeRecord(e, &rec).ok());
+    ExpectWireMatches(rec);
+  }
+  // What DecodeRecord refuses, so does the fast path.
+  std::string rec;
+  ASSERT_TRUE(EncodeRecord(batch.events(0), &rec).ok());
+  std::string out;
+  EXPECT_FALSE(RecordToEventWire(rec.data(), rec.size() - 8, &out));  // size word mismatch
+  std::string bad = rec;
+  abi::RecordHeader h;
+  std::memcpy(&h, bad.data(), sizeof h);
+  h.kind = 99;
+  std::memcpy(bad.data(), &h, sizeof h);
+  EXPECT_FALSE(RecordToEventWire(bad.data(), bad.size(), &out));
+  std::memcpy(&h, rec.data(), sizeof h);
+  h.nout = 7;  // more out blocks than the record holds
+  bad = rec;
+  std::memcpy(bad.data(), &h, sizeof h);
+  EXPECT_FALSE(RecordToEventWire(bad.data(), bad.size(), &out));
+}
+
 }  // namespace
 }  // namespace understudy::journal
