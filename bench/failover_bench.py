@@ -181,7 +181,8 @@ def throughput(missing):
             for name, (host, _) in servers.items():
                 one.setdefault(name, []).append(bench_once(c, host, PORTS[name], clients=1,
                                                            requests=ARGS.requests // 10))
-    med = {}
+        floor = measure_floor(net)
+    med = {"floor": floor} if floor else {}
     for name, rs in one.items():
         med.setdefault(name, {})["one_client_p50_us"] = statistics.median(
             max(r["SET"]["p50_us"], r["GET"]["p50_us"]) for r in rs)
@@ -193,6 +194,37 @@ def throughput(missing):
         keys = sorted(set().union(*ds))
         med[name]["cpu_us_per_req"] = {k: statistics.median(d.get(k, 0.0) for d in ds) for k in keys}
     return med
+
+
+FLOOR = os.path.join(harness.BUILD, "bin", "floor_pingpong")
+FLOOR_FRAME_BYTES = 8192  # about one frame of the replicated run (~20 requests)
+
+
+def measure_floor(net):
+    """What this machine charges without any understudy code: a TCP round
+    trip between nodes A and B (a frame out, an ack back) and a thread
+    wake-up round trip on one CPU and across two."""
+    if not os.path.exists(FLOOR):
+        harness.log("floor not measured: %s is not built" % FLOOR)
+        return None
+    a, b = net.node("A"), net.node("B")
+    out = {}
+    srv = b.start([FLOOR, "tcp-server", b.ip, 7799, FLOOR_FRAME_BYTES, 5000])
+    cli = a.run([FLOOR, "tcp-client", b.ip, 7799, FLOOR_FRAME_BYTES, 5000], timeout=60)
+    try:
+        so, _ = srv.communicate(timeout=30)
+    except Exception:
+        so = b""
+    if cli.rc == 0 and so:
+        c, s = json.loads(cli.out), json.loads(so.decode())
+        out["tcp_rtt_us"] = c["rtt_us"]
+        out["tcp_cpu_us"] = c["cpu_us"] + s["cpu_us"]
+    cpus = os.cpu_count() or 1
+    for label, (x, y) in (("wake_same_cpu_us", (0, 0)), ("wake_cross_cpu_us", (0, min(1, cpus - 1)))):
+        r = harness.run([FLOOR, "wake", x, y, 20000], timeout=60)
+        if r.rc == 0:
+            out[label] = json.loads(r.out)["rtt_us"]
+    return out
 
 
 def switchovers(kind):
@@ -253,6 +285,12 @@ def main():
             "%s %.0f us (%+.0f)" % (n, thr[n]["one_client_p50_us"],
                                     thr[n]["one_client_p50_us"] - nat["one_client_p50_us"])
             for n in ("native", "recorded", "replicated") if "one_client_p50_us" in thr.get(n, {}))))
+    fl = thr.get("floor") or {}
+    if "tcp_rtt_us" in fl:
+        print("  floor, no understudy code: TCP round trip A<->B (%d B out, 16 B back) %.0f us, "
+              "%.0f us CPU; thread wake-up round trip %.0f us on one CPU, %.0f us across two" % (
+                  FLOOR_FRAME_BYTES, fl["tcp_rtt_us"], fl["tcp_cpu_us"],
+                  fl.get("wake_same_cpu_us", float("nan")), fl.get("wake_cross_cpu_us", float("nan"))))
     for name in ("native", "recorded", "replicated"):
         c = thr.get(name, {}).get("cpu_us_per_req")
         if c:
