@@ -333,6 +333,10 @@ int RunStatus(const AdminArgs& a) {
                r.journal_id(), r.dir(), r.last_seq(), r.durable_seq(), r.fsync(), r.bytes());
     fmt::print("lag       {} events, {} bytes, {} ms (primary at seq {})\n", st.lag().events(),
                st.lag().bytes(), st.lag().ms(), p.last_seq());
+    if (p.commit_frames() > 0)
+      fmt::print("commit    ack round trip p50 {} us, p99 {} us (last {} frames): what a reply waits "
+                 "at the gate\n",
+                 p.commit_p50_us(), p.commit_p99_us(), p.commit_frames());
   }
   const auto& sh = st.shadow();
   fmt::print("shadow    {}{}, fed {} events, consumed {}, restarts {}{}\n", sh.state(),

@@ -973,6 +973,9 @@ pb::StatusReply Daemon::BuildStatus() {
   p->set_gate_opened((primary_hb_.flags & recorder::kHeartbeatGateOpened) != 0);
   p->set_exit_status(drained_ ? drained_->exit_status : 0);
   p->set_reconnects(primary_reconnects_);
+  p->set_commit_p50_us(primary_hb_.commit_p50_us);
+  p->set_commit_p99_us(primary_hb_.commit_p99_us);
+  p->set_commit_frames(primary_hb_.commit_frames);
   if (primary_hb_.audit_state == 1) {
     p->set_audit("on");
     p->set_audit_escapes(primary_hb_.audit_escapes);

@@ -214,6 +214,9 @@ std::string EncodeHeartbeat(const Heartbeat& hb) {
   const std::string text = hb.audit_text.substr(0, 4096);
   PutFixed32(&out, static_cast<uint32_t>(text.size()));
   out += text;
+  PutFixed32(&out, hb.commit_p50_us);
+  PutFixed32(&out, hb.commit_p99_us);
+  PutFixed32(&out, hb.commit_frames);
   return out;
 }
 
@@ -236,6 +239,12 @@ Status DecodeHeartbeat(std::string_view p, Heartbeat* hb) {
       return Status::Corruption("heartbeat audit text of " + std::to_string(n) + " bytes is cut");
     }
     hb->audit_text.assign(p.data() + 62, n);
+    const size_t ext2 = 62 + static_cast<size_t>(n);
+    if (p.size() >= ext2 + 12) {  // the commit round-trip extension
+      hb->commit_p50_us = DecodeFixed32(p.data() + ext2);
+      hb->commit_p99_us = DecodeFixed32(p.data() + ext2 + 4);
+      hb->commit_frames = DecodeFixed32(p.data() + ext2 + 8);
+    }
   }
   return Status::Ok();
 }

@@ -115,6 +115,12 @@ struct Heartbeat {
   uint8_t audit_state = 0;
   uint64_t audit_escapes = 0;
   std::string audit_text;
+  // Extension 2 (recorder only): commit round trips -- frame handed to the
+  // link until its ack -- over the last commit_frames frames (<= 1024), in
+  // microseconds; commit_frames 0: none yet.
+  uint32_t commit_p50_us = 0;
+  uint32_t commit_p99_us = 0;
+  uint32_t commit_frames = 0;
 };
 inline constexpr uint8_t kHeartbeatStallPolicy = 1;   // outputs wait when the backup is lost
 inline constexpr uint8_t kHeartbeatGateOpened = 2;    // continue policy opened the gate

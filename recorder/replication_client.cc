@@ -1,5 +1,7 @@
 #include "recorder/replication_client.h"
 
+#include <algorithm>
+
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -190,8 +192,13 @@ void ReplicationClient::HandleAck(uint64_t seq) {
     if (seq > last_seq_) seq = last_seq_;  // never trust an ack beyond what we sent
     if (seq > acked_ || gate_opened_) {
       acked_ = std::max(acked_, seq);
+      const auto now = Clock::now();
       while (!pending_.empty() && pending_.front().last <= acked_) {
         pending_bytes_ -= pending_.front().bytes->size();
+        const auto us =
+            std::chrono::duration_cast<std::chrono::microseconds>(now - pending_.front().at).count();
+        commit_us_[commit_n_++ % kCommitWindow] =
+            static_cast<uint32_t>(std::clamp<int64_t>(us, 0, UINT32_MAX));
         pending_.pop_front();
       }
       if (gate_opened_) {
@@ -262,6 +269,17 @@ Heartbeat ReplicationClient::MakeHeartbeat() {
   hb.flags = static_cast<uint8_t>(
       (options_.on_backup_loss == BackupLossPolicy::kStall ? kHeartbeatStallPolicy : 0) |
       (gate_opened_ ? kHeartbeatGateOpened : 0));
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(commit_n_, kCommitWindow));
+  if (n > 0) {
+    std::array<uint32_t, kCommitWindow> w;
+    std::copy(commit_us_.begin(), commit_us_.begin() + n, w.begin());
+    std::nth_element(w.begin(), w.begin() + n / 2, w.begin() + n);
+    hb.commit_p50_us = w[n / 2];
+    const size_t i99 = std::min(n - 1, n * 99 / 100);
+    std::nth_element(w.begin(), w.begin() + i99, w.begin() + n);
+    hb.commit_p99_us = w[i99];
+    hb.commit_frames = static_cast<uint32_t>(n);
+  }
   return hb;
 }
 

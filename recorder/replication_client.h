@@ -28,6 +28,7 @@
 // Threads: one link thread inside; every public method is thread-safe.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -161,6 +162,11 @@ class ReplicationClient {
   std::condition_variable fence_cv_;  // WaitForFenceRequest only
   std::deque<PendingFrame> pending_;  // unacked frames, in seq order
   uint64_t pending_bytes_ = 0;
+  // Commit round trips (frame handed to the link -> its ack), microseconds,
+  // of the last kCommitWindow frames: what an output at the gate waits.
+  static constexpr size_t kCommitWindow = 1024;
+  std::array<uint32_t, kCommitWindow> commit_us_{};
+  uint64_t commit_n_ = 0;
   uint64_t last_seq_ = 0;   // highest seq enqueued
   uint64_t acked_ = 0;      // highest seq the backup acked
   uint64_t dropped_upto_ = 0;  // continue policy dropped unacked frames up to here

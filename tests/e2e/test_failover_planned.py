@@ -31,6 +31,16 @@ def main():
     expect(primary.get("audit") == "on", "status does not show the primary's escape audit on: %s"
            % primary)
     expect(escapes == 0, "redis under 'understudy run' had unrecorded calls: %s" % primary)
+    # Output commit as the primary measures it reaches status too: a client
+    # was writing, so frames were acked, each in more than 0 us and in far
+    # less than the 200 ms silence budget.
+    frames = int(primary.get("commitFrames", primary.get("commit_frames", 0)))
+    p50 = int(primary.get("commitP50Us", primary.get("commit_p50_us", 0)))
+    p99 = int(primary.get("commitP99Us", primary.get("commit_p99_us", 0)))
+    log("status during the stream: commit round trip p50 %d us, p99 %d us over %d frames" %
+        (p50, p99, frames))
+    expect(frames > 0 and 0 < p50 <= p99 < 200000,
+           "status does not show plausible commit round trips: %s" % primary)
 
 
 if __name__ == "__main__":

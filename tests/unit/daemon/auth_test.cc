@@ -112,5 +112,32 @@ TEST(AuthTest, KeyTextIsParsedAndCheckedStrictly) {
   EXPECT_NE(s.message().find("not a hex digit"), std::string::npos);
 }
 
+
+// Heartbeats grow by extensions at the end; an older peer's heartbeat (no
+// commit figures) still decodes, with those figures 0.
+TEST(HeartbeatTest, CommitFiguresRoundTripAndOlderHeartbeatsDecode) {
+  Heartbeat hb;
+  hb.last_seq = 42;
+  hb.flags = kHeartbeatStallPolicy;
+  hb.audit_state = 1;
+  hb.audit_text = "getrandom x1";
+  hb.commit_p50_us = 77;
+  hb.commit_p99_us = 121;
+  hb.commit_frames = 1024;
+  const std::string wire = EncodeHeartbeat(hb);
+  Heartbeat back;
+  ASSERT_TRUE(DecodeHeartbeat(wire, &back).ok());
+  EXPECT_EQ(back.last_seq, 42u);
+  EXPECT_EQ(back.audit_text, "getrandom x1");
+  EXPECT_EQ(back.commit_p50_us, 77u);
+  EXPECT_EQ(back.commit_p99_us, 121u);
+  EXPECT_EQ(back.commit_frames, 1024u);
+  Heartbeat old;
+  ASSERT_TRUE(DecodeHeartbeat(wire.substr(0, wire.size() - 12), &old).ok());
+  EXPECT_EQ(old.audit_text, "getrandom x1");
+  EXPECT_EQ(old.commit_frames, 0u);
+  EXPECT_FALSE(DecodeHeartbeat(wire.substr(0, 40), &old).ok());
+}
+
 }  // namespace
 }  // namespace understudy::recorder
