@@ -220,9 +220,9 @@ struct ControlBlock {
   alignas(64) uint64_t durable_seq;  // highest seq the backup made durable
   uint32_t gate_epoch;       // futex: bumped when durable_seq advances
   uint32_t gate_waiters;     // threads waiting on gate_epoch
-  uint64_t gate_need;        // highest durable_seq a waiter asked for: the
-                             // recorder flushes at once while it is ahead of
-                             // what the recorder flushed
+  uint64_t gate_need;        // highest seq a gate waiter needs durable; the
+                             // recorder flushes at once while it is past
+                             // what the recorder has flushed
   // --- state reported back to the driver
   alignas(64) uint32_t status;  // Status
   uint32_t refused_call;     // kStatusRefused: the syscall number refused

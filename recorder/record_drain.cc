@@ -47,7 +47,8 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
       if (rec.size() >= sizeof(abi::RecordHeader))
         std::memcpy(&rec_seq, rec.data() + offsetof(abi::RecordHeader, seq), sizeof rec_seq);
       if (reorder.next_expected() == rec_seq &&
-          journal::RecordToEventWire(rec.data(), rec.size(), &wire) && reorder.TakeInOrder(rec_seq)) {
+          journal::RecordToEventWire(rec.data(), rec.size(), &wire) &&
+          reorder.TakeInOrder(rec_seq)) {
         Status s = writer_->AppendEncoded(rec_seq, wire);
         if (!s.ok()) return s;
         ++events_;
@@ -135,7 +136,8 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
       }
     } else {
       wait = base_wait;
-      if (!program_done.load(std::memory_order_acquire)) ring.WaitForWake(base_wait, pending > 0, writer_->flushed_sequence());
+      if (!program_done.load(std::memory_order_acquire))
+        ring.WaitForWake(base_wait, pending > 0, writer_->flushed_sequence());
     }
   }
   return writer_->Flush();

@@ -45,8 +45,9 @@ class RecordRingReader {
   // (draining record by record behind a busy program costs a wake-up per
   // few records), unless something needs the records now (FlushWanted with
   // records published or taken but not flushed, `unflushed`), a producer
-  // waits for ring space, or the ring is a quarter full.  Whoever changes
-  // one of those bumps record_epoch after the change, so no wake is lost.
+  // waits for ring space, or the ring is a quarter full.  A gate waiter
+  // raising gate_need and a producer finding the ring full bump
+  // record_epoch after the change, so neither wake is lost.
   void WaitForWake(std::chrono::nanoseconds timeout, bool unflushed, uint64_t flushed_seq);
 
   uint64_t read_pos() const;
