@@ -114,10 +114,9 @@ bool LiveFeeder::CatchUpFromDisk() {
     return false;
   }
   pb::Event e;
-  uint32_t n = 0;
   while (!stop_.load(std::memory_order_acquire) && reader->Next(&e)) {
     if (!FeedEvent(e)) return false;
-    if (++n % 64 == 0) ring_->Wake();
+    ring_->NoteRunRecord();
   }
   ring_->Wake();
   if (!reader->status().ok()) {

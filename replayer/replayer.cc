@@ -101,7 +101,6 @@ void Feed(const std::string& dir, abi::ControlBlock* cb, const std::atomic<bool>
   Status s = journal::JournalReader::Open(dir, ropts, &reader);
   pb::Event e;
   std::string rec;
-  uint32_t unwoken = 0;
   while (s.ok() && reader->Next(&e)) {
     if (IsRecorderEvent(e)) continue;
     Status es = journal::EncodeRecord(e, &rec);
@@ -110,9 +109,8 @@ void Feed(const std::string& dir, abi::ControlBlock* cb, const std::atomic<bool>
       s = es;
       break;
     }
-    // One wake-up per 64 records: the consumers run through a run of
-    // records without a context switch each.
-    if (!feeder.Put(rec, stop, ++unwoken % 64 == 0)) break;
+    if (!feeder.Put(rec, stop, /*wake=*/false)) break;
+    feeder.NoteRunRecord();
   }
   if (s.ok() && reader != nullptr) s = reader->status();
   feeder.End();
