@@ -16,9 +16,6 @@ bool DecodeVarint64(const char** p, const char* limit, uint64_t* v) {
   return false;
 }
 
-namespace {
-
-// Skips one field of `wire_type` at *p.  False if malformed.
 bool SkipField(uint32_t wire_type, const char** p, const char* limit) {
   uint64_t v = 0;
   switch (wire_type) {
@@ -46,8 +43,6 @@ bool SkipField(uint32_t wire_type, const char** p, const char* limit) {
       return false;  // groups (3, 4) are not used by our schema
   }
 }
-
-}  // namespace
 
 Status ScanEventBatch(std::string_view payload, BatchSummary* summary) {
   *summary = BatchSummary{};

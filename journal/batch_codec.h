@@ -44,6 +44,10 @@ inline char* EncodeVarint64(char* p, uint64_t v) {
 // Parses a varint at *p (bounded by limit); advances *p.  False if malformed.
 bool DecodeVarint64(const char** p, const char* limit, uint64_t* v);
 
+// Skips one field of `wire_type` at *p (bounded by limit); advances *p.
+// False if malformed or a group (our schema has none).
+bool SkipField(uint32_t wire_type, const char** p, const char* limit);
+
 struct BatchSummary {
   uint64_t events = 0;
   uint64_t first_seq = 0;

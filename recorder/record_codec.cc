@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "journal/batch_codec.h"
+
 namespace understudy::journal {
 namespace {
 
@@ -215,22 +217,10 @@ namespace understudy::journal {
 namespace {
 
 struct Wire {
-  const uint8_t* p;
-  const uint8_t* end;
+  const char* p;
+  const char* end;
 
-  bool Varint(uint64_t* v) {
-    uint64_t r = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-      if (p == end) return false;
-      const uint8_t b = *p++;
-      r |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if (!(b & 0x80)) {
-        *v = r;
-        return true;
-      }
-    }
-    return false;
-  }
+  bool Varint(uint64_t* v) { return DecodeVarint64(&p, end, v); }
   bool Fixed64(uint64_t* v) {
     if (end - p < 8) return false;
     std::memcpy(v, p, 8);
@@ -238,9 +228,10 @@ struct Wire {
     return true;
   }
   // Tags and lengths are 32-bit varints to protobuf (at most 5 bytes; a
-  // length at most INT32_MAX): anything longer is its parse error too.
+  // length at most INT32_MAX): anything longer is its parse error too, so
+  // this path must refuse it as well.
   bool Varint32(uint64_t* v) {
-    const uint8_t* start = p;
+    const char* start = p;
     return Varint(v) && p - start <= 5 && *v <= UINT32_MAX;
   }
   // A length-delimited field's bytes.
@@ -251,19 +242,11 @@ struct Wire {
     p += n;
     return true;
   }
+  // An unknown field; length-delimited ones by protobuf's stricter length
+  // rule above, the others as the journal's scanner skips them.
   bool Skip(uint32_t wire_type) {
-    uint64_t v;
     Wire sub;
-    switch (wire_type) {
-      case 0: return Varint(&v);
-      case 1: return Fixed64(&v);
-      case 2: return Bytes(&sub);
-      case 5:
-        if (end - p < 4) return false;
-        p += 4;
-        return true;
-      default: return false;  // groups: never written by us
-    }
+    return wire_type == 2 ? Bytes(&sub) : SkipField(wire_type, &p, end);
   }
   bool Tag(uint32_t* field, uint32_t* wire_type) {
     uint64_t t;
@@ -377,8 +360,7 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
 bool TranscodeBatch(std::string_view payload, std::string* buf, std::vector<RingRecordRef>* refs) {
   buf->clear();
   refs->clear();
-  Wire batch{reinterpret_cast<const uint8_t*>(payload.data()),
-             reinterpret_cast<const uint8_t*>(payload.data()) + payload.size()};
+  Wire batch{payload.data(), payload.data() + payload.size()};
   uint32_t f, wt;
   while (batch.p < batch.end) {
     if (!batch.Tag(&f, &wt)) return false;
@@ -442,19 +424,11 @@ bool TranscodeBatch(std::string_view payload, std::string* buf, std::vector<Ring
 namespace understudy::journal {
 namespace {
 
-inline char* PutVarint(char* p, uint64_t v) {
-  while (v >= 0x80) {
-    *p++ = static_cast<char>(v | 0x80);
-    v >>= 7;
-  }
-  *p++ = static_cast<char>(v);
-  return p;
-}
 inline char* PutTag(char* p, uint32_t field, uint32_t wire_type) {
-  return PutVarint(p, (field << 3) | wire_type);
+  return EncodeVarint64(p, (field << 3) | wire_type);
 }
 inline char* PutUint(char* p, uint32_t field, uint64_t v) {
-  return v ? PutVarint(PutTag(p, field, 0), v) : p;
+  return v ? EncodeVarint64(PutTag(p, field, 0), v) : p;
 }
 inline char* PutInt32(char* p, uint32_t field, int32_t v) {
   return PutUint(p, field, static_cast<uint64_t>(static_cast<int64_t>(v)));
@@ -510,7 +484,7 @@ bool RecordToEventWire(const char* rec, size_t size, std::string* out) {
         abi::OutHeader oh;
         std::memcpy(&oh, rec + pos, kOutHeaderSize);
         pos += kOutHeaderSize;
-        p = PutVarint(PutTag(p, 5, 2), oh.len);
+        p = EncodeVarint64(PutTag(p, 5, 2), oh.len);
         std::memcpy(p, rec + pos, oh.len);
         p += oh.len;
         pos += abi::RecordPad(oh.len);
@@ -546,7 +520,7 @@ bool RecordToEventWire(const char* rec, size_t size, std::string* out) {
   q = PutUint(q, 1, h.seq);
   q = PutUint(q, 2, h.tid);
   q = PutUint(q, 3, h.pid);
-  q = PutVarint(PutTag(q, field, 2), body_len);
+  q = EncodeVarint64(PutTag(q, field, 2), body_len);
   const size_t head_len = static_cast<size_t>(q - head);
   std::memmove(base + head_len, body, body_len);
   std::memcpy(base, head, head_len);
