@@ -81,25 +81,18 @@ bool LiveFeeder::FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec) {
 }
 
 bool LiveFeeder::FeedEvent(const pb::Event& e) {
-  const uint64_t next = next_seq_.load(std::memory_order_relaxed);
-  if (e.seq() < next) return true;  // already fed
-  if (e.seq() > next) {
-    Fail(Status::Corruption("live feed of " + dir_ + ": expected seq " + std::to_string(next) +
-                            ", got " + std::to_string(e.seq())));
-    return false;
-  }
+  if (e.seq() < next_seq_.load(std::memory_order_relaxed)) return true;  // already fed
+  std::string_view rec;  // empty: no ring form, nothing for the program
   if (e.tid() != 0) {
     Status s = journal::EncodeRecord(e, &rec_);
     if (s.ok()) {
-      if (!ring_->Put(rec_, stop_, /*wake=*/false)) return false;
-      fed_.fetch_add(1, std::memory_order_acq_rel);
+      rec = rec_;
     } else if (!s.IsNotSupported()) {
       Fail(s);
       return false;
     }
   }
-  next_seq_.store(next + 1, std::memory_order_release);
-  return true;
+  return FeedRecord(e.seq(), e.tid(), rec);
 }
 
 bool LiveFeeder::CatchUpFromDisk() {
