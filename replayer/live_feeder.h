@@ -33,8 +33,8 @@
 
 #include "interposer/abi.h"
 #include "journal/event.pb.h"
-#include "recorder/record_codec.h"
 #include "journal/status.h"
+#include "recorder/record_codec.h"
 
 namespace understudy::replayer {
 
@@ -77,10 +77,12 @@ class LiveFeeder {
 
  private:
   void Run();
-  bool FeedEvent(const journal::pb::Event& e);
-  // The same for an event already in ring form (TranscodeBatch); `rec` is
-  // empty for an event without one.
+  // Feeds event `seq` in its ring form `rec` (empty: it has none, or it is
+  // the recorder's own, tid 0: skipped).  Events below the next seq are
+  // already fed; one above it is a gap and fails the feed.
   bool FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec);
+  // The same for a parsed event (EncodeRecord makes its ring form).
+  bool FeedEvent(const journal::pb::Event& e);
   bool CatchUpFromDisk();
   void Fail(Status s);
 
