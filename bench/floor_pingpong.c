@@ -38,22 +38,13 @@ static double Cpu(void) {
   return r.ru_utime.tv_sec + r.ru_utime.tv_usec * 1e-6 + r.ru_stime.tv_sec + r.ru_stime.tv_usec * 1e-6;
 }
 
-static int ReadAll(int fd, char* b, long n) {
-  long got = 0;
-  while (got < n) {
-    long r = read(fd, b + got, n - got);
+// All n bytes of b to (out) or from fd; -1 if the peer is gone.
+static int Transfer(int fd, char* b, long n, int out) {
+  long done = 0;
+  while (done < n) {
+    long r = out ? write(fd, b + done, n - done) : read(fd, b + done, n - done);
     if (r <= 0) return -1;
-    got += r;
-  }
-  return 0;
-}
-
-static int WriteAll(int fd, const char* b, long n) {
-  long put = 0;
-  while (put < n) {
-    long r = write(fd, b + put, n - put);
-    if (r <= 0) return -1;
-    put += r;
+    done += r;
   }
   return 0;
 }
@@ -93,11 +84,8 @@ static int Tcp(int server, const char* addr, int port, long size, long n) {
   Setup(fd);
   double t0 = Now(), c0 = Cpu();
   for (long i = 0; i < n; i++) {
-    if (server) {
-      if (ReadAll(fd, buf, size) != 0 || WriteAll(fd, buf, 16) != 0) return 1;
-    } else {
-      if (WriteAll(fd, buf, size) != 0 || ReadAll(fd, buf, 16) != 0) return 1;
-    }
+    // The client sends `size` bytes and reads 16 back; the server mirrors it.
+    if (Transfer(fd, buf, size, !server) != 0 || Transfer(fd, buf, 16, server) != 0) return 1;
   }
   double cpu = (Cpu() - c0) / n * 1e6;
   if (server)
