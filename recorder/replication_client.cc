@@ -11,9 +11,24 @@
 
 #include "journal/event.pb.h"
 #include "journal/stream.h"
-#include "recorder/futex.h"
+#include "driver/futex.h"
 
 namespace understudy::recorder {
+
+using cluster::AuthenticateClient;
+using cluster::ClusterKey;
+using cluster::ConnectTcp;
+using cluster::Drained;
+using cluster::EncodeDrained;
+using cluster::EncodeHeartbeat;
+using cluster::Heartbeat;
+using cluster::LinkMessage;
+using cluster::LinkType;
+using cluster::LinkTypeName;
+using cluster::kHeartbeatGateOpened;
+using cluster::kHeartbeatStallPolicy;
+using cluster::PeerLink;
+using cluster::PeerRole;
 
 namespace {
 
@@ -181,7 +196,7 @@ void ReplicationClient::PublishDurable(uint64_t seq) {
   if (cb_ == nullptr) return;
   __atomic_store_n(&cb_->durable_seq, seq, __ATOMIC_RELEASE);
   __atomic_fetch_add(&cb_->gate_epoch, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&cb_->gate_waiters, __ATOMIC_SEQ_CST) > 0) FutexWakeShared(&cb_->gate_epoch);
+  if (__atomic_load_n(&cb_->gate_waiters, __ATOMIC_SEQ_CST) > 0) driver::FutexWakeShared(&cb_->gate_epoch);
 }
 
 void ReplicationClient::HandleAck(uint64_t seq) {

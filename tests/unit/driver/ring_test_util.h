@@ -15,10 +15,10 @@
 #include "interposer/abi.h"
 #include "interposer/ring.h"
 #include "journal/event.pb.h"
-#include "recorder/record_codec.h"
-#include "recorder/futex.h"
+#include "driver/record_codec.h"
+#include "driver/futex.h"
 
-namespace understudy::recorder::testing {
+namespace understudy::driver::testing {
 
 class SharedControl {
  public:
@@ -117,4 +117,4 @@ class TempDir {
   std::string path_;
 };
 
-}  // namespace understudy::recorder::testing
+}  // namespace understudy::driver::testing
