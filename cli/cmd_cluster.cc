@@ -20,11 +20,11 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cluster/service_address.h"
 #include "daemon/admin_client.h"
 #include "driver/control_mapping.h"
 #include "recorder/recorder.h"
 #include "recorder/replication_client.h"
-#include "cluster/service_address.h"
 
 namespace understudy::cli {
 namespace {

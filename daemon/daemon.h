@@ -39,13 +39,13 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/peer_link.h"
+#include "cluster/service_address.h"
 #include "daemon/admin.pb.h"
 #include "daemon/leaky_bucket.h"
 #include "journal/format.h"
 #include "journal/status.h"
 #include "journal/writer.h"
-#include "cluster/peer_link.h"
-#include "cluster/service_address.h"
 
 namespace understudy::daemon {
 

@@ -16,9 +16,9 @@
 #include <memory>
 #include <string>
 
-#include "journal/status.h"
 #include "driver/control_mapping.h"
 #include "driver/launcher.h"
+#include "journal/status.h"
 #include "replayer/live_feeder.h"
 
 namespace understudy::daemon {

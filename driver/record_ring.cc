@@ -3,8 +3,8 @@
 #include <cinttypes>
 #include <cstdio>
 
-#include "interposer/ring.h"
 #include "driver/futex.h"
+#include "interposer/ring.h"
 
 namespace understudy::driver {
 

@@ -2,8 +2,8 @@
 
 #include <cassert>
 
-#include "interposer/ring.h"
 #include "driver/futex.h"
+#include "interposer/ring.h"
 
 namespace understudy::driver {
 

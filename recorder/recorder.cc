@@ -13,11 +13,11 @@
 #include <memory>
 #include <thread>
 
-#include "journal/reader.h"
 #include "driver/control_mapping.h"
-#include "driver/process_spec.h"
-#include "recorder/escape_watch.h"
 #include "driver/futex.h"
+#include "driver/process_spec.h"
+#include "journal/reader.h"
+#include "recorder/escape_watch.h"
 #include "recorder/record_drain.h"
 #include "recorder/syscall_names.h"
 

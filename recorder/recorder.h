@@ -23,10 +23,10 @@
 #include <string_view>
 #include <vector>
 
+#include "driver/launcher.h"
 #include "interposer/abi.h"
 #include "journal/status.h"
 #include "journal/writer.h"
-#include "driver/launcher.h"
 
 namespace understudy::recorder {
 

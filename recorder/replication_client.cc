@@ -9,9 +9,9 @@
 #include <cstdio>
 #include <vector>
 
+#include "driver/futex.h"
 #include "journal/event.pb.h"
 #include "journal/stream.h"
-#include "driver/futex.h"
 
 namespace understudy::recorder {
 
@@ -29,6 +29,7 @@ using cluster::kHeartbeatGateOpened;
 using cluster::kHeartbeatStallPolicy;
 using cluster::PeerLink;
 using cluster::PeerRole;
+using driver::FutexWakeShared;
 
 namespace {
 
@@ -196,7 +197,7 @@ void ReplicationClient::PublishDurable(uint64_t seq) {
   if (cb_ == nullptr) return;
   __atomic_store_n(&cb_->durable_seq, seq, __ATOMIC_RELEASE);
   __atomic_fetch_add(&cb_->gate_epoch, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&cb_->gate_waiters, __ATOMIC_SEQ_CST) > 0) driver::FutexWakeShared(&cb_->gate_epoch);
+  if (__atomic_load_n(&cb_->gate_waiters, __ATOMIC_SEQ_CST) > 0) FutexWakeShared(&cb_->gate_epoch);
 }
 
 void ReplicationClient::HandleAck(uint64_t seq) {

@@ -41,10 +41,10 @@
 #include <string_view>
 #include <thread>
 
+#include "cluster/peer_link.h"
 #include "interposer/abi.h"
 #include "journal/format.h"
 #include "journal/status.h"
-#include "cluster/peer_link.h"
 
 namespace understudy::recorder {
 

@@ -8,10 +8,10 @@
 
 #include <google/protobuf/arena.h>
 
-#include "journal/reader.h"
 #include "driver/futex.h"
 #include "driver/record_codec.h"
 #include "driver/ring_feeder.h"
+#include "journal/reader.h"
 
 namespace understudy::replayer {
 

@@ -31,10 +31,10 @@
 #include <thread>
 #include <vector>
 
+#include "driver/record_codec.h"
 #include "interposer/abi.h"
 #include "journal/event.pb.h"
 #include "journal/status.h"
-#include "driver/record_codec.h"
 
 namespace understudy::driver {
 class RingFeeder;

@@ -13,13 +13,13 @@
 #include <memory>
 #include <thread>
 
-#include "interposer/abi.h"
-#include "journal/reader.h"
-#include "driver/record_codec.h"
 #include "driver/control_mapping.h"
 #include "driver/process_spec.h"
-#include "recorder/syscall_names.h"
+#include "driver/record_codec.h"
 #include "driver/ring_feeder.h"
+#include "interposer/abi.h"
+#include "journal/reader.h"
+#include "recorder/syscall_names.h"
 
 namespace understudy::replayer {
 

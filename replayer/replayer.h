@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "journal/status.h"
 #include "driver/launcher.h"
+#include "journal/status.h"
 
 namespace understudy::replayer {
 

@@ -11,8 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include "journal/event.pb.h"
 #include "driver/record_codec.h"
+#include "journal/event.pb.h"
 
 namespace jr = ::understudy::journal;
 namespace drv = ::understudy::driver;

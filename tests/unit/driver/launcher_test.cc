@@ -12,9 +12,9 @@
 #include <chrono>
 #include <memory>
 
-#include "interposer/abi.h"
 #include "driver/control_mapping.h"
 #include "driver/process_spec.h"
+#include "interposer/abi.h"
 
 namespace understudy::driver {
 namespace {

@@ -12,11 +12,11 @@
 #include <filesystem>
 #include <string>
 
+#include "driver/futex.h"
+#include "driver/record_codec.h"
 #include "interposer/abi.h"
 #include "interposer/ring.h"
 #include "journal/event.pb.h"
-#include "driver/record_codec.h"
-#include "driver/futex.h"
 
 namespace understudy::driver::testing {
 
