@@ -11,7 +11,7 @@ FUZZ_SECONDS=${UNDERSTUDY_FUZZ_SECONDS:-20}
 
 echo "== sanitized unit tests (ASan + UBSan) =="
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DUNDERSTUDY_SANITIZE=ON -DUNDERSTUDY_BPF=OFF >/dev/null
-SAN_TESTS=(journal_test recorder_test)
+SAN_TESTS=(journal_test driver_test cluster_test recorder_test replayer_test)
 cmake --build build-asan -j "$JOBS" --target "${SAN_TESTS[@]}"
 for t in "${SAN_TESTS[@]}"; do
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 "build-asan/bin/$t" --gtest_brief=1 >"build-asan/$t.log" 2>&1 \

@@ -344,7 +344,7 @@ def redis_argv(workdir, port=REDIS_PORT):
 def need_cluster():
     """Skip (fail under CI=true) unless the replication CLI and daemon exist."""
     # arping: go-live announces the moved service address with `arping -U`
-    # (recorder/service_address.cc); without it clients wait out their ARP
+    # (cluster/service_address.cc); without it clients wait out their ARP
     # cache and the switchover times measure that instead.
     harness.need(root=True, netns=True,
                  binaries=["redis-server", "redis-cli", "arping", UNDERSTUDYD])

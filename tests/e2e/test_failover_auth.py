@@ -21,7 +21,7 @@ import time
 import netns
 from harness import expect, fail, log, run, run_main
 
-ADMIN_REQUEST, ADMIN_REPLY = 20, 21   # recorder/peer_link.h LinkType
+ADMIN_REQUEST, ADMIN_REPLY = 20, 21   # cluster/peer_link.h LinkType
 REFUSAL = re.compile(r"auth|key|refus|denied|reject|unauthori", re.I)
 
 
@@ -83,7 +83,7 @@ def main():
 
         # 2. garbage to the admin socket and to the peer port.  Raw random
         # bytes (not even a link message: the daemon may just hang up), then
-        # well-framed ADMIN_REQUEST messages (recorder/peer_link.h: u32 length,
+        # well-framed ADMIN_REQUEST messages (cluster/peer_link.h: u32 length,
         # u8 type 20) whose payload is not an AdminRequest: each must get an
         # ADMIN_REPLY (type 21) carrying AdminReply.error (field 1, bytes).
         raw = [os.urandom(64), os.urandom(4096), b"\xff" * 16 + b"\n", b"\n"]

@@ -45,7 +45,7 @@ bool WaitDurable(const abi::ControlBlock* cb, uint64_t seq, std::chrono::millise
 }
 
 DaemonOptions Options(const std::string& dir, const std::string& listen,
-                      const recorder::ClusterKey& key) {
+                      const cluster::ClusterKey& key) {
   DaemonOptions o;
   o.listen = listen;
   o.admin_socket = "";
@@ -61,7 +61,7 @@ DaemonOptions Options(const std::string& dir, const std::string& listen,
 TEST(ResumeTest, LinkBlipLosesAndDuplicatesNothing) {
   const std::string dir = testing::TempDir() + "/resume_test_data";
   std::filesystem::remove_all(dir);
-  recorder::ClusterKey key;
+  cluster::ClusterKey key;
   key.bytes.fill(9);
 
   auto d1 = std::make_unique<Daemon>(Options(dir, "127.0.0.1:0", key));

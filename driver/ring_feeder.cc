@@ -1,14 +1,14 @@
-#include "replayer/ring_feeder.h"
+#include "driver/ring_feeder.h"
 
 #include <cassert>
 
+#include "driver/futex.h"
 #include "interposer/ring.h"
-#include "recorder/futex.h"
 
-namespace understudy::replayer {
+namespace understudy::driver {
 
-using recorder::FutexWaitShared;
-using recorder::FutexWakeShared;
+using driver::FutexWaitShared;
+using driver::FutexWakeShared;
 
 RingFeeder::RingFeeder(abi::ControlBlock* cb, std::chrono::milliseconds wait_slice)
     : cb_(cb),
@@ -67,4 +67,4 @@ void RingFeeder::End() {
   FutexWakeShared(&cb_->replay_epoch);
 }
 
-}  // namespace understudy::replayer
+}  // namespace understudy::driver

@@ -1,12 +1,12 @@
-#include "recorder/record_ring.h"
+#include "driver/record_ring.h"
 
 #include <cinttypes>
 #include <cstdio>
 
+#include "driver/futex.h"
 #include "interposer/ring.h"
-#include "recorder/futex.h"
 
-namespace understudy::recorder {
+namespace understudy::driver {
 
 RecordRingReader::RecordRingReader(abi::ControlBlock* cb)
     : cb_(cb), ring_(abi::RingBase(cb)), ring_size_(cb->ring_size) {}
@@ -73,4 +73,4 @@ void RecordRingReader::WaitForWake(std::chrono::nanoseconds timeout, bool unflus
   __atomic_store_n(&cb_->consumer_waiting, 0, __ATOMIC_SEQ_CST);
 }
 
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

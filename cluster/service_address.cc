@@ -1,4 +1,4 @@
-#include "recorder/service_address.h"
+#include "cluster/service_address.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 
 extern char** environ;
 
-namespace understudy::recorder {
+namespace understudy::cluster {
 
 namespace {
 
@@ -156,4 +156,4 @@ std::string AnnounceServiceAddress(const ServiceAddress& a, const std::string& d
   return "gratuitous ARP for " + a.ip() + " sent on " + dev + " (" + path + " -U)";
 }
 
-}  // namespace understudy::recorder
+}  // namespace understudy::cluster

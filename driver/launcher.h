@@ -32,7 +32,7 @@
 
 #include "journal/status.h"
 
-namespace understudy::recorder {
+namespace understudy::driver {
 
 struct LaunchSpec {
   std::string path;               // executable for execve; absolute
@@ -50,11 +50,6 @@ struct ProgramExit {
   int signal = 0;            // terminating signal, 0 if it exited
   std::string launch_error;  // non-empty: it never ran (e.g. exec failed)
 };
-
-// Sets the niceness of every thread of `root` and of all its descendants
-// (a process that exits meanwhile is skipped).  False if some thread
-// refused (lowering niceness needs CAP_SYS_NICE or RLIMIT_NICE).
-bool ReniceTree(pid_t root, int nice);
 
 class Program {
  public:
@@ -127,4 +122,4 @@ bool CanUseNamespaces();
 // Name of a signal ("SIGSEGV"), or "signal N".
 std::string SignalName(int sig);
 
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

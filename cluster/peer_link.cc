@@ -1,4 +1,4 @@
-#include "recorder/peer_link.h"
+#include "cluster/peer_link.h"
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -25,7 +25,7 @@
 
 #include "journal/format.h"
 
-namespace understudy::recorder {
+namespace understudy::cluster {
 
 using journal::DecodeFixed32;
 using journal::DecodeFixed64;
@@ -558,4 +558,4 @@ Status AuthenticateServer(PeerLink& link, const ClusterKey& key, PeerRole* role,
   return Status::Ok();
 }
 
-}  // namespace understudy::recorder
+}  // namespace understudy::cluster

@@ -6,9 +6,9 @@
 #include <memory>
 #include <thread>
 
-#include "recorder/peer_link.h"
+#include "cluster/peer_link.h"
 
-namespace understudy::recorder {
+namespace understudy::cluster {
 namespace {
 
 using std::chrono::milliseconds;
@@ -140,4 +140,4 @@ TEST(HeartbeatTest, CommitFiguresRoundTripAndOlderHeartbeatsDecode) {
 }
 
 }  // namespace
-}  // namespace understudy::recorder
+}  // namespace understudy::cluster

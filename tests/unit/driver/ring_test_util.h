@@ -12,13 +12,13 @@
 #include <filesystem>
 #include <string>
 
+#include "driver/futex.h"
+#include "driver/record_codec.h"
 #include "interposer/abi.h"
 #include "interposer/ring.h"
 #include "journal/event.pb.h"
-#include "recorder/record_codec.h"
-#include "recorder/futex.h"
 
-namespace understudy::recorder::testing {
+namespace understudy::driver::testing {
 
 class SharedControl {
  public:
@@ -117,4 +117,4 @@ class TempDir {
   std::string path_;
 };
 
-}  // namespace understudy::recorder::testing
+}  // namespace understudy::driver::testing

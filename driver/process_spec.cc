@@ -1,4 +1,4 @@
-#include "recorder/process_spec.h"
+#include "driver/process_spec.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -11,7 +11,7 @@
 #include <cerrno>
 #include <memory>
 
-namespace understudy::recorder {
+namespace understudy::driver {
 
 Status Sha256File(const std::string& path, std::string* hex) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -88,4 +88,4 @@ bool SameInterposer(const journal::pb::ProcessSpec& spec, const std::string& pre
   return false;
 }
 
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

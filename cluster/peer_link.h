@@ -48,7 +48,7 @@
 
 #include "journal/status.h"
 
-namespace understudy::recorder {
+namespace understudy::cluster {
 
 inline constexpr size_t kClusterKeyBytes = 32;
 inline constexpr uint32_t kLinkVersion = 1;
@@ -194,4 +194,4 @@ Status AuthenticateClient(PeerLink& link, const ClusterKey& key, PeerRole role,
 Status AuthenticateServer(PeerLink& link, const ClusterKey& key, PeerRole* role,
                           std::chrono::milliseconds timeout);
 
-}  // namespace understudy::recorder
+}  // namespace understudy::cluster

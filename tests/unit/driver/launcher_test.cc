@@ -1,7 +1,7 @@
-// recorder/launcher.h: exit codes and signals come back, exec failures are
+// driver/launcher.h: exit codes and signals come back, exec failures are
 // reported, the control fd, ASLR-off personality, cwd and (as root) the PID
 // namespace are in place, Kill() ends the whole tree; env and PATH helpers.
-#include "recorder/launcher.h"
+#include "driver/launcher.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -12,11 +12,11 @@
 #include <chrono>
 #include <memory>
 
+#include "driver/control_mapping.h"
+#include "driver/process_spec.h"
 #include "interposer/abi.h"
-#include "recorder/control_mapping.h"
-#include "recorder/process_spec.h"
 
-namespace understudy::recorder {
+namespace understudy::driver {
 namespace {
 
 ProgramExit RunShell(const std::string& script, int control_fd = -1, std::string cwd = "") {
@@ -192,4 +192,4 @@ TEST(ProcessSpec, SameInterposerComparesTheRecordedBuild) {
 }
 
 }  // namespace
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

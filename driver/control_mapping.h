@@ -13,7 +13,7 @@
 #include "interposer/abi.h"
 #include "journal/status.h"
 
-namespace understudy::recorder {
+namespace understudy::driver {
 
 class ControlMapping {
  public:
@@ -47,4 +47,4 @@ inline constexpr uint64_t kMinRingSize = 2 * abi::kMaxRecordPayload;
 // Whether `n` is a usable ring size: a power of two >= kMinRingSize.
 bool ValidRingSize(uint64_t n);
 
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

@@ -1,4 +1,4 @@
-#include "recorder/control_mapping.h"
+#include "driver/control_mapping.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 
 #include "interposer/ring.h"
 
-namespace understudy::recorder {
+namespace understudy::driver {
 
 bool ValidRingSize(uint64_t n) {
   return n >= kMinRingSize && (n & (n - 1)) == 0;
@@ -60,4 +60,4 @@ char* ControlMapping::ring() const {
   return abi::RingBase(cb_);
 }
 
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

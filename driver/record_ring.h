@@ -23,7 +23,7 @@
 
 #include "interposer/abi.h"
 
-namespace understudy::recorder {
+namespace understudy::driver {
 
 class RecordRingReader {
  public:
@@ -67,4 +67,4 @@ class RecordRingReader {
   uint64_t ring_size_;
 };
 
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

@@ -13,7 +13,7 @@
 #include <chrono>
 #include <cstdint>
 
-namespace understudy::recorder {
+namespace understudy::driver {
 
 // Sleeps while *word == expected, at most `timeout`.  Spurious returns are
 // allowed; callers re-check their condition.
@@ -34,4 +34,4 @@ inline void BumpAndWake(uint32_t* epoch) {
   FutexWakeShared(epoch);
 }
 
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

@@ -1,7 +1,7 @@
-// replayer/ring_feeder.h against a fake interposer consumer: records go in
+// driver/ring_feeder.h against a fake interposer consumer: records go in
 // through a small ring (wrap-around, feeder waits for space) and come out
 // whole, in order, with every consumed byte zeroed; End() is seen.
-#include "replayer/ring_feeder.h"
+#include "driver/ring_feeder.h"
 
 #include <gtest/gtest.h>
 
@@ -9,15 +9,13 @@
 #include <thread>
 #include <vector>
 
-#include "tests/unit/recorder/ring_test_util.h"
+#include "tests/unit/driver/ring_test_util.h"
 
-namespace understudy::replayer {
+namespace understudy::driver {
 namespace {
 
-using recorder::BumpAndWake;
-using recorder::FutexWaitShared;
-using recorder::testing::SharedControl;
-using recorder::testing::SyscallEvent;
+using testing::SharedControl;
+using testing::SyscallEvent;
 
 // Consumes like an interposer thread whose turn it is: waits for the size
 // word at replay_head (or journal_ended), copies, zeroes, advances head and
@@ -54,7 +52,7 @@ TEST(RingFeeder, RecordsArriveWholeInOrderThroughASmallRing) {
   std::vector<std::string> sent;
   for (uint64_t seq = 1; seq <= 2000; ++seq) {
     std::string rec;
-    ASSERT_TRUE(journal::EncodeRecord(SyscallEvent(seq, 9, (seq * 37) % 1500), &rec).ok());
+    ASSERT_TRUE(driver::EncodeRecord(SyscallEvent(seq, 9, (seq * 37) % 1500), &rec).ok());
     sent.push_back(rec);
   }
   std::vector<std::string> got;
@@ -78,7 +76,7 @@ TEST(RingFeeder, FullRingWithoutConsumerStopsOnRequest) {
   SharedControl ctl(4096);
   RingFeeder feeder(ctl.cb(), std::chrono::milliseconds(1));
   std::string rec;
-  ASSERT_TRUE(journal::EncodeRecord(SyscallEvent(1, 9, 1000), &rec).ok());
+  ASSERT_TRUE(driver::EncodeRecord(SyscallEvent(1, 9, 1000), &rec).ok());
   std::atomic<bool> stop{false};
   int put = 0;
   std::thread stopper([&] {
@@ -108,4 +106,4 @@ TEST(RingFeeder, EndIsVisibleToAWaitingConsumer) {
 }
 
 }  // namespace
-}  // namespace understudy::replayer
+}  // namespace understudy::driver

@@ -1,4 +1,4 @@
-#include "recorder/record_codec.h"
+#include "driver/record_codec.h"
 
 #include <cinttypes>
 #include <cstdio>
@@ -6,7 +6,13 @@
 
 #include "journal/batch_codec.h"
 
-namespace understudy::journal {
+namespace understudy::driver {
+
+namespace pb = journal::pb;
+using journal::DecodeVarint64;
+using journal::EncodeVarint64;
+using journal::SkipField;
+
 namespace {
 
 constexpr size_t kHeaderSize = sizeof(abi::RecordHeader);
@@ -206,14 +212,14 @@ Status EncodeRecord(const pb::Event& event, std::string* rec) {
   return Status::Ok();
 }
 
-}  // namespace understudy::journal
+}  // namespace understudy::driver
 
 // ---------------------------------------------------------------------------
 // TranscodeBatch: a reader of exactly the protobuf wire forms event.proto
 // gives these messages.  Scalars follow protobuf's parsing rules (a varint
 // read as 64 bits and truncated to the field's width, the last occurrence
 // wins, unknown fields skipped), so the header matches EncodeRecord's.
-namespace understudy::journal {
+namespace understudy::driver {
 namespace {
 
 struct Wire {
@@ -414,14 +420,14 @@ bool TranscodeBatch(std::string_view payload, std::string* buf, std::vector<Ring
   return true;
 }
 
-}  // namespace understudy::journal
+}  // namespace understudy::driver
 
 // ---------------------------------------------------------------------------
 // RecordToEventWire: protobuf's own rules for these proto3 messages --
 // fields in number order, a scalar only when it is not zero, negative int32
 // and enum values sign-extended to 10-byte varints, every repeated `out`
 // element even when empty, the oneof body always (it is set).
-namespace understudy::journal {
+namespace understudy::driver {
 namespace {
 
 inline char* PutTag(char* p, uint32_t field, uint32_t wire_type) {
@@ -528,4 +534,4 @@ bool RecordToEventWire(const char* rec, size_t size, std::string* out) {
   return true;
 }
 
-}  // namespace understudy::journal
+}  // namespace understudy::driver

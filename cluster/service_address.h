@@ -16,7 +16,7 @@
 
 #include "journal/status.h"
 
-namespace understudy::recorder {
+namespace understudy::cluster {
 
 struct ServiceAddress {
   struct in_addr addr {};  // network order
@@ -42,4 +42,4 @@ std::string AnnounceServiceAddress(const ServiceAddress& a, const std::string& d
 // stderr into *err.  Returns the exit status or -1 if it could not start.
 int RunTool(const std::vector<std::string>& argv, std::string* err);
 
-}  // namespace understudy::recorder
+}  // namespace understudy::cluster

@@ -37,25 +37,25 @@
 #include "journal/event.pb.h"
 #include "journal/status.h"
 
-namespace understudy::journal {
+namespace understudy::driver {
 
 // Decodes one whole record laid out contiguously in `rec` (`size` bytes, the
 // value of its size word).  Corruption if the header, the out blocks or the
 // kind do not make sense (the message says which, with the record's seq).
-Status DecodeRecord(const char* rec, size_t size, pb::Event* event);
+Status DecodeRecord(const char* rec, size_t size, journal::pb::Event* event);
 
 // Bytes the ring record of `event` occupies (a multiple of 8), or 0 if the
 // event has no ring form.
-size_t EncodedRecordSize(const pb::Event& event);
+size_t EncodedRecordSize(const journal::pb::Event& event);
 
 // Encodes `event` as one contiguous ring record into *rec (replacing its
 // contents), the size word included.  NotSupported for bodies without a ring
 // form; InvalidArgument if an out buffer is larger than abi::kMaxRecordPayload.
-Status EncodeRecord(const pb::Event& event, std::string* rec);
+Status EncodeRecord(const journal::pb::Event& event, std::string* rec);
 
-}  // namespace understudy::journal
+}  // namespace understudy::driver
 
-namespace understudy::journal {
+namespace understudy::driver {
 
 // One event of a transcoded batch (see TranscodeBatch).
 struct RingRecordRef {
@@ -81,4 +81,4 @@ bool TranscodeBatch(std::string_view payload, std::string* buf, std::vector<Ring
 // False for a record DecodeRecord would refuse (it then says why).
 bool RecordToEventWire(const char* rec, size_t size, std::string* out);
 
-}  // namespace understudy::journal
+}  // namespace understudy::driver

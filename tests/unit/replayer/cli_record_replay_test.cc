@@ -10,9 +10,9 @@
 #include <fstream>
 #include <string>
 
-#include "tests/unit/recorder/ring_test_util.h"
+#include "tests/unit/driver/ring_test_util.h"
 
-namespace understudy::recorder {
+namespace understudy::replayer {
 namespace {
 
 #if defined(UNDERSTUDY_CLI_PATH) && defined(FAKE_INTERPOSER_PATH)
@@ -53,7 +53,7 @@ class CliRecordReplay : public ::testing::Test {
   }
   void Script(const std::string& text) { std::ofstream(script_) << text; }
 
-  testing::TempDir dir_;
+  driver::testing::TempDir dir_;
   std::string journal_;
   std::string script_;
 };
@@ -137,4 +137,4 @@ TEST(CliRecordReplay, NeedsTheCli) {
 #endif
 
 }  // namespace
-}  // namespace understudy::recorder
+}  // namespace understudy::replayer

@@ -1,6 +1,5 @@
-#include "recorder/launcher.h"
+#include "driver/launcher.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
@@ -20,11 +19,10 @@
 #include <cstring>
 
 #include "interposer/abi.h"
-#include "kmod/scope.h"
 
 extern char** environ;
 
-namespace understudy::recorder {
+namespace understudy::driver {
 namespace {
 
 constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
@@ -475,22 +473,4 @@ std::string SignalName(int sig) {
   return std::string("SIG") + abbrev;
 }
 
-bool ReniceTree(pid_t root, int nice) {
-  bool all = true;
-  for (pid_t pid : kmod::LiveProcessTree(root, 4096)) {
-    const std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
-    DIR* d = opendir(task_dir.c_str());
-    if (d == nullptr) continue;
-    while (struct dirent* de = readdir(d)) {
-      if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
-      if (setpriority(PRIO_PROCESS, static_cast<id_t>(std::atoi(de->d_name)), nice) != 0 &&
-          errno != ESRCH) {
-        all = false;
-      }
-    }
-    closedir(d);
-  }
-  return all;
-}
-
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

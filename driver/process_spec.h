@@ -9,7 +9,7 @@
 #include "journal/event.pb.h"
 #include "journal/status.h"
 
-namespace understudy::recorder {
+namespace understudy::driver {
 
 // Fills *spec for a program about to be exec'd: `argv` and `env` exactly as
 // given to exec, `binary_path` the resolved absolute path; the rest (cwd,
@@ -28,4 +28,4 @@ Status CaptureProcessSpec(const std::vector<std::string>& argv, const std::vecto
 // Lowercase hex SHA-256 of the file at `path` (OpenSSL EVP).
 Status Sha256File(const std::string& path, std::string* hex);
 
-}  // namespace understudy::recorder
+}  // namespace understudy::driver

@@ -27,7 +27,7 @@
 
 #include "interposer/abi.h"
 
-namespace understudy::replayer {
+namespace understudy::driver {
 
 class RingFeeder {
  public:
@@ -67,4 +67,4 @@ class RingFeeder {
   uint32_t run_records_ = 0;
 };
 
-}  // namespace understudy::replayer
+}  // namespace understudy::driver

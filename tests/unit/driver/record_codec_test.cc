@@ -1,6 +1,6 @@
-// recorder/record_codec: every record kind survives ring -> event -> ring and
+// driver/record_codec: every record kind survives ring -> event -> ring and
 // event -> ring -> event unchanged; malformed records are reported.
-#include "recorder/record_codec.h"
+#include "driver/record_codec.h"
 
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
@@ -11,9 +11,10 @@
 
 #include "interposer/abi.h"
 
-namespace understudy::journal {
+namespace understudy::driver {
 namespace {
 
+namespace pb = journal::pb;
 using google::protobuf::util::MessageDifferencer;
 
 void ExpectRoundTrip(const pb::Event& event) {
@@ -403,4 +404,4 @@ TEST(RecordCodec, RecordToEventWireIsTheProtobufEncoding) {
 }
 
 }  // namespace
-}  // namespace understudy::journal
+}  // namespace understudy::driver
