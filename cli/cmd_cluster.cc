@@ -425,7 +425,8 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   run->add_option("--heartbeat-ms", ra->heartbeat_ms, "Heartbeat interval (default 100)")
       ->check(CLI::Range(5, 60000));
   run->add_option("--missed-heartbeats", ra->missed_heartbeats,
-                  "Heartbeats missed before the backup counts as lost (default 2)")
+                  "Heartbeats missed before the backup counts as lost (default 2: a 200 ms "
+                  "budget with the 100 ms heartbeat)")
       ->check(CLI::Range(1, 1000));
   run->add_option("--journal", ra->journal,
                   "Local journal directory (default /var/lib/understudy/primary/<time>-<pid>)");
