@@ -96,8 +96,9 @@ TEST(Launcher, KillEndsTheTree) {
 // The planned-failover contract: once Wait() returns after Kill(), no
 // process of the program is left -- not even one that PID 1's parent-death
 // signal has not reached yet -- so every file it held is closed (a client's
-// socket got its FIN).  Two background writers hold a FIFO open; EOF on
-// our read end right after Wait() means both are gone.
+// socket got its FIN).  Two background writers hold a FIFO open (each
+// says so on it, so Kill() comes after both opened it); EOF on our read end
+// right after Wait() means both are gone.
 TEST(Launcher, KillLeavesNoProcessOfTheNamespace) {
   if (!CanUseNamespaces()) GTEST_SKIP() << "needs root for a PID namespace";
   char dir[] = "/tmp/understudy-launcher-XXXXXX";
@@ -109,12 +110,22 @@ TEST(Launcher, KillLeavesNoProcessOfTheNamespace) {
   LaunchSpec spec;
   spec.path = "/bin/sh";
   spec.argv = {"sh", "-c",
-               "sleep 100 > " + fifo + " & sleep 100 > " + fifo + " & echo up > " + fifo + "; wait"};
+               "{ echo a; exec sleep 100; } > " + fifo + " & { echo b; exec sleep 100; } > " +
+                   fifo + " & wait"};
   spec.env = {"PATH=/usr/bin:/bin"};
   std::unique_ptr<Program> program;
   ASSERT_TRUE(Program::Launch(spec, &program).ok());
   char buf[16];
-  for (int i = 0; i < 500 && read(rd, buf, sizeof buf) <= 0; ++i) usleep(10000);  // "up"
+  std::string said;
+  for (int i = 0; i < 3000 && said.size() < 4; ++i) {  // "a\n" and "b\n", up to 30 s
+    const ssize_t n = read(rd, buf, sizeof buf);
+    if (n > 0) {
+      said.append(buf, static_cast<size_t>(n));
+    } else {
+      usleep(10000);
+    }
+  }
+  EXPECT_EQ(said.size(), 4u) << "the writers said '" << said << "'";
   program->Kill();
   ProgramExit e = program->Wait();
   EXPECT_EQ(e.signal, SIGKILL);
