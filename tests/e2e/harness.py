@@ -17,6 +17,8 @@ Contract:
   - exit 0 = pass, 1 = fail, 77 = skipped (ctest SKIP_RETURN_CODE);
   - every test module declares NEEDS (see "Needs" below); run_main checks
     it before main() and skips with the reasons -- or, under CI=true, fails;
+  - a module may declare CASES, a list of names: ctest then runs it once per
+    case, `test_x.py CASE` (see describe() at the end);
   - a failing Trace keeps its journal and prints the exact command that
     replays it; a passing one deletes it;
   - every child runs with a timeout, in its own session, and is killed (its
@@ -96,16 +98,9 @@ def skip(reason):
 
 def run_main(main):
     """Check the calling module's NEEDS, run MAIN(); exit 0 on success, 1 on
-    TestFailure/any exception, 77 when a need is missing.
-
-    `python3 test_x.py --needs` prints the NEEDS list (one per line) and exits:
-    tests/CMakeLists.txt turns it into the test's ctest labels."""
+    TestFailure/any exception, 77 when a need is missing."""
     module = sys.modules.get(main.__module__)
     needs = getattr(module, "NEEDS", None)
-    if "--needs" in sys.argv[1:]:
-        for n in needs or ():
-            print(n)
-        sys.exit(0)
     try:
         if needs is None:
             fail("%s declares no NEEDS (a list; [] when it needs only the build)" %
@@ -561,3 +556,36 @@ def flip_journal_byte(journal_dir, marker, index=0):
                 return seq
             pos = end
     fail("marker %r not found in any frame of %s" % (marker, journal_dir))
+
+
+# ---------------------------------------------------------------------------
+# What tests/CMakeLists.txt needs to know, for every test at once (one python
+# start at configure time, not one per test):
+#
+#     python3 harness.py test_a.py test_b.py ...
+#
+# prints one line per test, "STEM|NEED,NEED...|CASE,CASE...", read from the
+# modules' NEEDS and CASES (importing a test module does not run it).
+
+
+def describe(paths):
+    import importlib.util
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        needs = getattr(module, "NEEDS", None)
+        if needs is None:
+            raise SystemExit("%s declares no NEEDS" % path)
+        cases = getattr(module, "CASES", ())
+        for entry in list(needs) + list(cases):
+            if any(c in entry for c in "|,;\n"):
+                raise SystemExit("%s: %r: no '|', ',', ';' or newline in a need or case"
+                                 % (path, entry))
+        print("%s|%s|%s" % (stem, ",".join(needs), ",".join(cases)))
+
+
+if __name__ == "__main__":
+    describe(sys.argv[1:])

@@ -2,10 +2,9 @@
 """Each tests/programs/*.c (one per call class) records and replays with the
 recorded stdout.  Needs: the understudy CLI and the built programs.
 
-    test_record_replay_programs.py NAME   one program (ctest runs one per program:
-                                          e2e.programs.NAME, tests/CMakeLists.txt)
-    test_record_replay_programs.py        every program, one report
-    test_record_replay_programs.py --list the programs, one per line"""
+    test_record_replay_programs.py NAME   one program (ctest runs one per program,
+                                          e2e.test_record_replay_programs.NAME)
+    test_record_replay_programs.py        every program, one report"""
 import sys
 
 from harness import Trace, expect, fail, log, program, run_main
@@ -27,6 +26,7 @@ PROGRAMS = {
 }
 
 NEEDS = ["program:" + name for name in PROGRAMS]
+CASES = list(PROGRAMS)  # one ctest per program (harness.describe)
 
 
 def record_and_replay(name, stdin):
@@ -61,7 +61,7 @@ def check(name):
 
 
 def main():
-    names = [a for a in sys.argv[1:] if not a.startswith("--")]
+    names = sys.argv[1:]
     for name in names:
         if name not in PROGRAMS:
             fail("no program %r here (the programs: %s)" % (name, ", ".join(PROGRAMS)))
@@ -79,7 +79,4 @@ def main():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        print("\n".join(PROGRAMS))
-        sys.exit(0)
     run_main(main)
