@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <signal.h>
@@ -95,8 +96,9 @@ TEST(Launcher, KillEndsTheTree) {
 // The planned-failover contract: once Wait() returns after Kill(), no
 // process of the program is left -- not even one that PID 1's parent-death
 // signal has not reached yet -- so every file it held is closed (a client's
-// socket got its FIN).  Two background writers hold a FIFO open; EOF on
-// our read end right after Wait() means both are gone.
+// socket got its FIN).  Two background writers hold a FIFO open (each
+// says so on it, so Kill() comes after both opened it); EOF on our read end
+// right after Wait() means both are gone.
 TEST(Launcher, KillLeavesNoProcessOfTheNamespace) {
   if (!CanUseNamespaces()) GTEST_SKIP() << "needs root for a PID namespace";
   char dir[] = "/tmp/understudy-launcher-XXXXXX";
@@ -108,12 +110,22 @@ TEST(Launcher, KillLeavesNoProcessOfTheNamespace) {
   LaunchSpec spec;
   spec.path = "/bin/sh";
   spec.argv = {"sh", "-c",
-               "sleep 100 > " + fifo + " & sleep 100 > " + fifo + " & echo up > " + fifo + "; wait"};
+               "{ echo a; exec sleep 100; } > " + fifo + " & { echo b; exec sleep 100; } > " +
+                   fifo + " & wait"};
   spec.env = {"PATH=/usr/bin:/bin"};
   std::unique_ptr<Program> program;
   ASSERT_TRUE(Program::Launch(spec, &program).ok());
   char buf[16];
-  for (int i = 0; i < 500 && read(rd, buf, sizeof buf) <= 0; ++i) usleep(10000);  // "up"
+  std::string said;
+  for (int i = 0; i < 3000 && said.size() < 4; ++i) {  // "a\n" and "b\n", up to 30 s
+    const ssize_t n = read(rd, buf, sizeof buf);
+    if (n > 0) {
+      said.append(buf, static_cast<size_t>(n));
+    } else {
+      usleep(10000);
+    }
+  }
+  EXPECT_EQ(said.size(), 4u) << "the writers said '" << said << "'";
   program->Kill();
   ProgramExit e = program->Wait();
   EXPECT_EQ(e.signal, SIGKILL);
@@ -125,13 +137,32 @@ TEST(Launcher, KillLeavesNoProcessOfTheNamespace) {
 }
 
 TEST(Launcher, ForwardsUserSentSignalsToTheProgram) {
+  // The shell says "ready" on a pipe once its trap is installed: a SIGTERM
+  // that arrived before would kill it (exit 143), which is the default
+  // action, not a forwarding failure.  It then closes its end so the sleeps
+  // it forks do not hold the pipe.
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
   LaunchSpec spec;
   spec.path = "/bin/sh";
-  spec.argv = {"sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.01; done"};
+  const std::string w = std::to_string(ready[1]);
+  spec.argv = {"sh", "-c",
+               "trap 'exit 42' TERM; echo ready >&" + w + "; exec " + w +
+                   ">&-; while :; do sleep 0.01; done"};
   std::unique_ptr<Program> program;
-  ASSERT_TRUE(Program::Launch(spec, &program).ok());
+  Status launched = Program::Launch(spec, &program);
+  close(ready[1]);
+  ASSERT_TRUE(launched.ok()) << launched.ToString();
+  char buf[8] = {};
+  struct pollfd p = {ready[0], POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 30000), 1) << "the shell never said it was ready";
+  ASSERT_EQ(read(ready[0], buf, sizeof buf), 6);
+  close(ready[0]);
+  EXPECT_STREQ(buf, "ready\n");
   ProgramExit e;
-  // Keep signalling the driver (ourselves) until the shell's trap has run.
+  // Signal the driver (ourselves) until the trap has run: each helper of the
+  // tree learns whom to forward to just after its fork returns, so a signal
+  // in that instant goes nowhere; another one a moment later gets through.
   for (int i = 0; i < 500 && !program->Poll(&e); ++i) {
     kill(getpid(), SIGTERM);
     usleep(10000);

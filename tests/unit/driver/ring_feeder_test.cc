@@ -79,13 +79,18 @@ TEST(RingFeeder, FullRingWithoutConsumerStopsOnRequest) {
   ASSERT_TRUE(driver::EncodeRecord(SyscallEvent(1, 9, 1000), &rec).ok());
   std::atomic<bool> stop{false};
   int put = 0;
+  // Stop only once the ring cannot take another record (a timed stop could
+  // come before the ring filled on a busy machine): Put is then waiting.
+  const uint64_t fits = 4096 / rec.size();
   std::thread stopper([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    while (__atomic_load_n(&ctl.cb()->replay_tail, __ATOMIC_ACQUIRE) < fits * rec.size()) {
+      std::this_thread::yield();
+    }
     stop = true;
   });
   while (feeder.Put(rec, stop)) ++put;
   stopper.join();
-  EXPECT_EQ(put, static_cast<int>(4096 / rec.size()));
+  EXPECT_EQ(put, static_cast<int>(fits));
   EXPECT_LE(ctl.cb()->replay_tail, 4096u);
 }
 
@@ -98,7 +103,10 @@ TEST(RingFeeder, EndIsVisibleToAWaitingConsumer) {
     EXPECT_FALSE(ConsumeOne(ctl.cb(), &rec));
     ended = true;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // End() must reach a consumer that is already asleep on the empty ring.
+  while (__atomic_load_n(&ctl.cb()->replay_waiters, __ATOMIC_SEQ_CST) == 0) {
+    std::this_thread::yield();
+  }
   EXPECT_FALSE(ended);
   feeder.End();
   consumer.join();
