@@ -52,8 +52,8 @@ int main(int argc, char** argv) {
   CLI::App app{"understudy-checkpoint: CRIU checkpoints through criu swrk (docs/checkpoint.md)"};
   app.require_subcommand(1);
   std::string criu_binary;
-  app.add_option("--criu", criu_binary, "CRIU to run (default: $UNDERSTUDY_CRIU or " +
-                                            cp::Criu::DefaultBinary() + ")");
+  app.add_option("--criu", criu_binary,
+                 "CRIU to run (default: $UNDERSTUDY_CRIU or " + cp::Criu::DefaultBinary() + ")");
   bool json = false;
   app.add_flag("--json", json, "print the result as one JSON object");
 

@@ -69,8 +69,8 @@ std::string PathIn(const std::string& dir, const std::string& name) {
 // One request to one `criu swrk` child, and its final answer.
 struct SwrkCall {
   std::string binary;
-  std::string what;         // "criu dump of pid 12 into /x": the object, for errors
-  std::string stderr_path;  // CRIU's stdout/stderr ("" = /dev/null)
+  std::string what;           // "criu dump of pid 12 into /x": the object, for errors
+  std::string stderr_path;    // CRIU's stdout/stderr ("" = /dev/null)
   std::vector<int> pass_fds;  // descriptors named in the request (images/work dir)
   int timeout_s = 120;
 };
@@ -112,10 +112,10 @@ Status RunSwrk(const SwrkCall& call, const rpc::Req& req, rpc::Resp* resp) {
   Fd ours = High(sv[0]);
   Fd theirs = High(sv[1]);
   Fd devnull = High(open("/dev/null", O_RDWR | O_CLOEXEC));
-  Fd out = call.stderr_path.empty()
-               ? Fd(-1)
-               : High(open(call.stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                           0600));
+  Fd out =
+      call.stderr_path.empty()
+          ? Fd(-1)
+          : High(open(call.stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!ours.ok() || !theirs.ok() || !devnull.ok()) {
     return Status::FromErrno(call.what + ": descriptors for criu swrk", errno);
   }
@@ -160,20 +160,22 @@ Status RunSwrk(const SwrkCall& call, const rpc::Req& req, rpc::Resp* resp) {
                            (call.stderr_path.empty() ? "" : "; its output: " + call.stderr_path));
   };
 
-  if (send(ours.get(), wire.data(), wire.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(wire.size())) {
+  if (send(ours.get(), wire.data(), wire.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(wire.size())) {
     // CRIU died before reading: most often the binary is missing or broken.
     return finish(std::nullopt);
   }
   std::string buf(1 << 16, '\0');
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) {
       kill(child, SIGKILL);
       return finish(Status::IOError(call.what + ": criu swrk (pid " + std::to_string(child) +
-                             ") gave no answer within " + std::to_string(call.timeout_s) +
-                             " s and was killed; if a dump was under way, check that the "
-                             "service runs and that no 'CRIU' nftables table is left "
-                             "(nft list tables)"));
+                                    ") gave no answer within " + std::to_string(call.timeout_s) +
+                                    " s and was killed; if a dump was under way, check that the "
+                                    "service runs and that no 'CRIU' nftables table is left "
+                                    "(nft list tables)"));
     }
     pollfd p{ours.get(), POLLIN, 0};
     const int pr = poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
@@ -303,7 +305,8 @@ Status Criu::Version(CriuVersion* out) const {
   Status st = RunSwrk(call, req, &resp);
   if (!st.ok()) return st;
   if (!resp.success() || !resp.has_version()) {
-    return Status::NotSupported(call.what + ": CRIU did not report a version; it is too old for "
+    return Status::NotSupported(call.what +
+                                ": CRIU did not report a version; it is too old for "
                                 "this driver (4.2 or newer is needed)");
   }
   out->major = resp.version().major_number();
@@ -453,8 +456,8 @@ Status Criu::Restore(const std::string& images_dir, const RestoreOptions& option
   if (!st.ok()) return st;
   if (!resp.success()) return CriuRefused(what, resp, report->log_path);
   if (!resp.has_restore() || resp.restore().pid() <= 0) {
-    return Status::Corruption(what + ": CRIU reported success without the restored pid; log: " +
-                              report->log_path);
+    return Status::Corruption(
+        what + ": CRIU reported success without the restored pid; log: " + report->log_path);
   }
   report->pid = resp.restore().pid();
   // Informational: absent stats leave zeros (the restore itself succeeded).

@@ -46,13 +46,13 @@ struct CriuVersion {
 };
 
 struct DumpOptions {
-  bool leave_running = true;    // the service goes on; false = the dump stops it
-  bool tcp_established = true;  // a server has clients; CRIU refuses their sockets otherwise
-  bool ext_unix_sk = false;     // allow unix sockets whose peer is outside the tree
-  bool shell_job = false;       // the tree shares a session or tty with its parent
-  bool file_locks = true;       // CRIU refuses a tree holding locks unless asked
-  bool external_host_mounts = true;  // host_mounts.h: no tar of the node's tmpfs mounts
-  std::vector<std::string> external;          // more dump --external values
+  bool leave_running = true;          // the service goes on; false = the dump stops it
+  bool tcp_established = true;        // a server has clients; CRIU refuses their sockets otherwise
+  bool ext_unix_sk = false;           // allow unix sockets whose peer is outside the tree
+  bool shell_job = false;             // the tree shares a session or tty with its parent
+  bool file_locks = true;             // CRIU refuses a tree holding locks unless asked
+  bool external_host_mounts = true;   // host_mounts.h: no tar of the node's tmpfs mounts
+  std::vector<std::string> external;  // more dump --external values
   std::vector<std::string> restore_external;  // more values Restore() must pass; in the manifest
   std::vector<std::pair<std::string, std::string>> notes;  // into the manifest (mark seq, ...)
   std::string work_dir;  // where CRIU's log goes; "" = the images directory
@@ -63,13 +63,13 @@ struct DumpOptions {
 struct DumpReport {
   pid_t pid = -1;
   std::string images_dir;
-  std::string log_path;         // CRIU's log of this dump
-  DumpStats stats;              // CRIU's own timing (stats-dump)
-  double frozen_ms = 0;         // stats.frozen_us in ms: the service's pause
-  double criu_ms = 0;           // criu swrk started .. answer received
-  double manifest_ms = 0;       // hashing the images and writing the manifest
-  double total_ms = 0;          // Dump() from entry to return
-  uint64_t image_bytes = 0;     // sum of the image files' sizes
+  std::string log_path;      // CRIU's log of this dump
+  DumpStats stats;           // CRIU's own timing (stats-dump)
+  double frozen_ms = 0;      // stats.frozen_us in ms: the service's pause
+  double criu_ms = 0;        // criu swrk started .. answer received
+  double manifest_ms = 0;    // hashing the images and writing the manifest
+  double total_ms = 0;       // Dump() from entry to return
+  uint64_t image_bytes = 0;  // sum of the image files' sizes
   size_t image_files = 0;
   std::vector<HostMount> host_mounts;  // made external
 };

@@ -81,8 +81,7 @@ std::string Hint(std::string_view error_text) {
       {"Can't dump name-less external socket",
        "a unix socket is connected to a nameless socket outside the tree, which ext_unix_sk "
        "does not cover; close it, or start its peer inside the tree"},
-      {"Connected TCP socket",
-       "the process has established TCP connections; set tcp_established"},
+      {"Connected TCP socket", "the process has established TCP connections; set tcp_established"},
       {"Address already in use",
        "the address a restored socket needs is taken; stop the process that holds it "
        "(the original, if it still runs) before restoring"},

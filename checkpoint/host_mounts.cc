@@ -26,8 +26,8 @@ std::string Unescape(const std::string& s) {
     auto octal = [&](size_t j) { return s[j] >= '0' && s[j] <= '7'; };
     if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] <= '3' && octal(i + 1) && octal(i + 2) &&
         octal(i + 3)) {
-      out.push_back(static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 +
-                                      (s[i + 3] - '0')));
+      out.push_back(
+          static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
       i += 3;
     } else {
       out.push_back(s[i]);
@@ -81,8 +81,8 @@ std::vector<HostMount> MatchHostTmpfsMounts(const std::string& workload_mountinf
       return o.fstype == t.fstype && o.dev == t.dev && o.root == t.root &&
              o.mount_point == t.mount_point;
     });
-    const bool seen = std::any_of(out.begin(), out.end(),
-                                  [&](const HostMount& m) { return m.mount_point == t.mount_point; });
+    const bool seen = std::any_of(
+        out.begin(), out.end(), [&](const HostMount& m) { return m.mount_point == t.mount_point; });
     // CRIU's mnt[...] names a mount point; one key covers stacked mounts there.
     if (shared && !seen) {
       out.push_back({t.mount_point, "understudy-host-" + std::to_string(out.size())});
@@ -96,9 +96,8 @@ Status FindHostTmpfsMounts(pid_t pid, std::vector<HostMount>* out) {
   const std::string proc = "/proc/" + std::to_string(pid);
   const std::string their_ns = Link(proc + "/ns/mnt");
   if (their_ns.empty()) {
-    return Status::FromErrno("mount namespace of pid " + std::to_string(pid) + " (" + proc +
-                                 "/ns/mnt)",
-                             errno);
+    return Status::FromErrno(
+        "mount namespace of pid " + std::to_string(pid) + " (" + proc + "/ns/mnt)", errno);
   }
   if (their_ns == Link("/proc/self/ns/mnt")) return Status::Ok();
   const std::string theirs = ReadAll(proc + "/mountinfo");

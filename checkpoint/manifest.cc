@@ -53,7 +53,7 @@ Status HashFile(const std::string& path, uint64_t* size, std::string* hex) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno("open " + path, errno);
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
-                                                                  XXH3_freeState);
+                                                                 XXH3_freeState);
   XXH3_128bits_reset(state.get());
   constexpr size_t kChunk = 1 << 20;
   std::unique_ptr<char[]> buf(new char[kChunk]);

@@ -225,8 +225,7 @@ TEST_F(CriuRedisTest, RestoreWhileTheOriginalRunsFailsWithTheNextStep) {
   EXPECT_NE(st.message().find("log: " + images_ + "/criu-restore.log"), std::string::npos)
       << st.message();
   EXPECT_NE(st.message().find("Address already in use"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("stop the process that holds it"), std::string::npos)
-      << st.message();
+  EXPECT_NE(st.message().find("stop the process that holds it"), std::string::npos) << st.message();
   EXPECT_EQ(RedisCli(port_, {"GET", "alpha"}), "one");
 }
 

@@ -150,8 +150,7 @@ TEST_F(ManifestTest, ATruncatedManifestIsRefused) {
 TEST_F(ManifestTest, NoManifestIsNotFoundWithTheNextStep) {
   const Status st = Verify(dir_);
   ASSERT_TRUE(st.IsNotFound()) << st.ToString();
-  EXPECT_NE(st.message().find("checkpoint " + dir_ + ": no understudy-manifest"),
-            std::string::npos)
+  EXPECT_NE(st.message().find("checkpoint " + dir_ + ": no understudy-manifest"), std::string::npos)
       << st.message();
 }
 

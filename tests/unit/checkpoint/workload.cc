@@ -211,8 +211,8 @@ bool StartRedis(const RedisSpawn& spawn, Redis* out, std::string* why) {
     _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
   }
   out->helper = helper;
-  const std::string children = "/proc/" + std::to_string(helper) + "/task/" +
-                               std::to_string(helper) + "/children";
+  const std::string children =
+      "/proc/" + std::to_string(helper) + "/task/" + std::to_string(helper) + "/children";
   for (int i = 0; i < 1000 && out->init <= 0; i++) {
     std::ifstream in(children);
     pid_t p = -1;
@@ -262,8 +262,8 @@ void KillAndReap(pid_t pid) {
 
 std::string MakeTempDir(const std::string& tag) {
   const char* tmp = getenv("TMPDIR");
-  std::string templ = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                      "/understudy-" + tag + "-XXXXXX";
+  std::string templ =
+      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/understudy-" + tag + "-XXXXXX";
   if (mkdtemp(templ.data()) == nullptr) return "";
   return templ;
 }

@@ -19,13 +19,13 @@ bool InCi();
 std::string CriuTestsUnavailable();
 
 // Skips the test with the reason, or fails it under CI=true (CI has all of it).
-#define CHECKPOINT_REQUIRE_CRIU()                                                  \
-  do {                                                                             \
+#define CHECKPOINT_REQUIRE_CRIU()                                                       \
+  do {                                                                                  \
     const std::string _why = ::understudy::checkpoint::testing::CriuTestsUnavailable(); \
-    if (!_why.empty()) {                                                           \
-      if (::understudy::checkpoint::testing::InCi()) FAIL() << _why;               \
-      GTEST_SKIP() << _why;                                                        \
-    }                                                                              \
+    if (!_why.empty()) {                                                                \
+      if (::understudy::checkpoint::testing::InCi()) FAIL() << _why;                    \
+      GTEST_SKIP() << _why;                                                             \
+    }                                                                                   \
   } while (0)
 
 // The full path of `name` on PATH, or "".
@@ -52,9 +52,9 @@ struct Redis {
 
 struct RedisSpawn {
   int port = 0;
-  std::string dir;          // redis --dir (its cwd)
-  bool pdeathsig = false;   // PR_SET_PDEATHSIG(SIGKILL) on the init, as the recorder does
-  int leak_fd = -1;         // left open in redis (opened here, outside its mount namespace)
+  std::string dir;         // redis --dir (its cwd)
+  bool pdeathsig = false;  // PR_SET_PDEATHSIG(SIGKILL) on the init, as the recorder does
+  int leak_fd = -1;        // left open in redis (opened here, outside its mount namespace)
 };
 
 // Starts redis and waits until it answers PING (10 s).  false + reason.
