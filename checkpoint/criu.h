@@ -56,7 +56,7 @@ struct DumpOptions {
   std::vector<std::string> restore_external;  // more values Restore() must pass; in the manifest
   std::vector<std::pair<std::string, std::string>> notes;  // into the manifest (mark seq, ...)
   std::string work_dir;  // where CRIU's log goes; "" = the images directory
-  int log_level = 4;     // CRIU's; 4 (debug) costs no measurable freeze here, see docs
+  int log_level = 4;     // CRIU's, 0..4; 4 (debug): its cost is within the noise here (docs)
   int timeout_s = 120;   // the whole CRIU call; CRIU is killed after it
 };
 

@@ -49,12 +49,11 @@ class CriuRedisTest : public ::testing::Test {
     testing::RemoveTree(work_);
   }
 
-  void StartRedis(bool pdeathsig = false, int leak_fd = -1) {
+  void StartRedis(bool pdeathsig = false) {
     RedisSpawn spawn;
     spawn.port = testing::FreePort();
     spawn.dir = redis_dir_;
     spawn.pdeathsig = pdeathsig;
-    spawn.leak_fd = leak_fd;
     std::string why;
     ASSERT_TRUE(testing::StartRedis(spawn, &redis_, &why)) << why;
     port_ = spawn.port;

@@ -189,18 +189,13 @@ bool StartRedis(const RedisSpawn& spawn, Redis* out, std::string* why) {
         _exit(122);
       }
       setsid();
-      // A file CRIU can resolve must be opened inside the namespace; the
-      // test's own 0..2 (and anything else) stay outside.
+      // 0..2 are opened inside the namespace and nothing of the test's is
+      // inherited: an fd from another mount namespace can make CRIU refuse.
       const int null = open("/dev/null", O_RDWR);
       dup2(null, 0);
       dup2(null, 1);
       dup2(null, 2);
-      if (spawn.leak_fd >= 0) {
-        dup2(spawn.leak_fd, 3);
-        close_range(4, ~0U, 0);
-      } else {
-        close_range(3, ~0U, 0);
-      }
+      close_range(3, ~0U, 0);
       execv(args[0], args.data());
       _exit(127);
     }

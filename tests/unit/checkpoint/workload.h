@@ -54,7 +54,6 @@ struct RedisSpawn {
   int port = 0;
   std::string dir;         // redis --dir (its cwd)
   bool pdeathsig = false;  // PR_SET_PDEATHSIG(SIGKILL) on the init, as the recorder does
-  int leak_fd = -1;        // left open in redis (opened here, outside its mount namespace)
 };
 
 // Starts redis and waits until it answers PING (10 s).  false + reason.
