@@ -50,7 +50,9 @@ class Payload {
     }
   }
   bool list() const { return iov_ != nullptr || msg_ != nullptr; }
-  struct msghdr* msg() const { return msg_; }
+  struct msghdr* msg() const {
+    return msg_;
+  }
   long count() const { return cnt_; }
 
   // Bytes the program offers (an output's size).
@@ -164,7 +166,9 @@ uint64_t OutLen(const OutSpec& o, const long* a, long r, const uint32_t* pre_ple
 // The table-driven treatments, one handler over a row and its payload.
 enum Treatment : uint8_t { kEmu, kFdIn, kFdOut, kFdOp, kPathMut, kNewFd, kNewFd2, kReexec };
 
-long Perform(long nr, const long* a) { return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
+long Perform(long nr, const long* a) {
+  return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
 
 long TableCall(const CallRow& row, long* a, Treatment t) {
   const long nr = row.nr;
@@ -175,12 +179,23 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
   uint8_t cls = real_fd ? static_cast<uint8_t>(abi::kClsLocalFile) : row.cls;
   bool reexec_files = g_flags & abi::kFlagReexecFiles;
   switch (t) {
-    case kFdIn: action = real_fd && reexec_files ? abi::kActReexecCheck : abi::kActEmulate; break;
-    case kFdOp: action = real_fd ? abi::kActReexecCheck : abi::kActEmulate; break;
-    case kFdOut: action = real_fd ? abi::kActReexecCheck : abi::kActSuppressCheck; break;
-    case kPathMut: action = reexec_files ? abi::kActReexecCheck : abi::kActEmulate; break;
-    case kReexec: action = abi::kActReexecCheck; break;
-    default: break;
+    case kFdIn:
+      action = real_fd && reexec_files ? abi::kActReexecCheck : abi::kActEmulate;
+      break;
+    case kFdOp:
+      action = real_fd ? abi::kActReexecCheck : abi::kActEmulate;
+      break;
+    case kFdOut:
+      action = real_fd ? abi::kActReexecCheck : abi::kActSuppressCheck;
+      break;
+    case kPathMut:
+      action = reexec_files ? abi::kActReexecCheck : abi::kActEmulate;
+      break;
+    case kReexec:
+      action = abi::kActReexecCheck;
+      break;
+    default:
+      break;
   }
   // Clamp a flat input so one record always fits the ring (short I/O is legal).
   if (mode == abi::kModeRecord && t == kFdIn && row.out[0].kind == O_RET &&
@@ -189,7 +204,9 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
   Payload payload = t == kFdIn || t == kFdOut ? Payload(row.out[0], a) : Payload();
   // The record's arg: a list's iovec count, a flat output's size; for the
   // other calls their second argument.
-  uint64_t arg = static_cast<uint64_t>(payload.list() ? payload.count() : t == kFdOut ? a[2] : a[1]);
+  uint64_t arg = static_cast<uint64_t>(payload.list() ? payload.count()
+                                       : t == kFdOut  ? a[2]
+                                                      : a[1]);
 
   if (mode == abi::kModeRecord) {
     if (t == kFdOut) {
@@ -338,15 +355,33 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
 
 // ---------------------------------------------------------------------------
 // The handlers syscalls.def names for its table-driven rows.
-long Pass(const CallRow& row, long* a) { return Perform(row.nr, a); }
-long Emu(const CallRow& row, long* a) { return TableCall(row, a, kEmu); }
-long FdIn(const CallRow& row, long* a) { return TableCall(row, a, kFdIn); }
-long FdOut(const CallRow& row, long* a) { return TableCall(row, a, kFdOut); }
-long FdOp(const CallRow& row, long* a) { return TableCall(row, a, kFdOp); }
-long PathMut(const CallRow& row, long* a) { return TableCall(row, a, kPathMut); }
-long NewFd(const CallRow& row, long* a) { return TableCall(row, a, kNewFd); }
-long NewFd2(const CallRow& row, long* a) { return TableCall(row, a, kNewFd2); }
-long Reexec(const CallRow& row, long* a) { return TableCall(row, a, kReexec); }
+long Pass(const CallRow& row, long* a) {
+  return Perform(row.nr, a);
+}
+long Emu(const CallRow& row, long* a) {
+  return TableCall(row, a, kEmu);
+}
+long FdIn(const CallRow& row, long* a) {
+  return TableCall(row, a, kFdIn);
+}
+long FdOut(const CallRow& row, long* a) {
+  return TableCall(row, a, kFdOut);
+}
+long FdOp(const CallRow& row, long* a) {
+  return TableCall(row, a, kFdOp);
+}
+long PathMut(const CallRow& row, long* a) {
+  return TableCall(row, a, kPathMut);
+}
+long NewFd(const CallRow& row, long* a) {
+  return TableCall(row, a, kNewFd);
+}
+long NewFd2(const CallRow& row, long* a) {
+  return TableCall(row, a, kNewFd2);
+}
+long Reexec(const CallRow& row, long* a) {
+  return TableCall(row, a, kReexec);
+}
 
 // Record: stops the program with a message naming the call; replay (which
 // never meets one in a journal) reports ENOSYS.

@@ -17,7 +17,9 @@ bool IsPseudoFs(long fd) {
          sfs.f_type == TRACEFS_MAGIC;
 }
 
-long Perform(long nr, const long* a) { return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
+long Perform(long nr, const long* a) {
+  return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
 
 }  // namespace
 
@@ -40,8 +42,7 @@ long Open(const CallRow& row, long* a) {
       // loader can map libraries from it); with --local-files journal its
       // data is journaled as well and a missing file falls back to a
       // placeholder (see FdIn), so a replay needs no file of the node.
-      if (regular && (readonly || (g_flags & abi::kFlagReexecFiles)))
-        action = abi::kActReexecCheck;
+      if (regular && (readonly || (g_flags & abi::kFlagReexecFiles))) action = abi::kActReexecCheck;
       SetKind(r, action == abi::kActReexecCheck ? kFdReal : kFdEmulated);
     }
     Publish({.seq = TakeSeq(),
@@ -102,11 +103,20 @@ long Ioctl(const CallRow& row, long* a) {
   if (KindOf(fd) == kFdReal) return ReexecWith(SYS_ioctl, fd, req, exec, [](long) {});
   uint64_t len = 0;
   switch (req) {
-    case FIONREAD: len = sizeof(int); break;
-    case TCGETS: len = 36; break;  // struct termios of the kernel ABI
-    case TIOCGWINSZ: len = sizeof(struct winsize); break;
-    case TIOCGPGRP: len = sizeof(pid_t); break;
-    default: len = 0;
+    case FIONREAD:
+      len = sizeof(int);
+      break;
+    case TCGETS:
+      len = 36;
+      break;  // struct termios of the kernel ABI
+    case TIOCGWINSZ:
+      len = sizeof(struct winsize);
+      break;
+    case TIOCGPGRP:
+      len = sizeof(pid_t);
+      break;
+    default:
+      len = 0;
   }
   OutBuf out{reinterpret_cast<void*>(a[2]), len};
   return EmulateWith(row.cls, SYS_ioctl, fd, req, &out, len ? 1 : 0, exec);
@@ -171,12 +181,14 @@ long Mmap(const CallRow&, long* a) {
 long Close(const CallRow& row, long* a) {
   long fd = a[0];
   if (fd == abi::kControlFd) return 0;  // the program never closes our channel
-  return ReexecWith(row.nr, fd, 0, [&] { return sys(SYS_close, fd); }, [&](long r) {
-    if (r == 0) {
-      SetKind(fd, kFdEmulated);
-      ForgetFd(fd);
-    }
-  });
+  return ReexecWith(
+      row.nr, fd, 0, [&] { return sys(SYS_close, fd); },
+      [&](long r) {
+        if (r == 0) {
+          SetKind(fd, kFdEmulated);
+          ForgetFd(fd);
+        }
+      });
 }
 
 // close_range: the range is split around the control fd.
@@ -329,8 +341,8 @@ long GetTimeOfDay(const CallRow& row, long* a) {
   OutBuf outs[2] = {{reinterpret_cast<void*>(a[0]), 16}, {reinterpret_cast<void*>(a[1]), 8}};
   return EmulateWith(row.cls, SYS_gettimeofday, -1, 0, outs, 2, [&]() -> long {
     if (!real_gettimeofday) return sys(SYS_gettimeofday, a[0], a[1]);
-    int r = real_gettimeofday(reinterpret_cast<struct timeval*>(a[0]),
-                              reinterpret_cast<void*>(a[1]));
+    int r =
+        real_gettimeofday(reinterpret_cast<struct timeval*>(a[0]), reinterpret_cast<void*>(a[1]));
     return r == 0 ? 0 : -errno;
   });
 }

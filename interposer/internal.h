@@ -143,8 +143,10 @@ long Wait4(const CallRow& row, long* a);
 long Sigaction(const CallRow& row, long* a);
 long Sigprocmask(const CallRow& row, long* a);
 
+// clang-format off
 #define OUT(a, k, p) OutSpec{a, O_##k, p}
 #define NOOUT OutSpec{-1, O_NONE, 0}
+// clang-format on
 #define SC(name, nr, cls, handler, fd_arg, o0, o1, o2, audit, note) \
   CallRow{nr, abi::kCls##cls, &handler, fd_arg, {o0, o1, o2}},
 inline constexpr CallRow kRows[] = {
@@ -315,9 +317,15 @@ struct ThreadState {
 };
 extern US_TLS ThreadState ts;
 
-inline uint32_t Mode() { return g_cb ? __atomic_load_n(&g_cb->mode, __ATOMIC_ACQUIRE) : 0; }
-inline bool Recording() { return Mode() == abi::kModeRecord && ts.depth == 0; }
-inline bool Replaying() { return Mode() == abi::kModeReplay && ts.depth == 0; }
+inline uint32_t Mode() {
+  return g_cb ? __atomic_load_n(&g_cb->mode, __ATOMIC_ACQUIRE) : 0;
+}
+inline bool Recording() {
+  return Mode() == abi::kModeRecord && ts.depth == 0;
+}
+inline bool Replaying() {
+  return Mode() == abi::kModeReplay && ts.depth == 0;
+}
 
 // ---------------------------------------------------------------------------
 // Futex helpers on shared (cross-process) words.
@@ -373,7 +381,9 @@ struct Msg {
   Msg& Call(long nr) { return S(syscalls::SyscallLabel(nr).text); }
 };
 
-inline void Stderr(const Msg& m) { sys(SYS_write, 2, reinterpret_cast<long>(m.buf), m.n); }
+inline void Stderr(const Msg& m) {
+  sys(SYS_write, 2, reinterpret_cast<long>(m.buf), m.n);
+}
 
 // ---------------------------------------------------------------------------
 // Record side (record.cc): publish one record into the MPSC ring.
@@ -457,10 +467,10 @@ enum class Mismatch : uint8_t {
 enum class Made : uint8_t { kCall, kSync, kThreadCreate };  // for kEvent
 struct Divergence {
   Mismatch what;
-  uint32_t call = 0;   // ControlBlock::div_call: the call the replay made
-  int64_t recorded = 0;  // ControlBlock::div_recorded
-  int64_t replayed = 0;  // ControlBlock::div_replayed
-  long fd = -1;          // the object of the call: an fd ...
+  uint32_t call = 0;           // ControlBlock::div_call: the call the replay made
+  int64_t recorded = 0;        // ControlBlock::div_recorded
+  int64_t replayed = 0;        // ControlBlock::div_replayed
+  long fd = -1;                // the object of the call: an fd ...
   const char* path = nullptr;  // ... or a path
   uint64_t bytes = 0;          // kOutputBytes, kFileBytes: bytes compared
   Made made = Made::kCall;     // kEvent
@@ -487,7 +497,9 @@ bool GoLive();
 // BOOTTIME).
 extern int64_t g_last_clock_ns[8];
 extern int64_t g_clock_offset_ns[8];
-inline bool IsMonotonic(clockid_t c) { return c == 1 || c == 4 || c == 6 || c == 7; }
+inline bool IsMonotonic(clockid_t c) {
+  return c == 1 || c == 4 || c == 6 || c == 7;
+}
 
 // ---------------------------------------------------------------------------
 // Signals (signals.cc).
@@ -556,8 +568,7 @@ long EmulateWith(uint8_t cls, long nr, long fd, uint64_t arg, const OutBuf* outs
   }
   Rec rec;
   if (!NextEvent(&rec, nr, fd)) return exec();
-  for (int i = 0; i < nout; i++)
-    CopyOutTo(rec, i, const_cast<void*>(outs_in[i].p), outs_in[i].len);
+  for (int i = 0; i < nout; i++) CopyOutTo(rec, i, const_cast<void*>(outs_in[i].p), outs_in[i].len);
   Consume(rec);
   return rec.h.result;
 }

@@ -9,8 +9,7 @@ namespace {
 
 void WakeRecorder() {
   __atomic_fetch_add(&g_cb->record_epoch, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&g_cb->consumer_waiting, __ATOMIC_SEQ_CST))
-    FutexWakeAll(&g_cb->record_epoch);
+  if (__atomic_load_n(&g_cb->consumer_waiting, __ATOMIC_SEQ_CST)) FutexWakeAll(&g_cb->record_epoch);
 }
 
 }  // namespace

@@ -100,7 +100,9 @@ void RecordedEvent(Msg& m, const Rec& r) {
 // right thread instead of waking every waiter.
 namespace {
 
-inline uint32_t SlotOf(uint32_t rtid) { return rtid % abi::kWakeSlots; }
+inline uint32_t SlotOf(uint32_t rtid) {
+  return rtid % abi::kWakeSlots;
+}
 
 void WakeSlot(uint32_t slot) {
   __atomic_fetch_add(&g_cb->wake_epoch[slot], 1, __ATOMIC_SEQ_CST);

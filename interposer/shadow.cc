@@ -32,7 +32,9 @@ struct EpollReg {
 };
 EpollReg g_epreg[kTrackFds];
 
-inline bool Tracked(long fd) { return fd >= 0 && fd < kTrackFds; }
+inline bool Tracked(long fd) {
+  return fd >= 0 && fd < kTrackFds;
+}
 
 // A new object at `fd`: forget what stood there before.
 void Claim(long fd, ShadowWhat what) {
@@ -74,8 +76,7 @@ void Track(long nr, const long* a, long r) {
       }
       break;
     case SYS_bind:
-      if (Tracked(a[0]) && a[1] &&
-          static_cast<uint64_t>(a[2]) <= sizeof(struct sockaddr_storage)) {
+      if (Tracked(a[0]) && a[1] && static_cast<uint64_t>(a[2]) <= sizeof(struct sockaddr_storage)) {
         __builtin_memcpy(&g_shadow[a[0]].addr, reinterpret_cast<const void*>(a[1]), a[2]);
         g_shadow[a[0]].addrlen = static_cast<uint32_t>(a[2]);
         g_shadow[a[0]].has_addr = 1;
@@ -180,7 +181,8 @@ bool GoLive() {
         struct sockaddr_storage addr = sh.addr;
         if (sh.domain == AF_INET && vip) {
           struct sockaddr_in* in = reinterpret_cast<struct sockaddr_in*>(&addr);
-          if (in->sin_addr.s_addr != 0) in->sin_addr.s_addr = vip;  // a specific address moves to the VIP
+          if (in->sin_addr.s_addr != 0)
+            in->sin_addr.s_addr = vip;  // a specific address moves to the VIP
         }
         long rb = sh.has_addr ? sys(SYS_bind, s, reinterpret_cast<long>(&addr), sh.addrlen) : 0;
         long rl = sys(SYS_listen, s, sh.backlog);

@@ -25,7 +25,8 @@ void CallAppHandler(int sig, siginfo_t* info) {
   if (!(a.flags & SA_NODEFER)) mask |= 1ull << (sig - 1);
   mask &= ~(1ull << (SIGSYS - 1));
   uint64_t old = 0;
-  sys(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<long>(&mask), reinterpret_cast<long>(&old), 8);
+  sys(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<long>(&mask), reinterpret_cast<long>(&old),
+      8);
   int depth = ts.depth;
   ts.depth = 0;  // the handler is program code: its calls are events
   if (a.flags & SA_SIGINFO)

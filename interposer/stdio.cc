@@ -76,7 +76,9 @@ US_EXPORT int fprintf(FILE* f, const char* fmt, ...) {
   va_end(ap);
   return r;
 }
-US_EXPORT int vprintf(const char* fmt, va_list ap) { return vfprintf(stdout, fmt, ap); }
+US_EXPORT int vprintf(const char* fmt, va_list ap) {
+  return vfprintf(stdout, fmt, ap);
+}
 US_EXPORT int printf(const char* fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -120,9 +122,13 @@ US_EXPORT int fputc(int c, FILE* f) {
   return StdioOrdered(f, [&] { return real_fputc(c, f); });
 }
 #undef putc
-US_EXPORT int putc(int c, FILE* f) { return fputc(c, f); }
+US_EXPORT int putc(int c, FILE* f) {
+  return fputc(c, f);
+}
 #undef putchar
-US_EXPORT int putchar(int c) { return fputc(c, stdout); }
+US_EXPORT int putchar(int c) {
+  return fputc(c, stdout);
+}
 US_EXPORT char* fgets(char* s, int n, FILE* f) {
   return StdioOrdered(f, [&] { return real_fgets(s, n, f); });
 }
@@ -133,8 +139,12 @@ US_EXPORT int fgetc(FILE* f) {
   return StdioOrdered(f, [&] { return real_fgetc(f); });
 }
 #undef getc
-US_EXPORT int getc(FILE* f) { return fgetc(f); }
+US_EXPORT int getc(FILE* f) {
+  return fgetc(f);
+}
 US_EXPORT ssize_t getdelim(char** line, size_t* n, int delim, FILE* f) {
   return StdioOrdered(f, [&] { return real_getdelim(line, n, delim, f); });
 }
-US_EXPORT ssize_t getline(char** line, size_t* n, FILE* f) { return getdelim(line, n, '\n', f); }
+US_EXPORT ssize_t getline(char** line, size_t* n, FILE* f) {
+  return getdelim(line, n, '\n', f);
+}

@@ -29,6 +29,7 @@ struct NameRow {
 
 // Every x86_64 system call, by number (the kernel's arch/x86/entry/syscalls/
 // syscall_64.tbl, "common" and "64" rows; x32-only numbers >= 512 left out).
+// clang-format off
 inline constexpr NameRow kNameRows[] = {
     {0, "read"}, {1, "write"}, {2, "open"}, {3, "close"}, {4, "stat"}, {5, "fstat"}, {6, "lstat"},
     {7, "poll"}, {8, "lseek"}, {9, "mmap"}, {10, "mprotect"}, {11, "munmap"}, {12, "brk"},
@@ -117,6 +118,7 @@ inline constexpr NameRow kNameRows[] = {
     {457, "statmount"}, {458, "listmount"}, {459, "lsm_get_self_attr"}, {460, "lsm_set_self_attr"},
     {461, "lsm_list_modules"}, {462, "mseal"},
 };
+// clang-format on
 
 // Numbers at or above this are no x86_64 call (x32's start at 512).
 inline constexpr long kNumberLimit = 512;
@@ -202,7 +204,9 @@ inline constexpr CallInfo kCallTable[] = {
 // Whether the kmod escape audit watches the call: its result cannot be
 // reproduced by re-executing it, so a call that reaches the kernel from
 // outside the interposer's stub escaped the recording.
-constexpr bool Watched(const CallInfo& call) { return detail::Equal(call.audit, "WATCH"); }
+constexpr bool Watched(const CallInfo& call) {
+  return detail::Equal(call.audit, "WATCH");
+}
 
 // The row of call `nr`, or nullptr for a call the interposer passes through.
 constexpr const CallInfo* FindCall(long nr) {

@@ -206,7 +206,9 @@ void Init() {
 }
 
 namespace {
-__attribute__((constructor(101))) void Ctor() { Init(); }
+__attribute__((constructor(101))) void Ctor() {
+  Init();
+}
 }  // namespace
 
 }  // namespace understudy::interposer

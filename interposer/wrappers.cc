@@ -51,9 +51,8 @@ US_EXPORT int clock_gettime(clockid_t clk, struct timespec* tp) {
   EnsureInit();
   uint32_t mode = Mode();
   if (!TimeIsAnEvent()) {
-    int r = real_clock_gettime
-                ? real_clock_gettime(clk, tp)
-                : static_cast<int>(ToErrno(sys(SYS_clock_gettime, clk, (long)tp)));
+    int r = real_clock_gettime ? real_clock_gettime(clk, tp)
+                               : static_cast<int>(ToErrno(sys(SYS_clock_gettime, clk, (long)tp)));
     if (r == 0 && clk >= 0 && clk < 8 && g_clock_offset_ns[clk]) {
       int64_t ns =
           static_cast<int64_t>(tp->tv_sec) * 1000000000 + tp->tv_nsec + g_clock_offset_ns[clk];
@@ -89,7 +88,8 @@ US_EXPORT int gettimeofday(struct timeval* tv, void* tz) {
 
 US_EXPORT time_t time(time_t* t) {
   EnsureInit();
-  if (!TimeIsAnEvent()) return real_time ? real_time(t) : static_cast<time_t>(sys(SYS_time, (long)t));
+  if (!TimeIsAnEvent())
+    return real_time ? real_time(t) : static_cast<time_t>(sys(SYS_time, (long)t));
   ts.depth++;
   long a[6] = {(long)t, 0, 0, 0, 0, 0};
   long r = Time(*RowOf(SYS_time), a);

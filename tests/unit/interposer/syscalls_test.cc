@@ -64,10 +64,9 @@ TEST(SyscallNames, AgreeWithTheHostsKernelHeaders) {
 }
 
 TEST(CallTable, RowsAreNamedAndClassified) {
-  const std::set<std::string> classes = {"ExternalInput", "Readiness",    "Time",
-                                         "Randomness",    "Identity",     "Signal",
-                                         "ThreadOrder",   "Process",      "LocalFile",
-                                         "Output",        "Deterministic"};
+  const std::set<std::string> classes = {"ExternalInput", "Readiness", "Time",         "Randomness",
+                                         "Identity",      "Signal",    "ThreadOrder",  "Process",
+                                         "LocalFile",     "Output",    "Deterministic"};
   for (const CallInfo& call : kCallTable) {
     EXPECT_STREQ(SyscallName(call.nr), call.name);
     EXPECT_TRUE(classes.count(call.cls)) << call.name << ": " << call.cls;
@@ -85,6 +84,7 @@ TEST(CallTable, WatchRowsAreTheAuditsCalls) {
   std::set<std::string> watched;
   for (const CallInfo& call : kCallTable)
     if (Watched(call)) watched.insert(call.name);
+  // clang-format off
   const std::set<std::string> expected = {
       "read",          "readv",         "pread64",         "preadv",         "preadv2",
       "recvfrom",      "recvmsg",       "recvmmsg",        "accept",         "accept4",
@@ -93,6 +93,7 @@ TEST(CallTable, WatchRowsAreTheAuditsCalls) {
       "clock_gettime", "gettimeofday",  "time",            "nanosleep",      "clock_nanosleep",
       "getrandom",     "getpid",        "getppid",         "gettid",         "uname",
       "wait4",         "waitid",        "rt_sigtimedwait", "io_uring_setup", "io_uring_enter"};
+  // clang-format on
   EXPECT_EQ(watched, expected);
 }
 

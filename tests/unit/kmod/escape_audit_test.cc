@@ -182,10 +182,12 @@ TEST(EscapeAudit, DefaultWatchListIsSortedAndNamed) {
   }
   for (int must : {SYS_read, SYS_recvmsg, SYS_getrandom, SYS_clock_gettime, SYS_epoll_wait,
                    SYS_accept4, SYS_getpid, SYS_io_uring_setup}) {
-    EXPECT_TRUE(std::binary_search(nrs.begin(), nrs.end(), must)) << syscalls::SyscallLabel(must).text;
+    EXPECT_TRUE(std::binary_search(nrs.begin(), nrs.end(), must))
+        << syscalls::SyscallLabel(must).text;
   }
   for (int never : {SYS_write, SYS_futex, SYS_mmap, SYS_close}) {
-    EXPECT_FALSE(std::binary_search(nrs.begin(), nrs.end(), never)) << syscalls::SyscallLabel(never).text;
+    EXPECT_FALSE(std::binary_search(nrs.begin(), nrs.end(), never))
+        << syscalls::SyscallLabel(never).text;
   }
 }
 
