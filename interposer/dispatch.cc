@@ -34,6 +34,20 @@ static_assert(PayloadsAreNamed(), "an FdIn/FdOut row of syscalls.def has no payl
 constexpr int kMaxListBlocks = 16;  // iovecs journaled per call (the rest of a
                                     // longer read is not emulated)
 
+// Out of line: its 64-byte-aligned streaming state would otherwise make the
+// frame of every table-driven call (the hot write and read paths) realign
+// the stack.
+__attribute__((noinline)) uint64_t ListChecksum(const struct iovec* iov, long cnt, uint64_t n) {
+  alignas(64) XXH3_state_t st;
+  XXH3_64bits_reset(&st);
+  for (long i = 0; i < cnt && n; i++) {
+    uint64_t take = iov[i].iov_len < n ? iov[i].iov_len : n;
+    XXH3_64bits_update(&st, iov[i].iov_base, take);
+    n -= take;
+  }
+  return XXH3_64bits_digest(&st);
+}
+
 class Payload {
  public:
   Payload() = default;  // a call that moves no bytes
@@ -64,18 +78,11 @@ class Payload {
   }
 
   // XXH3-64 of the first `n` bytes; 0 for none.  One buffer hashes in one
-  // call; a list streams, which gives the same value over the same bytes.
+  // call; a list streams (ListChecksum), which gives the same value over the
+  // same bytes.
   uint64_t Checksum(uint64_t n) const {
     if (!n) return 0;
-    if (!list()) return XXH3_64bits(flat_.iov_base, n);
-    alignas(64) XXH3_state_t st;
-    XXH3_64bits_reset(&st);
-    for (long i = 0; i < cnt_ && n; i++) {
-      uint64_t take = iov_[i].iov_len < n ? iov_[i].iov_len : n;
-      XXH3_64bits_update(&st, iov_[i].iov_base, take);
-      n -= take;
-    }
-    return XXH3_64bits_digest(&st);
+    return list() ? ListChecksum(iov_, cnt_, n) : XXH3_64bits(flat_.iov_base, n);
   }
 
   // A list's first `n` bytes as out blocks, one per iovec used; their count.
@@ -398,24 +405,6 @@ long Refuse(const CallRow& row, long*) {
   }
   sys(SYS_exit_group, 125);
   __builtin_unreachable();
-}
-
-long Dispatch(long nr, long* a) {
-  uint32_t mode = Mode();
-  if (nr == SYS_exit && mode == abi::kModeReplay) ReleaseRunToken();  // a thread ending
-  const CallRow* row = RowOf(nr);
-  if (!row || row->handler == &Pass || ts.depth > 0 ||
-      (mode != abi::kModeRecord && mode != abi::kModeReplay)) {
-    // The kernel must hold our signal handlers whatever the mode.
-    if (row && row->handler == &Sigaction) return Sigaction(*row, a);
-    return Perform(nr, a);
-  }
-  if (row->handler == &Refuse) return Refuse(*row, a);
-  if (mode == abi::kModeRecord && ts.pending) DeliverRecordedPending();
-  ts.depth++;
-  long r = row->handler(*row, a);
-  ts.depth--;
-  return r;
 }
 
 }  // namespace understudy::interposer

@@ -41,9 +41,12 @@
 //   thread_order.cc pthread overrides (thread order events)
 //   stdio.cc        stdio overrides (a FILE's hidden lock as an event)
 //   wrappers.cc     the exported syscall wrappers
-// The library is built with LTO (interposer/CMakeLists.txt), so the hot path
-// (wrapper -> Dispatch -> handler -> Publish) inlines across these files as
-// it did within one; the smallest hot helpers are inline here as well.
+// The hot path (wrapper -> Dispatch -> the row's handler -> Publish) stays as
+// short as it was in one file: Dispatch and the call table are inline here,
+// so a wrapper's constant call number resolves its row and handler at
+// compile time (write() calls the table-driven handler directly), and the
+// library is built with LTO (interposer/CMakeLists.txt) so small helpers
+// inline across files.
 #pragma once
 
 #include <dlfcn.h>
@@ -525,13 +528,30 @@ inline void EnsureInit() {
   if (__builtin_expect(!g_inited, 0)) Init();
 }
 
-// Dispatches one call (from a wrapper or the trap; dispatch.cc).  `a` holds
-// six arguments.
-long Dispatch(long nr, long* a);
+// Dispatches one call (from a wrapper or the trap).  `a` holds six
+// arguments.  Inline: a wrapper's call number is a constant, so its row, and
+// with it the handler, are known at compile time (a direct call, no lookup).
+__attribute__((always_inline)) inline long Dispatch(long nr, long* a) {
+  uint32_t mode = Mode();
+  if (nr == SYS_exit && mode == abi::kModeReplay) ReleaseRunToken();  // a thread ending
+  const CallRow* row = RowOf(nr);
+  if (!row || row->handler == &Pass || ts.depth > 0 ||
+      (mode != abi::kModeRecord && mode != abi::kModeReplay)) {
+    // The kernel must hold our signal handlers whatever the mode.
+    if (row && row->handler == &Sigaction) return Sigaction(*row, a);
+    return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+  }
+  if (row->handler == &Refuse) return Refuse(*row, a);
+  if (mode == abi::kModeRecord && ts.pending) DeliverRecordedPending();
+  ts.depth++;
+  long r = row->handler(*row, a);
+  ts.depth--;
+  return r;
+}
 
 // Entry from a wrapper: six arguments, then the dispatcher.
-inline long Call(long nr, long a0 = 0, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0,
-                 long a5 = 0) {
+__attribute__((always_inline)) inline long Call(long nr, long a0 = 0, long a1 = 0, long a2 = 0,
+                                                long a3 = 0, long a4 = 0, long a5 = 0) {
   EnsureInit();
   long a[6] = {a0, a1, a2, a3, a4, a5};
   if (ts.sud_armed) ts.selector = kSelBlock;  // re-arm after a native clone
