@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/record_bench.py: the cost of recording, measured side by side.
 
-Usage: bench/record_bench.py [BUILD_DIR] [--runs 3] [--requests 50000]
+Usage: bench/record_bench.py [BUILD_DIR ...] [--runs 3] [--requests 50000]
                              [--clients 50] [--json OUT]
 
 For each pipeline depth (-P 1 and -P 16) it starts a native redis-server and
@@ -13,10 +13,15 @@ its wall time with the recording's.  A recording's wall time includes the
 time the server sat idle waiting for clients, so events/s of the busy part
 (the benchmark runs) is reported too.
 
+Several BUILD_DIRs (say a build of main and one of a branch) are measured in
+the same run: one recorded server per build beside the one native server,
+each round visiting the builds in a rotating order, and the tables get a
+build column -- a before/after comparison without the drift between two runs.
+
 Targets: recorded >= 0.97x native at -P 1; replay >= 5x faster than record.
-Exit status: 0 targets met, 1 a target missed, 2 the bench could not run.
-Kills only the servers it started (by pid); loopback only; every step has a
-timeout.
+Exit status: 0 targets met (by every build), 1 a target missed, 2 the bench
+could not run.  Kills only the servers it started (by pid); loopback only;
+every step has a timeout.
 """
 import argparse
 import csv
@@ -54,14 +59,14 @@ def bench_once(port, pipeline, requests, clients):
 class Server:
     """A redis-server, native or under `understudy record`, on a free port."""
 
-    def __init__(self, recorded, workdir, audit=False):
+    def __init__(self, recorded, workdir, audit=False, understudy=None):
         self.recorded = recorded
         self.port = harness.free_port()
         self.journal = os.path.join(workdir, "journal-%d" % self.port)
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]
         if recorded:
-            argv = [harness.UNDERSTUDY, "record", "-o", self.journal] + \
+            argv = [understudy or harness.UNDERSTUDY, "record", "-o", self.journal] + \
                 (["--audit"] if audit else []) + ["--"] + argv
         self.argv = argv
         self.t0 = time.monotonic()
@@ -84,56 +89,72 @@ def journal_bytes(d):
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
 
 
-def measure(pipeline, args, workdir):
-    native, recorded = Server(False, workdir), Server(True, workdir)
+def measure(pipeline, args, workdir, builds):
+    """One row per build for this pipeline depth, against one native server."""
+    native = Server(False, workdir)
+    recorded = [Server(True, workdir, understudy=b) for b in builds]
     # The kmod escape audit's cost: the same recording with --audit, side by
     # side (-P 1 only; needs root and BPF, else the column says n/a).
-    audited = Server(True, workdir, audit=True) if pipeline == 1 and args.audit else None
-    n_rps, r_rps, a_rps, busy = [], [], [], 0.0
+    audited = [Server(True, workdir, audit=True, understudy=b) for b in builds] \
+        if pipeline == 1 and args.audit else [None] * len(builds)
+    n_rps = []
+    r_rps = [[] for _ in builds]
+    a_rps = [[] for _ in builds]
+    busy = [0.0 for _ in builds]
     try:
-        for srv in filter(None, (native, recorded, audited)):
+        for srv in [native] + recorded + [a for a in audited if a]:
             bench_once(srv.port, pipeline, 2000, args.clients)  # warm up
-        for _ in range(args.runs):
+        for run in range(args.runs):
             n = bench_once(native.port, pipeline, args.requests, args.clients)
-            t = time.monotonic()
-            r = bench_once(recorded.port, pipeline, args.requests, args.clients)
-            busy += time.monotonic() - t
             n_rps.append((n["SET"] + n["GET"]) / 2)
-            r_rps.append((r["SET"] + r["GET"]) / 2)
-            if audited:
-                a = bench_once(audited.port, pipeline, args.requests, args.clients)
-                a_rps.append((a["SET"] + a["GET"]) / 2)
+            # Rotate the order of the builds from round to round, so none is
+            # always measured right after the native server.
+            for k in range(len(builds)):
+                i = (k + run) % len(builds)
+                t = time.monotonic()
+                r = bench_once(recorded[i].port, pipeline, args.requests, args.clients)
+                busy[i] += time.monotonic() - t
+                r_rps[i].append((r["SET"] + r["GET"]) / 2)
+                if audited[i]:
+                    a = bench_once(audited[i].port, pipeline, args.requests, args.clients)
+                    a_rps[i].append((a["SET"] + a["GET"]) / 2)
     finally:
         native.stop()
-        rec_wall, rec_rc = recorded.stop()
-        if audited:
-            audited.stop()
+        stopped = [srv.stop() for srv in recorded]
+        for a in audited:
+            if a:
+                a.stop()
     total_requests = 2 * (args.runs * args.requests + 2000)
-    jb = journal_bytes(recorded.journal)
-    row = {
-        "pipeline": pipeline,
-        "native_rps": statistics.median(n_rps),
-        "recorded_rps": statistics.median(r_rps),
-        "native_runs": n_rps,
-        "recorded_runs": r_rps,
-        "journal_bytes": jb,
-        "bytes_per_request": jb / total_requests,
-        "record_wall_s": rec_wall,
-        "record_busy_s": busy,
-        "record_exit": rec_rc,
-        "journal": recorded.journal,
-        "audited_rps": statistics.median(a_rps) if a_rps else None,
-    }
-    row["ratio"] = row["recorded_rps"] / row["native_rps"]
-    return row
+    rows = []
+    for i, build in enumerate(builds):
+        jb = journal_bytes(recorded[i].journal)
+        row = {
+            "build": build,
+            "pipeline": pipeline,
+            "native_rps": statistics.median(n_rps),
+            "recorded_rps": statistics.median(r_rps[i]),
+            "native_runs": n_rps,
+            "recorded_runs": r_rps[i],
+            "journal_bytes": jb,
+            "bytes_per_request": jb / total_requests,
+            "record_wall_s": stopped[i][0],
+            "record_busy_s": busy[i],
+            "record_exit": stopped[i][1],
+            "journal": recorded[i].journal,
+            "audited_rps": statistics.median(a_rps[i]) if a_rps[i] else None,
+        }
+        row["ratio"] = row["recorded_rps"] / row["native_rps"]
+        rows.append(row)
+    return rows
 
 
 def replay_row(row):
-    r = harness.run([harness.UNDERSTUDY, "journal", "verify", row["journal"], "--json"],
+    understudy = row["build"]
+    r = harness.run([understudy, "journal", "verify", row["journal"], "--json"],
                     timeout=120)
     events = json.loads(r.out.strip().splitlines()[-1])["events"] if r.rc == 0 else 0
     t = time.monotonic()
-    rep = harness.run([harness.UNDERSTUDY, "replay", row["journal"], "--json"], timeout=600)
+    rep = harness.run([understudy, "replay", row["journal"], "--json"], timeout=600)
     wall = time.monotonic() - t
     outcome = "?"
     try:
@@ -155,7 +176,9 @@ def replay_row(row):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("build", nargs="?", default=None)
+    ap.add_argument("build", nargs="*", default=[],
+                    help="build directories (default: the harness's); several are measured "
+                    "side by side")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--requests", type=int, default=50000)
     ap.add_argument("--clients", type=int, default=50)
@@ -164,17 +187,17 @@ def main():
     ap.add_argument("--no-audit", dest="audit", action="store_false",
                     help="skip the record --audit column (it needs root and BPF)")
     args = ap.parse_args()
-    if args.build:
-        harness.UNDERSTUDY = os.path.join(os.path.abspath(args.build), "bin", "understudy")
-    for b in (harness.UNDERSTUDY, shutil.which("redis-server"), shutil.which("redis-benchmark"),
-              shutil.which("redis-cli")):
+    builds = [os.path.join(os.path.abspath(b), "bin", "understudy") for b in args.build] or \
+        [harness.UNDERSTUDY]
+    for b in builds + [shutil.which("redis-server"), shutil.which("redis-benchmark"),
+                       shutil.which("redis-cli")]:
         if not b or not os.access(b, os.X_OK):
             print("record_bench: missing %s" % (b or "redis tools"), file=sys.stderr)
             return 2
     workdir = tempfile.mkdtemp(prefix="understudy-record-bench-")
     try:
-        rows = [measure(p, args, workdir) for p in (1, 16)]
-        rp = replay_row(rows[0])
+        by_depth = [measure(p, args, workdir, builds) for p in (1, 16)]
+        replays = [replay_row(row) for row in by_depth[0]]
     except RuntimeError as e:
         print("record_bench: %s" % e, file=sys.stderr)
         return 2
@@ -183,34 +206,49 @@ def main():
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    many = len(builds) > 1
+    # A build is named by its directory (BUILD/bin/understudy -> BUILD).
+    name = [os.path.dirname(os.path.dirname(b)) for b in builds]
     print("redis-benchmark -c %d -n %d -t set,get, median of %d (rps = mean of SET and GET)"
           % (args.clients, args.requests, args.runs))
-    print("| -P | native rps | recorded rps | recorded/native | journal B/request |"
-          " recorded --audit rps | audit cost |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        a = r["audited_rps"]
-        print("| %d | %.0f | %.0f | %.3f | %.1f | %s | %s |" % (
-            r["pipeline"], r["native_rps"], r["recorded_rps"], r["ratio"], r["bytes_per_request"],
-            "%.0f" % a if a else "n/a",
-            "%+.1f%%" % (100.0 * (a / r["recorded_rps"] - 1)) if a else "n/a"))
+    print(("| build " if many else "") + "| -P | native rps | recorded rps | recorded/native |"
+          " journal B/request | recorded --audit rps | audit cost |")
+    print(("|---" if many else "") + "|---:|---:|---:|---:|---:|---:|---:|")
+    for rows in by_depth:
+        for i, r in enumerate(rows):
+            a = r["audited_rps"]
+            print(("| %s " % name[i] if many else "") + "| %d | %.0f | %.0f | %.3f | %.1f | %s | %s |" % (
+                r["pipeline"], r["native_rps"], r["recorded_rps"], r["ratio"],
+                r["bytes_per_request"], "%.0f" % a if a else "n/a",
+                "%+.1f%%" % (100.0 * (a / r["recorded_rps"] - 1)) if a else "n/a"))
     print()
-    print("replay of the -P 1 recording (%d events): replay %.2f s vs record %.2f s wall "
-          "(%.1fx); record %.0f events/s while busy, replay %.0f events/s (%.1fx); "
-          "replay exit %d (%s)" % (rp["events"], rp["replay_wall_s"], rp["record_wall_s"],
-                                  rp["speedup_vs_record_wall"], rp["record_events_per_s_busy"],
-                                  rp["replay_events_per_s"],
-                                  rp["replay_events_per_s"] / rp["record_events_per_s_busy"],
-                                  rp["replay_exit"], rp["replay_message"]))
-    ok = rows[0]["ratio"] >= TARGET_RATIO_P1 and \
-        rp["speedup_vs_record_wall"] >= TARGET_REPLAY_SPEEDUP
-    print("targets: recorded >= %.2fx native at -P 1: %s; replay >= %.0fx faster: %s" %
-          (TARGET_RATIO_P1, "met" if rows[0]["ratio"] >= TARGET_RATIO_P1 else "MISSED",
-           TARGET_REPLAY_SPEEDUP,
-           "met" if rp["speedup_vs_record_wall"] >= TARGET_REPLAY_SPEEDUP else "MISSED"))
+    ok = True
+    for i, rp in enumerate(replays):
+        print("%sreplay of the -P 1 recording (%d events): replay %.2f s vs record %.2f s wall "
+              "(%.1fx); record %.0f events/s while busy, replay %.0f events/s (%.1fx); "
+              "replay exit %d (%s)" % ("%s: " % name[i] if many else "",
+                                      rp["events"], rp["replay_wall_s"], rp["record_wall_s"],
+                                      rp["speedup_vs_record_wall"], rp["record_events_per_s_busy"],
+                                      rp["replay_events_per_s"],
+                                      rp["replay_events_per_s"] / rp["record_events_per_s_busy"],
+                                      rp["replay_exit"], rp["replay_message"]))
+    for i, rp in enumerate(replays):
+        ratio = by_depth[0][i]["ratio"]
+        met_ratio = ratio >= TARGET_RATIO_P1
+        met_replay = rp["speedup_vs_record_wall"] >= TARGET_REPLAY_SPEEDUP
+        ok = ok and met_ratio and met_replay
+        print("%stargets: recorded >= %.2fx native at -P 1: %s; replay >= %.0fx faster: %s" %
+              ("%s: " % name[i] if many else "", TARGET_RATIO_P1,
+               "met" if met_ratio else "MISSED", TARGET_REPLAY_SPEEDUP,
+               "met" if met_replay else "MISSED"))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "replay": rp}, f, indent=2)
+            if many:
+                json.dump({"builds": [{"build": name[i], "rows": [d[i] for d in by_depth],
+                                       "replay": replays[i]} for i in range(len(builds))]},
+                          f, indent=2)
+            else:
+                json.dump({"rows": [d[0] for d in by_depth], "replay": replays[0]}, f, indent=2)
     return 0 if ok else 1
 
 

@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/json.h"
+#include "interposer/syscalls.h"
 #include "journal/event.pb.h"
 #include "journal/reader.h"
 
@@ -20,36 +21,9 @@ namespace {
 namespace jr = ::understudy::journal;
 namespace pb = ::understudy::journal::pb;
 
-struct CallRow {
-  uint32_t nr;
-  const char* name;
-};
-
-// Names come first from the interposer's declarative call table (the one
-// source of truth, also behind `understudy syscalls`) ...
-#define SC(name, nr, ...) {nr, #name},
-constexpr CallRow kTableCalls[] = {
-#include "interposer/syscalls.def"
-};
-#undef SC
-
-// ... then from this short list of x86_64 calls the table leaves out because
-// they are PASS (deterministic), which can still appear as checked events.
-constexpr CallRow kOtherCalls[] = {
-    {1, "write"}, {2, "open"},      {3, "close"},       {5, "fstat"},    {8, "lseek"},
-    {9, "mmap"},  {10, "mprotect"}, {11, "munmap"},     {12, "brk"},     {32, "dup"},
-    {33, "dup2"}, {72, "fcntl"},    {233, "epoll_ctl"}, {257, "openat"},
-};
-
-std::string CallName(uint32_t nr) {
-  for (const CallRow& r : kTableCalls) {
-    if (r.nr == nr) return r.name;
-  }
-  for (const CallRow& r : kOtherCalls) {
-    if (r.nr == nr) return r.name;
-  }
-  return fmt::format("call#{}", nr);
-}
+// A call's name from the project's one name table; "syscall_N" for a number
+// it does not know.
+std::string CallName(uint32_t nr) { return syscalls::SyscallLabel(nr).text; }
 
 uint64_t OutBytes(const pb::SyscallEvent& s) {
   uint64_t n = 0;

@@ -14,9 +14,9 @@
 #include "cli/commands.h"
 #include "cli/json.h"
 #include "driver/control_mapping.h"
+#include "interposer/syscalls.h"
 #include "recorder/escape_watch.h"
 #include "recorder/recorder.h"
-#include "recorder/syscall_names.h"
 #include "replayer/replayer.h"
 
 namespace understudy::cli {
@@ -81,7 +81,7 @@ int RunRecord(const RecordArgs& a) {
     if (r.audit_on) {
       std::string calls;
       for (const auto& [nr, n] : r.escapes)
-        calls += fmt::format("{}{}: {}", calls.empty() ? "" : ", ", JsonString(recorder::SyscallName(static_cast<uint32_t>(nr))), n);
+        calls += fmt::format("{}{}: {}", calls.empty() ? "" : ", ", JsonString(syscalls::SyscallLabel(nr).text), n);
       audit = fmt::format("{{\"on\": true, \"escaped\": {}, \"calls\": {{{}}}, \"alarms\": {}}}", escaped,
                           calls, JsonStrings(r.audit_alarms));
     } else if (a.audit) {

@@ -10,9 +10,9 @@
 #include <thread>
 
 #include "driver/process_spec.h"
+#include "interposer/syscalls.h"
 #include "journal/reader.h"
 #include "kmod/scope.h"
-#include "recorder/syscall_names.h"
 
 namespace understudy::daemon {
 
@@ -132,7 +132,7 @@ Shadow::Health Shadow::Check(std::string* why) {
     char buf[900];
     std::snprintf(buf, sizeof buf, "divergence at event %llu (thread %u, %s): recorded %lld, replayed %lld: %.*s",
                   static_cast<unsigned long long>(cb->div_seq), cb->div_tid,
-                  recorder::SyscallName(cb->div_call).c_str(),
+                  syscalls::SyscallLabel(cb->div_call).text,
                   static_cast<long long>(cb->div_recorded), static_cast<long long>(cb->div_replayed),
                   static_cast<int>(strnlen(cb->div_text, sizeof cb->div_text)), cb->div_text);
     *why = buf;

@@ -57,6 +57,8 @@ static_assert(Twin(abi::kLifeFork, pb::LifecycleEvent::FORK));
 static_assert(Twin(abi::kLifeExec, pb::LifecycleEvent::EXEC));
 static_assert(Twin(abi::kLifeExit, pb::LifecycleEvent::EXIT));
 static_assert(Twin(abi::kLifeWait, pb::LifecycleEvent::WAIT));
+static_assert(Twin(abi::kLifeThreadStart, pb::LifecycleEvent::THREAD_START));
+static_assert(Twin(pb::LifecycleEvent::Kind_MAX, abi::kLifeThreadStart), "a lifecycle kind without a ring twin");
 
 }  // namespace
 }  // namespace understudy::driver

@@ -154,8 +154,10 @@ struct RecordHeader {
   uint8_t action;     // ActionId
   uint16_t reserved;  // zero
   int64_t result;     // return value or -errno
-  uint64_t checksum;  // XXH3-64 (see interposer/checksum.h) of checked bytes
-  uint64_t length;    // bytes covered by checksum
+  uint64_t checksum;  // XXH3-64 of checked bytes (xxhash's XXH3_64bits, computed by
+                      // interposer/dispatch.cc's Payload::Checksum; 0 for none)
+  uint64_t length;    // bytes covered by checksum (an emulated iovec input: the
+                      // number of its data blocks among the outs)
   int32_t fd;         // first fd argument or -1
   uint32_t pad;       // zero
   uint64_t arg;       // call-specific argument kept for checks and reports
@@ -216,7 +218,11 @@ struct ControlBlock {
   uint32_t token_waiters;    // threads asleep on token_epoch
   uint32_t token_timeouts;   // waits for run_token that ran out of time
   uint32_t token_off;        // 1: handoff given up (too many timeouts)
-  // --- output commit: outputs with seq s wait for durable_seq >= s-1
+  // --- output commit (kFlagOutputGate): an output leaves only once
+  // durable_seq >= the seq of its thread's last non-output event (its causal
+  // past; earlier outputs are not waited for), see interposer/record.cc's
+  // GateWait.  Consecutive outputs of one thread depend on the same event,
+  // so one ack releases them all (group commit).
   alignas(64) uint64_t durable_seq;  // highest seq the backup made durable
   uint32_t gate_epoch;       // futex: bumped when durable_seq advances
   uint32_t gate_waiters;     // threads waiting on gate_epoch

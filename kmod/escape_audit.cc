@@ -1,13 +1,12 @@
 #include "kmod/escape_audit.h"
 
-#include <sys/syscall.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "interposer/syscalls.h"
 #include "kmod/bpf_support.h"
 #include "kmod/escape_audit_abi.h"
 
@@ -35,50 +34,9 @@ KmodError Prefixed(KmodError e) {
 }  // namespace
 
 std::vector<int> DefaultWatchedSyscalls() {
-  std::vector<int> nrs = {
-      // external input (also local-file reads: recorded with a checksum)
-      SYS_read,
-      SYS_readv,
-      SYS_pread64,
-      SYS_preadv,
-      SYS_preadv2,
-      SYS_recvfrom,
-      SYS_recvmsg,
-      SYS_recvmmsg,
-      SYS_accept,
-      SYS_accept4,
-      SYS_connect,
-      SYS_getsockname,
-      SYS_getpeername,
-      // readiness
-      SYS_poll,
-      SYS_ppoll,
-      SYS_select,
-      SYS_pselect6,
-      SYS_epoll_wait,
-      SYS_epoll_pwait,
-      SYS_epoll_pwait2,
-      // time (the vDSO fast path never enters the kernel; these are the slow paths)
-      SYS_clock_gettime,
-      SYS_gettimeofday,
-      SYS_time,
-      SYS_nanosleep,
-      SYS_clock_nanosleep,
-      // randomness
-      SYS_getrandom,
-      // identity
-      SYS_getpid,
-      SYS_getppid,
-      SYS_gettid,
-      SYS_uname,
-      // process results and signal waits
-      SYS_wait4,
-      SYS_waitid,
-      SYS_rt_sigtimedwait,
-      // io_uring: its I/O never passes sys_enter, so any use is an escape
-      SYS_io_uring_setup,
-      SYS_io_uring_enter,
-  };
+  std::vector<int> nrs;
+  for (const syscalls::CallInfo& call : syscalls::kCallTable)
+    if (syscalls::Watched(call)) nrs.push_back(call.nr);
   std::sort(nrs.begin(), nrs.end());
   return nrs;
 }

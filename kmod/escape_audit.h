@@ -7,7 +7,7 @@
 // ranges (the interposer's syscall stubs) the call was recorded; anywhere
 // else it escaped the recording.  A nonzero escape count for a call that
 // must be recorded means replay will diverge: raise the alarm, naming the
-// call (SyscallName).
+// call (interposer/syscalls.h, SyscallLabel).
 //
 // Only calls that reach the kernel are seen: calls diverted by syscall user
 // dispatch or a seccomp trap are not counted (they are handled by the
@@ -53,7 +53,8 @@ struct AuditConfig {
 };
 
 // The calls the event model (DESIGN.md section 3) records because their
-// result cannot be reproduced by re-executing them: external input,
+// result cannot be reproduced by re-executing them: the rows of
+// interposer/syscalls.def whose audit column says WATCH -- external input,
 // readiness, time, randomness, identity, wait results, signal waits, and
 // io_uring (whose work is invisible to this audit, so any use is flagged).
 // futex is left out: glibc issues it from its own text all the time and the

@@ -7,9 +7,9 @@
 #include <sstream>
 #include <vector>
 
+#include "interposer/syscalls.h"
 #include "kmod/escape_audit.h"
 #include "kmod/lifecycle_watch.h"
-#include "kmod/syscall_names.h"
 
 namespace understudy::recorder {
 
@@ -126,7 +126,7 @@ std::string DescribeEscapes(const std::map<int, uint64_t>& counts) {
   std::ostringstream out;
   bool first = true;
   for (const auto& [nr, n] : counts) {
-    out << (first ? "" : ", ") << kmod::SyscallName(nr) << " x" << n;
+    out << (first ? "" : ", ") << syscalls::SyscallLabel(nr).text << " x" << n;
     first = false;
   }
   return out.str();

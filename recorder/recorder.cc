@@ -16,10 +16,10 @@
 #include "driver/control_mapping.h"
 #include "driver/futex.h"
 #include "driver/process_spec.h"
+#include "interposer/syscalls.h"
 #include "journal/reader.h"
 #include "recorder/escape_watch.h"
 #include "recorder/record_drain.h"
-#include "recorder/syscall_names.h"
 
 namespace understudy::recorder {
 
@@ -156,7 +156,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   if (__atomic_load_n(&cb->status, __ATOMIC_ACQUIRE) == abi::kStatusRefused) {
     uint32_t call = __atomic_load_n(&cb->refused_call, __ATOMIC_ACQUIRE);
     result->refused = true;
-    result->refused_message = "understudy record: " + SyscallName(call) + " (syscall " +
+    result->refused_message = "understudy record: " + std::string(syscalls::SyscallLabel(call).text) + " (syscall " +
                               std::to_string(call) +
                               ") is not supported: recording it would lose nondeterminism; "
                               "refused";
@@ -174,7 +174,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
       pb::AuditEvent* a = e.mutable_audit();
       a->set_call(static_cast<uint32_t>(nr));
       a->set_count(count);
-      a->set_name(SyscallName(static_cast<uint32_t>(nr)));
+      a->set_name(syscalls::SyscallLabel(nr).text);
       s = writer->Append(e);
       if (!s.ok()) return s;
     }

@@ -18,8 +18,8 @@
 #include "driver/record_codec.h"
 #include "driver/ring_feeder.h"
 #include "interposer/abi.h"
+#include "interposer/syscalls.h"
 #include "journal/reader.h"
-#include "recorder/syscall_names.h"
 
 namespace understudy::replayer {
 
@@ -143,7 +143,7 @@ Divergence ReadDivergence(const abi::ControlBlock* cb) {
   Divergence d;
   d.seq = __atomic_load_n(&cb->div_seq, __ATOMIC_ACQUIRE);
   d.tid = cb->div_tid;
-  d.call = recorder::SyscallName(cb->div_call);
+  d.call = syscalls::SyscallLabel(cb->div_call).text;
   d.recorded = cb->div_recorded;
   d.replayed = cb->div_replayed;
   d.text.assign(cb->div_text, strnlen(cb->div_text, sizeof cb->div_text));

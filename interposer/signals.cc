@@ -1,0 +1,129 @@
+// Signals: asynchronous signals are deferred to the next call boundary so the
+// point of delivery is an event (record) and can be reproduced (replay).  The
+// program's view of each disposition is kept here; the kernel holds ours.
+#include "interposer/internal.h"
+
+namespace understudy::interposer {
+
+namespace {
+
+KSigaction g_app_act[65];  // the program's view of each signal's disposition
+
+bool IsFaultSignal(int sig) {
+  return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP ||
+         sig == SIGSYS;
+}
+
+bool IsIgnOrDfl(const void* handler) {
+  return handler == reinterpret_cast<void*>(SIG_IGN) || handler == reinterpret_cast<void*>(SIG_DFL);
+}
+
+void CallAppHandler(int sig, siginfo_t* info) {
+  const KSigaction& a = g_app_act[sig];
+  if (IsIgnOrDfl(a.handler)) return;
+  uint64_t mask = a.mask;
+  if (!(a.flags & SA_NODEFER)) mask |= 1ull << (sig - 1);
+  mask &= ~(1ull << (SIGSYS - 1));
+  uint64_t old = 0;
+  sys(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<long>(&mask), reinterpret_cast<long>(&old),
+      8);
+  int depth = ts.depth;
+  ts.depth = 0;  // the handler is program code: its calls are events
+  if (a.flags & SA_SIGINFO)
+    reinterpret_cast<void (*)(int, siginfo_t*, void*)>(a.handler)(sig, info, nullptr);
+  else
+    reinterpret_cast<void (*)(int)>(a.handler)(sig);
+  ts.depth = depth;
+  sys(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&old), 0, 8);
+  if (a.flags & SA_RESETHAND) g_app_act[sig].handler = reinterpret_cast<void*>(SIG_DFL);
+}
+
+void AsyncSignalHandler(int sig, siginfo_t* info, void*) {
+  uint32_t mode = Mode();
+  if (mode == abi::kModeRecord) {
+    ts.info[sig] = *info;
+    ts.pending |= 1ull << (sig - 1);
+  } else if (mode != abi::kModeReplay) {
+    CallAppHandler(sig, info);
+  }
+  // Replay: real asynchronous signals are dropped; recorded ones are
+  // re-delivered from the journal at their recorded point.
+}
+
+}  // namespace
+
+void DeliverRecordedPending() {
+  while (ts.pending) {
+    int sig = __builtin_ctzll(ts.pending) + 1;
+    ts.pending &= ~(1ull << (sig - 1));
+    siginfo_t info = ts.info[sig];
+    Publish({.seq = TakeSeq(),
+             .kind = abi::kRecSignal,
+             .cls = abi::kClsSignal,
+             .result = info.si_code,
+             .arg = static_cast<uint64_t>(sig)});
+    CallAppHandler(sig, &info);
+  }
+}
+
+void DeliverReplaySignal(int sig, int code) {
+  if (sig <= 0 || sig > 64) return;
+  siginfo_t info;
+  __builtin_memset(&info, 0, sizeof info);
+  info.si_signo = sig;
+  info.si_code = code;
+  CallAppHandler(sig, &info);
+}
+
+// rt_sigaction: handled in every mode (Dispatch calls it even when passing
+// through), since the kernel must always hold our handler and restorer.
+long Sigaction(const CallRow& row, long* a) {
+  int sig = static_cast<int>(a[0]);
+  const KSigaction* act = reinterpret_cast<const KSigaction*>(a[1]);
+  KSigaction* oldact = reinterpret_cast<KSigaction*>(a[2]);
+  if (sig <= 0 || sig > 64) return sys(row.nr, a[0], a[1], a[2], a[3]);
+  KSigaction prev = g_app_act[sig];
+  if (sig == SIGSYS) {  // the interposer's trap: the program only sees its wish
+    if (act) g_app_act[sig] = *act;
+    if (oldact) *oldact = prev;
+    return 0;
+  }
+  if (!act || IsFaultSignal(sig) || IsIgnOrDfl(act->handler)) {
+    // A handler returns through its restorer's rt_sigreturn, which must come
+    // from inside the trap's allowed range: ours replaces libc's.
+    KSigaction direct;
+    long arg = a[1];
+    if (act && !IsIgnOrDfl(act->handler)) {
+      direct = *act;
+      direct.flags |= kSaRestorer;
+      direct.restorer = reinterpret_cast<void*>(&us_restorer);
+      arg = reinterpret_cast<long>(&direct);
+    }
+    long r = sys(row.nr, a[0], arg, a[2], a[3]);
+    if (r == 0 && act) g_app_act[sig] = *act;
+    if (r == 0 && oldact && prev.handler) *oldact = prev;
+    return r;
+  }
+  KSigaction ours = *act;
+  ours.handler = reinterpret_cast<void*>(&AsyncSignalHandler);
+  ours.flags |= SA_SIGINFO | kSaRestorer;  // ours, inside the allowed range
+  ours.flags &= ~static_cast<unsigned long>(SA_RESETHAND);
+  ours.restorer = reinterpret_cast<void*>(&us_restorer);
+  long r = sys(row.nr, a[0], reinterpret_cast<long>(&ours), a[2], a[3]);
+  if (r == 0) {
+    g_app_act[sig] = *act;
+    if (oldact && prev.handler) *oldact = prev;
+  }
+  return r;
+}
+
+// rt_sigprocmask: SIGSYS (the trap) is never blocked.
+long Sigprocmask(const CallRow& row, long* a) {
+  if (a[1] && (a[0] == SIG_BLOCK || a[0] == SIG_SETMASK)) {
+    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]) & ~(1ull << (SIGSYS - 1));
+    return sys(row.nr, a[0], reinterpret_cast<long>(&set), a[2], a[3]);
+  }
+  return sys(row.nr, a[0], a[1], a[2], a[3]);
+}
+
+}  // namespace understudy::interposer

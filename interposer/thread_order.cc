@@ -1,0 +1,234 @@
+// Thread order (DESIGN.md 3): the pthread overrides.  Each acquisition of a
+// lock-like object is an event, numbered in record and taken in that order
+// in replay; pthread_create numbers the new thread's identity.
+#define US_DEFINES_THREAD_ORDER  // this file defines pthread_mutex_lock & co.
+#include "interposer/internal.h"
+
+namespace understudy::interposer {
+
+void PublishSync(uint32_t op, const void* obj, int result) {
+  if (ts.pending) DeliverRecordedPending();
+  Publish({.seq = TakeSeq(),
+           .kind = abi::kRecSync,
+           .call = op,
+           .cls = abi::kClsThreadOrder,
+           .result = result,
+           .arg = reinterpret_cast<uint64_t>(obj)});
+}
+
+bool ReplaySync(uint32_t op, const void* obj, Rec* rec) {
+  WaitTurn(rec);
+  if (rec->pos == ~0ull) return false;
+  if (rec->h.kind != abi::kRecSync || rec->h.call != op)
+    Diverge(*rec, {.what = Mismatch::kEvent,
+                   .recorded = rec->h.call,
+                   .replayed = op,
+                   .made = Made::kSync,
+                   .object = reinterpret_cast<uint64_t>(obj)});
+  return true;
+}
+
+namespace {
+
+struct Trampoline {
+  void* (*start)(void*);
+  void* arg;
+  uint64_t token;
+  int used;
+};
+constexpr int kTrampolines = 1024;
+Trampoline g_tramp[kTrampolines];
+
+Trampoline* TakeTrampoline() {
+  for (;;) {
+    for (int i = 0; i < kTrampolines; i++)
+      if (__atomic_exchange_n(&g_tramp[i].used, 1, __ATOMIC_ACQ_REL) == 0) return &g_tramp[i];
+    sys(SYS_sched_yield);
+  }
+}
+
+void* ThreadStart(void* p) {
+  Trampoline* t = static_cast<Trampoline*>(p);
+  void* (*start)(void*) = t->start;
+  void* arg = t->arg;
+  uint64_t token = t->token;
+  __atomic_store_n(&t->used, 0, __ATOMIC_RELEASE);
+  ArmTrap();
+  uint32_t mode = Mode();
+  if (mode == abi::kModeRecord) {
+    ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));
+    Publish({.seq = TakeSeq(),
+             .kind = abi::kRecLifecycle,
+             .call = abi::kLifeThreadStart,
+             .cls = abi::kClsProcess,
+             .arg = token});
+  } else if (mode == abi::kModeReplay) {
+    ts.rtid = 0;
+    ts.token = token;
+    Rec rec;
+    WaitTurn(&rec, /*identity_only=*/true);
+  }
+  return start(arg);
+}
+
+// One acquisition of a lock-like object.
+// Record: attempt, then number the acquisition.  Replay: wait for that
+// number, then take the object with the blocking variant (a try that
+// succeeded in the recording succeeds here once the holder lets go) -- or,
+// when the recorded attempt failed, return its error without touching it.
+template <typename Obj, typename Attempt, typename Block>
+int OrderedAcquire(uint32_t op, Obj* obj, Attempt attempt, Block block) {
+  EnsureInit();
+  if (Recording()) {
+    int r = attempt();
+    PublishSync(op, obj, r);
+    return r;
+  }
+  Rec rec;
+  if (Replaying() && ReplaySync(op, obj, &rec)) {
+    int r = static_cast<int>(rec.h.result);
+    if (r == 0) block();
+    Consume(rec);
+    return r;
+  }
+  return attempt();
+}
+
+int CondWaitCommon(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime) {
+  EnsureInit();
+  if (Recording()) {
+    int r = abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
+    PublishSync(abi::kSyncCondWake, c, r);
+    return r;
+  }
+  if (Replaying()) {
+    // Replay: a condvar wait is "release, wait for my recorded wake-up, retake".
+    real_mutex_unlock(m);
+    Rec rec;
+    if (ReplaySync(abi::kSyncCondWake, c, &rec)) {
+      real_mutex_lock(m);
+      Consume(rec);
+      return static_cast<int>(rec.h.result);
+    }
+    real_mutex_lock(m);
+    return 0;  // went live: a spurious wake-up is always allowed
+  }
+  return abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
+}
+
+// Waits that are not events but block until another thread acts: a thread
+// entering one has reached the end of its stretch, so it hands the run token
+// on first (else the thread it waits for would wait out the token's budget).
+inline void BeforeWaitOnAnotherThread() {
+  EnsureInit();
+  if (Mode() == abi::kModeReplay) ReleaseRunToken();
+}
+
+}  // namespace
+}  // namespace understudy::interposer
+
+using namespace understudy::interposer;  // NOLINT: the overrides below are libc's names
+
+US_EXPORT int pthread_mutex_lock(pthread_mutex_t* m) {
+  return OrderedAcquire(
+      abi::kSyncMutexLock, m, [&] { return real_mutex_lock(m); }, [&] { real_mutex_lock(m); });
+}
+
+US_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
+  return OrderedAcquire(
+      abi::kSyncMutexTrylock, m, [&] { return real_mutex_trylock(m); },
+      [&] { real_mutex_lock(m); });
+}
+
+US_EXPORT int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m) {
+  return CondWaitCommon(c, m, nullptr);
+}
+US_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m,
+                                     const struct timespec* t) {
+  return CondWaitCommon(c, m, t);
+}
+US_EXPORT int pthread_cond_signal(pthread_cond_t* c) {
+  EnsureInit();
+  return Replaying() ? 0 : real_cond_signal(c);
+}
+US_EXPORT int pthread_cond_broadcast(pthread_cond_t* c) {
+  EnsureInit();
+  return Replaying() ? 0 : real_cond_broadcast(c);
+}
+
+US_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t* l) {
+  return OrderedAcquire(
+      abi::kSyncRwRdlock, l, [&] { return real_rw_rdlock(l); }, [&] { real_rw_rdlock(l); });
+}
+US_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
+  return OrderedAcquire(
+      abi::kSyncRwWrlock, l, [&] { return real_rw_wrlock(l); }, [&] { real_rw_wrlock(l); });
+}
+US_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
+  return OrderedAcquire(
+      abi::kSyncRwTry, l, [&] { return real_rw_tryrdlock(l); }, [&] { real_rw_rdlock(l); });
+}
+US_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
+  return OrderedAcquire(
+      abi::kSyncRwTry, l, [&] { return real_rw_trywrlock(l); }, [&] { real_rw_wrlock(l); });
+}
+
+US_EXPORT int pthread_join(pthread_t t, void** ret) {
+  BeforeWaitOnAnotherThread();
+  return real_pthread_join(t, ret);
+}
+US_EXPORT int sem_wait(sem_t* s) {
+  BeforeWaitOnAnotherThread();
+  return real_sem_wait(s);
+}
+US_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
+  BeforeWaitOnAnotherThread();
+  return real_sem_timedwait(s, t);
+}
+US_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
+  BeforeWaitOnAnotherThread();
+  return real_barrier_wait(b);
+}
+
+US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*start)(void*),
+                             void* arg) {
+  EnsureInit();
+  uint32_t mode = Mode();
+  if ((mode != abi::kModeRecord && mode != abi::kModeReplay) || ts.depth > 0)
+    return real_pthread_create(th, attr, start, arg);
+  Trampoline* t = TakeTrampoline();
+  t->start = start;
+  t->arg = arg;
+  Rec rec;
+  uint64_t token;
+  if (mode == abi::kModeRecord) {
+    if (ts.pending) DeliverRecordedPending();
+    token = TakeSeq();
+  } else {
+    WaitTurn(&rec);
+    if (rec.pos == ~0ull) {
+      __atomic_store_n(&t->used, 0, __ATOMIC_RELEASE);
+      return real_pthread_create(th, attr, start, arg);
+    }
+    if (rec.h.kind != abi::kRecLifecycle || rec.h.call != abi::kLifeThreadCreate)
+      Diverge(rec, {.what = Mismatch::kEvent, .call = SYS_clone3, .made = Made::kThreadCreate});
+    token = rec.h.seq;
+  }
+  t->token = token;
+  char sel = ts.selector;
+  ts.selector = kSelAllow;  // clone3 and the stack mmap run natively
+  int r = real_pthread_create(th, attr, &ThreadStart, t);
+  ts.selector = sel;
+  if (r != 0) __atomic_store_n(&t->used, 0, __ATOMIC_RELEASE);
+  if (mode == abi::kModeRecord) {
+    Publish({.seq = token,
+             .kind = abi::kRecLifecycle,
+             .call = abi::kLifeThreadCreate,
+             .cls = abi::kClsProcess,
+             .result = r,
+             .arg = token});
+  } else {
+    Consume(rec);
+  }
+  return r;
+}
