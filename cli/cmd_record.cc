@@ -81,7 +81,8 @@ int RunRecord(const RecordArgs& a) {
     if (r.audit_on) {
       std::string calls;
       for (const auto& [nr, n] : r.escapes)
-        calls += fmt::format("{}{}: {}", calls.empty() ? "" : ", ", JsonString(syscalls::SyscallLabel(nr).text), n);
+        calls += fmt::format("{}{}: {}", calls.empty() ? "" : ", ",
+                             JsonString(syscalls::SyscallLabel(nr).text), n);
       audit = fmt::format("{{\"on\": true, \"escaped\": {}, \"calls\": {{{}}}, \"alarms\": {}}}", escaped,
                           calls, JsonStrings(r.audit_alarms));
     } else if (a.audit) {

@@ -51,7 +51,8 @@ void AddSyscallsCommand(CLI::App& app, int& exit_code) {
         fmt::print("{{\"call\":\"{}\",\"nr\":{},\"class\":\"{}\",\"handler\":\"{}\",\"note\":\"{}\"}}\n", r.name,
                    r.nr, r.cls, r.handler, r.note);
     } else {
-      for (const syscalls::CallInfo& r : syscalls::kCallTable) fmt::print("{:<20} {:>4}  {:<14} {}\n", r.name, r.nr, r.cls, Treatment(r.handler));
+      for (const syscalls::CallInfo& r : syscalls::kCallTable)
+        fmt::print("{:<20} {:>4}  {:<14} {}\n", r.name, r.nr, r.cls, Treatment(r.handler));
     }
     exit_code = 0;
   });

@@ -21,7 +21,7 @@
 //  - Events leave the process through the shared ring only; the interposer
 //    never opens files or sockets of its own.
 //
-// Two entry points reach the same dispatcher (dispatch.cc):
+// Two entry points reach the same dispatcher (Dispatch, below):
 //  - PLT wrappers (wrappers.cc: read, write, epoll_wait, clock_gettime...;
 //    thread_order.cc: pthread_*; stdio.cc): the hot calls, and the vDSO time
 //    calls that never enter the kernel;
@@ -35,7 +35,7 @@
 //   replay.cc       replay turns, the run token, divergence (one wording each)
 //   shadow.cc       shadow descriptors and go-live
 //   signals.cc      deferred signal delivery, rt_sigaction / rt_sigprocmask
-//   dispatch.cc     the call table (syscalls.def) and its table-driven handlers
+//   dispatch.cc     the table-driven handlers of the call table (Emu, FdIn, ...)
 //   handlers.cc     the hand-written handlers the table names (open, mmap, ...)
 //   trap.cc         SUD arming, the SIGSYS handler, Init
 //   thread_order.cc pthread overrides (thread order events)

@@ -7,7 +7,7 @@
 // Replayed, the main thread's sleep returns at once, so it sees the flag only
 // if the replay lets the helper run on to its next call (the wait) before it
 // hands out the main thread's next event: the run-to-next-call handoff of
-// interposer/preload.cc.  Without it this program diverges on replay.
+// interposer/replay.cc.  Without it this program diverges on replay.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
