@@ -104,6 +104,24 @@ TEST_F(CliTest, VerifyRepairsTornTail) {
   EXPECT_EQ(r.exit_code, 0) << r.out;
 }
 
+// Issue 11's probe: a frame length of exactly 64 MiB in the middle of a
+// segment must not be repaired away as a torn tail.
+TEST_F(CliTest, RepairKeepsValidFramesAfterAnOversizedLength) {
+  std::vector<uint64_t> frames = testing::FrameOffsets(seg_);
+  ASSERT_EQ(frames.size(), 6u);
+  std::string d = testing::ReadFile(seg_);
+  EncodeFixed32(d.data() + frames[2], kMaxFrameLength);
+  testing::WriteFile(seg_, d);
+  CliRun r = RunCli("journal verify --repair " + dir_.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("refusing to repair"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("a frame with a valid checksum follows at byte " +
+                       std::to_string(frames[3])),
+            std::string::npos)
+      << r.out;
+  EXPECT_TRUE(testing::ReadFile(seg_) == d) << "the valid frames after the bad length were removed";
+}
+
 TEST_F(CliTest, MissingDirectorySaysWhatToDo) {
   CliRun r = RunCli("journal verify " + dir_.Sub("missing"));
   EXPECT_EQ(r.exit_code, 1);
