@@ -145,7 +145,8 @@ bool JournalReader::EnterSegment(size_t index) {
   const bool last = index + 1 == segments_.size();
   Status s = ReadWholeFile(seg.path, &data_);
   if (!s.ok()) {
-    problem_ = JournalProblem{JournalProblem::Kind::kIOError, seg.path, 0, 0, s.message(), std::nullopt};
+    problem_ =
+        JournalProblem{JournalProblem::Kind::kIOError, seg.path, 0, 0, s.message(), std::nullopt};
     status_ = problem_->ToStatus();
     done_ = true;
     return false;
@@ -402,13 +403,12 @@ Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report) 
   std::string refuse;
   if (data.size() != p.file_size) {
     refuse = p.path + " changed size while it was verified (" + std::to_string(p.file_size) +
-             " then " + std::to_string(data.size()) +
-             " bytes); is a writer still appending to it?";
+             " then " + std::to_string(data.size()) + " bytes); is a writer still appending to it?";
   } else {
     const FrameSearch f = FindVerifyingFrame(data, p.offset);
     if (f.result == FrameSearch::Result::kFound) {
-      refuse = "a frame with a valid checksum starts at byte " + std::to_string(f.offset) +
-               " of " + p.path + ", after the cut at byte " + std::to_string(p.offset);
+      refuse = "a frame with a valid checksum starts at byte " + std::to_string(f.offset) + " of " +
+               p.path + ", after the cut at byte " + std::to_string(p.offset);
     } else if (f.result == FrameSearch::Result::kGaveUp) {
       refuse = "the bytes after byte " + std::to_string(p.offset) + " of " + p.path +
                " could not all be checked for frames that verify";

@@ -144,11 +144,11 @@ struct VerifyReport {
   // Set when repair was asked for.
   bool repaired = false;
   uint64_t bytes_removed = 0;
-  std::string repair_note;  // what was done (file, byte offset, bytes, and
-                            // that no complete frame went), or why refused
-  std::string repair_path;  // the segment truncated or removed
-  uint64_t repair_offset = 0;     // where it was cut
-  bool segment_removed = false;   // a last segment whose header was torn
+  std::string repair_note;       // what was done (file, byte offset, bytes, and
+                                 // that no complete frame went), or why refused
+  std::string repair_path;       // the segment truncated or removed
+  uint64_t repair_offset = 0;    // where it was cut
+  bool segment_removed = false;  // a last segment whose header was torn
 
   // State of the last segment, for JournalWriter::Open.
   std::string last_segment_path;

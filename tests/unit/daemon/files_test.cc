@@ -217,9 +217,9 @@ TEST(DaemonFiles, ReplicaReopenAlarmsWithWhatItRemoved) {
   d.Shutdown();
   EXPECT_EQ(ModeOf(seg) & 07777, 0600u);
   journal::VerifyReport rep;
-  ASSERT_TRUE(journal::VerifyJournal(tmp.Sub("data/journals/" + journal::JournalIdHex(id)), false,
-                                     &rep)
-                  .ok());
+  ASSERT_TRUE(
+      journal::VerifyJournal(tmp.Sub("data/journals/" + journal::JournalIdHex(id)), false, &rep)
+          .ok());
   EXPECT_EQ(rep.last_seq, 90u) << "the 9 complete frames are all still there";
 }
 
@@ -243,9 +243,9 @@ TEST(DaemonFiles, ReplicaWithAValidFrameAfterABadLengthIsRefusedNotCut) {
     const std::string alarm = WaitForAlarm(d, "cannot open the replica");
     EXPECT_NE(alarm.find(seg + ": frame payload cut short"), std::string::npos) << alarm;
     EXPECT_NE(alarm.find("at byte " + std::to_string(frames[4])), std::string::npos) << alarm;
-    EXPECT_NE(alarm.find("a frame with a valid checksum follows at byte " +
-                         std::to_string(frames[5])),
-              std::string::npos)
+    EXPECT_NE(
+        alarm.find("a frame with a valid checksum follows at byte " + std::to_string(frames[5])),
+        std::string::npos)
         << alarm;
   }
   d.Shutdown();
@@ -263,11 +263,9 @@ TEST(KeyFiles, AGroupOrOtherReadableKeyIsRefusedNamingTheFix) {
     ASSERT_EQ(::chmod(path.c_str(), m), 0);
     Status s = recorder::LoadClusterKey(path, &key);
     ASSERT_FALSE(s.ok()) << std::oct << m;
-    EXPECT_NE(s.message().find("cluster key " + path + " is readable by others"),
-              std::string::npos)
+    EXPECT_NE(s.message().find("cluster key " + path + " is readable by others"), std::string::npos)
         << s.message();
-    EXPECT_NE(s.message().find("run 'chmod 600 " + path + "'"), std::string::npos)
-        << s.message();
+    EXPECT_NE(s.message().find("run 'chmod 600 " + path + "'"), std::string::npos) << s.message();
   }
   ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
   EXPECT_TRUE(recorder::LoadClusterKey(path, &key).ok());

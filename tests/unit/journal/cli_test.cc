@@ -115,9 +115,9 @@ TEST_F(CliTest, RepairKeepsValidFramesAfterAnOversizedLength) {
   CliRun r = RunCli("journal verify --repair " + dir_.path());
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("refusing to repair"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("a frame with a valid checksum follows at byte " +
-                       std::to_string(frames[3])),
-            std::string::npos)
+  EXPECT_NE(
+      r.out.find("a frame with a valid checksum follows at byte " + std::to_string(frames[3])),
+      std::string::npos)
       << r.out;
   EXPECT_TRUE(testing::ReadFile(seg_) == d) << "the valid frames after the bad length were removed";
 }
