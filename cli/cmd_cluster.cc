@@ -20,12 +20,12 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cluster/service_address.h"
 #include "daemon/admin_client.h"
+#include "driver/control_mapping.h"
 #include "journal/writer.h"
-#include "recorder/control_mapping.h"
 #include "recorder/recorder.h"
 #include "recorder/replication_client.h"
-#include "recorder/service_address.h"
 
 namespace understudy::cli {
 namespace {
@@ -34,7 +34,7 @@ namespace {
 
 int RunKeygen(const std::string& out, bool force) {
   std::string text;
-  Status s = recorder::GenerateClusterKey(&text);
+  Status s = cluster::GenerateClusterKey(&text);
   if (!s.ok()) {
     fmt::print(stderr, "understudy keygen: {}\n", s.message());
     return 1;
@@ -108,7 +108,7 @@ int RunRun(const RunArgs& a) {
   }
   recorder::ReplicationOptions ro;
   ro.backup = a.backup;
-  Status s = recorder::LoadClusterKey(a.key, &ro.key);
+  Status s = cluster::LoadClusterKey(a.key, &ro.key);
   if (!s.ok()) {
     fmt::print(stderr, "{}: {}\n", me, s.message());
     return 1;
@@ -117,10 +117,10 @@ int RunRun(const RunArgs& a) {
   ro.missed_heartbeats = a.missed_heartbeats;
   ro.on_backup_loss = a.on_backup_loss == "continue" ? recorder::BackupLossPolicy::kContinue
                                                      : recorder::BackupLossPolicy::kStall;
-  std::optional<recorder::ServiceAddress> service;
+  std::optional<cluster::ServiceAddress> service;
   if (!a.service_address.empty()) {
-    recorder::ServiceAddress sa;
-    s = recorder::ParseServiceAddress(a.service_address, &sa);
+    cluster::ServiceAddress sa;
+    s = cluster::ParseServiceAddress(a.service_address, &sa);
     if (!s.ok()) {
       fmt::print(stderr, "{}: {}\n", me, s.message());
       return 1;
@@ -160,14 +160,14 @@ int RunRun(const RunArgs& a) {
   opts.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
                                        : journal::DurabilityPolicy::None();
   opts.ring_size = a.ring_mb << 20;
-  if (!recorder::ValidRingSize(opts.ring_size)) {
+  if (!driver::ValidRingSize(opts.ring_size)) {
     fmt::print(stderr, "{}: --ring-mb {}: must be a power of two >= {}\n", me, a.ring_mb,
-               recorder::kMinRingSize >> 20);
+               driver::kMinRingSize >> 20);
     return 1;
   }
 
   if (service) {
-    s = recorder::AddServiceAddress(*service, a.service_dev);
+    s = cluster::AddServiceAddress(*service, a.service_dev);
     if (!s.ok()) {
       fmt::print(stderr, "{}: {}\n", me, s.message());
       return 1;
@@ -199,17 +199,17 @@ int RunRun(const RunArgs& a) {
   // closed by now, so its clients have had their FIN or RST), then the
   // backup learns it has everything and takes the address.
   bool address_removed = false;
-  opts.hooks.on_journal_closed = [&](uint64_t events, const recorder::ProgramExit& exit) {
+  opts.hooks.on_journal_closed = [&](uint64_t events, const driver::ProgramExit& exit) {
     if (client.fenced()) return;
     if (service) {
-      Status rs = recorder::RemoveServiceAddress(*service, a.service_dev);
+      Status rs = cluster::RemoveServiceAddress(*service, a.service_dev);
       if (!rs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, rs.message());
       address_removed = true;
     }
-    recorder::Drained d;
+    cluster::Drained d;
     d.last_seq = events;  // the journal starts at seq 1 and ends with the EXIT event
-    d.reason = client.fence_requested() ? recorder::Drained::kFenced
-                                        : recorder::Drained::kProgramExited;
+    d.reason = client.fence_requested() ? cluster::Drained::kFenced
+                                        : cluster::Drained::kProgramExited;
     d.exit_status = exit.exit_code;
     Status fs = client.Finish(d, std::chrono::milliseconds(10000));
     if (!fs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, fs.message());
@@ -222,14 +222,14 @@ int RunRun(const RunArgs& a) {
   if (!s.ok()) {
     fmt::print(stderr, "{}: {}\n", me, s.ToString());
     client.Stop();
-    if (service && !address_removed) (void)recorder::RemoveServiceAddress(*service, a.service_dev);
+    if (service && !address_removed) (void)cluster::RemoveServiceAddress(*service, a.service_dev);
     return 1;
   }
   const bool fenced = client.fenced();
   const bool planned = !fenced && client.fence_requested();
   client.Stop();
   if (service && !address_removed) {
-    Status rs = recorder::RemoveServiceAddress(*service, a.service_dev);
+    Status rs = cluster::RemoveServiceAddress(*service, a.service_dev);
     if (!rs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, rs.message());
   }
   if (fenced) {
@@ -251,7 +251,7 @@ int RunRun(const RunArgs& a) {
   if (r.refused) fmt::print(stderr, "{}\n", r.refused_message);
   if (r.exit.signal != 0) {
     fmt::print(stderr, "{}: {} was killed by {}\n", me, a.command[0],
-               recorder::SignalName(r.exit.signal));
+               driver::SignalName(r.exit.signal));
   }
   fmt::print(stderr, "{}: {} events in {}; {:.3f} s; exit status {}\n", me, r.events, opts.dir,
              r.wall_time_s, r.exit.exit_code);
@@ -426,7 +426,8 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   run->add_option("--heartbeat-ms", ra->heartbeat_ms, "Heartbeat interval (default 100)")
       ->check(CLI::Range(5, 60000));
   run->add_option("--missed-heartbeats", ra->missed_heartbeats,
-                  "Heartbeats missed before the backup counts as lost (default 2)")
+                  "Heartbeats missed before the backup counts as lost (default 2: a 200 ms "
+                  "budget with the 100 ms heartbeat)")
       ->check(CLI::Range(1, 1000));
   run->add_option("--journal", ra->journal,
                   "Local journal directory (default /var/lib/understudy/primary/<time>-<pid>)");

@@ -59,6 +59,13 @@ uint64_t OutBytes(const pb::SyscallEvent& s) {
   return n;
 }
 
+// A lifecycle kind by name; a number this build's schema does not know (a
+// journal from a newer interposer) prints as one, never as an empty name.
+std::string LifecycleKindName(pb::LifecycleEvent::Kind kind) {
+  std::string name(pb::LifecycleEvent::Kind_Name(kind));
+  return name.empty() ? fmt::format("KIND_{}", static_cast<int>(kind)) : name;
+}
+
 // One event as one text line.
 std::string EventText(const pb::Event& e) {
   std::string head = fmt::format("{:>10} tid={} pid={} ", e.seq(), e.tid(), e.pid());
@@ -88,9 +95,8 @@ std::string EventText(const pb::Event& e) {
                                 e.sync().result());
     case pb::Event::kLifecycle:
       return head + fmt::format("PROCESS {} child={} status={} result={}",
-                                pb::LifecycleEvent::Kind_Name(e.lifecycle().kind()),
-                                e.lifecycle().child_tid(), e.lifecycle().status(),
-                                e.lifecycle().result());
+                                LifecycleKindName(e.lifecycle().kind()), e.lifecycle().child_tid(),
+                                e.lifecycle().status(), e.lifecycle().result());
     case pb::Event::kCheckpoint:
       return head + fmt::format("CHECKPOINT image={} bytes={}", e.checkpoint().image_id(),
                                 e.checkpoint().image_bytes());
@@ -134,7 +140,7 @@ std::string EventJson(const pb::Event& e) {
       j += fmt::format(
           ",\"kind\":\"lifecycle\",\"op\":\"{}\",\"child_tid\":{},\"status\":{},"
           "\"result\":{}",
-          pb::LifecycleEvent::Kind_Name(e.lifecycle().kind()), e.lifecycle().child_tid(),
+          LifecycleKindName(e.lifecycle().kind()), e.lifecycle().child_tid(),
           e.lifecycle().status(), e.lifecycle().result());
       break;
     case pb::Event::kCheckpoint:

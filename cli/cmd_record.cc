@@ -13,7 +13,7 @@
 
 #include "cli/commands.h"
 #include "cli/json.h"
-#include "recorder/control_mapping.h"
+#include "driver/control_mapping.h"
 #include "recorder/escape_watch.h"
 #include "recorder/recorder.h"
 #include "recorder/syscall_names.h"
@@ -43,9 +43,9 @@ int RunRecord(const RecordArgs& a) {
   opts.ring_size = a.ring_mb << 20;
   opts.audit = a.audit;
   if (a.no_trap) opts.hooks.extra_flags |= abi::kFlagNoTrap;
-  if (!recorder::ValidRingSize(opts.ring_size)) {
+  if (!driver::ValidRingSize(opts.ring_size)) {
     fmt::print(stderr, "understudy record: --ring-mb {}: must be a power of two >= {}\n", a.ring_mb,
-               recorder::kMinRingSize >> 20);
+               driver::kMinRingSize >> 20);
     return 1;
   }
   recorder::RecordResult r;
@@ -61,7 +61,7 @@ int RunRecord(const RecordArgs& a) {
   if (r.refused) fmt::print(stderr, "{}\n", r.refused_message);
   if (r.exit.signal != 0) {
     fmt::print(stderr, "understudy record: {} was killed by {}\n", a.command[0],
-               recorder::SignalName(r.exit.signal));
+               driver::SignalName(r.exit.signal));
   }
   uint64_t escaped = 0;
   for (const auto& [nr, n] : r.escapes) escaped += n;
@@ -92,7 +92,7 @@ int RunRecord(const RecordArgs& a) {
         "\"wall_time_s\": {:.6f}, \"exit_status\": {}, \"signal\": {}, \"refused\": {}, "
         "\"audit\": {}, \"warnings\": {}}}\n",
         JsonString(a.dir), r.events, r.bytes, r.segments, r.wall_time_s, r.exit.exit_code,
-        r.exit.signal != 0 ? JsonString(recorder::SignalName(r.exit.signal)) : "null",
+        r.exit.signal != 0 ? JsonString(driver::SignalName(r.exit.signal)) : "null",
         r.refused ? JsonString(r.refused_message) : "null", audit, JsonStrings(r.warnings));
   } else {
     fmt::print(stderr,

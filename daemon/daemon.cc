@@ -29,9 +29,9 @@ namespace understudy::daemon {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using recorder::LinkMessage;
-using recorder::LinkType;
-using recorder::PeerLink;
+using cluster::LinkMessage;
+using cluster::LinkType;
+using cluster::PeerLink;
 
 // How often the supervisor looks at the shadow (and starts one once the
 // replica holds the first program event).
@@ -65,7 +65,7 @@ const char* StateName(int s) {
 
 Status ListenTcp(const std::string& hp, int* fd_out, int* port_out) {
   std::string host, port;
-  Status s = recorder::SplitHostPort(hp, &host, &port);
+  Status s = cluster::SplitHostPort(hp, &host, &port);
   if (!s.ok()) return s;
   struct addrinfo hints;
   std::memset(&hints, 0, sizeof hints);
@@ -175,8 +175,8 @@ void Daemon::AlarmLocked(const std::string& line) {
 
 Status Daemon::Start() {
   if (!options_.service_address.empty()) {
-    recorder::ServiceAddress sa;
-    Status s = recorder::ParseServiceAddress(options_.service_address, &sa);
+    cluster::ServiceAddress sa;
+    Status s = cluster::ParseServiceAddress(options_.service_address, &sa);
     if (!s.ok()) return s;
     if (options_.service_dev.empty()) {
       return Status::InvalidArgument("--service-address " + options_.service_address +
@@ -309,14 +309,14 @@ void Daemon::ServeConnection(std::unique_ptr<PeerLink> link, bool unix_admin) {
   if (unix_admin) {
     ServeAdmin(*link);
   } else {
-    recorder::PeerRole role;
-    Status s = recorder::AuthenticateServer(*link, options_.key, &role,
+    cluster::PeerRole role;
+    Status s = cluster::AuthenticateServer(*link, options_.key, &role,
                                             std::chrono::milliseconds(2000));
     if (!s.ok()) {
       Log("refused connection from " + link->peer() + ": " + s.message());
-    } else if (role == recorder::PeerRole::kAdmin) {
+    } else if (role == cluster::PeerRole::kAdmin) {
       ServeAdmin(*link);
-    } else if (role == recorder::PeerRole::kRecorder) {
+    } else if (role == cluster::PeerRole::kRecorder) {
       ServeRecorder(*link);
     }
   }
@@ -338,7 +338,7 @@ void Daemon::ServeAdmin(PeerLink& link) {
       reply = HandleAdmin(msg.payload);
     } else {
       pb::AdminReply e = Error(std::string("unexpected ") +
-                               recorder::LinkTypeName(static_cast<uint8_t>(msg.type)) +
+                               cluster::LinkTypeName(static_cast<uint8_t>(msg.type)) +
                                " message on the admin channel; send ADMIN_REQUEST");
       reply = e.SerializeAsString();
     }
@@ -479,12 +479,12 @@ void Daemon::ServeRecorder(PeerLink& link) {
   while (s.ok() && !stop_.load()) {
     const auto now = Clock::now();
     if (now - last_hb >= options_.heartbeat) {
-      recorder::Heartbeat hb;
+      cluster::Heartbeat hb;
       {
         std::lock_guard<std::mutex> lock(mu_);
         hb.last_seq = writer_ != nullptr ? writer_->last_sequence() : 0;
       }
-      s = link.Send(LinkType::kHeartbeat, recorder::EncodeHeartbeat(hb), budget);
+      s = link.Send(LinkType::kHeartbeat, cluster::EncodeHeartbeat(hb), budget);
       if (!s.ok()) break;
       last_hb = now;
     }
@@ -566,34 +566,34 @@ void Daemon::ServeRecorder(PeerLink& link) {
         break;
       }
       case LinkType::kHeartbeat: {
-        recorder::Heartbeat hb;
-        if (recorder::DecodeHeartbeat(msg.payload, &hb).ok()) {
+        cluster::Heartbeat hb;
+        if (cluster::DecodeHeartbeat(msg.payload, &hb).ok()) {
           std::lock_guard<std::mutex> lock(mu_);
           primary_hb_ = hb;
         }
         break;
       }
       case LinkType::kDrained: {
-        recorder::Drained d;
-        s = recorder::DecodeDrained(msg.payload, &d);
+        cluster::Drained d;
+        s = cluster::DecodeDrained(msg.payload, &d);
         if (!s.ok()) break;
         {
           std::lock_guard<std::mutex> lock(mu_);
           drained_ = d;
-          primary_state_ = d.reason == recorder::Drained::kFenced ? PrimaryState::kFenced
+          primary_state_ = d.reason == cluster::Drained::kFenced ? PrimaryState::kFenced
                                                                   : PrimaryState::kExited;
         }
         cv_.notify_all();
         Log(std::string("primary ") + link.peer() + " drained at seq " +
             std::to_string(d.last_seq) +
-            (d.reason == recorder::Drained::kFenced
+            (d.reason == cluster::Drained::kFenced
                  ? " (fenced)"
                  : " (its program exited with status " + std::to_string(d.exit_status) + ")"));
         break;
       }
       default:
         s = Status::Corruption(std::string("unexpected ") +
-                               recorder::LinkTypeName(static_cast<uint8_t>(msg.type)) +
+                               cluster::LinkTypeName(static_cast<uint8_t>(msg.type)) +
                                " from the primary");
         break;
     }
@@ -801,7 +801,7 @@ pb::AdminReply Daemon::GoLive(uint64_t through, const std::string& kind, Clock::
   uint32_t addr = 0;
   if (service_) {
     const auto a0 = Clock::now();
-    Status s = recorder::AddServiceAddress(*service_, options_.service_dev);
+    Status s = cluster::AddServiceAddress(*service_, options_.service_dev);
     t->set_address_ms(Ms(Clock::now() - a0));
     if (!s.ok()) {
       Alarm("go-live: " + s.message() + "; going live on the recorded addresses");
@@ -837,7 +837,7 @@ pb::AdminReply Daemon::GoLive(uint64_t through, const std::string& kind, Clock::
   t->set_total_ms(Ms(Clock::now() - t0));
   fr.set_listeners(res.listeners);
   if (service_) {
-    const std::string note = recorder::AnnounceServiceAddress(*service_, options_.service_dev);
+    const std::string note = cluster::AnnounceServiceAddress(*service_, options_.service_dev);
     Log(note);
     fr.add_notes(note);
   }
@@ -869,7 +869,7 @@ pb::AdminReply Daemon::PlannedFailover(const pb::FailoverRequest& req) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!req.to().empty()) {
       std::string host, port;
-      (void)recorder::SplitHostPort(options_.listen, &host, &port);
+      (void)cluster::SplitHostPort(options_.listen, &host, &port);
       if (req.to() != node_ && req.to() != options_.listen && req.to() != host) {
         return Error("failover --to " + req.to() + ": this daemon is node '" + node_ +
                      "' (listening on " + options_.listen +
@@ -985,11 +985,11 @@ pb::StatusReply Daemon::BuildStatus() {
   p->set_last_heartbeat_ms_ago(primary_ever_heard_
                                    ? static_cast<int64_t>(Ms(Clock::now() - primary_last_rx_))
                                    : -1);
-  p->set_on_backup_loss(primary_ever_heard_ ? ((primary_hb_.flags & recorder::kHeartbeatStallPolicy)
+  p->set_on_backup_loss(primary_ever_heard_ ? ((primary_hb_.flags & cluster::kHeartbeatStallPolicy)
                                                    ? "stall"
                                                    : "continue")
                                             : "");
-  p->set_gate_opened((primary_hb_.flags & recorder::kHeartbeatGateOpened) != 0);
+  p->set_gate_opened((primary_hb_.flags & cluster::kHeartbeatGateOpened) != 0);
   p->set_exit_status(drained_ ? drained_->exit_status : 0);
   p->set_reconnects(primary_reconnects_);
   p->set_commit_p50_us(primary_hb_.commit_p50_us);
@@ -1028,7 +1028,7 @@ pb::StatusReply Daemon::BuildStatus() {
     sh->set_events_done(shadow_->events_done());
   }
   sh->set_healthy(shadow_ != nullptr && shadow_state_ == "running");
-  if (primary_state_ == PrimaryState::kRunning && (primary_hb_.flags & recorder::kHeartbeatGateOpened)) {
+  if (primary_state_ == PrimaryState::kRunning && (primary_hb_.flags & cluster::kHeartbeatGateOpened)) {
     st.add_alarms(UtcNow() + " the primary runs with --on-backup-loss continue and its output "
                              "gate is OPEN: acknowledged writes are not protected");
   }

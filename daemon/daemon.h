@@ -39,13 +39,13 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/peer_link.h"
+#include "cluster/service_address.h"
 #include "daemon/admin.pb.h"
 #include "daemon/leaky_bucket.h"
 #include "journal/format.h"
 #include "journal/status.h"
 #include "journal/writer.h"
-#include "recorder/peer_link.h"
-#include "recorder/service_address.h"
 
 namespace understudy::daemon {
 
@@ -54,7 +54,7 @@ class Shadow;
 struct DaemonOptions {
   std::string listen = "0.0.0.0:7700";  // replication + authenticated admin port
   std::string data_dir = "/var/lib/understudy";
-  recorder::ClusterKey key;
+  cluster::ClusterKey key;
   std::string admin_socket = "/run/understudy/admin.sock";  // empty = none
   std::string service_address;  // "10.0.0.100/24"; empty = none
   std::string service_dev;
@@ -105,9 +105,9 @@ class Daemon {
 
   void AcceptLoop();
   void AdminAcceptLoop();
-  void ServeConnection(std::unique_ptr<recorder::PeerLink> link, bool unix_admin);
-  void ServeAdmin(recorder::PeerLink& link);
-  void ServeRecorder(recorder::PeerLink& link);
+  void ServeConnection(std::unique_ptr<cluster::PeerLink> link, bool unix_admin);
+  void ServeAdmin(cluster::PeerLink& link);
+  void ServeRecorder(cluster::PeerLink& link);
   Status OpenReplica(const journal::JournalId& id, const std::string& spec_bytes);
   void SupervisorLoop();
   void SuperviseShadow();
@@ -119,7 +119,7 @@ class Daemon {
 
   const DaemonOptions options_;
   std::string node_;
-  std::optional<recorder::ServiceAddress> service_;
+  std::optional<cluster::ServiceAddress> service_;
   int listen_fd_ = -1;
   int admin_fd_ = -1;
   int port_ = 0;
@@ -133,7 +133,7 @@ class Daemon {
   std::mutex mu_;
   std::condition_variable cv_;
   // connections
-  std::set<recorder::PeerLink*> links_;
+  std::set<cluster::PeerLink*> links_;
   int active_connections_ = 0;
   // role and the protected journal
   Role role_ = Role::kBackup;
@@ -144,13 +144,13 @@ class Daemon {
   uint64_t bytes_received_ = 0;
   uint64_t acked_ = 0;
   // the primary
-  recorder::PeerLink* primary_link_ = nullptr;
+  cluster::PeerLink* primary_link_ = nullptr;
   std::string primary_peer_;
   PrimaryState primary_state_ = PrimaryState::kNone;
   std::chrono::steady_clock::time_point primary_last_rx_;
   bool primary_ever_heard_ = false;
-  recorder::Heartbeat primary_hb_;
-  std::optional<recorder::Drained> drained_;
+  cluster::Heartbeat primary_hb_;
+  std::optional<cluster::Drained> drained_;
   uint64_t primary_reconnects_ = 0;
   bool down_reported_ = false;
   // the shadow (owned by the supervisor thread; shared with the receiver for Push)

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   o.fsync_batch = fsync == "batch";
   o.heartbeat = std::chrono::milliseconds(heartbeat_ms);
   o.restart_window = std::chrono::seconds(window_s);
-  Status s = understudy::recorder::LoadClusterKey(key_path, &o.key);
+  Status s = understudy::cluster::LoadClusterKey(key_path, &o.key);
   if (!s.ok()) {
     std::fprintf(stderr, "understudyd: %s\n", s.message().c_str());
     return 1;

@@ -1,11 +1,17 @@
 #include "daemon/shadow.h"
 
+#include <dirent.h>
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
+#include "driver/process_spec.h"
 #include "journal/reader.h"
-#include "recorder/process_spec.h"
+#include "kmod/scope.h"
 #include "recorder/syscall_names.h"
 
 namespace understudy::daemon {
@@ -17,6 +23,29 @@ namespace {
 // it trails the replica by up to a millisecond, which go-live drains, and
 // costs one wake-up per run instead of one per frame.
 constexpr std::chrono::microseconds kStandbyFeedPace{1000};
+
+// Sets the niceness of every thread of `root` and of all its descendants
+// (a process that exits meanwhile is skipped).  False if some thread
+// refused (lowering niceness needs CAP_SYS_NICE or RLIMIT_NICE).  Here, not
+// in driver/, because it walks the tree with kmod's /proc scan and only the
+// shadow renices a running program.
+bool ReniceTree(pid_t root, int nice) {
+  bool all = true;
+  for (pid_t pid : kmod::LiveProcessTree(root, 4096)) {
+    const std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+    DIR* d = opendir(task_dir.c_str());
+    if (d == nullptr) continue;
+    while (struct dirent* de = readdir(d)) {
+      if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+      if (setpriority(PRIO_PROCESS, static_cast<id_t>(std::atoi(de->d_name)), nice) != 0 &&
+          errno != ESRCH) {
+        all = false;
+      }
+    }
+    closedir(d);
+  }
+  return all;
+}
 }  // namespace
 
 Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* out,
@@ -42,7 +71,7 @@ Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* 
   }
   const std::string binary = spec.binary_path();
   std::string sha;
-  s = recorder::Sha256File(binary, &sha);
+  s = driver::Sha256File(binary, &sha);
   if (!s.ok()) {
     return Status::NotFound("shadow: cannot read the recorded binary " + binary + " on this node (" +
                             s.message() + "); install the same binary at the same path");
@@ -52,10 +81,10 @@ Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* 
                ", recorded " + spec.binary_sha256() + "); the shadow will likely diverge";
   }
   std::string preload;
-  s = recorder::FindPreloadLibrary(&preload);
+  s = driver::FindPreloadLibrary(&preload);
   if (!s.ok()) return s;
   std::string why;
-  if (!recorder::SameInterposer(spec, preload, &why)) {
+  if (!driver::SameInterposer(spec, preload, &why)) {
     *warning += (warning->empty() ? "" : "; ") + why +
                 " (the primary and this node run different understudy builds); the shadow may "
                 "diverge";
@@ -63,7 +92,7 @@ Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* 
   std::vector<std::string> recorded_env(spec.env().begin(), spec.env().end());
 
   std::unique_ptr<Shadow> sh(new Shadow());
-  s = recorder::ControlMapping::Create(abi::kDefaultRingSize, abi::kModeReplay, 0, &sh->mapping_);
+  s = driver::ControlMapping::Create(abi::kDefaultRingSize, abi::kModeReplay, 0, &sh->mapping_);
   if (!s.ok()) return s;
   abi::ControlBlock* cb = sh->mapping_->control();
   cb->main_rtid = main_rtid;
@@ -71,14 +100,14 @@ Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* 
   sh->feeder_->set_nice(nice);
   sh->feeder_->set_pace(kStandbyFeedPace);
 
-  recorder::LaunchSpec launch;
+  driver::LaunchSpec launch;
   launch.path = binary;
   launch.argv.assign(spec.argv().begin(), spec.argv().end());
-  launch.env = recorder::InterposerEnv(recorder::StripRecordedInterposer(recorded_env), preload);
+  launch.env = driver::InterposerEnv(driver::StripRecordedInterposer(recorded_env), preload);
   launch.cwd = spec.cwd();
   launch.nice = nice;
   launch.control_fd = sh->mapping_->fd();
-  s = recorder::Program::Launch(launch, &sh->program_);
+  s = driver::Program::Launch(launch, &sh->program_);
   if (!s.ok()) return s;
   *out = std::move(sh);
   return Status::Ok();
@@ -113,7 +142,7 @@ Shadow::Health Shadow::Check(std::string* why) {
   if (exited_) {
     *why = exit_.launch_error.empty()
                ? "the shadow exited with status " + std::to_string(exit_.exit_code) +
-                     (exit_.signal != 0 ? " (" + recorder::SignalName(exit_.signal) + ")" : "")
+                     (exit_.signal != 0 ? " (" + driver::SignalName(exit_.signal) + ")" : "")
                : "the shadow could not start: " + exit_.launch_error;
     return Health::kExited;
   }
@@ -149,7 +178,7 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
   if (s.ok()) live_ = true;
   // The program back at full priority.  After go-live, off the switchover's
   // path: finding its processes reads every /proc/PID/stat of the node.
-  renice_failed_ = !recorder::ReniceTree(program_->pid(), 0);
+  renice_failed_ = !ReniceTree(program_->pid(), 0);
   return s;
 }
 

@@ -16,9 +16,9 @@
 #include <memory>
 #include <string>
 
+#include "driver/control_mapping.h"
+#include "driver/launcher.h"
 #include "journal/status.h"
-#include "recorder/control_mapping.h"
-#include "recorder/launcher.h"
 #include "replayer/live_feeder.h"
 
 namespace understudy::daemon {
@@ -74,14 +74,14 @@ class Shadow {
  private:
   Shadow() = default;
 
-  std::unique_ptr<recorder::ControlMapping> mapping_;
+  std::unique_ptr<driver::ControlMapping> mapping_;
   std::unique_ptr<replayer::LiveFeeder> feeder_;
-  std::unique_ptr<recorder::Program> program_;
+  std::unique_ptr<driver::Program> program_;
   bool live_ = false;
   bool exited_ = false;
   bool handoff_off_noticed_ = false;
   bool renice_failed_ = false;
-  recorder::ProgramExit exit_;
+  driver::ProgramExit exit_;
 };
 
 }  // namespace understudy::daemon

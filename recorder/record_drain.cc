@@ -6,11 +6,13 @@
 #include <cstdio>
 #include <cstring>
 
-#include "recorder/record_codec.h"
-#include "recorder/record_ring.h"
+#include "driver/record_codec.h"
+#include "driver/record_ring.h"
 #include "recorder/reorder_buffer.h"
 
 namespace understudy::recorder {
+
+using driver::RecordRingReader;
 
 RecordDrain::RecordDrain(abi::ControlBlock* cb, journal::JournalWriter* writer,
                          DrainOptions options)
@@ -47,7 +49,7 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
       if (rec.size() >= sizeof(abi::RecordHeader))
         std::memcpy(&rec_seq, rec.data() + offsetof(abi::RecordHeader, seq), sizeof rec_seq);
       if (reorder.next_expected() == rec_seq &&
-          journal::RecordToEventWire(rec.data(), rec.size(), &wire) &&
+          driver::RecordToEventWire(rec.data(), rec.size(), &wire) &&
           reorder.TakeInOrder(rec_seq)) {
         Status s = writer_->AppendEncoded(rec_seq, wire);
         if (!s.ok()) return s;
@@ -55,7 +57,7 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
         ++pending;
         continue;
       }
-      Status s = journal::DecodeRecord(rec.data(), rec.size(), &event);
+      Status s = driver::DecodeRecord(rec.data(), rec.size(), &event);
       if (!s.ok()) {
         return Status::Corruption(s.message() + " at ring position " + std::to_string(pos));
       }

@@ -13,34 +13,38 @@
 #include <memory>
 #include <thread>
 
+#include "driver/control_mapping.h"
+#include "driver/futex.h"
+#include "driver/process_spec.h"
 #include "journal/reader.h"
-#include "recorder/control_mapping.h"
-#include "recorder/process_spec.h"
 #include "recorder/escape_watch.h"
-#include "recorder/futex.h"
 #include "recorder/record_drain.h"
 #include "recorder/syscall_names.h"
 
 namespace understudy::recorder {
 
 namespace pb = journal::pb;
+using driver::ControlMapping;
+using driver::LaunchSpec;
+using driver::Program;
+using driver::ProgramExit;
 
 Status Record(const RecordOptions& options, RecordResult* result) {
   const auto start = std::chrono::steady_clock::now();
   if (options.argv.empty()) return Status::InvalidArgument("record: no program given after --");
   std::string binary;
-  Status s = ResolveExecutable(options.argv[0], &binary);
+  Status s = driver::ResolveExecutable(options.argv[0], &binary);
   if (!s.ok()) return s;
   std::string preload;
-  s = FindPreloadLibrary(&preload);
+  s = driver::FindPreloadLibrary(&preload);
   if (!s.ok()) return s;
-  std::vector<std::string> env = InterposerEnv(CurrentEnv(), preload);
+  std::vector<std::string> env = driver::InterposerEnv(driver::CurrentEnv(), preload);
 
   pb::ProcessSpec spec;
-  s = CaptureProcessSpec(options.argv, env, binary, &spec);
+  s = driver::CaptureProcessSpec(options.argv, env, binary, &spec);
   if (!s.ok()) return s;
   std::string preload_sha;
-  if (Sha256File(preload, &preload_sha).ok()) spec.set_interposer_sha256(preload_sha);
+  if (driver::Sha256File(preload, &preload_sha).ok()) spec.set_interposer_sha256(preload_sha);
 
   std::unique_ptr<ControlMapping> mapping;
   uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;
@@ -141,7 +145,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
     }
   }
   program_done.store(true, std::memory_order_release);
-  BumpAndWake(&mapping->control()->record_epoch);  // the drain may be in a long idle wait
+  driver::BumpAndWake(&mapping->control()->record_epoch);  // the drain may be in a long idle wait
   drainer.join();
   if (options.hooks.on_program_end) options.hooks.on_program_end();
   result->exit = exit;

@@ -23,10 +23,10 @@
 #include <string_view>
 #include <vector>
 
+#include "driver/launcher.h"
 #include "interposer/abi.h"
 #include "journal/status.h"
 #include "journal/writer.h"
-#include "recorder/launcher.h"
 
 namespace understudy::recorder {
 
@@ -57,7 +57,7 @@ struct RecordHooks {
   // Called as soon as the journal is complete and closed (`events` in it,
   // the last being the EXIT event), before the audit is torn down (which
   // takes milliseconds): a planned failover waits for this moment.
-  std::function<void(uint64_t events, const ProgramExit& exit)> on_journal_closed;
+  std::function<void(uint64_t events, const driver::ProgramExit& exit)> on_journal_closed;
 };
 
 struct RecordOptions {
@@ -83,7 +83,7 @@ struct RecordResult {
   uint64_t bytes = 0;   // bytes of the segment files
   uint64_t segments = 0;
   double wall_time_s = 0;  // launch to journal closed
-  ProgramExit exit;        // how the program ended
+  driver::ProgramExit exit;  // how the program ended
   bool refused = false;    // the interposer refused a call (kStatusRefused)
   std::string refused_message;
   std::vector<std::string> warnings;  // already phrased for the user

@@ -9,11 +9,27 @@
 #include <cstdio>
 #include <vector>
 
+#include "driver/futex.h"
 #include "journal/event.pb.h"
 #include "journal/stream.h"
-#include "recorder/futex.h"
 
 namespace understudy::recorder {
+
+using cluster::AuthenticateClient;
+using cluster::ClusterKey;
+using cluster::ConnectTcp;
+using cluster::Drained;
+using cluster::EncodeDrained;
+using cluster::EncodeHeartbeat;
+using cluster::Heartbeat;
+using cluster::LinkMessage;
+using cluster::LinkType;
+using cluster::LinkTypeName;
+using cluster::kHeartbeatGateOpened;
+using cluster::kHeartbeatStallPolicy;
+using cluster::PeerLink;
+using cluster::PeerRole;
+using driver::FutexWakeShared;
 
 namespace {
 

@@ -41,10 +41,10 @@
 #include <string_view>
 #include <thread>
 
+#include "cluster/peer_link.h"
 #include "interposer/abi.h"
 #include "journal/format.h"
 #include "journal/status.h"
-#include "recorder/peer_link.h"
 
 namespace understudy::recorder {
 
@@ -57,7 +57,7 @@ const char* BackupLossPolicyName(BackupLossPolicy p);
 
 struct ReplicationOptions {
   std::string backup;  // "host:port" of understudyd
-  ClusterKey key;
+  cluster::ClusterKey key;
   std::chrono::milliseconds heartbeat{100};
   int missed_heartbeats = 2;
   BackupLossPolicy on_backup_loss = BackupLossPolicy::kStall;
@@ -80,7 +80,7 @@ struct ReplicationStats {
 
 // Connects, authenticates as a probe and hangs up: tells `understudy run`
 // before it starts the program whether the backup is there and holds the key.
-Status ProbeBackup(const std::string& backup, const ClusterKey& key,
+Status ProbeBackup(const std::string& backup, const cluster::ClusterKey& key,
                    std::chrono::milliseconds timeout);
 
 class ReplicationClient {
@@ -113,7 +113,7 @@ class ReplicationClient {
   // The program is stopped and the journal closed at drained.last_seq: waits
   // until the backup acked it, then sends DRAINED.  IOError naming the seqs
   // if that does not happen within `timeout`.  Ok at once when fenced().
-  Status Finish(Drained drained, std::chrono::milliseconds timeout);
+  Status Finish(cluster::Drained drained, std::chrono::milliseconds timeout);
 
   // Stops the link thread (idempotent).
   void Stop();
@@ -121,13 +121,13 @@ class ReplicationClient {
   ReplicationStats stats() const;
 
  private:
-  Status SessionBody(PeerLink& link);
+  Status SessionBody(cluster::PeerLink& link);
   // Direct sends: the drain thread writes a new frame to the live link itself
   // when it follows the last frame sent (saves waking the link thread on the
   // output-commit path).  Guarded by direct_mu_, which the drain only
   // try_locks: it never waits behind a slow send of the link thread.
   std::mutex direct_mu_;
-  PeerLink* direct_link_ = nullptr;  // the session's link once HELLO arrived
+  cluster::PeerLink* direct_link_ = nullptr;  // the session's link once HELLO arrived
   uint64_t direct_sent_upto_ = 0;    // highest seq written to direct_link_
   bool direct_failed_ = false;       // a direct send failed: the session must end
   uint8_t audit_state_ = 0;  // guarded by mu_
@@ -141,14 +141,14 @@ class ReplicationClient {
   };
 
   void Run();
-  Status Session(PeerLink& link);
+  Status Session(cluster::PeerLink& link);
   Status HandleHello(const std::string& payload, uint64_t* sent_upto);
   void HandleAck(uint64_t seq);
   void PublishDurable(uint64_t seq);
   void CheckBackupLoss();
   void Log(const std::string& line);
   void Wake();
-  Heartbeat MakeHeartbeat();
+  cluster::Heartbeat MakeHeartbeat();
 
   const ReplicationOptions options_;
   std::mutex cb_mu_;  // guards cb_ (DetachControl vs. PublishDurable)
@@ -174,7 +174,7 @@ class ReplicationClient {
   bool gate_opened_ = false;
   bool finish_requested_ = false;
   bool drained_sent_ = false;
-  Drained finish_;
+  cluster::Drained finish_;
   std::string fenced_message_;
   std::string last_error_;
   uint64_t reconnects_ = 0;

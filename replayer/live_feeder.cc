@@ -8,10 +8,10 @@
 
 #include <google/protobuf/arena.h>
 
+#include "driver/futex.h"
+#include "driver/record_codec.h"
+#include "driver/ring_feeder.h"
 #include "journal/reader.h"
-#include "recorder/futex.h"
-#include "recorder/record_codec.h"
-#include "replayer/ring_feeder.h"
 
 namespace understudy::replayer {
 
@@ -23,7 +23,7 @@ LiveFeeder::LiveFeeder(abi::ControlBlock* cb, std::string replica_dir, uint64_t 
       dir_(std::move(replica_dir)),
       max_queue_bytes_(max_queue_bytes),
       next_seq_(first_seq),
-      ring_(std::make_unique<RingFeeder>(cb)) {}
+      ring_(std::make_unique<driver::RingFeeder>(cb)) {}
 
 LiveFeeder::~LiveFeeder() {
   Stop();
@@ -84,7 +84,7 @@ bool LiveFeeder::FeedEvent(const pb::Event& e) {
   if (e.seq() < next_seq_.load(std::memory_order_relaxed)) return true;  // already fed
   std::string_view rec;  // empty: no ring form, nothing for the program
   if (e.tid() != 0) {
-    Status s = journal::EncodeRecord(e, &rec_);
+    Status s = driver::EncodeRecord(e, &rec_);
     if (s.ok()) {
       rec = rec_;
     } else if (!s.IsNotSupported()) {
@@ -176,8 +176,8 @@ void LiveFeeder::Run() {
     for (const auto& payload : taken) {
       // Straight from the wire to ring records; protobuf only for what the
       // fast path leaves to it (rare bodies, anything odd).
-      if (journal::TranscodeBatch(*payload, &batch_buf_, &batch_refs_)) {
-        for (const journal::RingRecordRef& r : batch_refs_) {
+      if (driver::TranscodeBatch(*payload, &batch_buf_, &batch_refs_)) {
+        for (const driver::RingRecordRef& r : batch_refs_) {
           const std::string_view rec(batch_buf_.data() + r.offset, r.size);
           if (!(ok = FeedRecord(r.seq, r.tid, rec))) break;
         }
@@ -210,9 +210,9 @@ Status RequestGoLive(abi::ControlBlock* cb, uint32_t service_addr,
   __atomic_store_n(&cb->service_addr, service_addr, __ATOMIC_RELEASE);
   __atomic_store_n(&cb->journal_ended, 1, __ATOMIC_RELEASE);
   __atomic_store_n(&cb->golive_requested, 1, __ATOMIC_RELEASE);
-  recorder::BumpAndWake(&cb->replay_epoch);
-  for (int i = 0; i < abi::kWakeSlots; ++i) recorder::BumpAndWake(&cb->wake_epoch[i]);
-  recorder::BumpAndWake(&cb->token_epoch);  // threads waiting for the run token
+  driver::BumpAndWake(&cb->replay_epoch);
+  for (int i = 0; i < abi::kWakeSlots; ++i) driver::BumpAndWake(&cb->wake_epoch[i]);
+  driver::BumpAndWake(&cb->token_epoch);  // threads waiting for the run token
   for (;;) {
     if (__atomic_load_n(&cb->golive_done, __ATOMIC_ACQUIRE) == 1) break;
     const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);

@@ -31,10 +31,14 @@
 #include <thread>
 #include <vector>
 
+#include "driver/record_codec.h"
 #include "interposer/abi.h"
 #include "journal/event.pb.h"
 #include "journal/status.h"
-#include "recorder/record_codec.h"
+
+namespace understudy::driver {
+class RingFeeder;
+}  // namespace understudy::driver
 
 namespace understudy::replayer {
 
@@ -100,10 +104,10 @@ class LiveFeeder {
   bool need_catchup_ = true;
   Status status_;
 
-  std::unique_ptr<class RingFeeder> ring_;
+  std::unique_ptr<driver::RingFeeder> ring_;
   std::string rec_;
   std::string batch_buf_;                         // TranscodeBatch's records
-  std::vector<journal::RingRecordRef> batch_refs_;
+  std::vector<driver::RingRecordRef> batch_refs_;
   std::atomic<int> nice_{0};
   std::atomic<int64_t> pace_us_{0};
   std::thread thread_;

@@ -13,21 +13,21 @@
 #include <memory>
 #include <thread>
 
+#include "driver/control_mapping.h"
+#include "driver/process_spec.h"
+#include "driver/record_codec.h"
+#include "driver/ring_feeder.h"
 #include "interposer/abi.h"
 #include "journal/reader.h"
-#include "recorder/record_codec.h"
-#include "recorder/control_mapping.h"
-#include "recorder/process_spec.h"
 #include "recorder/syscall_names.h"
-#include "replayer/ring_feeder.h"
 
 namespace understudy::replayer {
 
 namespace pb = journal::pb;
-using recorder::ControlMapping;
-using recorder::LaunchSpec;
-using recorder::Program;
-using recorder::ProgramExit;
+using driver::ControlMapping;
+using driver::LaunchSpec;
+using driver::Program;
+using driver::ProgramExit;
 
 namespace {
 
@@ -94,7 +94,7 @@ std::string Field(const std::string& entry) {
 // thread; `error` is written before `done` is released.
 void Feed(const std::string& dir, abi::ControlBlock* cb, const std::atomic<bool>& stop,
           Status* error, std::atomic<bool>* done) {
-  RingFeeder feeder(cb);
+  driver::RingFeeder feeder(cb);
   journal::ReaderOptions ropts;
   ropts.torn_tail_is_end = true;
   std::unique_ptr<journal::JournalReader> reader;
@@ -103,7 +103,7 @@ void Feed(const std::string& dir, abi::ControlBlock* cb, const std::atomic<bool>
   std::string rec;
   while (s.ok() && reader->Next(&e)) {
     if (IsRecorderEvent(e)) continue;
-    Status es = journal::EncodeRecord(e, &rec);
+    Status es = driver::EncodeRecord(e, &rec);
     if (es.IsNotSupported()) continue;  // checkpoint marks etc.: not for the program
     if (!es.ok()) {
       s = es;
@@ -201,11 +201,11 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
 
   std::string binary = options.binary.empty() ? spec.binary_path() : options.binary;
   if (!options.binary.empty()) {
-    s = recorder::ResolveExecutable(options.binary, &binary);
+    s = driver::ResolveExecutable(options.binary, &binary);
     if (!s.ok()) return s;
   }
   std::string sha;
-  s = recorder::Sha256File(binary, &sha);
+  s = driver::Sha256File(binary, &sha);
   if (!s.ok()) {
     return Status::NotFound("replay: cannot read the binary " + binary + " (" + s.message() +
                             "); pass --binary PATH to use another copy");
@@ -215,14 +215,14 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
                      ", recorded " + spec.binary_sha256() + "); the replay will likely diverge");
   }
   std::string preload;
-  s = recorder::FindPreloadLibrary(&preload);
+  s = driver::FindPreloadLibrary(&preload);
   if (!s.ok()) return s;
   std::string why;
-  if (!recorder::SameInterposer(spec, preload, &why)) Warn(result, why + "; the replay may diverge");
+  if (!driver::SameInterposer(spec, preload, &why)) Warn(result, why + "; the replay may diverge");
 
   std::vector<std::string> recorded_env(spec.env().begin(), spec.env().end());
   std::vector<std::string> env =
-      recorder::InterposerEnv(recorder::StripRecordedInterposer(recorded_env), preload);
+      driver::InterposerEnv(driver::StripRecordedInterposer(recorded_env), preload);
 
   uint32_t flags = 0;
   if (options.show_output) flags |= abi::kFlagShowOutput;
@@ -258,7 +258,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     launch.path = binary;
     launch.env = env;
   } else {
-    s = recorder::ResolveExecutable("gdb", &launch.path);
+    s = driver::ResolveExecutable("gdb", &launch.path);
     if (!s.ok()) return Status::NotFound("replay --gdb: " + s.message());
     std::vector<std::string> gdb_argv = {"gdb",
                                          "-q",
@@ -433,7 +433,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
       result->message = "understudy replay: divergence at exit: recorded exit status " +
                         std::to_string(scan.exit_status) + ", replayed " +
                         std::to_string(exit.exit_code) +
-                        (exit.signal != 0 ? " (" + recorder::SignalName(exit.signal) + ")" : "");
+                        (exit.signal != 0 ? " (" + driver::SignalName(exit.signal) + ")" : "");
     } else if (result->events_done < scan.program_events) {
       result->outcome = ReplayOutcome::kDiverged;
       Divergence d;

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "driver/launcher.h"
 #include "journal/status.h"
-#include "recorder/launcher.h"
 
 namespace understudy::replayer {
 
@@ -68,7 +68,7 @@ struct ReplayResult {
   uint64_t bytes = 0;        // bytes of the segment files
   double wall_time_s = 0;
   double recorded_wall_time_s = 0;   // start time to last segment write
-  recorder::ProgramExit exit;        // how the program (or gdb) ended
+  driver::ProgramExit exit;        // how the program (or gdb) ended
   bool recorded_exit_known = false;  // the journal ends with the EXIT event
   int recorded_exit_status = 0;
   std::optional<Divergence> divergence;

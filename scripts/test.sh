@@ -10,8 +10,8 @@ JOBS=$(nproc)
 FUZZ_SECONDS=${UNDERSTUDY_FUZZ_SECONDS:-20}
 
 echo "== sanitized unit tests (ASan + UBSan) =="
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DUNDERSTUDY_SANITIZE=ON -DUNDERSTUDY_BPF=OFF >/dev/null
-SAN_TESTS=(journal_test recorder_test)
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DUNDERSTUDY_SANITIZE=ON -DUNDERSTUDY_BPF=OFF -DUNDERSTUDY_WERROR=ON >/dev/null
+SAN_TESTS=(journal_test driver_test cluster_test recorder_test replayer_test)
 cmake --build build-asan -j "$JOBS" --target "${SAN_TESTS[@]}"
 for t in "${SAN_TESTS[@]}"; do
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 "build-asan/bin/$t" --gtest_brief=1 >"build-asan/$t.log" 2>&1 \
@@ -20,7 +20,7 @@ for t in "${SAN_TESTS[@]}"; do
 done
 
 echo "== fuzzing the journal reader and repair, the stream codec and the feed transcoder (${FUZZ_SECONDS}s each) =="
-CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUNDERSTUDY_FUZZ=ON -DUNDERSTUDY_BPF=OFF >/dev/null
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUNDERSTUDY_FUZZ=ON -DUNDERSTUDY_BPF=OFF -DUNDERSTUDY_WERROR=ON >/dev/null
 cmake --build build-fuzz -j "$JOBS" --target journal_segment_fuzz journal_repair_fuzz journal_stream_fuzz batch_transcode_fuzz
 bash tests/fuzz/run.sh build-fuzz "$FUZZ_SECONDS"
 

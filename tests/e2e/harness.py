@@ -1,10 +1,10 @@
 """End-to-end test harness: a tiny program plus a few verbs.
 
-    from harness import need, Trace, program, run_main
+    from harness import Trace, expect, program, run_main
+
+    NEEDS = ["sqlite3", "program:time_calls"]   # what this test needs, once
 
     def main():
-        need(binaries=["sqlite3"])              # skip (77) with a reason, or
-                                                # fail under CI=true
         with Trace("time_calls") as t:          # journal in a temp dir
             rec = t.record([program("time_calls")])
             rep = t.replay(show_output=True)
@@ -15,18 +15,25 @@
 
 Contract:
   - exit 0 = pass, 1 = fail, 77 = skipped (ctest SKIP_RETURN_CODE);
+  - every test module declares NEEDS (see "Needs" below); run_main checks
+    it before main() and skips with the reasons -- or, under CI=true, fails;
+  - a module may declare CASES, a list of names: ctest then runs it once per
+    case, `test_x.py CASE` (see describe() at the end);
   - a failing Trace keeps its journal and prints the exact command that
     replays it; a passing one deletes it;
   - every child runs with a timeout, in its own session, and is killed (its
     process group, by the pid we got from Popen) on timeout, on failure and
     at exit -- never anything we did not start;
-  - networking is loopback only; free_port() never hands out 6379 or 6390.
+  - networking is loopback only; free_port() hands out ports below the
+    kernel's ephemeral range (never 6379 or 6390).
 """
 
 import atexit
 import ctypes
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +46,7 @@ SOURCE = os.environ.get("UNDERSTUDY_SOURCE") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("UNDERSTUDY_BUILD") or os.path.join(SOURCE, "build")
 UNDERSTUDY = os.path.join(BUILD, "bin", "understudy")
+UNDERSTUDYD = os.path.join(BUILD, "bin", "understudyd")
 PRELOAD = os.path.join(BUILD, "lib", "libunderstudy_preload.so")
 PROGRAMS = os.path.join(BUILD, "tests", "programs")
 
@@ -89,8 +97,15 @@ def skip(reason):
 
 
 def run_main(main):
-    """Run MAIN(); exit 0 on success, 1 on TestFailure/any exception."""
+    """Check the calling module's NEEDS, run MAIN(); exit 0 on success, 1 on
+    TestFailure/any exception, 77 when a need is missing."""
+    module = sys.modules.get(main.__module__)
+    needs = getattr(module, "NEEDS", None)
     try:
+        if needs is None:
+            fail("%s declares no NEEDS (a list; [] when it needs only the build)" %
+                 getattr(module, "__file__", main.__module__))
+        need(*needs)
         main()
     except TestFailure as e:
         log("FAIL: %s" % e)
@@ -108,7 +123,21 @@ def run_main(main):
 
 
 # ---------------------------------------------------------------------------
-# Needs (CRIU zdtm style: each test declares what it needs in one line)
+# Needs (CRIU zdtm style).  Each test module says, once and as data, what it
+# needs beyond the build (the understudy CLI and the interposer, which every
+# test needs):
+#
+#     NEEDS = ["root", "netns", "redis-server"]
+#
+# An entry is one of
+#     root, netns, criu, bpf   a capability of this machine (checks below)
+#     program:NAME             tests/programs/NAME.c, built
+#     lib:SONAME               a shared library ctypes can load
+#     understudy:SUB           SUB is listed by `understudy --help`
+#     /abs/path                an executable file
+#     NAME                     an executable in PATH
+# Every unmet entry is reported; the test then skips (exit 77) -- or fails
+# under CI=true, where a skip would hide a broken runner.
 
 
 def _which(name):
@@ -125,24 +154,66 @@ def _quiet_ok(argv, timeout=10):
         return False
 
 
-def need(root=False, netns=False, criu=False, bpf=False, binaries=(), understudy=True):
-    """Skip (or, under CI=true, fail) unless every need is met."""
-    if understudy:
-        for path in (UNDERSTUDY, PRELOAD):
-            if not os.access(path, os.R_OK):
-                skip("%s is not built; run 'cmake --build %s'" % (path, BUILD))
-    if root and os.geteuid() != 0:
-        skip("needs root")
-    if netns and not _quiet_ok(["unshare", "--net", "true"]):
-        skip("needs network namespaces ('unshare --net true' failed)")
-    if criu and not (_which("criu") and _quiet_ok(["criu", "check"], timeout=30)):
-        skip("needs CRIU ('criu check' failed or criu is not installed)")
-    if bpf and not (os.geteuid() == 0 and os.path.exists("/sys/kernel/btf/vmlinux")
-                    and _which("bpftool")):
-        skip("needs BPF (root, /sys/kernel/btf/vmlinux and bpftool)")
-    for b in binaries:
-        if not _which(b):
-            skip("needs the binary '%s' (not found in PATH)" % b)
+def _lib_loads(soname):
+    try:
+        ctypes.CDLL(soname)
+        return True
+    except OSError:
+        return False
+
+
+_cli_help = None
+
+
+def _cli_subcommands():
+    """Subcommands listed by `understudy --help` (`understudy X --help` exits
+    0 even for an unknown X: the parser handles --help first)."""
+    global _cli_help
+    if _cli_help is None:
+        r = run([UNDERSTUDY, "--help"], timeout=10)
+        _cli_help = set(re.findall(r"^  (\w+) ", r.out, re.M))
+    return _cli_help
+
+
+_CAPABILITIES = {
+    "root": lambda: None if os.geteuid() == 0 else "needs root",
+    "netns": lambda: None if _quiet_ok(["unshare", "--net", "true"]) else
+    "needs network namespaces ('unshare --net true' failed)",
+    "criu": lambda: None if _which("criu") and _quiet_ok(["criu", "check"], timeout=30) else
+    "needs CRIU ('criu check' failed or criu is not installed)",
+    "bpf": lambda: None if (os.geteuid() == 0 and os.path.exists("/sys/kernel/btf/vmlinux")
+                            and _which("bpftool")) else
+    "needs BPF (root, /sys/kernel/btf/vmlinux and bpftool)",
+}
+
+
+def unmet(entry):
+    """Why the need ENTRY is not met here; None when it is."""
+    kind, _, arg = entry.partition(":")
+    if entry in _CAPABILITIES:
+        return _CAPABILITIES[entry]()
+    if arg and kind == "program":
+        ok = os.access(program(arg), os.X_OK)
+        return None if ok else "tests/programs/%s.c is not built (%s)" % (arg, program(arg))
+    if arg and kind == "lib":
+        return None if _lib_loads(arg) else "needs the library %s (ctypes cannot load it)" % arg
+    if arg and kind == "understudy":
+        return None if arg in _cli_subcommands() else \
+            "'understudy %s' is not built (not in 'understudy --help')" % arg
+    if arg and os.path.sep not in entry:
+        fail("unknown kind of need %r (see 'Needs' in tests/e2e/harness.py)" % entry)
+    return None if _which(entry) else "needs the binary '%s' (not found%s)" % (
+        entry, "" if os.path.sep in entry else " in PATH")
+
+
+def need(*entries):
+    """Skip (or, under CI=true, fail) unless the build and every ENTRY are there."""
+    for path in (UNDERSTUDY, PRELOAD):
+        if not os.access(path, os.R_OK):
+            skip("%s is not built; run 'cmake --build %s'" % (path, BUILD))
+    reasons = [r for r in (unmet(e) for e in entries) if r is not None]
+    if reasons:
+        skip("; ".join(reasons))
 
 
 # ---------------------------------------------------------------------------
@@ -252,11 +323,31 @@ def run(argv, input=None, timeout=DEFAULT_TIMEOUT, env=None, cwd=None):
 # Loopback ports
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (never 6379/6390)."""
-    for _ in range(50):
+    """A TCP port on 127.0.0.1 that was free a moment ago (never 6379/6390).
+
+    Chosen below the kernel's ephemeral range: ports from bind(0) are in that
+    range, and so is the source port of every outgoing connection (redis-cli,
+    redis-benchmark, other tests), any of which could take the port between
+    this check and the server's own bind."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(10000, low) if low > 11000 else 0
+        if port in RESERVED_PORTS:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             port = s.getsockname()[1]
         if port not in RESERVED_PORTS:
             return port
@@ -465,3 +556,36 @@ def flip_journal_byte(journal_dir, marker, index=0):
                 return seq
             pos = end
     fail("marker %r not found in any frame of %s" % (marker, journal_dir))
+
+
+# ---------------------------------------------------------------------------
+# What tests/CMakeLists.txt needs to know, for every test at once (one python
+# start at configure time, not one per test):
+#
+#     python3 harness.py test_a.py test_b.py ...
+#
+# prints one line per test, "STEM|NEED,NEED...|CASE,CASE...", read from the
+# modules' NEEDS and CASES (importing a test module does not run it).
+
+
+def describe(paths):
+    import importlib.util
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        needs = getattr(module, "NEEDS", None)
+        if needs is None:
+            raise SystemExit("%s declares no NEEDS" % path)
+        cases = getattr(module, "CASES", ())
+        for entry in list(needs) + list(cases):
+            if any(c in entry for c in "|,;\n"):
+                raise SystemExit("%s: %r: no '|', ',', ';' or newline in a need or case"
+                                 % (path, entry))
+        print("%s|%s|%s" % (stem, ",".join(needs), ",".join(cases)))
+
+
+if __name__ == "__main__":
+    describe(sys.argv[1:])

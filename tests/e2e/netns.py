@@ -36,6 +36,7 @@ Contract:
 """
 
 import atexit
+import fcntl
 import json
 import os
 import re
@@ -61,6 +62,19 @@ def _ip(*args, check=True, timeout=15):
         raise RuntimeError("ip %s: %s" % (" ".join(map(str, args)),
                                           r.stderr.decode(errors="replace").strip()))
     return r
+
+
+def _netns_add(name):
+    """`ip netns add NAME`, one at a time on this machine.  The first add
+    after boot turns /run/netns into a shared mount point (bind-mounted onto
+    itself); two tests doing that at once stack two such mounts, and a
+    namespace bound under the lower one looks like an empty file from then
+    on ("ip netns exec" fails).  Later adds are quick, so the lock costs
+    nothing."""
+    lockdir = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
+    with open(os.path.join(lockdir, "understudy-netns-add.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _ip("netns", "add", name)
 
 
 def _pids_in(ns):
@@ -181,7 +195,7 @@ class Net:
     # -- construction
 
     def _build(self, labels):
-        _ip("netns", "add", self.bridge_ns)
+        _netns_add(self.bridge_ns)
         _ip("-n", self.bridge_ns, "link", "set", "lo", "up")
         # br0 stands for the switch between machines, and a switch runs no
         # firewall: with br_netfilter built in, every bridged frame would
@@ -194,7 +208,7 @@ class Net:
         _ip("-n", self.bridge_ns, "link", "set", "br0", "up")
         for i, label in enumerate(labels):
             node = Node(self, label, i + 1)
-            _ip("netns", "add", node.ns)
+            _netns_add(node.ns)
             self.nodes[label] = node
             node.ip_cmd("link", "set", "lo", "up")
             _ip("-n", self.bridge_ns, "link", "add", node.port, "type", "veth", "peer", "name",
@@ -330,36 +344,24 @@ def garp(node, addr):
 # Every flag of the CLI contract is spelled here and only here, so a change of
 # the daemon's or the CLI's flags is one edit.
 
-UNDERSTUDYD = os.path.join(harness.BUILD, "bin", "understudyd")
+UNDERSTUDYD = harness.UNDERSTUDYD
 PEER_PORT = 7700
 REDIS_PORT = 6379      # inside the namespaces: no developer's redis can be there
+
+# What a Cluster needs besides the app it protects (a test's NEEDS starts
+# with it): root and network namespaces, the daemon and the cluster verbs of
+# the CLI; arping, because go-live announces the moved service address with
+# `arping -U` (without it clients wait out their ARP cache and the switchover
+# times measure that instead); python3 in PATH, which reachable(), garp() and
+# probe_redis() run inside the namespaces.
+CLUSTER = ["root", "netns", UNDERSTUDYD, "understudy:keygen", "understudy:run",
+           "understudy:status", "understudy:failover", "arping", "python3"]
 
 
 def redis_argv(workdir, port=REDIS_PORT):
     """redis-server listening on every address of its node (so on the VIP)."""
     return ["redis-server", "--port", port, "--bind", "0.0.0.0", "--protected-mode", "no",
             "--save", "", "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]
-
-
-def need_cluster():
-    """Skip (fail under CI=true) unless the replication CLI and daemon exist."""
-    # arping: go-live announces the moved service address with `arping -U`
-    # (recorder/service_address.cc); without it clients wait out their ARP
-    # cache and the switchover times measure that instead.
-    harness.need(root=True, netns=True,
-                 binaries=["redis-server", "redis-cli", "arping", UNDERSTUDYD])
-    missing = missing_subcommands()
-    if missing:
-        harness.skip("'understudy %s' is not built yet (not in 'understudy --help')" %
-                     "/".join(missing))
-
-
-def missing_subcommands(subs=("keygen", "run", "status", "failover")):
-    """Subcommands absent from `understudy --help` (`understudy X --help`
-    exits 0 even for an unknown X: the parser handles --help first)."""
-    r = harness.run([harness.UNDERSTUDY, "--help"], timeout=10)
-    listed = set(re.findall(r"^  (\w+) ", r.out, re.M))
-    return [s for s in subs if s not in listed]
 
 
 class Cluster:

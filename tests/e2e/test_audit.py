@@ -12,9 +12,11 @@ import os
 import shutil
 import tempfile
 
-from harness import (UNDERSTUDY, Trace, expect, fail, free_port, log, need, program, run, run_main,
+from harness import (UNDERSTUDY, Trace, expect, fail, free_port, log, program, run, run_main,
                      wait_port)
 
+NEEDS = ["root", "bpf", "program:raw_escape", "redis-server", "redis-benchmark", "redis-cli",
+         "setpriv"]
 N = 200
 
 
@@ -29,7 +31,6 @@ def record_json(t, argv, extra=()):
 
 
 def main():
-    need(root=True, bpf=True, binaries=["redis-server", "redis-benchmark", "redis-cli", "setpriv"])
     escape = program("raw_escape")
     with Trace("audit-escape") as t:
         r, s = record_json(t, [escape, str(N)], extra=["--unsafe-no-trap"])

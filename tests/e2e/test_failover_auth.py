@@ -21,7 +21,9 @@ import time
 import netns
 from harness import expect, fail, log, run, run_main
 
-ADMIN_REQUEST, ADMIN_REPLY = 20, 21   # recorder/peer_link.h LinkType
+NEEDS = netns.CLUSTER + ["redis-server", "redis-cli"]
+
+ADMIN_REQUEST, ADMIN_REPLY = 20, 21   # cluster/peer_link.h LinkType
 REFUSAL = re.compile(r"auth|key|refus|denied|reject|unauthori", re.I)
 
 
@@ -57,7 +59,6 @@ def garbage_admin(path, blobs):
 
 
 def main():
-    netns.need_cluster()
     with netns.Net() as net, netns.Cluster(net) as cl:
         a, b = net.node("A"), net.node("B")
         cl.start_backup()
@@ -72,8 +73,14 @@ def main():
                "(expected it to mention the key / authentication)", r)
         log("wrong key: run exit %d: %s" % (r.rc, (r.err.strip() or r.out.strip())
                                             .splitlines()[-1]))
-        time.sleep(0.2)
-        refusals = [l for l in daemon_log(cl).splitlines() if REFUSAL.search(l)]
+        # The run gave up when the daemon hung up; the daemon's log line about
+        # it may be written just after: wait for it (bounded), not a fixed time.
+        deadline = time.monotonic() + 10
+        while True:
+            refusals = [l for l in daemon_log(cl).splitlines() if REFUSAL.search(l)]
+            if refusals or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         expect(refusals, "understudyd logged no refusal of the peer with the wrong key:\n" +
                daemon_log(cl)[-3000:])
         log("daemon logged: %s" % refusals[-1].strip())
@@ -83,7 +90,7 @@ def main():
 
         # 2. garbage to the admin socket and to the peer port.  Raw random
         # bytes (not even a link message: the daemon may just hang up), then
-        # well-framed ADMIN_REQUEST messages (recorder/peer_link.h: u32 length,
+        # well-framed ADMIN_REQUEST messages (cluster/peer_link.h: u32 length,
         # u8 type 20) whose payload is not an AdminRequest: each must get an
         # ADMIN_REPLY (type 21) carrying AdminReply.error (field 1, bytes).
         raw = [os.urandom(64), os.urandom(4096), b"\xff" * 16 + b"\n", b"\n"]

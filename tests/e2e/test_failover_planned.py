@@ -14,9 +14,10 @@ import json
 import netns
 from harness import expect, log, run_main
 
+NEEDS = netns.CLUSTER + ["redis-server", "redis-cli"]
+
 
 def main():
-    netns.need_cluster()
     t = netns.failover_trial("planned", at=0.5, count=6000)
     log("planned failover: %s" % t["line"])
     log("switchover %.1f ms (failover command -> first reply from B); command took %.1f ms" %

@@ -16,11 +16,12 @@ import statistics
 import netns
 from harness import log, run_main
 
+NEEDS = netns.CLUSTER + ["redis-server", "redis-cli"]
+
 POINTS = (0.25, 0.5, 0.75)
 
 
 def main():
-    netns.need_cluster()
     times = []
     for at in POINTS:
         t = netns.failover_trial("unplanned", at=at, count=6000)

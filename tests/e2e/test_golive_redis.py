@@ -10,8 +10,10 @@ import signal
 import subprocess
 import time
 
-from harness import (UNDERSTUDY, Trace, expect, fail, free_port, log, need, run, run_main, start,
+from harness import (UNDERSTUDY, Trace, expect, fail, free_port, log, run, run_main, start,
                      wait_port, _kill_group)
+
+NEEDS = ["redis-server", "redis-cli", "pgrep"]
 
 
 def cli(port, *args):
@@ -29,7 +31,6 @@ def program_pid(port):
 
 
 def main():
-    need(binaries=["redis-server", "redis-cli", "pgrep"])
     port = free_port()
     with Trace("golive") as t:
         server = t.record_start(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",

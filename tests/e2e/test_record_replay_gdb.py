@@ -5,11 +5,12 @@ bad request from a stdin pipe is recorded; `understudy replay --gdb
 Needs: the understudy CLI, gdb."""
 import signal
 
-from harness import Trace, expect, log, need, program, run_main
+from harness import Trace, expect, log, program, run_main
+
+NEEDS = ["gdb", "program:crash_parse"]
 
 
 def main():
-    need(binaries=["gdb", program("crash_parse")])
     with Trace("crash_parse") as t:
         rec = t.record([program("crash_parse")], input=b"BAD!GET /index.html\r\n")
         expect(rec.rc == 128 + signal.SIGSEGV,

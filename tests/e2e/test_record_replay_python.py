@@ -3,7 +3,9 @@
 byte for byte.  Needs: the understudy CLI, python3."""
 import sys
 
-from harness import Trace, expect, log, need, run_main
+from harness import Trace, expect, log, run_main
+
+NEEDS = [sys.executable]
 
 SCRIPT = r"""
 import os, random, time, uuid
@@ -17,7 +19,6 @@ print("pid", os.getpid())
 
 
 def main():
-    need(binaries=[sys.executable])
     with Trace("python") as t:
         rec = t.record([sys.executable, "-c", SCRIPT])
         expect(rec.rc == 0, "record exit %s" % rec.rc, rec)

@@ -3,7 +3,9 @@
 it over loopback; SHUTDOWN NOSAVE ends the recording with exit 0; the replay
 ends with no divergence and the journal verifies.
 Needs: the understudy CLI, redis-server, redis-cli, redis-benchmark."""
-from harness import Trace, expect, fail, log, need, free_port, run, run_main, wait_port
+from harness import Trace, expect, fail, log, free_port, run, run_main, wait_port
+
+NEEDS = ["redis-server", "redis-cli", "redis-benchmark"]
 
 
 def cli(port, *args, timeout=15):
@@ -37,7 +39,6 @@ def drive(port):
 
 
 def main():
-    need(binaries=["redis-server", "redis-cli", "redis-benchmark"])
     port = free_port()
     with Trace("redis") as t:
         server = t.record_start(["redis-server", "--port", port, "--bind", "127.0.0.1",

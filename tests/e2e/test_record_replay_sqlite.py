@@ -6,7 +6,9 @@ pre-record state).  Needs: the understudy CLI, sqlite3."""
 import os
 import shutil
 
-from harness import Trace, expect, log, need, run_main
+from harness import Trace, expect, log, run_main
+
+NEEDS = ["sqlite3"]
 
 SQL = b"""
 CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, r INTEGER, at TEXT, blob BLOB);
@@ -53,7 +55,6 @@ def check(t, local_files):
 
 
 def main():
-    need(binaries=["sqlite3"])
     failures = []
     for mode in ("journal", "reexec"):
         try:

@@ -1,4 +1,4 @@
-// Differential fuzzing of the fast codec paths (recorder/record_codec.h).
+// Differential fuzzing of the fast codec paths (driver/record_codec.h).
 // The shadow's feed: whenever
 // TranscodeBatch accepts an input as an EVENT_BATCH payload, protobuf must
 // parse it too, and every event must give the very record EncodeRecord gives
@@ -11,10 +11,11 @@
 #include <string_view>
 #include <vector>
 
+#include "driver/record_codec.h"
 #include "journal/event.pb.h"
-#include "recorder/record_codec.h"
 
 namespace jr = ::understudy::journal;
+namespace drv = ::understudy::driver;
 
 // With UNDERSTUDY_FUZZ_SEED_DIR set, writes a batch with every kind of event
 // there so the fuzzer starts from the real format.
@@ -51,7 +52,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   std::ofstream(std::string(dir) + "/seed-batch", std::ios::binary) << b.SerializeAsString();
   for (int i = 0; i < b.events_size(); ++i) {
     std::string rec;
-    if (jr::EncodeRecord(b.events(i), &rec).ok())
+    if (drv::EncodeRecord(b.events(i), &rec).ok())
       std::ofstream(std::string(dir) + "/seed-record-" + std::to_string(i), std::ios::binary) << rec;
   }
   return 0;
@@ -67,9 +68,9 @@ void CheckRecordToWire(const uint8_t* data, size_t size) {
     std::memcpy(rec.data(), &n, 4);
   }
   std::string wire;
-  if (!jr::RecordToEventWire(rec.data(), rec.size(), &wire)) return;
+  if (!drv::RecordToEventWire(rec.data(), rec.size(), &wire)) return;
   jr::pb::Event e;
-  if (!jr::DecodeRecord(rec.data(), rec.size(), &e).ok()) std::abort();
+  if (!drv::DecodeRecord(rec.data(), rec.size(), &e).ok()) std::abort();
   if (e.SerializeAsString() != wire) std::abort();
 }
 
@@ -77,8 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CheckRecordToWire(data, size);
   const std::string_view payload(reinterpret_cast<const char*>(data), size);
   std::string buf;
-  std::vector<jr::RingRecordRef> refs;
-  if (!jr::TranscodeBatch(payload, &buf, &refs)) return 0;
+  std::vector<drv::RingRecordRef> refs;
+  if (!drv::TranscodeBatch(payload, &buf, &refs)) return 0;
   jr::pb::EventBatch batch;
   if (!batch.ParseFromArray(data, static_cast<int>(size))) std::abort();  // fast path too lenient
   if (static_cast<size_t>(batch.events_size()) != refs.size()) std::abort();
@@ -86,7 +87,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < refs.size(); ++i) {
     const jr::pb::Event& e = batch.events(static_cast<int>(i));
     if (refs[i].seq != e.seq() || refs[i].tid != e.tid()) std::abort();
-    const bool has = jr::EncodeRecord(e, &rec).ok();
+    const bool has = drv::EncodeRecord(e, &rec).ok();
     if (!has) rec.clear();
     if (std::string_view(buf.data() + refs[i].offset, refs[i].size) != rec) std::abort();
   }

@@ -17,13 +17,13 @@
 #include <string>
 #include <thread>
 
+#include "cluster/peer_link.h"
 #include "daemon/admin.pb.h"
 #include "daemon/daemon.h"
 #include "journal/event.pb.h"
 #include "journal/reader.h"
 #include "journal/segment_parser.h"
 #include "journal/writer.h"
-#include "recorder/peer_link.h"
 #include "recorder/replication_client.h"
 
 namespace understudy::daemon {
@@ -74,7 +74,7 @@ void WriteFile(const std::string& path, const std::string& data) {
   f.write(data.data(), static_cast<std::streamsize>(data.size()));
 }
 
-DaemonOptions Options(const std::string& data, const recorder::ClusterKey& key) {
+DaemonOptions Options(const std::string& data, const cluster::ClusterKey& key) {
   DaemonOptions o;
   o.listen = "127.0.0.1:0";
   o.admin_socket = "";
@@ -146,7 +146,7 @@ std::vector<uint64_t> FrameOffsets(const std::string& path) {
 // Connects a recorder for journal `id` so the daemon opens its replica.
 class Recorder {
  public:
-  Recorder(const Daemon& d, const recorder::ClusterKey& key, const journal::JournalId& id)
+  Recorder(const Daemon& d, const cluster::ClusterKey& key, const journal::JournalId& id)
       : cb_(std::make_unique<abi::ControlBlock>()) {
     recorder::ReplicationOptions ro;
     ro.backup = "127.0.0.1:" + std::to_string(d.port());
@@ -167,7 +167,7 @@ class Recorder {
 TEST(DaemonFiles, DataDirectoriesAndAdminSocketArePrivate) {
   UmaskGuard umask_022(022);
   ScratchDir tmp;
-  DaemonOptions o = Options(tmp.Sub("var/data"), recorder::ClusterKey{});
+  DaemonOptions o = Options(tmp.Sub("var/data"), cluster::ClusterKey{});
   o.admin_socket = tmp.Sub("run/understudy/admin.sock");
   Daemon d(o);
   ASSERT_TRUE(d.Start().ok());
@@ -185,7 +185,7 @@ TEST(DaemonFiles, AnOlderWideJournalsDirectoryIsTightened) {
   ScratchDir tmp;
   ASSERT_TRUE(std::filesystem::create_directories(tmp.Sub("data/journals")));
   ASSERT_EQ(::chmod(tmp.Sub("data/journals").c_str(), 0755), 0);
-  Daemon d(Options(tmp.Sub("data"), recorder::ClusterKey{}));
+  Daemon d(Options(tmp.Sub("data"), cluster::ClusterKey{}));
   ASSERT_TRUE(d.Start().ok());
   EXPECT_EQ(ModeOf(tmp.Sub("data/journals")) & 07777, 0700u);
   d.Shutdown();
@@ -193,7 +193,7 @@ TEST(DaemonFiles, AnOlderWideJournalsDirectoryIsTightened) {
 
 TEST(DaemonFiles, ReplicaReopenAlarmsWithWhatItRemoved) {
   ScratchDir tmp;
-  recorder::ClusterKey key;
+  cluster::ClusterKey key;
   key.bytes.fill(5);
   journal::JournalId id;
   id.fill(0x31);
@@ -225,7 +225,7 @@ TEST(DaemonFiles, ReplicaReopenAlarmsWithWhatItRemoved) {
 
 TEST(DaemonFiles, ReplicaWithAValidFrameAfterABadLengthIsRefusedNotCut) {
   ScratchDir tmp;
-  recorder::ClusterKey key;
+  cluster::ClusterKey key;
   key.bytes.fill(6);
   journal::JournalId id;
   id.fill(0x32);
@@ -255,20 +255,20 @@ TEST(DaemonFiles, ReplicaWithAValidFrameAfterABadLengthIsRefusedNotCut) {
 TEST(KeyFiles, AGroupOrOtherReadableKeyIsRefusedNamingTheFix) {
   ScratchDir tmp;
   std::string text;
-  ASSERT_TRUE(recorder::GenerateClusterKey(&text).ok());
+  ASSERT_TRUE(cluster::GenerateClusterKey(&text).ok());
   const std::string path = tmp.Sub("cluster.key");
   WriteFile(path, text);
-  recorder::ClusterKey key;
+  cluster::ClusterKey key;
   for (mode_t m : {0644, 0640, 0604}) {
     ASSERT_EQ(::chmod(path.c_str(), m), 0);
-    Status s = recorder::LoadClusterKey(path, &key);
+    Status s = cluster::LoadClusterKey(path, &key);
     ASSERT_FALSE(s.ok()) << std::oct << m;
     EXPECT_NE(s.message().find("cluster key " + path + " is readable by others"), std::string::npos)
         << s.message();
     EXPECT_NE(s.message().find("run 'chmod 600 " + path + "'"), std::string::npos) << s.message();
   }
   ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
-  EXPECT_TRUE(recorder::LoadClusterKey(path, &key).ok());
+  EXPECT_TRUE(cluster::LoadClusterKey(path, &key).ok());
 }
 
 #ifdef UNDERSTUDY_CLI_PATH
@@ -297,8 +297,8 @@ TEST(KeyFiles, KeygenOutputIs0600AndNeverOverwritten) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_EQ(ModeOf(path) & 07777, 0600u);
   const std::string first = ReadFile(path);
-  recorder::ClusterKey key;
-  EXPECT_TRUE(recorder::LoadClusterKey(path, &key).ok());
+  cluster::ClusterKey key;
+  EXPECT_TRUE(cluster::LoadClusterKey(path, &key).ok());
 
   r = RunCli("keygen -o " + path);
   EXPECT_EQ(r.exit_code, 1);

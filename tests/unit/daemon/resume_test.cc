@@ -5,6 +5,7 @@
 // output gate's durable_seq follows the acks and stalls while the backup is
 // gone.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <chrono>
 #include <filesystem>
@@ -45,7 +46,7 @@ bool WaitDurable(const abi::ControlBlock* cb, uint64_t seq, std::chrono::millise
 }
 
 DaemonOptions Options(const std::string& dir, const std::string& listen,
-                      const recorder::ClusterKey& key) {
+                      const cluster::ClusterKey& key) {
   DaemonOptions o;
   o.listen = listen;
   o.admin_socket = "";
@@ -58,10 +59,25 @@ DaemonOptions Options(const std::string& dir, const std::string& listen,
   return o;
 }
 
+// A fresh directory per run (runs of this test in other build trees share
+// /tmp), removed at the end whatever the outcome.
+struct DataDir {
+  DataDir() {
+    std::string tmpl = testing::TempDir() + "resume_test-XXXXXX";
+    if (mkdtemp(tmpl.data()) != nullptr) path = tmpl;
+  }
+  ~DataDir() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+  std::string path;
+};
+
 TEST(ResumeTest, LinkBlipLosesAndDuplicatesNothing) {
-  const std::string dir = testing::TempDir() + "/resume_test_data";
-  std::filesystem::remove_all(dir);
-  recorder::ClusterKey key;
+  DataDir data;
+  ASSERT_FALSE(data.path.empty()) << "mkdtemp under " << testing::TempDir();
+  const std::string& dir = data.path;
+  cluster::ClusterKey key;
   key.bytes.fill(9);
 
   auto d1 = std::make_unique<Daemon>(Options(dir, "127.0.0.1:0", key));
@@ -92,9 +108,21 @@ TEST(ResumeTest, LinkBlipLosesAndDuplicatesNothing) {
   EXPECT_EQ(__atomic_load_n(&cb->durable_seq, __ATOMIC_ACQUIRE), 100u)
       << "stall policy: nothing past the last ack may be released";
 
-  // It comes back on the same data directory and port.
-  auto d2 = std::make_unique<Daemon>(Options(dir, "127.0.0.1:" + std::to_string(port), key));
-  ASSERT_TRUE(d2->Start().ok());
+  // It comes back on the same data directory and port.  The port was free
+  // while the backup was gone, so another process's bind or connect may hold
+  // it for a moment (it came from the ephemeral range): retry "in use" only.
+  std::unique_ptr<Daemon> d2;
+  Status started;
+  for (const auto end = std::chrono::steady_clock::now() + 20s;;) {
+    d2 = std::make_unique<Daemon>(Options(dir, "127.0.0.1:" + std::to_string(port), key));
+    started = d2->Start();
+    if (started.ok() || started.ToString().find("in use") == std::string::npos ||
+        std::chrono::steady_clock::now() > end) {
+      break;
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(started.ok()) << started.ToString();
   for (int i = 0; i < 10; ++i, seq += 2) client.Enqueue(Frame(seq + 1, seq + 2), seq + 1, seq + 2);
   ASSERT_TRUE(WaitDurable(cb.get(), seq, 10s)) << "durable_seq " << cb->durable_seq;
   EXPECT_GE(client.stats().reconnects, 1u);

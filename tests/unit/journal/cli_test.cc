@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "interposer/abi.h"
 #include "test_util.h"
 
 namespace understudy::journal {
@@ -120,6 +121,49 @@ TEST_F(CliTest, RepairKeepsValidFramesAfterAnOversizedLength) {
       std::string::npos)
       << r.out;
   EXPECT_TRUE(testing::ReadFile(seg_) == d) << "the valid frames after the bad length were removed";
+}
+
+// A lifecycle event as the record codec makes it from an interposer record:
+// the ABI's LifecycleKind number copied into LifecycleEvent.kind.
+pb::Event LifecycleFromRecord(uint64_t seq, uint32_t tid, uint32_t abi_kind, uint32_t arg) {
+  pb::Event e;
+  e.set_seq(seq);
+  e.set_tid(tid);
+  e.set_pid(100);
+  pb::LifecycleEvent* l = e.mutable_lifecycle();
+  l->set_kind(static_cast<pb::LifecycleEvent::Kind>(abi_kind));
+  l->set_child_tid(arg);
+  return e;
+}
+
+TEST_F(CliTest, ShowNamesThreadStarts) {
+  // pthread_create in thread 100 (its token is its own seq, 1), the new
+  // thread's start record naming that token, an adopted thread's start
+  // (token 0), and a kind this schema does not know.
+  testing::TempDir dir;
+  {
+    std::unique_ptr<JournalWriter> w;
+    ASSERT_TRUE(JournalWriter::Create(dir.path(), testing::TestSpec(), {}, &w).ok());
+    ASSERT_TRUE(w->Append(LifecycleFromRecord(1, 100, abi::kLifeThreadCreate, 1)).ok());
+    ASSERT_TRUE(w->Append(LifecycleFromRecord(2, 101, abi::kLifeThreadStart, 1)).ok());
+    ASSERT_TRUE(w->Append(LifecycleFromRecord(3, 102, abi::kLifeThreadStart, 0)).ok());
+    ASSERT_TRUE(w->Append(LifecycleFromRecord(4, 100, 99, 0)).ok());
+    ASSERT_TRUE(w->Close().ok());
+  }
+  CliRun r = RunCli("journal show " + dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("1 tid=100 pid=100 PROCESS THREAD_CREATE child=1 "), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("2 tid=101 pid=100 PROCESS THREAD_START child=1 "), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("3 tid=102 pid=100 PROCESS THREAD_START child=0 "), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("4 tid=100 pid=100 PROCESS KIND_99 child=0 "), std::string::npos) << r.out;
+  r = RunCli("journal show --json " + dir.path() + " --from 2 --limit 1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"kind\":\"lifecycle\",\"op\":\"THREAD_START\",\"child_tid\":1"),
+            std::string::npos)
+      << r.out;
 }
 
 TEST_F(CliTest, MissingDirectorySaysWhatToDo) {

@@ -69,8 +69,9 @@ Child Spawn(const std::vector<std::string>& argv, bool new_pidns) {
     return c;
   }
   c.outer = pid;
-  // The init's global pid: the helper's only child, once it exists.
-  for (int i = 0; i < 500 && c.pid <= 0; i++) {
+  // The init's global pid: the helper's only child, once it exists (up to
+  // 10 s: a loaded machine can take a while to schedule the fork).
+  for (int i = 0; i < 5000 && c.pid <= 0; i++) {
     std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
                            "/children");
     pid_t p = -1;

@@ -1,6 +1,9 @@
 // Cost of the escape audit on a cheap system call, for docs/kmod.md.  Not a
 // pass/fail benchmark: it prints ns per getppid() in each configuration.
-// Set KMOD_OVERHEAD_CALLS to change the sample size (default 1e6).
+// Set KMOD_OVERHEAD_CALLS to change the sample size.  The default (1e5) keeps
+// the test short on a loaded 2-core CI machine, where 1e6 calls through the
+// watched path took longer than the test's 120 s timeout; the figures in
+// docs/kmod.md come from KMOD_OVERHEAD_CALLS=1000000.
 #include <gtest/gtest.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -21,7 +24,7 @@ namespace {
 
 long Calls() {
   const char* env = getenv("KMOD_OVERHEAD_CALLS");
-  return env ? std::max(1L, atol(env)) : 1000000L;
+  return env ? std::max(1L, atol(env)) : 100000L;
 }
 
 // Best of 5 runs of `calls` getppid() through the real syscall, ns/call.

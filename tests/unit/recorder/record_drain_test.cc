@@ -12,15 +12,15 @@
 
 #include "journal/reader.h"
 #include "journal/writer.h"
-#include "tests/unit/recorder/ring_test_util.h"
+#include "tests/unit/driver/ring_test_util.h"
 
 namespace understudy::recorder {
 namespace {
 
-using testing::ProduceRecord;
-using testing::SharedControl;
-using testing::SyscallEvent;
-using testing::TempDir;
+using driver::testing::ProduceRecord;
+using driver::testing::SharedControl;
+using driver::testing::SyscallEvent;
+using driver::testing::TempDir;
 
 std::unique_ptr<journal::JournalWriter> NewWriter(const std::string& dir) {
   journal::pb::ProcessSpec spec;
@@ -63,10 +63,10 @@ TEST(RecordDrain, ConcurrentProducersSmallRingAllEventsInSeqOrder) {
       const uint32_t tid = 100 + static_cast<uint32_t>(t);
       for (int i = 0; i < kPerThread; ++i) {
         const size_t n = OutBytesFor(t, i);
-        const size_t size = journal::EncodedRecordSize(SyscallEvent(1, tid, n));
+        const size_t size = driver::EncodedRecordSize(SyscallEvent(1, tid, n));
         ProduceRecord(ctl.cb(), size, [&](uint64_t seq) {
           std::string rec;
-          EXPECT_TRUE(journal::EncodeRecord(SyscallEvent(seq, tid, n), &rec).ok());
+          EXPECT_TRUE(driver::EncodeRecord(SyscallEvent(seq, tid, n), &rec).ok());
           return rec;
         });
       }
@@ -97,10 +97,10 @@ TEST(RecordDrain, ReservedButNeverPublishedIsReportedAfterGrace) {
   SharedControl ctl(64 * 1024);
   TempDir dir;
   auto writer = NewWriter(dir.path());
-  const size_t size = journal::EncodedRecordSize(SyscallEvent(1, 7, 10));
+  const size_t size = driver::EncodedRecordSize(SyscallEvent(1, 7, 10));
   auto make = [&](uint64_t seq) {
     std::string rec;
-    EXPECT_TRUE(journal::EncodeRecord(SyscallEvent(seq, 7, 10), &rec).ok());
+    EXPECT_TRUE(driver::EncodeRecord(SyscallEvent(seq, 7, 10), &rec).ok());
     return rec;
   };
   ProduceRecord(ctl.cb(), size, make);  // seq 1
@@ -159,10 +159,10 @@ TEST(RecordDrain, IdleDrainSleepsAndWakesOnPublish) {
     std::this_thread::yield();
   }
   const auto t0 = std::chrono::steady_clock::now();
-  const size_t size = journal::EncodedRecordSize(SyscallEvent(1, 7, 10));
+  const size_t size = driver::EncodedRecordSize(SyscallEvent(1, 7, 10));
   ProduceRecord(ctl.cb(), size, [&](uint64_t seq) {
     std::string rec;
-    EXPECT_TRUE(journal::EncodeRecord(SyscallEvent(seq, 7, 10), &rec).ok());
+    EXPECT_TRUE(driver::EncodeRecord(SyscallEvent(seq, 7, 10), &rec).ok());
     return rec;
   });
   while (__atomic_load_n(&ctl.cb()->read_pos, __ATOMIC_ACQUIRE) == 0) std::this_thread::yield();
@@ -170,7 +170,7 @@ TEST(RecordDrain, IdleDrainSleepsAndWakesOnPublish) {
   done = true;
   // The drain may be asleep again: wake it until it sees `done`.
   while (!finished) {
-    BumpAndWake(&ctl.cb()->record_epoch);
+    driver::BumpAndWake(&ctl.cb()->record_epoch);
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   drainer.join();
