@@ -23,6 +23,7 @@
 #include "cluster/service_address.h"
 #include "daemon/admin_client.h"
 #include "driver/control_mapping.h"
+#include "journal/writer.h"
 #include "recorder/recorder.h"
 #include "recorder/replication_client.h"
 
@@ -153,8 +154,8 @@ int RunRun(const RunArgs& a) {
 
   recorder::RecordOptions opts;
   opts.dir = a.journal.empty() ? DefaultJournalDir() : a.journal;
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(opts.dir).parent_path(), ec);
+  // 0700 where made here: the journal holds recorded client input.
+  (void)journal::CreatePrivateDirectories(std::filesystem::path(opts.dir).parent_path().string());
   opts.argv = a.command;
   opts.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
                                        : journal::DurabilityPolicy::None();

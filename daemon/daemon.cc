@@ -102,8 +102,9 @@ Status ListenTcp(const std::string& hp, int* fd_out, int* port_out) {
 }
 
 Status ListenUnix(const std::string& path, int* fd_out) {
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  // A parent made here is 0700 (errors show up at bind below).
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  if (!parent.empty()) (void)journal::CreatePrivateDirectories(parent);
   struct sockaddr_un sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
@@ -162,8 +163,12 @@ void Daemon::Log(const std::string& line) {
 }
 
 void Daemon::Alarm(const std::string& line) {
-  Log("ALARM: " + line);
   std::lock_guard<std::mutex> lock(mu_);
+  AlarmLocked(line);
+}
+
+void Daemon::AlarmLocked(const std::string& line) {
+  Log("ALARM: " + line);
   alarms_.push_back(UtcNow() + " " + line);
   while (alarms_.size() > 50) alarms_.pop_front();
 }
@@ -179,11 +184,17 @@ Status Daemon::Start() {
     }
     service_ = sa;
   }
-  std::error_code ec;
-  std::filesystem::create_directories(options_.data_dir + "/journals", ec);
-  if (ec) {
-    return Status::IOError("--data " + options_.data_dir + ": cannot create " +
-                           options_.data_dir + "/journals: " + ec.message());
+  // Replicas hold recorded client input: 0700 directories (0600 segments,
+  // journal/writer.h).  journals/ is the daemon's own, so an older, wider
+  // one is tightened too.
+  const std::string journals = options_.data_dir + "/journals";
+  Status made = journal::CreatePrivateDirectories(journals);
+  if (made.ok() && ::chmod(journals.c_str(), 0700) != 0) {
+    made = Status::FromErrno("chmod 0700 " + journals, errno);
+  }
+  if (!made.ok()) {
+    return Status::IOError("--data " + options_.data_dir + ": cannot create " + journals + ": " +
+                           made.message());
   }
   Status s = ListenTcp(options_.listen, &listen_fd_, &port_);
   if (!s.ok()) return s;
@@ -358,6 +369,14 @@ Status Daemon::OpenReplica(const journal::JournalId& id, const std::string& spec
     s = journal::JournalWriter::Create(dir, spec, wopts, &writer);
   }
   if (!s.ok()) return s;
+  // Reopening may cut a torn tail left by a crash of this node: never
+  // silently.  The alarm names the file, offset, bytes and frames removed.
+  const journal::ReopenReport& rr = writer->reopen_report();
+  if (rr.torn_tail_removed) {
+    AlarmLocked("replica " + dir + " reopened after a crash: " + rr.note);
+  } else if (!rr.note.empty()) {
+    Log("replica " + dir + " reopened: " + rr.note);
+  }
   writer_ = std::move(writer);
   replica_dir_ = dir;
   journal_id_ = id;

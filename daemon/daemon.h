@@ -94,6 +94,7 @@ class Daemon {
   void Alarm(const std::string& line);
 
  private:
+  void AlarmLocked(const std::string& line);  // Alarm for a caller holding mu_
   enum class Role { kBackup, kPrimary };
   enum class PrimaryState { kNone, kRunning, kLost, kFenced, kExited };
   struct FailoverJob {

@@ -53,10 +53,11 @@
 //           must not parse as a frame)
 //
 // A torn tail (the last frame of the LAST segment incomplete or failing its
-// checksum right up to end of file, or a zero-filled end) is what a crash
-// mid-write leaves; it is truncated by 'understudy journal verify --repair'
-// or when a writer reopens the journal.  Anything else that does not parse is
-// corruption, reported with file and byte offset; see journal/reader.h.
+// checksum right up to end of file, or a zero-filled end, with no frame that
+// verifies anywhere after it) is what a crash mid-write leaves; it is
+// truncated by 'understudy journal verify --repair' or when a writer reopens
+// the journal.  Anything else that does not parse is corruption, reported
+// with file and byte offset; see journal/segment_parser.h and reader.h.
 #pragma once
 
 #include <array>

@@ -145,7 +145,8 @@ bool JournalReader::EnterSegment(size_t index) {
   const bool last = index + 1 == segments_.size();
   Status s = ReadWholeFile(seg.path, &data_);
   if (!s.ok()) {
-    problem_ = JournalProblem{JournalProblem::Kind::kIOError, seg.path, 0, 0, s.message()};
+    problem_ =
+        JournalProblem{JournalProblem::Kind::kIOError, seg.path, 0, 0, s.message(), std::nullopt};
     status_ = problem_->ToStatus();
     done_ = true;
     return false;
@@ -391,6 +392,34 @@ Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report) 
     return Status::Corruption(report->repair_note);
   }
 
+  // The last word before anything is cut, independent of how the problem
+  // was classified: the bytes that would go must hold no frame that
+  // verifies, and the file must be the one that was scanned.
+  std::string data;
+  s = ReadWholeFile(p.path, &data);
+  if (!s.ok()) {
+    return s;
+  }
+  std::string refuse;
+  if (data.size() != p.file_size) {
+    refuse = p.path + " changed size while it was verified (" + std::to_string(p.file_size) +
+             " then " + std::to_string(data.size()) + " bytes); is a writer still appending to it?";
+  } else {
+    const FrameSearch f = FindVerifyingFrame(data, p.offset);
+    if (f.result == FrameSearch::Result::kFound) {
+      refuse = "a frame with a valid checksum starts at byte " + std::to_string(f.offset) + " of " +
+               p.path + ", after the cut at byte " + std::to_string(p.offset);
+    } else if (f.result == FrameSearch::Result::kGaveUp) {
+      refuse = "the bytes after byte " + std::to_string(p.offset) + " of " + p.path +
+               " could not all be checked for frames that verify";
+    }
+  }
+  if (!refuse.empty()) {
+    report->repair_note = "refusing to repair journal " + dir + ": " + refuse +
+                          "; a repair never removes a frame that verifies";
+    return Status::Corruption(report->repair_note);
+  }
+
   uint64_t removed = 0;
   std::string note;
   if (p.offset == 0) {
@@ -401,7 +430,7 @@ Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report) 
     }
     removed = p.file_size;
     note = "removed " + p.path + " (" + std::to_string(removed) +
-           " bytes): its segment header was never completely written";
+           " bytes, 0 complete frames): its segment header was never completely written";
   } else {
     if (::truncate(p.path.c_str(), static_cast<off_t>(p.offset)) != 0) {
       return Status::FromErrno("truncate " + p.path, errno);
@@ -412,7 +441,7 @@ Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report) 
     }
     removed = p.file_size - p.offset;
     note = "truncated " + p.path + " at byte " + std::to_string(p.offset) + ": removed " +
-           std::to_string(removed) + " bytes of torn tail (" + p.cause + ")";
+           std::to_string(removed) + " bytes of torn tail, 0 complete frames (" + p.cause + ")";
   }
   s = SyncPath(dir, O_RDONLY | O_DIRECTORY);
   if (!s.ok()) {
@@ -426,6 +455,9 @@ Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report) 
   report->repaired = true;
   report->bytes_removed = removed;
   report->repair_note = note;
+  report->repair_path = p.path;
+  report->repair_offset = p.offset;
+  report->segment_removed = p.offset == 0;
   if (s.IsNotFound()) {
     report->repair_note += "; the journal is now empty";
     return Status::Ok();

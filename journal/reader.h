@@ -144,7 +144,11 @@ struct VerifyReport {
   // Set when repair was asked for.
   bool repaired = false;
   uint64_t bytes_removed = 0;
-  std::string repair_note;  // what was done, or why it was refused
+  std::string repair_note;       // what was done (file, byte offset, bytes, and
+                                 // that no complete frame went), or why refused
+  std::string repair_path;       // the segment truncated or removed
+  uint64_t repair_offset = 0;    // where it was cut
+  bool segment_removed = false;  // a last segment whose header was torn
 
   // State of the last segment, for JournalWriter::Open.
   std::string last_segment_path;
@@ -162,6 +166,9 @@ struct VerifyReport {
 // report lists every damaged segment.  With `repair`, a torn tail that is
 // the ONLY problem is truncated (a last segment with a torn header is
 // removed); any other problem refuses the repair and changes nothing.
+// Repair never removes a frame that verifies: just before it cuts, it
+// re-reads the segment and refuses if the file changed size or if any frame
+// that verifies (FindVerifyingFrame) starts at or after the cut.
 Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report);
 
 }  // namespace understudy::journal

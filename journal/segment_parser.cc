@@ -14,8 +14,12 @@ std::string JournalProblem::ToString() const {
            "--repair' to truncate the torn tail";
       break;
     case Kind::kCorruption:
-      s += cause + " at byte " + std::to_string(offset) + " of " + std::to_string(file_size) +
-           "; this is corruption inside the journal, not a torn tail, so it is not repaired "
+      s += cause + " at byte " + std::to_string(offset) + " of " + std::to_string(file_size);
+      if (valid_frame_after) {
+        s += ", and a frame with a valid checksum follows at byte " +
+             std::to_string(*valid_frame_after);
+      }
+      s += "; this is corruption inside the journal, not a torn tail, so it is not repaired "
            "automatically: copy this segment from the backup's replica, or move it and the "
            "segments after it aside to keep only the events before it";
       break;
@@ -42,6 +46,28 @@ Status JournalProblem::ToStatus() const {
   return Status::Corruption(ToString());
 }
 
+FrameSearch FindVerifyingFrame(std::string_view data, size_t from) {
+  uint64_t hashed = 0;
+  for (size_t p = from; p < data.size() && data.size() - p >= kFrameHeaderSize; ++p) {
+    // Cheapest test first: most offsets fail on the type byte.
+    if (!IsSegmentFrameType(static_cast<uint8_t>(data[p + 8]))) {
+      continue;
+    }
+    const FrameHeader h = DecodeFrameHeader(data.data() + p);
+    if (h.length > kMaxFrameLength || h.length > data.size() - p - kFrameHeaderSize) {
+      continue;
+    }
+    hashed += uint64_t{h.length} + 1;
+    if (hashed > kResyncHashBudget) {
+      return FrameSearch{FrameSearch::Result::kGaveUp, p};
+    }
+    if (FrameChecksum(data.data() + p + 8, size_t{h.length} + 1) == h.checksum) {
+      return FrameSearch{FrameSearch::Result::kFound, p};
+    }
+  }
+  return FrameSearch{};
+}
+
 SegmentParser::SegmentParser(std::string path, std::string_view data, bool last_segment)
     : path_(std::move(path)), data_(data), last_segment_(last_segment) {}
 
@@ -49,7 +75,7 @@ void SegmentParser::Fail(JournalProblem::Kind kind, uint64_t offset, std::string
   if (problem_) {
     return;  // the first problem is the one that matters
   }
-  problem_ = JournalProblem{kind, path_, offset, data_.size(), std::move(cause)};
+  problem_ = JournalProblem{kind, path_, offset, data_.size(), std::move(cause), std::nullopt};
 }
 
 bool SegmentParser::TailIsZero(size_t from) const {
@@ -61,6 +87,24 @@ bool SegmentParser::TailIsZero(size_t from) const {
   return true;
 }
 
+void SegmentParser::FailTornUnlessFramesFollow(uint64_t offset, std::string cause) {
+  const FrameSearch f = FindVerifyingFrame(data_, offset + 1);
+  switch (f.result) {
+    case FrameSearch::Result::kNone:
+      Fail(JournalProblem::Kind::kTornTail, offset, std::move(cause));
+      return;
+    case FrameSearch::Result::kFound:
+      Fail(JournalProblem::Kind::kCorruption, offset, std::move(cause));
+      problem_->valid_frame_after = f.offset;
+      return;
+    case FrameSearch::Result::kGaveUp:
+      Fail(JournalProblem::Kind::kCorruption, offset,
+           cause + ", followed by more frame-like bytes (to byte " + std::to_string(f.offset) +
+               ") than could be checked for frames that verify");
+      return;
+  }
+}
+
 bool SegmentParser::ParseHeader(SegmentHeader* header) {
   std::string cause;
   switch (DecodeSegmentHeader(data_, header, &cause)) {
@@ -70,8 +114,10 @@ bool SegmentParser::ParseHeader(SegmentHeader* header) {
       return true;
     case HeaderResult::kIncomplete:
       if (last_segment_) {
-        Fail(JournalProblem::Kind::kTornTail, 0,
-             "segment header incomplete (" + std::to_string(data_.size()) + " bytes)");
+        // A header length that was damaged to run past end of file looks
+        // the same as a header cut short; frames after it tell them apart.
+        FailTornUnlessFramesFollow(
+            0, "segment header incomplete (" + std::to_string(data_.size()) + " bytes)");
       } else {
         Fail(JournalProblem::Kind::kCorruption, 0,
              "segment header truncated to " + std::to_string(data_.size()) +
@@ -103,9 +149,14 @@ bool SegmentParser::NextFrame(Frame* frame) {
   // A filesystem may extend a file and lose the data after a crash, leaving
   // zeros: in the last segment that is a torn tail whatever else we see.
   // Checked only on failure, so the happy path stays a few compares.
+  // Every torn-tail candidate must also have no frame that verifies after
+  // it: a length damaged to reach past end of file (exactly kMaxFrameLength,
+  // say) leaves good frames behind it, and truncating would delete them.
   auto fail = [&](Kind kind, std::string cause) {
     if (last_segment_ && TailIsZero(start)) {
       Fail(Kind::kTornTail, start, "zero-filled tail instead of a frame");
+    } else if (kind == Kind::kTornTail) {
+      FailTornUnlessFramesFollow(start, std::move(cause));
     } else {
       Fail(kind, start, std::move(cause));
     }

@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <utility>
+#include <vector>
 
 #include "journal/batch_codec.h"
 #include "journal/reader.h"
@@ -85,6 +85,39 @@ Status SyncDir(const std::string& dir) {
 
 }  // namespace
 
+Status CreatePrivateDirectories(const std::string& dir) {
+  if (dir.empty()) {
+    return Status::InvalidArgument("empty directory name");
+  }
+  // Parents first, one component at a time, so each one this call makes is
+  // 0700 (std::filesystem::create_directories would use 0777 & ~umask).
+  for (size_t pos = dir.find('/', 1);; pos = dir.find('/', pos + 1)) {
+    const std::string part = pos == std::string::npos ? dir : dir.substr(0, pos);
+    if (!part.empty() && part.back() != '/') {
+      if (::mkdir(part.c_str(), 0700) == 0) {
+        // mkdir's mode is narrowed by the umask; make it exact.
+        if (::chmod(part.c_str(), 0700) != 0) {
+          return Status::FromErrno("chmod 0700 " + part, errno);
+        }
+      } else {
+        // EEXIST, or EACCES/EROFS for a parent that exists but is not ours
+        // to write: fine as long as it is a directory.
+        const int err = errno;
+        struct stat st;
+        if (::stat(part.c_str(), &st) != 0) {
+          return Status::FromErrno("create directory " + part, err);
+        }
+        if (!S_ISDIR(st.st_mode)) {
+          return Status::IOError("create directory " + part + ": exists and is not a directory");
+        }
+      }
+    }
+    if (pos == std::string::npos) {
+      return Status::Ok();
+    }
+  }
+}
+
 JournalWriter::JournalWriter(std::string dir, const WriterOptions& options)
     : dir_(std::move(dir)),
       options_(options),
@@ -106,10 +139,9 @@ Status JournalWriter::Create(const std::string& dir, const pb::ProcessSpec& spec
     return Status::InvalidArgument("journal " + dir +
                                    ": first_sequence must be at least 1 (0 means 'no event')");
   }
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    return Status::IOError("journal " + dir + ": cannot create directory: " + ec.message());
+  Status made = CreatePrivateDirectories(dir);
+  if (!made.ok()) {
+    return Status::IOError("journal " + dir + ": cannot create directory: " + made.message());
   }
   std::vector<SegmentInfo> existing;
   if (ListSegments(dir, &existing).ok()) {
@@ -153,15 +185,49 @@ Status JournalWriter::Open(const std::string& dir, const WriterOptions& options,
   w->journal_id_ = report.last_segment_header.journal_id;
   w->spec_bytes_ = report.last_segment_header.spec_bytes;
   w->segment_path_ = report.last_segment_path;
+  ReopenReport& rr = w->reopen_;
+  if (report.repaired) {
+    rr.torn_tail_removed = true;
+    rr.torn_path = report.repair_path;
+    rr.torn_offset = report.repair_offset;
+    rr.torn_bytes = report.bytes_removed;
+    rr.torn_segment_removed = report.segment_removed;
+    rr.note = report.repair_note;
+  }
   // Drop the SEGMENT_END frame of a cleanly closed last segment: appending
   // continues that segment, and SEGMENT_END must stay its last frame.
   uint64_t end = report.last_segment_end_frame.value_or(report.last_segment_good_end);
   if (::truncate(w->segment_path_.c_str(), static_cast<off_t>(end)) != 0) {
     return Status::FromErrno("truncate " + w->segment_path_, errno);
   }
+  if (report.last_segment_end_frame) {
+    rr.segment_end_offset = end;
+    if (!rr.note.empty()) {
+      rr.note += "; ";
+    }
+    rr.note += "dropped the SEGMENT_END frame at byte " + std::to_string(end) + " of " +
+               w->segment_path_ + " (" + std::to_string(kFrameHeaderSize + 8) +
+               " bytes, 1 frame: the end-of-segment mark, written again at the next close) to "
+               "append after sequence " +
+               std::to_string(report.next_sequence - 1);
+  }
   w->fd_ = ::open(w->segment_path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (w->fd_ < 0) {
     return Status::FromErrno("open " + w->segment_path_, errno);
+  }
+  // A journal written before segments were private: tighten what we append
+  // to (must work, we own it) and, as far as we may, the older segments.
+  if (::fchmod(w->fd_, 0600) != 0) {
+    return Status::FromErrno("chmod 0600 " + w->segment_path_, errno);
+  }
+  std::vector<SegmentInfo> segments;
+  if (ListSegments(dir, &segments).ok()) {
+    for (const SegmentInfo& seg : segments) {
+      struct stat st;
+      if (::stat(seg.path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+        (void)::chmod(seg.path.c_str(), st.st_mode & 0600);
+      }
+    }
   }
   w->segment_size_ = end;
   w->segment_has_events_ = report.next_sequence > report.last_segment_header.base_sequence;
@@ -179,7 +245,7 @@ Status JournalWriter::Fail(Status s) {
 
 Status JournalWriter::CreateSegment(uint64_t base_sequence) {
   segment_path_ = JoinPath(dir_, SegmentFileName(base_sequence));
-  fd_ = ::open(segment_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+  fd_ = ::open(segment_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
   if (fd_ < 0) {
     return Fail(Status::FromErrno("create segment " + segment_path_, errno));
   }

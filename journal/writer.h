@@ -19,6 +19,11 @@
 //    reopen (which truncates it) can clean up.
 //  - Segments roll over once they reach segment_bytes: the old one is sealed
 //    with a SEGMENT_END frame, the new one is named by its first sequence.
+//  - Files and modes: segments hold recorded client input, so they are
+//    created 0600, and every directory the writer creates (the journal
+//    directory and any missing parent) is 0700.  Open tightens the segments
+//    of an existing journal to 0600.  Directories that already exist keep
+//    their mode.
 #pragma once
 
 #include <chrono>
@@ -77,6 +82,29 @@ struct WriterOptions {
   std::function<void(std::string_view frame, uint64_t first_seq, uint64_t last_seq)> on_frame;
 };
 
+// Creates `dir` and each missing parent with mode exactly 0700 (whatever the
+// umask); directories that already exist are left as they are.
+Status CreatePrivateDirectories(const std::string& dir);
+
+// What JournalWriter::Open removed from the journal before appending to it.
+// Nothing is ever removed without being listed here.
+struct ReopenReport {
+  // A torn tail the repair truncated (or a last segment with a torn header
+  // it removed: torn_offset 0, torn_segment_removed).  By construction no
+  // complete frame is in those bytes (VerifyJournal).
+  bool torn_tail_removed = false;
+  std::string torn_path;
+  uint64_t torn_offset = 0;
+  uint64_t torn_bytes = 0;
+  bool torn_segment_removed = false;
+  // The SEGMENT_END frame of a cleanly closed last segment, dropped so that
+  // appending continues that segment (Close writes a new one).
+  std::optional<uint64_t> segment_end_offset;
+  // One line naming each file, byte offset, bytes and frames removed; empty
+  // when nothing was removed.
+  std::string note;
+};
+
 class JournalWriter {
  public:
   // Starts a new journal in `dir` (created if missing; must hold no segment).
@@ -123,6 +151,8 @@ class JournalWriter {
   const std::string& dir() const { return dir_; }
   // Path of the segment frames currently go to.
   const std::string& segment_path() const { return segment_path_; }
+  // What Open removed (empty report after Create).
+  const ReopenReport& reopen_report() const { return reopen_; }
 
  private:
   char* StartAppend(uint64_t seq, size_t len, Status* status);
@@ -155,6 +185,7 @@ class JournalWriter {
   uint64_t flushed_seq_ = 0;
   uint64_t durable_seq_ = 0;
   std::chrono::steady_clock::time_point last_sync_;
+  ReopenReport reopen_;
   bool closed_ = false;
   Status error_;  // sticky I/O error
 };

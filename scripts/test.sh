@@ -19,9 +19,9 @@ for t in "${SAN_TESTS[@]}"; do
   tail -n 1 "build-asan/$t.log"
 done
 
-echo "== fuzzing the journal reader, the stream codec and the feed transcoder (${FUZZ_SECONDS}s each) =="
+echo "== fuzzing the journal reader and repair, the stream codec and the feed transcoder (${FUZZ_SECONDS}s each) =="
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUNDERSTUDY_FUZZ=ON -DUNDERSTUDY_BPF=OFF -DUNDERSTUDY_WERROR=ON >/dev/null
-cmake --build build-fuzz -j "$JOBS" --target journal_segment_fuzz journal_stream_fuzz batch_transcode_fuzz
+cmake --build build-fuzz -j "$JOBS" --target journal_segment_fuzz journal_repair_fuzz journal_stream_fuzz batch_transcode_fuzz
 bash tests/fuzz/run.sh build-fuzz "$FUZZ_SECONDS"
 
 echo "== full suite =="

@@ -105,6 +105,24 @@ TEST_F(CliTest, VerifyRepairsTornTail) {
   EXPECT_EQ(r.exit_code, 0) << r.out;
 }
 
+// Issue 11's probe: a frame length of exactly 64 MiB in the middle of a
+// segment must not be repaired away as a torn tail.
+TEST_F(CliTest, RepairKeepsValidFramesAfterAnOversizedLength) {
+  std::vector<uint64_t> frames = testing::FrameOffsets(seg_);
+  ASSERT_EQ(frames.size(), 6u);
+  std::string d = testing::ReadFile(seg_);
+  EncodeFixed32(d.data() + frames[2], kMaxFrameLength);
+  testing::WriteFile(seg_, d);
+  CliRun r = RunCli("journal verify --repair " + dir_.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("refusing to repair"), std::string::npos) << r.out;
+  EXPECT_NE(
+      r.out.find("a frame with a valid checksum follows at byte " + std::to_string(frames[3])),
+      std::string::npos)
+      << r.out;
+  EXPECT_TRUE(testing::ReadFile(seg_) == d) << "the valid frames after the bad length were removed";
+}
+
 // A lifecycle event as the record codec makes it from an interposer record:
 // the ABI's LifecycleKind number copied into LifecycleEvent.kind.
 pb::Event LifecycleFromRecord(uint64_t seq, uint32_t tid, uint32_t abi_kind, uint32_t arg) {

@@ -134,6 +134,78 @@ TEST_F(CorruptionTest, AbsurdLengthIsCorruptionEvenAtTheEnd) {
   EXPECT_TRUE(Verify(true).IsCorruption());
 }
 
+// Issue 11: a length field damaged to exactly the limit (64 MiB) in the middle
+// of the last segment ran "past the end of the file" and was taken for a
+// torn tail: replay ended quietly there and --repair deleted the 6 valid
+// frames after it.  Valid frames follow, so it is corruption.
+TEST_F(CorruptionTest, LengthOf64MiBMidSegmentIsCorruptionAndRepairKeepsFramesAfterIt) {
+  std::string d = testing::ReadFile(seg_);
+  EncodeFixed32(d.data() + frames_[4], kMaxFrameLength);
+  testing::WriteFile(seg_, d);
+
+  // What replay and the shadow do: a torn tail would end reading with ok.
+  ReaderOptions opt;
+  opt.torn_tail_is_end = true;
+  Status s;
+  std::vector<pb::Event> ev = ReadAll(dir_.path(), &s, opt);
+  EXPECT_EQ(ev.size(), 40u);
+  ASSERT_TRUE(s.IsCorruption()) << "replay must not end quietly here: " << s.ToString();
+  EXPECT_TRUE(Contains(s.message(), "journal " + seg_ + ": frame payload cut short"))
+      << s.message();
+  EXPECT_TRUE(Contains(s.message(),
+                       "at byte " + std::to_string(frames_[4]) + " of " + std::to_string(d.size())))
+      << s.message();
+  EXPECT_TRUE(Contains(
+      s.message(), "a frame with a valid checksum follows at byte " + std::to_string(frames_[5])))
+      << s.message();
+  EXPECT_TRUE(Contains(s.message(), "not a torn tail")) << s.message();
+
+  ASSERT_TRUE(Verify().IsCorruption());
+  ASSERT_EQ(report_.problems.size(), 1u);
+  EXPECT_FALSE(report_.problems[0].torn_tail());
+  EXPECT_EQ(report_.problems[0].offset, frames_[4]);
+
+  s = Verify(/*repair=*/true);
+  ASSERT_TRUE(s.IsCorruption()) << report_.repair_note;
+  EXPECT_TRUE(Contains(s.message(), "refusing to repair")) << s.message();
+  EXPECT_FALSE(report_.repaired);
+  EXPECT_TRUE(testing::ReadFile(seg_) == d) << "repair must not touch the file";
+}
+
+// The same for any length that runs past the end with frames after it, and
+// for a frame that reaches exactly end of file with a bad checksum but holds
+// valid frames inside (its length was enlarged to cover them).
+TEST_F(CorruptionTest, FrameRunningPastOrToTheEndOverValidFramesIsCorruption) {
+  const std::string orig = testing::ReadFile(seg_);
+  for (uint64_t len : {orig.size() - frames_[2], orig.size() - frames_[2] - kFrameHeaderSize}) {
+    std::string d = orig;
+    EncodeFixed32(d.data() + frames_[2], static_cast<uint32_t>(len));
+    testing::WriteFile(seg_, d);
+    ASSERT_TRUE(Verify().IsCorruption()) << len;
+    ASSERT_EQ(report_.problems.size(), 1u);
+    EXPECT_FALSE(report_.problems[0].torn_tail()) << len << " " << report_.problems[0].ToString();
+    EXPECT_EQ(report_.problems[0].offset, frames_[2]);
+    EXPECT_TRUE(Verify(/*repair=*/true).IsCorruption());
+    EXPECT_TRUE(testing::ReadFile(seg_) == d) << len;
+  }
+}
+
+// A last segment whose header claims more spec bytes than the file holds
+// looked like a torn header, and repair removed the whole file.
+TEST_F(CorruptionTest, HeaderLongerThanTheFileWithFramesAfterItIsNotRemoved) {
+  std::string d = testing::ReadFile(seg_);
+  const uint32_t spec = static_cast<uint32_t>(d.size());  // header and spec agree, but too long
+  EncodeFixed32(d.data() + 12, static_cast<uint32_t>(kSegmentHeaderMinSize) + spec);
+  EncodeFixed32(d.data() + 40, spec);
+  testing::WriteFile(seg_, d);
+  ASSERT_TRUE(Verify().IsCorruption());
+  ASSERT_EQ(report_.problems.size(), 1u);
+  EXPECT_FALSE(report_.problems[0].torn_tail()) << report_.problems[0].ToString();
+  EXPECT_TRUE(Verify(/*repair=*/true).IsCorruption());
+  ASSERT_TRUE(std::filesystem::exists(seg_));
+  EXPECT_TRUE(testing::ReadFile(seg_) == d);
+}
+
 TEST_F(CorruptionTest, BadMagic) {
   FlipByte(seg_, 3);
   Status s = Verify();

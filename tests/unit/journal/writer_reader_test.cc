@@ -231,6 +231,16 @@ TEST(Writer, ReopenContinuesACleanJournal) {
   std::unique_ptr<JournalWriter> w;
   ASSERT_TRUE(JournalWriter::Open(dir.path(), opt, &w).ok());
   EXPECT_EQ(w->last_sequence(), 500u);
+  // The only thing a clean reopen removes is the SEGMENT_END mark, and it
+  // says so.
+  const ReopenReport& rr = w->reopen_report();
+  EXPECT_FALSE(rr.torn_tail_removed);
+  ASSERT_TRUE(rr.segment_end_offset.has_value());
+  EXPECT_NE(rr.note.find("dropped the SEGMENT_END frame at byte " +
+                         std::to_string(*rr.segment_end_offset) + " of " + w->segment_path() +
+                         " (17 bytes, 1 frame"),
+            std::string::npos)
+      << rr.note;
   for (uint64_t s = 501; s <= 900; ++s) {
     ASSERT_TRUE(w->Append(MakeEvent(s)).ok());
   }
@@ -253,6 +263,18 @@ TEST(Writer, ReopenAfterCrashTruncatesTornTail) {
   std::unique_ptr<JournalWriter> w;
   ASSERT_TRUE(JournalWriter::Open(dir.path(), {}, &w).ok());
   EXPECT_EQ(w->last_sequence(), 90u);  // the torn batch (91..100) is gone
+  // ... and the writer says exactly what it cut: file, offset, bytes, frames.
+  const ReopenReport& rr = w->reopen_report();
+  EXPECT_TRUE(rr.torn_tail_removed);
+  EXPECT_FALSE(rr.torn_segment_removed);
+  EXPECT_EQ(rr.torn_path, seg);
+  EXPECT_EQ(rr.torn_offset, frames[9]);
+  EXPECT_EQ(rr.torn_bytes, 20u);
+  EXPECT_FALSE(rr.segment_end_offset.has_value());
+  EXPECT_NE(rr.note.find("truncated " + seg + " at byte " + std::to_string(frames[9]) +
+                         ": removed 20 bytes of torn tail, 0 complete frames"),
+            std::string::npos)
+      << rr.note;
   for (uint64_t s = 91; s <= 120; ++s) {
     ASSERT_TRUE(w->Append(MakeEvent(s)).ok());
   }
@@ -260,6 +282,88 @@ TEST(Writer, ReopenAfterCrashTruncatesTornTail) {
   Status st;
   EXPECT_EQ(ReadAll(dir.path(), &st).size(), 120u);
   EXPECT_TRUE(st.ok()) << st.ToString();
+}
+
+// Segments hold recorded client input: 0600 files in 0700 directories, with
+// the usual umask 022 and across a rollover.
+mode_t ModeOf(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+class UmaskGuard {
+ public:
+  explicit UmaskGuard(mode_t m) : old_(::umask(m)) {}
+  ~UmaskGuard() { ::umask(old_); }
+
+ private:
+  mode_t old_;
+};
+
+TEST(WriterFiles, SegmentsAre0600AndCreatedDirectoriesAre0700) {
+  UmaskGuard umask_022(022);
+  TempDir dir;
+  const std::string journal = dir.Sub("data/primary/journal");
+  WriterOptions opt;
+  opt.segment_bytes = 2048;
+  WriteJournal(journal, 1, 300, opt, 16, 10);
+  std::vector<SegmentInfo> segs;
+  ASSERT_TRUE(ListSegments(journal, &segs).ok());
+  ASSERT_GT(segs.size(), 1u) << "the test wants a rollover";
+  for (const SegmentInfo& seg : segs) {
+    EXPECT_EQ(ModeOf(seg.path), 0600u) << seg.path;
+  }
+  EXPECT_EQ(ModeOf(dir.Sub("data")), 0700u);
+  EXPECT_EQ(ModeOf(dir.Sub("data/primary")), 0700u);
+  EXPECT_EQ(ModeOf(journal), 0700u);
+
+  // An existing directory keeps its mode; the segments are private anyway.
+  ASSERT_EQ(::mkdir(dir.Sub("mine").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(dir.Sub("mine").c_str(), 0755), 0);
+  WriteJournal(dir.Sub("mine"), 1, 10);
+  EXPECT_EQ(ModeOf(dir.Sub("mine")), 0755u);
+  EXPECT_EQ(ModeOf(dir.Sub("mine/" + SegmentFileName(1))), 0600u);
+}
+
+TEST(WriterFiles, ExactModesWhateverTheUmask) {
+  UmaskGuard umask_0(0);
+  TempDir dir;
+  WriteJournal(dir.Sub("a/b"), 1, 10);
+  EXPECT_EQ(ModeOf(dir.Sub("a")), 0700u);
+  EXPECT_EQ(ModeOf(dir.Sub("a/b")), 0700u);
+  EXPECT_EQ(ModeOf(dir.Sub("a/b/" + SegmentFileName(1))), 0600u);
+}
+
+TEST(WriterFiles, ReopenTightensSegmentsOfAnOlderJournal) {
+  TempDir dir;
+  WriterOptions opt;
+  opt.segment_bytes = 2048;
+  WriteJournal(dir.path(), 1, 300, opt, 16, 10);
+  std::vector<SegmentInfo> segs;
+  ASSERT_TRUE(ListSegments(dir.path(), &segs).ok());
+  for (const SegmentInfo& seg : segs) {
+    ASSERT_EQ(::chmod(seg.path.c_str(), 0644), 0);  // as written before 0600
+  }
+  std::unique_ptr<JournalWriter> w;
+  ASSERT_TRUE(JournalWriter::Open(dir.path(), opt, &w).ok());
+  for (const SegmentInfo& seg : segs) {
+    EXPECT_EQ(ModeOf(seg.path), 0600u) << seg.path;
+  }
+  ASSERT_TRUE(w->Close().ok());
+}
+
+TEST(WriterFiles, CreatePrivateDirectoriesRefusesAFileInTheWay) {
+  TempDir dir;
+  testing::WriteFile(dir.Sub("file"), "x");
+  Status s = CreatePrivateDirectories(dir.Sub("file/sub"));
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find(dir.Sub("file") + ": exists and is not a directory"),
+            std::string::npos)
+      << s.message();
+  EXPECT_TRUE(CreatePrivateDirectories(dir.path()).ok()) << "an existing directory is fine";
+  EXPECT_TRUE(CreatePrivateDirectories(dir.Sub("x/y/")).ok());
+  EXPECT_EQ(ModeOf(dir.Sub("x/y")), 0700u);
 }
 
 TEST(Reader, OpenOfMissingOrEmptyDirectoryIsNotFound) {
