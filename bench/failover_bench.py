@@ -83,7 +83,8 @@ import netns  # noqa: E402
 def cluster_built():
     if not os.access(netns.UNDERSTUDYD, os.X_OK):
         return "%s is not built" % netns.UNDERSTUDYD
-    missing = netns.missing_subcommands()
+    missing = [e.split(":", 1)[1] for e in netns.CLUSTER
+               if e.startswith("understudy:") and harness.unmet(e)]
     return "'understudy %s' is not built" % "/".join(missing) if missing else None
 
 
