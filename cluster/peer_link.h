@@ -43,7 +43,8 @@
 // a message that fails its tag (altered, forged, or from another
 // connection), that skips a counter (one dropped) or repeats one (replayed,
 // reordered) ends the link with a message naming the peer and the cause
-// (integrity_failed() is then true; callers alarm).
+// (integrity_failed() is then true; callers alarm).  A link that never
+// shook hands (the daemon's Unix admin socket) stays in clear.
 //
 // Threads: Send() may be called from any thread (serialised inside);
 // Receive() by one thread at a time.
