@@ -3,6 +3,7 @@
 
 Usage: bench/failover_bench.py [BUILD_DIR] [--runs 3] [--requests 100000]
                                [--clients 50] [--trials 3] [--json OUT]
+                               [--compare-link-cipher] [--cpu]
 
 On private network namespaces (node A = server, B = backup, C = client; see
 tests/e2e/netns.py) it runs, in one go and side by side:
@@ -10,7 +11,12 @@ tests/e2e/netns.py) it runs, in one go and side by side:
   recorded    redis-server under `understudy record` (journal on A's disk)
   replicated  redis-server under `understudy run --mode active-active`,
               journal streamed to understudyd on B over the veth link, every
-              reply held until B acknowledged it (output commit)
+              reply held until B acknowledged it (output commit); the link
+              sealed with AES-256-GCM (docs/formats/link.md)
+  replicated-none  (--compare-link-cipher) the same on a second daemon and
+              primary whose link is not sealed (--link-cipher none, a
+              benchmark-only switch: UNDERSTUDY_BENCH=1): what sealing costs,
+              measured side by side with `replicated` in the same run
 `redis-benchmark -c 50 -n N -t set,get -P 1 --csv` from node C against each,
 alternating, RUNS times; the median of each figure is kept.  Then TRIALS
 planned (`understudy failover`) and TRIALS unplanned (node A dies) failovers
@@ -30,6 +36,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -41,7 +48,9 @@ TARGET_RATIO = 0.90
 TARGET_ADDED_P50_US = 100
 TARGET_PLANNED_MS = 50
 TARGET_UNPLANNED_MS = 300
-PORTS = {"native": 6379, "recorded": 6380, "replicated": 6381}
+PORTS = {"native": 6379, "recorded": 6380, "replicated": 6381, "replicated-none": 6382}
+VARIANTS = ("native", "recorded", "replicated", "replicated-none")
+NONE_PEER_PORT = 7701
 
 
 def parse_args():
@@ -56,6 +65,9 @@ def parse_args():
     ap.add_argument("--skip-switchover", action="store_true", help="throughput only")
     ap.add_argument("--cpu", action="store_true",
                     help="also print CPU time per request, per process, for each variant")
+    ap.add_argument("--compare-link-cipher", action="store_true",
+                    help="also run replicated-none: a second cluster whose link is not sealed "
+                         "(--link-cipher none), to measure what sealing costs")
     ap.add_argument("--json", dest="json_out")
     a = ap.parse_args()
     if a.build:
@@ -71,7 +83,8 @@ import netns  # noqa: E402
 def cluster_built():
     if not os.access(netns.UNDERSTUDYD, os.X_OK):
         return "%s is not built" % netns.UNDERSTUDYD
-    missing = netns.missing_subcommands()
+    missing = [e.split(":", 1)[1] for e in netns.CLUSTER
+               if e.startswith("understudy:") and harness.unmet(e)]
     return "'understudy %s' is not built" % "/".join(missing) if missing else None
 
 
@@ -91,23 +104,75 @@ def bench_once(client, host, port, clients=None, requests=None):
     return out
 
 
+# Roots of the replicated-none processes (its understudyd and `understudy
+# run`): their trees are counted apart ("understudyd[none]"), so the two
+# replicated variants' CPU figures do not mix.
+NONE_ROOTS = set()
+
+
+def _stat(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return None
+    return st[st.index("(") + 1:st.rindex(")")], st[st.rindex(")") + 2:].split()
+
+
 def _cpu_ticks(pids):
     """{comm: clock ticks (user+system, all threads)} for PIDS."""
+    stats = {pid: _stat(pid) for pid in pids}
+    stats = {pid: st for pid, st in stats.items() if st is not None}
+    parent = {pid: int(st[1][1]) for pid, st in stats.items()}
+
+    def in_none(pid):
+        while pid > 1:
+            if pid in NONE_ROOTS:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
     out = {}
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                st = f.read()
-        except OSError:
-            continue
-        comm = st[st.index("(") + 1:st.rindex(")")]
-        fields = st[st.rindex(")") + 2:].split()
+    for pid, (comm, fields) in stats.items():
+        if NONE_ROOTS and in_none(pid):
+            comm += "[none]"
         out[comm] = out.get(comm, 0) + int(fields[11]) + int(fields[12])
     return out
 
 
 def cpu_snapshot(net):
     return {label: _cpu_ticks(net.node(label).pids()) for label in ("A", "B", "C")}
+
+
+def start_unsealed(net, cl, work):
+    """replicated-none: a second understudyd on B (port NONE_PEER_PORT, no
+    service address) and `understudy run` of another redis on A, both with
+    --link-cipher none.  Returns (host, primary Popen)."""
+    a, b = net.node("A"), net.node("B")
+    env = dict(os.environ, UNDERSTUDY_BENCH="1")
+    d = os.path.join(work, "none")
+    os.makedirs(d, exist_ok=True)
+    argv = [netns.UNDERSTUDYD, "--listen", "%s:%d" % (b.ip, NONE_PEER_PORT),
+            "--data", os.path.join(d, "backup-data"), "--key", cl.key,
+            "--admin-socket", os.path.join(d, "admin.sock"), "--heartbeat-ms", 100,
+            "--missed-heartbeats", 2, "--node-name", "nodeB-none", "--link-cipher", "none"]
+    if ARGS.no_shadow:
+        argv.append("--no-shadow")
+    daemon = b.start(argv, env=env, stdout=open(os.path.join(d, "understudyd.log"), "ab"),
+                     stderr=subprocess.STDOUT)
+    NONE_ROOTS.add(daemon.pid)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(os.path.join(d, "admin.sock")):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the unsealed understudyd did not start: see %s" % d)
+        time.sleep(0.05)
+    run = [harness.UNDERSTUDY, "run", "--backup", "%s:%d" % (b.ip, NONE_PEER_PORT),
+           "--key", cl.key, "--journal", os.path.join(d, "journal"), "--link-cipher", "none",
+           "--mode", "active-active", "--"] + netns.redis_argv(d, PORTS["replicated-none"])
+    primary = a.start(run, env=env, stdout=open(os.path.join(d, "run.log"), "ab"),
+                      stderr=subprocess.STDOUT)
+    NONE_ROOTS.add(primary.pid)
+    return a.ip, primary
 
 
 def cpu_delta(before, after, requests):
@@ -161,6 +226,8 @@ def throughput(missing):
             p = cl.start_primary(netns.redis_argv(work, PORTS["replicated"]),
                                  port=PORTS["replicated"])
             servers["replicated"] = (net.vip, p)
+        if cl is not None and ARGS.compare_link_cipher:
+            servers["replicated-none"] = start_unsealed(net, cl, work)
         for name, (host, proc) in servers.items():
             if not wait_ping(c, host, PORTS[name], proc):
                 raise RuntimeError("%s redis-server never answered on %s:%d" %
@@ -258,7 +325,9 @@ def main():
     rows = [("", "SET req/s", "GET req/s", "x native", "SET p50/p99 us", "GET p50/p99 us",
              "added p50 us")]
     nat = thr["native"]
-    for name in ("native", "recorded", "replicated"):
+    for name in VARIANTS:
+        if name == "replicated-none" and name not in thr:
+            continue
         if name not in thr:
             rows.append((name, "not built", "", "", "", "", ""))
             continue
@@ -284,14 +353,23 @@ def main():
         print("  one client (-c 1, -n %d): p50 %s" % (ARGS.requests // 10, ", ".join(
             "%s %.0f us (%+.0f)" % (n, thr[n]["one_client_p50_us"],
                                     thr[n]["one_client_p50_us"] - nat["one_client_p50_us"])
-            for n in ("native", "recorded", "replicated") if "one_client_p50_us" in thr.get(n, {}))))
+            for n in VARIANTS if "one_client_p50_us" in thr.get(n, {}))))
     fl = thr.get("floor") or {}
     if "tcp_rtt_us" in fl:
         print("  floor, no understudy code: TCP round trip A<->B (%d B out, 16 B back) %.0f us, "
               "%.0f us CPU; thread wake-up round trip %.0f us on one CPU, %.0f us across two" % (
                   FLOOR_FRAME_BYTES, fl["tcp_rtt_us"], fl["tcp_cpu_us"],
                   fl.get("wake_same_cpu_us", float("nan")), fl.get("wake_cross_cpu_us", float("nan"))))
-    for name in ("native", "recorded", "replicated"):
+    if "replicated-none" in thr and "replicated" in thr:
+        sealed, plain = thr["replicated"], thr["replicated-none"]
+        line = "  link sealing (aes-256-gcm vs none): SET %.2fx, GET %.2fx throughput" % (
+            sealed["SET"]["rps"] / plain["SET"]["rps"], sealed["GET"]["rps"] / plain["GET"]["rps"])
+        if "cpu_us_per_req" in sealed and "cpu_us_per_req" in plain:
+            line += ", CPU %+.1f us/request (%.1f vs %.1f)" % (
+                sum(sealed["cpu_us_per_req"].values()) - sum(plain["cpu_us_per_req"].values()),
+                sum(sealed["cpu_us_per_req"].values()), sum(plain["cpu_us_per_req"].values()))
+        print(line)
+    for name in VARIANTS:
         c = thr.get(name, {}).get("cpu_us_per_req")
         if c:
             # Only the processes of this variant changed much; show those.

@@ -85,6 +85,7 @@ struct RunArgs {
   std::string fsync = "none";
   uint64_t ring_mb = abi::kDefaultRingSize >> 20;
   bool no_audit = false;
+  std::string link_cipher = "aes-256-gcm";
   std::vector<std::string> command;
 };
 
@@ -115,6 +116,11 @@ int RunRun(const RunArgs& a) {
   }
   ro.heartbeat = std::chrono::milliseconds(a.heartbeat_ms);
   ro.missed_heartbeats = a.missed_heartbeats;
+  s = cluster::ParseLinkCipher(a.link_cipher, &ro.cipher);
+  if (!s.ok()) {
+    fmt::print(stderr, "{}: {}\n", me, s.message());
+    return 1;
+  }
   ro.on_backup_loss = a.on_backup_loss == "continue" ? recorder::BackupLossPolicy::kContinue
                                                      : recorder::BackupLossPolicy::kStall;
   std::optional<cluster::ServiceAddress> service;
@@ -136,7 +142,8 @@ int RunRun(const RunArgs& a) {
   }
 
   // Before the program starts: is the backup there, and does it hold our key?
-  s = recorder::ProbeBackup(a.backup, ro.key, std::chrono::milliseconds(2000));
+  s = recorder::ProbeBackup(a.backup, ro.key, std::chrono::milliseconds(2000),
+                           {ro.node_name, ro.cipher});
   if (!s.ok() && s.IsInvalidArgument()) {
     fmt::print(stderr, "{}: backup {}: {}\n", me, a.backup, s.message());
     return 1;
@@ -320,6 +327,7 @@ int RunStatus(const AdminArgs& a) {
                                              : fmt::format("{} ms ago", p.last_heartbeat_ms_ago()),
                p.on_backup_loss(), p.gate_opened() ? " (GATE OPEN: unprotected)" : "",
                p.reconnects());
+    if (!p.stalled().empty()) fmt::print("stalled   {}\n", p.stalled());
     if (p.audit().empty())
       fmt::print("audit     not reported by the primary\n");
     else if (p.audit() == "on")
@@ -434,6 +442,9 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   run->add_option("--fsync", ra->fsync, "Local journal: none (default) or batch")
       ->check(CLI::IsMember({"none", "batch"}));
   run->add_option("--ring-mb", ra->ring_mb, "Size of the record ring in MiB (default 64)");
+  // Hidden: the benchmark's baseline (bench/failover_bench.py
+  // --compare-link-cipher), refused without UNDERSTUDY_BENCH=1.
+  run->add_option("--link-cipher", ra->link_cipher, "")->group("");
   run->add_option("command", ra->command, "-- PROGRAM [ARGS...]")->required();
   run->callback([ra, &exit_code] { exit_code = RunRun(*ra); });
 

@@ -1,5 +1,7 @@
-// PeerLink: the authenticated TCP (or Unix) link between the recorder on the
-// primary, understudyd on the backup, and the admin CLI.
+// PeerLink: the authenticated, encrypted TCP (or Unix) link between the
+// recorder on the primary, understudyd on the backup, and the admin CLI.
+// docs/formats/link.md has the diagrams, the key derivation and the reasons;
+// cluster/link.proto every message.
 //
 // Link message (all integers little-endian):
 //
@@ -9,30 +11,40 @@
 //   | u32    | u8   |                     |
 //   +--------+------+---------------------+
 //
-//   length  payload bytes; > kMaxLinkPayload ends the connection (never an
-//           allocation request)
-//   type    LinkType below
+//   length  payload bytes; over the limit (4 KiB during the handshake,
+//           kMaxLinkPayload after) ends the connection, never an allocation
+//   type    LinkType below (= pb::MessageType of link.proto)
 //
-// Journal frames (journal/stream.h: HELLO, EVENT_BATCH, ACK) travel whole as
-// the payload of kJournal messages, so they keep their own checksums and the
-// stream codec is reused unchanged.  Everything else on the link (heartbeats,
-// fencing, admin calls) is a link message of its own type.
+// Handshake, in clear (HMAC-SHA256 with the 32-byte cluster key, both ways):
 //
-// Authentication, before anything else (HMAC-SHA256 with the 32-byte cluster
-// key, both ways, so neither side talks to a peer without the key):
+//   client                                     server
+//   AUTH_HELLO {version, role, cipher, cn, client name} ->
+//                <- AUTH_CHALLENGE {sn, server name, HMAC(key, "server" T)}
+//   (client checks the server's MAC: refused here without the key)
+//   AUTH_RESPONSE {HMAC(key, "client" T)} ->
+//                                          <- AUTH_RESULT {ok, message}
 //
-//   client                                   server
-//   AUTH_HELLO {version u32, role u8, cn[32]} ->
-//                          <- AUTH_CHALLENGE {sn[32], HMAC(key, "understudy-server-v1" cn sn)}
-//   (client checks the server's MAC: a server without the key is refused here)
-//   AUTH_RESPONSE {HMAC(key, "understudy-client-v1" cn sn)} ->
-//                          <- AUTH_RESULT {ok u8, message}
+// T, the transcript, holds every field of both hellos (version, role, cipher,
+// both nonces, both names), so rewriting any of them fails a MAC.  cn and sn
+// are fresh random nonces, so a recorded exchange cannot be replayed.  MACs
+// are compared in constant time.
 //
-// cn and sn are fresh random nonces (RAND_bytes), so a recorded exchange
-// cannot be replayed; the two MACs use different labels, so a server cannot
-// be used as an oracle for the client's answer.  MACs are compared in
-// constant time.  What this does NOT give: confidentiality or per-message
-// integrity after the handshake (see docs/replication.md, "Security").
+// Sealing, every message after AUTH_RESULT (cipher aes-256-gcm):
+//
+//   0        4      5          13                      13+n      29+n
+//   +--------+------+----------+-----------------------+---------+
+//   | length | type | counter  | ciphertext (n B)      | tag     |
+//   | = 24+n |      | u64      | AES-256-GCM(payload)  | 16 B    |
+//   +--------+------+----------+-----------------------+---------+
+//
+// with a key and IV of this connection and direction (HKDF-SHA256 from the
+// cluster key, both nonces and T), nonce = IV xor counter, and the 13 bytes
+// before the ciphertext as additional data.  Each direction counts from 0:
+// a message that fails its tag (altered, forged, or from another
+// connection), that skips a counter (one dropped) or repeats one (replayed,
+// reordered) ends the link with a message naming the peer and the cause
+// (integrity_failed() is then true; callers alarm).  A link that never
+// shook hands (the daemon's Unix admin socket) stays in clear.
 //
 // Threads: Send() may be called from any thread (serialised inside);
 // Receive() by one thread at a time.
@@ -51,9 +63,16 @@
 namespace understudy::cluster {
 
 inline constexpr size_t kClusterKeyBytes = 32;
-inline constexpr uint32_t kLinkVersion = 1;
+// 2: every handshake field under the MACs, sealed messages, protobuf
+// payloads (link.proto).  1 (plain, hand-encoded) is refused.
+inline constexpr uint32_t kLinkVersion = 2;
 inline constexpr size_t kLinkHeaderSize = 5;
 inline constexpr uint32_t kMaxLinkPayload = (64u << 20) + 4096;
+// Before the handshake is done a peer is unauthenticated: it gets no more
+// than this per message.
+inline constexpr uint32_t kMaxHandshakePayload = 4096;
+// counter + tag around a sealed payload.
+inline constexpr size_t kSealOverhead = 8 + 16;
 
 struct ClusterKey {
   std::array<uint8_t, kClusterKeyBytes> bytes{};
@@ -74,12 +93,12 @@ enum class LinkType : uint8_t {
   kAuthChallenge = 2,
   kAuthResponse = 3,
   kAuthResult = 4,
-  kJournal = 10,       // one journal stream frame (stream.h)
+  kJournal = 10,       // one journal stream frame (journal/stream.h)
   kHeartbeat = 11,     // Heartbeat below, both ways
   kFenceRequest = 12,  // daemon -> recorder: stop the program, then DRAINED
   kDrained = 13,       // recorder -> daemon: Drained below
-  kFenced = 14,        // daemon -> recorder: a backup took over; payload: text
-  kRefused = 15,       // either way: the request cannot be served; payload: text
+  kFenced = 14,        // daemon -> recorder: a backup took over; EncodeText
+  kRefused = 15,       // either way: the request cannot be served; EncodeText
   kAdminRequest = 20,  // payload: daemon.pb.AdminRequest
   kAdminReply = 21,    // payload: daemon.pb.AdminReply
 };
@@ -92,14 +111,23 @@ enum class PeerRole : uint8_t {
 };
 const char* PeerRoleName(uint8_t role);
 
+// What protects the messages after the handshake.  kNone exists for the
+// benchmark only (bench/failover_bench.py measures what sealing costs); both
+// ends must name the same, and the CLI refuses it unless UNDERSTUDY_BENCH=1.
+enum class LinkCipher : uint8_t { kNone = 0, kAes256Gcm = 1 };
+const char* LinkCipherName(LinkCipher c);
+// "aes-256-gcm" | "none" (the latter only with UNDERSTUDY_BENCH=1 in the
+// environment); InvalidArgument otherwise, saying why.
+Status ParseLinkCipher(const std::string& text, LinkCipher* cipher);
+
 struct LinkMessage {
   LinkType type = LinkType::kRefused;
   std::string payload;
 };
 
-// Heartbeat payload.  From the recorder: its journal position and what is not
-// acked yet (so the backup can report lag).  From the daemon: its replica
-// position (unacked fields zero).
+// Heartbeat (link.proto Heartbeat).  From the recorder: its journal position
+// and what is not acked yet (so the backup can report lag).  From the
+// daemon: its replica position (unacked fields zero).
 struct Heartbeat {
   uint64_t sent_realtime_ns = 0;  // CLOCK_REALTIME of the sender
   uint64_t last_seq = 0;          // recorder: highest seq written; daemon: replica's
@@ -108,22 +136,22 @@ struct Heartbeat {
   uint64_t unacked_bytes = 0;
   uint64_t oldest_unacked_us = 0;  // age of the oldest unacked frame
   uint8_t flags = 0;               // kHeartbeatStall...
-  // Extension (recorder only; absent in older heartbeats): the kmod escape
-  // audit of the protected process.  audit_state: 0 not reported, 1 on,
-  // 2 off (audit_text says why).  audit_text: the reason, or the escaped
-  // calls and lifecycle alarms when on.
+  // The kmod escape audit of the protected process.  audit_state: 0 not
+  // reported, 1 on, 2 off (audit_text says why).  audit_text: the reason,
+  // or the escaped calls and lifecycle alarms when on.
   uint8_t audit_state = 0;
   uint64_t audit_escapes = 0;
   std::string audit_text;
-  // Extension 2 (recorder only): commit round trips -- frame handed to the
-  // link until its ack -- over the last commit_frames frames (<= 1024), in
-  // microseconds; commit_frames 0: none yet.
+  // Commit round trips -- frame handed to the link until its ack -- over the
+  // last commit_frames frames (<= 1024), in microseconds; 0 frames: none yet.
   uint32_t commit_p50_us = 0;
   uint32_t commit_p99_us = 0;
   uint32_t commit_frames = 0;
+  // Recorder: why its frames wait for acks (empty: they do not).
+  std::string stall_reason;
 };
-inline constexpr uint8_t kHeartbeatStallPolicy = 1;   // outputs wait when the backup is lost
-inline constexpr uint8_t kHeartbeatGateOpened = 2;    // continue policy opened the gate
+inline constexpr uint8_t kHeartbeatStallPolicy = 1;  // outputs wait when the backup is lost
+inline constexpr uint8_t kHeartbeatGateOpened = 2;   // continue policy opened the gate
 std::string EncodeHeartbeat(const Heartbeat& hb);
 Status DecodeHeartbeat(std::string_view payload, Heartbeat* hb);
 
@@ -139,6 +167,13 @@ struct Drained {
 std::string EncodeDrained(const Drained& d);
 Status DecodeDrained(std::string_view payload, Drained* d);
 
+// FENCED and REFUSED carry one line of text (link.proto Fenced, Refused).
+std::string EncodeFenced(std::string_view message);
+std::string EncodeRefused(std::string_view message);
+// The text of a FENCED or REFUSED payload ("(unreadable)" if it does not
+// parse).
+std::string DecodeText(LinkType type, std::string_view payload);
+
 class PeerLink {
  public:
   // Takes ownership of the connected socket `fd`.  `peer` names the other
@@ -148,8 +183,8 @@ class PeerLink {
   PeerLink& operator=(const PeerLink&) = delete;
   ~PeerLink();
 
-  // Writes one message; fails (IOError naming the peer) if the socket does
-  // not take it within `timeout`.
+  // Writes one message (sealed once the handshake is done); fails (IOError
+  // naming the peer) if the socket does not take it within `timeout`.
   Status Send(LinkType type, std::string_view payload,
               std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
 
@@ -166,13 +201,30 @@ class PeerLink {
 
   const std::string& peer() const { return peer_; }
   int fd() const { return fd_; }
+  // A received message failed its tag or its counter: someone between the
+  // two ends altered, forged, dropped, replayed or reordered a message.  The
+  // error Receive returned says which; callers raise it as an alarm.
+  bool integrity_failed() const { return integrity_failed_; }
+  // The peer's node name from the handshake (empty before).
+  const std::string& peer_name() const { return peer_name_; }
+
+  // Used by the handshake: keys for each direction (empty = no sealing) and
+  // the peer's name; lifts the message size limit to kMaxLinkPayload.
+  struct Keys;
+  void Established(std::unique_ptr<Keys> keys, std::string peer_name);
 
  private:
   bool TakeBuffered(LinkMessage* msg, Status* error);
+  bool Open(uint8_t type, const char* body, size_t n, LinkMessage* msg, Status* error);
 
   int fd_;
   std::string peer_;
+  std::string peer_name_;
+  uint32_t max_payload_ = kMaxHandshakePayload;
+  std::unique_ptr<Keys> keys_;  // null: messages travel in clear
+  bool integrity_failed_ = false;
   std::mutex send_mu_;
+  std::string sbuf_;  // sealed message being sent (guarded by send_mu_)
   std::string rbuf_;
   size_t rpos_ = 0;
 };
@@ -186,12 +238,21 @@ Status ConnectUnix(const std::string& path, std::unique_ptr<PeerLink>* link);
 // Splits "host:port" ("[v6]:port" too).  InvalidArgument if malformed.
 Status SplitHostPort(const std::string& host_port, std::string* host, std::string* port);
 
-// The handshake above.  Client: InvalidArgument when the server does not
-// prove the key or refuses ours (the message says which side and what to
-// check); IOError on network trouble.  Server: on success fills *role.
+// This end of a handshake: its node name (the host name when empty) and the
+// cipher it insists on.
+struct LinkIdentity {
+  std::string node_name;
+  LinkCipher cipher = LinkCipher::kAes256Gcm;
+};
+
+// The handshake above; the whole of it must finish within `timeout`.
+// Client: InvalidArgument when the server does not prove the key or refuses
+// ours (the message says which side and what to check); IOError on network
+// trouble.  Server: on success fills *role.  On success both ends seal every
+// later message on `link`.
 Status AuthenticateClient(PeerLink& link, const ClusterKey& key, PeerRole role,
-                          std::chrono::milliseconds timeout);
+                          std::chrono::milliseconds timeout, const LinkIdentity& me = {});
 Status AuthenticateServer(PeerLink& link, const ClusterKey& key, PeerRole* role,
-                          std::chrono::milliseconds timeout);
+                          std::chrono::milliseconds timeout, const LinkIdentity& me = {});
 
 }  // namespace understudy::cluster

@@ -249,11 +249,28 @@ void Daemon::Shutdown() {
 
 // ---- connections -------------------------------------------------------------
 
+void Daemon::NoteRefusal(const std::string& what) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(refusal_mu_);
+    line = refusals_.Note(Clock::now(), what);
+  }
+  if (!line.empty()) Log(line);
+}
+
 void Daemon::AcceptLoop() {
   while (!stop_.load()) {
     struct pollfd p {
       listen_fd_, POLLIN, 0
     };
+    {
+      std::string line;
+      {
+        std::lock_guard<std::mutex> lock(refusal_mu_);
+        line = refusals_.Flush(Clock::now());
+      }
+      if (!line.empty()) Log(line);
+    }
     if (::poll(&p, 1, 100) <= 0) continue;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -264,7 +281,22 @@ void Daemon::AcceptLoop() {
     char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
     getnameinfo(reinterpret_cast<struct sockaddr*>(&ss), len, host, sizeof host, serv,
                 sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
-    auto link = std::make_unique<PeerLink>(fd, std::string(host) + ":" + serv);
+    const std::string peer = std::string(host) + ":" + serv;
+    bool full = false;
+    {
+      // Each connection in its handshake holds a thread and a buffer for an
+      // unauthenticated peer: beyond the cap, new ones are closed at once.
+      std::lock_guard<std::mutex> lock(mu_);
+      full = handshaking_ >= options_.max_handshakes;
+      if (!full) ++handshaking_;
+    }
+    if (full) {
+      ::close(fd);
+      NoteRefusal("connection from " + peer + ": " + std::to_string(options_.max_handshakes) +
+                  " connections are already in their handshake (the cap); closed at accept");
+      continue;
+    }
+    auto link = std::make_unique<PeerLink>(fd, peer);
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++active_connections_;
@@ -311,9 +343,14 @@ void Daemon::ServeConnection(std::unique_ptr<PeerLink> link, bool unix_admin) {
   } else {
     cluster::PeerRole role;
     Status s = cluster::AuthenticateServer(*link, options_.key, &role,
-                                            std::chrono::milliseconds(2000));
+                                            options_.handshake_timeout,
+                                            {node_, options_.link_cipher});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --handshaking_;
+    }
     if (!s.ok()) {
-      Log("refused connection from " + link->peer() + ": " + s.message());
+      NoteRefusal("connection from " + link->peer() + ": " + s.message());
     } else if (role == cluster::PeerRole::kAdmin) {
       ServeAdmin(*link);
     } else if (role == cluster::PeerRole::kRecorder) {
@@ -332,6 +369,11 @@ void Daemon::ServeAdmin(PeerLink& link) {
   while (!stop_.load()) {
     Status err;
     PeerLink::Recv r = link.Receive(&msg, std::chrono::milliseconds(30000), &err);
+    if (link.integrity_failed()) {
+      // An admin request altered on the way is never served.
+      Alarm("admin " + err.message());
+      return;
+    }
     if (r != PeerLink::Recv::kMessage) return;
     std::string reply;
     if (msg.type == LinkType::kAdminRequest) {
@@ -395,7 +437,11 @@ void Daemon::ServeRecorder(PeerLink& link) {
   {
     if (link.Receive(&msg, std::chrono::milliseconds(2000), &err) != PeerLink::Recv::kMessage ||
         msg.type != LinkType::kJournal) {
-      Log("recorder " + link.peer() + " sent no stream HELLO; closing");
+      if (link.integrity_failed()) {
+        Alarm(err.message() + " (recorder " + link.peer_name() + ", before its stream HELLO)");
+      } else {
+        Log("recorder " + link.peer() + " sent no stream HELLO; closing");
+      }
       return;
     }
     decoder.Feed(msg.payload.data(), msg.payload.size());
@@ -403,7 +449,7 @@ void Daemon::ServeRecorder(PeerLink& link) {
     if (!decoder.Next(&f) || f.type != journal::FrameType::kStreamHello ||
         !journal::DecodeStreamHello(f.payload, &hello).ok()) {
       Log("recorder " + link.peer() + ": malformed stream HELLO; closing");
-      (void)link.Send(LinkType::kRefused, "malformed stream HELLO");
+      (void)link.Send(LinkType::kRefused, cluster::EncodeRefused("malformed stream HELLO"));
       return;
     }
   }
@@ -416,7 +462,7 @@ void Daemon::ServeRecorder(PeerLink& link) {
                               "); this copy must not serve clients";
       lock.unlock();
       Log("fencing recorder " + link.peer() + " (journal " + id_hex + "): " + why);
-      (void)link.Send(LinkType::kFenced, why);
+      (void)link.Send(LinkType::kFenced, cluster::EncodeFenced(why));
       return;
     }
     if (journal_active_ && hello.journal_id != journal_id_ &&
@@ -427,7 +473,7 @@ void Daemon::ServeRecorder(PeerLink& link) {
                               "); start another understudyd for a second program";
       lock.unlock();
       Log("refused recorder " + link.peer() + " (journal " + id_hex + "): " + why);
-      (void)link.Send(LinkType::kRefused, why);
+      (void)link.Send(LinkType::kRefused, cluster::EncodeRefused(why));
       return;
     }
     if (primary_link_ != nullptr) {
@@ -443,7 +489,9 @@ void Daemon::ServeRecorder(PeerLink& link) {
       if (!s.ok()) {
         lock.unlock();
         Alarm("cannot open the replica for journal " + id_hex + ": " + s.message());
-        (void)link.Send(LinkType::kRefused, "backup cannot store the journal: " + s.message());
+        (void)link.Send(LinkType::kRefused,
+                        cluster::EncodeRefused("backup cannot persist: cannot open the replica: " +
+                                                s.message()));
         return;
       }
       bytes_received_ = 0;
@@ -526,6 +574,7 @@ void Daemon::ServeRecorder(PeerLink& link) {
         // the primary's outputs wait for the ack, the shadow can wait.
         std::shared_ptr<Shadow> feed;
         std::vector<std::shared_ptr<const std::string>> to_feed;
+        bool persist_failed = false;
         while (s.ok() && decoder.Next(&f)) {
           if (f.type != journal::FrameType::kEventBatch) {
             s = Status::Corruption("primary " + link.peer() + " sent a " +
@@ -537,7 +586,12 @@ void Daemon::ServeRecorder(PeerLink& link) {
           {
             std::lock_guard<std::mutex> lock(mu_);
             s = writer_->AppendFrame(journal::FrameType::kEventBatch, f.payload);
-            if (!s.ok()) break;
+            if (!s.ok()) {
+              persist_error_ = s.message();
+              persist_failed = true;
+              break;
+            }
+            persist_error_.clear();
             bytes_received_ += f.payload.size() + journal::kFrameHeaderSize;
             acked_ = options_.fsync_batch ? writer_->durable_sequence()
                                           : writer_->flushed_sequence();
@@ -554,6 +608,12 @@ void Daemon::ServeRecorder(PeerLink& link) {
           for (auto& frame : to_feed) feed->Push(std::move(frame));  // in the replica: feed them
           Alarm("replication from " + link.peer() + ": " + s.message() +
                 "; dropping the connection (the primary resumes from the last ack)");
+          // The primary's status and log then say why its outputs wait.
+          if (persist_failed) {
+            (void)link.Send(LinkType::kRefused,
+                            cluster::EncodeRefused("backup cannot persist: " + s.message()),
+                            budget);
+          }
           break;
         }
         if (ack > acked_sent) {
@@ -606,7 +666,11 @@ void Daemon::ServeRecorder(PeerLink& link) {
     }
   }
   cv_.notify_all();
-  if (!s.ok() && !stop_.load()) Log("replication link from " + link.peer() + ": " + s.message());
+  if (link.integrity_failed()) {
+    Alarm(s.message() + " (recorder " + link.peer_name() + "; it resumes from the last ack)");
+  } else if (!s.ok() && !stop_.load()) {
+    Log("replication link from " + link.peer() + ": " + s.message());
+  }
 }
 
 // ---- supervisor ----------------------------------------------------------------
@@ -1011,6 +1075,20 @@ pb::StatusReply Daemon::BuildStatus() {
     r->set_bytes(bytes_received_);
     r->set_fsync(options_.fsync_batch ? "batch" : "page-cache");
   }
+  // Why the primary's outputs wait now, in one line: what this node knows
+  // first (it cannot write its replica; the primary is not connected), else
+  // what the primary's last heartbeat said.
+  std::string stalled;
+  if (!persist_error_.empty()) {
+    stalled = "backup cannot persist: " + persist_error_;
+  } else if (journal_active_ && role_ == Role::kBackup && primary_link_ == nullptr &&
+             (primary_state_ == PrimaryState::kRunning || primary_state_ == PrimaryState::kLost)) {
+    stalled = "backup unreachable: no connection from the primary for " +
+              std::to_string(static_cast<int64_t>(Ms(Clock::now() - primary_last_rx_))) + " ms";
+  } else if (primary_link_ != nullptr) {
+    stalled = primary_hb_.stall_reason;
+  }
+  p->set_stalled(stalled);
   auto* lag = st.mutable_lag();
   if (primary_state_ == PrimaryState::kRunning) {
     const uint64_t primary_last = std::max(primary_hb_.last_seq, acked_);

@@ -43,6 +43,7 @@
 #include "cluster/service_address.h"
 #include "daemon/admin.pb.h"
 #include "daemon/leaky_bucket.h"
+#include "daemon/refusal_log.h"
 #include "journal/format.h"
 #include "journal/status.h"
 #include "journal/writer.h"
@@ -68,6 +69,12 @@ struct DaemonOptions {
   std::chrono::seconds restart_window{60};
   std::chrono::milliseconds golive_timeout{10000};
   bool log_to_stderr = true;
+  // What seals the link (peer_link.h); the recorder must use the same.
+  cluster::LinkCipher link_cipher = cluster::LinkCipher::kAes256Gcm;
+  // Unauthenticated load: at most this many connections in their handshake
+  // at once (more are closed at accept), each with this long to finish it.
+  int max_handshakes = 32;
+  std::chrono::milliseconds handshake_timeout{5000};
 };
 
 class Daemon {
@@ -104,6 +111,8 @@ class Daemon {
   };
 
   void AcceptLoop();
+  // One log line per burst of refused connections (refusal_log.h).
+  void NoteRefusal(const std::string& what);
   void AdminAcceptLoop();
   void ServeConnection(std::unique_ptr<cluster::PeerLink> link, bool unix_admin);
   void ServeAdmin(cluster::PeerLink& link);
@@ -135,6 +144,9 @@ class Daemon {
   // connections
   std::set<cluster::PeerLink*> links_;
   int active_connections_ = 0;
+  int handshaking_ = 0;  // accepted TCP connections not through their handshake
+  std::mutex refusal_mu_;
+  RefusalLog refusals_;  // guarded by refusal_mu_
   // role and the protected journal
   Role role_ = Role::kBackup;
   bool journal_active_ = false;
@@ -143,6 +155,7 @@ class Daemon {
   std::unique_ptr<journal::JournalWriter> writer_;
   uint64_t bytes_received_ = 0;
   uint64_t acked_ = 0;
+  std::string persist_error_;  // the last replica write failed: why (empty: it did not)
   // the primary
   cluster::PeerLink* primary_link_ = nullptr;
   std::string primary_peer_;

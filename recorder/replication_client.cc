@@ -18,10 +18,12 @@ namespace understudy::recorder {
 using cluster::AuthenticateClient;
 using cluster::ClusterKey;
 using cluster::ConnectTcp;
+using cluster::DecodeText;
 using cluster::Drained;
 using cluster::EncodeDrained;
 using cluster::EncodeHeartbeat;
 using cluster::Heartbeat;
+using cluster::LinkIdentity;
 using cluster::LinkMessage;
 using cluster::LinkType;
 using cluster::LinkTypeName;
@@ -66,11 +68,11 @@ const char* BackupLossPolicyName(BackupLossPolicy p) {
 }
 
 Status ProbeBackup(const std::string& backup, const ClusterKey& key,
-                   std::chrono::milliseconds timeout) {
+                   std::chrono::milliseconds timeout, const LinkIdentity& me) {
   std::unique_ptr<PeerLink> link;
   Status s = ConnectTcp(backup, timeout, &link);
   if (!s.ok()) return s;
-  return AuthenticateClient(*link, key, PeerRole::kProbe, timeout);
+  return AuthenticateClient(*link, key, PeerRole::kProbe, timeout, me);
 }
 
 ReplicationClient::ReplicationClient(ReplicationOptions options) : options_(std::move(options)) {
@@ -146,6 +148,7 @@ ReplicationStats ReplicationClient::stats() const {
   st.unacked_bytes = pending_bytes_;
   st.reconnects = reconnects_;
   st.gate_opened = gate_opened_;
+  if (last_seq_ > acked_ || !connected_) st.stall_reason = stall_reason_;
   return st;
 }
 
@@ -205,7 +208,7 @@ void ReplicationClient::HandleAck(uint64_t seq) {
   uint64_t durable = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (seq > last_seq_) seq = last_seq_;  // never trust an ack beyond what we sent
+    if (seq > last_seq_) seq = last_seq_;  // (the session refuses one beyond what it sent)
     if (seq > acked_ || gate_opened_) {
       acked_ = std::max(acked_, seq);
       const auto now = Clock::now();
@@ -221,6 +224,7 @@ void ReplicationClient::HandleAck(uint64_t seq) {
         gate_opened_ = false;
         Log("backup " + options_.backup + " is back: outputs wait for its acks again");
       }
+      stall_reason_.clear();
       publish = true;
     }
     durable = acked_;
@@ -282,6 +286,7 @@ Heartbeat ReplicationClient::MakeHeartbeat() {
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - pending_.front().at)
             .count());
   }
+  if (last_seq_ > acked_) hb.stall_reason = stall_reason_;
   hb.flags = static_cast<uint8_t>(
       (options_.on_backup_loss == BackupLossPolicy::kStall ? kHeartbeatStallPolicy : 0) |
       (gate_opened_ ? kHeartbeatGateOpened : 0));
@@ -304,29 +309,57 @@ void ReplicationClient::Run() {
   while (!stop_.load(std::memory_order_acquire) && !fenced()) {
     std::unique_ptr<PeerLink> link;
     Status s = ConnectTcp(options_.backup, std::chrono::milliseconds(1000), &link);
-    if (s.ok()) {
+    std::string stall;  // why acks cannot arrive, when this attempt failed
+    bool alarm = false;
+    bool integrity = false;
+    if (!s.ok()) {
+      stall = "backup unreachable: " + s.message();
+    } else {
       s = AuthenticateClient(*link, options_.key, PeerRole::kRecorder,
-                             std::chrono::milliseconds(2000));
+                             std::chrono::milliseconds(2000),
+                             {options_.node_name, options_.cipher});
+      if (!s.ok()) {
+        // A server that does not prove the key, or a handshake that does
+        // not verify, may be someone in between: an alarm.
+        alarm = s.IsInvalidArgument();
+        stall = (s.IsIOError() ? "backup unreachable: " : "link refused: ") + s.message();
+      }
     }
     if (s.ok()) {
       if (was_connected) {
         std::lock_guard<std::mutex> lock(mu_);
         ++reconnects_;
       }
+      session_stall_.clear();
       s = Session(*link);
       was_connected = true;
+      if (link->integrity_failed()) {
+        // Someone between the nodes altered, forged, dropped or replayed a
+        // message: always an alarm, never folded into the previous one.
+        alarm = integrity = true;
+        stall = "link integrity: " + s.message();
+      } else if (!session_stall_.empty()) {
+        alarm = true;
+        stall = session_stall_;
+      } else if (!s.ok()) {
+        stall = "backup unreachable: " + s.message();
+      }
     }
     bool log_error = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       connected_ = false;
-      if (!s.ok() && s.message() != last_error_) {
+      if (!stall.empty()) stall_reason_ = stall;
+      if (!s.ok() && (integrity || s.message() != last_error_)) {
         last_error_ = s.message();
         log_error = true;
       }
     }
-    if (log_error) {
-      Log("replication link to " + options_.backup + ": " + s.message() + "; retrying");
+    if (log_error && integrity) {
+      Log("ALARM: " + s.message() + " and reconnecting");  // the message names the peer
+    } else if (log_error) {
+      Log(std::string(alarm ? "ALARM: " : "") + "replication link to " + options_.backup + ": " +
+          s.message() + "; reconnecting");
     }
     cv_.notify_all();
     if (stop_.load(std::memory_order_acquire) || fenced()) break;
@@ -421,6 +454,12 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
   auto last_hb = Clock::now() - options_.heartbeat;
   LinkMessage msg;
   std::vector<PendingFrame> to_send;
+  // Ack deadline: while frames sent on this connection wait, the acked seq
+  // must move within the budget.  stall_acked is the acked seq the current
+  // wait started at (none while nothing sent waits).
+  constexpr uint64_t kNotWaiting = ~uint64_t{0};
+  uint64_t stall_acked = kNotWaiting;
+  auto stall_since = Clock::now();
   while (!stop_.load(std::memory_order_acquire)) {
     const auto now = Clock::now();
     if (have_hello) {
@@ -468,6 +507,25 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
         s = link.Send(LinkType::kHeartbeat, EncodeHeartbeat(MakeHeartbeat()), budget);
         if (!s.ok()) return s;
         last_hb = now;
+      }
+      uint64_t acked;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        acked = acked_;
+      }
+      if (sent_upto <= acked) {
+        stall_acked = kNotWaiting;
+      } else if (stall_acked != acked) {
+        stall_acked = acked;
+        stall_since = now;
+      } else if (now - stall_since > budget) {
+        session_stall_ =
+            "backup " + options_.backup + " acked nothing for " +
+            std::to_string(
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - stall_since).count()) +
+            " ms while seqs " + std::to_string(acked + 1) + ".." + std::to_string(sent_upto) +
+            " wait (it answers, but does not persist or ack them)";
+        return Status::IOError(session_stall_);
       }
     }
     if (now - last_rx > budget) {
@@ -517,6 +575,19 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
             uint64_t acked = 0;
             s = journal::DecodeStreamAck(frame.payload, &acked);
             if (!s.ok()) return s;
+            {
+              // The drain sends under direct_mu_ and raises direct_sent_upto_
+              // before it lets go: an ack of its frame never beats the raise.
+              std::lock_guard<std::mutex> dl(direct_mu_);
+              sent_upto = direct_sent_upto_;
+            }
+            if (acked > sent_upto) {
+              session_stall_ = "protocol error: backup " + options_.backup + " acked seq " +
+                               std::to_string(acked) + " but only seqs up to " +
+                               std::to_string(sent_upto) +
+                               " were sent on this connection; nothing released";
+              return Status::Corruption(session_stall_ + "; tearing down");
+            }
             HandleAck(acked);
           } else {
             return Status::Corruption("backup sent a journal frame of type " +
@@ -543,18 +614,24 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
       case LinkType::kFenced: {
         {
           std::lock_guard<std::mutex> lock(mu_);
-          fenced_message_ = msg.payload;
+          fenced_message_ = DecodeText(msg.type, msg.payload);
           fenced_.store(true, std::memory_order_release);
           fence_requested_.store(true, std::memory_order_release);
         }
         cv_.notify_all();
         fence_cv_.notify_all();
-        Log("FENCED by backup " + options_.backup + ": " + msg.payload +
+        Log("FENCED by backup " + options_.backup + ": " + fenced_message() +
             "; stopping the program so two primaries never answer clients");
         return Status::Ok();
       }
-      case LinkType::kRefused:
-        return Status::InvalidArgument("backup " + options_.backup + " refused: " + msg.payload);
+      case LinkType::kRefused: {
+        // "backup cannot persist: ..." says it all; anything else is a refusal.
+        const std::string why = DecodeText(msg.type, msg.payload);
+        session_stall_ = why.rfind("backup cannot persist", 0) == 0
+                             ? why + " (backup " + options_.backup + ")"
+                             : "link refused by backup " + options_.backup + ": " + why;
+        return Status::InvalidArgument(session_stall_);
+      }
       default:
         return Status::Corruption("backup " + options_.backup + " sent an unexpected " +
                                   LinkTypeName(static_cast<uint8_t>(msg.type)) + " message");

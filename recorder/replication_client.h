@@ -12,7 +12,14 @@
 //    straddles that seq), never twice and never with a gap.
 //  - On each ACK the client store-releases ctl->durable_seq, bumps
 //    gate_epoch and FUTEX_WAKEs it when gate_waiters > 0: one ACK releases
-//    every output waiting on a seq below it (group commit).
+//    every output waiting on a seq below it (group commit).  An ACK above
+//    the last seq sent on the connection is a protocol error: the link is
+//    torn down with an alarm (nothing is released), then resumed.
+//  - A frame sent but not acked within missed_heartbeats * heartbeat (while
+//    the backup's heartbeats still arrive) is an alarm and a reconnect, not
+//    a silent stall; stats().stall_reason and the heartbeats say why frames
+//    wait.  A message that fails the link's integrity check (peer_link.h)
+//    is an alarm too.
 //  - The backup is "lost" after missed_heartbeats * heartbeat without any
 //    message from it.  Policy kStall: outputs keep waiting (and an old
 //    primary that lost its backup can never answer a client with state the
@@ -58,6 +65,8 @@ const char* BackupLossPolicyName(BackupLossPolicy p);
 struct ReplicationOptions {
   std::string backup;  // "host:port" of understudyd
   cluster::ClusterKey key;
+  std::string node_name;  // this node in the handshake; empty = host name
+  cluster::LinkCipher cipher = cluster::LinkCipher::kAes256Gcm;
   std::chrono::milliseconds heartbeat{100};
   int missed_heartbeats = 2;
   BackupLossPolicy on_backup_loss = BackupLossPolicy::kStall;
@@ -76,12 +85,15 @@ struct ReplicationStats {
   uint64_t unacked_bytes = 0;
   uint64_t reconnects = 0;
   bool gate_opened = false;  // continue policy opened the gate
+  // Why frames wait for acks now ("backup unreachable: ...", "backup cannot
+  // persist: ...", "link refused: ..."); empty when they do not.
+  std::string stall_reason;
 };
 
 // Connects, authenticates as a probe and hangs up: tells `understudy run`
 // before it starts the program whether the backup is there and holds the key.
 Status ProbeBackup(const std::string& backup, const cluster::ClusterKey& key,
-                   std::chrono::milliseconds timeout);
+                   std::chrono::milliseconds timeout, const cluster::LinkIdentity& me = {});
 
 class ReplicationClient {
  public:
@@ -177,6 +189,10 @@ class ReplicationClient {
   cluster::Drained finish_;
   std::string fenced_message_;
   std::string last_error_;
+  std::string stall_reason_;  // see ReplicationStats
+  // Link thread only: set by its session when it ends for a reason that is
+  // an alarm and a stall reason of its own (refused, no acks, protocol error).
+  std::string session_stall_;
   uint64_t reconnects_ = 0;
   std::chrono::steady_clock::time_point last_contact_;
   std::chrono::steady_clock::time_point fence_at_;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <thread>
 
+#include "cluster/link.pb.h"
 #include "cluster/peer_link.h"
 
 namespace understudy::cluster {
@@ -70,24 +71,31 @@ TEST(AuthTest, ForgedResponseIsRefusedByTheServer) {
   Status server;
   PeerRole role;
   std::thread srv([&] { server = AuthenticateServer(*p.server, KeyOf(3), &role, milliseconds(2000)); });
-  std::string hello;
-  hello.append("\x01\x00\x00\x00", 4);
-  hello.push_back(static_cast<char>(PeerRole::kAdmin));
-  hello.append(32, 'n');
-  ASSERT_TRUE(p.client->Send(LinkType::kAuthHello, hello).ok());
+  pb::AuthHello hello;
+  hello.set_version(kLinkVersion);
+  hello.set_role(pb::ROLE_ADMIN);
+  hello.set_cipher(pb::CIPHER_AES_256_GCM);
+  hello.set_client_nonce(std::string(32, 'n'));
+  hello.set_client_name("forger");
+  ASSERT_TRUE(p.client->Send(LinkType::kAuthHello, hello.SerializeAsString()).ok());
   LinkMessage m;
   Status err;
   ASSERT_EQ(p.client->Receive(&m, milliseconds(2000), &err), PeerLink::Recv::kMessage);
   ASSERT_EQ(m.type, LinkType::kAuthChallenge);
-  ASSERT_TRUE(p.client->Send(LinkType::kAuthResponse, std::string(32, 'x')).ok());
+  pb::AuthResponse forged;
+  forged.set_client_mac(std::string(32, 'x'));
+  ASSERT_TRUE(p.client->Send(LinkType::kAuthResponse, forged.SerializeAsString()).ok());
   ASSERT_EQ(p.client->Receive(&m, milliseconds(2000), &err), PeerLink::Recv::kMessage);
   EXPECT_EQ(m.type, LinkType::kAuthResult);
-  EXPECT_EQ(m.payload[0], 0);
+  pb::AuthResult result;
+  ASSERT_TRUE(result.ParseFromString(m.payload));
+  EXPECT_FALSE(result.ok());
   srv.join();
   EXPECT_TRUE(server.IsInvalidArgument()) << server.ToString();
   EXPECT_NE(server.message().find("does not hold the cluster key"), std::string::npos);
 }
 
+// A version-1 peer's hand-encoded hello, or garbage, is refused.
 TEST(AuthTest, MalformedHelloIsRefused) {
   Pair p;
   Status server;
@@ -113,8 +121,9 @@ TEST(AuthTest, KeyTextIsParsedAndCheckedStrictly) {
 }
 
 
-// Heartbeats grow by extensions at the end; an older peer's heartbeat (no
-// commit figures) still decodes, with those figures 0.
+// Heartbeats are link.proto messages: every field round-trips, a heartbeat
+// without the newer fields (as an older sender writes it) decodes with them
+// 0, and bytes that are not a Heartbeat are refused.
 TEST(HeartbeatTest, CommitFiguresRoundTripAndOlderHeartbeatsDecode) {
   Heartbeat hb;
   hb.last_seq = 42;
@@ -124,6 +133,7 @@ TEST(HeartbeatTest, CommitFiguresRoundTripAndOlderHeartbeatsDecode) {
   hb.commit_p50_us = 77;
   hb.commit_p99_us = 121;
   hb.commit_frames = 1024;
+  hb.stall_reason = "backup cannot persist: disk full";
   const std::string wire = EncodeHeartbeat(hb);
   Heartbeat back;
   ASSERT_TRUE(DecodeHeartbeat(wire, &back).ok());
@@ -132,11 +142,40 @@ TEST(HeartbeatTest, CommitFiguresRoundTripAndOlderHeartbeatsDecode) {
   EXPECT_EQ(back.commit_p50_us, 77u);
   EXPECT_EQ(back.commit_p99_us, 121u);
   EXPECT_EQ(back.commit_frames, 1024u);
+  EXPECT_EQ(back.flags, kHeartbeatStallPolicy);
+  EXPECT_EQ(back.audit_state, 1);
+  EXPECT_EQ(back.stall_reason, "backup cannot persist: disk full");
+  pb::Heartbeat older;
+  ASSERT_TRUE(older.ParseFromString(wire));
+  older.clear_commit_p50_us();
+  older.clear_commit_p99_us();
+  older.clear_commit_frames();
+  older.clear_stall_reason();
   Heartbeat old;
-  ASSERT_TRUE(DecodeHeartbeat(wire.substr(0, wire.size() - 12), &old).ok());
+  ASSERT_TRUE(DecodeHeartbeat(older.SerializeAsString(), &old).ok());
   EXPECT_EQ(old.audit_text, "getrandom x1");
   EXPECT_EQ(old.commit_frames, 0u);
-  EXPECT_FALSE(DecodeHeartbeat(wire.substr(0, 40), &old).ok());
+  EXPECT_EQ(old.stall_reason, "");
+  EXPECT_FALSE(DecodeHeartbeat(std::string("\xff\xff\xff", 3), &old).ok());
+}
+
+TEST(DrainedTest, RoundTripsAndRefusesAnUnknownReason) {
+  Drained d;
+  d.last_seq = 99;
+  d.reason = Drained::kProgramExited;
+  d.exit_status = -3;
+  d.fence_ns = 7;
+  Drained back;
+  ASSERT_TRUE(DecodeDrained(EncodeDrained(d), &back).ok());
+  EXPECT_EQ(back.last_seq, 99u);
+  EXPECT_EQ(back.reason, Drained::kProgramExited);
+  EXPECT_EQ(back.exit_status, -3);
+  EXPECT_EQ(back.fence_ns, 7u);
+  pb::Drained bad;
+  bad.set_last_seq(1);
+  EXPECT_FALSE(DecodeDrained(bad.SerializeAsString(), &back).ok());  // reason unset
+  EXPECT_EQ(DecodeText(LinkType::kRefused, EncodeRefused("no room")), "no room");
+  EXPECT_EQ(DecodeText(LinkType::kFenced, EncodeFenced("nodeB took over")), "nodeB took over");
 }
 
 }  // namespace
