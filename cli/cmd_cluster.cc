@@ -1,11 +1,10 @@
 // `understudy keygen`, `run`, `status`, `failover`: the cluster front ends
-// over recorder/replication_client.h (run) and daemon/admin_client.h
-// (status, failover) -- parse, call, print.
+// over recorder/primary.h (run) and daemon/admin_client.h (status,
+// failover) -- parse, call, print.
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
@@ -13,19 +12,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
-#include "cluster/service_address.h"
+#include "cluster/peer_link.h"
 #include "daemon/admin_client.h"
-#include "driver/control_mapping.h"
-#include "journal/writer.h"
-#include "recorder/recorder.h"
-#include "recorder/replication_client.h"
+#include "driver/launcher.h"
+#include "recorder/primary.h"
 
 namespace understudy::cli {
 namespace {
@@ -89,168 +84,54 @@ struct RunArgs {
   std::vector<std::string> command;
 };
 
-std::string DefaultJournalDir() {
-  time_t now = time(nullptr);
-  struct tm tm;
-  localtime_r(&now, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%S", &tm);
-  return fmt::format("/var/lib/understudy/primary/{}-{}", buf, getpid());
-}
-
+// Parses nothing more than the flags; the lifecycle is recorder::Primary's.
 int RunRun(const RunArgs& a) {
   const char* me = "understudy run";
-  if (a.mode != "active-active") {
-    fmt::print(stderr,
-               "{}: --mode {} is not supported yet (it needs checkpoints from checkpoint/, not "
-               "built); use --mode active-active\n",
-               me, a.mode);
+  recorder::Primary::Options o;
+  o.backup = a.backup;
+  o.key_file = a.key;
+  o.service_address = a.service_address;
+  o.service_dev = a.service_dev;
+  o.mode = a.mode == "active-active" ? recorder::Primary::Mode::kActiveActive
+                                     : recorder::Primary::Mode::kActivePassive;
+  o.on_backup_loss = a.on_backup_loss == "continue" ? recorder::BackupLossPolicy::kContinue
+                                                    : recorder::BackupLossPolicy::kStall;
+  o.heartbeat = std::chrono::milliseconds(a.heartbeat_ms);
+  o.missed_heartbeats = a.missed_heartbeats;
+  o.journal_dir = a.journal;
+  o.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
+                                    : journal::DurabilityPolicy::None();
+  o.ring_size = a.ring_mb << 20;
+  o.audit = !a.no_audit;
+  o.command = a.command;
+  Status cs = cluster::ParseLinkCipher(a.link_cipher, &o.cipher);
+  if (!cs.ok()) {
+    fmt::print(stderr, "{}: {}\n", me, cs.message());
     return 1;
   }
-  recorder::ReplicationOptions ro;
-  ro.backup = a.backup;
-  Status s = cluster::LoadClusterKey(a.key, &ro.key);
+  o.log = [me](const std::string& line) { fmt::print(stderr, "{}: {}\n", me, line); };
+
+  recorder::Primary primary(o);
+  recorder::Primary::Result res;
+  Status s = primary.Run(&res);
   if (!s.ok()) {
     fmt::print(stderr, "{}: {}\n", me, s.message());
     return 1;
   }
-  ro.heartbeat = std::chrono::milliseconds(a.heartbeat_ms);
-  ro.missed_heartbeats = a.missed_heartbeats;
-  s = cluster::ParseLinkCipher(a.link_cipher, &ro.cipher);
-  if (!s.ok()) {
-    fmt::print(stderr, "{}: {}\n", me, s.message());
-    return 1;
-  }
-  ro.on_backup_loss = a.on_backup_loss == "continue" ? recorder::BackupLossPolicy::kContinue
-                                                     : recorder::BackupLossPolicy::kStall;
-  std::optional<cluster::ServiceAddress> service;
-  if (!a.service_address.empty()) {
-    cluster::ServiceAddress sa;
-    s = cluster::ParseServiceAddress(a.service_address, &sa);
-    if (!s.ok()) {
-      fmt::print(stderr, "{}: {}\n", me, s.message());
-      return 1;
-    }
-    if (a.service_dev.empty()) {
+  const recorder::RecordResult& r = res.record;
+  switch (res.outcome) {
+    case recorder::Primary::Outcome::kFenced:
+      fmt::print(stderr, "{}: FENCED: {}; the program was stopped; the journal is kept in {}\n",
+                 me, res.fenced_message, res.journal_dir);
+      return 3;
+    case recorder::Primary::Outcome::kPlanned:
       fmt::print(stderr,
-                 "{}: --service-address {} needs --service-dev DEV (the interface to add it to "
-                 "on this node)\n",
-                 me, a.service_address);
-      return 1;
-    }
-    service = sa;
-  }
-
-  // Before the program starts: is the backup there, and does it hold our key?
-  s = recorder::ProbeBackup(a.backup, ro.key, std::chrono::milliseconds(2000),
-                           {ro.node_name, ro.cipher});
-  if (!s.ok() && s.IsInvalidArgument()) {
-    fmt::print(stderr, "{}: backup {}: {}\n", me, a.backup, s.message());
-    return 1;
-  }
-  if (!s.ok()) {
-    fmt::print(stderr,
-               "{}: warning: backup {} is not reachable yet ({}); starting anyway: {} until it "
-               "is\n",
-               me, a.backup, s.message(),
-               ro.on_backup_loss == recorder::BackupLossPolicy::kStall
-                   ? "the program's outputs wait (--on-backup-loss stall)"
-                   : "outputs leave unprotected after the heartbeat budget "
-                     "(--on-backup-loss continue)");
-  }
-
-  recorder::RecordOptions opts;
-  opts.dir = a.journal.empty() ? DefaultJournalDir() : a.journal;
-  // 0700 where made here: the journal holds recorded client input.
-  (void)journal::CreatePrivateDirectories(std::filesystem::path(opts.dir).parent_path().string());
-  opts.argv = a.command;
-  opts.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
-                                       : journal::DurabilityPolicy::None();
-  opts.ring_size = a.ring_mb << 20;
-  if (!driver::ValidRingSize(opts.ring_size)) {
-    fmt::print(stderr, "{}: --ring-mb {}: must be a power of two >= {}\n", me, a.ring_mb,
-               driver::kMinRingSize >> 20);
-    return 1;
-  }
-
-  if (service) {
-    s = cluster::AddServiceAddress(*service, a.service_dev);
-    if (!s.ok()) {
-      fmt::print(stderr, "{}: {}\n", me, s.message());
-      return 1;
-    }
-    fmt::print(stderr, "{}: service address {} added on {}\n", me, service->text, a.service_dev);
-  }
-
-  recorder::ReplicationClient client(ro);
-  opts.hooks.extra_flags = abi::kFlagOutputGate;
-  opts.hooks.on_start = [&client](abi::ControlBlock* cb, const journal::JournalId& id,
-                                  const std::string& spec) { client.Start(cb, id, spec); };
-  opts.hooks.on_frame = [&client](std::string_view frame, uint64_t first, uint64_t last) {
-    client.Enqueue(frame, first, last);
-  };
-  opts.hooks.should_kill = [&client] { return client.fence_requested(); };
-  opts.hooks.idle = [&client](std::chrono::milliseconds d) { client.WaitForFenceRequest(d); };
-  // The kmod escape audit runs on the primary by default; its state reaches
-  // the backup in every heartbeat, so 'understudy status' shows it.
-  opts.audit = !a.no_audit;
-  opts.hooks.on_audit = [&client](bool on, uint64_t escapes, const std::string& text) {
-    client.SetAudit(on ? 1 : 2, escapes, text);
-  };
-  opts.hooks.on_program_end = [&client] { client.DetachControl(); };
-  fmt::print(stderr, "{}: journal {}, replicating to {} ({} on backup loss)\n", me, opts.dir,
-             a.backup, a.on_backup_loss);
-
-  // The program is gone and its journal complete: hand over at once.  The
-  // service address leaves this node first (the program's sockets are
-  // closed by now, so its clients have had their FIN or RST), then the
-  // backup learns it has everything and takes the address.
-  bool address_removed = false;
-  opts.hooks.on_journal_closed = [&](uint64_t events, const driver::ProgramExit& exit) {
-    if (client.fenced()) return;
-    if (service) {
-      Status rs = cluster::RemoveServiceAddress(*service, a.service_dev);
-      if (!rs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, rs.message());
-      address_removed = true;
-    }
-    cluster::Drained d;
-    d.last_seq = events;  // the journal starts at seq 1 and ends with the EXIT event
-    d.reason = client.fence_requested() ? cluster::Drained::kFenced
-                                        : cluster::Drained::kProgramExited;
-    d.exit_status = exit.exit_code;
-    Status fs = client.Finish(d, std::chrono::milliseconds(10000));
-    if (!fs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, fs.message());
-  };
-
-  recorder::RecordResult r;
-  s = recorder::Record(opts, &r);
-  for (const std::string& w : r.warnings) fmt::print(stderr, "{}: warning: {}\n", me, w);
-  int code = r.exit.exit_code;
-  if (!s.ok()) {
-    fmt::print(stderr, "{}: {}\n", me, s.ToString());
-    client.Stop();
-    if (service && !address_removed) (void)cluster::RemoveServiceAddress(*service, a.service_dev);
-    return 1;
-  }
-  const bool fenced = client.fenced();
-  const bool planned = !fenced && client.fence_requested();
-  client.Stop();
-  if (service && !address_removed) {
-    Status rs = cluster::RemoveServiceAddress(*service, a.service_dev);
-    if (!rs.ok()) fmt::print(stderr, "{}: warning: {}\n", me, rs.message());
-  }
-  if (fenced) {
-    fmt::print(stderr,
-               "{}: FENCED: {}; the program was stopped; the journal is kept in {}\n", me,
-               client.fenced_message(), opts.dir);
-    return 3;
-  }
-  if (planned) {
-    fmt::print(stderr,
-               "{}: planned failover: the program was stopped and the backup {} has every "
-               "event (through seq {}); it is now primary\n",
-               me, a.backup, r.events);
-    return 0;
+                 "{}: planned failover: the program was stopped and the backup {} has every "
+                 "event (through seq {}); it is now primary\n",
+                 me, a.backup, r.events);
+      return 0;
+    case recorder::Primary::Outcome::kExited:
+      break;
   }
   if (!r.exit.launch_error.empty()) {
     fmt::print(stderr, "{}: {}: {}\n", me, a.command[0], r.exit.launch_error);
@@ -260,8 +141,9 @@ int RunRun(const RunArgs& a) {
     fmt::print(stderr, "{}: {} was killed by {}\n", me, a.command[0],
                driver::SignalName(r.exit.signal));
   }
-  fmt::print(stderr, "{}: {} events in {}; {:.3f} s; exit status {}\n", me, r.events, opts.dir,
-             r.wall_time_s, r.exit.exit_code);
+  fmt::print(stderr, "{}: {} events in {}; {:.3f} s; exit status {}\n", me, r.events,
+             res.journal_dir, r.wall_time_s, r.exit.exit_code);
+  int code = r.exit.exit_code;
   if (r.refused && code == 0) code = 1;
   return code;
 }
@@ -316,6 +198,7 @@ int RunStatus(const AdminArgs& a) {
   }
   fmt::print("node      {} ({}), listening on {}, up {:.1f} s\n", st.node(), st.role(),
              st.listen(), st.uptime_ms() / 1000.0);
+  if (!st.state().empty()) fmt::print("state     {}: {}\n", st.state(), st.state_reason());
   const auto& p = st.primary();
   if (p.state() == "none") {
     fmt::print("primary   none yet (start one with 'understudy run --backup {} -- PROGRAM')\n",

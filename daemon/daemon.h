@@ -1,35 +1,39 @@
 // understudyd: the node agent on the backup (DESIGN.md sections 2 and 5).
 //
 //   primary node                            backup node (this daemon)
-//   understudy run ── replication link ──▶  receiver thread ─▶ replica journal
-//    (recorder +       JOURNAL frames,          │ ACK {durable seq}   (AppendFrame)
+//   understudy run ── replication link ──▶  ReplicaReceiver ─▶ replica journal
+//    (recorder +       JOURNAL frames,          │ ACK {durable seq}, only while Node allows
 //     ReplicationClient) HEARTBEATs both ways   ▼
-//                                           supervisor thread ─▶ shadow (replay mode,
-//   understudy status/failover ─ admin ─▶     failure detector,   LiveFeeder)
-//                                             go-live
+//                                           Node (state machine) ◀── Failover (detector,
+//   understudy status/failover ─ admin ─▶   AdminService            planned, go-live)
+//                                           ShadowSupervisor ─▶ shadow (replay mode, LiveFeeder)
 //
-// Threads and what they own:
+// Who owns what (each part its own file and class; state changes only
+// through named transitions):
+//  - Node (node.h): the node's state (idle, backup, fencing, down, ended,
+//    taking-over, primary), the primary's link and the facts the
+//    takeover decision rests on, under the state lock.
+//  - ReplicaReceiver (replica_receiver.h): the replica writer and the
+//    primary's heartbeats; one Serve per recorder connection.
+//  - ShadowSupervisor (shadow_supervisor.h): the shadow and its ShadowState.
+//  - Failover (failover.h): the failure detector, planned failovers,
+//    go-live.
+//  - AdminService (admin.h): status and the failover request queue.
+//  - Daemon (here): options, sockets, threads.
+//
+// Threads:
 //  - acceptor (TCP) and admin acceptor (Unix socket): accept, then one thread
-//    per connection; TCP connections authenticate first (peer_link.h) and
-//    are refused and logged without the cluster key.
-//  - receiver: the connection thread of the primary's recorder.  It alone
-//    appends to the replica writer (under mu_), pushes each written batch to
-//    the shadow, and acks the highest durable seq after every message.
-//  - supervisor: starts, checks and restarts the shadow (leaky bucket), runs
-//    the failure detector (no message from the primary for
-//    missed_heartbeats * heartbeat -> unplanned failover) and performs every
-//    failover, planned ones on behalf of the admin thread.  It is the only
-//    thread that launches or destroys a shadow (PR_SET_PDEATHSIG ties the
-//    shadow to it).
-// Shared state lives behind one mutex (mu_); nothing blocks on the network or
-// on a child while holding it except the replica write itself.
+//    per connection; TCP connections authenticate first (cluster/peer_link.h)
+//    and are refused and logged without the cluster key.
+//  - supervisor: runs ShadowSupervisor::Tick and Failover::Tick every 20 ms
+//    (sooner when the primary's silence budget runs out) and every planned
+//    failover.  It is the only thread that launches or destroys a shadow
+//    (PR_SET_PDEATHSIG ties the shadow to it).
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,27 +41,27 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <vector>
 
 #include "cluster/peer_link.h"
 #include "cluster/service_address.h"
-#include "daemon/admin.pb.h"
-#include "daemon/leaky_bucket.h"
 #include "daemon/refusal_log.h"
-#include "journal/format.h"
 #include "journal/status.h"
-#include "journal/writer.h"
 
 namespace understudy::daemon {
 
-class Shadow;
+class AdminService;
+class DaemonLog;
+class Failover;
+class Node;
+class ReplicaReceiver;
+class ShadowSupervisor;
 
 struct DaemonOptions {
   std::string listen = "0.0.0.0:7700";  // replication + authenticated admin port
   std::string data_dir = "/var/lib/understudy";
   cluster::ClusterKey key;
   std::string admin_socket = "/run/understudy/admin.sock";  // empty = none
-  std::string service_address;  // "10.0.0.100/24"; empty = none
+  std::string service_address;                              // "10.0.0.100/24"; empty = none
   std::string service_dev;
   bool fsync_batch = false;  // false: ack once in the page cache
   std::chrono::milliseconds heartbeat{100};
@@ -101,83 +105,47 @@ class Daemon {
   void Alarm(const std::string& line);
 
  private:
-  void AlarmLocked(const std::string& line);  // Alarm for a caller holding mu_
-  enum class Role { kBackup, kPrimary };
-  enum class PrimaryState { kNone, kRunning, kLost, kFenced, kExited };
-  struct FailoverJob {
-    pb::FailoverRequest request;
-    bool done = false;
-    pb::AdminReply reply;
-  };
-
   void AcceptLoop();
   // One log line per burst of refused connections (refusal_log.h).
   void NoteRefusal(const std::string& what);
   void AdminAcceptLoop();
   void ServeConnection(std::unique_ptr<cluster::PeerLink> link, bool unix_admin);
-  void ServeAdmin(cluster::PeerLink& link);
-  void ServeRecorder(cluster::PeerLink& link);
-  Status OpenReplica(const journal::JournalId& id, const std::string& spec_bytes);
   void SupervisorLoop();
-  void SuperviseShadow();
-  pb::AdminReply GoLive(uint64_t through_seq, const std::string& kind,
-                        std::chrono::steady_clock::time_point t0, double fence_ms);
-  pb::AdminReply PlannedFailover(const pb::FailoverRequest& req);
-  pb::StatusReply BuildStatus();
-  pb::AdminReply Error(const std::string& message);
+  void WakeSupervisor();
 
   const DaemonOptions options_;
-  std::string node_;
+  const std::string node_;
   std::optional<cluster::ServiceAddress> service_;
   int listen_fd_ = -1;
   int admin_fd_ = -1;
   int port_ = 0;
   const std::chrono::steady_clock::time_point started_;
 
+  std::unique_ptr<DaemonLog> log_;
+  std::unique_ptr<Node> node_state_;
+  std::unique_ptr<ShadowSupervisor> shadows_;
+  std::unique_ptr<ReplicaReceiver> replica_;
+  std::unique_ptr<Failover> failover_;
+  std::unique_ptr<AdminService> admin_;
+
   std::atomic<bool> stop_{false};
   std::thread accept_thread_;
   std::thread admin_thread_;
   std::thread supervisor_thread_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  // connections
+  // The supervisor's doorbell: a failover request, a primary link gone.
+  std::mutex wake_mu_;
+  std::condition_variable wake_cv_;
+  bool wake_ = false;
+
+  // Connections (for Shutdown).
+  std::mutex links_mu_;
+  std::condition_variable links_cv_;
   std::set<cluster::PeerLink*> links_;
   int active_connections_ = 0;
   int handshaking_ = 0;  // accepted TCP connections not through their handshake
   std::mutex refusal_mu_;
   RefusalLog refusals_;  // guarded by refusal_mu_
-  // role and the protected journal
-  Role role_ = Role::kBackup;
-  bool journal_active_ = false;
-  journal::JournalId journal_id_{};
-  std::string replica_dir_;
-  std::unique_ptr<journal::JournalWriter> writer_;
-  uint64_t bytes_received_ = 0;
-  uint64_t acked_ = 0;
-  std::string persist_error_;  // the last replica write failed: why (empty: it did not)
-  // the primary
-  cluster::PeerLink* primary_link_ = nullptr;
-  std::string primary_peer_;
-  PrimaryState primary_state_ = PrimaryState::kNone;
-  std::chrono::steady_clock::time_point primary_last_rx_;
-  bool primary_ever_heard_ = false;
-  cluster::Heartbeat primary_hb_;
-  std::optional<cluster::Drained> drained_;
-  uint64_t primary_reconnects_ = 0;
-  bool down_reported_ = false;
-  // the shadow (owned by the supervisor thread; shared with the receiver for Push)
-  std::shared_ptr<Shadow> shadow_;
-  std::string shadow_state_ = "none";
-  uint32_t shadow_restarts_ = 0;
-  std::string last_divergence_;
-  LeakyBucket restart_bucket_;
-  bool shadow_given_up_ = false;
-  uint64_t shadow_generation_ = 0;  // bumped to ask the supervisor for a fresh shadow
-  // failover
-  std::deque<FailoverJob*> failover_jobs_;
-  std::string last_failover_;
-  std::deque<std::string> alarms_;
 };
 
 }  // namespace understudy::daemon

@@ -9,10 +9,9 @@
 #include <cstring>
 #include <thread>
 
-#include "driver/process_spec.h"
-#include "interposer/syscalls.h"
 #include "journal/reader.h"
 #include "kmod/scope.h"
+#include "replayer/replay_launch.h"
 
 namespace understudy::daemon {
 
@@ -48,8 +47,8 @@ bool ReniceTree(pid_t root, int nice) {
 }
 }  // namespace
 
-Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* out,
-                     std::string* warning) {
+Status Shadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
+                     std::unique_ptr<Shadow>* out, std::string* warning) {
   journal::ReaderOptions ropts;
   ropts.torn_tail_is_end = true;
   std::unique_ptr<journal::JournalReader> reader;
@@ -69,29 +68,16 @@ Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* 
   if (!spec.ParseFromString(reader->header().spec_bytes) || spec.argv_size() == 0) {
     return Status::Corruption("replica " + dir + ": the process spec does not parse");
   }
-  const std::string binary = spec.binary_path();
-  std::string sha;
-  s = driver::Sha256File(binary, &sha);
-  if (!s.ok()) {
-    return Status::NotFound("shadow: cannot read the recorded binary " + binary + " on this node (" +
-                            s.message() + "); install the same binary at the same path");
-  }
-  if (!spec.binary_sha256().empty() && sha != spec.binary_sha256()) {
-    *warning = "shadow binary " + binary + " differs from the primary's (SHA-256 " + sha +
-               ", recorded " + spec.binary_sha256() + "); the shadow will likely diverge";
-  }
-  std::string preload;
-  s = driver::FindPreloadLibrary(&preload);
+  replayer::ReplayLaunchOptions lo;
+  lo.who = "shadow";
+  lo.missing_binary_hint = " on this node; install the same binary at the same path";
+  replayer::ReplayLaunch prepared;
+  s = replayer::PrepareReplayLaunch(spec, lo, &prepared);
   if (!s.ok()) return s;
-  std::string why;
-  if (!driver::SameInterposer(spec, preload, &why)) {
-    *warning += (warning->empty() ? "" : "; ") + why +
-                " (the primary and this node run different understudy builds); the shadow may "
-                "diverge";
-  }
-  std::vector<std::string> recorded_env(spec.env().begin(), spec.env().end());
+  for (const std::string& w : prepared.warnings) *warning += (warning->empty() ? "" : "; ") + w;
 
   std::unique_ptr<Shadow> sh(new Shadow());
+  sh->catch_up_to_ = catch_up_to;
   s = driver::ControlMapping::Create(abi::kDefaultRingSize, abi::kModeReplay, 0, &sh->mapping_);
   if (!s.ok()) return s;
   abi::ControlBlock* cb = sh->mapping_->control();
@@ -100,11 +86,7 @@ Status Shadow::Start(const std::string& dir, int nice, std::unique_ptr<Shadow>* 
   sh->feeder_->set_nice(nice);
   sh->feeder_->set_pace(kStandbyFeedPace);
 
-  driver::LaunchSpec launch;
-  launch.path = binary;
-  launch.argv.assign(spec.argv().begin(), spec.argv().end());
-  launch.env = driver::InterposerEnv(driver::StripRecordedInterposer(recorded_env), preload);
-  launch.cwd = spec.cwd();
+  driver::LaunchSpec launch = std::move(prepared.launch);
   launch.nice = nice;
   launch.control_fd = sh->mapping_->fd();
   s = driver::Program::Launch(launch, &sh->program_);
@@ -129,13 +111,7 @@ Shadow::Health Shadow::Check(std::string* why) {
   abi::ControlBlock* cb = mapping_->control();
   const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
   if (status == abi::kStatusDiverged) {
-    char buf[900];
-    std::snprintf(buf, sizeof buf, "divergence at event %llu (thread %u, %s): recorded %lld, replayed %lld: %.*s",
-                  static_cast<unsigned long long>(cb->div_seq), cb->div_tid,
-                  syscalls::SyscallLabel(cb->div_call).text,
-                  static_cast<long long>(cb->div_recorded), static_cast<long long>(cb->div_replayed),
-                  static_cast<int>(strnlen(cb->div_text, sizeof cb->div_text)), cb->div_text);
-    *why = buf;
+    *why = replayer::Describe(replayer::ReadDivergence(cb));
     return Health::kDiverged;
   }
   if (!exited_ && program_->Poll(&exit_)) exited_ = true;

@@ -26,12 +26,15 @@ namespace understudy::daemon {
 class Shadow {
  public:
   // Reads the replica's process spec and first program event, then launches
-  // the program in replay mode; StartFeeding() then feeds it from seq 1.  NotFound when
+  // the program in replay mode (replayer/replay_launch.h, as `understudy
+  // replay` does); StartFeeding() then feeds it from seq 1.  NotFound when
   // the replica holds no program event yet (try again later).  `warning` gets
-  // a line to log when the binary differs from the recorded one.
-  // `nice`: niceness of the program and the feeder thread while standby.
-  static Status Start(const std::string& replica_dir, int nice, std::unique_ptr<Shadow>* shadow,
-                      std::string* warning);
+  // a line to log when the binary or the interposer differs from the
+  // recorded one.  `nice`: niceness of the program and the feeder thread
+  // while standby.  `catch_up_to`: the replica's end now; CaughtUp() once
+  // the shadow was fed that far.
+  static Status Start(const std::string& replica_dir, int nice, uint64_t catch_up_to,
+                      std::unique_ptr<Shadow>* shadow, std::string* warning);
 
   Shadow(const Shadow&) = delete;
   Shadow& operator=(const Shadow&) = delete;
@@ -62,6 +65,8 @@ class Shadow {
   pid_t pid() const { return program_->pid(); }
   uint64_t events_fed() const { return feeder_->events_fed(); }
   uint64_t next_seq() const { return feeder_->next_seq(); }
+  // Fed up to the replica's end as it was at Start: its catch-up is over.
+  bool CaughtUp() const { return feeder_->next_seq() > catch_up_to_; }
   uint64_t events_done() const;
   // True once, when the interposer has given up the run-to-next-call handoff.
   bool TakeHandoffOffNotice() {
@@ -81,6 +86,7 @@ class Shadow {
   bool exited_ = false;
   bool handoff_off_noticed_ = false;
   bool renice_failed_ = false;
+  uint64_t catch_up_to_ = 0;
   driver::ProgramExit exit_;
 };
 

@@ -14,12 +14,11 @@
 #include <thread>
 
 #include "driver/control_mapping.h"
-#include "driver/process_spec.h"
 #include "driver/record_codec.h"
 #include "driver/ring_feeder.h"
 #include "interposer/abi.h"
-#include "interposer/syscalls.h"
 #include "journal/reader.h"
+#include "replayer/replay_launch.h"
 
 namespace understudy::replayer {
 
@@ -139,21 +138,8 @@ uint64_t JournalBytes(const std::string& dir) {
   return bytes;
 }
 
-Divergence ReadDivergence(const abi::ControlBlock* cb) {
-  Divergence d;
-  d.seq = __atomic_load_n(&cb->div_seq, __ATOMIC_ACQUIRE);
-  d.tid = cb->div_tid;
-  d.call = syscalls::SyscallLabel(cb->div_call).text;
-  d.recorded = cb->div_recorded;
-  d.replayed = cb->div_replayed;
-  d.text.assign(cb->div_text, strnlen(cb->div_text, sizeof cb->div_text));
-  return d;
-}
-
 std::string DivergenceLine(const Divergence& d) {
-  return "understudy replay: divergence at event " + std::to_string(d.seq) + " (thread " +
-         std::to_string(d.tid) + ", " + d.call + "): recorded " + std::to_string(d.recorded) +
-         ", replayed " + std::to_string(d.replayed) + ": " + d.text;
+  return "understudy replay: " + Describe(d);
 }
 
 void Warn(ReplayResult* result, std::string text) {
@@ -199,30 +185,16 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
                      "); replaying the events before it");
   }
 
-  std::string binary = options.binary.empty() ? spec.binary_path() : options.binary;
-  if (!options.binary.empty()) {
-    s = driver::ResolveExecutable(options.binary, &binary);
-    if (!s.ok()) return s;
-  }
-  std::string sha;
-  s = driver::Sha256File(binary, &sha);
-  if (!s.ok()) {
-    return Status::NotFound("replay: cannot read the binary " + binary + " (" + s.message() +
-                            "); pass --binary PATH to use another copy");
-  }
-  if (!spec.binary_sha256().empty() && sha != spec.binary_sha256()) {
-    Warn(result, "binary " + binary + " differs from the recorded one (SHA-256 " + sha +
-                     ", recorded " + spec.binary_sha256() + "); the replay will likely diverge");
-  }
-  std::string preload;
-  s = driver::FindPreloadLibrary(&preload);
+  ReplayLaunchOptions lo;
+  lo.binary = options.binary;
+  lo.who = "replay";
+  lo.missing_binary_hint = "; pass --binary PATH to use another copy";
+  ReplayLaunch prepared;
+  s = PrepareReplayLaunch(spec, lo, &prepared);
   if (!s.ok()) return s;
-  std::string why;
-  if (!driver::SameInterposer(spec, preload, &why)) Warn(result, why + "; the replay may diverge");
-
-  std::vector<std::string> recorded_env(spec.env().begin(), spec.env().end());
-  std::vector<std::string> env =
-      driver::InterposerEnv(driver::StripRecordedInterposer(recorded_env), preload);
+  for (std::string& w : prepared.warnings) Warn(result, std::move(w));
+  const std::string binary = prepared.launch.path;
+  const std::vector<std::string>& env = prepared.launch.env;
 
   uint32_t flags = 0;
   if (options.show_output) flags |= abi::kFlagShowOutput;

@@ -21,6 +21,7 @@
 
 #include "driver/launcher.h"
 #include "journal/status.h"
+#include "replayer/replay_launch.h"
 
 namespace understudy::replayer {
 
@@ -51,15 +52,6 @@ enum class ReplayOutcome {
   kWentLive,        // --go-live: replayed everything, then served for real
 };
 const char* OutcomeName(ReplayOutcome outcome);
-
-struct Divergence {
-  uint64_t seq = 0;
-  uint32_t tid = 0;
-  std::string call;  // name of the call the replay made
-  int64_t recorded = 0;
-  int64_t replayed = 0;
-  std::string text;
-};
 
 struct ReplayResult {
   ReplayOutcome outcome = ReplayOutcome::kCompleted;

@@ -1,0 +1,243 @@
+#include "daemon/failover.h"
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "daemon/log.h"
+#include "daemon/node.h"
+#include "daemon/replica_receiver.h"
+#include "daemon/shadow.h"
+#include "daemon/shadow_supervisor.h"
+
+namespace understudy::daemon {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+}  // namespace
+
+pb::AdminReply ErrorReply(const std::string& message) {
+  pb::AdminReply r;
+  r.mutable_error()->set_message(message);
+  return r;
+}
+
+Failover::Failover(FailoverOptions options, Node& node, ReplicaReceiver& replica,
+                   ShadowSupervisor& shadows, DaemonLog& log)
+    : options_(std::move(options)), node_(node), replica_(replica), shadows_(shadows), log_(log) {}
+
+void Failover::Configure(std::optional<cluster::ServiceAddress> service) {
+  service_ = std::move(service);
+}
+
+std::string Failover::last_failover() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_failover_;
+}
+
+std::optional<Clock::time_point> Failover::NextDeadline() const {
+  return node_.LostDeadline();
+}
+
+void Failover::Tick() {
+  const auto now = Clock::now();
+  if (!node_.PrimarySilent(now)) return;
+  const PrimarySnapshot primary = node_.primary();
+  const double silent_ms = primary.last_rx ? Ms(now - *primary.last_rx) : 0;
+  if (shadows_.healthy_shadow() == nullptr) {
+    if (node_.state() == NodeState::kDown) return;
+    const ShadowSnapshot sh = shadows_.snapshot();
+    const std::string why = "primary " + primary.peer + " lost and the shadow is " +
+                            ShadowStateName(sh.state) +
+                            ": the service is DOWN; the replica journal " + replica_.dir() +
+                            " holds every acknowledged event (inspect it with 'understudy "
+                            "replay')";
+    if (node_.GotoDown(why)) log_.Alarm(why);
+    return;
+  }
+  const std::string why = "primary " + primary.peer + " lost: no message for " +
+                          std::to_string(static_cast<int>(silent_ms)) + " ms (" +
+                          std::to_string(options_.missed_heartbeats) + " x " +
+                          std::to_string(options_.heartbeat.count()) + " ms heartbeats)";
+  // The decision; a reconnect that got in first wins and nothing changes.
+  if (!node_.GotoTakeover(Node::Takeover::kUnplanned, why)) return;
+  const uint64_t through = replica_.last_seq();
+  log_.Alarm(why + "; taking over at seq " + std::to_string(through));
+  pb::AdminReply r = GoLive(through, "unplanned", Clock::now(), 0);
+  if (r.has_error()) log_.Alarm("unplanned failover failed: " + r.error().message());
+}
+
+pb::AdminReply Failover::Planned(const pb::FailoverRequest& req, const std::atomic<bool>& stop) {
+  const auto t0 = Clock::now();
+  const auto timeout = std::chrono::milliseconds(req.timeout_ms() == 0 ? 10000 : req.timeout_ms());
+  const std::string& me = options_.node_name;
+  if (!req.to().empty()) {
+    std::string host, port;
+    (void)cluster::SplitHostPort(options_.listen, &host, &port);
+    if (req.to() != me && req.to() != options_.listen && req.to() != host) {
+      return ErrorReply("failover --to " + req.to() + ": this daemon is node '" + me +
+                        "' (listening on " + options_.listen +
+                        "); ask the daemon of that node (--admin ADDR) or drop --to");
+    }
+  }
+  const NodeState state = node_.state();
+  const PrimarySnapshot primary = node_.primary();
+  if (state == NodeState::kPrimary || state == NodeState::kTakingOver) {
+    return ErrorReply("node " + me + " is already primary (" + last_failover() + ")");
+  }
+  if (state == NodeState::kIdle) {
+    return ErrorReply("node " + me +
+                      " protects no program yet: start one with "
+                      "'understudy run --backup ADDR -- PROGRAM'");
+  }
+  if (state == NodeState::kEnded) {
+    return ErrorReply("the primary's program has exited (status " +
+                      std::to_string(primary.drained ? primary.drained->exit_status : 0) +
+                      "); there is nothing to fail over");
+  }
+  if (shadows_.healthy_shadow() == nullptr) {
+    const ShadowSnapshot sh = shadows_.snapshot();
+    return ErrorReply(
+        "the shadow on " + me + " is " + ShadowStateName(sh.state) +
+        (sh.last_divergence.empty() ? "" : " (last divergence: " + sh.last_divergence + ")") +
+        "; a failover needs a healthy shadow: see 'understudy status'");
+  }
+  double fence_ms = 0;
+  uint64_t through = 0;
+  std::vector<std::string> notes;
+  Status fs = node_.BeginFence("planned failover: asked primary " + primary.peer + " to fence",
+                               std::chrono::milliseconds(1000));
+  if (fs.ok()) {
+    cluster::Drained d;
+    const Node::FenceOutcome o = node_.WaitFence(
+        t0 + timeout, [&stop] { return stop.load(); }, &d);
+    if (o == Node::FenceOutcome::kStopped) {
+      node_.AbortFence("understudyd is shutting down");
+      return ErrorReply("understudyd is shutting down");
+    }
+    if (o == Node::FenceOutcome::kTimeout) {
+      node_.AbortFence("the primary did not confirm the fence within " +
+                       std::to_string(timeout.count()) + " ms");
+      return ErrorReply("the primary " + primary.peer + " did not confirm the fence within " +
+                        std::to_string(timeout.count()) +
+                        " ms; nothing was switched. If the primary node is dead, the backup takes "
+                        "over by itself after the missed-heartbeat budget; otherwise retry");
+    }
+    fence_ms = Ms(Clock::now() - t0);
+    if (o == Node::FenceOutcome::kGone) {
+      through = replica_.last_seq();
+      notes.push_back(
+          "the primary hung up after the fence request without DRAINED; going live "
+          "at the replica's end, seq " +
+          std::to_string(through));
+    } else if (d.reason == cluster::Drained::kProgramExited) {
+      return ErrorReply("the primary's program exited (status " + std::to_string(d.exit_status) +
+                        ") during the fence; there is nothing to fail over");
+    } else {
+      through = d.last_seq;
+      if (replica_.last_seq() < through) {
+        node_.AbortFence("the replica lacks the drained tail");
+        return ErrorReply("the primary drained at seq " + std::to_string(through) +
+                          " but the replica ends at " + std::to_string(replica_.last_seq()));
+      }
+    }
+  } else if (!fs.IsNotFound()) {
+    return ErrorReply("could not ask the primary to fence: " + fs.message());
+  } else {
+    // No primary connected: it is fenced by the missing acks.
+    through = replica_.last_seq();
+    notes.push_back("primary not connected (" + std::string(primary.drained ? "fenced" : "lost") +
+                    "): it is fenced by the missing acks; going live at the replica's end, seq " +
+                    std::to_string(through));
+  }
+  if (!node_.GotoTakeover(
+          Node::Takeover::kPlanned,
+          "planned failover (`understudy failover`) at seq " + std::to_string(through))) {
+    node_.AbortFence("the primary reconnected during the failover");
+    return ErrorReply("the primary reconnected during the failover; nothing was switched; retry");
+  }
+  pb::AdminReply reply = GoLive(through, "planned", t0, fence_ms);
+  if (reply.has_failover()) {
+    for (const std::string& n : notes) reply.mutable_failover()->add_notes(n);
+  }
+  return reply;
+}
+
+pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock::time_point t0,
+                                double fence_ms) {
+  std::shared_ptr<Shadow> shadow = shadows_.healthy_shadow();
+  if (shadow == nullptr) {
+    node_.AbandonTakeover("no healthy shadow to promote");
+    return ErrorReply("no shadow to promote");
+  }
+  pb::FailoverReply fr;
+  fr.set_node(options_.node_name);
+  fr.set_kind(kind);
+  fr.set_drained_seq(through);
+  auto* t = fr.mutable_timings();
+  t->set_fence_ms(fence_ms);
+  uint32_t addr = 0;
+  if (service_) {
+    const auto a0 = Clock::now();
+    Status s = cluster::AddServiceAddress(*service_, options_.service_dev);
+    t->set_address_ms(Ms(Clock::now() - a0));
+    if (!s.ok()) {
+      log_.Alarm("go-live: " + s.message() + "; going live on the recorded addresses");
+      fr.add_notes(s.message());
+    } else {
+      addr = service_->addr.s_addr;
+      fr.add_notes("service address " + service_->text + " added on " + options_.service_dev);
+    }
+  }
+  double drain_ms = 0;
+  replayer::GoLiveResult res;
+  const auto g0 = Clock::now();
+  Status s = shadow->GoLive(through, addr, options_.golive_timeout, &drain_ms, &res);
+  if (shadow->renice_failed()) {
+    const std::string w =
+        "could not set the new primary back to niceness 0 (understudyd lacks "
+        "CAP_SYS_NICE): it keeps --shadow-nice " +
+        std::to_string(options_.shadow_nice) + "; run understudyd as root or with --shadow-nice 0";
+    log_.Alarm(w);
+    fr.add_notes(w);
+  }
+  t->set_drain_ms(drain_ms);
+  t->set_golive_ms(Ms(Clock::now() - g0) - drain_ms);
+  if (!s.ok()) {
+    log_.Alarm("go-live failed: " + s.message() + "; the shadow is restarted");
+    shadows_.GoLiveFailed(shadow, s.message());
+    node_.AbandonTakeover("go-live failed: " + s.message());
+    return ErrorReply("go-live of the shadow failed: " + s.message());
+  }
+  t->set_total_ms(Ms(Clock::now() - t0));
+  fr.set_listeners(res.listeners);
+  if (service_) {
+    const std::string note = cluster::AnnounceServiceAddress(*service_, options_.service_dev);
+    log_.Log(note);
+    fr.add_notes(note);
+  }
+  char line[400];
+  std::snprintf(line, sizeof line,
+                "%s failover at %s: live through seq %" PRIu64
+                "; fence %.1f ms, drain %.1f ms, address %.1f ms, go-live %.1f ms, total %.1f ms, "
+                "%u listener(s) re-created",
+                kind.c_str(), UtcNow().c_str(), through, t->fence_ms(), t->drain_ms(),
+                t->address_ms(), t->golive_ms(), t->total_ms(), res.listeners);
+  shadows_.WentLive(shadow);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_failover_ = line;
+  }
+  node_.BecomePrimary(line);
+  log_.Log(std::string("NOW PRIMARY: ") + line);
+  pb::AdminReply reply;
+  *reply.mutable_failover() = fr;
+  return reply;
+}
+
+}  // namespace understudy::daemon

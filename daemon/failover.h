@@ -1,0 +1,85 @@
+// Failover: the failure detector and both failovers, on the supervisor
+// thread.  Every decision is a transition of the node's state machine
+// (node.h); this class decides when, and performs go-live.
+//
+//  - Unplanned (Tick): the primary silent past the budget (and not back) ->
+//    no healthy shadow: GotoDown; otherwise GotoTakeover -- the decision -- then GoLive at the
+//    replica's end.
+//  - Planned (Planned): BeginFence (FENCE_REQUEST), wait for DRAINED (or the
+//    primary hanging up for the budget), GotoTakeover, GoLive at the drained
+//    seq.  Nothing is switched when the primary does not confirm in time
+//    (AbortFence).
+//  - GoLive: service address, drain the shadow, go-live handshake; then
+//    BecomePrimary, or AbandonTakeover (the shadow is restarted).
+//
+// Owns the last failover's summary.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "cluster/service_address.h"
+#include "daemon/admin.pb.h"
+
+namespace understudy::daemon {
+
+class DaemonLog;
+class Node;
+class ReplicaReceiver;
+class ShadowSupervisor;
+
+struct FailoverOptions {
+  std::string node_name;
+  std::string listen;
+  std::string service_dev;
+  std::chrono::milliseconds heartbeat{100};
+  int missed_heartbeats = 2;
+  std::chrono::milliseconds golive_timeout{10000};
+  int shadow_nice = 10;
+};
+
+class Failover {
+ public:
+  // Until Configure, there is no service address.
+  Failover(FailoverOptions options, Node& node, ReplicaReceiver& replica, ShadowSupervisor& shadows,
+           DaemonLog& log);
+  Failover(const Failover&) = delete;
+  Failover& operator=(const Failover&) = delete;
+
+  // Before the supervisor thread starts (Daemon::Start, once the options
+  // are checked).
+  void Configure(std::optional<cluster::ServiceAddress> service);
+
+  // The failure detector: one look.  Supervisor thread.
+  void Tick();
+  // When the detector should look next at the latest (the primary's silence
+  // budget running out), or nullopt for "the usual tick".
+  std::optional<std::chrono::steady_clock::time_point> NextDeadline() const;
+
+  // `understudy failover`.  Supervisor thread.
+  pb::AdminReply Planned(const pb::FailoverRequest& request, const std::atomic<bool>& stop);
+
+  std::string last_failover() const;
+
+ private:
+  pb::AdminReply GoLive(uint64_t through_seq, const std::string& kind,
+                        std::chrono::steady_clock::time_point t0, double fence_ms);
+
+  const FailoverOptions options_;
+  Node& node_;
+  ReplicaReceiver& replica_;
+  ShadowSupervisor& shadows_;
+  DaemonLog& log_;
+  std::optional<cluster::ServiceAddress> service_;
+
+  mutable std::mutex mu_;
+  std::string last_failover_;
+};
+
+pb::AdminReply ErrorReply(const std::string& message);
+
+}  // namespace understudy::daemon

@@ -1,0 +1,296 @@
+#include "daemon/node.h"
+
+#include <algorithm>
+
+namespace understudy::daemon {
+
+using cluster::LinkType;
+using cluster::PeerLink;
+
+const char* NodeStateName(NodeState s) {
+  switch (s) {
+    case NodeState::kIdle:
+      return "idle";
+    case NodeState::kBackup:
+      return "backup";
+    case NodeState::kFencing:
+      return "fencing";
+    case NodeState::kDown:
+      return "down";
+    case NodeState::kEnded:
+      return "ended";
+    case NodeState::kTakingOver:
+      return "taking-over";
+    case NodeState::kPrimary:
+      return "primary";
+  }
+  return "unknown";
+}
+
+Node::Node(std::string name, Clock::duration budget, LogFn log)
+    : name_(std::move(name)), budget_(budget), log_(std::move(log)) {}
+
+NodeState Node::state() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_;
+}
+
+std::string Node::reason() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reason_;
+}
+
+std::optional<journal::JournalId> Node::journal() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return journal_;
+}
+
+PrimarySnapshot Node::primary() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  PrimarySnapshot p;
+  p.connected = link_ != nullptr;
+  p.peer = peer_;
+  p.last_rx = last_rx_;
+  p.drained = drained_;
+  p.reconnects = reconnects_;
+  return p;
+}
+
+bool Node::Emit(const std::string& line) {
+  if (line.empty()) return false;
+  log_(line);
+  if (on_change_) on_change_();
+  return true;
+}
+
+std::string Node::Goto(NodeState to, std::initializer_list<NodeState> from,
+                       const std::string& reason) {
+  if (std::find(from.begin(), from.end(), state_) == from.end()) return "";
+  const NodeState was = state_;
+  state_ = to;
+  reason_ = reason;
+  cv_.notify_all();
+  return std::string("state ") + NodeStateName(was) + " -> " + NodeStateName(to) + ": " + reason;
+}
+
+// ---- the primary's link -------------------------------------------------------
+
+Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
+  Admission a;
+  std::string line;
+  PeerLink* old = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    switch (state_) {
+      case NodeState::kPrimary:
+        a.verdict = Admission::kFence;
+        a.why = "node " + name_ + " took over as primary (" + reason_ +
+                "); this copy must not serve clients";
+        return a;
+      case NodeState::kBackup:
+      case NodeState::kFencing:
+      case NodeState::kDown:
+        if (journal_.has_value() && *journal_ != id) {
+          a.verdict = Admission::kRefuse;
+          a.why = "this daemon protects journal " + journal::JournalIdHex(*journal_) +
+                  " (primary " + peer_ + ", " + NodeStateName(state_) +
+                  "); start another understudyd for a second program";
+          return a;
+        }
+        break;
+      case NodeState::kTakingOver:
+      case NodeState::kIdle:
+      case NodeState::kEnded:
+        break;
+    }
+    a.verdict = Admission::kAdmit;
+    a.same_journal = journal_.has_value() && *journal_ == id;
+    a.protect = state_ == NodeState::kIdle || state_ == NodeState::kEnded;
+    a.reconnect = a.same_journal && last_rx_.has_value();
+    if (link_ != nullptr) {
+      // A reconnect after a blip can beat the old connection's timeout.
+      old = link_;
+      a.replaced_peer = link_->peer();
+      old->Shutdown();
+    }
+    if (a.reconnect) ++reconnects_;
+    link_ = link;
+    peer_ = link->peer();
+    last_rx_ = Clock::now();
+    silent_from_ = *last_rx_;
+    drained_.reset();  // a primary that streams again has not drained
+    line = Goto(NodeState::kBackup, {NodeState::kDown}, "primary " + peer_ + " reconnected");
+  }
+  Emit(line);
+  return a;
+}
+
+void Node::ProtectJournal(const journal::JournalId& id, const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!journal_.has_value() || *journal_ != id) reconnects_ = 0;
+    journal_ = id;
+    line = Goto(NodeState::kBackup, {NodeState::kIdle, NodeState::kEnded}, reason);
+  }
+  Emit(line);
+}
+
+bool Node::PrimaryHeard(PeerLink* link, std::string* fence_why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fence_why->clear();
+  if (link_ != link) return false;
+  last_rx_ = Clock::now();
+  silent_from_ = std::max(silent_from_, *last_rx_);
+  return true;
+}
+
+Status Node::SendToPrimary(PeerLink* link, std::string_view frame,
+                           std::chrono::milliseconds timeout, std::string* why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  why->clear();
+  if (link_ != link) return Status::NotSupported("replaced by a newer connection");
+  return link->Send(LinkType::kJournal, frame, timeout);
+}
+
+void Node::PrimaryDrained(PeerLink* link, const cluster::Drained& d) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (link_ != link) return;
+    drained_ = d;
+    cv_.notify_all();
+    if (d.reason == cluster::Drained::kProgramExited) {
+      line = Goto(NodeState::kEnded, {NodeState::kBackup, NodeState::kFencing, NodeState::kDown},
+                  "the primary's program exited with status " + std::to_string(d.exit_status) +
+                      "; its journal ends at seq " + std::to_string(d.last_seq));
+    }
+  }
+  if (!Emit(line) && on_change_) on_change_();
+}
+
+void Node::ReleasePrimary(PeerLink* link) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (link_ != link) return;
+    link_ = nullptr;
+    cv_.notify_all();
+  }
+  if (on_change_) on_change_();
+}
+
+// ---- the failure detector and failovers --------------------------------------------
+
+bool Node::SilentLocked(Clock::time_point now) const {
+  const bool watching = state_ == NodeState::kBackup || state_ == NodeState::kDown;
+  return watching && journal_.has_value() && link_ == nullptr && !drained_.has_value() &&
+         now > silent_from_ + budget_;
+}
+
+std::optional<Node::Clock::time_point> Node::LostDeadline() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const bool watching = state_ == NodeState::kBackup || state_ == NodeState::kDown;
+  if (!watching || !journal_.has_value() || link_ != nullptr || drained_.has_value()) {
+    return std::nullopt;
+  }
+  return silent_from_ + budget_;
+}
+
+bool Node::PrimarySilent(Clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return SilentLocked(now);
+}
+
+bool Node::GotoDown(const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kDown, {NodeState::kBackup}, reason);
+  }
+  return Emit(line);
+}
+
+Status Node::BeginFence(const std::string& reason, std::chrono::milliseconds timeout) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (link_ == nullptr || state_ != NodeState::kBackup) {
+      return Status::NotFound("the primary is not connected");
+    }
+    drained_.reset();
+    // Sent under the lock so the link cannot be destroyed meanwhile; a few
+    // bytes on an idle socket.
+    Status s = link_->Send(LinkType::kFenceRequest, "", timeout);
+    if (!s.ok()) return s;
+    line = Goto(NodeState::kFencing, {NodeState::kBackup}, reason);
+  }
+  Emit(line);
+  return Status::Ok();
+}
+
+Node::FenceOutcome Node::WaitFence(Clock::time_point deadline, const std::function<bool()>& stop,
+                                   cluster::Drained* drained) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (drained_.has_value()) {
+      *drained = *drained_;
+      return FenceOutcome::kDrained;
+    }
+    // Asked to fence, the primary hung up and stayed away for the budget: it
+    // gets no more acks, so under the stall policy nothing past our replica
+    // can leave it.
+    if (link_ == nullptr && Clock::now() > silent_from_ + budget_) return FenceOutcome::kGone;
+    if (stop()) return FenceOutcome::kStopped;
+    if (Clock::now() >= deadline) return FenceOutcome::kTimeout;
+    cv_.wait_for(lock, std::chrono::milliseconds(10));
+  }
+}
+
+bool Node::AbortFence(const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kBackup, {NodeState::kFencing}, reason);
+  }
+  return Emit(line);
+}
+
+bool Node::GotoTakeover(Takeover kind, const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (kind == Takeover::kUnplanned) {
+      if (!SilentLocked(Clock::now())) return false;
+      line = Goto(NodeState::kTakingOver, {NodeState::kBackup, NodeState::kDown}, reason);
+    } else {
+      // Fenced and drained (or gone) from fencing; from the others only while
+      // no primary is connected -- one that reconnected meanwhile is running.
+      if (state_ != NodeState::kFencing && link_ != nullptr) return false;
+      line = Goto(NodeState::kTakingOver,
+                  {NodeState::kFencing, NodeState::kBackup, NodeState::kDown}, reason);
+    }
+  }
+  if (line.empty()) return false;
+  Emit(line);
+  return true;
+}
+
+bool Node::BecomePrimary(const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kPrimary, {NodeState::kTakingOver}, reason);
+  }
+  return Emit(line);
+}
+
+bool Node::AbandonTakeover(const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kBackup, {NodeState::kTakingOver}, reason);
+  }
+  return Emit(line);
+}
+
+}  // namespace understudy::daemon

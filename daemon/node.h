@@ -1,0 +1,188 @@
+// Node: this node's place in the pair -- one state, changed only by the named
+// transition functions below (keepalived's vrrp_state_goto_master /
+// vrrp_state_leave_master are the model).  Each transition checks where it
+// may come from, logs "state FROM -> TO: reason" and is the only writer of
+// the state; reading them tells the whole failover story.
+//
+//   state        acks to the primary  a recorder's HELLO      failure detector
+//   idle         -                    admitted                off: nothing to protect
+//   backup       on its link only     admitted (reconnect)    on
+//   fencing      on its link only     admitted (reconnect)    off: the planned failover decides
+//   down         -                    admitted -> backup      on: takes over once a shadow is
+//                                                             healthy
+//   ended        -                    new journal admitted    off: the program exited
+//   taking-over  on its link only     admitted (reconnect)    off
+//   primary      on its link only     FENCED                  off
+//
+//   from               to           transition       when
+//   idle, ended        backup       ProtectJournal   a recorder's HELLO opened a replica
+//   down               backup       AdmitPrimary     the primary reconnected
+//   backup             fencing      BeginFence       planned failover: FENCE_REQUEST sent
+//   fencing            backup       AbortFence       the primary did not drain in time
+//   backup             down         GotoDown         primary silent past the budget, no healthy
+//                                                    shadow: the service is DOWN
+//   backup, fencing,   ended        PrimaryDrained   DRAINED: the primary's program exited
+//   down
+//   backup, down,      taking-over  GotoTakeover     THE DECISION: the primary is lost (silent
+//   fencing                                          past the budget, not back) or fenced and
+//                                                    drained
+//   taking-over        primary      BecomePrimary    the shadow went live
+//   taking-over        backup       AbandonTakeover  go-live failed; a new shadow starts
+//
+// The state, the primary's link and the facts the decision rests on (when
+// the primary was last heard, whether it drained) share one lock, the state
+// lock; GotoTakeover re-checks under it that the primary is still silent
+// and unregistered.  Acks go out through SendToPrimary on the registered
+// link.
+//
+// Threads: any.  No call blocks on the network except SendToPrimary and
+// BeginFence, which write a few bytes to the primary's socket under the lock
+// (bounded by their timeout; an ack is small and the socket's buffer takes it
+// at once unless the primary stopped reading for thousands of acks).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "cluster/peer_link.h"
+#include "journal/format.h"
+#include "journal/status.h"
+
+namespace understudy::daemon {
+
+enum class NodeState { kIdle, kBackup, kFencing, kDown, kEnded, kTakingOver, kPrimary };
+const char* NodeStateName(NodeState s);
+
+// What the receiver is to do with a recorder that sent its stream HELLO.
+struct Admission {
+  enum Verdict { kAdmit, kFence, kRefuse } verdict = kRefuse;
+  std::string why;            // kFence / kRefuse: the text for the recorder (and the log)
+  bool same_journal = false;  // kAdmit: the journal this node already protects
+  bool protect = false;       // kAdmit: idle or ended: call ProtectJournal once the replica is open
+  bool reconnect = false;     // kAdmit: heard from this journal's primary before
+  std::string replaced_peer;  // kAdmit: an older connection that was shut down for it
+};
+
+// The primary as the node sees it (status).
+struct PrimarySnapshot {
+  bool connected = false;
+  std::string peer;
+  std::optional<std::chrono::steady_clock::time_point> last_rx;  // since this journal began
+  std::optional<cluster::Drained> drained;
+  uint64_t reconnects = 0;
+};
+
+class Node {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using LogFn = std::function<void(const std::string&)>;
+
+  // `name`: this node (for messages).  `budget`: missed heartbeats x
+  // heartbeat.  `log`: where each transition's line goes (any thread, never
+  // called under the lock).  Alarms are the callers': they know what to say.
+  Node(std::string name, Clock::duration budget, LogFn log);
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  NodeState state() const;
+  std::string reason() const;  // why the node is in its state (the last transition's reason)
+  PrimarySnapshot primary() const;
+  std::optional<journal::JournalId> journal() const;
+
+  // ---- the primary's link (replica receiver threads) ----------------------
+
+  // A recorder's stream HELLO for `journal_id`: fenced in primary, refused while another journal is
+  // protected, else registered as the primary's link (an older link is shut down), which in down is
+  // down -> backup.
+  Admission AdmitPrimary(cluster::PeerLink* link, const journal::JournalId& journal_id);
+  // The replica of `journal_id` is open for the admitted link: idle, ended ->
+  // backup (a new journal forgets the old primary's record).
+  void ProtectJournal(const journal::JournalId& journal_id, const std::string& reason);
+  // A message arrived on `link`; false when it is no longer the primary's
+  // link (replaced): the receiver ends.  *fence_why is cleared.
+  bool PrimaryHeard(cluster::PeerLink* link, std::string* fence_why);
+  // Sends a journal frame that acknowledges events (stream HELLO, ACK) on
+  // `link`, under the state lock, only on the registered primary link.
+  // NotSupported (and nothing is sent) otherwise; `why` is cleared.
+  Status SendToPrimary(cluster::PeerLink* link, std::string_view journal_frame,
+                       std::chrono::milliseconds timeout, std::string* why);
+  // DRAINED from the primary.  A program that exited: -> ended.
+  void PrimaryDrained(cluster::PeerLink* link, const cluster::Drained& d);
+  // The receiver of `link` is done with it (any reason).
+  void ReleasePrimary(cluster::PeerLink* link);
+
+  // ---- the failure detector and failovers (supervisor thread) -------------
+
+  // When the primary counts as lost if it stays silent (and unregistered):
+  // its last message + the budget.  nullopt
+  // when the detector is off (no journal, a registered link, drained, or a
+  // state in which the detector does not run).
+  std::optional<Clock::time_point> LostDeadline() const;
+  // True when the detector's condition holds now.
+  bool PrimarySilent(Clock::time_point now) const;
+
+  // Each transition returns whether it happened (false: the node was not in
+  // a state it may come from; nothing changed).
+  //
+  // backup -> down.
+  bool GotoDown(const std::string& reason);
+  // backup -> fencing, sending FENCE_REQUEST on the primary's link under the
+  // lock.  NotFound when no primary link is registered (then nothing
+  // changes); the send's error otherwise.
+  Status BeginFence(const std::string& reason, std::chrono::milliseconds timeout);
+  // Waits (fencing) until the primary drained, or hung up and stayed away
+  // for the budget, or `deadline`/`stop`.
+  enum class FenceOutcome { kDrained, kGone, kTimeout, kStopped };
+  FenceOutcome WaitFence(Clock::time_point deadline, const std::function<bool()>& stop,
+                         cluster::Drained* drained);
+  // fencing -> backup.
+  bool AbortFence(const std::string& reason);
+  // THE DECISION.  From backup or down (unplanned: only while
+  // PrimarySilent still holds -- a reconnect that came first wins) or from
+  // fencing (planned: fenced and drained, or gone).  False when the
+  // condition no longer holds; nothing changes then.
+  enum class Takeover { kUnplanned, kPlanned };
+  bool GotoTakeover(Takeover kind, const std::string& reason);
+  // taking-over -> primary / -> backup.
+  bool BecomePrimary(const std::string& reason);
+  bool AbandonTakeover(const std::string& reason);
+
+  // Called (outside the lock) after a transition, a DRAINED or a released
+  // link: wakes the supervisor thread.  Set before any other call.
+  void set_on_change(std::function<void()> f) { on_change_ = std::move(f); }
+
+ private:
+  // Caller holds mu_.  Checks `from`, sets the state, and returns the log
+  // line; the caller logs it after unlocking.
+  std::string Goto(NodeState to, std::initializer_list<NodeState> from, const std::string& reason);
+  bool SilentLocked(Clock::time_point now) const;
+  // Logs a transition's line (if any) and wakes the supervisor; true if
+  // there was one.
+  bool Emit(const std::string& line);
+
+  const std::string name_;
+  const Clock::duration budget_;
+  const LogFn log_;
+  std::function<void()> on_change_;
+
+  mutable std::mutex mu_;  // the state lock
+  std::condition_variable cv_;
+  NodeState state_ = NodeState::kIdle;
+  std::string reason_ = "protects no program yet";
+  std::optional<journal::JournalId> journal_;
+  cluster::PeerLink* link_ = nullptr;  // the primary's registered link
+  std::string peer_;
+  std::optional<Clock::time_point> last_rx_;
+  Clock::time_point silent_from_{};  // the detector's silence starts here
+  std::optional<cluster::Drained> drained_;
+  uint64_t reconnects_ = 0;
+};
+
+}  // namespace understudy::daemon

@@ -1,0 +1,321 @@
+#include "daemon/replica_receiver.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "daemon/log.h"
+#include "daemon/node.h"
+#include "daemon/shadow.h"
+#include "journal/event.pb.h"
+#include "journal/reader.h"
+#include "journal/stream.h"
+
+namespace understudy::daemon {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using cluster::LinkMessage;
+using cluster::LinkType;
+using cluster::PeerLink;
+
+double Ms(Clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+}  // namespace
+
+ReplicaReceiver::ReplicaReceiver(ReplicaOptions options, Node& node, DaemonLog& log,
+                                 ShadowSource shadow)
+    : options_(std::move(options)), node_(node), log_(log), shadow_(std::move(shadow)) {}
+
+std::string ReplicaReceiver::dir() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return dir_;
+}
+
+uint64_t ReplicaReceiver::last_seq() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return writer_ != nullptr ? writer_->last_sequence() : 0;
+}
+
+ReplicaSnapshot ReplicaReceiver::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  ReplicaSnapshot s;
+  s.open = journal_id_.has_value();
+  if (journal_id_) s.journal_id = *journal_id_;
+  s.dir = dir_;
+  s.last_seq = writer_ != nullptr ? writer_->last_sequence() : 0;
+  s.acked = acked_;
+  s.bytes = bytes_;
+  s.persist_error = persist_error_;
+  s.primary_hb = primary_hb_;
+  s.heard = heard_;
+  return s;
+}
+
+void ReplicaReceiver::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (writer_ != nullptr) (void)writer_->Close();
+  writer_.reset();
+}
+
+Status ReplicaReceiver::OpenLocked(const journal::JournalId& id, const std::string& spec_bytes,
+                                   bool reopen, std::string* reopen_alarm,
+                                   std::string* reopen_log) {
+  const std::string dir = options_.data_dir + "/journals/" + journal::JournalIdHex(id);
+  journal::WriterOptions wopts;
+  wopts.durability = options_.fsync_batch ? journal::DurabilityPolicy::PerBatch()
+                                          : journal::DurabilityPolicy::None();
+  std::unique_ptr<journal::JournalWriter> writer;
+  std::vector<journal::SegmentInfo> segs;
+  Status s;
+  if (journal::ListSegments(dir, &segs).ok()) {
+    s = journal::JournalWriter::Open(dir, wopts, &writer);
+  } else {
+    journal::pb::ProcessSpec spec;
+    if (!spec.ParseFromString(spec_bytes)) {
+      return Status::Corruption("stream HELLO for journal " + journal::JournalIdHex(id) +
+                                ": the process spec does not parse");
+    }
+    wopts.journal_id = id;
+    wopts.first_sequence = 1;
+    s = journal::JournalWriter::Create(dir, spec, wopts, &writer);
+  }
+  if (!s.ok()) return s;
+  // Reopening may cut a torn tail left by a crash of this node: never
+  // silently.  The note names the file, offset, bytes and frames removed.
+  const journal::ReopenReport& rr = writer->reopen_report();
+  if (rr.torn_tail_removed) {
+    *reopen_alarm = "replica " + dir + " reopened after a crash: " + rr.note;
+  } else if (!rr.note.empty()) {
+    *reopen_log = "replica " + dir + " reopened: " + rr.note;
+  }
+  writer_ = std::move(writer);
+  dir_ = dir;
+  journal_id_ = id;
+  acked_ = writer_->last_sequence();
+  if (!reopen) {
+    bytes_ = 0;
+    heard_ = false;
+    primary_hb_ = {};
+  }
+  return Status::Ok();
+}
+
+void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
+  const auto budget = options_.heartbeat * options_.missed_heartbeats;
+  journal::StreamDecoder decoder("replication stream from " + link.peer());
+  LinkMessage msg;
+  Status err;
+  // The recorder's stream HELLO.
+  journal::StreamHello hello;
+  if (link.Receive(&msg, std::chrono::milliseconds(2000), &err) != PeerLink::Recv::kMessage ||
+      msg.type != LinkType::kJournal) {
+    if (link.integrity_failed()) {
+      log_.Alarm(err.message() + " (recorder " + link.peer_name() + ", before its stream HELLO)");
+    } else {
+      log_.Log("recorder " + link.peer() + " sent no stream HELLO; closing");
+    }
+    return;
+  }
+  decoder.Feed(msg.payload.data(), msg.payload.size());
+  {
+    journal::StreamFrame f;
+    if (!decoder.Next(&f) || f.type != journal::FrameType::kStreamHello ||
+        !journal::DecodeStreamHello(f.payload, &hello).ok()) {
+      log_.Log("recorder " + link.peer() + ": malformed stream HELLO; closing");
+      (void)link.Send(LinkType::kRefused, cluster::EncodeRefused("malformed stream HELLO"));
+      return;
+    }
+  }
+  const std::string id_hex = journal::JournalIdHex(hello.journal_id);
+  const Admission a = node_.AdmitPrimary(&link, hello.journal_id);
+  if (a.verdict == Admission::kFence) {
+    log_.Log("fencing recorder " + link.peer() + " (journal " + id_hex + "): " + a.why);
+    (void)link.Send(LinkType::kFenced, cluster::EncodeFenced(a.why));
+    return;
+  }
+  if (a.verdict == Admission::kRefuse) {
+    log_.Log("refused recorder " + link.peer() + " (journal " + id_hex + "): " + a.why);
+    (void)link.Send(LinkType::kRefused, cluster::EncodeRefused(a.why));
+    return;
+  }
+  if (!a.replaced_peer.empty()) {
+    log_.Log("recorder " + link.peer() + " replaces the connection from " + a.replaced_peer);
+  }
+
+  uint64_t base = 0;
+  std::string reopen_alarm, reopen_log;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!a.same_journal || writer_ == nullptr) {
+      if (writer_ != nullptr) (void)writer_->Close();
+      writer_.reset();
+      Status s = OpenLocked(hello.journal_id, hello.spec_bytes, a.same_journal, &reopen_alarm,
+                            &reopen_log);
+      if (!s.ok()) {
+        lock.unlock();
+        node_.ReleasePrimary(&link);
+        log_.Alarm("cannot open the replica for journal " + id_hex + ": " + s.message());
+        (void)link.Send(LinkType::kRefused,
+                        cluster::EncodeRefused("backup cannot persist: cannot open the replica: " +
+                                               s.message()));
+        return;
+      }
+    }
+    base = writer_->last_sequence() + 1;
+  }
+  if (!reopen_alarm.empty()) log_.Alarm(reopen_alarm);
+  log_.Log(reopen_log);
+  if (a.protect) {
+    node_.ProtectJournal(hello.journal_id, "protecting journal " + id_hex + " from " + link.peer() +
+                                               "; replica " + dir() + " at seq " +
+                                               std::to_string(base - 1));
+  } else if (a.reconnect) {
+    log_.Log("recorder " + link.peer() + " reconnected; resuming journal " + id_hex + " at seq " +
+             std::to_string(base));
+  }
+
+  // The HELLO reply tells the primary the replica holds everything below
+  // base: as good as an ack, so it goes through the same gate.
+  std::string out;
+  journal::StreamHello reply;
+  reply.journal_id = hello.journal_id;
+  reply.base_sequence = base;
+  journal::EncodeStreamHello(reply, &out);
+  std::string fence_why;
+  Status s = node_.SendToPrimary(&link, out, budget, &fence_why);
+
+  auto last_hb = Clock::now() - options_.heartbeat;
+  auto last_rx = Clock::now();
+  uint64_t acked_sent = base - 1;
+  while (s.ok() && !stop.load()) {
+    const auto now = Clock::now();
+    if (now - last_hb >= options_.heartbeat) {
+      cluster::Heartbeat hb;
+      hb.last_seq = last_seq();
+      s = link.Send(LinkType::kHeartbeat, cluster::EncodeHeartbeat(hb), budget);
+      if (!s.ok()) break;
+      last_hb = now;
+    }
+    if (now - last_rx > budget) {
+      s = Status::IOError("primary " + link.peer() + " sent nothing for " +
+                          std::to_string(Ms(now - last_rx)) + " ms (" +
+                          std::to_string(options_.missed_heartbeats) + " missed heartbeats)");
+      break;
+    }
+    // Wake for the next heartbeat to send, or the moment the silence budget
+    // runs out, whichever is first: detection is not late by a heartbeat.
+    const auto now2 = Clock::now();
+    auto wait = std::min(
+        options_.heartbeat - std::chrono::duration_cast<std::chrono::milliseconds>(now2 - last_hb),
+        std::chrono::duration_cast<std::chrono::milliseconds>(budget - (now2 - last_rx)) +
+            std::chrono::milliseconds(1));
+    if (wait.count() < 1) wait = std::chrono::milliseconds(1);
+    PeerLink::Recv r = link.Receive(&msg, wait, &err);
+    if (r == PeerLink::Recv::kTimeout) continue;
+    if (r == PeerLink::Recv::kClosed) {
+      s = err.ok() ? Status::IOError("primary " + link.peer() + " closed the connection") : err;
+      break;
+    }
+    last_rx = Clock::now();
+    if (!node_.PrimaryHeard(&link, &fence_why)) {
+      s = Status::NotSupported(fence_why.empty() ? "replaced by a newer connection" : fence_why);
+      break;
+    }
+    switch (msg.type) {
+      case LinkType::kJournal: {
+        decoder.Feed(msg.payload.data(), msg.payload.size());
+        journal::StreamFrame f;
+        uint64_t ack = 0;
+        // Frames for the shadow are handed over after the ack is on its way:
+        // the primary's outputs wait for the ack, the shadow can wait.
+        std::shared_ptr<Shadow> feed = shadow_();
+        std::vector<std::shared_ptr<const std::string>> to_feed;
+        bool persist_failed = false;
+        while (s.ok() && decoder.Next(&f)) {
+          if (f.type != journal::FrameType::kEventBatch) {
+            s = Status::Corruption("primary " + link.peer() + " sent a " +
+                                   journal::FrameTypeName(static_cast<uint8_t>(f.type)) +
+                                   " frame mid-stream");
+            break;
+          }
+          std::lock_guard<std::mutex> lock(mu_);
+          s = writer_->AppendFrame(journal::FrameType::kEventBatch, f.payload);
+          if (!s.ok()) {
+            persist_error_ = s.message();
+            persist_failed = true;
+            break;
+          }
+          persist_error_.clear();
+          bytes_ += f.payload.size() + journal::kFrameHeaderSize;
+          acked_ = options_.fsync_batch ? writer_->durable_sequence() : writer_->flushed_sequence();
+          ack = acked_;
+          if (feed != nullptr) to_feed.push_back(std::make_shared<const std::string>(f.payload));
+        }
+        if (s.ok() && !decoder.status().ok()) s = decoder.status();
+        if (!s.ok()) {
+          for (auto& frame : to_feed) feed->Push(std::move(frame));  // in the replica: feed them
+          log_.Alarm("replication from " + link.peer() + ": " + s.message() +
+                     "; dropping the connection (the primary resumes from the last ack)");
+          // The primary's status and log then say why its outputs wait.
+          if (persist_failed) {
+            (void)link.Send(LinkType::kRefused,
+                            cluster::EncodeRefused("backup cannot persist: " + s.message()),
+                            budget);
+          }
+          break;
+        }
+        if (ack > acked_sent) {
+          out.clear();
+          journal::EncodeStreamAck(ack, &out);
+          s = node_.SendToPrimary(&link, out, budget, &fence_why);
+          acked_sent = ack;
+        }
+        for (auto& frame : to_feed) feed->Push(std::move(frame));
+        break;
+      }
+      case LinkType::kHeartbeat: {
+        cluster::Heartbeat hb;
+        if (cluster::DecodeHeartbeat(msg.payload, &hb).ok()) {
+          std::lock_guard<std::mutex> lock(mu_);
+          primary_hb_ = hb;
+          heard_ = true;
+        }
+        break;
+      }
+      case LinkType::kDrained: {
+        cluster::Drained d;
+        s = cluster::DecodeDrained(msg.payload, &d);
+        if (!s.ok()) break;
+        log_.Log(std::string("primary ") + link.peer() + " drained at seq " +
+                 std::to_string(d.last_seq) +
+                 (d.reason == cluster::Drained::kFenced
+                      ? " (fenced)"
+                      : " (its program exited with status " + std::to_string(d.exit_status) + ")"));
+        node_.PrimaryDrained(&link, d);
+        break;
+      }
+      default:
+        s = Status::Corruption(std::string("unexpected ") +
+                               cluster::LinkTypeName(static_cast<uint8_t>(msg.type)) +
+                               " from the primary");
+        break;
+    }
+  }
+  // The node refused to take more from this primary (fence_why says why):
+  // tell it.
+  if (s.IsNotSupported() && !fence_why.empty()) {
+    log_.Log("fencing recorder " + link.peer() + ": " + fence_why);
+    (void)link.Send(LinkType::kFenced, cluster::EncodeFenced(fence_why));
+  }
+  node_.ReleasePrimary(&link);
+  if (link.integrity_failed()) {
+    log_.Alarm(s.message() + " (recorder " + link.peer_name() + "; it resumes from the last ack)");
+  } else if (!s.ok() && !stop.load()) {
+    log_.Log("replication link from " + link.peer() + ": " + s.message());
+  }
+}
+
+}  // namespace understudy::daemon

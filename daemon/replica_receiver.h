@@ -1,0 +1,96 @@
+// ReplicaReceiver: the backup's end of the replication link.  One Serve()
+// per recorder connection (its connection thread): the stream HELLO is
+// admitted by the node's state machine (node.h: fenced, refused or taken),
+// every EVENT_BATCH frame is appended to the replica journal
+// (DATA/journals/<journal id>/), handed to the shadow, and acknowledged --
+// the ack through Node::SendToPrimary, so none leaves once the node decided
+// to take over.  Heartbeats go out every heartbeat interval; a primary
+// silent for the budget is dropped (the failure detector takes it from
+// there).
+//
+// Owns the replica writer and what the primary reports about itself (its
+// heartbeats).
+//
+// Threads: Serve on connection threads (one primary link at a time, by
+// Node); the accessors from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "cluster/peer_link.h"
+#include "journal/format.h"
+#include "journal/status.h"
+#include "journal/writer.h"
+
+namespace understudy::daemon {
+
+class DaemonLog;
+class Node;
+class Shadow;
+
+struct ReplicaOptions {
+  std::string data_dir;
+  bool fsync_batch = false;  // ack durable (fdatasync'd) seqs, not flushed ones
+  std::chrono::milliseconds heartbeat{100};
+  int missed_heartbeats = 2;
+};
+
+struct ReplicaSnapshot {
+  bool open = false;  // a journal is protected
+  journal::JournalId journal_id{};
+  std::string dir;
+  uint64_t last_seq = 0;
+  uint64_t acked = 0;
+  uint64_t bytes = 0;
+  std::string persist_error;      // non-empty: the last replica write failed with this
+  cluster::Heartbeat primary_hb;  // the primary's last heartbeat
+  bool heard = false;             // a heartbeat arrived for this journal
+};
+
+class ReplicaReceiver {
+ public:
+  using ShadowSource = std::function<std::shared_ptr<Shadow>()>;
+  ReplicaReceiver(ReplicaOptions options, Node& node, DaemonLog& log, ShadowSource shadow);
+  ReplicaReceiver(const ReplicaReceiver&) = delete;
+  ReplicaReceiver& operator=(const ReplicaReceiver&) = delete;
+
+  // Serves one authenticated recorder connection until it ends or `stop`.
+  void Serve(cluster::PeerLink& link, const std::atomic<bool>& stop);
+
+  std::string dir() const;
+  uint64_t last_seq() const;
+  ReplicaSnapshot snapshot() const;
+  // Closes the replica (shutdown).
+  void Close();
+
+ private:
+  // Caller holds mu_.  Opens (or reopens) the replica of `id`.  What a
+  // reopen removed is an alarm (a torn tail) or a log line, for the caller
+  // to raise once it let go of mu_.
+  Status OpenLocked(const journal::JournalId& id, const std::string& spec_bytes, bool reopen,
+                    std::string* reopen_alarm, std::string* reopen_log);
+
+  const ReplicaOptions options_;
+  Node& node_;
+  DaemonLog& log_;
+  const ShadowSource shadow_;
+
+  mutable std::mutex mu_;
+  std::unique_ptr<journal::JournalWriter> writer_;
+  std::optional<journal::JournalId> journal_id_;
+  std::string dir_;
+  uint64_t bytes_ = 0;
+  uint64_t acked_ = 0;
+  std::string persist_error_;  // the last replica write failed: why (empty: it did not)
+  cluster::Heartbeat primary_hb_;
+  bool heard_ = false;
+};
+
+}  // namespace understudy::daemon

@@ -1,0 +1,276 @@
+#include "daemon/shadow_supervisor.h"
+
+#include <algorithm>
+
+#include "daemon/log.h"
+#include "daemon/node.h"
+#include "daemon/replica_receiver.h"
+
+namespace understudy::daemon {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+LeakyBucket FreshBucket(const ShadowOptions& o) {
+  return LeakyBucket(
+      o.restart_limit,
+      o.restart_limit > 0
+          ? std::chrono::duration_cast<Clock::duration>(o.restart_window) / o.restart_limit
+          : Clock::duration(0));
+}
+
+// The node no longer runs a standby: it is taking over or serving.
+bool Serving(NodeState s) {
+  return s == NodeState::kTakingOver || s == NodeState::kPrimary;
+}
+
+}  // namespace
+
+const char* ShadowStateName(ShadowState s) {
+  switch (s) {
+    case ShadowState::kNone:
+      return "none";
+    case ShadowState::kStarting:
+      return "starting";
+    case ShadowState::kRunning:
+      return "running";
+    case ShadowState::kRestarting:
+      return "restarting";
+    case ShadowState::kGivenUp:
+      return "given-up";
+    case ShadowState::kLive:
+      return "live";
+    case ShadowState::kExited:
+      return "exited";
+  }
+  return "unknown";
+}
+
+ShadowSupervisor::ShadowSupervisor(ShadowOptions options, const Node& node,
+                                   const ReplicaReceiver& replica, DaemonLog& log)
+    : options_(options),
+      node_(node),
+      replica_(replica),
+      log_(log),
+      bucket_(FreshBucket(options_)) {}
+
+ShadowSupervisor::~ShadowSupervisor() {
+  Stop();
+}
+
+std::string ShadowSupervisor::Goto(ShadowState to, std::initializer_list<ShadowState> from,
+                                   const std::string& reason) {
+  if (std::find(from.begin(), from.end(), state_) == from.end()) return "";
+  const ShadowState was = state_;
+  state_ = to;
+  reason_ = reason;
+  return std::string("shadow ") + ShadowStateName(was) + " -> " + ShadowStateName(to) + ": " +
+         reason;
+}
+
+std::shared_ptr<Shadow> ShadowSupervisor::shadow() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return shadow_;
+}
+
+std::shared_ptr<Shadow> ShadowSupervisor::healthy_shadow() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const bool healthy = state_ == ShadowState::kStarting || state_ == ShadowState::kRunning;
+  return healthy ? shadow_ : nullptr;
+}
+
+ShadowSnapshot ShadowSupervisor::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  ShadowSnapshot s;
+  s.state = state_;
+  s.reason = reason_;
+  s.restarts = restarts_;
+  s.last_divergence = last_divergence_;
+  if (shadow_ != nullptr) {
+    s.pid = shadow_->pid();
+    s.events_fed = shadow_->events_fed();
+    s.events_done = shadow_->events_done();
+  }
+  s.healthy =
+      shadow_ != nullptr && (state_ == ShadowState::kStarting || state_ == ShadowState::kRunning);
+  return s;
+}
+
+void ShadowSupervisor::Tick() {
+  if (!options_.enabled) return;
+  const std::optional<journal::JournalId> journal = node_.journal();
+  if (!journal.has_value()) return;
+  const NodeState node_state = node_.state();
+
+  // A new journal replaces the old shadow.
+  std::shared_ptr<Shadow> old;
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (journal_ != journal && !Serving(node_state)) {
+      old = std::move(shadow_);
+      journal_ = journal;
+      restarts_ = 0;
+      last_divergence_.clear();
+      bucket_ = FreshBucket(options_);
+      line = Goto(ShadowState::kNone,
+                  {ShadowState::kStarting, ShadowState::kRunning, ShadowState::kRestarting,
+                   ShadowState::kGivenUp, ShadowState::kExited},
+                  "new journal " + journal::JournalIdHex(*journal));
+    }
+  }
+  old.reset();  // kills its program (outside the lock)
+  if (!line.empty()) log_.Log(line);
+  line.clear();
+
+  std::shared_ptr<Shadow> shadow;
+  bool want_start = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shadow = shadow_;
+    want_start = shadow == nullptr && !Serving(node_state) &&
+                 (state_ == ShadowState::kNone || state_ == ShadowState::kRestarting);
+  }
+  if (want_start) {
+    Launch(replica_.dir());
+    return;
+  }
+  if (shadow == nullptr) return;
+
+  std::string why;
+  const Shadow::Health h = shadow->Check(&why);
+  if (shadow->TakeHandoffOffNotice()) {
+    log_.Alarm(
+        "shadow: the run-to-next-call handoff between its threads was given up (its "
+        "threads block outside the interposer right after events); it may now diverge on "
+        "memory its threads share without locks");
+  }
+  if (h == Shadow::Health::kRunning) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == ShadowState::kStarting && shadow->CaughtUp()) {
+      line =
+          Goto(ShadowState::kRunning, {ShadowState::kStarting},
+               "caught up with the replica (seq " + std::to_string(shadow->next_seq() - 1) + ")");
+    }
+  }
+  if (!line.empty() || h == Shadow::Health::kRunning) {
+    if (!line.empty()) log_.Log(line);
+    return;
+  }
+  if (shadow->live()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      line = Goto(ShadowState::kExited, {ShadowState::kLive}, "the live service ended: " + why);
+    }
+    if (!line.empty()) {
+      log_.Log(line);
+      log_.Alarm("the live service (former shadow) ended: " + why);
+    }
+    return;
+  }
+  const PrimarySnapshot primary = node_.primary();
+  if (h == Shadow::Health::kExited && node_state == NodeState::kEnded && primary.drained &&
+      shadow->next_seq() > primary.drained->last_seq) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      line = Goto(ShadowState::kExited, {ShadowState::kStarting, ShadowState::kRunning},
+                  "ended with the primary's program: " + why);
+      if (shadow_ == shadow) shadow_.reset();
+    }
+    log_.Log(line);
+    return;
+  }
+  Failed(std::move(shadow), h == Shadow::Health::kDiverged ? "DIVERGED" : "failed", why);
+}
+
+void ShadowSupervisor::Launch(const std::string& dir) {
+  std::unique_ptr<Shadow> fresh;
+  std::string warning;
+  Status s = Shadow::Start(dir, options_.nice, replica_.last_seq(), &fresh, &warning);
+  if (s.IsNotFound() && s.message().find("no program event yet") != std::string::npos) return;
+  if (!warning.empty()) log_.Alarm(warning);
+  std::string line;
+  if (!s.ok()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      line = Goto(ShadowState::kGivenUp, {ShadowState::kNone, ShadowState::kRestarting},
+                  "cannot start: " + s.message());
+    }
+    log_.Log(line);
+    log_.Alarm("cannot start the shadow from " + dir + ": " + s.message());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shadow_ = std::shared_ptr<Shadow>(std::move(fresh));
+    shadow_->StartFeeding();
+    line = Goto(
+        ShadowState::kStarting, {ShadowState::kNone, ShadowState::kRestarting},
+        "started (pid " + std::to_string(shadow_->pid()) + ") replaying " + dir + " from seq 1");
+  }
+  log_.Log(line);
+}
+
+void ShadowSupervisor::Failed(std::shared_ptr<Shadow> shadow, const std::string& what,
+                              const std::string& why) {
+  std::string alarm;
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (what == "DIVERGED") last_divergence_ = why;
+    if (shadow_ == shadow) shadow_.reset();
+    if (bucket_.TryAdd(Clock::now())) {
+      ++restarts_;
+      line = Goto(ShadowState::kRestarting, {ShadowState::kStarting, ShadowState::kRunning},
+                  what + ": " + why);
+      alarm = "shadow " + what + ": " + why + "; restarting it from seq 1 of the replica";
+    } else {
+      line = Goto(ShadowState::kGivenUp, {ShadowState::kStarting, ShadowState::kRunning},
+                  what + " again: " + why);
+      alarm = "shadow failed again (" + why + "); gave up after " +
+              std::to_string(options_.restart_limit) + " restarts within " +
+              std::to_string(options_.restart_window.count()) +
+              " s: this backup CANNOT take over until understudyd is restarted";
+    }
+  }
+  if (!line.empty()) log_.Log(line);
+  log_.Alarm(alarm);
+  shadow.reset();  // kills the program (outside the lock)
+}
+
+void ShadowSupervisor::WentLive(const std::shared_ptr<Shadow>& shadow) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shadow_ != shadow) return;
+    line = Goto(ShadowState::kLive, {ShadowState::kStarting, ShadowState::kRunning},
+                "went live (pid " + std::to_string(shadow->pid()) + ")");
+  }
+  log_.Log(line);
+}
+
+void ShadowSupervisor::GoLiveFailed(const std::shared_ptr<Shadow>& shadow, const std::string& why) {
+  std::shared_ptr<Shadow> dead;
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shadow_ != shadow) return;
+    dead = std::move(shadow_);
+    line = Goto(ShadowState::kRestarting, {ShadowState::kStarting, ShadowState::kRunning},
+                "go-live failed: " + why);
+  }
+  log_.Log(line);
+  dead.reset();
+}
+
+void ShadowSupervisor::Stop() {
+  std::shared_ptr<Shadow> shadow;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shadow = std::move(shadow_);
+  }
+  shadow.reset();
+}
+
+}  // namespace understudy::daemon

@@ -1,0 +1,116 @@
+// ShadowSupervisor: owns the active-active shadow (daemon/shadow.h) -- starts
+// it once the replica holds a program event, checks it every tick, restarts
+// it after a divergence or a crash (at most restart_limit per window: a
+// leaky bucket) and hands it to the failover for go-live.  Its ShadowState
+// changes only through the named transitions below, each logging
+// "shadow FROM -> TO: reason".
+//
+//   from                         to          transition      when
+//   none, restarting             starting    Launch          the replica holds a program event
+//   starting                     running     CaughtUp        the feeder reached the replica's end
+//   starting, running            restarting  Restart         diverged, exited or feed error (or
+//                                                            go-live failed); the bucket allows it
+//   none, restarting, starting,  given-up    GiveUp          the launch failed, or the bucket is
+//   running                                                  full: this node cannot take over
+//   starting, running            exited      EndWithPrimary  the primary's program exited and the
+//                                                            shadow replayed it to the end
+//   starting, running            live        WentLive        go-live confirmed: the service now
+//   live                         exited      LiveEnded       the live service ended
+//   every state but live         none        Reset           a new journal
+//
+// A shadow in starting or running is healthy: a failover can use it (one
+// still catching up takes longer to drain).
+//
+// Threads: Tick, Reset, WentLive and GoLiveFailed on the supervisor thread
+// only -- the thread that launches a shadow must outlive it (the launcher's
+// PR_SET_PDEATHSIG).  shadow() and snapshot() from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "daemon/leaky_bucket.h"
+#include "daemon/shadow.h"
+#include "journal/format.h"
+
+namespace understudy::daemon {
+
+class Node;
+class ReplicaReceiver;
+class DaemonLog;
+
+enum class ShadowState { kNone, kStarting, kRunning, kRestarting, kGivenUp, kLive, kExited };
+const char* ShadowStateName(ShadowState s);
+
+struct ShadowSnapshot {
+  ShadowState state = ShadowState::kNone;
+  std::string reason;
+  bool healthy = false;
+  int pid = 0;
+  uint64_t events_fed = 0;
+  uint64_t events_done = 0;
+  uint32_t restarts = 0;
+  std::string last_divergence;
+};
+
+struct ShadowOptions {
+  bool enabled = true;
+  int nice = 10;
+  uint32_t restart_limit = 3;
+  std::chrono::seconds restart_window{60};
+};
+
+class ShadowSupervisor {
+ public:
+  ShadowSupervisor(ShadowOptions options, const Node& node, const ReplicaReceiver& replica,
+                   DaemonLog& log);
+  ShadowSupervisor(const ShadowSupervisor&) = delete;
+  ShadowSupervisor& operator=(const ShadowSupervisor&) = delete;
+  ~ShadowSupervisor();
+
+  // One look: a new journal resets, a missing shadow is launched, a running
+  // one is checked.  Supervisor thread.
+  void Tick();
+
+  // The shadow for the receiver's Push (null when none).
+  std::shared_ptr<Shadow> shadow() const;
+  // The shadow if it is healthy (starting or running), else null.
+  std::shared_ptr<Shadow> healthy_shadow() const;
+  ShadowSnapshot snapshot() const;
+
+  // Go-live of `shadow` confirmed / failed (`why`).  Supervisor thread.
+  void WentLive(const std::shared_ptr<Shadow>& shadow);
+  void GoLiveFailed(const std::shared_ptr<Shadow>& shadow, const std::string& why);
+
+  // Kills a shadow that is not live (shutdown).
+  void Stop();
+
+ private:
+  // Caller holds mu_; returns the log line ("" if `from` does not hold).
+  std::string Goto(ShadowState to, std::initializer_list<ShadowState> from,
+                   const std::string& reason);
+  void Launch(const std::string& dir);
+  // A shadow that is not running any more: restart or give up.
+  void Failed(std::shared_ptr<Shadow> shadow, const std::string& what, const std::string& why);
+
+  const ShadowOptions options_;
+  const Node& node_;
+  const ReplicaReceiver& replica_;
+  DaemonLog& log_;
+
+  mutable std::mutex mu_;
+  ShadowState state_ = ShadowState::kNone;
+  std::string reason_;
+  std::shared_ptr<Shadow> shadow_;
+  std::optional<journal::JournalId> journal_;  // the journal the shadow replays
+  uint32_t restarts_ = 0;
+  std::string last_divergence_;
+  LeakyBucket bucket_;
+};
+
+}  // namespace understudy::daemon

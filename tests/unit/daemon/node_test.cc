@@ -1,0 +1,125 @@
+// The node's state machine (daemon/node.h): who is admitted, on which link
+// acks leave, and that a reconnect beats the takeover decision.
+#include "daemon/node.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace understudy::daemon {
+namespace {
+
+using namespace std::chrono_literals;
+using cluster::LinkMessage;
+using cluster::LinkType;
+using cluster::PeerLink;
+
+// One end of a socketpair for the node, the other for the "recorder".
+struct Wire {
+  std::unique_ptr<PeerLink> node_end, recorder_end;
+  Wire() {
+    int fds[2];
+    EXPECT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
+    node_end = std::make_unique<PeerLink>(fds[0], "recorder");
+    recorder_end = std::make_unique<PeerLink>(fds[1], "backup");
+  }
+  // What the recorder received within `wait` (type, or nullopt).
+  std::optional<LinkType> Received(std::chrono::milliseconds wait = 50ms) {
+    LinkMessage m;
+    Status err;
+    if (recorder_end->Receive(&m, wait, &err) != PeerLink::Recv::kMessage) return std::nullopt;
+    return m.type;
+  }
+};
+
+journal::JournalId Id(uint8_t b) {
+  journal::JournalId id;
+  id.fill(b);
+  return id;
+}
+
+struct NodeTest : testing::Test {
+  std::vector<std::string> lines;
+  std::mutex mu;
+  Node node{"nodeB", 30ms, [this](const std::string& l) {
+              std::lock_guard<std::mutex> lock(mu);
+              lines.push_back(l);
+            }};
+
+  // Admits `w` for journal `id` and protects it: the node is backup.
+  void Protect(Wire& w, const journal::JournalId& id) {
+    Admission a = node.AdmitPrimary(w.node_end.get(), id);
+    ASSERT_EQ(a.verdict, Admission::kAdmit);
+    if (a.protect) node.ProtectJournal(id, "test journal");
+    ASSERT_EQ(node.state(), NodeState::kBackup);
+  }
+  // Lets the primary's silence run past the budget.
+  void GoSilent(Wire& w) {
+    node.ReleasePrimary(w.node_end.get());
+    std::this_thread::sleep_for(40ms);
+    ASSERT_TRUE(node.PrimarySilent(Node::Clock::now()));
+  }
+};
+
+TEST_F(NodeTest, AcksLeaveOnlyOnThePrimarysLink) {
+  Wire w, other;
+  std::string why;
+  // No link registered: nothing acked.
+  EXPECT_TRUE(node.SendToPrimary(w.node_end.get(), "ack", 100ms, &why).IsNotSupported());
+  Protect(w, Id(1));
+  EXPECT_TRUE(node.SendToPrimary(w.node_end.get(), "ack", 100ms, &why).ok());
+  EXPECT_EQ(w.Received(), LinkType::kJournal);
+  // Not the registered link: refused.
+  EXPECT_TRUE(node.SendToPrimary(other.node_end.get(), "ack", 100ms, &why).IsNotSupported());
+  EXPECT_TRUE(why.empty());
+  EXPECT_FALSE(other.Received());
+}
+
+TEST_F(NodeTest, AReconnectBeforeTheDecisionWins) {
+  Wire w, back;
+  Protect(w, Id(1));
+  GoSilent(w);
+  ASSERT_EQ(node.AdmitPrimary(back.node_end.get(), Id(1)).verdict, Admission::kAdmit);
+  EXPECT_FALSE(node.GotoTakeover(Node::Takeover::kUnplanned, "lost?"));
+  EXPECT_EQ(node.state(), NodeState::kBackup);
+  EXPECT_EQ(node.primary().reconnects, 1u);
+}
+
+TEST_F(NodeTest, AnotherJournalIsRefusedUntilTheProgramEnded) {
+  Wire w, second;
+  Protect(w, Id(1));
+  Admission a = node.AdmitPrimary(second.node_end.get(), Id(2));
+  EXPECT_EQ(a.verdict, Admission::kRefuse);
+  EXPECT_NE(a.why.find("protects journal"), std::string::npos);
+  cluster::Drained d;
+  d.reason = cluster::Drained::kProgramExited;
+  d.exit_status = 7;
+  node.PrimaryDrained(w.node_end.get(), d);
+  EXPECT_EQ(node.state(), NodeState::kEnded);
+  a = node.AdmitPrimary(second.node_end.get(), Id(2));
+  ASSERT_EQ(a.verdict, Admission::kAdmit);
+  EXPECT_TRUE(a.protect);
+  node.ProtectJournal(Id(2), "second journal");
+  EXPECT_EQ(node.state(), NodeState::kBackup);
+  EXPECT_FALSE(node.primary().drained.has_value());
+}
+
+TEST_F(NodeTest, EveryTransitionIsLoggedWithItsReason) {
+  Wire w;
+  Protect(w, Id(1));
+  GoSilent(w);
+  node.GotoDown("no healthy shadow (test)");
+  node.GotoDown("again");  // no-op: already down
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], "state idle -> backup: test journal");
+  EXPECT_EQ(lines[1], "state backup -> down: no healthy shadow (test)");
+}
+
+}  // namespace
+}  // namespace understudy::daemon
