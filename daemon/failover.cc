@@ -2,6 +2,8 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
+#include <thread>
 
 #include "daemon/log.h"
 #include "daemon/node.h"
@@ -19,6 +21,12 @@ double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
+std::chrono::milliseconds GoLiveDelayFromEnv() {
+  const char* v = std::getenv("UNDERSTUDY_TEST_GOLIVE_DELAY_MS");
+  if (v == nullptr || *v == '\0') return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(std::strtoll(v, nullptr, 10));
+}
+
 }  // namespace
 
 pb::AdminReply ErrorReply(const std::string& message) {
@@ -29,7 +37,17 @@ pb::AdminReply ErrorReply(const std::string& message) {
 
 Failover::Failover(FailoverOptions options, Node& node, ReplicaReceiver& replica,
                    ShadowSupervisor& shadows, DaemonLog& log)
-    : options_(std::move(options)), node_(node), replica_(replica), shadows_(shadows), log_(log) {}
+    : options_(std::move(options)),
+      node_(node),
+      replica_(replica),
+      shadows_(shadows),
+      log_(log),
+      golive_delay_(GoLiveDelayFromEnv()) {
+  if (golive_delay_.count() > 0) {
+    log_.Log("TEST HOOK UNDERSTUDY_TEST_GOLIVE_DELAY_MS: every go-live pauses " +
+             std::to_string(golive_delay_.count()) + " ms after the decision");
+  }
+}
 
 void Failover::Configure(std::optional<cluster::ServiceAddress> service) {
   service_ = std::move(service);
@@ -174,6 +192,10 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   if (shadow == nullptr) {
     node_.AbandonTakeover("no healthy shadow to promote");
     return ErrorReply("no shadow to promote");
+  }
+  if (golive_delay_.count() > 0) {
+    log_.Log("TEST HOOK: go-live pauses " + std::to_string(golive_delay_.count()) + " ms");
+    std::this_thread::sleep_for(golive_delay_);
   }
   pb::FailoverReply fr;
   fr.set_node(options_.node_name);

@@ -3,8 +3,8 @@
 // (node.h); this class decides when, and performs go-live.
 //
 //  - Unplanned (Tick): the primary silent past the budget (and not back) ->
-//    no healthy shadow: GotoDown; otherwise GotoTakeover -- the decision -- then GoLive at the
-//    replica's end.
+//    no healthy shadow: GotoDown; otherwise GotoTakeover -- the decision, after which no ack leaves
+//    and every reconnect is FENCED -- then GoLive at the replica's end.
 //  - Planned (Planned): BeginFence (FENCE_REQUEST), wait for DRAINED (or the
 //    primary hanging up for the budget), GotoTakeover, GoLive at the drained
 //    seq.  Nothing is switched when the primary does not confirm in time
@@ -12,7 +12,10 @@
 //  - GoLive: service address, drain the shadow, go-live handshake; then
 //    BecomePrimary, or AbandonTakeover (the shadow is restarted).
 //
-// Owns the last failover's summary.
+// Owns the last failover's summary and the test hook
+// UNDERSTUDY_TEST_GOLIVE_DELAY_MS (read once, at construction: a pause at
+// the start of go-live, after the decision, so a test can make the old
+// primary reconnect inside the takeover deterministically).
 #pragma once
 
 #include <atomic>
@@ -75,6 +78,7 @@ class Failover {
   ShadowSupervisor& shadows_;
   DaemonLog& log_;
   std::optional<cluster::ServiceAddress> service_;
+  const std::chrono::milliseconds golive_delay_;  // test hook, 0 = none
 
   mutable std::mutex mu_;
   std::string last_failover_;

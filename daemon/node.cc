@@ -82,6 +82,11 @@ Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     switch (state_) {
+      case NodeState::kTakingOver:
+        a.verdict = Admission::kFence;
+        a.why = "node " + name_ + " is taking over as primary (" + reason_ +
+                "); this copy must not serve clients";
+        return a;
       case NodeState::kPrimary:
         a.verdict = Admission::kFence;
         a.why = "node " + name_ + " took over as primary (" + reason_ +
@@ -98,7 +103,6 @@ Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
           return a;
         }
         break;
-      case NodeState::kTakingOver:
       case NodeState::kIdle:
       case NodeState::kEnded:
         break;
@@ -140,6 +144,12 @@ bool Node::PrimaryHeard(PeerLink* link, std::string* fence_why) {
   std::lock_guard<std::mutex> lock(mu_);
   fence_why->clear();
   if (link_ != link) return false;
+  // Taking over or primary: nothing more from the old primary is stored.
+  if (state_ == NodeState::kTakingOver || state_ == NodeState::kPrimary) {
+    *fence_why = "node " + name_ + " is " + NodeStateName(state_) + " (" + reason_ +
+                 "); this copy must not serve clients";
+    return false;
+  }
   last_rx_ = Clock::now();
   silent_from_ = std::max(silent_from_, *last_rx_);
   return true;
@@ -148,8 +158,15 @@ bool Node::PrimaryHeard(PeerLink* link, std::string* fence_why) {
 Status Node::SendToPrimary(PeerLink* link, std::string_view frame,
                            std::chrono::milliseconds timeout, std::string* why) {
   std::lock_guard<std::mutex> lock(mu_);
-  why->clear();
-  if (link_ != link) return Status::NotSupported("replaced by a newer connection");
+  if (link_ != link) {
+    why->clear();
+    return Status::NotSupported("replaced by a newer connection");
+  }
+  if (state_ != NodeState::kBackup && state_ != NodeState::kFencing) {
+    *why = "node " + name_ + " is " + NodeStateName(state_) + " (" + reason_ +
+           "); this copy must not serve clients";
+    return Status::NotSupported("no acks in state " + std::string(NodeStateName(state_)));
+  }
   return link->Send(LinkType::kJournal, frame, timeout);
 }
 

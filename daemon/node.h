@@ -11,8 +11,8 @@
 //   down         -                    admitted -> backup      on: takes over once a shadow is
 //                                                             healthy
 //   ended        -                    new journal admitted    off: the program exited
-//   taking-over  on its link only     admitted (reconnect)    off
-//   primary      on its link only     FENCED                  off
+//   taking-over  NEVER                FENCED                  off
+//   primary      NEVER                FENCED                  off
 //
 //   from               to           transition       when
 //   idle, ended        backup       ProtectJournal   a recorder's HELLO opened a replica
@@ -29,11 +29,14 @@
 //   taking-over        primary      BecomePrimary    the shadow went live
 //   taking-over        backup       AbandonTakeover  go-live failed; a new shadow starts
 //
-// The state, the primary's link and the facts the decision rests on (when
-// the primary was last heard, whether it drained) share one lock, the state
-// lock; GotoTakeover re-checks under it that the primary is still silent
-// and unregistered.  Acks go out through SendToPrimary on the registered
-// link.
+// One primary, always (DESIGN.md section 5): the state, the primary's link
+// and the facts the decision rests on (when the primary was last heard,
+// whether it drained) share one lock, the state lock.  An ack is sent while
+// holding it, only in backup or fencing, only on the registered primary
+// link (SendToPrimary); GotoTakeover re-checks under it that the primary is
+// still silent and unregistered.  So once the decision is taken no ack can
+// leave this node, and every reconnect from then on is answered FENCED
+// (AdmitPrimary).
 //
 // Threads: any.  No call blocks on the network except SendToPrimary and
 // BeginFence, which write a few bytes to the primary's socket under the lock
@@ -98,19 +101,23 @@ class Node {
 
   // ---- the primary's link (replica receiver threads) ----------------------
 
-  // A recorder's stream HELLO for `journal_id`: fenced in primary, refused while another journal is
-  // protected, else registered as the primary's link (an older link is shut down), which in down is
+  // A recorder's stream HELLO for `journal_id`: fenced in taking-over and
+  // primary, refused while another journal is protected, else registered as
+  // the primary's link (an older link is shut down), which in down is
   // down -> backup.
   Admission AdmitPrimary(cluster::PeerLink* link, const journal::JournalId& journal_id);
   // The replica of `journal_id` is open for the admitted link: idle, ended ->
   // backup (a new journal forgets the old primary's record).
   void ProtectJournal(const journal::JournalId& journal_id, const std::string& reason);
   // A message arrived on `link`; false when it is no longer the primary's
-  // link (replaced): the receiver ends.  *fence_why is cleared.
+  // link (replaced; or this node is taking over or primary, and then
+  // *fence_why is the FENCED text): the receiver ends.
   bool PrimaryHeard(cluster::PeerLink* link, std::string* fence_why);
   // Sends a journal frame that acknowledges events (stream HELLO, ACK) on
-  // `link`, under the state lock, only on the registered primary link.
-  // NotSupported (and nothing is sent) otherwise; `why` is cleared.
+  // `link`, under the state lock: only in backup or fencing, only on the
+  // registered primary link.  NotSupported (and nothing is sent) otherwise;
+  // `why` then says what the recorder should be told (FENCED text when this
+  // node is taking over or primary, empty when the link was replaced).
   Status SendToPrimary(cluster::PeerLink* link, std::string_view journal_frame,
                        std::chrono::milliseconds timeout, std::string* why);
   // DRAINED from the primary.  A program that exited: -> ended.

@@ -304,8 +304,7 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
         break;
     }
   }
-  // The node refused to take more from this primary (fence_why says why):
-  // tell it.
+  // Refused to ack because this node is taking over or primary: say so.
   if (s.IsNotSupported() && !fence_why.empty()) {
     log_.Log("fencing recorder " + link.peer() + ": " + fence_why);
     (void)link.Send(LinkType::kFenced, cluster::EncodeFenced(fence_why));

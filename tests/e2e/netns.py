@@ -370,9 +370,10 @@ class Cluster:
     printed when the `with` block fails)."""
 
     def __init__(self, net, heartbeat_ms=100, missed_heartbeats=2, primary="A", backup="B",
-                 daemon_extra=()):
+                 daemon_extra=(), daemon_env=None):
         self.net = net
         self.daemon_extra = list(daemon_extra)
+        self.daemon_env = daemon_env      # environment of understudyd (None: ours)
         self.a, self.b = net.node(primary), net.node(backup)
         self.dir = net.tmpdir("cluster")
         self.key = os.path.join(self.dir, "cluster.key")
@@ -422,7 +423,7 @@ class Cluster:
         if not os.path.exists(self.key):
             self.keygen()
         log = open(self.log_path("understudyd"), "ab")
-        self.daemon = self.b.start(self.daemon_argv(), stdout=log, stderr=log)
+        self.daemon = self.b.start(self.daemon_argv(), stdout=log, stderr=log, env=self.daemon_env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.daemon.poll() is not None:

@@ -1,5 +1,5 @@
-// The node's state machine (daemon/node.h): who is admitted, on which link
-// acks leave, and that a reconnect beats the takeover decision.
+// The node's state machine (daemon/node.h): who is admitted, when acks may
+// leave, and that the takeover decision is final for the old primary.
 #include "daemon/node.h"
 
 #include <gtest/gtest.h>
@@ -66,18 +66,44 @@ struct NodeTest : testing::Test {
   }
 };
 
-TEST_F(NodeTest, AcksLeaveOnlyOnThePrimarysLink) {
+TEST_F(NodeTest, AcksLeaveOnlyInBackupOnThePrimarysLink) {
   Wire w, other;
   std::string why;
-  // No link registered: nothing acked.
+  // Idle: nothing protected, nothing acked.
   EXPECT_TRUE(node.SendToPrimary(w.node_end.get(), "ack", 100ms, &why).IsNotSupported());
   Protect(w, Id(1));
   EXPECT_TRUE(node.SendToPrimary(w.node_end.get(), "ack", 100ms, &why).ok());
   EXPECT_EQ(w.Received(), LinkType::kJournal);
-  // Not the registered link: refused.
+  // Not the registered link: refused, and the reason is not a fence.
   EXPECT_TRUE(node.SendToPrimary(other.node_end.get(), "ack", 100ms, &why).IsNotSupported());
   EXPECT_TRUE(why.empty());
   EXPECT_FALSE(other.Received());
+}
+
+TEST_F(NodeTest, AfterTheDecisionNoAckLeavesAndReconnectsAreFenced) {
+  Wire w;
+  Protect(w, Id(1));
+  EXPECT_FALSE(node.GotoTakeover(Node::Takeover::kUnplanned, "too early"))
+      << "a connected primary is not lost";
+  GoSilent(w);
+  ASSERT_TRUE(node.GotoTakeover(Node::Takeover::kUnplanned, "primary lost (test)"));
+  EXPECT_EQ(node.state(), NodeState::kTakingOver);
+
+  Wire again;
+  Admission a = node.AdmitPrimary(again.node_end.get(), Id(1));
+  EXPECT_EQ(a.verdict, Admission::kFence);
+  EXPECT_NE(a.why.find("taking over"), std::string::npos) << a.why;
+  std::string why;
+  EXPECT_TRUE(node.SendToPrimary(again.node_end.get(), "ack", 100ms, &why).IsNotSupported());
+  EXPECT_TRUE(node.SendToPrimary(w.node_end.get(), "ack", 100ms, &why).IsNotSupported());
+  EXPECT_FALSE(again.Received());
+  EXPECT_FALSE(w.Received());
+
+  node.BecomePrimary("live (test)");
+  EXPECT_EQ(node.state(), NodeState::kPrimary);
+  a = node.AdmitPrimary(again.node_end.get(), Id(1));
+  EXPECT_EQ(a.verdict, Admission::kFence);
+  EXPECT_NE(a.why.find("took over"), std::string::npos) << a.why;
 }
 
 TEST_F(NodeTest, AReconnectBeforeTheDecisionWins) {
@@ -88,6 +114,33 @@ TEST_F(NodeTest, AReconnectBeforeTheDecisionWins) {
   EXPECT_FALSE(node.GotoTakeover(Node::Takeover::kUnplanned, "lost?"));
   EXPECT_EQ(node.state(), NodeState::kBackup);
   EXPECT_EQ(node.primary().reconnects, 1u);
+}
+
+// The property under a race: an acking thread and the decision.  Every ack
+// the recorder receives was sent before the decision returned.
+TEST_F(NodeTest, NoAckAfterThePlannedDecisionEvenWhileAcking) {
+  Wire w;
+  Protect(w, Id(1));
+  ASSERT_TRUE(node.BeginFence("test fence", 100ms).ok());
+  EXPECT_EQ(w.Received(), LinkType::kFenceRequest);
+  std::atomic<bool> decided{false}, late{false}, stop{false};
+  std::thread acker([&] {
+    std::string why;
+    while (!stop.load()) {
+      const bool before = !decided.load();
+      if (node.SendToPrimary(w.node_end.get(), "ack", 100ms, &why).ok() && !before) {
+        // Sent although the decision had returned before this call began.
+        late = true;
+      }
+    }
+  });
+  std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(node.GotoTakeover(Node::Takeover::kPlanned, "fenced and drained (test)"));
+  decided = true;
+  std::this_thread::sleep_for(5ms);
+  stop = true;
+  acker.join();
+  EXPECT_FALSE(late);
 }
 
 TEST_F(NodeTest, AnotherJournalIsRefusedUntilTheProgramEnded) {
