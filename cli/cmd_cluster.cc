@@ -236,6 +236,7 @@ int RunStatus(const AdminArgs& a) {
              sh.events_done(), sh.restarts(),
              sh.last_divergence().empty() ? "" : ", last divergence: " + sh.last_divergence());
   if (!st.service_address().empty()) fmt::print("service   {}\n", st.service_address());
+  if (!st.takeover_check().empty()) fmt::print("takeover  {}\n", st.takeover_check());
   if (!st.last_failover().empty()) fmt::print("failover  {}\n", st.last_failover());
   if (st.alarms_size() == 0) {
     fmt::print("alarms    none\n");

@@ -62,6 +62,7 @@ pb::StatusReply AdminService::BuildStatus() const {
   st.set_service_address(service_);
   st.set_uptime_ms(static_cast<uint64_t>(Ms(now - context_.started)));
   st.set_last_failover(failover_.last_failover());
+  st.set_takeover_check(failover_.check().Describe());
 
   const char* primary_state = PrimaryStateName(state, p, journal);
   const bool running = std::string_view(primary_state) == "running";

@@ -22,6 +22,7 @@
 #include "daemon/node.h"
 #include "daemon/replica_receiver.h"
 #include "daemon/shadow_supervisor.h"
+#include "daemon/takeover_check.h"
 #include "journal/writer.h"
 
 namespace understudy::daemon {
@@ -193,7 +194,21 @@ Status Daemon::Start() {
     }
     service_ = sa;
   }
-  failover_->Configure(service_);
+  IsolationCheckOptions io;
+  io.dev = options_.service_dev;
+  io.sysfs_net = options_.sysfs_net;
+  io.timeout = options_.witness_timeout;
+  Status s = ParseWitnesses(options_.witness.empty() ? "gateway" : options_.witness,
+                            options_.service_dev, &io.witnesses);
+  if (!s.ok()) return s;
+  std::unique_ptr<TakeoverCheck> check = MakeIsolationCheck(std::move(io));
+  // Once now, so a check that cannot pass (a witness that never answers,
+  // the wrong interface) is an alarm at startup, not a surprise at failover.
+  if (Status c = check->Check(); !c.ok()) {
+    Alarm("takeover check fails at startup: " + c.message() +
+          "; this node will not take over while it fails (see --witness, --service-dev)");
+  }
+  failover_->Configure(service_, std::move(check));
   admin_->set_service(service_ ? service_->text + " dev " + options_.service_dev : "");
   // Replicas hold recorded client input: 0700 directories (0600 segments,
   // journal/writer.h).  journals/ is the daemon's own, so an older, wider
@@ -207,7 +222,7 @@ Status Daemon::Start() {
     return Status::IOError("--data " + options_.data_dir + ": cannot create " + journals + ": " +
                            made.message());
   }
-  Status s = ListenTcp(options_.listen, &listen_fd_, &port_);
+  s = ListenTcp(options_.listen, &listen_fd_, &port_);
   if (!s.ok()) return s;
   if (!options_.admin_socket.empty()) {
     s = ListenUnix(options_.admin_socket, &admin_fd_);
@@ -222,7 +237,8 @@ Status Daemon::Start() {
       ", fsync " + (options_.fsync_batch ? "batch" : "page-cache") + ", heartbeat " +
       std::to_string(options_.heartbeat.count()) + " ms x " +
       std::to_string(options_.missed_heartbeats) +
-      (service_ ? ", service address " + service_->text + " on " + options_.service_dev : ""));
+      (service_ ? ", service address " + service_->text + " on " + options_.service_dev : "") +
+      "; takeover check: " + failover_->check().Describe());
   return Status::Ok();
 }
 

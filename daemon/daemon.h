@@ -10,14 +10,14 @@
 //
 // Who owns what (each part its own file and class; state changes only
 // through named transitions):
-//  - Node (node.h): the node's state (idle, backup, fencing, down, ended,
-//    taking-over, primary), the primary's link and the facts the
+//  - Node (node.h): the node's state (idle, backup, fencing, down, isolated,
+//    ended, taking-over, primary), the primary's link and the facts the
 //    takeover decision rests on, under the state lock.
 //  - ReplicaReceiver (replica_receiver.h): the replica writer and the
 //    primary's heartbeats; one Serve per recorder connection.
 //  - ShadowSupervisor (shadow_supervisor.h): the shadow and its ShadowState.
 //  - Failover (failover.h): the failure detector, planned failovers,
-//    go-live.
+//    go-live, the takeover check (takeover_check.h).
 //  - AdminService (admin.h): status and the failover request queue.
 //  - Daemon (here): options, sockets, threads.
 //
@@ -72,6 +72,12 @@ struct DaemonOptions {
   uint32_t restart_limit = 3;
   std::chrono::seconds restart_window{60};
   std::chrono::milliseconds golive_timeout{10000};
+  // Takeover check (takeover_check.h): "none", or HOST:PORT / HOST /
+  // "gateway", comma-separated; empty = "gateway" (none without a default
+  // route).  The service interface is checked whenever service_dev is set.
+  std::string witness;
+  std::chrono::milliseconds witness_timeout{200};
+  std::string sysfs_net = "/sys/class/net";  // tests point it elsewhere
   bool log_to_stderr = true;
   // What seals the link (peer_link.h); the recorder must use the same.
   cluster::LinkCipher link_cipher = cluster::LinkCipher::kAes256Gcm;

@@ -42,6 +42,7 @@ Failover::Failover(FailoverOptions options, Node& node, ReplicaReceiver& replica
       replica_(replica),
       shadows_(shadows),
       log_(log),
+      check_(MakeIsolationCheck({})),
       golive_delay_(GoLiveDelayFromEnv()) {
   if (golive_delay_.count() > 0) {
     log_.Log("TEST HOOK UNDERSTUDY_TEST_GOLIVE_DELAY_MS: every go-live pauses " +
@@ -49,8 +50,10 @@ Failover::Failover(FailoverOptions options, Node& node, ReplicaReceiver& replica
   }
 }
 
-void Failover::Configure(std::optional<cluster::ServiceAddress> service) {
+void Failover::Configure(std::optional<cluster::ServiceAddress> service,
+                         std::unique_ptr<TakeoverCheck> check) {
   service_ = std::move(service);
+  check_ = std::move(check);
 }
 
 std::string Failover::last_failover() const {
@@ -64,10 +67,28 @@ std::optional<Clock::time_point> Failover::NextDeadline() const {
 
 void Failover::Tick() {
   const auto now = Clock::now();
+  const auto budget = options_.heartbeat * options_.missed_heartbeats;
+  if (node_.state() == NodeState::kIsolated) {
+    // Isolated: the question is this node, not the primary.  Looked at once
+    // per heartbeat (the check can take its timeout).
+    if (now < next_isolation_check_) return;
+    next_isolation_check_ = now + options_.heartbeat;
+    if (node_.PrimarySilent(now)) {
+      Status c = check_->Check();
+      if (c.ok()) {
+        node_.GotoBackup("this node passes its takeover check again; the primary gets " +
+                             std::to_string((budget + options_.reconnect_grace).count()) +
+                             " ms to reconnect before it counts as lost",
+                         options_.reconnect_grace);
+      }
+    }
+    return;
+  }
   if (!node_.PrimarySilent(now)) return;
   const PrimarySnapshot primary = node_.primary();
   const double silent_ms = primary.last_rx ? Ms(now - *primary.last_rx) : 0;
-  if (shadows_.healthy_shadow() == nullptr) {
+  std::shared_ptr<Shadow> shadow = shadows_.healthy_shadow();
+  if (shadow == nullptr) {
     if (node_.state() == NodeState::kDown) return;
     const ShadowSnapshot sh = shadows_.snapshot();
     const std::string why = "primary " + primary.peer + " lost and the shadow is " +
@@ -76,6 +97,17 @@ void Failover::Tick() {
                             " holds every acknowledged event (inspect it with 'understudy "
                             "replay')";
     if (node_.GotoDown(why)) log_.Alarm(why);
+    return;
+  }
+  Status c = check_->Check();
+  if (!c.ok()) {
+    const std::string why = "primary " + primary.peer + " silent for " +
+                            std::to_string(static_cast<int>(silent_ms)) +
+                            " ms, but this node does not take over: " + c.message() +
+                            "; it stays backup and checks again every " +
+                            std::to_string(options_.heartbeat.count()) + " ms";
+    if (node_.GotoIsolated(why)) log_.Alarm(why);
+    next_isolation_check_ = Clock::now() + options_.heartbeat;
     return;
   }
   const std::string why = "primary " + primary.peer + " lost: no message for " +
@@ -167,7 +199,14 @@ pb::AdminReply Failover::Planned(const pb::FailoverRequest& req, const std::atom
   } else if (!fs.IsNotFound()) {
     return ErrorReply("could not ask the primary to fence: " + fs.message());
   } else {
-    // No primary connected: it is fenced by the missing acks.
+    // No primary connected: it is fenced by the missing acks.  Going live
+    // without it is a takeover like an unplanned one: this node must not be
+    // the isolated one.
+    Status c = check_->Check();
+    if (!c.ok()) {
+      return ErrorReply("the primary is not connected and this node fails its takeover check: " +
+                        c.message() + "; nothing was switched");
+    }
     through = replica_.last_seq();
     notes.push_back("primary not connected (" + std::string(primary.drained ? "fenced" : "lost") +
                     "): it is fenced by the missing acks; going live at the replica's end, seq " +

@@ -3,8 +3,11 @@
 // (node.h); this class decides when, and performs go-live.
 //
 //  - Unplanned (Tick): the primary silent past the budget (and not back) ->
-//    no healthy shadow: GotoDown; otherwise GotoTakeover -- the decision, after which no ack leaves
-//    and every reconnect is FENCED -- then GoLive at the replica's end.
+//    no healthy shadow: GotoDown; this node fails its TakeoverCheck:
+//    GotoIsolated (re-checked every tick; passing again gives the primary a
+//    fresh budget plus a reconnect grace, GotoBackup); otherwise
+//    GotoTakeover -- the decision, after which no ack leaves and every
+//    reconnect is FENCED -- then GoLive at the replica's end.
 //  - Planned (Planned): BeginFence (FENCE_REQUEST), wait for DRAINED (or the
 //    primary hanging up for the budget), GotoTakeover, GoLive at the drained
 //    seq.  Nothing is switched when the primary does not confirm in time
@@ -12,7 +15,7 @@
 //  - GoLive: service address, drain the shadow, go-live handshake; then
 //    BecomePrimary, or AbandonTakeover (the shadow is restarted).
 //
-// Owns the last failover's summary and the test hook
+// Owns the takeover check, the last failover's summary and the test hook
 // UNDERSTUDY_TEST_GOLIVE_DELAY_MS (read once, at construction: a pause at
 // the start of go-live, after the decision, so a test can make the old
 // primary reconnect inside the takeover deterministically).
@@ -27,6 +30,7 @@
 
 #include "cluster/service_address.h"
 #include "daemon/admin.pb.h"
+#include "daemon/takeover_check.h"
 
 namespace understudy::daemon {
 
@@ -43,11 +47,16 @@ struct FailoverOptions {
   int missed_heartbeats = 2;
   std::chrono::milliseconds golive_timeout{10000};
   int shadow_nice = 10;
+  // After an isolation ends the primary gets this long on top of the budget
+  // to reconnect before it counts as lost: its reconnect may wait out a
+  // connect timeout (1 s) and a SYN retransmission.
+  std::chrono::milliseconds reconnect_grace{2000};
 };
 
 class Failover {
  public:
-  // Until Configure, there is no service address.
+  // Until Configure, there is no service address and the takeover check
+  // passes.
   Failover(FailoverOptions options, Node& node, ReplicaReceiver& replica, ShadowSupervisor& shadows,
            DaemonLog& log);
   Failover(const Failover&) = delete;
@@ -55,7 +64,8 @@ class Failover {
 
   // Before the supervisor thread starts (Daemon::Start, once the options
   // are checked).
-  void Configure(std::optional<cluster::ServiceAddress> service);
+  void Configure(std::optional<cluster::ServiceAddress> service,
+                 std::unique_ptr<TakeoverCheck> check);
 
   // The failure detector: one look.  Supervisor thread.
   void Tick();
@@ -67,6 +77,7 @@ class Failover {
   pb::AdminReply Planned(const pb::FailoverRequest& request, const std::atomic<bool>& stop);
 
   std::string last_failover() const;
+  const TakeoverCheck& check() const { return *check_; }
 
  private:
   pb::AdminReply GoLive(uint64_t through_seq, const std::string& kind,
@@ -78,7 +89,9 @@ class Failover {
   ShadowSupervisor& shadows_;
   DaemonLog& log_;
   std::optional<cluster::ServiceAddress> service_;
+  std::unique_ptr<TakeoverCheck> check_;
   const std::chrono::milliseconds golive_delay_;  // test hook, 0 = none
+  std::chrono::steady_clock::time_point next_isolation_check_{};
 
   mutable std::mutex mu_;
   std::string last_failover_;

@@ -61,6 +61,17 @@ int main(int argc, char** argv) {
   // --compare-link-cipher), refused without UNDERSTUDY_BENCH=1.
   std::string link_cipher = "aes-256-gcm";
   app.add_option("--link-cipher", link_cipher, "")->group("");
+  int witness_timeout_ms = 200;
+  app.add_option("--witness", o.witness,
+                 "Before taking over, this node checks that --service-dev is up with carrier and "
+                 "that a witness answers: ADDR[,ADDR...], each HOST:PORT (TCP connect; a "
+                 "refusal counts as an answer), HOST (ICMP echo) or 'gateway' (the default "
+                 "gateway of --service-dev); 'none' = no witness.  Default: gateway (none "
+                 "without a default route).  A node that fails the check stays backup (state "
+                 "isolated) and alarms");
+  app.add_option("--witness-timeout-ms", witness_timeout_ms,
+                 "How long the witnesses may take to answer (default 200)")
+      ->check(CLI::Range(1, 10000));
   int window_s = 60;
   app.add_option("--restart-window-s", window_s, "Window of --restart-limit in seconds (default 60)")
       ->check(CLI::Range(1, 86400));
@@ -72,6 +83,7 @@ int main(int argc, char** argv) {
   o.fsync_batch = fsync == "batch";
   o.heartbeat = std::chrono::milliseconds(heartbeat_ms);
   o.restart_window = std::chrono::seconds(window_s);
+  o.witness_timeout = std::chrono::milliseconds(witness_timeout_ms);
   Status s = understudy::cluster::LoadClusterKey(key_path, &o.key);
   if (s.ok()) s = understudy::cluster::ParseLinkCipher(link_cipher, &o.link_cipher);
   if (!s.ok()) {

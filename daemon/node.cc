@@ -17,6 +17,8 @@ const char* NodeStateName(NodeState s) {
       return "fencing";
     case NodeState::kDown:
       return "down";
+    case NodeState::kIsolated:
+      return "isolated";
     case NodeState::kEnded:
       return "ended";
     case NodeState::kTakingOver:
@@ -95,6 +97,7 @@ Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
       case NodeState::kBackup:
       case NodeState::kFencing:
       case NodeState::kDown:
+      case NodeState::kIsolated:
         if (journal_.has_value() && *journal_ != id) {
           a.verdict = Admission::kRefuse;
           a.why = "this daemon protects journal " + journal::JournalIdHex(*journal_) +
@@ -123,7 +126,8 @@ Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
     last_rx_ = Clock::now();
     silent_from_ = *last_rx_;
     drained_.reset();  // a primary that streams again has not drained
-    line = Goto(NodeState::kBackup, {NodeState::kDown}, "primary " + peer_ + " reconnected");
+    line = Goto(NodeState::kBackup, {NodeState::kDown, NodeState::kIsolated},
+                "primary " + peer_ + " reconnected");
   }
   Emit(line);
   return a;
@@ -178,7 +182,8 @@ void Node::PrimaryDrained(PeerLink* link, const cluster::Drained& d) {
     drained_ = d;
     cv_.notify_all();
     if (d.reason == cluster::Drained::kProgramExited) {
-      line = Goto(NodeState::kEnded, {NodeState::kBackup, NodeState::kFencing, NodeState::kDown},
+      line = Goto(NodeState::kEnded,
+                  {NodeState::kBackup, NodeState::kFencing, NodeState::kDown, NodeState::kIsolated},
                   "the primary's program exited with status " + std::to_string(d.exit_status) +
                       "; its journal ends at seq " + std::to_string(d.last_seq));
     }
@@ -199,7 +204,8 @@ void Node::ReleasePrimary(PeerLink* link) {
 // ---- the failure detector and failovers --------------------------------------------
 
 bool Node::SilentLocked(Clock::time_point now) const {
-  const bool watching = state_ == NodeState::kBackup || state_ == NodeState::kDown;
+  const bool watching =
+      state_ == NodeState::kBackup || state_ == NodeState::kDown || state_ == NodeState::kIsolated;
   return watching && journal_.has_value() && link_ == nullptr && !drained_.has_value() &&
          now > silent_from_ + budget_;
 }
@@ -223,6 +229,25 @@ bool Node::GotoDown(const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     line = Goto(NodeState::kDown, {NodeState::kBackup}, reason);
+  }
+  return Emit(line);
+}
+
+bool Node::GotoIsolated(const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kIsolated, {NodeState::kBackup, NodeState::kDown}, reason);
+  }
+  return Emit(line);
+}
+
+bool Node::GotoBackup(const std::string& reason, Clock::duration grace) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kBackup, {NodeState::kDown, NodeState::kIsolated}, reason);
+    if (!line.empty()) silent_from_ = std::max(silent_from_, Clock::now() + grace);
   }
   return Emit(line);
 }
@@ -278,13 +303,15 @@ bool Node::GotoTakeover(Takeover kind, const std::string& reason) {
     std::lock_guard<std::mutex> lock(mu_);
     if (kind == Takeover::kUnplanned) {
       if (!SilentLocked(Clock::now())) return false;
-      line = Goto(NodeState::kTakingOver, {NodeState::kBackup, NodeState::kDown}, reason);
+      line = Goto(NodeState::kTakingOver,
+                  {NodeState::kBackup, NodeState::kDown, NodeState::kIsolated}, reason);
     } else {
       // Fenced and drained (or gone) from fencing; from the others only while
       // no primary is connected -- one that reconnected meanwhile is running.
       if (state_ != NodeState::kFencing && link_ != nullptr) return false;
       line = Goto(NodeState::kTakingOver,
-                  {NodeState::kFencing, NodeState::kBackup, NodeState::kDown}, reason);
+                  {NodeState::kFencing, NodeState::kBackup, NodeState::kDown, NodeState::kIsolated},
+                  reason);
     }
   }
   if (line.empty()) return false;

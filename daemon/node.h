@@ -10,21 +10,25 @@
 //   fencing      on its link only     admitted (reconnect)    off: the planned failover decides
 //   down         -                    admitted -> backup      on: takes over once a shadow is
 //                                                             healthy
+//   isolated     -                    admitted -> backup      re-checks this node, not the primary
 //   ended        -                    new journal admitted    off: the program exited
 //   taking-over  NEVER                FENCED                  off
 //   primary      NEVER                FENCED                  off
 //
 //   from               to           transition       when
 //   idle, ended        backup       ProtectJournal   a recorder's HELLO opened a replica
-//   down               backup       AdmitPrimary     the primary reconnected
+//   down, isolated     backup       GotoBackup       the primary reconnected (AdmitPrimary), or
+//                                                    this node passes its takeover check again
 //   backup             fencing      BeginFence       planned failover: FENCE_REQUEST sent
 //   fencing            backup       AbortFence       the primary did not drain in time
 //   backup             down         GotoDown         primary silent past the budget, no healthy
 //                                                    shadow: the service is DOWN
+//   backup, down       isolated     GotoIsolated     primary silent past the budget, but this
+//                                                    node fails its TakeoverCheck
 //   backup, fencing,   ended        PrimaryDrained   DRAINED: the primary's program exited
-//   down
+//   down, isolated
 //   backup, down,      taking-over  GotoTakeover     THE DECISION: the primary is lost (silent
-//   fencing                                          past the budget, not back) or fenced and
+//   isolated, fencing                                past the budget, not back) or fenced and
 //                                                    drained
 //   taking-over        primary      BecomePrimary    the shadow went live
 //   taking-over        backup       AbandonTakeover  go-live failed; a new shadow starts
@@ -60,7 +64,7 @@
 
 namespace understudy::daemon {
 
-enum class NodeState { kIdle, kBackup, kFencing, kDown, kEnded, kTakingOver, kPrimary };
+enum class NodeState { kIdle, kBackup, kFencing, kDown, kIsolated, kEnded, kTakingOver, kPrimary };
 const char* NodeStateName(NodeState s);
 
 // What the receiver is to do with a recorder that sent its stream HELLO.
@@ -103,8 +107,8 @@ class Node {
 
   // A recorder's stream HELLO for `journal_id`: fenced in taking-over and
   // primary, refused while another journal is protected, else registered as
-  // the primary's link (an older link is shut down), which in down is
-  // down -> backup.
+  // the primary's link (an older link is shut down), which in down and
+  // isolated is GotoBackup.
   Admission AdmitPrimary(cluster::PeerLink* link, const journal::JournalId& journal_id);
   // The replica of `journal_id` is open for the admitted link: idle, ended ->
   // backup (a new journal forgets the old primary's record).
@@ -128,7 +132,7 @@ class Node {
   // ---- the failure detector and failovers (supervisor thread) -------------
 
   // When the primary counts as lost if it stays silent (and unregistered):
-  // its last message + the budget.  nullopt
+  // its last message + the budget, or later after an isolation.  nullopt
   // when the detector is off (no journal, a registered link, drained, or a
   // state in which the detector does not run).
   std::optional<Clock::time_point> LostDeadline() const;
@@ -140,6 +144,11 @@ class Node {
   //
   // backup -> down.
   bool GotoDown(const std::string& reason);
+  // backup, down -> isolated.
+  bool GotoIsolated(const std::string& reason);
+  // down, isolated -> backup.  `grace`: the primary's silence counts from
+  // now + grace (after an isolation the primary needs time to reconnect).
+  bool GotoBackup(const std::string& reason, Clock::duration grace);
   // backup -> fencing, sending FENCE_REQUEST on the primary's link under the
   // lock.  NotFound when no primary link is registered (then nothing
   // changes); the send's error otherwise.
@@ -151,7 +160,7 @@ class Node {
                          cluster::Drained* drained);
   // fencing -> backup.
   bool AbortFence(const std::string& reason);
-  // THE DECISION.  From backup or down (unplanned: only while
+  // THE DECISION.  From backup, down or isolated (unplanned: only while
   // PrimarySilent still holds -- a reconnect that came first wins) or from
   // fencing (planned: fenced and drained, or gone).  False when the
   // condition no longer holds; nothing changes then.

@@ -162,6 +162,20 @@ TEST_F(NodeTest, AnotherJournalIsRefusedUntilTheProgramEnded) {
   EXPECT_FALSE(node.primary().drained.has_value());
 }
 
+TEST_F(NodeTest, AnIsolatedNodeGivesThePrimaryAGraceBeforeItCountsAsLost) {
+  Wire w;
+  Protect(w, Id(1));
+  GoSilent(w);
+  node.GotoIsolated("eth0 has no carrier (test)");
+  EXPECT_EQ(node.state(), NodeState::kIsolated);
+  node.GotoBackup("link back (test)", 200ms);
+  EXPECT_EQ(node.state(), NodeState::kBackup);
+  EXPECT_FALSE(node.PrimarySilent(Node::Clock::now()));
+  EXPECT_FALSE(node.GotoTakeover(Node::Takeover::kUnplanned, "lost?"));
+  std::this_thread::sleep_for(260ms);
+  EXPECT_TRUE(node.PrimarySilent(Node::Clock::now()));
+}
+
 TEST_F(NodeTest, EveryTransitionIsLoggedWithItsReason) {
   Wire w;
   Protect(w, Id(1));
