@@ -223,6 +223,7 @@ int RunStatus(const AdminArgs& a) {
     const auto& r = st.replica();
     fmt::print("journal   {}: replica {} at seq {} (acked {}, fsync {}), {} bytes received\n",
                r.journal_id(), r.dir(), r.last_seq(), r.durable_seq(), r.fsync(), r.bytes());
+    if (!r.persist_error().empty()) fmt::print("          CANNOT PERSIST: {}\n", r.persist_error());
     fmt::print("lag       {} events, {} bytes, {} ms (primary at seq {})\n", st.lag().events(),
                st.lag().bytes(), st.lag().ms(), p.last_seq());
     if (p.commit_frames() > 0)

@@ -112,6 +112,7 @@ pb::StatusReply AdminService::BuildStatus() const {
     ri->set_durable_seq(r.acked);
     ri->set_bytes(r.bytes);
     ri->set_fsync(context_.fsync_batch ? "batch" : "page-cache");
+    ri->set_persist_error(r.persist_error);
   }
   auto* lag = st.mutable_lag();
   if (running) {

@@ -191,11 +191,14 @@ void Node::PrimaryDrained(PeerLink* link, const cluster::Drained& d) {
   if (!Emit(line) && on_change_) on_change_();
 }
 
-void Node::ReleasePrimary(PeerLink* link) {
+void Node::ReleasePrimary(PeerLink* link, Clock::duration grace) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (link_ != link) return;
     link_ = nullptr;
+    if (grace > Clock::duration::zero()) {
+      silent_from_ = std::max(silent_from_, Clock::now() + grace);
+    }
     cv_.notify_all();
   }
   if (on_change_) on_change_();

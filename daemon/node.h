@@ -126,8 +126,10 @@ class Node {
                        std::chrono::milliseconds timeout, std::string* why);
   // DRAINED from the primary.  A program that exited: -> ended.
   void PrimaryDrained(cluster::PeerLink* link, const cluster::Drained& d);
-  // The receiver of `link` is done with it (any reason).
-  void ReleasePrimary(cluster::PeerLink* link);
+  // The receiver of `link` is done with it (any reason).  `grace`: the
+  // primary is known to come back later than usual (this node refused it:
+  // it retries with a backoff), so its silence counts from now + grace.
+  void ReleasePrimary(cluster::PeerLink* link, Clock::duration grace = Clock::duration::zero());
 
   // ---- the failure detector and failovers (supervisor thread) -------------
 

@@ -1,5 +1,7 @@
 #include "daemon/replica_receiver.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -9,6 +11,7 @@
 #include "journal/event.pb.h"
 #include "journal/reader.h"
 #include "journal/stream.h"
+#include "recorder/replication_client.h"
 
 namespace understudy::daemon {
 
@@ -21,6 +24,27 @@ using cluster::PeerLink;
 
 double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
+}
+
+// REFUSED in the middle of a stream: the primary is still sending, and
+// closing on its unread frames would answer with a reset that can discard
+// the REFUSED before the primary reads it (it would then retry at once,
+// not knowing why).  So: send, stop writing, and read until it hangs up.
+void RefuseMidStream(PeerLink& link, const std::string& why, std::chrono::milliseconds budget) {
+  (void)link.Send(LinkType::kRefused, cluster::EncodeRefused(why), budget);
+  ::shutdown(link.fd(), SHUT_WR);
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  LinkMessage discard;
+  Status err;
+  while (Clock::now() < deadline &&
+         link.Receive(&discard, std::chrono::milliseconds(100), &err) != PeerLink::Recv::kClosed) {
+  }
+}
+
+// How much longer than usual a primary this node refused may stay away: it
+// retries after a backoff of at most recorder::kRefusedRetryMax.
+Clock::duration RefusedGrace(std::chrono::milliseconds budget) {
+  return recorder::kRefusedRetryMax + budget;
 }
 
 }  // namespace
@@ -36,7 +60,9 @@ std::string ReplicaReceiver::dir() const {
 
 uint64_t ReplicaReceiver::last_seq() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return writer_ != nullptr ? writer_->last_sequence() : 0;
+  // Flushed, not last: after a failed write the writer's last seq counts
+  // events that never reached the file.
+  return writer_ != nullptr ? writer_->flushed_sequence() : 0;
 }
 
 ReplicaSnapshot ReplicaReceiver::snapshot() const {
@@ -45,7 +71,7 @@ ReplicaSnapshot ReplicaReceiver::snapshot() const {
   s.open = journal_id_.has_value();
   if (journal_id_) s.journal_id = *journal_id_;
   s.dir = dir_;
-  s.last_seq = writer_ != nullptr ? writer_->last_sequence() : 0;
+  s.last_seq = writer_ != nullptr ? writer_->flushed_sequence() : 0;
   s.acked = acked_;
   s.bytes = bytes_;
   s.persist_error = persist_error_;
@@ -103,6 +129,16 @@ Status ReplicaReceiver::OpenLocked(const journal::JournalId& id, const std::stri
   return Status::Ok();
 }
 
+std::string ReplicaReceiver::PersistErrorLocked(const Status& s) {
+  const bool news = persist_error_ != s.message();
+  persist_error_ = s.message();
+  if (!news) return "";
+  return "replica " + dir_ + " cannot persist: " + s.message() +
+         "; the primary's stream is refused until it can (the primary backs off; its outputs "
+         "wait under --on-backup-loss stall); free space or fix the disk under " +
+         options_.data_dir;
+}
+
 void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
   const auto budget = options_.heartbeat * options_.missed_heartbeats;
   journal::StreamDecoder decoder("replication stream from " + link.peer());
@@ -149,19 +185,36 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
   std::string reopen_alarm, reopen_log;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    if (!a.same_journal || writer_ == nullptr) {
+    const bool stuck = !persist_error_.empty();
+    if (!a.same_journal || writer_ == nullptr || stuck) {
       if (writer_ != nullptr) (void)writer_->Close();
       writer_.reset();
       Status s = OpenLocked(hello.journal_id, hello.spec_bytes, a.same_journal, &reopen_alarm,
                             &reopen_log);
       if (!s.ok()) {
+        const bool persist = stuck && a.same_journal;
+        const std::string alarm = persist ? PersistErrorLocked(s) : "";
         lock.unlock();
-        node_.ReleasePrimary(&link);
-        log_.Alarm("cannot open the replica for journal " + id_hex + ": " + s.message());
-        (void)link.Send(LinkType::kRefused,
-                        cluster::EncodeRefused("backup cannot persist: cannot open the replica: " +
-                                               s.message()));
+        node_.ReleasePrimary(&link, persist ? RefusedGrace(budget) : Clock::duration::zero());
+        if (persist) {
+          if (!alarm.empty()) log_.Alarm(alarm);
+          log_.Log("refused recorder " + link.peer() + ": backup cannot persist: " + s.message());
+          (void)link.Send(LinkType::kRefused,
+                          cluster::EncodeRefused("backup cannot persist: " + s.message()));
+        } else {
+          log_.Alarm("cannot open the replica for journal " + id_hex + ": " + s.message());
+          (void)link.Send(LinkType::kRefused,
+                          cluster::EncodeRefused(
+                              "backup cannot persist: cannot open the replica: " + s.message()));
+        }
         return;
+      }
+      if (stuck && !reopen_alarm.empty()) {
+        // The torn frame is the one whose write failed, not a crash's: the
+        // persist error was the alarm; this says what the reopen cut.
+        reopen_log = "replica " + dir_ +
+                     " reopened after its failed write: " + writer_->reopen_report().note;
+        reopen_alarm.clear();
       }
     }
     base = writer_->last_sequence() + 1;
@@ -190,6 +243,7 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
   auto last_hb = Clock::now() - options_.heartbeat;
   auto last_rx = Clock::now();
   uint64_t acked_sent = base - 1;
+  bool refused_persist = false;
   while (s.ok() && !stop.load()) {
     const auto now = Clock::now();
     if (now - last_hb >= options_.heartbeat) {
@@ -233,7 +287,8 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
         // the primary's outputs wait for the ack, the shadow can wait.
         std::shared_ptr<Shadow> feed = shadow_();
         std::vector<std::shared_ptr<const std::string>> to_feed;
-        bool persist_failed = false;
+        std::string alarm;
+        std::string persist;
         while (s.ok() && decoder.Next(&f)) {
           if (f.type != journal::FrameType::kEventBatch) {
             s = Status::Corruption("primary " + link.peer() + " sent a " +
@@ -244,11 +299,17 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
           std::lock_guard<std::mutex> lock(mu_);
           s = writer_->AppendFrame(journal::FrameType::kEventBatch, f.payload);
           if (!s.ok()) {
-            persist_error_ = s.message();
-            persist_failed = true;
+            if (s.IsIOError()) {
+              alarm = PersistErrorLocked(s);
+              persist = s.message();
+            }
             break;
           }
-          persist_error_.clear();
+          if (!persist_error_.empty()) {
+            log_.Log("replica " + dir_ + " is writable again (it failed with: " + persist_error_ +
+                     ")");
+            persist_error_.clear();
+          }
           bytes_ += f.payload.size() + journal::kFrameHeaderSize;
           acked_ = options_.fsync_batch ? writer_->durable_sequence() : writer_->flushed_sequence();
           ack = acked_;
@@ -257,13 +318,15 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
         if (s.ok() && !decoder.status().ok()) s = decoder.status();
         if (!s.ok()) {
           for (auto& frame : to_feed) feed->Push(std::move(frame));  // in the replica: feed them
-          log_.Alarm("replication from " + link.peer() + ": " + s.message() +
-                     "; dropping the connection (the primary resumes from the last ack)");
-          // The primary's status and log then say why its outputs wait.
-          if (persist_failed) {
-            (void)link.Send(LinkType::kRefused,
-                            cluster::EncodeRefused("backup cannot persist: " + s.message()),
-                            budget);
+          if (!persist.empty()) {
+            refused_persist = true;
+            if (!alarm.empty()) log_.Alarm(alarm);
+            RefuseMidStream(link, "backup cannot persist: " + persist, budget);
+            s = Status::IOError("backup cannot persist: " + persist +
+                                "; refused the stream (the primary reconnects with backoff)");
+          } else {
+            log_.Alarm("replication from " + link.peer() + ": " + s.message() +
+                       "; dropping the connection (the primary resumes from the last ack)");
           }
           break;
         }
@@ -309,7 +372,9 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
     log_.Log("fencing recorder " + link.peer() + ": " + fence_why);
     (void)link.Send(LinkType::kFenced, cluster::EncodeFenced(fence_why));
   }
-  node_.ReleasePrimary(&link);
+  // Refused for a persist error: the primary is alive and comes back after
+  // its backoff, not within the silence budget.
+  node_.ReleasePrimary(&link, refused_persist ? RefusedGrace(budget) : Clock::duration::zero());
   if (link.integrity_failed()) {
     log_.Alarm(s.message() + " (recorder " + link.peer_name() + "; it resumes from the last ack)");
   } else if (!s.ok() && !stop.load()) {

@@ -9,7 +9,11 @@
 // there).
 //
 // Owns the replica writer and what the primary reports about itself (its
-// heartbeats).
+// heartbeats).  A write error (disk full, I/O error) is a persist error: an
+// alarm, the primary is told REFUSED "backup cannot persist: <error>" (it
+// backs off and applies its --on-backup-loss policy), status says so, and
+// the next connection reopens the replica (truncating the torn frame) and
+// tries again.
 //
 // Threads: Serve on connection threads (one primary link at a time, by
 // Node); the accessors from any thread.
@@ -76,6 +80,9 @@ class ReplicaReceiver {
   // to raise once it let go of mu_.
   Status OpenLocked(const journal::JournalId& id, const std::string& spec_bytes, bool reopen,
                     std::string* reopen_alarm, std::string* reopen_log);
+  // Caller holds mu_: a write failed.  Returns the alarm text when this is
+  // news (empty when the same error was already reported).
+  std::string PersistErrorLocked(const Status& s);
 
   const ReplicaOptions options_;
   Node& node_;

@@ -77,6 +77,7 @@ Status ProbeBackup(const std::string& backup, const ClusterKey& key,
 
 ReplicationClient::ReplicationClient(ReplicationOptions options) : options_(std::move(options)) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  backoff_ = options_.heartbeat;
   last_contact_ = Clock::now();
   last_alarm_ = Clock::now() - std::chrono::hours(1);
 }
@@ -225,6 +226,11 @@ void ReplicationClient::HandleAck(uint64_t seq) {
         Log("backup " + options_.backup + " is back: outputs wait for its acks again");
       }
       stall_reason_.clear();
+      if (!refused_.empty()) {
+        refused_.clear();
+        backoff_ = options_.heartbeat;
+        Log("backup " + options_.backup + " takes the stream again");
+      }
       publish = true;
     }
     durable = acked_;
@@ -240,7 +246,11 @@ void ReplicationClient::CheckBackupLoss() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     const auto now = Clock::now();
-    if (now - last_contact_ <= budget) return;
+    // A backup that answers but refuses the stream is as good as lost for
+    // the output gate, whatever its heartbeats say: the policy applies now,
+    // and the alarm says why.
+    if (now - last_contact_ <= budget && refused_.empty()) return;
+    const std::string what = refused_.empty() ? "backup " + options_.backup + " lost" : refused_;
     if (options_.on_backup_loss == BackupLossPolicy::kContinue) {
       if (!gate_opened_) {
         gate_opened_ = true;
@@ -248,14 +258,14 @@ void ReplicationClient::CheckBackupLoss() {
       }
       if (now - last_alarm_ >= std::chrono::seconds(5)) {
         last_alarm_ = now;
-        alarm = "ALARM: backup " + options_.backup +
-                " lost; policy continue: outputs leave WITHOUT replication (a failure of this "
-                "node now loses acknowledged data)";
+        alarm = "ALARM: " + what +
+                "; policy continue: outputs leave WITHOUT replication (a failure of this node "
+                "now loses acknowledged data)";
       }
     } else if (now - last_alarm_ >= std::chrono::seconds(5)) {
       last_alarm_ = now;
-      alarm = "backup " + options_.backup +
-              " lost; policy stall: the program's outputs wait until it is back (" +
+      alarm = (refused_.empty() ? "" : "ALARM: ") + what +
+              "; policy stall: the program's outputs wait until it is back (" +
               std::to_string(last_seq_ - acked_) + " events unacked)";
     }
   }
@@ -307,6 +317,11 @@ Heartbeat ReplicationClient::MakeHeartbeat() {
 void ReplicationClient::Run() {
   bool was_connected = false;
   while (!stop_.load(std::memory_order_acquire) && !fenced()) {
+    uint64_t acked_before = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      acked_before = acked_;
+    }
     std::unique_ptr<PeerLink> link;
     Status s = ConnectTcp(options_.backup, std::chrono::milliseconds(1000), &link);
     std::string stall;  // why acks cannot arrive, when this attempt failed
@@ -345,17 +360,43 @@ void ReplicationClient::Run() {
         stall = "backup unreachable: " + s.message();
       }
     }
+    // The backup answered but will not take the stream (REFUSED: it cannot
+    // persist, it protects another journal; or our key is wrong): retrying
+    // every heartbeat would only hammer it, so the wait doubles up to
+    // kRefusedRetryMax, each step logged once, until a session makes
+    // progress again.  An unreachable backup is retried every heartbeat.
+    const bool refused = s.IsInvalidArgument();
     bool log_error = false;
+    std::string step;
+    std::chrono::milliseconds wait = options_.heartbeat;
     {
       std::lock_guard<std::mutex> lock(mu_);
       connected_ = false;
       if (!stall.empty()) stall_reason_ = stall;
-      if (!s.ok() && (integrity || s.message() != last_error_)) {
+      if (acked_ > acked_before) {
+        backoff_ = options_.heartbeat;
+        refused_.clear();
+      }
+      if (refused && acked_ <= acked_before) {
+        refused_ = s.message();
+        const auto next = std::min<std::chrono::milliseconds>(
+            std::max<std::chrono::milliseconds>(backoff_ * 2, options_.heartbeat),
+            kRefusedRetryMax);
+        if (next != backoff_ || s.message() != last_error_) {
+          step = "retrying in " + std::to_string(next.count()) + " ms";
+        }
+        backoff_ = next;
+        wait = backoff_;
+        last_error_ = s.message();
+      } else if (!s.ok() && (integrity || s.message() != last_error_)) {
         last_error_ = s.message();
         log_error = true;
       }
     }
-    if (log_error && integrity) {
+    if (!step.empty()) {
+      Log(std::string(alarm ? "ALARM: " : "") + "replication link to " + options_.backup + ": " +
+          s.message() + "; " + step);
+    } else if (log_error && integrity) {
       Log("ALARM: " + s.message() + " and reconnecting");  // the message names the peer
     } else if (log_error) {
       Log(std::string(alarm ? "ALARM: " : "") + "replication link to " + options_.backup + ": " +
@@ -363,11 +404,10 @@ void ReplicationClient::Run() {
     }
     cv_.notify_all();
     if (stop_.load(std::memory_order_acquire) || fenced()) break;
-    // Back off one heartbeat interval, watching the loss budget meanwhile.
+    // Back off, watching the loss budget meanwhile.
     CheckBackupLoss();
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, options_.heartbeat,
-                 [this] { return stop_.load(std::memory_order_acquire); });
+    cv_.wait_for(lock, wait, [this] { return stop_.load(std::memory_order_acquire); });
   }
 }
 
@@ -382,6 +422,7 @@ Status ReplicationClient::HandleHello(const std::string& payload, uint64_t* sent
   }
   const uint64_t base = hello.base_sequence;
   uint64_t durable = 0;
+  bool lower = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (base == 0 || base - 1 > last_seq_) {
@@ -414,14 +455,17 @@ Status ReplicationClient::HandleHello(const std::string& payload, uint64_t* sent
       pending_.front().bytes = std::make_shared<const std::string>(std::move(trimmed));
       pending_.front().first = base;
     }
-    if (gate_opened_) gate_opened_ = false;
+    // Also lowers a gate the continue policy opened: outputs wait for acks
+    // again -- unless the backup refused the stream last time (it cannot
+    // persist): then the first ack lowers it (HandleAck), not the HELLO.
+    lower = refused_.empty() || !gate_opened_;
+    if (lower) gate_opened_ = false;
     *sent_upto = base - 1;
     durable = acked_;
     connected_ = true;
     last_contact_ = Clock::now();
   }
-  // Also lowers a gate the continue policy opened: outputs wait for acks again.
-  PublishDurable(durable);
+  if (lower) PublishDurable(durable);
   return Status::Ok();
 }
 

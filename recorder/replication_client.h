@@ -21,11 +21,14 @@
 //    wait.  A message that fails the link's integrity check (peer_link.h)
 //    is an alarm too.
 //  - The backup is "lost" after missed_heartbeats * heartbeat without any
-//    message from it.  Policy kStall: outputs keep waiting (and an old
-//    primary that lost its backup can never answer a client with state the
-//    backup does not have).  kContinue: durable_seq is set to kGateOpen so
-//    outputs flow unprotected, and every heartbeat interval an alarm is
-//    logged until the backup is back.
+//    message from it, or at once when it refuses the stream (REFUSED: it
+//    cannot persist, or protects another journal; reconnects then back off
+//    exponentially up to kRefusedRetryMax, each step logged once).  Policy
+//    kStall: outputs keep waiting (and an old primary that lost its backup
+//    can never answer a client with state the backup does not have).
+//    kContinue: durable_seq is set to kGateOpen so outputs flow unprotected,
+//    and every heartbeat interval an alarm is logged until the backup is
+//    back.
 //  - FENCE_REQUEST (planned failover) sets fence_requested(); the caller
 //    stops the program, closes the journal and calls Finish(), which waits
 //    for the last ACK and sends DRAINED.  FENCED (a backup already took
@@ -58,6 +61,11 @@ namespace understudy::recorder {
 // durable_seq value that opens the gate for good ("infinity-ish": far above
 // any seq, far below overflow when the interposer adds to it).
 inline constexpr uint64_t kGateOpen = uint64_t{1} << 62;
+
+// A backup that refuses the stream is asked again after a backoff that
+// doubles from one heartbeat up to this; understudyd relies on it (a primary
+// it refused counts as lost only when it stays away longer).
+inline constexpr std::chrono::milliseconds kRefusedRetryMax{5000};
 
 enum class BackupLossPolicy { kStall, kContinue };
 const char* BackupLossPolicyName(BackupLossPolicy p);
@@ -193,6 +201,12 @@ class ReplicationClient {
   // Link thread only: set by its session when it ends for a reason that is
   // an alarm and a stall reason of its own (refused, no acks, protocol error).
   std::string session_stall_;
+  // Set while the backup refuses the stream (REFUSED, e.g. "backup cannot
+  // persist: ..."): the policy applies as if it were lost, and reconnects
+  // back off exponentially (backoff_, at most kRefusedRetryMax) until an
+  // ack makes progress again.
+  std::string refused_;
+  std::chrono::milliseconds backoff_{0};
   uint64_t reconnects_ = 0;
   std::chrono::steady_clock::time_point last_contact_;
   std::chrono::steady_clock::time_point fence_at_;

@@ -370,7 +370,7 @@ class Cluster:
     printed when the `with` block fails)."""
 
     def __init__(self, net, heartbeat_ms=100, missed_heartbeats=2, primary="A", backup="B",
-                 daemon_extra=(), daemon_env=None):
+                 daemon_extra=(), daemon_env=None, data_dir=None):
         self.net = net
         self.daemon_extra = list(daemon_extra)
         self.daemon_env = daemon_env      # environment of understudyd (None: ours)
@@ -378,6 +378,7 @@ class Cluster:
         self.dir = net.tmpdir("cluster")
         self.key = os.path.join(self.dir, "cluster.key")
         self.admin = os.path.join(self.dir, "admin.sock")
+        self.data_dir = data_dir or os.path.join(self.dir, "backup-data")
         self.heartbeat_ms, self.missed = heartbeat_ms, missed_heartbeats
         self.daemon = self.primary = None
         self.primary_argv = None
@@ -413,7 +414,7 @@ class Cluster:
 
     def daemon_argv(self, key=None):
         return [UNDERSTUDYD, "--listen", "%s:%d" % (self.b.ip, PEER_PORT),
-                "--data", os.path.join(self.dir, "backup-data"), "--key", key or self.key,
+                "--data", self.data_dir, "--key", key or self.key,
                 "--admin-socket", self.admin,
                 "--service-address", "%s/%d" % (self.net.vip, self.net.cidr),
                 "--service-dev", NODE_DEV, "--heartbeat-ms", self.heartbeat_ms,

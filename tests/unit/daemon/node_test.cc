@@ -176,6 +176,21 @@ TEST_F(NodeTest, AnIsolatedNodeGivesThePrimaryAGraceBeforeItCountsAsLost) {
   EXPECT_TRUE(node.PrimarySilent(Node::Clock::now()));
 }
 
+// The silence budget runs from the primary's last message, not from when its
+// receiver let go of the link; a refused primary gets the grace on top.
+TEST_F(NodeTest, SilenceCountsFromTheLastMessageUnlessARefusalGrantsAGrace) {
+  Wire w, again;
+  Protect(w, Id(1));
+  std::this_thread::sleep_for(25ms);
+  node.ReleasePrimary(w.node_end.get());
+  std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(node.PrimarySilent(Node::Clock::now())) << "35 ms after its last message";
+  ASSERT_EQ(node.AdmitPrimary(again.node_end.get(), Id(1)).verdict, Admission::kAdmit);
+  node.ReleasePrimary(again.node_end.get(), 200ms);
+  std::this_thread::sleep_for(60ms);
+  EXPECT_FALSE(node.PrimarySilent(Node::Clock::now())) << "refused: it retries after a backoff";
+}
+
 TEST_F(NodeTest, EveryTransitionIsLoggedWithItsReason) {
   Wire w;
   Protect(w, Id(1));
