@@ -42,6 +42,8 @@ import sys
 import tempfile
 import time
 
+from wire import varint, xxh3_low32
+
 SOURCE = os.environ.get("UNDERSTUDY_SOURCE") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("UNDERSTUDY_BUILD") or os.path.join(SOURCE, "build")
@@ -479,43 +481,21 @@ class Trace:
 # inside an event's recorded data and fix the frame checksum, so the journal
 # stays valid and only the replay can notice.
 
-_xxh = None
-
-
-def _xxh3_low32(data):
-    global _xxh
-    if _xxh is None:
-        _xxh = ctypes.CDLL("libxxhash.so.0")  # the library the journal links
-        _xxh.XXH3_64bits.restype = ctypes.c_uint64
-        _xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    return _xxh.XXH3_64bits(bytes(data), len(data)) & 0xFFFFFFFF
-
-
-def _varint(buf, i):
-    v = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        v |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return v, i
-
 
 def _event_seq(ev):
     """Field 1 (seq, varint) of an Event message."""
     i = 0
     while i < len(ev):
-        key, i = _varint(ev, i)
+        key, i = varint(ev, i)
         field, wire = key >> 3, key & 7
         if field == 1 and wire == 0:
-            return _varint(ev, i)[0]
+            return varint(ev, i)[0]
         if wire == 0:
-            _, i = _varint(ev, i)
+            _, i = varint(ev, i)
         elif wire == 1:
             i += 8
         elif wire == 2:
-            n, i = _varint(ev, i)
+            n, i = varint(ev, i)
             i += n
         elif wire == 5:
             i += 4
@@ -544,12 +524,12 @@ def flip_journal_byte(journal_dir, marker, index=0):
                 i = start  # EventBatch: repeated 0x0A varint(len) Event
                 while i < end:
                     i += 1
-                    n, i = _varint(data, i)
+                    n, i = varint(data, i)
                     if i <= target < i + n:
                         seq = _event_seq(bytes(data[i:i + n]))
                     i += n
                 data[target] ^= 0x01
-                crc = _xxh3_low32(data[pos + 8:end])
+                crc = xxh3_low32(data[pos + 8:end])
                 data[pos + 4:pos + 8] = crc.to_bytes(4, "little")
                 with open(path, "wb") as f:
                     f.write(data)

@@ -32,17 +32,18 @@ Prints JSON lines on stdout (flushed): {"event": "listening"}, one
 acted, {"event": "replayed", "answer": [types...]} for replay.  --capture:
 every byte forwarded in either direction is appended to FILE (the test
 greps it for recorded client bytes in clear).  Stops on SIGTERM/SIGKILL.
-No dependency beyond python's standard library and libxxhash (ctypes, the
-library the journal links) for the frame checksum.
+No dependency beyond python's standard library and wire.py (varints and
+the frame checksum through libxxhash).
 """
 import argparse
-import ctypes
 import json
 import os
 import socket
 import struct
 import sys
 import threading
+
+from wire import varint, xxh3_low32
 
 HEADER = 5                       # u32 length, u8 type
 AUTH_HELLO, AUTH_RESULT, JOURNAL = 1, 4, 10
@@ -55,7 +56,6 @@ _lock = threading.Lock()
 _done = False                    # MODE acted (once per proxy run)
 _conn_ids = iter(range(1, 1 << 30))
 _capture = None
-_xxh = None
 
 
 def emit(**kw):
@@ -71,15 +71,6 @@ def capture(data):
             _capture.flush()
 
 
-def xxh3_low32(data):
-    global _xxh
-    if _xxh is None:
-        _xxh = ctypes.CDLL("libxxhash.so.0")
-        _xxh.XXH3_64bits.restype = ctypes.c_uint64
-        _xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    return _xxh.XXH3_64bits(bytes(data), len(data)) & 0xFFFFFFFF
-
-
 def journal_frame(ftype, payload):
     crc = xxh3_low32(bytes([ftype]) + payload)
     return struct.pack("<IIB", len(payload), crc, ftype) + payload
@@ -87,17 +78,6 @@ def journal_frame(ftype, payload):
 
 def link_message(mtype, payload):
     return struct.pack("<IB", len(payload), mtype) + payload
-
-
-def varint(buf, i):
-    v = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        v |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return v, i
 
 
 def hello_role(payload):

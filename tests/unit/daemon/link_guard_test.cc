@@ -29,6 +29,7 @@
 #include "journal/event.pb.h"
 #include "journal/stream.h"
 #include "recorder/replication_client.h"
+#include "tests/unit/daemon/fixtures.h"
 
 namespace understudy::daemon {
 namespace {
@@ -38,18 +39,8 @@ using cluster::LinkMessage;
 using cluster::LinkType;
 using cluster::PeerLink;
 
-std::string Frame(uint64_t first, uint64_t last) {
-  journal::pb::EventBatch batch;
-  for (uint64_t s = first; s <= last; ++s) {
-    journal::pb::Event* e = batch.add_events();
-    e->set_seq(s);
-    e->set_tid(1);
-    e->mutable_lifecycle()->set_kind(journal::pb::LifecycleEvent::EXIT);
-  }
-  std::string out;
-  journal::EncodeStreamBatch(batch.SerializeAsString(), &out);
-  return out;
-}
+using fixtures::DataDir;
+using fixtures::Frame;
 
 cluster::ClusterKey TestKey() {
   cluster::ClusterKey k;
@@ -277,8 +268,9 @@ DaemonOptions DaemonOpts(const std::string& dir) {
 // A file-size limit makes the replica's writes fail (EFBIG) like a full
 // disk: the daemon alarms, tells the recorder, and both statuses say why.
 TEST(LinkGuardTest, ReplicaWriteFailureIsTheStallReasonOnBothEnds) {
-  const std::string dir = testing::TempDir() + "/link_guard_persist";
-  std::filesystem::remove_all(dir);
+  DataDir data("link_guard_persist");
+  ASSERT_FALSE(data.path.empty()) << "mkdtemp under " << testing::TempDir();
+  const std::string& dir = data.path;
   auto d = std::make_unique<Daemon>(DaemonOpts(dir));
   ASSERT_TRUE(d->Start().ok());
   Recorded log;
@@ -337,8 +329,9 @@ bool ClosedWithin(int fd, std::chrono::milliseconds timeout) {
 }
 
 TEST(LinkGuardTest, HandshakesAreCappedAndHaveADeadline) {
-  const std::string dir = testing::TempDir() + "/link_guard_cap";
-  std::filesystem::remove_all(dir);
+  DataDir data("link_guard_cap");
+  ASSERT_FALSE(data.path.empty()) << "mkdtemp under " << testing::TempDir();
+  const std::string& dir = data.path;
   DaemonOptions o = DaemonOpts(dir);
   o.max_handshakes = 4;
   o.handshake_timeout = 600ms;
@@ -391,8 +384,9 @@ TEST(RefusalLogTest, OneLinePerBurst) {
 // a failover request on the way.  The daemon must not act on it, must say
 // why, and the CLI must fail instead of printing an empty status.
 TEST(LinkGuardTest, AnAdminRequestAlteredOnTheWayIsNotServed) {
-  const std::string dir = testing::TempDir() + "/link_guard_admin";
-  std::filesystem::remove_all(dir);
+  DataDir data("link_guard_admin");
+  ASSERT_FALSE(data.path.empty()) << "mkdtemp under " << testing::TempDir();
+  const std::string& dir = data.path;
   auto d = std::make_unique<Daemon>(DaemonOpts(dir));
   ASSERT_TRUE(d->Start().ok());
   // A relay on another port that flips the first ciphertext byte of the

@@ -21,24 +21,15 @@
 #include "journal/reader.h"
 #include "journal/stream.h"
 #include "recorder/replication_client.h"
+#include "tests/unit/daemon/fixtures.h"
 
 namespace understudy::daemon {
 namespace {
 
 using namespace std::chrono_literals;
 
-std::string Frame(uint64_t first, uint64_t last) {
-  journal::pb::EventBatch batch;
-  for (uint64_t s = first; s <= last; ++s) {
-    journal::pb::Event* e = batch.add_events();
-    e->set_seq(s);
-    e->set_tid(1);
-    e->mutable_lifecycle()->set_kind(journal::pb::LifecycleEvent::EXIT);
-  }
-  std::string out;
-  journal::EncodeStreamBatch(batch.SerializeAsString(), &out);
-  return out;
-}
+using fixtures::DataDir;
+using fixtures::Frame;
 
 bool WaitDurable(const abi::ControlBlock* cb, uint64_t seq, std::chrono::milliseconds timeout) {
   const auto end = std::chrono::steady_clock::now() + timeout;
@@ -63,22 +54,8 @@ DaemonOptions Options(const std::string& dir, const std::string& listen,
   return o;
 }
 
-// A fresh directory per run (runs of this test in other build trees share
-// /tmp), removed at the end whatever the outcome.
-struct DataDir {
-  DataDir() {
-    std::string tmpl = testing::TempDir() + "resume_test-XXXXXX";
-    if (mkdtemp(tmpl.data()) != nullptr) path = tmpl;
-  }
-  ~DataDir() {
-    std::error_code ec;
-    if (!path.empty()) std::filesystem::remove_all(path, ec);
-  }
-  std::string path;
-};
-
 TEST(ResumeTest, LinkBlipLosesAndDuplicatesNothing) {
-  DataDir data;
+  DataDir data("resume_test");
   ASSERT_FALSE(data.path.empty()) << "mkdtemp under " << testing::TempDir();
   const std::string& dir = data.path;
   cluster::ClusterKey key;
@@ -198,7 +175,7 @@ pb::StatusReply StatusOf(Daemon& d) {
 // outputs stay stalled, and the stream resumes, without a gap, once writes
 // succeed again.
 TEST(ResumeTest, AReplicaThatCannotPersistIsRefusedBackedOffAndResumed) {
-  DataDir data;
+  DataDir data("resume_test");
   ASSERT_FALSE(data.path.empty()) << "mkdtemp under " << testing::TempDir();
   const std::string& dir = data.path;
   cluster::ClusterKey key;
