@@ -244,6 +244,16 @@ Status OpenDir(const std::string& dir, Fd* out) {
 
 // Creates `dir` (mode 0700: images hold the process's memory) or checks that
 // it is empty.
+// Opens the images directory and, when the caller named one, a separate work
+// directory (CRIU's logs and stats); an empty `work_dir` leaves *work_fd
+// closed, and CRIU then writes into the images directory.
+Status OpenDirs(const std::string& images_dir, const std::string& work_dir, Fd* images_fd,
+                Fd* work_fd) {
+  Status st = OpenDir(images_dir, images_fd);
+  if (!st.ok() || work_dir.empty()) return st;
+  return OpenDir(work_dir, work_fd);
+}
+
 Status PrepareImagesDir(const std::string& dir) {
   if (mkdir(dir.c_str(), 0700) == 0) return Status::Ok();
   if (errno != EEXIST) return Status::FromErrno("create images dir " + dir, errno);
@@ -352,13 +362,9 @@ Status Criu::Dump(pid_t pid, const std::string& images_dir, const DumpOptions& o
   Status st = PrepareImagesDir(images_dir);
   if (!st.ok()) return st;
   Fd images_fd, work_fd;
-  st = OpenDir(images_dir, &images_fd);
+  st = OpenDirs(images_dir, options.work_dir, &images_fd, &work_fd);
   if (!st.ok()) return st;
   const std::string& work_dir = options.work_dir.empty() ? images_dir : options.work_dir;
-  if (!options.work_dir.empty()) {
-    st = OpenDir(work_dir, &work_fd);
-    if (!st.ok()) return st;
-  }
   report->log_path = PathIn(work_dir, "criu-dump.log");
 
   Manifest manifest;
@@ -426,13 +432,9 @@ Status Criu::Restore(const std::string& images_dir, const RestoreOptions& option
   report->verify_ms = MsSince(t0);
 
   Fd images_fd, work_fd;
-  st = OpenDir(images_dir, &images_fd);
+  st = OpenDirs(images_dir, options.work_dir, &images_fd, &work_fd);
   if (!st.ok()) return st;
   const std::string& work_dir = options.work_dir.empty() ? images_dir : options.work_dir;
-  if (!options.work_dir.empty()) {
-    st = OpenDir(work_dir, &work_fd);
-    if (!st.ok()) return st;
-  }
   report->log_path = PathIn(work_dir, "criu-restore.log");
 
   rpc::Req req;
