@@ -53,6 +53,7 @@ namespace {
 
 // Pseudo call numbers for events that are no system call.
 constexpr uint32_t kCallAuxRandom = 2001;  // the 16 AT_RANDOM bytes of the auxiliary vector
+constexpr uint32_t kCallRdtsc = 2002;      // an rdtsc/rdtscp instruction (PR_SET_TSC traps it)
 
 constexpr long kRestartSys = 512, kRestartNoIntr = 513, kRestartNoHand = 514,
                kRestartBlock = 516;
@@ -63,6 +64,7 @@ bool IsRestart(long r) {
 
 std::string CallName(long nr) {
   if (nr == kCallAuxRandom) return "auxv AT_RANDOM";
+  if (nr == kCallRdtsc) return "rdtsc";
   return syscalls::SyscallLabel(nr).text;
 }
 
@@ -380,6 +382,7 @@ Status LaunchTraced(const std::string& path, const std::vector<std::string>& arg
       _exit(127);
     }
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0);  // rdtsc faults; the tracer journals it
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0) {
       int e = errno;
       (void)!write(pipefd[1], &e, sizeof e);
@@ -466,9 +469,40 @@ uint64_t CloneFlags(pid_t pid, long nr, const uint64_t* a) {
   return 0;
 }
 
+// The thread's id as the program sees it (the last NSpid field: its own PID
+// namespace), which is what journals name threads by.
+pid_t NsTid(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", tid);
+  FILE* f = fopen(path, "re");
+  if (f == nullptr) return tid;
+  char line[256];
+  pid_t v = tid;
+  while (fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, "NSpid:", 6) != 0) continue;
+    char* save = nullptr;
+    for (char* tok = strtok_r(line + 6, " \t\n", &save); tok; tok = strtok_r(nullptr, " \t\n", &save))
+      v = static_cast<pid_t>(atoi(tok));
+    break;
+  }
+  fclose(f);
+  return v;
+}
+
 bool IsPidResult(long nr) {
   return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork ||
          nr == SYS_wait4 || nr == SYS_waitid;
+}
+
+// The length of the rdtsc (0f 31) or rdtscp (0f 01 f9) instruction at the
+// thread's rip when it faulted on it, else 0.
+int TscInstruction(pid_t tid, int sig, const siginfo_t& si, user_regs_struct* r) {
+  if (sig != SIGSEGV || si.si_code != SI_KERNEL || !GetRegs(tid, r)) return 0;
+  unsigned char b[3] = {};
+  if (!ReadMem(tid, r->rip, b, 3)) return 0;
+  if (b[0] == 0x0f && b[1] == 0x31) return 2;
+  if (b[0] == 0x0f && b[1] == 0x01 && b[2] == 0xf9) return 3;
+  return 0;
 }
 
 bool SynchronousSignal(int sig, const siginfo_t& si) {
@@ -482,6 +516,7 @@ using FdSet = std::set<int>;
 struct RThread {
   pid_t tid = 0;
   pid_t tgid = 0;
+  pid_t vtid = 0, vpid = 0;  // as the program sees them (journal's tid, pid)
   bool started = false;  // its first (attach) SIGSTOP was seen
   std::shared_ptr<FdSet> real_fds;  // fds open for real in both modes
   bool in_call = false;
@@ -491,7 +526,9 @@ struct RThread {
   uint64_t ia[6] = {};
   std::vector<int> deferred;  // asynchronous signals held for the next call boundary
   std::multiset<int> pass;    // signals the tracer re-raised: deliver them
-  bool exec_journaled = false;  // its execve succeeded and is in the journal already
+  bool exec_journaled = false;  // its execve (or clone) is in the journal already
+  bool linked = false;  // its parent's clone/fork event was seen
+  bool held = false;    // stopped at its first SIGSTOP until then
 };
 
 class Recorder {
@@ -515,8 +552,10 @@ class Recorder {
   }
   Status Append(pb::Event* e, const RThread& t) {
     e->set_seq(++seq_);
-    e->set_tid(static_cast<uint32_t>(t.tid));
-    e->set_pid(static_cast<uint32_t>(t.tgid));
+    RThread& th = const_cast<RThread&>(t);
+    if (th.vtid == 0) th.vtid = NsTid(t.tid), th.vpid = NsTid(t.tgid);
+    e->set_tid(static_cast<uint32_t>(th.vtid));
+    e->set_pid(static_cast<uint32_t>(th.vpid));
     return writer_->Append(*e);
   }
   Status OnEntry(RThread& t);
@@ -706,6 +745,27 @@ Status Recorder::OnSignal(RThread& t, int sig) {
     Resume(t, sig);
     return Status::Ok();
   }
+  user_regs_struct tr;
+  if (int len = TscInstruction(t.tid, sig, si, &tr)) {
+    // The time stamp counter, read for the program and journaled.
+    unsigned hi, lo;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    const uint64_t tsc = (static_cast<uint64_t>(hi) << 32) | lo;
+    tr.rax = lo;
+    tr.rdx = hi;
+    if (len == 3) tr.rcx = 0;
+    tr.rip += static_cast<unsigned>(len);
+    SetRegs(t.tid, tr);
+    pb::Event e;
+    pb::SyscallEvent* sc = e.mutable_syscall();
+    sc->set_call(kCallRdtsc);
+    sc->set_cls(pb::TIME);
+    sc->set_action(pb::EMULATE);
+    sc->set_fd(-1);
+    sc->add_out(std::string(reinterpret_cast<const char*>(&tsc), 8));
+    Resume(t, 0);
+    return Append(&e, t);
+  }
   if (SynchronousSignal(sig, si) || sig == SIGKILL) {  // caused by the thread's own instruction
     Resume(t, sig);
     return Status::Ok();
@@ -764,6 +824,7 @@ Status Recorder::Run() {
   s = LaunchTraced(path, opts_.argv, env, spec.cwd(), opts_.pid_namespace, &launched_);
   if (!s.ok()) return s;
   Thread(launched_.leader).started = true;
+  Thread(launched_.leader).linked = true;
   int leader_status = 0;
   bool leader_done = false;
   Status err;
@@ -812,6 +873,16 @@ Status Recorder::Run() {
       RThread& parent = threads_[tid];
       c.tgid = (flags & CLONE_THREAD) ? parent.tgid : c.tid;
       c.real_fds = (flags & CLONE_FILES) ? parent.real_fds : std::make_shared<FdSet>(*parent.real_fds);
+      // The clone is journaled now, before anything the new thread does.
+      if (parent.in_call) {
+        err = JournalCall(parent, NsTid(c.tid));
+        parent.exec_journaled = true;
+      }
+      c.linked = true;
+      if (c.held) {
+        c.held = false;
+        Resume(c, 0);
+      }
       Resume(parent);
     } else if (sig == SIGTRAP && ev == PTRACE_EVENT_EXEC) {
       // The execve is journaled here, before the new image's AT_RANDOM
@@ -833,7 +904,10 @@ Status Recorder::Run() {
       Resume(t);
     } else if (sig == SIGSTOP && !t.started) {
       t.started = true;
-      Resume(t, 0);
+      if (t.linked)
+        Resume(t, 0);
+      else
+        t.held = true;
     } else if (sig == SIGTRAP && ev != 0) {
       Resume(t, 0);
     } else {
@@ -892,6 +966,10 @@ struct PThread {
   long interrupted_nr = -1;
   uint64_t ia[6] = {};
   const pb::Event* ev = nullptr;  // the event its current call consumed
+  pid_t last_child = 0;           // the thread or process its last clone/fork made
+  int tsc_len = 0;                // waiting at an rdtsc/rdtscp of this length
+  bool linked = false;            // its parent's clone/fork event was seen
+  bool held = false;              // stopped at its first SIGSTOP until then
   enum class Mode { kSkip, kPlaceholder, kPlaceholder2, kReal, kRealOutput } mode = Mode::kSkip;
   std::multiset<int> pass;
 };
@@ -904,7 +982,11 @@ class Replayer {
  private:
   PThread& Thread(pid_t tid) {
     PThread& t = threads_[tid];
-    if (t.tid == 0) t.tid = tid;
+    if (t.tid == 0) {
+      t.tid = tid;
+      // In a PID namespace the program's own ids come back as recorded.
+      if (launched_.init > 0) tidmap_[static_cast<uint32_t>(NsTid(tid))] = tid;
+    }
     return t;
   }
   void Resume(PThread& t, int sig = 0) {
@@ -1033,6 +1115,20 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
     return;
   }
   Consume();
+  if (t.nr == kCallRdtsc) {
+    user_regs_struct tr;
+    GetRegs(t.tid, &tr);
+    uint64_t tsc = 0;
+    if (sc.out_size() > 0) std::memcpy(&tsc, sc.out(0).data(), std::min<size_t>(8, sc.out(0).size()));
+    tr.rax = tsc & 0xffffffffu;
+    tr.rdx = tsc >> 32;
+    if (t.tsc_len == 3) tr.rcx = 0;
+    tr.rip += static_cast<unsigned>(t.tsc_len);
+    SetRegs(t.tid, tr);
+    t.in_call = false;
+    Resume(t, 0);
+    return;
+  }
   t.ev = &e;
   t.in_call = true;
   user_regs_struct r;
@@ -1106,7 +1202,7 @@ void Replayer::Finish(PThread& t) {
       if (IsPidResult(t.nr)) {
         if ((t.nr == SYS_clone || t.nr == SYS_clone3 || t.nr == SYS_fork || t.nr == SYS_vfork) &&
             real > 0 && sc.result() > 0)
-          tidmap_[static_cast<uint32_t>(sc.result())] = static_cast<pid_t>(real);
+          tidmap_[static_cast<uint32_t>(sc.result())] = t.last_child > 0 ? t.last_child : static_cast<pid_t>(real);
       } else if (real != sc.result()) {
         Diverge(e.seq(), e.tid(), CallName(t.nr), sc.result(), real,
                 CallOn(t.nr, fd) + " re-executed returned " + std::to_string(real) + ", recorded " +
@@ -1146,6 +1242,14 @@ void Replayer::OnSignal(PThread& t, int sig) {
   if (p != t.pass.end()) {
     t.pass.erase(p);
     Resume(t, sig);
+    return;
+  }
+  user_regs_struct tr;
+  if (int len = TscInstruction(t.tid, sig, si, &tr)) {
+    t.nr = kCallRdtsc;
+    t.tsc_len = len;
+    t.waiting = true;
+    Pump();
     return;
   }
   if (SynchronousSignal(sig, si) || sig == SIGKILL) {
@@ -1211,6 +1315,7 @@ Status Replayer::Run() {
   if (!s.ok()) return s;
   PThread& leader = Thread(launched_.leader);
   leader.started = true;
+  leader.linked = true;
   for (const pb::Event& e : events_)
     if (e.tid() != 0) {
       tidmap_[e.tid()] = launched_.leader;
@@ -1280,13 +1385,27 @@ Status Replayer::Run() {
       Pump();
     } else if (sig == SIGTRAP && (ev_kind == PTRACE_EVENT_CLONE || ev_kind == PTRACE_EVENT_FORK ||
                                   ev_kind == PTRACE_EVENT_VFORK)) {
+      unsigned long child = 0;
+      ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child);
+      t.last_child = static_cast<pid_t>(child);
+      PThread& c = Thread(static_cast<pid_t>(child));
+      if (t.in_call && t.ev != nullptr && t.ev->syscall().result() > 0)
+        tidmap_[static_cast<uint32_t>(t.ev->syscall().result())] = c.tid;
+      c.linked = true;
+      if (c.held) {
+        c.held = false;
+        Resume(c, 0);
+      }
       Resume(t);
+      Pump();
     } else if (sig == SIGTRAP && ev_kind == PTRACE_EVENT_EXEC) {
       OnExec(t);
     } else if (sig == SIGSTOP && !t.started) {
       t.started = true;
-      Resume(t, 0);
-      Pump();
+      if (t.linked)
+        Resume(t, 0);
+      else
+        t.held = true;
     } else if (sig == SIGTRAP && ev_kind != 0) {
       Resume(t, 0);
     } else {
