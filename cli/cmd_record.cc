@@ -84,12 +84,25 @@ int RunPtraceRecord(const RecordArgs& a) {
 // line on stderr says which and why.  False if the program cannot be found.
 bool PickPtrace(const RecordArgs& a, bool* ptrace) {
   *ptrace = a.backend == "ptrace";
-  if (a.backend != "auto") return true;
+  if (a.backend == "ptrace") return true;
   std::string path;
   Status s = driver::ResolveExecutable(a.command[0], &path);
   if (!s.ok()) return true;  // the recorder says what is wrong with it
   ptrace_backend::BackendChoice choice;
   s = ptrace_backend::ChooseBackend(path, &choice);
+  if (a.backend == "preload") {
+    if (s.ok() && choice.go) {
+      // Go makes raw syscalls from its own text on its own signal stacks:
+      // the interposer's trap would crash it, so it is handed over.
+      fmt::print(stderr,
+                 "understudy record: --backend preload: {} is a Go binary, which the preload "
+                 "interposer cannot serve (Go's raw system calls and signal stacks crash it); "
+                 "recording it with the ptrace backend\n",
+                 path);
+      *ptrace = true;
+    }
+    return true;
+  }
   if (!s.ok()) {
     fmt::print(stderr, "understudy record: {}; recording with the preload backend\n", s.ToString());
     return true;
@@ -171,6 +184,12 @@ int RunRecord(const RecordArgs& a) {
                "status {}\n",
                r.events, r.bytes, r.segments, a.dir, r.wall_time_s, r.exit.exit_code);
   }
+  if (r.events <= 1 && r.exit.launch_error.empty())
+    fmt::print(stderr,
+               "understudy record: WARNING: the interposer recorded no event of {}: it never "
+               "loaded into the program (a static or Go binary?), so nothing it did is in the "
+               "journal and a replay cannot be trusted; record it with --backend ptrace\n",
+               a.command[0]);
   if (r.refused) return 1;  // documented: a refused call fails the recording
   return r.exit.exit_code;
 }

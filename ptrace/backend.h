@@ -33,6 +33,7 @@ inline constexpr const char* kBackendName = "ptrace";
 struct BackendChoice {
   bool ptrace = false;  // false: the preload interposer
   std::string reason;   // "statically linked", "Go binary (.go.buildinfo)", ...
+  bool go = false;      // a Go binary: the preload backend would crash it
 };
 
 // Reads the ELF file at `path` (absolute).  Not an ELF, unreadable: an error

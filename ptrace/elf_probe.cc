@@ -81,6 +81,7 @@ Status ChooseBackend(const std::string& path, BackendChoice* choice) {
     *choice = {true, std::string("a Go binary (.go.buildinfo): Go makes raw system calls and reads "
                                  "the vDSO from its own code, out of the interposer's reach") +
                          (interp ? "" : "; statically linked")};
+    choice->go = true;
     return Status::Ok();
   }
   if (!interp) {

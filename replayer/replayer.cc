@@ -229,6 +229,22 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   Status s = ScanJournal(options.dir, &scan);
   if (!s.ok()) return s;
   if (scan.spec.backend() == ptrace_backend::kBackendName) return ReplayWithPtrace(options, result);
+  if (scan.program_events == 0 && scan.torn_tail.empty()) {
+    // Every program the interposer runs in makes at least its exit_group:
+    // an empty journal means the interposer never loaded (a static binary),
+    // so nothing was recorded and a replay could prove nothing.
+    Divergence d;
+    d.seq = 1;
+    d.call = "no events";
+    d.text = "the journal holds no event of the program: the interposer never ran in it";
+    result->outcome = ReplayOutcome::kDiverged;
+    result->divergence = d;
+    result->message = "understudy replay: journal " + options.dir +
+                      " holds no event of the program: the preload interposer never ran in it "
+                      "(a static or Go binary?), so this replay cannot be called clean; record it "
+                      "again with --backend ptrace";
+    return Status::Ok();
+  }
   const pb::ProcessSpec& spec = scan.spec;
   result->events = scan.program_events;
   result->bytes = JournalBytes(options.dir);
