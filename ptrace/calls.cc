@@ -72,6 +72,11 @@ const CallRow* FindRow(long nr) {
   return r != nullptr && r->treat != Treat::kUntraced ? r : nullptr;
 }
 
+Treat TreatmentOf(long nr) {
+  if (nr < 0 || nr >= 512 || kIndex.row[nr] == nullptr) return Treat::kUntraced;
+  return kIndex.row[nr]->treat;
+}
+
 const char* TreatName(Treat t) {
   switch (t) {
     case Treat::kUntraced: return "not stopped (runs for real)";

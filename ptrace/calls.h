@@ -43,6 +43,8 @@ struct CallRow {
 
 // The row of call `nr` with its ptrace treatment, or nullptr (untraced).
 const CallRow* FindRow(long nr);
+// The ptrace treatment of call `nr` of syscalls.def (kUntraced if none).
+Treat TreatmentOf(long nr);
 // "journaled (emulated)", ... for docs/syscalls.md.
 const char* TreatName(Treat t);
 
