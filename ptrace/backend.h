@@ -40,6 +40,10 @@ struct BackendChoice {
 // naming the file.  A script (#!) gets the preload backend.
 Status ChooseBackend(const std::string& path, BackendChoice* choice);
 
+// The address and size of symbol `name` in the ELF file's .symtab (false if
+// it has none).  Used to find Go's runtime.cputicks.
+bool FindElfSymbol(const std::string& path, const char* name, uint64_t* addr, uint64_t* size);
+
 struct RecordOptions {
   std::string dir;
   std::vector<std::string> argv;

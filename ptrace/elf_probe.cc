@@ -118,3 +118,42 @@ Status ChooseBackend(const std::string& path, BackendChoice* choice) {
 }
 
 }  // namespace understudy::ptrace_backend
+
+namespace understudy::ptrace_backend {
+
+bool FindElfSymbol(const std::string& path, const char* name, uint64_t* addr, uint64_t* size) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  Elf64_Ehdr eh;
+  if (!ReadAt(fd, 0, &eh, sizeof eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) return false;
+  std::vector<Elf64_Shdr> sh(eh.e_shnum);
+  for (int i = 0; i < eh.e_shnum; ++i)
+    if (!ReadAt(fd, eh.e_shoff + static_cast<uint64_t>(i) * eh.e_shentsize, &sh[i], sizeof sh[i]))
+      return false;
+  const size_t want = std::strlen(name);
+  for (const Elf64_Shdr& s : sh) {
+    if (s.sh_type != SHT_SYMTAB || s.sh_link >= sh.size() || s.sh_entsize != sizeof(Elf64_Sym)) continue;
+    const Elf64_Shdr& strs = sh[s.sh_link];
+    if (strs.sh_size > (64u << 20) || s.sh_size > (256u << 20)) continue;
+    std::string names(strs.sh_size, '\0');
+    std::vector<Elf64_Sym> syms(s.sh_size / sizeof(Elf64_Sym));
+    if (!ReadAt(fd, strs.sh_offset, names.data(), names.size()) ||
+        !ReadAt(fd, s.sh_offset, syms.data(), syms.size() * sizeof(Elf64_Sym)))
+      continue;
+    for (const Elf64_Sym& sym : syms) {
+      if (sym.st_name + want >= names.size()) continue;
+      if (std::memcmp(names.data() + sym.st_name, name, want + 1) == 0 && sym.st_value != 0) {
+        *addr = sym.st_value;
+        *size = sym.st_size;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+}  // namespace understudy::ptrace_backend

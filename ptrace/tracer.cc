@@ -495,9 +495,44 @@ bool IsPidResult(long nr) {
          nr == SYS_wait4 || nr == SYS_waitid;
 }
 
-// The length of the rdtsc (0f 31) or rdtscp (0f 01 f9) instruction at the
-// thread's rip when it faulted on it, else 0.
+// rdtsc sites patched with int3 (address -> instruction length).  Where the
+// kernel does not honour PR_SET_TSC, the Go runtime's rdtsc (runtime.cputicks,
+// which seeds fastrand and so the scheduler's choices) is found by symbol at
+// each exec stop and its first byte replaced by int3 (0xcc); the trap is
+// answered like a faulting rdtsc.  One tracer per process, so a global.
+std::map<uint64_t, int> g_tsc_sites;
+
+void PatchCputicks(pid_t tid) {
+  char exe[64];
+  snprintf(exe, sizeof exe, "/proc/%d/exe", tid);
+  uint64_t addr = 0, size = 0;
+  if (!FindElfSymbol(exe, "runtime.cputicks.abi0", &addr, &size) &&
+      !FindElfSymbol(exe, "runtime.cputicks", &addr, &size))
+    return;
+  if (size == 0 || size > 256) size = 64;  // the assembly function is ~40 bytes
+  std::string text = ReadBytes(tid, addr, size);
+  for (size_t i = 0; i + 1 < text.size(); ++i) {
+    int len = 0;
+    if (static_cast<unsigned char>(text[i]) == 0x0f && text[i + 1] == 0x31) len = 2;
+    if (i + 2 < text.size() && static_cast<unsigned char>(text[i]) == 0x0f && text[i + 1] == 0x01 &&
+        static_cast<unsigned char>(text[i + 2]) == 0xf9)
+      len = 3;
+    if (len == 0) continue;
+    const unsigned char int3 = 0xcc;
+    if (WriteMem(tid, addr + i, &int3, 1)) g_tsc_sites[addr + i] = len;
+  }
+}
+
+// The length of the rdtsc (0f 31) or rdtscp (0f 01 f9) instruction the
+// thread stopped on (faulted, or hit the int3 patched over it), else 0;
+// r->rip is left at the instruction.
 int TscInstruction(pid_t tid, int sig, const siginfo_t& si, user_regs_struct* r) {
+  if (sig == SIGTRAP && !g_tsc_sites.empty() && GetRegs(tid, r)) {
+    auto it = g_tsc_sites.find(r->rip - 1);
+    if (it == g_tsc_sites.end()) return 0;
+    r->rip -= 1;
+    return it->second;
+  }
   if (sig != SIGSEGV || si.si_code != SI_KERNEL || !GetRegs(tid, r)) return 0;
   unsigned char b[3] = {};
   if (!ReadMem(tid, r->rip, b, 3)) return 0;
@@ -946,6 +981,7 @@ Status Recorder::Run() {
         err = JournalCall(t, 0);
         t.exec_journaled = true;
       }
+      PatchCputicks(tid);
       if (uint64_t rnd = FixAuxv(tid); rnd != 0 && err.ok()) {
         pb::Event e;
         pb::SyscallEvent* sc = e.mutable_syscall();
@@ -1024,6 +1060,7 @@ struct PThread {
   const pb::Event* ev = nullptr;  // the event its current call consumed
   pid_t last_child = 0;           // the thread or process its last clone/fork made
   int tsc_len = 0;                // waiting at an rdtsc/rdtscp of this length
+  uint64_t tsc_rip = 0;           // at this address
   bool linked = false;            // its parent's clone/fork event was seen
   bool held = false;              // stopped at its first SIGSTOP until then
   enum class Mode { kSkip, kPlaceholder, kPlaceholder2, kReal, kRealOutput } mode = Mode::kSkip;
@@ -1179,7 +1216,7 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
     tr.rax = tsc & 0xffffffffu;
     tr.rdx = tsc >> 32;
     if (t.tsc_len == 3) tr.rcx = 0;
-    tr.rip += static_cast<unsigned>(t.tsc_len);
+    tr.rip = t.tsc_rip + static_cast<unsigned>(t.tsc_len);
     SetRegs(t.tid, tr);
     t.in_call = false;
     Resume(t, 0);
@@ -1314,6 +1351,7 @@ void Replayer::OnSignal(PThread& t, int sig) {
   if (int len = TscInstruction(t.tid, sig, si, &tr)) {
     t.nr = kCallRdtsc;
     t.tsc_len = len;
+    t.tsc_rip = tr.rip;
     t.waiting = true;
     Pump();
     return;
@@ -1328,6 +1366,7 @@ void Replayer::OnSignal(PThread& t, int sig) {
 }
 
 void Replayer::OnExec(PThread& t) {
+  PatchCputicks(t.tid);
   uint64_t rnd = FixAuxv(t.tid);
   const pb::Event* e = Next();
   if (rnd != 0 && e != nullptr && e->has_syscall() && e->syscall().call() == kCallAuxRandom &&
