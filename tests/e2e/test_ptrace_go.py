@@ -11,10 +11,9 @@ What is asserted (see docs/ptrace.md "Go"):
     --backend preload on the Go binary is handed to ptrace, no crash;
   - never a false clean: every replay either reports no divergence AND
     reproduces the recorded stdout, or exits 2 with a divergence report.
-Replaying Go identically is NOT yet achieved on this machine (the runtime's
-scheduler interleaves threads outside traced calls and seeds fastrand from
-rdtsc, which this kernel does not let PR_SET_TSC trap); the count of
-identical replays is logged.
+Replaying Go identically is NOT yet achieved (the runtime's threads
+interact through memory and futexes the tracer does not order; see
+docs/ptrace.md "What works"); the count of identical replays is logged.
 
     test_ptrace_go.py CASE    default | nocgo"""
 import os
