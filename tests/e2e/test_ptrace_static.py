@@ -5,17 +5,21 @@ bytes, and Debian's static busybox.  Recorded with the backend chosen
 automatically (the record says so), replayed identically -- and the preload
 backend forced on the static binary is never called clean.
 
-    test_ptrace_static.py CASE    static_c | busybox | preload_not_clean"""
+    test_ptrace_static.py CASE    static_c | busybox | preload_not_clean | tampered
+
+tampered: one bit of the journaled getrandom bytes flipped (frame checksum
+fixed, so only the replay can tell) -- the ptrace replay must report the
+divergence in the preload replayer's words, not "no divergence"."""
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-from harness import Trace, expect, fail, log, run_main
+from harness import Trace, expect, fail, flip_journal_byte, log, run_main
 
 NEEDS = ["gcc", "/bin/busybox"]
-CASES = ["static_c", "busybox", "preload_not_clean"]
+CASES = ["static_c", "busybox", "preload_not_clean", "tampered"]
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptrace_src")
 ROUNDS = 20          # record + replay rounds of the static C program
@@ -83,8 +87,25 @@ def preload_not_clean():
             log("ok preload_not_clean: %s" % rep.err.strip().splitlines()[-1])
 
 
+def tampered():
+    with tempfile.TemporaryDirectory(prefix="understudy-ptrace-") as tmp:
+        exe = build_static(tmp)
+        with Trace("tampered") as t:
+            rec = t.record([exe])
+            expect(rec.rc == 0, "record exit %s" % rec.rc, rec)
+            line = [l for l in rec.out.splitlines() if l.startswith("getrandom ")]
+            expect(len(line) == 1, "no getrandom line in the output", rec)
+            seq = flip_journal_byte(t.dir, bytes.fromhex(line[0].split()[1]), index=3)
+            rep = t.replay(show_output=False)
+            expect(rep.rc == 2, "replay of a tampered journal exit %s (expected 2)" % rep.rc, rep)
+            expect("output differs: write(fd 1)" in rep.err,
+                   "the divergence is not the output check's", rep)
+            log("ok tampered (event %s flipped): %s" % (seq, rep.err.strip().splitlines()[-1]))
+
+
 def main():
-    cases = {"static_c": static_c, "busybox": busybox, "preload_not_clean": preload_not_clean}
+    cases = {"static_c": static_c, "busybox": busybox, "preload_not_clean": preload_not_clean,
+             "tampered": tampered}
     names = sys.argv[1:] or list(cases)
     for n in names:
         if n not in cases:
