@@ -89,6 +89,7 @@ Status Shadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
   driver::LaunchSpec launch = std::move(prepared.launch);
   launch.nice = nice;
   launch.control_fd = sh->mapping_->fd();
+  launch.detachable = true;  // once live, the service must outlive understudyd
   s = driver::Program::Launch(launch, &sh->program_);
   if (!s.ok()) return s;
   *out = std::move(sh);
@@ -97,6 +98,9 @@ Status Shadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
 
 Shadow::~Shadow() {
   if (feeder_ != nullptr) feeder_->Stop();
+  // A live, detached program is the service: it keeps running (the daemon's
+  // next start finds it again from DATA/state.json).  One that could not be
+  // detached ends with the daemon, as its parent-death signal says.
   if (program_ != nullptr && !live_) {
     program_->Kill();
     program_->Wait();
@@ -151,7 +155,12 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
   feeder_->Stop();
   *drain_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   Status s = replayer::RequestGoLive(mapping_->control(), service_addr, timeout, result);
-  if (s.ok()) live_ = true;
+  if (s.ok()) {
+    live_ = true;
+    // The service no longer depends on this daemon process (issue 12 part 4).
+    Status d = program_->Detach();
+    if (!d.ok()) detach_error_ = d.message();
+  }
   // The program back at full priority.  After go-live, off the switchover's
   // path: finding its processes reads every /proc/PID/stat of the node.
   renice_failed_ = !ReniceTree(program_->pid(), 0);

@@ -62,6 +62,9 @@ class Shadow {
   bool live() const { return live_; }
   // GoLive could not set the program back to niceness 0 (no CAP_SYS_NICE).
   bool renice_failed() const { return renice_failed_; }
+  // After a successful GoLive: why the program could not be detached from
+  // this daemon ("" = it was; it survives a restart of understudyd).
+  const std::string& detach_error() const { return detach_error_; }
   pid_t pid() const { return program_->pid(); }
   uint64_t events_fed() const { return feeder_->events_fed(); }
   uint64_t next_seq() const { return feeder_->next_seq(); }
@@ -86,6 +89,7 @@ class Shadow {
   bool exited_ = false;
   bool handoff_off_noticed_ = false;
   bool renice_failed_ = false;
+  std::string detach_error_;
   uint64_t catch_up_to_ = 0;
   driver::ProgramExit exit_;
 };
