@@ -118,6 +118,8 @@ void Chronicle::OnNodeChange(const NodeChange& c) {
       st->set_state(NodeStateName(c.to));
       st->set_state_reason(c.reason);
     });
+    // A go-live's primary hook comes from OnWentLive, with the go-live seq.
+    if (c.to == NodeState::kPrimary && c.from == NodeState::kTakingOver) return;
     Hook(HookState(c.to), c.to == NodeState::kPrimary ? "primary" : "backup", c.reason, seq,
          NodeStateName(c.to));
   });
@@ -164,6 +166,7 @@ void Chronicle::OnWentLive(const pb::FailoverReply& r, const std::string& line, 
         l->set_went_live(e.time());
       }
     });
+    Hook("primary", "primary", line, r.drained_seq(), "primary");
     if (!alive || !detach_error.empty()) {
       keeper_->Record(MakeHistoryEvent(
           "live",

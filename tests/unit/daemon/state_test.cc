@@ -293,7 +293,9 @@ TEST(Chronicle, TurnsChangesIntoHistoryStateAndHooks) {
       EXPECT_EQ(e.failover_kind(), "unplanned");
       EXPECT_DOUBLE_EQ(e.total_ms(), 80.5);
     }
-    if (e.kind() == "notify") EXPECT_NE(e.cause().find("exit status 7"), std::string::npos);
+    if (e.kind() == "notify") {
+      EXPECT_NE(e.cause().find("exit status 7"), std::string::npos);
+    }
   }
 
   // A restart: the state file gives everything back.
