@@ -201,6 +201,19 @@ int ExitCodeOf(int wait_status) {
   _exit(ExitCodeOf(status));
 }
 
+// Closes every descriptor >= 3 except `keep1` and `keep2` (-1 = none).
+void CloseAllBut(int keep1, int keep2) {
+  int lo = keep1 < keep2 ? keep1 : keep2;
+  int hi = keep1 < keep2 ? keep2 : keep1;
+  unsigned next = 3;
+  for (int k : {lo, hi}) {
+    if (k < 3) continue;
+    if (static_cast<unsigned>(k) > next) syscall(SYS_close_range, next, k - 1, 0);
+    next = static_cast<unsigned>(k) + 1;
+  }
+  syscall(SYS_close_range, next, ~0u, 0);
+}
+
 [[noreturn]] void RunLauncherChild(const ChildArgs& a, bool pid_namespace, pid_t driver) {
   g_forward_to = 0;
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -213,6 +226,11 @@ int ExitCodeOf(int wait_status) {
     // daemon's group (a terminal, a service manager's stop) is not the
     // program's.  The detach signal stays blocked until its handler is in.
     (void)setsid();
+    // This child and the init never exec, so the driver's close-on-exec
+    // descriptors (its listening sockets above all) would stay open in them
+    // for the program's whole life -- and a restarted driver could not bind
+    // its port again.  Keep stdio, the report pipe and the control memfd.
+    CloseAllBut(a.report_fd, a.control_fd);
     sigaddset(&detach_set, a.detach_signal);
     sigprocmask(SIG_BLOCK, &detach_set, nullptr);
   }
