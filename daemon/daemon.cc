@@ -307,9 +307,18 @@ std::string Daemon::RestoreState() {
     if (SameProcess(l.pid(), l.start_ticks())) {
       node_state_->RecoverPrimary("understudyd restarted; " + who +
                                   " is still running: this node serves");
-      shadows_->AdoptLive(l.pid(), l.start_ticks(),
-                          "adopted after a restart of understudyd: " + who);
-      text += "; " + who + " still runs: adopted";
+      std::unique_ptr<LiveControl> control;
+      Status cs = LiveControl::Open(l.pid(), &control);
+      std::string reach;
+      if (cs.ok()) {
+        reach = "control block reattached (interposer mode " + control->mode() + ")";
+      } else {
+        reach = "its control block cannot be reached: " + cs.message();
+        Alarm("adopting " + who + ": " + reach);
+      }
+      shadows_->AdoptLive(l.pid(), l.start_ticks(), std::move(control),
+                          "adopted after a restart of understudyd: " + who + "; " + reach);
+      text += "; " + who + " still runs: adopted, " + reach;
     } else {
       Alarm(who + " that this node took over with is gone (found after a restart of "
                   "understudyd): the service is DOWN on this node");

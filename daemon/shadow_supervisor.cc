@@ -93,18 +93,23 @@ ShadowSnapshot ShadowSupervisor::snapshot() const {
     s.events_fed = shadow_->events_fed();
     s.events_done = shadow_->events_done();
   }
-  if (shadow_ == nullptr && adopted_pid_ != 0) s.pid = adopted_pid_;
+  if (shadow_ == nullptr && adopted_pid_ != 0) {
+    s.pid = adopted_pid_;
+    if (adopted_control_ != nullptr) s.events_done = adopted_control_->events_done();
+  }
   s.healthy =
       shadow_ != nullptr && (state_ == ShadowState::kStarting || state_ == ShadowState::kRunning);
   return s;
 }
 
-void ShadowSupervisor::AdoptLive(int pid, uint64_t start_ticks, const std::string& reason) {
+void ShadowSupervisor::AdoptLive(int pid, uint64_t start_ticks,
+                                 std::unique_ptr<LiveControl> control, const std::string& reason) {
   std::string line;
   {
     std::lock_guard<std::mutex> lock(mu_);
     adopted_pid_ = pid;
     adopted_ticks_ = start_ticks;
+    adopted_control_ = std::move(control);
     line = Goto(ShadowState::kLive, {ShadowState::kNone}, reason);
   }
   log_.Log(line);

@@ -37,6 +37,7 @@
 #include <string>
 
 #include "daemon/leaky_bucket.h"
+#include "daemon/live_service.h"
 #include "daemon/shadow.h"
 #include "journal/format.h"
 
@@ -96,7 +97,9 @@ class ShadowSupervisor {
   // time from DATA/state.json, daemon/live_service.h): state live, watched
   // through /proc from then on (it is no longer this process's child).
   // Before the supervisor thread starts.
-  void AdoptLive(int pid, uint64_t start_ticks, const std::string& reason);
+  // `control`: its control mapping, reopened (null if that failed).
+  void AdoptLive(int pid, uint64_t start_ticks, std::unique_ptr<LiveControl> control,
+                 const std::string& reason);
   // Called (supervisor thread, outside the lock) with each divergence of the
   // shadow, for the event history.  Set before the supervisor thread starts.
   void set_on_divergence(std::function<void(const std::string&)> f) {
@@ -130,6 +133,7 @@ class ShadowSupervisor {
   LeakyBucket bucket_;
   int adopted_pid_ = 0;  // AdoptLive: the live service found after a restart
   uint64_t adopted_ticks_ = 0;
+  std::unique_ptr<LiveControl> adopted_control_;
   std::function<void(const std::string&)> on_divergence_;
   std::function<void(const std::string&)> on_live_ended_;
 };

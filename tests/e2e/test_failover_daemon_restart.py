@@ -10,7 +10,8 @@ bounded probe loop from C keeps asking the service address for PING.
 
 Checks: the service answers every probe through the daemon's stop and start
 (the live redis is not the daemon's to kill); the restarted daemon finds it
-again (state primary, shadow live with the same pid, `restored` set); status
+again (state primary, shadow live with the same pid, its interposer's control
+block reopened through /proc: mode live, the replayed-event count of before); status
 shows the same last failover and the alarms of before the restart;
 `understudy events --json` lists the failover (with its seq and breakdown)
 and the alarm; the notify hook ran with state backup, then primary with the
@@ -166,7 +167,13 @@ def main():
             expect(after["shadow"]["state"] == "live" and after["shadow"]["pid"] == live_pid,
                    "the restarted daemon did not adopt the live service (pid %s): shadow %s" %
                    (live_pid, after["shadow"]))
-            expect(after.get("restored"), "status does not say what was restored")
+            expect("control block reattached (interposer mode live)" in after.get("restored", ""),
+                   "the restarted daemon did not reach the live service's interposer: %s" %
+                   after.get("restored"))
+            expect(after["shadow"]["events_done"] == before["shadow"]["events_done"] and
+                   int(after["shadow"]["events_done"]) > 0,
+                   "events replayed by the live service: %s before, %s after the restart" %
+                   (before["shadow"]["events_done"], after["shadow"]["events_done"]))
             expect(after.get("last_failover") == before.get("last_failover"),
                    "last failover after restart %r != before %r" %
                    (after.get("last_failover"), before.get("last_failover")))

@@ -17,6 +17,7 @@
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/state_store.h"
+#include "driver/control_mapping.h"
 #include "tests/unit/daemon/fixtures.h"
 
 namespace understudy::daemon {
@@ -347,6 +348,27 @@ TEST(LiveService, IdentityIsPidAndStartTime) {
   WriteFile(d.path + "/78/stat",
             "78 (z) Z 1 78 78 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10\n");
   EXPECT_FALSE(SameProcess(78, 123456, d.path));
+}
+
+TEST(LiveControl, ReopensTheControlMappingAProcessHolds) {
+  fixtures::DataDir d("proc-empty");
+  ASSERT_FALSE(d.path.empty());
+  ::mkdir((d.path + "/55").c_str(), 0700);
+  ::mkdir((d.path + "/55/fd").c_str(), 0700);
+  std::unique_ptr<LiveControl> none;
+  EXPECT_TRUE(LiveControl::Open(55, &none, d.path).IsNotFound());
+
+  std::unique_ptr<driver::ControlMapping> m;
+  ASSERT_TRUE(driver::ControlMapping::Create(driver::kMinRingSize, abi::kModeReplay, 0, &m).ok());
+  __atomic_store_n(&m->control()->events_done, 1234, __ATOMIC_RELEASE);
+  std::unique_ptr<LiveControl> lc;
+  Status s = LiveControl::Open(::getpid(), &lc);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(lc->mode(), "replay");
+  EXPECT_EQ(lc->events_done(), 1234u);
+  // The same pages: a change on one side is seen on the other.
+  __atomic_store_n(&m->control()->mode, abi::kModeLive, __ATOMIC_RELEASE);
+  EXPECT_EQ(lc->mode(), "live");
 }
 
 }  // namespace
