@@ -164,6 +164,7 @@ Daemon::Daemon(DaemonOptions options)
   fo.missed_heartbeats = options_.missed_heartbeats;
   fo.golive_timeout = options_.golive_timeout;
   fo.shadow_nice = options_.shadow_nice;
+  fo.record_after_golive = options_.record_after_golive;
   failover_ = std::make_unique<Failover>(fo, *node_state_, *replica_, *shadows_, *log_);
   failover_->set_on_went_live([this](const pb::FailoverReply& r, const std::string& line, int pid,
                                      const std::string& detach_error) {

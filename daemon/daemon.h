@@ -89,6 +89,8 @@ struct DaemonOptions {
   // keepalived-style notify hook (daemon/notify.h); empty = none.
   std::string notify;
   std::chrono::milliseconds notify_timeout{10000};
+  // After go-live the live program records again (Failover, Shadow).
+  bool record_after_golive = false;
 };
 
 class Daemon {

@@ -268,7 +268,8 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   double drain_ms = 0;
   replayer::GoLiveResult res;
   const auto g0 = Clock::now();
-  Status s = shadow->GoLive(through, addr, options_.golive_timeout, &drain_ms, &res);
+  Status s = shadow->GoLive(through, addr, options_.golive_timeout, &drain_ms, &res,
+                            options_.record_after_golive);
   if (shadow->renice_failed()) {
     const std::string w =
         "could not set the new primary back to niceness 0 (understudyd lacks "
@@ -306,6 +307,29 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   }
   node_.BecomePrimary(line);
   log_.Log(std::string("NOW PRIMARY: ") + line);
+  if (options_.record_after_golive) {
+    // The new primary writes a journal again: the replica, continued.  The
+    // receiver is done with it (this node is primary: every recorder is
+    // FENCED from now on).
+    std::string note;
+    if (!shadow->recording()) {
+      note = "the live service does not record (its interposer went live in pass-through)";
+      log_.Alarm(note);
+    } else {
+      const std::string dir = replica_.dir();
+      replica_.Close();
+      Status rs = shadow->StartRecording(dir, through);
+      if (rs.ok()) {
+        note = "the live service records again: journal " + dir + " continues at seq " +
+               std::to_string(through + 1);
+        log_.Log(note);
+      } else {
+        note = "the live service cannot record: " + rs.message() + "; it passes through";
+        log_.Alarm(note);
+      }
+    }
+    fr.add_notes(note);
+  }
   if (!shadow->detach_error().empty()) {
     const std::string w = "the live service stays tied to understudyd (" +
                           shadow->detach_error() + "): a restart of the daemon ends it";

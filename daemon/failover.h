@@ -49,6 +49,9 @@ struct FailoverOptions {
   int missed_heartbeats = 2;
   std::chrono::milliseconds golive_timeout{10000};
   int shadow_nice = 10;
+  // After go-live the live program records again into the replica journal
+  // (continued), drained by this daemon (Shadow::StartRecording).
+  bool record_after_golive = false;
   // After an isolation ends the primary gets this long on top of the budget
   // to reconnect before it counts as lost: its reconnect may wait out a
   // connect timeout (1 s) and a SYN retransmission.
