@@ -90,7 +90,7 @@ struct DaemonOptions {
   std::string notify;
   std::chrono::milliseconds notify_timeout{10000};
   // After go-live the live program records again (Failover, Shadow).
-  bool record_after_golive = false;
+  bool record_after_golive = true;
 };
 
 class Daemon {

@@ -85,11 +85,12 @@ int main(int argc, char** argv) {
   app.add_option("--notify-timeout-ms", notify_timeout_ms,
                  "How long a --notify hook may run before it is killed (default 10000)")
       ->check(CLI::Range(1, 3600000));
-  app.add_flag("--record-after-golive", o.record_after_golive,
-               "EXPERIMENTAL: after a go-live the new primary's interposer records again and "
-               "this daemon drains its journal into the replica (continued at the go-live "
-               "seq), so the journal covers the service from its start; while understudyd is "
-               "stopped the service passes through unrecorded");
+  app.add_flag("!--no-record-after-golive", o.record_after_golive,
+               "After a go-live the new primary's interposer records again and this daemon "
+               "drains its journal into the replica, continued at the go-live seq (on by "
+               "default), so the journal covers the service from its start; this flag leaves "
+               "it in pass-through.  While understudyd is stopped the service passes through "
+               "unrecorded");
   int window_s = 60;
   app.add_option("--restart-window-s", window_s, "Window of --restart-limit in seconds (default 60)")
       ->check(CLI::Range(1, 86400));

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""The new primary writes a journal again (issue 12 part 4, experimental
-`understudyd --record-after-golive`).
+"""The new primary writes a journal again (issue 12 part 4; understudyd's
+default, `--no-record-after-golive` turns it off).
 
-redis-server under `understudy run` on node A, understudyd on node B with
---record-after-golive, a client on C.  Node A dies; B goes live and its
+redis-server under `understudy run` on node A, understudyd on node B, a client
+on C.  Node A dies; B goes live and its
 interposer switches from replay to record: the daemon drains the live
 process's ring into the replica journal, continued at the go-live seq.  More
 writes from C after the failover must make that journal grow past the go-live
@@ -38,7 +38,7 @@ def verify(dirpath):
 
 def main():
     with netns.Net() as net, \
-            netns.Cluster(net, daemon_extra=["--record-after-golive"]) as cl:
+            netns.Cluster(net) as cl:
         c = net.node("C")
         cl.start_backup()
         cl.start_primary(netns.redis_argv(net.tmpdir("redis")))
