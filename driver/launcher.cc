@@ -322,7 +322,15 @@ Status Program::Launch(const LaunchSpec& spec, std::unique_ptr<Program>* program
   InstallForwarding();
   const pid_t driver = getpid();
   std::fflush(nullptr);
+  // A detach request that arrives before the launcher child installed its
+  // handler must wait, not kill it (the default action of a real-time
+  // signal): the child inherits the signal blocked.
+  sigset_t detach_set, old_mask;
+  sigemptyset(&detach_set);
+  if (args.detach_signal != 0) sigaddset(&detach_set, args.detach_signal);
+  pthread_sigmask(SIG_BLOCK, &detach_set, &old_mask);
   pid_t pid = fork();
+  if (pid != 0) pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   if (pid < 0) {
     int err = errno;
     close(pipefd[0]);

@@ -2,10 +2,12 @@
 // chronicle that feeds both (daemon/chronicle.h), notify hooks
 // (daemon/notify.h) and the live service's identity (daemon/live_service.h).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -18,6 +20,7 @@
 #include "daemon/notify.h"
 #include "daemon/state_store.h"
 #include "driver/control_mapping.h"
+#include "driver/launcher.h"
 #include "tests/unit/daemon/fixtures.h"
 
 namespace understudy::daemon {
@@ -369,6 +372,52 @@ TEST(LiveControl, ReopensTheControlMappingAProcessHolds) {
   // The same pages: a change on one side is seen on the other.
   __atomic_store_n(&m->control()->mode, abi::kModeLive, __ATOMIC_RELEASE);
   EXPECT_EQ(lc->mode(), "live");
+}
+
+// The live service's independence from the daemon (driver/launcher.h
+// LaunchSpec::detachable): its launcher child is in a session of its own,
+// holds none of the driver's descriptors but the report pipe and the
+// control memfd, and confirms dropping its parent-death signal.
+TEST(LiveService, ADetachableProgramLeavesTheDriversSessionAndDescriptors) {
+  if (!driver::CanUseNamespaces()) GTEST_SKIP() << "needs root (PID namespace)";
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // like understudyd's
+  ASSERT_GE(listener, 0);
+  std::unique_ptr<driver::ControlMapping> m;
+  ASSERT_TRUE(driver::ControlMapping::Create(driver::kMinRingSize, abi::kModeOff, 0, &m).ok());
+  driver::LaunchSpec spec;
+  spec.path = "/bin/sleep";
+  spec.argv = {"sleep", "60"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  spec.control_fd = m->fd();
+  spec.detachable = true;
+  std::unique_ptr<driver::Program> p;
+  ASSERT_TRUE(driver::Program::Launch(spec, &p).ok());
+  Status d = p->Detach(10000);
+  EXPECT_TRUE(d.ok()) << d.message();
+  EXPECT_TRUE(p->detached());
+  EXPECT_EQ(::getsid(p->pid()), p->pid()) << "the launcher child is not a session leader";
+  std::vector<std::string> fds;
+  const std::string dir = "/proc/" + std::to_string(p->pid()) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (std::atoi(n.c_str()) >= 3) {
+      fds.push_back(n + " -> " + std::filesystem::read_symlink(e.path()).string());
+    }
+  }
+  // The report pipe and the control memfd; never the listening socket.
+  EXPECT_EQ(fds.size(), 2u) << ::testing::PrintToString(fds);
+  for (const std::string& f : fds) EXPECT_EQ(f.find("socket:"), std::string::npos) << f;
+  std::unique_ptr<LiveControl> lc;
+  EXPECT_TRUE(LiveControl::Open(p->pid(), &lc).ok());
+  p->Kill();
+  p->Wait();
+  ::close(listener);
+
+  // Not detachable: Detach refuses and changes nothing.
+  spec.detachable = false;
+  ASSERT_TRUE(driver::Program::Launch(spec, &p).ok());
+  EXPECT_TRUE(p->Detach().IsNotSupported());
+  EXPECT_FALSE(p->detached());
 }
 
 }  // namespace
