@@ -39,10 +39,10 @@ void PrintText(const daemon::pb::HistoryEvent& e) {
   std::string what = e.kind();
   if (e.kind() == "state") what += " " + e.from() + " -> " + e.to();
   if (e.kind() == "failover") {
-    what += fmt::format(" ({}, total {:.1f} ms: fence {:.1f}, drain {:.1f}, address {:.1f}, "
-                        "go-live {:.1f})",
-                        e.failover_kind(), e.total_ms(), e.fence_ms(), e.drain_ms(),
-                        e.address_ms(), e.golive_ms());
+    what += fmt::format(
+        " ({}, total {:.1f} ms: fence {:.1f}, drain {:.1f}, address {:.1f}, "
+        "go-live {:.1f})",
+        e.failover_kind(), e.total_ms(), e.fence_ms(), e.drain_ms(), e.address_ms(), e.golive_ms());
   }
   fmt::print("{} {}{} {}: {}\n", e.time(), e.node().empty() ? "" : e.node() + " ",
              e.seq() != 0 ? fmt::format("seq {}", e.seq()) : std::string("-"), what, e.cause());
@@ -75,8 +75,8 @@ int RunEvents(const EventsArgs& a) {
     daemon::pb::AdminReply reply;
     Status s = daemon::AdminCall(a.admin, a.key, req, std::chrono::milliseconds(10000), &reply);
     if (!s.ok()) {
-      fmt::print(stderr, "{}: {} (the daemon not running? read its history with --data DIR)\n",
-                 me, s.message());
+      fmt::print(stderr, "{}: {} (the daemon not running? read its history with --data DIR)\n", me,
+                 s.message());
       return 1;
     }
     if (reply.has_error()) {
@@ -104,8 +104,8 @@ int RunEvents(const EventsArgs& a) {
     for (const auto& e : events) fmt::print("{}\n", OneJsonLine(e));
     return 0;
   }
-  if (events.empty()) fmt::print("no events{} in {}\n", a.kind.empty() ? "" : " of kind " + a.kind,
-                                 path);
+  if (events.empty())
+    fmt::print("no events{} in {}\n", a.kind.empty() ? "" : " of kind " + a.kind, path);
   for (const auto& e : events) PrintText(e);
   if (bad != 0) {
     fmt::print(stderr, "{}: {} line(s) of {} did not parse and were skipped\n", me, bad, path);
@@ -138,8 +138,8 @@ void AddEventsCommand(CLI::App& app, int& exit_code) {
   c->add_option("--limit", ea->limit, "Only the newest N events (default: the daemon's 1000)")
       ->check(CLI::Range(1u, 10000u));
   c->add_option("--kind", ea->kind,
-                "Only events of this kind: failover, fence, divergence, alarm, state, shadow, "
-                "live, daemon, notify");
+                "Only events of this kind: failover, fence, divergence, alarm, state, live, "
+                "daemon, notify");
   c->add_flag("--json", ea->json, "One JSON object per event per line on stdout");
   c->callback([ea, &exit_code] { exit_code = RunEvents(*ea); });
 }

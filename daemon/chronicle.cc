@@ -170,8 +170,7 @@ void Chronicle::OnWentLive(const pb::FailoverReply& r, const std::string& line, 
     if (!alive || !detach_error.empty()) {
       keeper_->Record(MakeHistoryEvent(
           "live",
-          "the live service (pid " + std::to_string(pid) +
-              ") is not kept in the state file: " +
+          "the live service (pid " + std::to_string(pid) + ") is not kept in the state file: " +
               (alive ? detach_error : std::string("it is already gone")),
           options_.node, r.drained_seq()));
     }

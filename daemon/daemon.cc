@@ -321,8 +321,9 @@ std::string Daemon::RestoreState() {
                           "adopted after a restart of understudyd: " + who + "; " + reach);
       text += "; " + who + " still runs: adopted, " + reach;
     } else {
-      Alarm(who + " that this node took over with is gone (found after a restart of "
-                  "understudyd): the service is DOWN on this node");
+      Alarm(who +
+            " that this node took over with is gone (found after a restart of "
+            "understudyd): the service is DOWN on this node");
       chronicle_->keeper().Update([](pb::DaemonState* s) { s->clear_live(); });
       chronicle_->Note("live", who + " is gone (found at the daemon's start)");
       text += "; " + who + " is gone";

@@ -331,8 +331,8 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
     fr.add_notes(note);
   }
   if (!shadow->detach_error().empty()) {
-    const std::string w = "the live service stays tied to understudyd (" +
-                          shadow->detach_error() + "): a restart of the daemon ends it";
+    const std::string w = "the live service stays tied to understudyd (" + shadow->detach_error() +
+                          "): a restart of the daemon ends it";
     log_.Alarm(w);
     fr.add_notes(w);
   }

@@ -89,13 +89,17 @@ Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
         a.verdict = Admission::kFence;
         a.why = "node " + name_ + " is taking over as primary (" + reason_ +
                 "); this copy must not serve clients";
-        if (observer_) observer_(NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
+        if (observer_)
+          observer_(
+              NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
         return a;
       case NodeState::kPrimary:
         a.verdict = Admission::kFence;
         a.why = "node " + name_ + " took over as primary (" + reason_ +
                 "); this copy must not serve clients";
-        if (observer_) observer_(NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
+        if (observer_)
+          observer_(
+              NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
         return a;
       case NodeState::kBackup:
       case NodeState::kFencing:

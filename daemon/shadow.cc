@@ -199,13 +199,13 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
   }
   feeder_->Stop();
   *drain_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-  if (record_after) __atomic_store_n(&mapping_->control()->next_seq, through_seq + 1, __ATOMIC_RELEASE);
+  if (record_after)
+    __atomic_store_n(&mapping_->control()->next_seq, through_seq + 1, __ATOMIC_RELEASE);
   Status s =
       replayer::RequestGoLive(mapping_->control(), service_addr, timeout, result, record_after);
   if (s.ok()) {
     live_ = true;
-    recording_ =
-        __atomic_load_n(&mapping_->control()->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
+    recording_ = __atomic_load_n(&mapping_->control()->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
     // The service no longer depends on this daemon process (issue 12 part 4).
     Status d = program_->Detach();
     if (!d.ok()) detach_error_ = d.message();

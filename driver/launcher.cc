@@ -315,10 +315,9 @@ Status Program::Launch(const LaunchSpec& spec, std::unique_ptr<Program>* program
 
   std::vector<char*> argv = CStrings(spec.argv);
   std::vector<char*> envp = CStrings(spec.env);
-  ChildArgs args{spec.path.c_str(), argv.data(),
-                 envp.data(),       spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
-                 spec.control_fd,   pipefd[1], spec.nice,
-                 spec.detachable && ns ? SIGRTMIN + 2 : 0};
+  ChildArgs args{
+      spec.path.c_str(), argv.data(), envp.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
+      spec.control_fd,   pipefd[1],   spec.nice,   spec.detachable && ns ? SIGRTMIN + 2 : 0};
   InstallForwarding();
   const pid_t driver = getpid();
   std::fflush(nullptr);

@@ -589,8 +589,7 @@ long EmulateWith(uint8_t cls, long nr, long fd, uint64_t arg, const OutBuf* outs
   Rec rec;
   if (!NextEvent(&rec, nr, fd)) {
     // Went live while waiting, and records again: this call is an event.
-    return Mode() == abi::kModeRecord ? EmulateWith(cls, nr, fd, arg, outs_in, nout, exec)
-                                      : exec();
+    return Mode() == abi::kModeRecord ? EmulateWith(cls, nr, fd, arg, outs_in, nout, exec) : exec();
   }
   for (int i = 0; i < nout; i++) CopyOutTo(rec, i, const_cast<void*>(outs_in[i].p), outs_in[i].len);
   Consume(rec);

@@ -55,10 +55,16 @@ std::string EnvHook(const std::string& dir) {
   const std::string path = dir + "/hook.sh";
   WriteFile(path,
             "#!/bin/sh\n"
-            "n=$(ls " + dir + "/out.* 2>/dev/null | wc -l)\n"
-            "{ echo ARG1=$1; env | grep '^UNDERSTUDY_' | sort; } > " + dir + "/tmp.$$\n"
-            "mv " + dir + "/tmp.$$ " + dir + "/out.$n\n"
-            "exit 7\n",
+            "n=$(ls " +
+                dir +
+                "/out.* 2>/dev/null | wc -l)\n"
+                "{ echo ARG1=$1; env | grep '^UNDERSTUDY_' | sort; } > " +
+                dir +
+                "/tmp.$$\n"
+                "mv " +
+                dir + "/tmp.$$ " + dir +
+                "/out.$n\n"
+                "exit 7\n",
             0700);
   return path;
 }
@@ -108,7 +114,8 @@ TEST(History, AppendsOneLinePerEventAndSkipsATornLine) {
   const std::string path = HistoryFilePath(d.path);
   std::vector<pb::HistoryEvent> none;
   EXPECT_TRUE(ReadHistory(path, &none).IsNotFound());
-  pb::HistoryEvent f = MakeHistoryEvent("failover", "unplanned: primary lost\nsecond line", "B", 42);
+  pb::HistoryEvent f =
+      MakeHistoryEvent("failover", "unplanned: primary lost\nsecond line", "B", 42);
   f.set_total_ms(12.5);
   ASSERT_TRUE(AppendHistory(path, f).ok());
   ASSERT_TRUE(AppendHistory(path, MakeHistoryEvent("alarm", "shadow DIVERGED", "B")).ok());
@@ -255,9 +262,8 @@ TEST(Chronicle, TurnsChangesIntoHistoryStateAndHooks) {
     o.node = "nodeB";
     o.notify = hook;
     Chronicle c(o, log, [&] { return seq; });
-    log.set_alarm_sink([&](const std::string& a, const std::vector<std::string>& all) {
-      c.OnAlarm(a, all);
-    });
+    log.set_alarm_sink(
+        [&](const std::string& a, const std::vector<std::string>& all) { c.OnAlarm(a, all); });
     c.OnNodeChange({NodeState::kIdle, NodeState::kBackup, "recorder connected", false});
     c.Flush();
     seq = 42;
