@@ -239,6 +239,10 @@ int RunStatus(const AdminArgs& a) {
   if (!st.service_address().empty()) fmt::print("service   {}\n", st.service_address());
   if (!st.takeover_check().empty()) fmt::print("takeover  {}\n", st.takeover_check());
   if (!st.last_failover().empty()) fmt::print("failover  {}\n", st.last_failover());
+  if (!st.restored().empty()) fmt::print("restored  {}\n", st.restored());
+  if (!st.notify().empty()) {
+    fmt::print("notify    {} (outcomes: 'understudy events --kind notify')\n", st.notify());
+  }
   if (st.alarms_size() == 0) {
     fmt::print("alarms    none\n");
   } else {

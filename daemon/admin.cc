@@ -63,6 +63,8 @@ pb::StatusReply AdminService::BuildStatus() const {
   st.set_uptime_ms(static_cast<uint64_t>(Ms(now - context_.started)));
   st.set_last_failover(failover_.last_failover());
   st.set_takeover_check(failover_.check().Describe());
+  st.set_restored(restored_);
+  st.set_notify(context_.notify);
 
   const char* primary_state = PrimaryStateName(state, p, journal);
   const bool running = std::string_view(primary_state) == "running";
@@ -175,6 +177,13 @@ std::string AdminService::Handle(std::string_view request) {
       reply = std::move(job.reply);
       break;
     }
+    case pb::AdminRequest::kEvents:
+      if (context_.events) {
+        *reply.mutable_events() = context_.events(req.events());
+      } else {
+        reply = ErrorReply("this understudyd keeps no event history");
+      }
+      break;
     case pb::AdminRequest::REQUEST_NOT_SET:
       reply = ErrorReply("empty admin request: set status or failover");
       break;

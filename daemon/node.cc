@@ -72,6 +72,7 @@ std::string Node::Goto(NodeState to, std::initializer_list<NodeState> from,
   state_ = to;
   reason_ = reason;
   cv_.notify_all();
+  if (observer_) observer_(NodeChange{was, to, reason, false});
   return std::string("state ") + NodeStateName(was) + " -> " + NodeStateName(to) + ": " + reason;
 }
 
@@ -88,11 +89,17 @@ Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
         a.verdict = Admission::kFence;
         a.why = "node " + name_ + " is taking over as primary (" + reason_ +
                 "); this copy must not serve clients";
+        if (observer_)
+          observer_(
+              NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
         return a;
       case NodeState::kPrimary:
         a.verdict = Admission::kFence;
         a.why = "node " + name_ + " took over as primary (" + reason_ +
                 "); this copy must not serve clients";
+        if (observer_)
+          observer_(
+              NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
         return a;
       case NodeState::kBackup:
       case NodeState::kFencing:
@@ -327,6 +334,15 @@ bool Node::BecomePrimary(const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     line = Goto(NodeState::kPrimary, {NodeState::kTakingOver}, reason);
+  }
+  return Emit(line);
+}
+
+bool Node::RecoverPrimary(const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kPrimary, {NodeState::kIdle}, reason);
   }
   return Emit(line);
 }

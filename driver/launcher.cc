@@ -60,6 +60,7 @@ enum MsgKind : int32_t {
   kMsgProgramStatus = 2,  // the program's wait status (from PID 1)
   kMsgInitPid = 3,        // PID 1's pid as the driver sees it (from the launcher child)
   kMsgInitStatus = 4,     // PID 1's own wait status (from the launcher child)
+  kMsgDetached = 5,       // the launcher child dropped its parent-death signal
 };
 enum Step : int32_t { kStepFork = 1, kStepExec = 2, kStepControlFd = 3, kStepChdir = 4 };
 struct ChildMsg {
@@ -77,7 +78,25 @@ struct ChildArgs {
   int control_fd;
   int report_fd;
   int nice;
+  int detach_signal;  // 0 = not detachable
 };
+
+// Launcher child of a detachable program: the report pipe for the detach
+// handler.
+volatile sig_atomic_t g_detach_report_fd = -1;
+
+void OnDetach(int) {
+  int saved = errno;
+  prctl(PR_SET_PDEATHSIG, 0);
+  if (g_detach_report_fd >= 0) {
+    struct {
+      int32_t kind, step, err, value;
+    } m{5 /* kMsgDetached */, 0, 0, 0};
+    ssize_t r = write(g_detach_report_fd, &m, sizeof m);
+    (void)r;
+  }
+  errno = saved;
+}
 
 void Report(int fd, int32_t kind, int32_t step, int32_t err, int32_t value) {
   ChildMsg m{kind, step, err, value};
@@ -182,11 +201,39 @@ int ExitCodeOf(int wait_status) {
   _exit(ExitCodeOf(status));
 }
 
+// Closes every descriptor >= 3 except `keep1` and `keep2` (-1 = none).
+void CloseAllBut(int keep1, int keep2) {
+  int lo = keep1 < keep2 ? keep1 : keep2;
+  int hi = keep1 < keep2 ? keep2 : keep1;
+  unsigned next = 3;
+  for (int k : {lo, hi}) {
+    if (k < 3) continue;
+    if (static_cast<unsigned>(k) > next) syscall(SYS_close_range, next, k - 1, 0);
+    next = static_cast<unsigned>(k) + 1;
+  }
+  syscall(SYS_close_range, next, ~0u, 0);
+}
+
 [[noreturn]] void RunLauncherChild(const ChildArgs& a, bool pid_namespace, pid_t driver) {
   g_forward_to = 0;
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != driver) _exit(127);  // the driver died before prctl
   if (!pid_namespace) RunProgram(a);
+  sigset_t detach_set;
+  sigemptyset(&detach_set);
+  if (a.detach_signal != 0) {
+    // Out of the driver's session and process group: a signal to the
+    // daemon's group (a terminal, a service manager's stop) is not the
+    // program's.  The detach signal stays blocked until its handler is in.
+    (void)setsid();
+    // This child and the init never exec, so the driver's close-on-exec
+    // descriptors (its listening sockets above all) would stay open in them
+    // for the program's whole life -- and a restarted driver could not bind
+    // its port again.  Keep stdio, the report pipe and the control memfd.
+    CloseAllBut(a.report_fd, a.control_fd);
+    sigaddset(&detach_set, a.detach_signal);
+    sigprocmask(SIG_BLOCK, &detach_set, nullptr);
+  }
   if (unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) {
     WarnErrno("unshare(CLONE_NEWPID|CLONE_NEWNS)", errno,
               "; running without a PID namespace: PIDs in replay may differ");
@@ -200,6 +247,16 @@ int ExitCodeOf(int wait_status) {
   }
   if (init == 0) RunInit(a);
   g_forward_to = init;
+  if (a.detach_signal != 0) {
+    g_detach_report_fd = a.report_fd;
+    struct sigaction da;
+    std::memset(&da, 0, sizeof da);
+    da.sa_handler = OnDetach;
+    da.sa_flags = SA_RESTART;
+    sigemptyset(&da.sa_mask);
+    sigaction(a.detach_signal, &da, nullptr);
+    sigprocmask(SIG_UNBLOCK, &detach_set, nullptr);
+  }
   Report(a.report_fd, kMsgInitPid, 0, 0, init);
   int st = 0;
   while (waitpid(init, &st, 0) < 0) {
@@ -258,13 +315,21 @@ Status Program::Launch(const LaunchSpec& spec, std::unique_ptr<Program>* program
 
   std::vector<char*> argv = CStrings(spec.argv);
   std::vector<char*> envp = CStrings(spec.env);
-  ChildArgs args{spec.path.c_str(), argv.data(),
-                 envp.data(),       spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
-                 spec.control_fd,   pipefd[1], spec.nice};
+  ChildArgs args{
+      spec.path.c_str(), argv.data(), envp.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
+      spec.control_fd,   pipefd[1],   spec.nice,   spec.detachable && ns ? SIGRTMIN + 2 : 0};
   InstallForwarding();
   const pid_t driver = getpid();
   std::fflush(nullptr);
+  // A detach request that arrives before the launcher child installed its
+  // handler must wait, not kill it (the default action of a real-time
+  // signal): the child inherits the signal blocked.
+  sigset_t detach_set, old_mask;
+  sigemptyset(&detach_set);
+  if (args.detach_signal != 0) sigaddset(&detach_set, args.detach_signal);
+  pthread_sigmask(SIG_BLOCK, &detach_set, &old_mask);
   pid_t pid = fork();
+  if (pid != 0) pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   if (pid < 0) {
     int err = errno;
     close(pipefd[0]);
@@ -276,11 +341,47 @@ Status Program::Launch(const LaunchSpec& spec, std::unique_ptr<Program>* program
   fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
   g_forward_to = pid;
   program->reset(new Program(pid, pipefd[0], ns));
+  (*program)->detachable_ = spec.detachable && ns;
   return Status::Ok();
 }
 
+Status Program::Detach(int timeout_ms) {
+  if (detached_) return Status::Ok();
+  if (!detachable_) {
+    return Status::NotSupported(
+        in_namespace_ ? "the program was not launched detachable"
+                      : "the program runs without a PID namespace (understudyd is not root): it "
+                        "carries the daemon's parent-death signal and ends with the daemon");
+  }
+  if (done_) return Status::NotFound("the program has already ended");
+  if (kill(pid_, SIGRTMIN + 2) != 0) return Status::FromErrno("signal the launcher child", errno);
+  for (int waited = 0; waited <= timeout_ms; waited += 5) {
+    ChildMsg m;
+    while (read(status_fd_, &m, sizeof m) == static_cast<ssize_t>(sizeof m)) {
+      if (m.kind == kMsgDetached) {
+        detached_ = true;
+        return Status::Ok();
+      }
+      // Anything else the children reported: keep it for Poll/Finish.
+      if (m.kind == kMsgInitPid) init_pid_ = m.value;
+      if (m.kind == kMsgInitStatus) {
+        have_init_status_ = true;
+        init_status_ = m.value;
+      }
+      if (m.kind == kMsgProgramStatus) {
+        have_program_status_ = true;
+        program_status_ = m.value;
+      }
+    }
+    usleep(5000);
+  }
+  return Status::IOError("the launcher child (pid " + std::to_string(pid_) +
+                         ") did not confirm dropping its parent-death signal within " +
+                         std::to_string(timeout_ms) + " ms");
+}
+
 Program::~Program() {
-  if (!done_) {
+  if (!done_ && !detached_) {
     Kill();
     Wait();
   }

@@ -42,6 +42,12 @@ struct LaunchSpec {
   int control_fd = -1;            // memfd installed at abi::kControlFd
   bool pid_namespace = true;      // ignored (with a warning) without root
   int nice = 0;                   // scheduling niceness of the program (0 = inherit)
+  // The program may later outlive the driver (Program::Detach; understudyd's
+  // live service).  The launcher child starts its own session (setsid), so
+  // no signal sent to the driver's process group or terminal reaches it, and
+  // it drops its parent-death signal when Detach asks.  Namespace path only
+  // (root); without it the child is the program and Detach fails.
+  bool detachable = false;
 };
 
 // How the program ended.
@@ -75,6 +81,15 @@ class Program {
   pid_t pid() const { return pid_; }
   bool in_namespace() const { return in_namespace_; }
 
+  // Lets the program outlive this driver (LaunchSpec::detachable): the
+  // launcher child drops its parent-death signal and confirms (within
+  // `timeout`); from then on the destructor neither kills nor waits for it
+  // (Poll and Kill still work while this process is its parent).  Fails,
+  // changing nothing, when the spec was not detachable, without a
+  // namespace, or when the launcher child does not confirm.
+  Status Detach(int timeout_ms = 2000);
+  bool detached() const { return detached_; }
+
  private:
   Program(pid_t pid, int status_fd, bool ns)
       : pid_(pid), status_fd_(status_fd), in_namespace_(ns) {}
@@ -84,6 +99,8 @@ class Program {
   pid_t pid_;
   int status_fd_;  // read end of the children's report pipe
   bool in_namespace_;
+  bool detachable_ = false;
+  bool detached_ = false;
   bool done_ = false;
   ProgramExit exit_;
   pid_t init_pid_ = 0;  // PID 1 of the namespace, as the driver sees it

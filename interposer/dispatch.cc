@@ -278,7 +278,10 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
 
   // Replay.
   Rec rec;
-  if (!NextEvent(&rec, nr, fd)) return Perform(nr, a);
+  if (!NextEvent(&rec, nr, fd)) {
+    // Went live while waiting: recording again -> this call is an event.
+    return Mode() == abi::kModeRecord ? TableCall(row, a, t) : Perform(nr, a);
+  }
   long r = rec.h.result;
   switch (rec.h.action) {
     case abi::kActEmulate: {

@@ -587,7 +587,10 @@ long EmulateWith(uint8_t cls, long nr, long fd, uint64_t arg, const OutBuf* outs
     return r;
   }
   Rec rec;
-  if (!NextEvent(&rec, nr, fd)) return exec();
+  if (!NextEvent(&rec, nr, fd)) {
+    // Went live while waiting, and records again: this call is an event.
+    return Mode() == abi::kModeRecord ? EmulateWith(cls, nr, fd, arg, outs_in, nout, exec) : exec();
+  }
   for (int i = 0; i < nout; i++) CopyOutTo(rec, i, const_cast<void*>(outs_in[i].p), outs_in[i].len);
   Consume(rec);
   return rec.h.result;
@@ -609,7 +612,9 @@ long ReexecWith(long nr, long fd, uint64_t arg, Exec exec, After after) {
     return r;
   }
   Rec rec;
-  if (!NextEvent(&rec, nr, fd)) return exec();
+  if (!NextEvent(&rec, nr, fd)) {
+    return Mode() == abi::kModeRecord ? ReexecWith(nr, fd, arg, exec, after) : exec();
+  }
   long r = exec();
   if (r != rec.h.result)
     Diverge(rec, {.what = Mismatch::kResult,

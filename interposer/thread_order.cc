@@ -91,6 +91,8 @@ int OrderedAcquire(uint32_t op, Obj* obj, Attempt attempt, Block block) {
     Consume(rec);
     return r;
   }
+  // Went live while waiting, and records again: number this acquisition.
+  if (Recording()) return OrderedAcquire(op, obj, attempt, block);
   return attempt();
 }
 
@@ -111,7 +113,10 @@ int CondWaitCommon(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec*
       return static_cast<int>(rec.h.result);
     }
     real_mutex_lock(m);
-    return 0;  // went live: a spurious wake-up is always allowed
+    // Went live: a spurious wake-up is always allowed -- and when the live
+    // process records again it is this thread's event, as in record mode.
+    if (Recording()) PublishSync(abi::kSyncCondWake, c, 0);
+    return 0;
   }
   return abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
 }
