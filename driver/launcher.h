@@ -42,6 +42,12 @@ struct LaunchSpec {
   int control_fd = -1;            // memfd installed at abi::kControlFd
   bool pid_namespace = true;      // ignored (with a warning) without root
   int nice = 0;                   // scheduling niceness of the program (0 = inherit)
+  // The tree may be checkpointed by CRIU (docs/checkpoint.md): inside its
+  // mount namespace PID 1 detaches nsfs mounts (CRIU refuses a namespace
+  // holding one) and reopens a stdin/stdout/stderr that is a file or a
+  // device (opened outside the namespace, CRIU cannot look its mount up)
+  // on /dev/null; pipes and sockets are kept.
+  bool checkpointable = false;
 };
 
 // How the program ended.
@@ -74,6 +80,14 @@ class Program {
 
   pid_t pid() const { return pid_; }
   bool in_namespace() const { return in_namespace_; }
+  // The root of what a checkpoint dumps: PID 1 of the namespace as the
+  // driver sees it (0 until the launcher child reported it), or the program
+  // itself without a namespace.  Caller's thread (it reads the report pipe).
+  pid_t checkpoint_root() {
+    if (!in_namespace_) return pid_;
+    if (init_pid_ == 0) ReadReports();
+    return init_pid_;
+  }
 
  private:
   Program(pid_t pid, int status_fd, bool ns)
