@@ -22,6 +22,8 @@
 
 #include "cluster/peer_link.h"
 #include "daemon/admin.pb.h"
+#include "daemon/image_receiver.h"
+#include "journal/status.h"
 
 namespace understudy::daemon {
 
@@ -38,6 +40,10 @@ struct AdminContext {
   int missed_heartbeats = 2;
   bool fsync_batch = false;
   std::chrono::steady_clock::time_point started;
+  // `understudy checkpoint`: asks the primary and waits (Node::RequestCheckpoint).
+  std::function<Status(std::chrono::milliseconds, std::string* done)> checkpoint;
+  // The newest checkpoint held here, for status.
+  std::function<CheckpointInfo()> newest_checkpoint;
 };
 
 class AdminService {

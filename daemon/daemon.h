@@ -51,6 +51,7 @@ namespace understudy::daemon {
 
 class AdminService;
 class DaemonLog;
+class ImageReceiver;
 class Failover;
 class Node;
 class ReplicaReceiver;
@@ -133,6 +134,7 @@ class Daemon {
   std::unique_ptr<ReplicaReceiver> replica_;
   std::unique_ptr<Failover> failover_;
   std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<ImageReceiver> images_;  // checkpoints shipped by the primary
 
   std::atomic<bool> stop_{false};
   std::thread accept_thread_;
