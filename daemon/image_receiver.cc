@@ -14,6 +14,7 @@
 #include "checkpoint/manifest.h"
 #include "cluster/link.pb.h"
 #include "daemon/log.h"
+#include "journal/writer.h"
 
 namespace understudy::daemon {
 
@@ -111,7 +112,7 @@ class Incoming {
 
 ImageReceiver::ImageReceiver(std::string data_dir, DaemonLog& log)
     : root_(std::move(data_dir) + "/checkpoints"), log_(log) {
-  ::mkdir(root_.c_str(), 0700);
+  // Created at the first transfer (--data may not exist yet here).
   // Transfers a crash interrupted are never checkpoints.
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(root_, ec)) {
@@ -164,14 +165,23 @@ void ImageReceiver::Serve(cluster::PeerLink& link, const std::atomic<bool>& stop
       cluster::pb::ImageChunk c;
       if (!c.ParseFromString(msg.payload) || !ValidName(c.image_id(), false) ||
           !ValidName(c.file(), true) || (!id.empty() && c.image_id() != id)) {
+        log_.Alarm("checkpoint from " + link.peer() + ": malformed IMAGE_CHUNK (image id '" +
+                   c.image_id() + "', file '" + c.file() + "'); refused");
         answer(false, "malformed IMAGE_CHUNK (image id or file name)", "");
         return;
       }
       if (!in) {
         id = c.image_id();
+        Status ds = journal::CreatePrivateDirectories(root_);
+        if (!ds.ok()) {
+          log_.Alarm("checkpoint " + id + " from " + link.peer() + ": " + ds.message());
+          answer(false, ds.message(), "");
+          return;
+        }
         const std::string dir =
             root_ + "/.incoming-" + id + "-" + std::to_string(counter_.fetch_add(1));
         if (::mkdir(dir.c_str(), 0700) != 0) {
+          log_.Alarm("checkpoint " + id + ": cannot create " + dir + ": " + std::strerror(errno));
           answer(false, "cannot create " + dir + ": " + std::strerror(errno), "");
           return;
         }

@@ -74,6 +74,15 @@ Status ShipCheckpoint(const ShipOptions& o, ShipReport* report) {
   for (const std::string& name : names) {
     s = SendFile(*link, o, name, &report->bytes);
     if (!s.ok()) {
+      // The backup may have said why before it hung up.
+      cluster::LinkMessage msg;
+      Status err;
+      cluster::pb::ImageResult res;
+      if (link->Receive(&msg, std::chrono::milliseconds(1000), &err) == PeerLink::Recv::kMessage &&
+          msg.type == LinkType::kImageResult && res.ParseFromString(msg.payload) && !res.ok()) {
+        return Status::IOError("backup " + o.backup + " refused checkpoint " + o.image_id + ": " +
+                               res.message());
+      }
       return Status::IOError("shipping checkpoint " + o.image_id + " to backup " + o.backup +
                              ": " + s.message());
     }

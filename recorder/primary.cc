@@ -22,6 +22,8 @@ namespace understudy::recorder {
 
 namespace {
 
+constexpr uint64_t kPrimaryRingSize = 16ull << 20;
+
 std::string DefaultJournalDir() {
   time_t now = time(nullptr);
   struct tm tm;
@@ -238,6 +240,9 @@ Status Primary::Run(Result* result) {
   opts.argv = o.command;
   opts.durability = o.durability;
   opts.ring_size = o.ring_size;
+  // The ring is part of every checkpoint image (it lives in the control
+  // memfd): by default a primary's is 16 MiB, not 64 (docs/checkpoint.md).
+  if (opts.ring_size == abi::kDefaultRingSize) opts.ring_size = kPrimaryRingSize;
   if (!driver::ValidRingSize(opts.ring_size)) {
     return Status::InvalidArgument(
         "ring of " + std::to_string(o.ring_size >> 20) +
