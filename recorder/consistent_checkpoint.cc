@@ -1,10 +1,13 @@
 #include "recorder/consistent_checkpoint.h"
 
 #include <dirent.h>
+
+#include <algorithm>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -62,11 +65,10 @@ void Unpark(abi::ControlBlock* cb) {
 
 }  // namespace
 
-Status TakeConsistentCheckpoint(abi::ControlBlock* cb, pid_t root_pid, RecordDrain* drain,
-                                const ConsistentCheckpointOptions& options,
-                                ConsistentCheckpointReport* report) {
-  *report = {};
-  const Clock::time_point t0 = Clock::now();
+// Steps 1 and 2 (consistent_checkpoint.h), from CRIU's pre-dump hook.
+static Status ParkAndDrain(abi::ControlBlock* cb, pid_t root_pid, RecordDrain* drain,
+                    const ConsistentCheckpointOptions& options, Clock::time_point t0,
+                    ConsistentCheckpointReport* report) {
   const uint64_t kicks0 = __atomic_load_n(&cb->kicks, __ATOMIC_RELAXED);
   __atomic_store_n(&cb->park_request, 1, __ATOMIC_SEQ_CST);
   // 1. Wait until every thread is parked (none inside a call); kick them.
@@ -119,25 +121,85 @@ Status TakeConsistentCheckpoint(abi::ControlBlock* cb, pid_t root_pid, RecordDra
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   report->drain_ms = Ms(Clock::now() - t_parked);
+  return Status::Ok();
+}
 
-  // 3. The dump, with the mark in the manifest.
-  const uint64_t mark = last + 1;
+Status TakeConsistentCheckpoint(abi::ControlBlock* cb, pid_t root_pid, RecordDrain* drain,
+                                const ConsistentCheckpointOptions& options,
+                                ConsistentCheckpointReport* report) {
+  *report = {};
+  // 1-2. The park, from CRIU's pre-dump hook: CRIU starts up (a few hundred
+  // ms here) while the service still runs, and freezes it right after.
+  Clock::time_point t0{};
+  bool parked = false;
+  Status park_status = Status::NotSupported(
+      "CRIU sent no pre-dump notification, so the program could not be parked before it was "
+      "frozen; this image is discarded (a CRIU without notify scripts over RPC?)");
+  uint64_t last = 0;
+  uint64_t mark = 0;
   checkpoint::DumpOptions dump = options.dump;
   dump.leave_running = true;
-  dump.notes.insert(dump.notes.begin(), {"last_seq", std::to_string(last)});
-  dump.notes.insert(dump.notes.begin(), {"mark_seq", std::to_string(mark)});
+  // The threads may be told to go on as soon as the images are written:
+  // the tree is still frozen then ("post-dump"), so they move only once CRIU
+  // resumes it, and the image keeps park_request = 1 (a restored image
+  // waits at its parks for its restorer).  The mark's seq is reserved first
+  // so that nothing can take it once they run.
+  bool reserved = false;
+  uint64_t reserved_seq = 0;
+  Clock::time_point t_unpark{};
+  Clock::time_point t_resumed{};
+  dump.on_notify = [&](const std::string& hook) {
+    if (hook == "pre-dump" && !parked) {
+      t0 = Clock::now();
+      park_status = ParkAndDrain(cb, root_pid, drain, options, t0, report);
+      if (!park_status.ok()) return false;  // CRIU aborts; the program was resumed
+      parked = true;
+      last = report->last_seq;
+      mark = last + 1;
+      // 3. The dump, with the mark in the manifest.
+      dump.notes.insert(dump.notes.begin(), {"last_seq", std::to_string(last)});
+      dump.notes.insert(dump.notes.begin(), {"mark_seq", std::to_string(mark)});
+      return true;
+    }
+    if (hook == "network-unlock") t_resumed = Clock::now();  // CRIU resumes the tree next
+    if (hook != "post-dump" || !parked || reserved) return true;
+    reserved_seq = __atomic_fetch_add(&cb->next_seq, 1, __ATOMIC_SEQ_CST);
+    reserved = true;
+    if (reserved_seq != mark) return true;  // refused below; the program stays parked until then
+    Unpark(cb);
+    t_unpark = Clock::now();
+    return true;
+  };
   checkpoint::Criu criu(options.criu_binary);
   Status s = criu.Dump(root_pid, options.images_dir, dump, &report->dump);
+  if (!park_status.ok()) {
+    std::error_code ec;
+    if (s.ok()) std::filesystem::remove_all(options.images_dir, ec);  // not consistent
+    return park_status;
+  }
   if (!s.ok()) {
     Unpark(cb);
+    // A seq reserved for a mark whose image failed: fill it so that the
+    // journal has no hole (a mark naming no image, image_id empty).
+    if (reserved && reserved_seq == mark) {
+      journal::pb::Event e;
+      e.set_seq(mark);
+      e.mutable_checkpoint()->set_last_seq(last);
+      drain->Inject(std::move(e));
+    }
     return s;
   }
   report->freeze_ms = report->dump.frozen_ms;
 
   // 4. The mark takes the next seq: nobody else can, every thread is parked.
-  const uint64_t taken = __atomic_fetch_add(&cb->next_seq, 1, __ATOMIC_SEQ_CST);
+  const uint64_t taken =
+      reserved ? reserved_seq : __atomic_fetch_add(&cb->next_seq, 1, __ATOMIC_SEQ_CST);
   if (taken != mark) {
     Unpark(cb);
+    journal::pb::Event hole;  // the seq taken here must still reach the journal
+    hole.set_seq(taken);
+    hole.mutable_checkpoint()->set_last_seq(taken - 1);
+    drain->Inject(std::move(hole));
     return Status::Corruption("checkpoint: seq " + std::to_string(taken) +
                             " was next while the program was parked (expected " +
                             std::to_string(mark) + "); the image is not consistent, discard " +
@@ -157,9 +219,15 @@ Status TakeConsistentCheckpoint(abi::ControlBlock* cb, pid_t root_pid, RecordDra
   drain->Inject(std::move(e));
   report->mark_seq = mark;
 
-  // 5. Resume.
-  Unpark(cb);
-  report->pause_ms = Ms(Clock::now() - t0);
+  // 5. Resume (already done at post-dump when CRIU sent it).
+  if (t_unpark == Clock::time_point{}) {
+    Unpark(cb);
+    t_unpark = Clock::now();
+  }
+  // The service's stop: from the park until CRIU resumed the tree (our
+  // unpark at post-dump only lets the threads go once it has).
+  const Clock::time_point end = t_resumed > t_unpark ? t_resumed : t_unpark;
+  report->pause_ms = std::max(Ms(end - t0), report->park_ms + report->drain_ms + report->freeze_ms);
   return Status::Ok();
 }
 

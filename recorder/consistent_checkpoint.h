@@ -45,7 +45,7 @@ struct ConsistentCheckpointReport {
   uint64_t mark_seq = 0;   // M = S + 1: the CheckpointMark event
   double park_ms = 0;      // park_request set -> no thread inside a call
   double drain_ms = 0;     // -> the journal flushed up to S
-  double pause_ms = 0;     // park_request set -> unparked: the service's stop
+  double pause_ms = 0;     // park_request set -> CRIU resumed the tree: the service's stop
   double freeze_ms = 0;    // CRIU's own frozen time (inside pause_ms)
   uint64_t kicks = 0;      // blocking calls kicked out (re-issued after)
   uint32_t parked = 0;     // threads that parked at a call's start
