@@ -45,6 +45,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   if (!s.ok()) return s;
   std::string preload_sha;
   if (driver::Sha256File(preload, &preload_sha).ok()) spec.set_interposer_sha256(preload_sha);
+  spec.set_checkpointable(options.checkpointable);
 
   std::unique_ptr<ControlMapping> mapping;
   uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;
