@@ -90,6 +90,12 @@ def main():
         expect(not os.path.exists(first["dir"]), "the older checkpoint %s was kept on B" %
                first["dir"])
         expect(stream.wait_progress(4000), "the client stopped before 4000 acked writes")
+        # The shadow replayed through both marks without a divergence.
+        _, st = cl.status()
+        shadow = (st or {}).get("status", st or {}).get("shadow", {})
+        log("shadow before the failover: %s" % shadow)
+        expect(int(shadow.get("restarts", 0)) == 0 and not shadow.get("last_divergence"),
+               "the shadow diverged around the checkpoints: %s" % shadow)
         _, fo = cl.failover()
         rep, rc, err = stream.finish()
         expect(rep is not None, "the client printed no report (exit %s): %s" %
