@@ -22,8 +22,6 @@ namespace understudy::recorder {
 
 namespace {
 
-constexpr uint64_t kPrimaryRingSize = 16ull << 20;
-
 std::string DefaultJournalDir() {
   time_t now = time(nullptr);
   struct tm tm;
@@ -241,8 +239,8 @@ Status Primary::Run(Result* result) {
   opts.durability = o.durability;
   opts.ring_size = o.ring_size;
   // The ring is part of every checkpoint image (it lives in the control
-  // memfd): by default a primary's is 16 MiB, not 64 (docs/checkpoint.md).
-  if (opts.ring_size == abi::kDefaultRingSize) opts.ring_size = kPrimaryRingSize;
+  // memfd), but a smaller one is not the default: with a 16 MiB ring that
+  // fills under DEBUG POPULATE the shadow diverged (docs/checkpoint.md).
   if (!driver::ValidRingSize(opts.ring_size)) {
     return Status::InvalidArgument(
         "ring of " + std::to_string(o.ring_size >> 20) +
