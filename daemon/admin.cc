@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "cluster/link.pb.h"
 #include "daemon/failover.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
@@ -184,8 +185,36 @@ std::string AdminService::Handle(std::string_view request) {
         reply = ErrorReply("this understudyd keeps no event history");
       }
       break;
+    case pb::AdminRequest::kCheckpoint: {
+      if (!context_.checkpoint) {
+        reply = ErrorReply("this understudyd takes no checkpoints");
+        break;
+      }
+      const uint32_t t = req.checkpoint().timeout_ms();
+      std::string payload;
+      Status s = context_.checkpoint(std::chrono::milliseconds(t ? t : 120000), &payload);
+      cluster::pb::CheckpointDone d;
+      if (s.ok() && !d.ParseFromString(payload)) s = Status::Corruption("CHECKPOINT_DONE does not parse");
+      if (s.ok() && !d.ok()) s = Status::IOError(d.message());
+      if (!s.ok()) {
+        reply = ErrorReply("checkpoint: " + s.message());
+        break;
+      }
+      pb::CheckpointReply* c = reply.mutable_checkpoint();
+      c->set_mark_seq(d.mark_seq());
+      c->set_last_seq(d.last_seq());
+      c->set_park_ms(d.park_ms());
+      c->set_pause_ms(d.pause_ms());
+      c->set_freeze_ms(d.freeze_ms());
+      c->set_dump_ms(d.dump_ms());
+      c->set_image_bytes(d.image_bytes());
+      c->set_ship_ms(d.ship_ms());
+      c->set_image_id(d.image_id());
+      c->set_dir(d.backup_dir());
+      break;
+    }
     case pb::AdminRequest::REQUEST_NOT_SET:
-      reply = ErrorReply("empty admin request: set status or failover");
+      reply = ErrorReply("empty admin request: set status, failover, checkpoint or events");
       break;
   }
   return reply.SerializeAsString();

@@ -22,6 +22,8 @@
 
 #include "cluster/peer_link.h"
 #include "daemon/admin.pb.h"
+#include "daemon/image_receiver.h"
+#include "journal/status.h"
 
 namespace understudy::daemon {
 
@@ -42,6 +44,10 @@ struct AdminContext {
   // the request gets an error reply.
   std::function<pb::EventsReply(const pb::EventsRequest&)> events;
   std::string notify;  // the --notify hook, for status
+  // `understudy checkpoint`: asks the primary and waits (Node::RequestCheckpoint).
+  std::function<Status(std::chrono::milliseconds, std::string* done)> checkpoint;
+  // The newest checkpoint held here, for status.
+  std::function<CheckpointInfo()> newest_checkpoint;
 };
 
 class AdminService {

@@ -196,6 +196,11 @@ Daemon::Daemon(DaemonOptions options)
     }
     return out;
   };
+  ac.checkpoint = [this](std::chrono::milliseconds timeout, std::string* done) {
+    return node_state_->RequestCheckpoint(timeout, done);
+  };
+  images_ = std::make_unique<ImageReceiver>(options_.data_dir, *log_);
+  ac.newest_checkpoint = [this] { return images_->newest(); };
   admin_ = std::make_unique<AdminService>(ac, *node_state_, *replica_, *shadows_, *failover_, *log_,
                                           [this] { WakeSupervisor(); });
 }
@@ -477,6 +482,8 @@ void Daemon::ServeConnection(std::unique_ptr<PeerLink> link, bool unix_admin) {
       admin_->Serve(*link, stop_);
     } else if (role == cluster::PeerRole::kRecorder) {
       replica_->Serve(*link, stop_);
+    } else if (role == cluster::PeerRole::kImages) {
+      images_->Serve(*link, stop_);
     }
   }
   std::lock_guard<std::mutex> lock(links_mu_);

@@ -52,6 +52,7 @@ namespace understudy::daemon {
 class AdminService;
 class Chronicle;
 class DaemonLog;
+class ImageReceiver;
 class Failover;
 class Node;
 class ReplicaReceiver;
@@ -150,6 +151,7 @@ class Daemon {
   std::unique_ptr<ReplicaReceiver> replica_;
   std::unique_ptr<Failover> failover_;
   std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<ImageReceiver> images_;  // checkpoints shipped by the primary
 
   std::atomic<bool> stop_{false};
   std::thread accept_thread_;

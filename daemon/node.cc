@@ -1,5 +1,7 @@
 #include "daemon/node.h"
 
+#include "cluster/link.pb.h"
+
 #include <algorithm>
 
 namespace understudy::daemon {
@@ -354,6 +356,47 @@ bool Node::AbandonTakeover(const std::string& reason) {
     line = Goto(NodeState::kBackup, {NodeState::kTakingOver}, reason);
   }
   return Emit(line);
+}
+
+Status Node::RequestCheckpoint(std::chrono::milliseconds timeout, std::string* done) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (link_ == nullptr || (state_ != NodeState::kBackup)) {
+    return Status::NotFound("no primary is connected to this node in state backup (see "
+                            "'understudy status'); start 'understudy run --backup' first");
+  }
+  cluster::pb::CheckpointRequest req;
+  req.set_request_id(++checkpoint_request_);
+  checkpoint_done_.reset();
+  const uint64_t id = checkpoint_request_;
+  Status s = link_->Send(LinkType::kCheckpointRequest, req.SerializeAsString(),
+                         std::chrono::milliseconds(2000));
+  if (!s.ok()) return s;
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (checkpoint_done_.has_value()) {
+      cluster::pb::CheckpointDone d;
+      if (d.ParseFromString(*checkpoint_done_) && d.request_id() == id) {
+        *done = std::move(*checkpoint_done_);
+        checkpoint_done_.reset();
+        return Status::Ok();
+      }
+      checkpoint_done_.reset();  // an older request's answer
+    }
+    if (Clock::now() >= deadline) {
+      return Status::IOError("the primary did not report the checkpoint within " +
+                             std::to_string(timeout.count()) +
+                             " ms; see its log, and 'understudy status' here");
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(20));
+  }
+}
+
+void Node::PrimaryCheckpointDone(std::string payload) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    checkpoint_done_ = std::move(payload);
+  }
+  cv_.notify_all();
 }
 
 }  // namespace understudy::daemon

@@ -137,6 +137,13 @@ class Node {
                        std::chrono::milliseconds timeout, std::string* why);
   // DRAINED from the primary.  A program that exited: -> ended.
   void PrimaryDrained(cluster::PeerLink* link, const cluster::Drained& d);
+  // `understudy checkpoint` (admin thread): sends CHECKPOINT_REQUEST on the
+  // primary's link and waits until its CHECKPOINT_DONE (a serialized
+  // cluster::pb::CheckpointDone) arrives or `timeout`.  NotFound without a
+  // primary link.
+  Status RequestCheckpoint(std::chrono::milliseconds timeout, std::string* done);
+  // CHECKPOINT_DONE from the primary (replica receiver thread).
+  void PrimaryCheckpointDone(std::string payload);
   // The receiver of `link` is done with it (any reason).  `grace`: the
   // primary is known to come back later than usual (this node refused it:
   // it retries with a backoff), so its silence counts from now + grace.
@@ -224,6 +231,8 @@ class Node {
   Clock::time_point silent_from_{};  // the detector's silence starts here
   std::optional<cluster::Drained> drained_;
   uint64_t reconnects_ = 0;
+  uint64_t checkpoint_request_ = 0;  // the last CHECKPOINT_REQUEST's id
+  std::optional<std::string> checkpoint_done_;  // its CHECKPOINT_DONE, once here
 };
 
 }  // namespace understudy::daemon

@@ -79,7 +79,19 @@ struct ChildArgs {
   int report_fd;
   int nice;
   int detach_signal;  // 0 = not detachable
+  bool checkpointable;
+  // checkpointable: PID 1 re-executes the driver's binary from inside the
+  // namespace with these (see ReexecInit), so that none of its mappings
+  // comes from a mount of the outer namespace (CRIU: "Can't lookup mount").
+  const char* init_path;  // the driver's binary by name (not /proc/self/exe,
+                          // which would reach it through the outer mount)
+  char* const* init_argv;
+  char* const* init_envp;
 };
+
+// The environment entry that makes the driver's binary run as PID 1 (last
+// entry of its environment, removed before the program sees it).
+constexpr char kInitMarker[] = "UNDERSTUDY_LAUNCH_INIT=1";
 
 // Launcher child of a detachable program: the report pipe for the detach
 // handler.
@@ -171,6 +183,57 @@ int ExitCodeOf(int wait_status) {
   _exit(127);
 }
 
+// LaunchSpec::checkpointable, inside the new mount namespace: detaches every
+// nsfs mount (network namespaces pinned under /run/netns).  Raw reads into a
+// static buffer: this runs between fork and exec.
+void DetachNsfsMounts() {
+  static char buf[1 << 18];
+  const int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  size_t len = 0;
+  for (ssize_t n; len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0;)
+    len += static_cast<size_t>(n);
+  close(fd);
+  buf[len] = '\0';
+  for (char* line = buf; line < buf + len;) {
+    char* end = strchr(line, '\n');
+    if (end == nullptr) end = buf + len;
+    *end = '\0';
+    // id parent maj:min root MOUNTPOINT options... - FSTYPE source super
+    char* sep = strstr(line, " - ");
+    if (sep != nullptr && strncmp(sep + 3, "nsfs ", 5) == 0) {
+      char* field = line;
+      for (int i = 0; i < 4 && field != nullptr; i++) {
+        field = strchr(field, ' ');
+        if (field != nullptr) field++;
+      }
+      if (field != nullptr) {
+        char* stop = strchr(field, ' ');
+        if (stop != nullptr) *stop = '\0';
+        umount2(field, MNT_DETACH);
+      }
+    }
+    line = end + 1;
+  }
+}
+
+// LaunchSpec::checkpointable: fds 0-2 that are files or devices go to a
+// /dev/null opened inside this mount namespace.
+void ReopenStdioInside() {
+  for (int fd = 0; fd <= 2; fd++) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) continue;
+    int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (n < 0) continue;
+    if (n != fd) {
+      dup2(n, fd);
+      close(n);
+    }
+  }
+}
+
+[[noreturn]] void InitLoop(const ChildArgs& a);
+
 // PID 1 of the new namespace.
 [[noreturn]] void RunInit(const ChildArgs& a) {
   g_forward_to = 0;
@@ -180,6 +243,29 @@ int ExitCodeOf(int wait_status) {
   } else if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
     WarnErrno("mounting a fresh /proc", errno, "; /proc shows the outer PID namespace");
   }
+  if (a.checkpointable) {
+    DetachNsfsMounts();
+    ReopenStdioInside();
+    // CRIU dumps a PID namespace only whose session leader is inside it.
+    // (So a terminal's Ctrl-C reaches the program only through the driver.)
+    (void)setsid();
+    // No other fd of the driver crosses: one opened in the outer mount
+    // namespace cannot be dumped.  Then our mappings, which come from the
+    // outer mount namespace too: exec again from here.
+    (void)syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */);
+    if (fcntl(a.report_fd, F_SETFD, 0) == 0 &&
+        (a.control_fd < 0 || fcntl(a.control_fd, F_SETFD, 0) == 0)) {
+      execve(a.init_path, a.init_argv, a.init_envp);
+    }
+    WarnErrno("re-executing PID 1 inside its mount namespace", errno,
+              "; a checkpoint of this program will fail");
+    fcntl(a.report_fd, F_SETFD, FD_CLOEXEC);
+  }
+  InitLoop(a);
+}
+
+// PID 1's work: start the program, reap, report its status.
+[[noreturn]] void InitLoop(const ChildArgs& a) {
   pid_t prog = _Fork();
   if (prog < 0) {
     Report(a.report_fd, kMsgFailed, kStepFork, errno, 0);
@@ -293,6 +379,35 @@ bool StartsWith(const std::string& s, const char* prefix) {
   return s.rfind(prefix, 0) == 0;
 }
 
+// The driver's binary started by RunInit's re-exec (LaunchSpec::
+// checkpointable): run as PID 1 before main() ever runs.  glibc hands ELF
+// constructors argc, argv and envp.
+__attribute__((constructor)) void RunAsInitIfAsked(int argc, char** argv, char** envp) {
+  if (envp == nullptr || argc < 8) return;
+  char** last = envp;
+  while (*last != nullptr) last++;
+  if (last == envp || std::strcmp(last[-1], kInitMarker) != 0) return;
+  last[-1] = nullptr;  // the program never sees the marker
+  const int control_fd = std::atoi(argv[3]);
+  const int report_fd = std::atoi(argv[4]);
+  fcntl(report_fd, F_SETFD, FD_CLOEXEC);
+  if (control_fd >= 0 && control_fd != abi::kControlFd) fcntl(control_fd, F_SETFD, FD_CLOEXEC);
+  // The program's argv and environment follow, each null-terminated in place.
+  const int nargs = std::atoi(argv[6]);
+  if (nargs < 1 || 7 + nargs > argc) _exit(127);
+  static std::vector<char*> prog_argv(argv + 7, argv + 7 + nargs);
+  static std::vector<char*> prog_env(argv + 7 + nargs, argv + argc);
+  prog_argv.push_back(nullptr);
+  prog_env.push_back(nullptr);
+  ChildArgs a{argv[1],    prog_argv.data(),   prog_env.data(),
+              argv[2][0] != '\0' ? argv[2] : nullptr,
+              control_fd, report_fd,          std::atoi(argv[5]),
+              false,      nullptr,            nullptr,
+              nullptr};
+  InstallForwarding();
+  InitLoop(a);
+}
+
 }  // namespace
 
 bool CanUseNamespaces() {
@@ -315,9 +430,39 @@ Status Program::Launch(const LaunchSpec& spec, std::unique_ptr<Program>* program
 
   std::vector<char*> argv = CStrings(spec.argv);
   std::vector<char*> envp = CStrings(spec.env);
-  ChildArgs args{
-      spec.path.c_str(), argv.data(), envp.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
-      spec.control_fd,   pipefd[1],   spec.nice,   spec.detachable && ns ? SIGRTMIN + 2 : 0};
+  // checkpointable: PID 1's argv after its re-exec (RunAsInitIfAsked):
+  // understudy-init PATH CWD CONTROL_FD REPORT_FD NICE NARGS ARGV... ENV...
+  // and the driver's own environment (no interposer) plus the marker.
+  std::vector<std::string> init_args;
+  std::vector<std::string> init_env;
+  std::string self_exe;
+  if (spec.checkpointable) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) self_exe.assign(exe, static_cast<size_t>(n));
+    init_args = {"understudy-init",
+                 spec.path,
+                 spec.cwd,
+                 std::to_string(spec.control_fd),
+                 std::to_string(pipefd[1]),
+                 std::to_string(spec.nice),
+                 std::to_string(spec.argv.size())};
+    init_args.insert(init_args.end(), spec.argv.begin(), spec.argv.end());
+    init_args.insert(init_args.end(), spec.env.begin(), spec.env.end());
+    for (char** e = environ; *e != nullptr; e++) {
+      if (!StartsWith(*e, "LD_PRELOAD=") && !StartsWith(*e, US_ENV_CONTROL_FD "=")) {
+        init_env.push_back(*e);
+      }
+    }
+    init_env.push_back(kInitMarker);
+  }
+  std::vector<char*> init_argv = CStrings(init_args);
+  std::vector<char*> init_envp = CStrings(init_env);
+  ChildArgs args{spec.path.c_str(), argv.data(),
+                 envp.data(),       spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
+                 spec.control_fd,   pipefd[1], spec.nice, spec.detachable && ns ? SIGRTMIN + 2 : 0,
+                  spec.checkpointable,
+                 self_exe.c_str(),  init_argv.data(),  init_envp.data()};
   InstallForwarding();
   const pid_t driver = getpid();
   std::fflush(nullptr);

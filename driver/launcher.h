@@ -48,6 +48,12 @@ struct LaunchSpec {
   // it drops its parent-death signal when Detach asks.  Namespace path only
   // (root); without it the child is the program and Detach fails.
   bool detachable = false;
+  // The tree may be checkpointed by CRIU (docs/checkpoint.md): inside its
+  // mount namespace PID 1 detaches nsfs mounts (CRIU refuses a namespace
+  // holding one) and reopens a stdin/stdout/stderr that is a file or a
+  // device (opened outside the namespace, CRIU cannot look its mount up)
+  // on /dev/null; pipes and sockets are kept.
+  bool checkpointable = false;
 };
 
 // How the program ended.
@@ -80,6 +86,14 @@ class Program {
 
   pid_t pid() const { return pid_; }
   bool in_namespace() const { return in_namespace_; }
+  // The root of what a checkpoint dumps: PID 1 of the namespace as the
+  // driver sees it (0 until the launcher child reported it), or the program
+  // itself without a namespace.  Caller's thread (it reads the report pipe).
+  pid_t checkpoint_root() {
+    if (!in_namespace_) return pid_;
+    if (init_pid_ == 0) ReadReports();
+    return init_pid_;
+  }
 
   // Lets the program outlive this driver (LaunchSpec::detachable): the
   // launcher child drops its parent-death signal and confirms (within

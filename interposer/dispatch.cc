@@ -217,8 +217,14 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
 
   if (mode == abi::kModeRecord) {
     if (t == kFdOut) {
+      // The gate is waited for before the number is taken, so a thread that
+      // waits on the backup holds no seq (a checkpoint can park it there).
+      if (action == abi::kActSuppressCheck) {
+        if (__builtin_expect(ts.rtid == 0, 0)) AdoptThread();
+        GateWait();
+        if (__builtin_expect(ts.redispatch, 0)) return -EINTR;  // kicked: re-issued
+      }
       uint64_t seq = TakeSeq();  // outputs are ordered before they leave
-      if (action == abi::kActSuppressCheck) GateWait();
       long r = Perform(nr, a);
       uint64_t n = r > 0 ? static_cast<uint64_t>(r) : 0;
       Publish({.seq = seq,
@@ -237,7 +243,8 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
       if (o.kind == O_PLEN && a[o.param])
         pre_plen[o.param] = *reinterpret_cast<uint32_t*>(a[o.param]);
     uint32_t namelen_pre = payload.msg() ? payload.msg()->msg_namelen : 0;
-    long r = Perform(nr, a);
+    long r = KickableSys(nr, a);
+    if (__builtin_expect(ts.redispatch, 0)) return -EINTR;  // kicked: not recorded, re-issued
     if (t == kNewFd && r >= 0) SetKind(r, kFdEmulated);
     if (t == kNewFd2 && r >= 0) {
       const int* fds = reinterpret_cast<const int*>(a[row.out[0].arg]);

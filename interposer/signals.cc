@@ -83,7 +83,7 @@ long Sigaction(const CallRow& row, long* a) {
   KSigaction* oldact = reinterpret_cast<KSigaction*>(a[2]);
   if (sig <= 0 || sig > 64) return sys(row.nr, a[0], a[1], a[2], a[3]);
   KSigaction prev = g_app_act[sig];
-  if (sig == SIGSYS) {  // the interposer's trap: the program only sees its wish
+  if (sig == SIGSYS || sig == abi::kKickSignal) {  // the interposer's: the program only sees its wish
     if (act) g_app_act[sig] = *act;
     if (oldact) *oldact = prev;
     return 0;
@@ -117,10 +117,11 @@ long Sigaction(const CallRow& row, long* a) {
   return r;
 }
 
-// rt_sigprocmask: SIGSYS (the trap) is never blocked.
+// rt_sigprocmask: SIGSYS (the trap) and the checkpoint's kick are never blocked.
 long Sigprocmask(const CallRow& row, long* a) {
   if (a[1] && (a[0] == SIG_BLOCK || a[0] == SIG_SETMASK)) {
-    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]) & ~(1ull << (SIGSYS - 1));
+    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]) &
+                   ~((1ull << (SIGSYS - 1)) | (1ull << (abi::kKickSignal - 1)));
     return sys(row.nr, a[0], reinterpret_cast<long>(&set), a[2], a[3]);
   }
   return sys(row.nr, a[0], a[1], a[2], a[3]);

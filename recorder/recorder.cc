@@ -45,6 +45,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   if (!s.ok()) return s;
   std::string preload_sha;
   if (driver::Sha256File(preload, &preload_sha).ok()) spec.set_interposer_sha256(preload_sha);
+  spec.set_checkpointable(options.checkpointable);
 
   std::unique_ptr<ControlMapping> mapping;
   uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;
@@ -70,6 +71,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   launch.env = env;
   launch.control_fd = mapping->fd();
   launch.pid_namespace = options.pid_namespace;
+  launch.checkpointable = options.checkpointable;
   std::unique_ptr<Program> program;
   s = Program::Launch(launch, &program);
   if (!s.ok()) return s;
@@ -97,7 +99,12 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   EscapeWatch audit;
   bool audit_pending = options.audit;
   auto last_audit_report = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  bool running_reported = !options.hooks.on_running;
   while (!program->Poll(&exit)) {
+    if (!running_reported && program->checkpoint_root() > 0) {
+      running_reported = true;
+      options.hooks.on_running(mapping->control(), program->checkpoint_root(), &drain);
+    }
     if (audit_pending && __atomic_load_n(&mapping->control()->stub_begin, __ATOMIC_ACQUIRE) != 0) {
       audit_pending = false;  // the interposer is up: from here on, nothing may escape it
       if (!audit.Start(mapping->control(), program->pid(), program->in_namespace(), &result->audit_off_reason))
