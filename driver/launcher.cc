@@ -402,8 +402,8 @@ __attribute__((constructor)) void RunAsInitIfAsked(int argc, char** argv, char**
   ChildArgs a{argv[1],    prog_argv.data(),   prog_env.data(),
               argv[2][0] != '\0' ? argv[2] : nullptr,
               control_fd, report_fd,          std::atoi(argv[5]),
-              false,      nullptr,            nullptr,
-              nullptr};
+              /*detach_signal=*/0,            false,
+              nullptr,    nullptr,            nullptr};
   InstallForwarding();
   InitLoop(a);
 }
