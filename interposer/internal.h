@@ -145,6 +145,13 @@ long Wait4(const CallRow& row, long* a);
 // Signals (signals.cc):
 long Sigaction(const CallRow& row, long* a);
 long Sigprocmask(const CallRow& row, long* a);
+// Kernel-side copies and batched socket calls, performed as the plain calls
+// they stand for (transfer.cc):
+long CopyFileRange(const CallRow& row, long* a);
+long Sendfile(const CallRow& row, long* a);
+long Splice(const CallRow& row, long* a);
+long Sendmmsg(const CallRow& row, long* a);
+long Recvmmsg(const CallRow& row, long* a);
 
 // clang-format off
 #define OUT(a, k, p) OutSpec{a, O_##k, p}
