@@ -242,9 +242,11 @@ struct ControlBlock {
   uint32_t golive_listeners; // number of listening sockets re-created
   uint32_t audit_ready;      // futex: the driver's escape audit is attached
                              // (or gave up); see kFlagAuditWait
-  uint32_t pad1;             // zero
+  uint32_t refused_pid;      // kStatusRefused: the refusing process's pid (as it
+                             // sees itself, i.e. inside the program's PID namespace)
   uint64_t golive_ns;        // CLOCK_MONOTONIC when go-live completed
-  // --- divergence report (valid when status == kStatusDiverged)
+  // --- divergence report (valid when status == kStatusDiverged; with
+  // kStatusRefused, div_text holds the refusal's one-line message)
   uint64_t div_seq;          // event number where replay diverged
   uint32_t div_tid;          // recorded tid of the thread that diverged
   uint32_t div_call;         // call the replay made

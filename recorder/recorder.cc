@@ -2,6 +2,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <climits>
+#include <cstring>
 #include <cstdio>
 #include "recorder/recorder.h"
 
@@ -122,6 +123,13 @@ Status Record(const RecordOptions& options, RecordResult* result) {
         options.hooks.on_audit(true, escaped, text);
       }
     }
+    // A refused call stopped the process that made it; the rest of the
+    // program (other processes of its tree) must not run on half-recorded.
+    if (!killed && __atomic_load_n(&mapping->control()->status, __ATOMIC_ACQUIRE) ==
+                       abi::kStatusRefused) {
+      program->Kill();
+      killed = true;
+    }
     if (!killed && (drain_finished.load(std::memory_order_acquire) ||
                     (options.hooks.should_kill && options.hooks.should_kill()))) {
       program->Kill();
@@ -156,10 +164,11 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   if (__atomic_load_n(&cb->status, __ATOMIC_ACQUIRE) == abi::kStatusRefused) {
     uint32_t call = __atomic_load_n(&cb->refused_call, __ATOMIC_ACQUIRE);
     result->refused = true;
-    result->refused_message = "understudy record: " + std::string(syscalls::SyscallLabel(call).text) + " (syscall " +
-                              std::to_string(call) +
-                              ") is not supported: recording it would lose nondeterminism; "
-                              "refused";
+    std::string text(cb->div_text, strnlen(cb->div_text, sizeof cb->div_text));
+    if (text.empty())
+      text = std::string(syscalls::SyscallLabel(call).text) + " (syscall " + std::to_string(call) +
+             ") is not supported: recording it would let nondeterminism escape the journal";
+    result->refused_message = "understudy record: " + text + "; the whole recorded program was stopped";
   }
 
   if (audit.running()) {
