@@ -92,7 +92,8 @@ enum Status : uint32_t {
 // RecordHeader::kind.
 enum RecordKind : uint16_t {
   kRecSyscall = 1,    // call = syscall number
-  kRecSignal = 2,     // arg = signo, result = si_code
+  kRecSignal = 2,     // arg = signo, result = si_code, fd = si_pid, call = si_uid,
+                      // checksum = siginfo bytes 24..31 (si_value / si_status)
   kRecSync = 3,       // call = SyncOp, arg = object address, result = errno
   kRecLifecycle = 4,  // call = LifecycleKind, arg = child tid/pid, result = status
 };

@@ -523,8 +523,9 @@ struct KSigaction {
 constexpr unsigned long kSaRestorer = 0x04000000;
 // Record: publishes and runs the async signals deferred to this boundary.
 void DeliverRecordedPending();
-// Replay: runs the program's handler for a recorded signal.
-void DeliverReplaySignal(int sig, int code);
+// Replay: runs the program's handler for a recorded signal record, with the
+// siginfo it recorded (abi::kRecSignal).
+void DeliverReplaySignal(const abi::RecordHeader& h);
 
 // ---------------------------------------------------------------------------
 // Trap and init (trap.cc).

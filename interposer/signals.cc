@@ -57,21 +57,30 @@ void DeliverRecordedPending() {
     int sig = __builtin_ctzll(ts.pending) + 1;
     ts.pending &= ~(1ull << (sig - 1));
     siginfo_t info = ts.info[sig];
+    uint64_t value;  // siginfo bytes 24..31: si_value, si_status
+    __builtin_memcpy(&value, reinterpret_cast<const char*>(&info) + 24, 8);
     Publish({.seq = TakeSeq(),
              .kind = abi::kRecSignal,
+             .call = static_cast<uint32_t>(info.si_uid),
              .cls = abi::kClsSignal,
              .result = info.si_code,
+             .checksum = value,
+             .fd = info.si_pid,
              .arg = static_cast<uint64_t>(sig)});
     CallAppHandler(sig, &info);
   }
 }
 
-void DeliverReplaySignal(int sig, int code) {
+void DeliverReplaySignal(const abi::RecordHeader& h) {
+  int sig = static_cast<int>(h.arg);
   if (sig <= 0 || sig > 64) return;
   siginfo_t info;
   __builtin_memset(&info, 0, sizeof info);
   info.si_signo = sig;
-  info.si_code = code;
+  info.si_code = static_cast<int>(h.result);
+  info.si_pid = h.fd;
+  info.si_uid = h.call;
+  __builtin_memcpy(reinterpret_cast<char*>(&info) + 24, &h.checksum, 8);
   CallAppHandler(sig, &info);
 }
 

@@ -23,7 +23,8 @@ PROGRAMS = {
     "threads_stdio": None,
     "racy_handoff": None,  # racy shared memory: needs the run-to-next-call handoff
     "stdin_transform": b"the quick brown fox\n" * 50,
-    "transfer_calls": None,  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
+    "transfer_calls": None,
+    "siginfo_calls": None,  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
 }
 
 NEEDS = ["program:" + name for name in PROGRAMS]
