@@ -526,6 +526,15 @@ void DeliverRecordedPending();
 // Replay: runs the program's handler for a recorded signal record, with the
 // siginfo it recorded (abi::kRecSignal).
 void DeliverReplaySignal(const abi::RecordHeader& h);
+// A call returned -EINTR: a signal landed while it waited.  The handlers run
+// here, inside the wait, as the kernel would run them (record: the pending
+// signals, published right after the call's event; replay: the signal
+// records that follow it), then the call is restarted if the kernel would
+// restart it (every handler run had SA_RESTART, and the call is one that
+// restarts at all).  Journaled calls take Interrupted, passed-through ones
+// (record only) PassInterrupted, which restarts without delivering.
+long Interrupted(long nr, long* a);
+long PassInterrupted(long nr, long* a);
 
 // ---------------------------------------------------------------------------
 // Trap and init (trap.cc).
@@ -547,13 +556,16 @@ __attribute__((always_inline)) inline long Dispatch(long nr, long* a) {
       (mode != abi::kModeRecord && mode != abi::kModeReplay)) {
     // The kernel must hold our signal handlers whatever the mode.
     if (row && row->handler == &Sigaction) return Sigaction(*row, a);
-    return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (__builtin_expect(r == -EINTR, 0) && mode == abi::kModeRecord) return PassInterrupted(nr, a);
+    return r;
   }
   if (row->handler == &Refuse) return Refuse(*row, a);
   if (mode == abi::kModeRecord && ts.pending) DeliverRecordedPending();
   ts.depth++;
   long r = row->handler(*row, a);
   ts.depth--;
+  if (__builtin_expect(r == -EINTR, 0)) return Interrupted(nr, a);
   return r;
 }
 

@@ -24,7 +24,8 @@ PROGRAMS = {
     "racy_handoff": None,  # racy shared memory: needs the run-to-next-call handoff
     "stdin_transform": b"the quick brown fox\n" * 50,
     "transfer_calls": None,
-    "siginfo_calls": None,  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
+    "siginfo_calls": None,
+    "signal_waits": None,  # handlers run inside sigsuspend / ppoll / a blocking read  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
 }
 
 NEEDS = ["program:" + name for name in PROGRAMS]
