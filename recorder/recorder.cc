@@ -191,6 +191,20 @@ Status Record(const RecordOptions& options, RecordResult* result) {
     result->audit_off_reason = "the interposer never initialised, so the audit never started";
   }
 
+  // Never a false "clean" (issue 13 part 8): what the recording could not
+  // see is said in the journal, and replay will not call such a run clean.
+  if (flags & abi::kFlagNoTrap) {
+    pb::Event e;
+    e.set_seq(writer->last_sequence() + 1);
+    e.set_tid(0);
+    e.mutable_audit()->set_unseen(
+        "the raw-syscall trap was off (--unsafe-no-trap): system calls made without libc were "
+        "not recorded");
+    s = writer->Append(e);
+    if (!s.ok()) return s;
+    ++result->escapes_unseen;
+  }
+
   pb::Event final_event;
   final_event.set_seq(writer->last_sequence() + 1);
   final_event.set_tid(0);
@@ -201,7 +215,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   s = writer->Append(final_event);
   if (s.ok()) s = writer->Close();
   if (!s.ok()) return s;
-  result->events = drain.events() + 1 + result->escapes.size();
+  result->events = drain.events() + 1 + result->escapes.size() + result->escapes_unseen;
   if (options.hooks.on_journal_closed) options.hooks.on_journal_closed(result->events, exit);
 
   std::vector<journal::SegmentInfo> segments;
