@@ -30,11 +30,15 @@ constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, 
 // Where forwarded signals go, per process: the driver's launcher child, the
 // launcher child's init, the init's program.  0 = nowhere yet.
 volatile sig_atomic_t g_forward_to = 0;
+// The driver forwards every signal it gets; the launcher child and PID 1 (in
+// the program's own process group, see RunLauncherChild) only those the
+// step above them forwarded: a signal the kernel sent to that group (the
+// terminal's ^C once the group is in the foreground) reached the program
+// directly, so forwarding it would deliver it twice.
+volatile sig_atomic_t g_forward_kernel_signals = 1;
 
 void ForwardSignal(int sig, siginfo_t* info, void*) {
-  // Terminal-generated signals (SI_KERNEL) already reached the program,
-  // which is in the same foreground process group: do not double them.
-  if (info != nullptr && info->si_code > 0) return;
+  if (!g_forward_kernel_signals && info != nullptr && info->si_code > 0) return;
   pid_t target = g_forward_to;
   if (target > 0) {
     int saved = errno;
@@ -302,8 +306,27 @@ void CloseAllBut(int keep1, int keep2) {
 
 [[noreturn]] void RunLauncherChild(const ChildArgs& a, bool pid_namespace, pid_t driver) {
   g_forward_to = 0;
+  g_forward_kernel_signals = 0;
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != driver) _exit(127);  // the driver died before prctl
+  // The program gets a process group of its own (with this child and PID 1),
+  // so a signal sent to the driver's group -- a supervisor's killpg, a
+  // shell's job control -- reaches the program once, forwarded, instead of
+  // once directly and again through every forwarding step.  If the driver
+  // owned the terminal, the program's group takes it over, so the program
+  // reads its tty and gets the terminal's signals (^C) directly, as natively.
+  // A detachable program gets a session of its own below instead (setsid
+  // fails in a process group leader, so no setpgid first).
+  const pid_t driver_group = getpgrp();
+  if (a.detach_signal == 0 && setpgid(0, 0) == 0 && isatty(STDIN_FILENO) &&
+      tcgetpgrp(STDIN_FILENO) == driver_group) {
+    struct sigaction ign, old;
+    std::memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGTTOU, &ign, &old);
+    (void)tcsetpgrp(STDIN_FILENO, getpgrp());
+    sigaction(SIGTTOU, &old, nullptr);
+  }
   if (!pid_namespace) RunProgram(a);
   sigset_t detach_set;
   sigemptyset(&detach_set);
@@ -557,6 +580,15 @@ void Program::ReadReports() {
 ProgramExit Program::Finish(int wait_status) {
   done_ = true;
   g_forward_to = 0;
+  // The terminal back to the driver's group if the program's group had it.
+  if (isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == pid_) {
+    struct sigaction ign, old;
+    std::memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGTTOU, &ign, &old);
+    (void)tcsetpgrp(STDIN_FILENO, getpgrp());
+    sigaction(SIGTTOU, &old, nullptr);
+  }
   ReadReports();
   const int st = have_program_status_ ? program_status_
                  : have_init_status_  ? init_status_

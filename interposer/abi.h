@@ -98,7 +98,8 @@ enum Status : uint32_t {
 // RecordHeader::kind.
 enum RecordKind : uint16_t {
   kRecSyscall = 1,    // call = syscall number
-  kRecSignal = 2,     // arg = signo, result = si_code
+  kRecSignal = 2,     // arg = signo, result = si_code, fd = si_pid, call = si_uid,
+                      // checksum = siginfo bytes 24..31 (si_value / si_status)
   kRecSync = 3,       // call = SyncOp, arg = object address, result = errno
   kRecLifecycle = 4,  // call = LifecycleKind, arg = child tid/pid, result = status
 };
@@ -248,9 +249,11 @@ struct ControlBlock {
   uint32_t golive_listeners; // number of listening sockets re-created
   uint32_t audit_ready;      // futex: the driver's escape audit is attached
                              // (or gave up); see kFlagAuditWait
-  uint32_t pad1;             // zero
+  uint32_t refused_pid;      // kStatusRefused: the refusing process's pid (as it
+                             // sees itself, i.e. inside the program's PID namespace)
   uint64_t golive_ns;        // CLOCK_MONOTONIC when go-live completed
-  // --- divergence report (valid when status == kStatusDiverged)
+  // --- divergence report (valid when status == kStatusDiverged; with
+  // kStatusRefused, div_text holds the refusal's one-line message)
   uint64_t div_seq;          // event number where replay diverged
   uint32_t div_tid;          // recorded tid of the thread that diverged
   uint32_t div_call;         // call the replay made

@@ -400,18 +400,29 @@ long Reexec(const CallRow& row, long* a) {
   return TableCall(row, a, kReexec);
 }
 
-// Record: stops the program with a message naming the call; replay (which
-// never meets one in a journal) reports ENOSYS.
+// Record: stops the program with a message naming the call and the process;
+// replay (which never meets one in a journal) reports ENOSYS.  Only this
+// process ends here; the recorder sees kStatusRefused and stops the rest of
+// the recorded program (every process of it), so nothing runs on
+// half-recorded.  The first refusal wins the report; later ones (another
+// thread or process racing to the same call) stop quietly.
 long Refuse(const CallRow& row, long*) {
   if (Mode() != abi::kModeRecord) return -ENOSYS;
-  Msg m;
-  m.S("understudy: ").Call(row.nr).S(" (syscall ").I(row.nr);
-  m.S(") is not supported: recording it would let nondeterminism escape the journal;");
-  m.S(" the program is stopped\n");
-  Stderr(m);
-  if (g_cb) {
+  uint32_t running = abi::kStatusRunning;
+  if (__atomic_compare_exchange_n(&g_cb->status, &running, abi::kStatusRefused, false,
+                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    uint32_t pid = static_cast<uint32_t>(sys(SYS_getpid));
+    char comm[17] = {};
+    sys(SYS_prctl, PR_GET_NAME, reinterpret_cast<long>(comm));
+    // The one message, printed by the recorder (div_text carries it).
+    Msg m;
+    m.Call(row.nr).S(" (syscall ").I(row.nr).S(") in process ").I(pid).S(" (").S(comm);
+    m.S(") is not supported: recording it would let nondeterminism escape the journal");
+    size_t n = m.n < sizeof g_cb->div_text - 1 ? m.n : sizeof g_cb->div_text - 1;
+    __builtin_memcpy(g_cb->div_text, m.buf, n);
+    g_cb->div_text[n] = 0;
     g_cb->refused_call = static_cast<uint32_t>(row.nr);
-    __atomic_store_n(&g_cb->status, abi::kStatusRefused, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_cb->refused_pid, pid, __ATOMIC_RELEASE);
   }
   sys(SYS_exit_group, 125);
   __builtin_unreachable();

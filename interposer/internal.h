@@ -145,6 +145,13 @@ long Wait4(const CallRow& row, long* a);
 // Signals (signals.cc):
 long Sigaction(const CallRow& row, long* a);
 long Sigprocmask(const CallRow& row, long* a);
+// Kernel-side copies and batched socket calls, performed as the plain calls
+// they stand for (transfer.cc):
+long CopyFileRange(const CallRow& row, long* a);
+long Sendfile(const CallRow& row, long* a);
+long Splice(const CallRow& row, long* a);
+long Sendmmsg(const CallRow& row, long* a);
+long Recvmmsg(const CallRow& row, long* a);
 
 // clang-format off
 #define OUT(a, k, p) OutSpec{a, O_##k, p}
@@ -523,8 +530,18 @@ struct KSigaction {
 constexpr unsigned long kSaRestorer = 0x04000000;
 // Record: publishes and runs the async signals deferred to this boundary.
 void DeliverRecordedPending();
-// Replay: runs the program's handler for a recorded signal.
-void DeliverReplaySignal(int sig, int code);
+// Replay: runs the program's handler for a recorded signal record, with the
+// siginfo it recorded (abi::kRecSignal).
+void DeliverReplaySignal(const abi::RecordHeader& h);
+// A call returned -EINTR: a signal landed while it waited.  The handlers run
+// here, inside the wait, as the kernel would run them (record: the pending
+// signals, published right after the call's event; replay: the signal
+// records that follow it), then the call is restarted if the kernel would
+// restart it (every handler run had SA_RESTART, and the call is one that
+// restarts at all).  Journaled calls take Interrupted, passed-through ones
+// (record only) PassInterrupted, which restarts without delivering.
+long Interrupted(long nr, long* a);
+long PassInterrupted(long nr, long* a);
 
 // ---------------------------------------------------------------------------
 // Checkpoint park (park.cc; the protocol is at abi::ControlBlock::park_request).
@@ -592,18 +609,23 @@ __attribute__((always_inline)) inline long Dispatch(long nr, long* a) {
       (mode != abi::kModeRecord && mode != abi::kModeReplay)) {
     // The kernel must hold our signal handlers whatever the mode.
     if (row && row->handler == &Sigaction) return Sigaction(*row, a);
-    return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (__builtin_expect(r == -EINTR, 0) && mode == abi::kModeRecord) return PassInterrupted(nr, a);
+    return r;
   }
   if (row->handler == &Refuse) return Refuse(*row, a);
   if (mode != abi::kModeRecord) {
     ts.depth++;
     long r = row->handler(*row, a);
     ts.depth--;
+    if (__builtin_expect(r == -EINTR, 0)) return Interrupted(nr, a);
     return r;
   }
   // Record: the call is bracketed for the checkpoint park (CallEnter).  A
   // call whose blocking syscall was kicked is issued again from the top: the
   // park may have ended in another mode (a restored image wakes in replay).
+  // Any other -EINTR is a program's signal: its handlers run here, inside
+  // the wait (Interrupted), after the call has left the park's count.
   for (;;) {
     CallEnter();
     if (ts.pending) DeliverRecordedPending();
@@ -611,7 +633,10 @@ __attribute__((always_inline)) inline long Dispatch(long nr, long* a) {
     long r = row->handler(*row, a);
     ts.depth--;
     CallLeave();
-    if (__builtin_expect(!ts.redispatch, 1)) return r;
+    if (__builtin_expect(!ts.redispatch, 1)) {
+      if (__builtin_expect(r == -EINTR, 0)) return Interrupted(nr, a);
+      return r;
+    }
     ts.redispatch = 0;
     if (Mode() != abi::kModeRecord) return DispatchAgain(nr, a);
   }

@@ -2,6 +2,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <climits>
+#include <cstring>
 #include <cstdio>
 #include "recorder/recorder.h"
 
@@ -129,6 +130,13 @@ Status Record(const RecordOptions& options, RecordResult* result) {
         options.hooks.on_audit(true, escaped, text);
       }
     }
+    // A refused call stopped the process that made it; the rest of the
+    // program (other processes of its tree) must not run on half-recorded.
+    if (!killed && __atomic_load_n(&mapping->control()->status, __ATOMIC_ACQUIRE) ==
+                       abi::kStatusRefused) {
+      program->Kill();
+      killed = true;
+    }
     if (!killed && (drain_finished.load(std::memory_order_acquire) ||
                     (options.hooks.should_kill && options.hooks.should_kill()))) {
       program->Kill();
@@ -163,10 +171,11 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   if (__atomic_load_n(&cb->status, __ATOMIC_ACQUIRE) == abi::kStatusRefused) {
     uint32_t call = __atomic_load_n(&cb->refused_call, __ATOMIC_ACQUIRE);
     result->refused = true;
-    result->refused_message = "understudy record: " + std::string(syscalls::SyscallLabel(call).text) + " (syscall " +
-                              std::to_string(call) +
-                              ") is not supported: recording it would lose nondeterminism; "
-                              "refused";
+    std::string text(cb->div_text, strnlen(cb->div_text, sizeof cb->div_text));
+    if (text.empty())
+      text = std::string(syscalls::SyscallLabel(call).text) + " (syscall " + std::to_string(call) +
+             ") is not supported: recording it would let nondeterminism escape the journal";
+    result->refused_message = "understudy record: " + text + "; the whole recorded program was stopped";
   }
 
   if (audit.running()) {
@@ -189,6 +198,20 @@ Status Record(const RecordOptions& options, RecordResult* result) {
     result->audit_off_reason = "the interposer never initialised, so the audit never started";
   }
 
+  // Never a false "clean" (issue 13 part 8): what the recording could not
+  // see is said in the journal, and replay will not call such a run clean.
+  if (flags & abi::kFlagNoTrap) {
+    pb::Event e;
+    e.set_seq(writer->last_sequence() + 1);
+    e.set_tid(0);
+    e.mutable_audit()->set_unseen(
+        "the raw-syscall trap was off (--unsafe-no-trap): system calls made without libc were "
+        "not recorded");
+    s = writer->Append(e);
+    if (!s.ok()) return s;
+    ++result->escapes_unseen;
+  }
+
   pb::Event final_event;
   final_event.set_seq(writer->last_sequence() + 1);
   final_event.set_tid(0);
@@ -199,7 +222,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   s = writer->Append(final_event);
   if (s.ok()) s = writer->Close();
   if (!s.ok()) return s;
-  result->events = drain.events() + 1 + result->escapes.size();
+  result->events = drain.events() + 1 + result->escapes.size() + result->escapes_unseen;
   if (options.hooks.on_journal_closed) options.hooks.on_journal_closed(result->events, exit);
 
   std::vector<journal::SegmentInfo> segments;

@@ -92,6 +92,7 @@ struct RecordResult {
   double wall_time_s = 0;  // launch to journal closed
   driver::ProgramExit exit;  // how the program ended
   bool refused = false;    // the interposer refused a call (kStatusRefused)
+  uint64_t escapes_unseen = 0;  // "unseen" notes journaled (AuditEvent.unseen)
   std::string refused_message;
   std::vector<std::string> warnings;  // already phrased for the user
 };
