@@ -87,6 +87,7 @@ struct RunArgs {
   bool audit = true;
   std::string link_cipher = "aes-256-gcm";
   std::string metrics;  // HOST:PORT of the Prometheus endpoint; empty = none
+  std::string config;   // --config FILE (applied before parsing: cli/config_file.h)
   std::vector<std::string> command;
 };
 
@@ -409,6 +410,11 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
                   "Local journal: page-cache (default: never fdatasync'd) or batch (fdatasync "
                   "every batch); 'none' is page-cache")
       ->check(CLI::IsMember({"page-cache", "batch", "none"}));
+  run->add_option("--config", ra->config,
+                  "Read options from FILE first (name = value, names as the long options, the "
+                  "program as command = [\"prog\", \"arg\"]; docs/config.md); options on the "
+                  "command line override it.  understudy@NAME.service passes "
+                  "/etc/understudy/NAME.conf");
   run->add_option("--metrics", ra->metrics,
                   "Serve Prometheus metrics on HOST:PORT (GET /metrics; e.g. 127.0.0.1:9478): "
                   "lag, commit round-trip histogram, link state; docs/metrics.md");

@@ -1,9 +1,11 @@
 // understudy: the admin and developer front end.
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/config_file.h"
 #include "cli/exit_codes.h"
 #include "cli/front_end.h"
 
@@ -24,6 +26,10 @@ int main(int argc, char** argv) {
   AddSyscallsCommand(app, exit_code);
   AddClusterCommands(app, exit_code);
   AddDoctorCommand(app, exit_code);
+  if (std::string err = ApplyConfigFromCommandLine(app, argc, argv); !err.empty()) {
+    std::fprintf(stderr, "understudy: %s\n", err.c_str());
+    return kExitUsage;
+  }
   int parse = ParseCommandLine(app, argc, argv);
   return parse >= 0 ? parse : exit_code;
 }

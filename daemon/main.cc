@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "cli/config_file.h"
 #include "cli/exit_codes.h"
 #include "cli/front_end.h"
 #include "daemon/admin.pb.h"
@@ -83,6 +84,11 @@ int main(int argc, char** argv) {
   app.add_option("--witness-timeout-ms", witness_timeout_ms,
                  "How long the witnesses may take to answer (default 200)")
       ->check(CLI::Range(1, 10000));
+  std::string config_path;
+  app.add_option("--config", config_path,
+                 "Read options from FILE first (name = value, names as the long options; "
+                 "docs/config.md); options on the command line override it.  The systemd unit "
+                 "passes /etc/understudy/understudyd.conf");
   std::string metrics_address;
   app.add_option("--metrics", metrics_address,
                  "Serve Prometheus metrics on HOST:PORT (GET /metrics; e.g. 127.0.0.1:9477); "
@@ -90,6 +96,10 @@ int main(int argc, char** argv) {
   int window_s = 60;
   app.add_option("--restart-window-s", window_s, "Window of --restart-limit in seconds (default 60)")
       ->check(CLI::Range(1, 86400));
+  if (std::string err = understudy::cli::ApplyConfigFromCommandLine(app, argc, argv); !err.empty()) {
+    std::fprintf(stderr, "understudyd: %s\n", err.c_str());
+    return understudy::cli::kExitUsage;
+  }
   if (int rc = understudy::cli::ParseCommandLine(app, argc, argv); rc >= 0) return rc;
   o.fsync_batch = fsync == "batch";
   o.heartbeat = std::chrono::milliseconds(heartbeat_ms);

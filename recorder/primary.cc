@@ -66,7 +66,9 @@ Status Primary::Run(Result* result) {
   }
 
   // Before the program starts: is the backup there, and does it hold our key?
-  s = ProbeBackup(o.backup, ro.key, std::chrono::milliseconds(2000), {ro.node_name, ro.cipher});
+  s = ProbeBackup(o.backup, ro.key, std::chrono::milliseconds(2000),
+                  {ro.node_name, ro.cipher, static_cast<uint32_t>(ro.heartbeat.count()),
+                   static_cast<uint32_t>(ro.missed_heartbeats)});
   if (!s.ok() && s.IsInvalidArgument()) {
     return Status::InvalidArgument("backup " + o.backup + ": " + s.message());
   }

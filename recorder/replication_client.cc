@@ -346,7 +346,9 @@ void ReplicationClient::Run() {
     } else {
       s = AuthenticateClient(*link, options_.key, PeerRole::kRecorder,
                              std::chrono::milliseconds(2000),
-                             {options_.node_name, options_.cipher});
+                             {options_.node_name, options_.cipher,
+                              static_cast<uint32_t>(options_.heartbeat.count()),
+                              static_cast<uint32_t>(options_.missed_heartbeats)});
       if (!s.ok()) {
         // A server that does not prove the key, or a handshake that does
         // not verify, may be someone in between: an alarm.
