@@ -47,6 +47,18 @@ def check_tree(root, prefix="/usr", etc="/etc"):
     lines = r.out.splitlines()
     expect(r.rc == 0 and len(lines) == 2 and "record" in lines[0].split() and
            "--journal" in lines[1].split(), "bash completion does not complete", r)
+    # The example configs name only real options: with every commented
+    # "# name = value" line switched on, both programs accept them.
+    for prog, conf, sub in (("understudyd", "understudyd.conf", []),
+                            ("understudy", "example.conf", ["run"])):
+        text = open(root + etc + "/understudy/" + conf).read()
+        on = re.sub(r"(?m)^# ([a-z-]+ = .*)$", r"\1", text)
+        on = re.sub(r'(?m)^(metrics|node-name|service-address|service-dev|journal) = "".*$', "", on)
+        path = os.path.join(os.path.dirname(root), "all-" + conf)
+        with open(path, "w") as f:
+            f.write(on)
+        r = run([base + "/bin/" + prog] + sub + ["--config", path, "--help"], timeout=30)
+        expect(r.rc == 0, "%s rejects its example config %s with every option on" % (prog, conf), r)
     log("installed tree under %s%s: %d files checked, completion: %r" % (root, prefix, len(FILES),
                                                                           lines))
 
