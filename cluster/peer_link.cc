@@ -907,7 +907,7 @@ Status AuthenticateServer(PeerLink& link, const ClusterKey& key, PeerRole* role,
   // dead while it still thinks itself protected (and the reverse).
   const bool replicates = r == static_cast<uint32_t>(PeerRole::kRecorder) ||
                           r == static_cast<uint32_t>(PeerRole::kProbe);
-  if (replicates && me.heartbeat_ms != 0 &&
+  if (replicates && me.heartbeat_ms != 0 && hello.heartbeat_ms() != 0 &&
       (hello.heartbeat_ms() != me.heartbeat_ms ||
        hello.missed_heartbeats() != me.missed_heartbeats)) {
     auto describe = [](uint32_t ms, uint32_t missed) {

@@ -243,9 +243,9 @@ Status SplitHostPort(const std::string& host_port, std::string* host, std::strin
 struct LinkIdentity {
   std::string node_name;
   LinkCipher cipher = LinkCipher::kAes256Gcm;
-  // Failure detection of this end; 0 = not stated (admin clients, benches).
+  // Failure detection of this end; 0 = not stated (admin clients, tools).
   // A server that states them refuses a recorder or probe that states
-  // others (AuthHello.heartbeat_ms).
+  // others (AuthHello.heartbeat_ms); one that states none is not checked.
   uint32_t heartbeat_ms = 0;
   uint32_t missed_heartbeats = 0;
 };
