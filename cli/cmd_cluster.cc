@@ -126,7 +126,8 @@ struct RunMetrics {
             static_cast<double>(st.unacked_bytes));
     m.Gauge("understudy_lag_seconds", "Age of the oldest frame not acked yet.",
             st.oldest_unacked_us / 1e6);
-    m.Gauge("understudy_primary_last_seq", "Highest seq written.", static_cast<double>(st.last_seq));
+    m.Gauge("understudy_primary_last_seq", "Highest seq written.",
+            static_cast<double>(st.last_seq));
     m.Gauge("understudy_acked_seq", "Highest seq the backup acked.",
             static_cast<double>(st.acked_seq));
     std::vector<double> bounds;
@@ -137,7 +138,8 @@ struct RunMetrics {
     m.Counter("understudy_primary_reconnects_total", "Times the link to the backup reconnected.",
               static_cast<double>(st.reconnects));
     m.Gauge("understudy_output_gate_open",
-            "1 while outputs leave unprotected (--on-backup-loss continue).", st.gate_opened ? 1 : 0);
+            "1 while outputs leave unprotected (--on-backup-loss continue).",
+            st.gate_opened ? 1 : 0);
     m.Gauge("understudy_outputs_stalled", "1 while outputs wait for the backup.",
             st.stall_reason.empty() ? 0 : 1);
     m.Gauge("understudy_fenced", "1 once the backup took over.", client->fenced() ? 1 : 0);
@@ -446,8 +448,9 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   failover->add_option("--to", fa->to,
                        "Node to promote (its --node-name, host name or listen address); default: "
                        "the daemon asked");
-  failover->add_option("--timeout-ms", fa->timeout_ms,
-                       "How long the primary may take to fence and drain (default 10000)")
+  failover
+      ->add_option("--timeout-ms", fa->timeout_ms,
+                   "How long the primary may take to fence and drain (default 10000)")
       ->check(CLI::Range(1u, 3600u * 1000u));
   failover->callback([fa, &exit_code] { exit_code = RunFailover(*fa); });
 }

@@ -121,8 +121,9 @@ Check CheckNamespaces() {
   int uerr = 0;
   if (CanUnshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS, &uerr)) {
     c.ok = true;
-    c.detail = fmt::format("pid and mount namespaces inside a user namespace (not as this user: {})",
-                           std::strerror(err));
+    c.detail =
+        fmt::format("pid and mount namespaces inside a user namespace (not as this user: {})",
+                    std::strerror(err));
     return c;
   }
   c.detail = fmt::format("unshare(CLONE_NEWPID|CLONE_NEWNS): {}; in a user namespace: {}",
@@ -135,12 +136,14 @@ Check CheckBpf() {
   Check c{"bpf", "record --audit, run (escape audit)", false, "", ""};
   kmod::KmodStatus s = kmod::CheckBpfSupport();
   c.ok = s.ok();
-  c.detail = s.ok() ? "BPF programs can be loaded (BTF at " + std::string(kmod::kKernelBtfPath) + ")"
-                    : s.error().reason;
+  c.detail = s.ok()
+                 ? "BPF programs can be loaded (BTF at " + std::string(kmod::kKernelBtfPath) + ")"
+                 : s.error().reason;
   if (!c.ok) {
-    c.fix = !kmod::BuiltWithBpf() ? "rebuild with -DUNDERSTUDY_BPF=ON (needs clang, bpftool, libbpf-dev)"
-                                  : "run as root (or with CAP_BPF and CAP_PERFMON) on a kernel with "
-                                    "BTF (CONFIG_DEBUG_INFO_BTF=y)";
+    c.fix = !kmod::BuiltWithBpf()
+                ? "rebuild with -DUNDERSTUDY_BPF=ON (needs clang, bpftool, libbpf-dev)"
+                : "run as root (or with CAP_BPF and CAP_PERFMON) on a kernel with "
+                  "BTF (CONFIG_DEBUG_INFO_BTF=y)";
   }
   return c;
 }
@@ -157,8 +160,9 @@ Check CheckCriu() {
     c.detail = fmt::format("{} is CRIU {}{}", criu.binary(), v.ToString(), c.ok ? "" : " (< 4.2)");
   }
   if (!c.ok)
-    c.fix = "install CRIU >= 4.2 into /opt/understudy/criu (scripts/setup.sh does; docs/install.md), "
-            "or set UNDERSTUDY_CRIU to its binary";
+    c.fix =
+        "install CRIU >= 4.2 into /opt/understudy/criu (scripts/setup.sh does; docs/install.md), "
+        "or set UNDERSTUDY_CRIU to its binary";
   return c;
 }
 
@@ -183,8 +187,8 @@ Check CheckPrivileges() {
   Check c{"privileges", "failover (service address, shadow namespaces)", false, "", ""};
   bool admin = HasCap(CAP_SYS_ADMIN), net = HasCap(CAP_NET_ADMIN);
   c.ok = admin && net;
-  c.detail = fmt::format("uid {}; CAP_SYS_ADMIN {}, CAP_NET_ADMIN {}", geteuid(), admin ? "yes" : "no",
-                         net ? "yes" : "no");
+  c.detail = fmt::format("uid {}; CAP_SYS_ADMIN {}, CAP_NET_ADMIN {}", geteuid(),
+                         admin ? "yes" : "no", net ? "yes" : "no");
   if (!c.ok) c.fix = "run understudyd and 'understudy run' as root (the systemd units do)";
   return c;
 }
@@ -198,8 +202,9 @@ Check CheckWritableDir(const char* name, const std::string& dir, const char* nee
     probe = slash == 0 ? "/" : slash == std::string::npos ? "" : probe.substr(0, slash);
   }
   c.ok = !probe.empty() && access(probe.c_str(), W_OK) == 0;
-  c.detail = probe == dir ? dir + (c.ok ? " is writable" : " is not writable")
-                          : dir + " does not exist; " + probe + (c.ok ? " is writable" : " is not writable");
+  c.detail = probe == dir
+                 ? dir + (c.ok ? " is writable" : " is not writable")
+                 : dir + " does not exist; " + probe + (c.ok ? " is writable" : " is not writable");
   if (!c.ok) c.fix = "run as root, or create " + dir + " owned by this user";
   return c;
 }
@@ -227,10 +232,12 @@ int RunDoctor(bool json) {
       items += fmt::format(
           "{}\n    {{\"name\": {}, \"ok\": {}, \"needed_for\": {}, \"detail\": {}, \"fix\": {}}}",
           items.empty() ? "" : ",", JsonString(c.name), c.ok ? "true" : "false",
-          JsonString(c.needed_for), JsonString(c.detail), c.fix.empty() ? "null" : JsonString(c.fix));
+          JsonString(c.needed_for), JsonString(c.detail),
+          c.fix.empty() ? "null" : JsonString(c.fix));
     }
-    fmt::print("{{\n  \"version\": {},\n  \"ok\": {},\n  \"failed\": {},\n  \"checks\": [{}\n  ]\n}}\n",
-               JsonString(kVersion), failed == 0 ? "true" : "false", failed, items);
+    fmt::print(
+        "{{\n  \"version\": {},\n  \"ok\": {},\n  \"failed\": {},\n  \"checks\": [{}\n  ]\n}}\n",
+        JsonString(kVersion), failed == 0 ? "true" : "false", failed, items);
   } else {
     for (const Check& c : checks) {
       fmt::print("{:<22} {:<3}  {}\n", c.name, c.ok ? "yes" : "NO", c.detail);

@@ -9,9 +9,9 @@
 #include <string>
 #include <string_view>
 
+#include "cli/commands.h"
 #include "cli/exit_codes.h"
 #include "cli/front_end.h"
-#include "cli/commands.h"
 #include "cli/json.h"
 #include "interposer/syscalls.h"
 #include "journal/event.pb.h"
@@ -216,12 +216,13 @@ int RunVerify(const VerifyArgs& a) {
                       JsonString(p.cause), JsonString(p.ToString()));
     }
     fmt::print(
-        "{{\"version\":\"{}\",\"journal\":{},\"dir\":{},\"ok\":{},\"journal_id\":\"{}\",\"segments\":{},\"frames\":{},\"events\":{},"
+        "{{\"version\":\"{}\",\"journal\":{},\"dir\":{},\"ok\":{},\"journal_id\":\"{}\","
+        "\"segments\":{},\"frames\":{},\"events\":{},"
         "\"bytes\":{},\"first_seq\":{},\"last_seq\":{},\"problems\":[{}],\"repaired\":{},"
         "\"bytes_removed\":{},\"repair_note\":{},\"error\":{}}}\n",
-        kVersion, JsonString(a.dir), JsonString(a.dir), ok, jr::JournalIdHex(r.journal_id), r.segments, r.frames, r.events,
-        r.bytes, r.first_seq, r.last_seq, problems, r.repaired, r.bytes_removed,
-        JsonString(r.repair_note), JsonString(ok ? "" : s.message()));
+        kVersion, JsonString(a.dir), JsonString(a.dir), ok, jr::JournalIdHex(r.journal_id),
+        r.segments, r.frames, r.events, r.bytes, r.first_seq, r.last_seq, problems, r.repaired,
+        r.bytes_removed, JsonString(r.repair_note), JsonString(ok ? "" : s.message()));
     return ok ? 0 : 1;
   }
   if (r.segments == 0 && !s.ok()) {
@@ -269,7 +270,8 @@ void AddJournalCommands(CLI::App& app, int& exit_code) {
       ->check(CLI::NonNegativeNumber);
   show->callback([show_args, &exit_code] {
     if (show_args->dir.empty()) {
-      std::fprintf(stderr, "understudy journal show: a journal directory is required (--journal DIR)\n");
+      std::fprintf(stderr,
+                   "understudy journal show: a journal directory is required (--journal DIR)\n");
       exit_code = kExitUsage;
       return;
     }
@@ -286,7 +288,8 @@ void AddJournalCommands(CLI::App& app, int& exit_code) {
   verify->add_flag("--json", verify_args->json, "print one JSON object");
   verify->callback([verify_args, &exit_code] {
     if (verify_args->dir.empty()) {
-      std::fprintf(stderr, "understudy journal verify: a journal directory is required (--journal DIR)\n");
+      std::fprintf(stderr,
+                   "understudy journal verify: a journal directory is required (--journal DIR)\n");
       exit_code = kExitUsage;
       return;
     }

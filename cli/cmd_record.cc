@@ -131,12 +131,13 @@ int RunReplay(ReplayArgs a) {
           d.seq, d.tid, JsonString(d.call), d.recorded, d.replayed, JsonString(d.text));
     }
     fmt::print(
-        "{{\"version\": \"{}\", \"journal\": {}, \"outcome\": \"{}\", \"events\": {}, \"events_done\": {}, "
+        "{{\"version\": \"{}\", \"journal\": {}, \"outcome\": \"{}\", \"events\": {}, "
+        "\"events_done\": {}, "
         "\"bytes\": {}, \"wall_time_s\": {:.6f}, \"recorded_wall_time_s\": {:.6f}, "
         "\"exit_status\": {}, \"recorded_exit_status\": {}, \"divergence\": {}, "
         "\"handoff_timeouts\": {}, \"warnings\": {}}}\n",
-        kVersion, JsonString(a.opts.dir), replayer::OutcomeName(r.outcome), r.events, r.events_done, r.bytes,
-        r.wall_time_s, r.recorded_wall_time_s, r.exit.exit_code,
+        kVersion, JsonString(a.opts.dir), replayer::OutcomeName(r.outcome), r.events, r.events_done,
+        r.bytes, r.wall_time_s, r.recorded_wall_time_s, r.exit.exit_code,
         r.recorded_exit_known ? std::to_string(r.recorded_exit_status) : "null", div,
         r.handoff_timeouts, JsonStrings(r.warnings));
   }
@@ -164,7 +165,8 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
                   "local files are re-executed on replay against the node's own copy")
       ->check(CLI::IsMember({"journal", "reexec"}));
   rec->add_flag("--audit,!--no-audit", rec_args->audit,
-                "Escape audit (eBPF; off by default for record): count nondeterministic syscalls that reach the kernel without "
+                "Escape audit (eBPF; off by default for record): count nondeterministic syscalls "
+                "that reach the kernel without "
                 "the interposer; nonzero counts are an alarm and audit events in the journal. "
                 "Without BPF permission it says why and records on");
   rec->add_flag("--unsafe-no-trap", rec_args->no_trap,

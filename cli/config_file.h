@@ -58,15 +58,16 @@ inline std::string ApplyConfigFile(CLI::App* app, const std::string& path) {
     if (opt == nullptr) {
       std::string near = ClosestWord(item.name, names);
       return "config file " + path + ": unknown option '" + item.name + "'" +
-             (near.empty() ? "" : "; did you mean '" + near + "'?") + " (see '" +
-             CommandPath(app) + " --help')";
+             (near.empty() ? "" : "; did you mean '" + near + "'?") + " (see '" + CommandPath(app) +
+             " --help')";
     }
     try {
       opt->clear();
       if (opt->get_type_size() == 0) {
         // A flag: "true"/"false" through its own negation ("no-shadow =
         // true" turns the shadow off, as --no-shadow does).
-        if (item.inputs.size() != 1) return "config file " + path + ": " + item.name + ": a flag takes true or false";
+        if (item.inputs.size() != 1)
+          return "config file " + path + ": " + item.name + ": a flag takes true or false";
         opt->add_result(opt->get_flag_value("--" + item.name, item.inputs[0]));
       } else {
         opt->add_result(item.inputs);
@@ -90,8 +91,10 @@ inline std::string ApplyConfigFromCommandLine(CLI::App& root, int argc, const ch
     std::string w = argv[i];
     if (w == "--") break;
     std::string path;
-    if (w == "--config" && i + 1 < argc) path = argv[i + 1];
-    else if (w.rfind("--config=", 0) == 0) path = w.substr(9);
+    if (w == "--config" && i + 1 < argc)
+      path = argv[i + 1];
+    else if (w.rfind("--config=", 0) == 0)
+      path = w.substr(9);
     if (!path.empty() && cur->get_option_no_throw("--config") != nullptr)
       return ApplyConfigFile(cur, path);
     if (w[0] != '-') {

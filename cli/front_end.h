@@ -38,7 +38,8 @@ inline size_t EditDistance(std::string_view a, std::string_view b) {
 // The candidate closest to `word` ("" when none is close: more than a
 // third of the word differs).  A one-letter short option ("-V") matches a
 // long one starting with that letter, case-insensitively ("--version").
-inline std::string ClosestWord(const std::string& word, const std::vector<std::string>& candidates) {
+inline std::string ClosestWord(const std::string& word,
+                               const std::vector<std::string>& candidates) {
   auto bare = [](std::string_view s) {
     while (!s.empty() && s.front() == '-') s.remove_prefix(1);
     return s;
@@ -47,7 +48,8 @@ inline std::string ClosestWord(const std::string& word, const std::vector<std::s
   if (word.size() == 2 && word[0] == '-' && word[1] != '-') {
     for (const std::string& c : candidates) {
       std::string_view cb = bare(c);
-      if (c.rfind("--", 0) == 0 && !cb.empty() && std::tolower(cb[0]) == std::tolower(w[0])) return c;
+      if (c.rfind("--", 0) == 0 && !cb.empty() && std::tolower(cb[0]) == std::tolower(w[0]))
+        return c;
     }
   }
   std::string best;

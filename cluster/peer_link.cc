@@ -825,9 +825,9 @@ Status AuthenticateClient(PeerLink& link, const ClusterKey& key, PeerRole role,
       ch.server_name().size() > kMaxNameBytes) {
     return Status::Corruption("peer " + link.peer() + ": malformed AUTH_CHALLENGE");
   }
-  const std::string t = Transcript(static_cast<uint8_t>(role), static_cast<uint8_t>(me.cipher), cn,
-                                   ch.server_nonce(), name, ch.server_name(), me.heartbeat_ms,
-                                   me.missed_heartbeats);
+  const std::string t =
+      Transcript(static_cast<uint8_t>(role), static_cast<uint8_t>(me.cipher), cn, ch.server_nonce(),
+                 name, ch.server_name(), me.heartbeat_ms, me.missed_heartbeats);
   if (!SameMac(Mac(key, kServerLabel, t), ch.server_mac())) {
     // Tell the server why we hang up, so its log says it too.
     (void)link.Send(LinkType::kRefused,
@@ -927,9 +927,9 @@ Status AuthenticateServer(PeerLink& link, const ClusterKey& key, PeerRole* role,
   if (RAND_bytes(reinterpret_cast<unsigned char*>(sn.data()), kNonceBytes) != 1) {
     return Status::IOError("RAND_bytes failed");
   }
-  const std::string t = Transcript(static_cast<uint8_t>(r), static_cast<uint8_t>(me.cipher),
-                                   hello.client_nonce(), sn, hello.client_name(), name,
-                                   hello.heartbeat_ms(), hello.missed_heartbeats());
+  const std::string t =
+      Transcript(static_cast<uint8_t>(r), static_cast<uint8_t>(me.cipher), hello.client_nonce(), sn,
+                 hello.client_name(), name, hello.heartbeat_ms(), hello.missed_heartbeats());
   pb::AuthChallenge ch;
   ch.set_server_nonce(sn);
   ch.set_server_name(name);

@@ -96,7 +96,8 @@ int main(int argc, char** argv) {
   int window_s = 60;
   app.add_option("--restart-window-s", window_s, "Window of --restart-limit in seconds (default 60)")
       ->check(CLI::Range(1, 86400));
-  if (std::string err = understudy::cli::ApplyConfigFromCommandLine(app, argc, argv); !err.empty()) {
+  if (std::string err = understudy::cli::ApplyConfigFromCommandLine(app, argc, argv);
+      !err.empty()) {
     std::fprintf(stderr, "understudyd: %s\n", err.c_str());
     return understudy::cli::kExitUsage;
   }

@@ -7,8 +7,8 @@
 namespace understudy::daemon {
 namespace {
 
-constexpr const char* kNodeStates[] = {"idle",     "backup",   "fencing",     "down",
-                                       "isolated", "ended",    "taking-over", "primary"};
+constexpr const char* kNodeStates[] = {"idle",     "backup", "fencing",     "down",
+                                       "isolated", "ended",  "taking-over", "primary"};
 constexpr const char* kShadowStates[] = {"none",     "starting", "running", "restarting",
                                          "given-up", "live",     "exited"};
 
@@ -39,7 +39,8 @@ std::string StatusMetrics(const pb::StatusReply& st, double journal_bytes) {
           static_cast<double>(st.lag().events()));
   m.Gauge("understudy_lag_bytes", "Bytes of the frames not acked yet.",
           static_cast<double>(st.lag().bytes()));
-  m.Gauge("understudy_lag_seconds", "Age of the oldest frame not acked yet.", st.lag().ms() / 1000.0);
+  m.Gauge("understudy_lag_seconds", "Age of the oldest frame not acked yet.",
+          st.lag().ms() / 1000.0);
   m.Gauge("understudy_primary_last_seq", "The primary's journal end (its last heartbeat).",
           static_cast<double>(st.primary().last_seq()));
   m.Gauge("understudy_replica_last_seq", "Highest seq written to the replica.",
@@ -51,7 +52,8 @@ std::string StatusMetrics(const pb::StatusReply& st, double journal_bytes) {
   m.Gauge("understudy_replica_persist_failing", "1 while the replica cannot be written.",
           st.replica().persist_error().empty() ? 0 : 1);
   if (journal_bytes >= 0)
-    m.Gauge("understudy_journal_disk_bytes", "Bytes the replica journals take on disk.", journal_bytes);
+    m.Gauge("understudy_journal_disk_bytes", "Bytes the replica journals take on disk.",
+            journal_bytes);
   // The primary reports its commit round trip as quantiles over its last
   // frames; the histogram with buckets is on the primary's own endpoint.
   const auto& p = st.primary();
@@ -73,7 +75,7 @@ std::string StatusMetrics(const pb::StatusReply& st, double journal_bytes) {
   m.Gauge("understudy_shadow_events_consumed", "Events the shadow has consumed.",
           static_cast<double>(sh.events_done()));
   m.Gauge("understudy_shadow_restarts", "Shadow restarts in the current restart window.",
-            sh.restarts());
+          sh.restarts());
   m.Counter("understudy_divergences_total", "Shadows that diverged since the daemon started.",
             static_cast<double>(sh.divergences()));
   m.Counter("understudy_failovers_total", "Takeovers by this node since the daemon started.",

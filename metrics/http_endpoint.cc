@@ -34,7 +34,8 @@ void WriteAll(int fd, const std::string& s) {
 std::string Response(int code, const char* reason, const char* type, const std::string& body,
                      bool head) {
   return fmt::format(
-             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: "
+             "close\r\n\r\n",
              code, reason, type, body.size()) +
          (head ? "" : body);
 }
@@ -79,8 +80,9 @@ Status MetricsEndpoint::Start(const std::string& address, Render render,
   if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(fd, 16) != 0) {
     int e = errno;
     ::close(fd);
-    return Status::IOError("metrics: cannot listen on " + address + ": " + std::strerror(e) +
-                           (e == EADDRINUSE ? " (another process has the port; pick another)" : ""));
+    return Status::IOError(
+        "metrics: cannot listen on " + address + ": " + std::strerror(e) +
+        (e == EADDRINUSE ? " (another process has the port; pick another)" : ""));
   }
   socklen_t len = sizeof sa;
   getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
@@ -118,14 +120,16 @@ void MetricsEndpoint::Serve() {
 
 void MetricsEndpoint::Answer(int conn) {
   std::string req;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRequestTimeoutMs);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kRequestTimeoutMs);
   while (req.find("\r\n\r\n") == std::string::npos && req.find("\n\n") == std::string::npos) {
     if (req.size() > kMaxRequest) {
-      WriteAll(conn, Response(431, "Request Header Fields Too Large", "text/plain", "too large\n", false));
+      WriteAll(conn, Response(431, "Request Header Fields Too Large", "text/plain", "too large\n",
+                              false));
       return;
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                      std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return;
     pollfd p{conn, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return;

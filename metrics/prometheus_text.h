@@ -30,8 +30,9 @@ class MetricsText {
   // `bounds` ascending upper bounds (le) without +Inf; `counts[i]` the
   // observations <= bounds[i] (not cumulative: this sums them); `overflow`
   // those above the last bound; `sum` of all observations.
-  void Histogram(const std::string& name, const std::string& help, const std::vector<double>& bounds,
-                 const std::vector<uint64_t>& counts, uint64_t overflow, double sum);
+  void Histogram(const std::string& name, const std::string& help,
+                 const std::vector<double>& bounds, const std::vector<uint64_t>& counts,
+                 uint64_t overflow, double sum);
   // A summary with precomputed quantiles (e.g. {0.5, p50}, {0.99, p99}) and
   // the number of observations they cover.
   void Summary(const std::string& name, const std::string& help,

@@ -231,8 +231,10 @@ void ReplicationClient::HandleAck(uint64_t seq) {
         commit_sum_us_ += static_cast<double>(u);
         size_t b = 0;
         while (b < commit_buckets_.size() && u > kCommitBucketsUs[b]) ++b;
-        if (b < commit_buckets_.size()) ++commit_buckets_[b];
-        else ++commit_overflow_;
+        if (b < commit_buckets_.size())
+          ++commit_buckets_[b];
+        else
+          ++commit_overflow_;
         pending_.pop_front();
       }
       if (gate_opened_) {
@@ -344,11 +346,10 @@ void ReplicationClient::Run() {
     if (!s.ok()) {
       stall = "backup unreachable: " + s.message();
     } else {
-      s = AuthenticateClient(*link, options_.key, PeerRole::kRecorder,
-                             std::chrono::milliseconds(2000),
-                             {options_.node_name, options_.cipher,
-                              static_cast<uint32_t>(options_.heartbeat.count()),
-                              static_cast<uint32_t>(options_.missed_heartbeats)});
+      s = AuthenticateClient(
+          *link, options_.key, PeerRole::kRecorder, std::chrono::milliseconds(2000),
+          {options_.node_name, options_.cipher, static_cast<uint32_t>(options_.heartbeat.count()),
+           static_cast<uint32_t>(options_.missed_heartbeats)});
       if (!s.ok()) {
         // A server that does not prove the key, or a handshake that does
         // not verify, may be someone in between: an alarm.

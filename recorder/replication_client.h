@@ -107,7 +107,7 @@ struct ReplicationStats {
 };
 
 // Upper bounds of ReplicationStats::commit_buckets, microseconds.
-inline constexpr uint64_t kCommitBucketsUs[] = {50,    100,   250,    500,    1000,   2500,   5000,
+inline constexpr uint64_t kCommitBucketsUs[] = {50,    100,   250,   500,    1000,   2500,   5000,
                                                 10000, 25000, 50000, 100000, 250000, 1000000};
 
 // Connects, authenticates as a probe and hangs up: tells `understudy run`

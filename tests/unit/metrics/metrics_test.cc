@@ -67,7 +67,9 @@ std::string Get(int port, const std::string& request) {
 
 TEST(MetricsEndpoint, ServesMetricsAndRefusesTheRest) {
   std::unique_ptr<MetricsEndpoint> ep;
-  ASSERT_TRUE(MetricsEndpoint::Start("127.0.0.1:0", [] { return std::string("up 1\n"); }, &ep).ok());
+  ASSERT_TRUE(MetricsEndpoint::Start(
+                  "127.0.0.1:0", [] { return std::string("up 1\n"); }, &ep)
+                  .ok());
   ASSERT_GT(ep->port(), 0);
   std::string r = Get(ep->port(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
   EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
@@ -82,10 +84,12 @@ TEST(MetricsEndpoint, ServesMetricsAndRefusesTheRest) {
 
 TEST(MetricsEndpoint, BadAddressesNamed) {
   std::unique_ptr<MetricsEndpoint> ep;
-  Status s = MetricsEndpoint::Start("127.0.0.1", [] { return std::string(); }, &ep);
+  Status s = MetricsEndpoint::Start(
+      "127.0.0.1", [] { return std::string(); }, &ep);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("is not HOST:PORT"), std::string::npos) << s.message();
-  s = MetricsEndpoint::Start("127.0.0.1:99999", [] { return std::string(); }, &ep);
+  s = MetricsEndpoint::Start(
+      "127.0.0.1:99999", [] { return std::string(); }, &ep);
   EXPECT_NE(s.message().find("not a number 0..65535"), std::string::npos) << s.message();
 }
 
