@@ -17,6 +17,7 @@
 #include "cli/json.h"
 #include "driver/control_mapping.h"
 #include "interposer/syscalls.h"
+#include "ptrace/backend.h"
 #include "recorder/escape_watch.h"
 #include "recorder/recorder.h"
 #include "replayer/replayer.h"
@@ -32,10 +33,92 @@ struct RecordArgs {
   bool audit = false;
   bool no_trap = false;
   uint64_t ring_mb = abi::kDefaultRingSize >> 20;
+  std::string backend = "auto";
   std::vector<std::string> command;
 };
 
+// `--backend ptrace` (or chosen): the ptrace backend records the program.
+int RunPtraceRecord(const RecordArgs& a) {
+  if (a.audit)
+    fmt::print(stderr,
+               "understudy record: --audit: the ptrace backend's seccomp filter stops every call the "
+               "audit watches, so none can escape it; the eBPF audit is not run\n");
+  ptrace_backend::RecordOptions po;
+  po.dir = a.dir;
+  po.argv = a.command;
+  po.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
+                                     : journal::DurabilityPolicy::None();
+  ptrace_backend::RecordResult r;
+  Status s = ptrace_backend::Record(po, &r);
+  for (const std::string& w : r.warnings) fmt::print(stderr, "understudy record: warning: {}\n", w);
+  if (!s.ok()) {
+    fmt::print(stderr, "understudy record: {}\n", s.ToString());
+    return 1;
+  }
+  if (!r.exit.launch_error.empty())
+    fmt::print(stderr, "understudy record: {}: {}\n", a.command[0], r.exit.launch_error);
+  if (r.refused) fmt::print(stderr, "{}\n", r.refused_message);
+  if (r.exit.signal != 0 && !r.refused)
+    fmt::print(stderr, "understudy record: {} was killed by {}\n", a.command[0],
+               driver::SignalName(r.exit.signal));
+  if (a.json) {
+    fmt::print(
+        "{{\"journal\": {}, \"backend\": \"ptrace\", \"events\": {}, \"bytes\": {}, "
+        "\"segments\": {}, \"wall_time_s\": {:.6f}, \"exit_status\": {}, \"signal\": {}, "
+        "\"refused\": {}, \"traced_calls\": {}, \"signals\": {}, \"preemptions_dropped\": {}, "
+        "\"warnings\": {}}}\n",
+        JsonString(a.dir), r.events, r.bytes, r.segments, r.wall_time_s, r.exit.exit_code,
+        r.exit.signal != 0 ? JsonString(driver::SignalName(r.exit.signal)) : "null",
+        r.refused ? JsonString(r.refused_message) : "null", r.traced_calls, r.signals_journaled,
+        r.preemptions_dropped, JsonStrings(r.warnings));
+  } else {
+    fmt::print(stderr,
+               "understudy record: {} events ({} traced calls), {} bytes in {} segment(s) in {}; "
+               "{:.3f} s; exit status {}\n",
+               r.events, r.traced_calls, r.bytes, r.segments, a.dir, r.wall_time_s,
+               r.exit.exit_code);
+  }
+  if (r.refused) return 1;
+  return r.exit.exit_code;
+}
+
+// Which backend records a.command: --backend, or what the binary is.  One
+// line on stderr says which and why.  False if the program cannot be found.
+bool PickPtrace(const RecordArgs& a, bool* ptrace) {
+  *ptrace = a.backend == "ptrace";
+  if (a.backend == "ptrace") return true;
+  std::string path;
+  Status s = driver::ResolveExecutable(a.command[0], &path);
+  if (!s.ok()) return true;  // the recorder says what is wrong with it
+  ptrace_backend::BackendChoice choice;
+  s = ptrace_backend::ChooseBackend(path, &choice);
+  if (a.backend == "preload") {
+    if (s.ok() && choice.go) {
+      // Go makes raw syscalls from its own text on its own signal stacks:
+      // the interposer's trap would crash it, so it is handed over.
+      fmt::print(stderr,
+                 "understudy record: --backend preload: {} is a Go binary, which the preload "
+                 "interposer cannot serve (Go's raw system calls and signal stacks crash it); "
+                 "recording it with the ptrace backend\n",
+                 path);
+      *ptrace = true;
+    }
+    return true;
+  }
+  if (!s.ok()) {
+    fmt::print(stderr, "understudy record: {}; recording with the preload backend\n", s.ToString());
+    return true;
+  }
+  *ptrace = choice.ptrace;
+  fmt::print(stderr, "understudy record: backend {}: {} is {}{}\n", choice.ptrace ? "ptrace" : "preload",
+             path, choice.reason, choice.ptrace ? " (--backend preload overrides)" : "");
+  return true;
+}
+
 int RunRecord(const RecordArgs& a) {
+  bool use_ptrace = false;
+  PickPtrace(a, &use_ptrace);
+  if (use_ptrace) return RunPtraceRecord(a);
   recorder::RecordOptions opts;
   opts.dir = a.dir;
   opts.argv = a.command;
@@ -103,6 +186,12 @@ int RunRecord(const RecordArgs& a) {
                "status {}\n",
                r.events, r.bytes, r.segments, a.dir, r.wall_time_s, r.exit.exit_code);
   }
+  if (r.events <= 1 && r.exit.launch_error.empty())
+    fmt::print(stderr,
+               "understudy record: WARNING: the interposer recorded no event of {}: it never "
+               "loaded into the program (a static or Go binary?), so nothing it did is in the "
+               "journal and a replay cannot be trusted; record it with --backend ptrace\n",
+               a.command[0]);
   if (r.refused) return 1;  // documented: a refused call fails the recording
   return r.exit.exit_code;
 }
@@ -173,6 +262,11 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
                 "Testing the audit only: do not arm the raw-syscall trap, so libc-internal and raw "
                 "syscalls escape the recording");
   rec->add_flag("--json", rec_args->json, "Print a JSON summary on stdout at the end");
+  rec->add_option("--backend", rec_args->backend,
+                  "auto: inspect the binary (static, no libc, Go -> ptrace; else preload) and say "
+                  "which (default); preload: the LD_PRELOAD interposer; ptrace: ptrace + seccomp "
+                  "filter (docs/ptrace.md)")
+      ->check(CLI::IsMember({"auto", "preload", "ptrace"}));
   rec->add_option("--ring-mb", rec_args->ring_mb,
                   "Size of the shared record ring in MiB (power of two, >= 8; default 64)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20));

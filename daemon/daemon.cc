@@ -266,13 +266,18 @@ void Daemon::Shutdown() {
 
 // ---- connections -------------------------------------------------------------
 
-void Daemon::NoteRefusal(const std::string& what) {
+void Daemon::NoteRefusal(const std::string& what, bool alarm) {
   std::string line;
   {
     std::lock_guard<std::mutex> lock(refusal_mu_);
     line = refusals_.Note(Clock::now(), what);
   }
-  if (!line.empty()) Log(line);
+  if (line.empty()) return;
+  if (alarm) {
+    Alarm(line);
+  } else {
+    Log(line);
+  }
 }
 
 void Daemon::AcceptLoop() {
@@ -370,7 +375,11 @@ void Daemon::ServeConnection(std::unique_ptr<PeerLink> link, bool unix_admin) {
       --handshaking_;
     }
     if (!s.ok()) {
-      NoteRefusal("connection from " + link->peer() + ": " + s.message());
+      // A peer that failed authentication (wrong key, a forged, altered or
+      // replayed handshake) is an alarm; one that timed out, spoke another
+      // link version or hung up is only a refusal.
+      const bool auth_failure = s.IsInvalidArgument() || s.IsCorruption();
+      NoteRefusal("connection from " + link->peer() + ": " + s.message(), auth_failure);
     } else if (role == cluster::PeerRole::kAdmin) {
       admin_->Serve(*link, stop_);
     } else if (role == cluster::PeerRole::kRecorder) {

@@ -113,7 +113,11 @@ class Daemon {
  private:
   void AcceptLoop();
   // One log line per burst of refused connections (refusal_log.h).
-  void NoteRefusal(const std::string& what);
+  // One line per burst of refused connections (RefusalLog).  `alarm`: the
+  // refusal is an authentication failure -- a peer without the cluster key,
+  // or a handshake altered or replayed on the way -- and the burst's first
+  // line is raised as an alarm (status, history), not only logged.
+  void NoteRefusal(const std::string& what, bool alarm = false);
   void AdminAcceptLoop();
   void ServeConnection(std::unique_ptr<cluster::PeerLink> link, bool unix_admin);
   void SupervisorLoop();

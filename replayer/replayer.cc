@@ -18,6 +18,7 @@
 #include "driver/ring_feeder.h"
 #include "interposer/abi.h"
 #include "journal/reader.h"
+#include "ptrace/backend.h"
 #include "replayer/replay_launch.h"
 
 namespace understudy::replayer {
@@ -149,6 +150,59 @@ void Warn(ReplayResult* result, std::string text) {
 
 }  // namespace
 
+namespace {
+
+// A journal recorded by the ptrace backend is replayed by it (the journal
+// header's process spec says which backend recorded).
+Status ReplayWithPtrace(const ReplayOptions& options, ReplayResult* result) {
+  if (options.gdb)
+    return Status::InvalidArgument(
+        "journal " + options.dir +
+        " was recorded with the ptrace backend: --gdb is not available for it (gdb and the "
+        "tracer cannot both trace the program); use --until SEQ to stop before an event");
+  if (options.go_live)
+    return Status::InvalidArgument("journal " + options.dir +
+                                   " was recorded with the ptrace backend: --go-live is not "
+                                   "available for it yet");
+  ptrace_backend::ReplayOptions po;
+  po.dir = options.dir;
+  po.binary = options.binary;
+  po.show_output = options.show_output;
+  po.until_seq = options.until_seq;
+  po.pid_namespace = options.pid_namespace;
+  ptrace_backend::ReplayResult pr;
+  Status s = ptrace_backend::Replay(po, &pr);
+  for (std::string& w : pr.warnings) Warn(result, std::move(w));
+  if (!s.ok()) return s;
+  using O = ptrace_backend::ReplayResult::Outcome;
+  result->outcome = pr.outcome == O::kDiverged        ? ReplayOutcome::kDiverged
+                    : pr.outcome == O::kRecordingEnds  ? ReplayOutcome::kRecordingEnds
+                    : pr.outcome == O::kStoppedAtUntil ? ReplayOutcome::kStoppedAtUntil
+                                                       : ReplayOutcome::kCompleted;
+  result->events = pr.events;
+  result->events_done = pr.events_done;
+  result->bytes = JournalBytes(options.dir);
+  result->wall_time_s = pr.wall_time_s;
+  result->exit = pr.exit;
+  result->recorded_exit_known = pr.recorded_exit_known;
+  result->recorded_exit_status = pr.recorded_exit_status;
+  result->message = pr.message;
+  if (pr.outcome == O::kDiverged) {
+    Divergence d;
+    d.seq = pr.div_seq;
+    d.tid = pr.div_tid;
+    d.call = pr.div_call;
+    d.recorded = pr.div_recorded;
+    d.replayed = pr.div_replayed;
+    d.text = pr.div_text;
+    result->divergence = d;
+    if (result->message.empty()) result->message = DivergenceLine(d);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 const char* OutcomeName(ReplayOutcome outcome) {
   switch (outcome) {
     case ReplayOutcome::kCompleted:
@@ -174,6 +228,23 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   JournalScan scan;
   Status s = ScanJournal(options.dir, &scan);
   if (!s.ok()) return s;
+  if (scan.spec.backend() == ptrace_backend::kBackendName) return ReplayWithPtrace(options, result);
+  if (scan.program_events == 0 && scan.torn_tail.empty()) {
+    // Every program the interposer runs in makes at least its exit_group:
+    // an empty journal means the interposer never loaded (a static binary),
+    // so nothing was recorded and a replay could prove nothing.
+    Divergence d;
+    d.seq = 1;
+    d.call = "no events";
+    d.text = "the journal holds no event of the program: the interposer never ran in it";
+    result->outcome = ReplayOutcome::kDiverged;
+    result->divergence = d;
+    result->message = "understudy replay: journal " + options.dir +
+                      " holds no event of the program: the preload interposer never ran in it "
+                      "(a static or Go binary?), so this replay cannot be called clean; record it "
+                      "again with --backend ptrace";
+    return Status::Ok();
+  }
   const pb::ProcessSpec& spec = scan.spec;
   result->events = scan.program_events;
   result->bytes = JournalBytes(options.dir);

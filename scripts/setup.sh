@@ -35,7 +35,7 @@ APT_PACKAGES=(
   build-essential g++ cmake ninja-build pkg-config git
   libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
-  libseccomp-dev
+  libseccomp-dev golang-go busybox-static
   libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev linux-libc-dev
   libxxhash-dev libcli11-dev libfmt-dev libssl-dev
   redis-server redis-tools sqlite3 python3

@@ -142,7 +142,9 @@ class Node:
         return _ip("-n", self.ns, *args, check=check)
 
     def has_addr(self, addr):
-        r = self.ip_cmd("-4", "-o", "addr", "show", "dev", NODE_DEV, check=False)
+        # check=True: an `ip` that cannot enter the namespace is an error
+        # naming why, never a silent "the address is not here".
+        r = self.ip_cmd("-4", "-o", "addr", "show", "dev", NODE_DEV)
         return (" %s/" % addr) in r.stdout.decode()
 
     def pids(self):

@@ -64,6 +64,15 @@ EXPECT = {
 # The daemon also learns of the role rewrite: the recorder tells it why it
 # hangs up.
 ALSO = {"role": ("understudyd", r"refused connection from .*altered on the way")}
+# The alarm the daemon's `status` keeps for each mode (the forged ack is seen
+# by the recorder alone: its ALARM line above is the alarm).
+STATUS_ALARM = {
+    "flip": r"failed authentication \(altered or forged\)",
+    "content": r"failed authentication \(altered or forged\)",
+    "drop": r"missing \(dropped on the way\)",
+    "role": r"refused connection from .*altered on the way",
+    "replay": r"refused connection from .*replays or alters a recorded handshake",
+}
 CASES = list(EXPECT)
 
 
@@ -177,6 +186,16 @@ def trial(mode):
             also = wait_line(cl.log_path(ALSO[mode][0]), ALSO[mode][1], 10)
             expect(also is not None, "%s: %s logged no line matching %r" %
                    (mode, ALSO[mode][0], ALSO[mode][1]))
+        if mode in STATUS_ALARM:
+            rx, alarm = re.compile(STATUS_ALARM[mode]), None
+            deadline = time.monotonic() + 10
+            while alarm is None and time.monotonic() < deadline:
+                _, doc = cl.status(check=False)
+                alarm = next((x for x in (doc or {}).get("alarms", []) if rx.search(x)), None)
+                if alarm is None:
+                    time.sleep(0.1)
+            expect(alarm is not None, "%s: the backup's status shows no alarm matching %r: %s" %
+                   (mode, STATUS_ALARM[mode], (doc or {}).get("alarms")))
         # The link recovers by itself: the stream keeps being acked.
         seen = stream.progress
         expect(stream.wait_progress(max(seen + 300, int(COUNT * 0.7)), timeout=20),
@@ -192,7 +211,9 @@ def trial(mode):
         expect(rep["ok"], "%s: the client did not finish cleanly: %s (stopped: %s, read-back: "
                "%s)" % (mode, jepsen_client.jepsen_line(rep), rep["stopped"],
                         rep["readback_error"]))
-        expect("B" in net.vip_holders(), "%s: service address not on B after the kill" % mode)
+        holders = net.vip_holders()
+        expect("B" in holders, "%s: service address not on B after the kill (holders %s; B: %s)" %
+               (mode, holders, b.ip_cmd("-4", "-o", "addr", "show", check=False).stdout))
         wire = open(capture, "rb").read()
         replica = replica_bytes(os.path.join(cl.dir, "backup-data"))
         expect(marker in replica, "%s: the replica does not hold the client's keys %r: the "

@@ -1,13 +1,17 @@
 // racy_handoff: shared memory without a lock or an event, the pattern of
 // jemalloc's background thread.  A helper thread takes an event (reads the
 // clock), computes a little, then publishes a flag with a plain atomic store
-// and waits on a condition variable (no event until it is woken).  The main thread sleeps 20 ms (an
+// and waits on a condition variable (no event until it is woken).  The main thread sleeps 200 ms (an
 // event, emulated without sleeping on replay), then reads the flag and
 // prints what it saw.  Recorded, the helper has long published the flag.
 // Replayed, the main thread's sleep returns at once, so it sees the flag only
 // if the replay lets the helper run on to its next call (the wait) before it
 // hands out the main thread's next event: the run-to-next-call handoff of
 // interposer/replay.cc.  Without it this program diverges on replay.
+// A recording in which the helper had not yet reached its store (a starved
+// thread on a loaded machine) takes the other path, and no replay can know
+// that from the journal: the 200 ms sleep makes that schedule implausible
+// (at 20 ms it happened once under a load of 15 on 2 cores).
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,7 +51,7 @@ int main(void) {
     done = 0;
     pthread_t t;
     pthread_create(&t, NULL, helper, NULL);
-    usleep(20000);
+    usleep(200000);  // long enough that even a loaded machine has run the helper to its store
     int f = atomic_load(&flag);
     seen += f;
     printf("round %d: flag %d\n", round, f);

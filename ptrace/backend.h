@@ -1,0 +1,101 @@
+// The ptrace backend (docs/ptrace.md): records and replays programs the
+// LD_PRELOAD interposer cannot serve -- static binaries, Go binaries -- by
+// tracing them with ptrace(2) behind a seccomp filter (libseccomp) that
+// stops only the calls whose class must be journaled
+// (interposer/syscalls.def).  The tracer is one thread: it sees every traced
+// call of every thread in one order, journals that order, and imposes it on
+// replay.
+//
+//   ChooseBackend   inspects an ELF file: static, no libc DT_NEEDED, Go
+//                   build info -> ptrace; otherwise preload.
+//   Record          launches the program traced and writes a journal whose
+//                   process spec says backend "ptrace".
+//   Replay          runs a journal recorded by Record: recorded calls are
+//                   skipped and their results and buffers injected.
+//
+// Depends on journal/ and driver/ (process spec) only, so the recorder, the
+// replayer and cli/ can all use it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "driver/launcher.h"
+#include "journal/status.h"
+#include "journal/writer.h"
+
+namespace understudy::ptrace_backend {
+
+// The value of ProcessSpec.backend for journals this backend writes.
+inline constexpr const char* kBackendName = "ptrace";
+
+struct BackendChoice {
+  bool ptrace = false;  // false: the preload interposer
+  std::string reason;   // "statically linked", "Go binary (.go.buildinfo)", ...
+  bool go = false;      // a Go binary: the preload backend would crash it
+};
+
+// Reads the ELF file at `path` (absolute).  Not an ELF, unreadable: an error
+// naming the file.  A script (#!) gets the preload backend.
+Status ChooseBackend(const std::string& path, BackendChoice* choice);
+
+// The address and size of symbol `name` in the ELF file's .symtab (false if
+// it has none).  Used to find Go's runtime.cputicks.
+bool FindElfSymbol(const std::string& path, const char* name, uint64_t* addr, uint64_t* size);
+
+struct RecordOptions {
+  std::string dir;
+  std::vector<std::string> argv;
+  journal::DurabilityPolicy durability = journal::DurabilityPolicy::None();
+  bool pid_namespace = true;  // when root: the program is PID 2 of a new PID namespace
+};
+
+struct RecordResult {
+  uint64_t events = 0;  // in the journal, the final EXIT included
+  uint64_t bytes = 0;
+  uint64_t segments = 0;
+  double wall_time_s = 0;
+  driver::ProgramExit exit;
+  bool refused = false;
+  std::string refused_message;
+  uint64_t traced_calls = 0;         // seccomp stops
+  uint64_t signals_journaled = 0;    // asynchronous signals delivered at call boundaries
+  uint64_t preemptions_dropped = 0;  // Go's SIGURG preemption requests (see docs/ptrace.md)
+  std::vector<std::string> warnings;
+};
+
+Status Record(const RecordOptions& options, RecordResult* result);
+
+struct ReplayOptions {
+  std::string dir;
+  std::string binary;        // run this file instead of the recorded binary
+  bool show_output = false;  // perform writes to fds 1 and 2
+  uint64_t until_seq = 0;    // stop before this event (0 = to the end)
+  bool pid_namespace = true;
+};
+
+struct ReplayResult {
+  enum class Outcome { kCompleted, kDiverged, kRecordingEnds, kStoppedAtUntil };
+  Outcome outcome = Outcome::kCompleted;
+  uint64_t events = 0;       // program events in the journal
+  uint64_t events_done = 0;  // consumed
+  double wall_time_s = 0;
+  double recorded_wall_time_s = 0;
+  driver::ProgramExit exit;
+  bool recorded_exit_known = false;
+  int recorded_exit_status = 0;
+  // Divergence (kDiverged), the fields of replayer::Divergence.
+  uint64_t div_seq = 0;
+  uint32_t div_tid = 0;
+  std::string div_call;
+  int64_t div_recorded = 0;
+  int64_t div_replayed = 0;
+  std::string div_text;
+  std::string message;  // one line when not a divergence
+  std::vector<std::string> warnings;
+};
+
+Status Replay(const ReplayOptions& options, ReplayResult* result);
+
+}  // namespace understudy::ptrace_backend

@@ -1,0 +1,99 @@
+#include "ptrace/calls.h"
+
+#include <cstring>
+
+namespace understudy::ptrace_backend {
+namespace {
+
+constexpr bool Is(const char* a, const char* b) {
+  while (*a && *a == *b) a++, b++;
+  return *a == *b;
+}
+
+// The handler names of syscalls.def, as the ptrace backend can serve them.
+constexpr Treat TreatOf(const char* handler, const char* cls) {
+  if (Is(handler, "Pass") || Is(handler, "Mmap") || Is(handler, "Sigaction") ||
+      Is(handler, "Sigprocmask") || Is(handler, "MemfdCreate"))
+    return Treat::kUntraced;
+  if (Is(handler, "Emu") || Is(handler, "GetTimeOfDay") || Is(handler, "Time") ||
+      Is(handler, "PathMut"))
+    return Treat::kEmu;
+  if (Is(handler, "FdIn")) return Treat::kFdIn;
+  if (Is(handler, "FdOut")) return Treat::kFdOut;
+  if (Is(handler, "FdOp")) return Treat::kFdOp;
+  if (Is(handler, "NewFd")) return Treat::kNewFd;
+  if (Is(handler, "NewFd2")) return Treat::kNewFd2;
+  if (Is(handler, "Open")) return Treat::kOpen;
+  if (Is(handler, "Select")) return Treat::kSelect;
+  if (Is(handler, "Ioctl")) return Treat::kIoctl;
+  if (Is(handler, "Fcntl")) return Treat::kFcntl;
+  if (Is(handler, "Refuse")) return Treat::kRefuse;
+  if (Is(handler, "Close") || Is(handler, "CloseRange") || Is(handler, "Dup") ||
+      Is(handler, "Fork") || Is(handler, "Exec") || Is(handler, "ExitGroup") ||
+      Is(handler, "Wait4") || Is(handler, "Reexec"))
+    return Treat::kReal;
+  // A handler this backend does not know yet (a new row): journal the calls
+  // of the classes whose results the kernel makes up, pass the others.
+  if (Is(cls, "Time") || Is(cls, "Randomness") || Is(cls, "Identity") || Is(cls, "Readiness") ||
+      Is(cls, "ExternalInput"))
+    return Treat::kEmu;
+  return Treat::kUntraced;
+}
+
+#define OUT(a, k, p) OutSpec{a, k, p}
+#define NOOUT OutSpec{-1, RET, 0}
+#define SC(name, nr, cls, handler, fd_arg, o0, o1, o2, audit, note) \
+  CallRow{nr, #name, #cls, #handler, fd_arg, {o0, o1, o2}, TreatOf(#handler, #cls)},
+constexpr CallRow kRows[] = {
+#include "interposer/syscalls.def"
+};
+#undef SC
+#undef OUT
+#undef NOOUT
+
+struct Index {
+  const CallRow* row[512];
+};
+
+constexpr Index MakeIndex() {
+  Index idx{};
+  for (const CallRow& r : kRows)
+    if (r.nr >= 0 && r.nr < 512) idx.row[r.nr] = &r;
+  return idx;
+}
+
+constexpr Index kIndex = MakeIndex();
+
+}  // namespace
+
+const CallRow* FindRow(long nr) {
+  if (nr < 0 || nr >= 512) return nullptr;
+  const CallRow* r = kIndex.row[nr];
+  return r != nullptr && r->treat != Treat::kUntraced ? r : nullptr;
+}
+
+Treat TreatmentOf(long nr) {
+  if (nr < 0 || nr >= 512 || kIndex.row[nr] == nullptr) return Treat::kUntraced;
+  return kIndex.row[nr]->treat;
+}
+
+const char* TreatName(Treat t) {
+  switch (t) {
+    case Treat::kUntraced: return "not stopped (runs for real)";
+    case Treat::kEmu: return "journaled; replay skips it and injects result + buffers";
+    case Treat::kFdIn: return "journaled; re-executed on read-only regular files";
+    case Treat::kFdOut: return "length + checksum; replay suppresses and compares";
+    case Treat::kFdOp: return "journaled; re-executed on read-only regular files";
+    case Treat::kNewFd: return "journaled; replay holds a placeholder fd at the number";
+    case Treat::kNewFd2: return "journaled; replay holds placeholder fds (pipe2)";
+    case Treat::kOpen: return "read-only regular files opened for real; others journaled";
+    case Treat::kReal: return "executed in both modes, result checked";
+    case Treat::kSelect: return "journaled (fd sets, timeout)";
+    case Treat::kIoctl: return "journaled (known requests' outputs)";
+    case Treat::kFcntl: return "F_DUPFD/F_GETFD/F_SETFD executed; others journaled";
+    case Treat::kRefuse: return "refused at record time";
+  }
+  return "?";
+}
+
+}  // namespace understudy::ptrace_backend

@@ -1,0 +1,1561 @@
+// The ptrace backend's record and replay (backend.h, docs/ptrace.md).
+//
+// One tracer thread.  The program runs under a seccomp filter built from
+// interposer/syscalls.def (calls.h): SECCOMP_RET_TRACE for the calls this
+// backend journals, ALLOW for the rest, so only calls that matter stop.
+// Record: at each seccomp stop the call runs (PTRACE_SYSCALL to its exit
+// stop) and its result and out buffers (process_vm_readv) become one
+// SyscallEvent, numbered at completion.  Replay: at each seccomp stop the
+// thread waits until the journal's next event is its own, then the call is
+// skipped (orig_rax = -1) or replaced by a placeholder, or run for real; at
+// the exit stop the recorded result and buffers are injected
+// (process_vm_writev).
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "driver/launcher.h"
+#include "driver/process_spec.h"
+#include "interposer/syscalls.h"
+#include "journal/reader.h"
+#include "journal/writer.h"
+#include "ptrace/backend.h"
+#include "ptrace/calls.h"
+
+namespace understudy::ptrace_backend {
+
+namespace pb = journal::pb;
+
+namespace {
+
+// Pseudo call numbers for events that are no system call.
+constexpr uint32_t kCallAuxRandom = 2001;  // the 16 AT_RANDOM bytes of the auxiliary vector
+constexpr uint32_t kCallRdtsc = 2002;      // an rdtsc/rdtscp instruction (PR_SET_TSC traps it)
+
+constexpr long kRestartSys = 512, kRestartNoIntr = 513, kRestartNoHand = 514,
+               kRestartBlock = 516;
+
+bool IsRestart(long r) {
+  return r == -kRestartSys || r == -kRestartNoIntr || r == -kRestartNoHand || r == -kRestartBlock;
+}
+
+std::string CallName(long nr) {
+  if (nr == kCallAuxRandom) return "auxv AT_RANDOM";
+  if (nr == kCallRdtsc) return "rdtsc";
+  return syscalls::SyscallLabel(nr).text;
+}
+
+pb::EventClass ClassOf(const char* cls) {
+  const std::string c = cls;
+  if (c == "ExternalInput") return pb::EXTERNAL_INPUT;
+  if (c == "Readiness") return pb::READINESS;
+  if (c == "Time") return pb::TIME;
+  if (c == "Randomness") return pb::RANDOMNESS;
+  if (c == "Identity") return pb::IDENTITY;
+  if (c == "Signal") return pb::SIGNAL;
+  if (c == "Process") return pb::PROCESS;
+  if (c == "LocalFile") return pb::LOCAL_FILE;
+  if (c == "Output") return pb::OUTPUT;
+  return pb::DETERMINISTIC;
+}
+
+// ---------------------------------------------------------------- memory
+bool ReadMem(pid_t pid, uint64_t addr, void* buf, size_t n) {
+  if (n == 0) return true;
+  struct iovec local = {buf, n};
+  struct iovec remote = {reinterpret_cast<void*>(addr), n};
+  return process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
+}
+
+std::string ReadBytes(pid_t pid, uint64_t addr, size_t n) {
+  std::string s(n, '\0');
+  if (addr == 0 || !ReadMem(pid, addr, s.data(), n)) s.clear();
+  return s;
+}
+
+bool WriteMem(pid_t pid, uint64_t addr, const void* buf, size_t n) {
+  if (n == 0) return true;
+  struct iovec local = {const_cast<void*>(buf), n};
+  struct iovec remote = {reinterpret_cast<void*>(addr), n};
+  if (process_vm_writev(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n)) return true;
+  // Read-only pages: /proc/PID/mem writes through the protection.
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/mem", pid);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = pwrite(fd, buf, n, static_cast<off_t>(addr)) == static_cast<ssize_t>(n);
+  close(fd);
+  return ok;
+}
+
+struct Iov {
+  uint64_t base, len;
+};
+
+std::vector<Iov> ReadIovs(pid_t pid, uint64_t addr, uint64_t count) {
+  std::vector<Iov> v(count > 1024 ? 1024 : count);
+  if (!v.empty() && !ReadMem(pid, addr, v.data(), v.size() * sizeof(Iov))) v.clear();
+  return v;
+}
+
+std::string Gather(pid_t pid, const std::vector<Iov>& iovs, uint64_t total) {
+  std::string out;
+  for (const Iov& v : iovs) {
+    if (out.size() >= total) break;
+    uint64_t n = std::min<uint64_t>(v.len, total - out.size());
+    out += ReadBytes(pid, v.base, n);
+  }
+  return out;
+}
+
+bool Scatter(pid_t pid, const std::vector<Iov>& iovs, const std::string& data) {
+  size_t off = 0;
+  for (const Iov& v : iovs) {
+    if (off >= data.size()) break;
+    size_t n = std::min<uint64_t>(v.len, data.size() - off);
+    if (!WriteMem(pid, v.base, data.data() + off, n)) return false;
+    off += n;
+  }
+  return true;
+}
+
+// msghdr layout (x86_64): name 0, namelen 8, iov 16, iovlen 24, control 32,
+// controllen 40, flags 48.
+struct MsgHdr {
+  uint64_t name;
+  uint32_t namelen, pad0;
+  uint64_t iov, iovlen, control, controllen;
+  int32_t flags, pad1;
+};
+
+// ---------------------------------------------------------------- out buffers
+// Where a call's kernel-filled buffers are.  Record reads them after the
+// call; replay writes the recorded bytes to the same places.
+struct Region {
+  uint64_t ptr;
+  uint64_t size;
+};
+
+uint64_t IoctlOutSize(uint64_t req) {
+  switch (req) {
+    case 0x5401: return 36;  // TCGETS: struct termios (kernel)
+    case 0x5413: return 8;   // TIOCGWINSZ
+    case 0x541B: return 4;   // FIONREAD
+    case 0x540F: return 4;   // TIOCGPGRP
+    default: break;
+  }
+  if ((req >> 30) & 2) return (req >> 16) & 0x3fff;  // _IOC_READ: _IOC_SIZE
+  return 0;
+}
+
+// The regions of a simple (non IOV/MSG) call, sized for the record side.
+std::vector<Region> Regions(const CallRow& row, long nr, const uint64_t* a, long result,
+                            pid_t pid) {
+  std::vector<Region> r;
+  if (result < 0) return r;
+  if (nr == SYS_gettimeofday) return {{a[0], 16}, {a[1], 8}};
+  if (nr == SYS_time) return {{a[0], 8}};
+  if (nr == SYS_select || nr == SYS_pselect6) {
+    uint64_t set = (static_cast<uint64_t>(a[0]) + 63) / 64 * 8;
+    return {{a[1], set}, {a[2], set}, {a[3], set}, {a[4], 16}};
+  }
+  if (nr == SYS_ioctl) return {{a[2], IoctlOutSize(a[1])}};
+  for (const OutSpec& o : row.out) {
+    if (o.arg < 0 || o.kind == IOV || o.kind == MSG) continue;
+    uint64_t size = 0;
+    switch (o.kind) {
+      case RET: size = static_cast<uint64_t>(result); break;
+      case FIX: size = static_cast<uint64_t>(o.param); break;
+      case PLEN: {
+        uint32_t len = 0;
+        if (a[o.param] != 0) ReadMem(pid, a[o.param], &len, sizeof len);
+        size = len;
+        break;
+      }
+      case RETMUL: size = static_cast<uint64_t>(result) * static_cast<uint64_t>(o.param); break;
+      case ARGMUL: size = a[1] * static_cast<uint64_t>(o.param); break;
+      default: break;
+    }
+    r.push_back({a[o.arg], size > (64u << 20) ? 0 : size});
+  }
+  return r;
+}
+
+bool HasPayload(const CallRow& row, OutKind k) {
+  return row.out[0].arg >= 0 && row.out[0].kind == k;
+}
+
+// Record side: the out buffers of a finished emulated call, in order.
+void CaptureOuts(const CallRow& row, long nr, const uint64_t* a, long result, pid_t pid,
+                 pb::SyscallEvent* sc) {
+  if (result < 0) return;
+  if (HasPayload(row, IOV)) {
+    sc->add_out(Gather(pid, ReadIovs(pid, a[1], a[row.out[0].param]), static_cast<uint64_t>(result)));
+    return;
+  }
+  if (HasPayload(row, MSG)) {
+    MsgHdr m{};
+    ReadMem(pid, a[1], &m, sizeof m);
+    sc->add_out(Gather(pid, ReadIovs(pid, m.iov, m.iovlen), static_cast<uint64_t>(result)));
+    sc->add_out(std::string(reinterpret_cast<const char*>(&m), sizeof m));
+    sc->add_out(ReadBytes(pid, m.name, m.namelen));
+    sc->add_out(ReadBytes(pid, m.control, m.controllen));
+    return;
+  }
+  for (const Region& g : Regions(row, nr, a, result, pid)) sc->add_out(ReadBytes(pid, g.ptr, g.size));
+}
+
+// Replay side: the recorded buffers back into the program.
+bool InjectOuts(const CallRow& row, long nr, const uint64_t* a, const pb::SyscallEvent& sc,
+                pid_t pid) {
+  if (sc.result() < 0) return true;
+  if (HasPayload(row, IOV)) {
+    return sc.out_size() < 1 || Scatter(pid, ReadIovs(pid, a[1], a[row.out[0].param]), sc.out(0));
+  }
+  if (HasPayload(row, MSG)) {
+    if (sc.out_size() < 4) return true;
+    MsgHdr mine{}, rec{};
+    ReadMem(pid, a[1], &mine, sizeof mine);
+    std::memcpy(&rec, sc.out(1).data(), std::min(sizeof rec, sc.out(1).size()));
+    bool ok = Scatter(pid, ReadIovs(pid, mine.iov, mine.iovlen), sc.out(0));
+    if (mine.name && !sc.out(2).empty()) ok &= WriteMem(pid, mine.name, sc.out(2).data(), sc.out(2).size());
+    if (mine.control && !sc.out(3).empty())
+      ok &= WriteMem(pid, mine.control, sc.out(3).data(), sc.out(3).size());
+    mine.namelen = rec.namelen;
+    mine.controllen = rec.controllen;
+    mine.flags = rec.flags;
+    return ok && WriteMem(pid, a[1], &mine, sizeof mine);
+  }
+  // The same regions, but sized by the recorded bytes.
+  std::vector<Region> regions;
+  if (nr == SYS_gettimeofday) regions = {{a[0], 0}, {a[1], 0}};
+  else if (nr == SYS_time) regions = {{a[0], 0}};
+  else if (nr == SYS_select || nr == SYS_pselect6) regions = {{a[1], 0}, {a[2], 0}, {a[3], 0}, {a[4], 0}};
+  else if (nr == SYS_ioctl) regions = {{a[2], 0}};
+  else
+    for (const OutSpec& o : row.out)
+      if (o.arg >= 0) regions.push_back({a[o.arg], 0});
+  bool ok = true;
+  for (int i = 0; i < sc.out_size() && i < static_cast<int>(regions.size()); ++i)
+    if (regions[i].ptr != 0 && !sc.out(i).empty())
+      ok &= WriteMem(pid, regions[i].ptr, sc.out(i).data(), sc.out(i).size());
+  return ok;
+}
+
+// The bytes an output call offers (write: buf/len; writev: the iovecs;
+// sendmsg: the msghdr's iovecs).
+std::string OfferedBytes(const CallRow& row, const uint64_t* a, pid_t pid, uint64_t limit) {
+  if (HasPayload(row, IOV)) return Gather(pid, ReadIovs(pid, a[1], a[row.out[0].param]), limit);
+  if (HasPayload(row, MSG)) {
+    MsgHdr m{};
+    ReadMem(pid, a[1], &m, sizeof m);
+    return Gather(pid, ReadIovs(pid, m.iov, m.iovlen), limit);
+  }
+  return ReadBytes(pid, a[1], std::min<uint64_t>(a[2], limit));
+}
+
+uint64_t OfferedLength(const CallRow& row, const uint64_t* a, pid_t pid) {
+  auto total = [](const std::vector<Iov>& v) {
+    uint64_t n = 0;
+    for (const Iov& i : v) n += i.len;
+    return n;
+  };
+  if (HasPayload(row, IOV)) return total(ReadIovs(pid, a[1], a[row.out[0].param]));
+  if (HasPayload(row, MSG)) {
+    MsgHdr m{};
+    ReadMem(pid, a[1], &m, sizeof m);
+    return total(ReadIovs(pid, m.iov, m.iovlen));
+  }
+  return a[2];
+}
+
+// ---------------------------------------------------------------- registers
+void Args(const user_regs_struct& r, uint64_t* a) {
+  a[0] = r.rdi, a[1] = r.rsi, a[2] = r.rdx, a[3] = r.r10, a[4] = r.r8, a[5] = r.r9;
+}
+
+bool GetRegs(pid_t tid, user_regs_struct* r) {
+  return ptrace(PTRACE_GETREGS, tid, nullptr, r) == 0;
+}
+
+void SetRegs(pid_t tid, const user_regs_struct& r) {
+  ptrace(PTRACE_SETREGS, tid, nullptr, &r);
+}
+
+// ---------------------------------------------------------------- filter
+Status BuildFilter(std::vector<sock_filter>* prog) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) return Status::IOError("seccomp_init failed");
+  int rc = 0;
+  for (long nr = 0; nr < 512 && rc == 0; ++nr)
+    if (FindRow(nr) != nullptr) rc = seccomp_rule_add(ctx, SCMP_ACT_TRACE(0), static_cast<int>(nr), 0);
+  if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_TRACE(0), SYS_restart_syscall, 0);
+  if (rc != 0) {
+    seccomp_release(ctx);
+    return Status::IOError(std::string("seccomp_rule_add: ") + std::strerror(-rc));
+  }
+  int fd = memfd_create("understudy-seccomp", MFD_CLOEXEC);
+  rc = fd < 0 ? -errno : seccomp_export_bpf(ctx, fd);
+  seccomp_release(ctx);
+  if (rc != 0) {
+    if (fd >= 0) close(fd);
+    return Status::IOError(std::string("seccomp_export_bpf: ") + std::strerror(-rc));
+  }
+  off_t size = lseek(fd, 0, SEEK_END);
+  prog->resize(static_cast<size_t>(size) / sizeof(sock_filter));
+  bool ok = pread(fd, prog->data(), static_cast<size_t>(size), 0) == size;
+  close(fd);
+  return ok ? Status::Ok() : Status::IOError("reading the exported seccomp filter failed");
+}
+
+// ---------------------------------------------------------------- launch
+struct Launched {
+  pid_t leader = -1;
+  pid_t init = -1;
+  int error_fd = -1;  // read end: the child writes errno here if execve fails
+};
+
+struct CStrings {
+  std::vector<std::string> keep;
+  std::vector<char*> ptrs;
+  explicit CStrings(const std::vector<std::string>& v) : keep(v) {
+    for (std::string& s : keep) ptrs.push_back(s.data());
+    ptrs.push_back(nullptr);
+  }
+};
+
+Status LaunchTraced(const std::string& path, const std::vector<std::string>& argv,
+                    const std::vector<std::string>& env, const std::string& cwd, bool pid_ns,
+                    Launched* out) {
+  std::vector<sock_filter> filter;
+  Status s = BuildFilter(&filter);
+  if (!s.ok()) return s;
+  sock_fprog fprog{static_cast<unsigned short>(filter.size()), filter.data()};
+  CStrings cargv(argv), cenv(env);
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) return Status::IOError("pipe2 failed");
+  if (pid_ns && geteuid() == 0 && unshare(CLONE_NEWPID) == 0) {
+    // PID 1 of the new namespace only reaps, so the program is PID 2 and
+    // keeps the ordinary signal semantics.
+    pid_t init = fork();
+    if (init == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      for (;;)
+        if (wait(nullptr) < 0 && errno == ECHILD) pause();
+    }
+    out->init = init;
+  }
+  pid_t child = fork();
+  if (child < 0) return Status::IOError(std::string("fork failed: ") + std::strerror(errno));
+  if (child == 0) {
+    close(pipefd[0]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ptrace(PTRACE_TRACEME, 0, nullptr, nullptr);
+    raise(SIGSTOP);
+    personality(ADDR_NO_RANDOMIZE);
+    if (!cwd.empty() && chdir(cwd.c_str()) != 0) {
+      int e = errno;
+      (void)!write(pipefd[1], &e, sizeof e);
+      _exit(127);
+    }
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0);  // rdtsc faults; the tracer journals it
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0) {
+      int e = errno;
+      (void)!write(pipefd[1], &e, sizeof e);
+      _exit(127);
+    }
+    execve(path.c_str(), cargv.ptrs.data(), cenv.ptrs.data());
+    int e = errno;
+    (void)!write(pipefd[1], &e, sizeof e);
+    _exit(127);
+  }
+  close(pipefd[1]);
+  out->leader = child;
+  out->error_fd = pipefd[0];
+  int st = 0;
+  if (waitpid(child, &st, __WALL) != child || !WIFSTOPPED(st))
+    return Status::IOError("the traced child did not stop before exec");
+  const long opts = PTRACE_O_TRACESECCOMP | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE |
+                    PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
+                    PTRACE_O_EXITKILL;
+  if (ptrace(PTRACE_SETOPTIONS, child, nullptr, reinterpret_cast<void*>(opts)) != 0)
+    return Status::IOError(std::string("PTRACE_SETOPTIONS: ") + std::strerror(errno));
+  ptrace(PTRACE_CONT, child, nullptr, nullptr);
+  return Status::Ok();
+}
+
+std::string LaunchError(int fd) {
+  int e = 0;
+  std::string msg;
+  if (read(fd, &e, sizeof e) == sizeof e) msg = std::strerror(e);
+  close(fd);
+  return msg;
+}
+
+// The auxiliary vector at an exec stop: AT_SYSINFO_EHDR is turned into
+// AT_IGNORE so the program's libc (or Go runtime) finds no vDSO and makes
+// real clock_gettime/gettimeofday/time calls, which the filter stops.
+// Returns the address of the 16 AT_RANDOM bytes (0 if none).
+uint64_t FixAuxv(pid_t tid) {
+  user_regs_struct r;
+  if (!GetRegs(tid, &r)) return 0;
+  uint64_t p = r.rsp;
+  uint64_t argc = 0;
+  ReadMem(tid, p, &argc, 8);
+  p += 8 * (argc + 2);  // argc, argv[], NULL
+  for (int i = 0; i < 100000; ++i, p += 8) {
+    uint64_t v = 0;
+    if (!ReadMem(tid, p, &v, 8)) return 0;
+    if (v == 0) break;
+  }
+  p += 8;
+  uint64_t random = 0;
+  for (int i = 0; i < 64; ++i, p += 16) {
+    uint64_t kv[2];
+    if (!ReadMem(tid, p, kv, 16) || kv[0] == AT_NULL) break;
+    if (kv[0] == AT_SYSINFO_EHDR) {
+      uint64_t ignore = AT_IGNORE;
+      WriteMem(tid, p, &ignore, 8);
+    }
+    if (kv[0] == AT_RANDOM) random = kv[1];
+  }
+  return random;
+}
+
+void KillAll(const std::set<pid_t>& tids, pid_t init) {
+  for (pid_t t : tids) kill(t, SIGKILL);
+  if (init > 0) kill(init, SIGKILL);
+}
+
+
+driver::ProgramExit ExitOf(int st) {
+  driver::ProgramExit e;
+  if (WIFEXITED(st)) e.exit_code = WEXITSTATUS(st);
+  if (WIFSIGNALED(st)) e.signal = WTERMSIG(st), e.exit_code = 128 + WTERMSIG(st);
+  return e;
+}
+
+uint64_t CloneFlags(pid_t pid, long nr, const uint64_t* a) {
+  if (nr == SYS_clone) return a[0];
+  if (nr == SYS_clone3) {
+    uint64_t f = 0;
+    ReadMem(pid, a[0], &f, 8);
+    return f;
+  }
+  return 0;
+}
+
+// The thread's id as the program sees it (the last NSpid field: its own PID
+// namespace), which is what journals name threads by.
+pid_t NsTid(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", tid);
+  FILE* f = fopen(path, "re");
+  if (f == nullptr) return tid;
+  char line[256];
+  pid_t v = tid;
+  while (fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, "NSpid:", 6) != 0) continue;
+    char* save = nullptr;
+    for (char* tok = strtok_r(line + 6, " \t\n", &save); tok; tok = strtok_r(nullptr, " \t\n", &save))
+      v = static_cast<pid_t>(atoi(tok));
+    break;
+  }
+  fclose(f);
+  return v;
+}
+
+bool IsPidResult(long nr) {
+  return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork ||
+         nr == SYS_wait4 || nr == SYS_waitid;
+}
+
+// rdtsc sites patched with int3 (address -> instruction length).  Where the
+// kernel does not honour PR_SET_TSC, the Go runtime's rdtsc (runtime.cputicks,
+// which seeds fastrand and so the scheduler's choices) is found by symbol at
+// each exec stop and its first byte replaced by int3 (0xcc); the trap is
+// answered like a faulting rdtsc.  One tracer per process, so a global.
+std::map<uint64_t, int> g_tsc_sites;
+
+void PatchCputicks(pid_t tid) {
+  char exe[64];
+  snprintf(exe, sizeof exe, "/proc/%d/exe", tid);
+  uint64_t addr = 0, size = 0;
+  if (!FindElfSymbol(exe, "runtime.cputicks.abi0", &addr, &size) &&
+      !FindElfSymbol(exe, "runtime.cputicks", &addr, &size))
+    return;
+  if (size == 0 || size > 256) size = 64;  // the assembly function is ~40 bytes
+  std::string text = ReadBytes(tid, addr, size);
+  for (size_t i = 0; i + 1 < text.size(); ++i) {
+    int len = 0;
+    if (static_cast<unsigned char>(text[i]) == 0x0f && text[i + 1] == 0x31) len = 2;
+    if (i + 2 < text.size() && static_cast<unsigned char>(text[i]) == 0x0f && text[i + 1] == 0x01 &&
+        static_cast<unsigned char>(text[i + 2]) == 0xf9)
+      len = 3;
+    if (len == 0) continue;
+    const unsigned char int3 = 0xcc;
+    if (WriteMem(tid, addr + i, &int3, 1)) g_tsc_sites[addr + i] = len;
+  }
+}
+
+// The length of the rdtsc (0f 31) or rdtscp (0f 01 f9) instruction the
+// thread stopped on (faulted, or hit the int3 patched over it), else 0;
+// r->rip is left at the instruction.
+int TscInstruction(pid_t tid, int sig, const siginfo_t& si, user_regs_struct* r) {
+  if (sig == SIGTRAP && !g_tsc_sites.empty() && GetRegs(tid, r)) {
+    auto it = g_tsc_sites.find(r->rip - 1);
+    if (it == g_tsc_sites.end()) return 0;
+    r->rip -= 1;
+    return it->second;
+  }
+  if (sig != SIGSEGV || si.si_code != SI_KERNEL || !GetRegs(tid, r)) return 0;
+  unsigned char b[3] = {};
+  if (!ReadMem(tid, r->rip, b, 3)) return 0;
+  if (b[0] == 0x0f && b[1] == 0x31) return 2;
+  if (b[0] == 0x0f && b[1] == 0x01 && b[2] == 0xf9) return 3;
+  return 0;
+}
+
+bool SynchronousSignal(int sig, const siginfo_t& si) {
+  return si.si_code > 0 && (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
+                            sig == SIGTRAP || sig == SIGSYS);
+}
+
+// ---------------------------------------------------------------- record
+using FdSet = std::set<int>;
+
+struct RThread {
+  pid_t tid = 0;
+  pid_t tgid = 0;
+  pid_t vtid = 0, vpid = 0;  // as the program sees them (journal's tid, pid)
+  bool started = false;  // its first (attach) SIGSTOP was seen
+  std::shared_ptr<FdSet> real_fds;  // fds open for real in both modes
+  bool in_call = false;
+  long nr = -1;
+  uint64_t a[6] = {};
+  long interrupted_nr = -1;  // a call that returned -ERESTART*: the kernel restarts it
+  uint64_t ia[6] = {};
+  std::vector<int> deferred;  // asynchronous signals held for the next call boundary
+  std::multiset<int> pass;    // signals the tracer re-raised: deliver them
+  bool exec_journaled = false;  // its execve (or clone) is in the journal already
+  bool linked = false;  // its parent's clone/fork event was seen
+  bool held = false;    // stopped at its first SIGSTOP until then
+};
+
+class Recorder {
+ public:
+  Recorder(const RecordOptions& o, RecordResult* r) : opts_(o), res_(r) {}
+  Status Run();
+
+ private:
+  RThread& Thread(pid_t tid) {
+    RThread& t = threads_[tid];
+    if (t.tid == 0) {
+      t.tid = tid;
+      t.tgid = tid;
+      t.real_fds = std::make_shared<FdSet>();
+    }
+    return t;
+  }
+  void Resume(RThread& t, int sig = 0) {
+    ptrace(t.in_call ? PTRACE_SYSCALL : PTRACE_CONT, t.tid, nullptr,
+           reinterpret_cast<void*>(static_cast<long>(sig)));
+  }
+  Status Append(pb::Event* e, const RThread& t) {
+    e->set_seq(++seq_);
+    RThread& th = const_cast<RThread&>(t);
+    if (th.vtid == 0) th.vtid = NsTid(t.tid), th.vpid = NsTid(t.tgid);
+    e->set_tid(static_cast<uint32_t>(th.vtid));
+    e->set_pid(static_cast<uint32_t>(th.vpid));
+    return writer_->Append(*e);
+  }
+  Status OnEntry(RThread& t);
+  Status OnExit(RThread& t);
+  Status OnSignal(RThread& t, int sig);
+  Status JournalSignal(RThread& t, int sig, const siginfo_t* si);
+  Status JournalCall(RThread& t, long result);
+  bool FastTime(RThread& t, long nr, const uint64_t* a);
+  Status FlushDeferred(RThread& t);
+  Status status_;  // a journal error from FastTime
+
+  const RecordOptions& opts_;
+  RecordResult* res_;
+  std::unique_ptr<journal::JournalWriter> writer_;
+  std::map<pid_t, RThread> threads_;
+  uint64_t seq_ = 0;
+  Launched launched_;
+  bool refusing_ = false;
+};
+
+Status Recorder::OnEntry(RThread& t) {
+  user_regs_struct r;
+  if (!GetRegs(t.tid, &r)) return Status::Ok();
+  long nr = static_cast<long>(r.orig_rax);
+  uint64_t a[6];
+  Args(r, a);
+  if (nr == SYS_restart_syscall && t.interrupted_nr >= 0) {
+    nr = t.interrupted_nr;
+    std::memcpy(a, t.ia, sizeof a);
+  }
+  t.interrupted_nr = -1;
+  res_->traced_calls++;
+  const CallRow* row = FindRow(nr);
+  if (row != nullptr && row->treat == Treat::kRefuse && !refusing_) {
+    refusing_ = true;
+    res_->refused = true;
+    res_->refused_message = "understudy record: the program called " + CallName(nr) +
+                            ", which the ptrace backend cannot record (see `understudy syscalls`); "
+                            "the recording stops here";
+    std::set<pid_t> all;
+    for (auto& [tid, th] : threads_) all.insert(tid);
+    KillAll(all, -1);
+    return Status::Ok();
+  }
+  t.in_call = true;
+  t.nr = nr;
+  std::memcpy(t.a, a, sizeof a);
+  if (FastTime(t, nr, a)) return Status::Ok();
+  if (nr == SYS_exit_group) {
+    // It does not return: journaled now, with the status as its result.
+    t.in_call = false;
+    Status s = JournalCall(t, static_cast<long>(a[0]));
+    Resume(t);
+    return s;
+  }
+  Resume(t);
+  return Status::Ok();
+}
+
+// Time calls are answered at the seccomp stop by the tracer itself: the
+// same clock read here, written into the program, the call skipped -- one
+// stop instead of two (the vDSO is off, so these are frequent).  Clocks
+// that are per process or thread take the ordinary path.
+bool Recorder::FastTime(RThread& t, long nr, const uint64_t* a) {
+  struct timespec ts;
+  long result = 0;
+  if (nr == SYS_clock_gettime) {
+    const long clk = static_cast<long>(a[0]);
+    if (clk != CLOCK_REALTIME && clk != CLOCK_MONOTONIC && clk != CLOCK_MONOTONIC_RAW &&
+        clk != CLOCK_REALTIME_COARSE && clk != CLOCK_MONOTONIC_COARSE && clk != CLOCK_BOOTTIME)
+      return false;
+    clock_gettime(static_cast<clockid_t>(clk), &ts);
+    if (!WriteMem(t.tid, a[1], &ts, sizeof ts)) result = -EFAULT;
+  } else if (nr == SYS_gettimeofday) {
+    struct timeval tv;
+    gettimeofday(&tv, nullptr);
+    if (a[0] != 0 && !WriteMem(t.tid, a[0], &tv, sizeof tv)) result = -EFAULT;
+    if (a[1] != 0) {
+      uint64_t tz = 0;  // struct timezone: obsolete, zero
+      if (!WriteMem(t.tid, a[1], &tz, sizeof tz)) result = -EFAULT;
+    }
+  } else if (nr == SYS_time) {
+    result = static_cast<long>(::time(nullptr));
+    if (a[0] != 0 && !WriteMem(t.tid, a[0], &result, sizeof result)) result = -EFAULT;
+  } else {
+    return false;
+  }
+  user_regs_struct r;
+  if (!GetRegs(t.tid, &r)) return false;
+  r.orig_rax = static_cast<unsigned long long>(-1);
+  r.rax = static_cast<unsigned long long>(result);
+  SetRegs(t.tid, r);
+  t.nr = nr;
+  std::memcpy(t.a, a, sizeof t.a);
+  t.in_call = false;
+  Status s = JournalCall(t, result);
+  if (s.ok()) s = FlushDeferred(t);
+  if (!s.ok() && status_.ok()) status_ = s;
+  Resume(t);
+  return true;
+}
+
+Status Recorder::FlushDeferred(RThread& t) {
+  // Signals held while the thread ran its own code are delivered at the end
+  // of its next call, and journaled after it.
+  for (int sig : t.deferred) {
+    Status s = JournalSignal(t, sig, nullptr);
+    if (!s.ok()) return s;
+    t.pass.insert(sig);
+    syscall(SYS_tgkill, t.tgid, t.tid, sig);
+  }
+  t.deferred.clear();
+  return Status::Ok();
+}
+
+Status Recorder::JournalCall(RThread& t, long result) {
+  const long nr = t.nr;
+  const uint64_t* a = t.a;
+  pb::Event e;
+  pb::SyscallEvent* sc = e.mutable_syscall();
+  sc->set_call(static_cast<uint32_t>(nr));
+  sc->set_result(result);
+  const CallRow* row = FindRow(nr);
+  if (row == nullptr) {  // restart_syscall with nothing to restart
+    sc->set_cls(pb::DETERMINISTIC);
+    sc->set_action(pb::REEXECUTE_CHECK);
+    sc->set_fd(-1);
+    return Append(&e, t);
+  }
+  sc->set_cls(ClassOf(row->cls));
+  const int fd = row->fd_arg >= 0 ? static_cast<int>(a[row->fd_arg]) : -1;
+  sc->set_fd(fd);
+  FdSet& real = *t.real_fds;
+  const bool fd_real = fd >= 0 && real.count(fd) != 0;
+  pb::ReplayAction action = pb::EMULATE;
+  switch (row->treat) {
+    case Treat::kReal:
+      action = pb::REEXECUTE_CHECK;
+      if (result >= 0) {
+        if (nr == SYS_close) real.erase(fd);
+        if (nr == SYS_dup && fd_real) real.insert(static_cast<int>(result));
+        if (nr == SYS_dup2 || nr == SYS_dup3) {
+          real.erase(static_cast<int>(a[1]));
+          if (fd_real) real.insert(static_cast<int>(a[1]));
+        }
+        if (nr == SYS_close_range)
+          for (auto it = real.begin(); it != real.end();)
+            it = (*it >= static_cast<int>(a[0]) && static_cast<uint64_t>(*it) <= a[1]) ? real.erase(it) : std::next(it);
+      }
+      break;
+    case Treat::kFcntl:
+      if (a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC || a[1] == F_GETFD || a[1] == F_SETFD) {
+        action = pb::REEXECUTE_CHECK;
+        if ((a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC) && result >= 0 && fd_real)
+          real.insert(static_cast<int>(result));
+      } else {
+        action = fd_real ? pb::REEXECUTE_CHECK : pb::EMULATE;
+      }
+      break;
+    case Treat::kFdIn:
+    case Treat::kFdOp:
+    case Treat::kIoctl:
+      action = fd_real ? pb::REEXECUTE_CHECK : pb::EMULATE;
+      break;
+    case Treat::kFdOut:
+      if (fd_real) {
+        action = pb::REEXECUTE_CHECK;
+      } else {
+        action = pb::SUPPRESS_CHECK;
+        const uint64_t n = result > 0 ? static_cast<uint64_t>(result) : 0;
+        const std::string bytes = OfferedBytes(*row, a, t.tid, n);
+        sc->set_length(bytes.size());
+        sc->set_checksum(XXH3_64bits(bytes.data(), bytes.size()));
+      }
+      break;
+    case Treat::kOpen:
+      if (result >= 0) {
+        const int accmode = static_cast<int>(nr == SYS_openat ? a[2] : a[1]) & O_ACCMODE;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/fd/%ld", t.tid, result);
+        struct stat st;
+        if (nr != SYS_creat && accmode == O_RDONLY && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+          action = pb::REEXECUTE_CHECK;
+          real.insert(static_cast<int>(result));
+        }
+      }
+      break;
+    default:
+      break;
+  }
+  if (action == pb::EMULATE && !(row->treat == Treat::kOpen)) CaptureOuts(*row, nr, a, result, t.tid, sc);
+  sc->set_action(action);
+  sc->set_arg(nr == SYS_ioctl || nr == SYS_fcntl ? a[1] : 0);
+  return Append(&e, t);
+}
+
+Status Recorder::JournalSignal(RThread& t, int sig, const siginfo_t* si) {
+  pb::Event e;
+  pb::SignalEvent* s = e.mutable_signal();
+  s->set_signo(static_cast<uint32_t>(sig));
+  if (si != nullptr) {
+    s->set_code(si->si_code);
+    if (si->si_code <= 0) s->set_sender_pid(si->si_pid);
+  }
+  res_->signals_journaled++;
+  return Append(&e, t);
+}
+
+Status Recorder::OnExit(RThread& t) {
+  user_regs_struct r;
+  if (!GetRegs(t.tid, &r)) return Status::Ok();
+  const long result = static_cast<long>(r.rax);
+  t.in_call = false;
+  if (IsRestart(result)) {
+    // Interrupted by a signal: journaled at that signal's delivery stop,
+    // or (if the kernel restarts it) when the restarted call completes.
+    t.interrupted_nr = t.nr;
+    std::memcpy(t.ia, t.a, sizeof t.a);
+    Resume(t);
+    return Status::Ok();
+  }
+  Status s;
+  if (t.exec_journaled)
+    t.exec_journaled = false;
+  else
+    s = JournalCall(t, result);
+  if (!s.ok()) return s;
+  s = FlushDeferred(t);
+  if (!s.ok()) return s;
+  Resume(t);
+  return Status::Ok();
+}
+
+Status Recorder::OnSignal(RThread& t, int sig) {
+  siginfo_t si{};
+  ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &si);
+  auto p = t.pass.find(sig);
+  if (p != t.pass.end()) {
+    t.pass.erase(p);
+    Resume(t, sig);
+    return Status::Ok();
+  }
+  user_regs_struct tr;
+  if (int len = TscInstruction(t.tid, sig, si, &tr)) {
+    // The time stamp counter, read for the program and journaled.
+    unsigned hi, lo;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    const uint64_t tsc = (static_cast<uint64_t>(hi) << 32) | lo;
+    tr.rax = lo;
+    tr.rdx = hi;
+    if (len == 3) tr.rcx = 0;
+    tr.rip += static_cast<unsigned>(len);
+    SetRegs(t.tid, tr);
+    pb::Event e;
+    pb::SyscallEvent* sc = e.mutable_syscall();
+    sc->set_call(kCallRdtsc);
+    sc->set_cls(pb::TIME);
+    sc->set_action(pb::EMULATE);
+    sc->set_fd(-1);
+    sc->add_out(std::string(reinterpret_cast<const char*>(&tsc), 8));
+    Resume(t, 0);
+    return Append(&e, t);
+  }
+  if (SynchronousSignal(sig, si) || sig == SIGKILL) {  // caused by the thread's own instruction
+    Resume(t, sig);
+    return Status::Ok();
+  }
+  if (sig == SIGURG) {
+    // Go's asynchronous preemption request: dropped in both modes (the
+    // runtime falls back to cooperative preemption); see docs/ptrace.md.
+    res_->preemptions_dropped++;
+    Resume(t, 0);
+    return Status::Ok();
+  }
+  if (t.interrupted_nr >= 0) {
+    // It interrupted a traced call: the call is journaled with its
+    // -ERESTART* result and the signal delivered right here; replay sets the
+    // same registers and raises the same signal, so the kernel restarts or
+    // fails the call with EINTR the same way.
+    t.nr = t.interrupted_nr;
+    std::memcpy(t.a, t.ia, sizeof t.a);
+    user_regs_struct r;
+    GetRegs(t.tid, &r);
+    Status s = JournalCall(t, static_cast<long>(r.rax));
+    if (s.ok()) s = JournalSignal(t, sig, &si);
+    if (!s.ok()) return s;
+    Resume(t, sig);
+    return Status::Ok();
+  }
+  user_regs_struct r;
+  if (GetRegs(t.tid, &r) && static_cast<long>(r.orig_rax) >= 0 && IsRestart(static_cast<long>(r.rax))) {
+    // It interrupted an untraced call (futex, ...): delivered now, journaled
+    // after the thread's last event.  Replay raises it at that point.
+    Status s = JournalSignal(t, sig, &si);
+    if (!s.ok()) return s;
+    Resume(t, sig);
+    return Status::Ok();
+  }
+  t.deferred.push_back(sig);
+  Resume(t, 0);
+  return Status::Ok();
+}
+
+Status Recorder::Run() {
+  const auto start = std::chrono::steady_clock::now();
+  if (opts_.argv.empty()) return Status::InvalidArgument("record: no program given");
+  std::string path;
+  Status s = driver::ResolveExecutable(opts_.argv[0], &path);
+  if (!s.ok()) return s;
+  std::vector<std::string> env = driver::CurrentEnv();
+  pb::ProcessSpec spec;
+  s = driver::CaptureProcessSpec(opts_.argv, env, path, &spec);
+  if (!s.ok()) return s;
+  spec.set_backend(kBackendName);
+  journal::WriterOptions wo;
+  wo.durability = opts_.durability;
+  s = journal::JournalWriter::Create(opts_.dir, spec, wo, &writer_);
+  if (!s.ok()) return s;
+  s = LaunchTraced(path, opts_.argv, env, spec.cwd(), opts_.pid_namespace, &launched_);
+  if (!s.ok()) return s;
+  Thread(launched_.leader).started = true;
+  Thread(launched_.leader).linked = true;
+  int leader_status = 0;
+  bool leader_done = false;
+  Status err;
+  while (!threads_.empty()) {
+    int st = 0;
+    pid_t tid = waitpid(-1, &st, __WALL);
+    if (tid < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (tid == launched_.init) continue;
+    if (WIFEXITED(st) || WIFSIGNALED(st)) {
+      if (tid == launched_.leader) leader_status = st, leader_done = true;
+      threads_.erase(tid);
+      if (leader_done) {
+        // The program ended when its first process did; what it left
+        // behind is ended with it.
+        bool others = false;
+        for (auto& [id, th] : threads_) others |= th.tgid != launched_.leader;
+        if (!others) {
+          std::set<pid_t> rest;
+          for (auto& [id, th] : threads_) rest.insert(id);
+          KillAll(rest, -1);
+        }
+      }
+      continue;
+    }
+    if (!WIFSTOPPED(st)) continue;
+    RThread& t = Thread(tid);
+    const int sig = WSTOPSIG(st);
+    const int ev = st >> 16;
+    if (err.ok() && !status_.ok()) err = status_;
+    if (!err.ok()) {  // journal broken: stop the program
+      kill(tid, SIGKILL);
+      continue;
+    }
+    if (sig == (SIGTRAP | 0x80)) {
+      err = OnExit(t);
+    } else if (sig == SIGTRAP && ev == PTRACE_EVENT_SECCOMP) {
+      err = OnEntry(t);
+    } else if (sig == SIGTRAP && (ev == PTRACE_EVENT_CLONE || ev == PTRACE_EVENT_FORK ||
+                                  ev == PTRACE_EVENT_VFORK)) {
+      unsigned long child = 0;
+      ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child);
+      RThread& c = Thread(static_cast<pid_t>(child));
+      const uint64_t flags = ev == PTRACE_EVENT_CLONE ? CloneFlags(tid, t.nr, t.a) : 0;
+      RThread& parent = threads_[tid];
+      c.tgid = (flags & CLONE_THREAD) ? parent.tgid : c.tid;
+      c.real_fds = (flags & CLONE_FILES) ? parent.real_fds : std::make_shared<FdSet>(*parent.real_fds);
+      // The clone is journaled now, before anything the new thread does.
+      if (parent.in_call) {
+        err = JournalCall(parent, NsTid(c.tid));
+        parent.exec_journaled = true;
+      }
+      c.linked = true;
+      if (c.held) {
+        c.held = false;
+        Resume(c, 0);
+      }
+      Resume(parent);
+    } else if (sig == SIGTRAP && ev == PTRACE_EVENT_EXEC) {
+      // The execve is journaled here, before the new image's AT_RANDOM
+      // bytes, in the order replay meets them.
+      if (t.in_call) {
+        err = JournalCall(t, 0);
+        t.exec_journaled = true;
+      }
+      PatchCputicks(tid);
+      if (uint64_t rnd = FixAuxv(tid); rnd != 0 && err.ok()) {
+        pb::Event e;
+        pb::SyscallEvent* sc = e.mutable_syscall();
+        sc->set_call(kCallAuxRandom);
+        sc->set_cls(pb::RANDOMNESS);
+        sc->set_action(pb::EMULATE);
+        sc->set_fd(-1);
+        sc->add_out(ReadBytes(tid, rnd, 16));
+        err = Append(&e, t);
+      }
+      Resume(t);
+    } else if (sig == SIGSTOP && !t.started) {
+      t.started = true;
+      if (t.linked)
+        Resume(t, 0);
+      else
+        t.held = true;
+    } else if (sig == SIGTRAP && ev != 0) {
+      Resume(t, 0);
+    } else {
+      err = OnSignal(t, sig);
+    }
+  }
+  if (launched_.init > 0) {
+    kill(launched_.init, SIGKILL);
+    waitpid(launched_.init, nullptr, 0);
+  }
+  if (err.ok()) err = status_;
+  res_->exit = ExitOf(leader_status);
+  std::string launch_error = LaunchError(launched_.error_fd);
+  if (!launch_error.empty()) res_->exit.launch_error = launch_error;
+  if (err.ok()) {
+    pb::Event e;
+    e.set_seq(++seq_);
+    e.set_tid(0);
+    e.set_pid(0);
+    pb::LifecycleEvent* l = e.mutable_lifecycle();
+    l->set_kind(pb::LifecycleEvent::EXIT);
+    l->set_status(res_->exit.exit_code);
+    err = writer_->Append(e);
+  }
+  Status cs = writer_->Close();
+  if (err.ok()) err = cs;
+  res_->events = seq_;
+  std::vector<journal::SegmentInfo> segs;
+  if (journal::ListSegments(opts_.dir, &segs).ok()) {
+    res_->segments = segs.size();
+    for (const journal::SegmentInfo& g : segs) {
+      struct stat st;
+      if (stat(g.path.c_str(), &st) == 0) res_->bytes += static_cast<uint64_t>(st.st_size);
+    }
+  }
+  res_->wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return err;
+}
+
+}  // namespace
+
+Status Record(const RecordOptions& options, RecordResult* result) {
+  Recorder r(options, result);
+  return r.Run();
+}
+
+namespace {
+
+// ---------------------------------------------------------------- replay
+struct PThread {
+  pid_t tid = 0;
+  bool started = false;
+  bool waiting = false;  // at a seccomp stop, for its turn
+  bool in_call = false;
+  long nr = -1;
+  uint64_t a[6] = {};
+  long interrupted_nr = -1;
+  uint64_t ia[6] = {};
+  const pb::Event* ev = nullptr;  // the event its current call consumed
+  pid_t last_child = 0;           // the thread or process its last clone/fork made
+  int tsc_len = 0;                // waiting at an rdtsc/rdtscp of this length
+  uint64_t tsc_rip = 0;           // at this address
+  bool linked = false;            // its parent's clone/fork event was seen
+  bool held = false;              // stopped at its first SIGSTOP until then
+  enum class Mode { kSkip, kPlaceholder, kPlaceholder2, kReal, kRealOutput } mode = Mode::kSkip;
+  std::multiset<int> pass;
+};
+
+class Replayer {
+ public:
+  Replayer(const ReplayOptions& o, ReplayResult* r) : opts_(o), res_(r) {}
+  Status Run();
+
+ private:
+  PThread& Thread(pid_t tid) {
+    PThread& t = threads_[tid];
+    if (t.tid == 0) {
+      t.tid = tid;
+      // In a PID namespace the program's own ids come back as recorded.
+      if (launched_.init > 0) tidmap_[static_cast<uint32_t>(NsTid(tid))] = tid;
+    }
+    return t;
+  }
+  void Resume(PThread& t, int sig = 0) {
+    ptrace(t.in_call ? PTRACE_SYSCALL : PTRACE_CONT, t.tid, nullptr,
+           reinterpret_cast<void*>(static_cast<long>(sig)));
+  }
+  void Diverge(uint64_t seq, uint32_t tid, const std::string& call, int64_t rec, int64_t rep,
+               const std::string& text) {
+    if (diverged_) return;
+    diverged_ = true;
+    res_->outcome = ReplayResult::Outcome::kDiverged;
+    res_->div_seq = seq;
+    res_->div_tid = tid;
+    res_->div_call = call;
+    res_->div_recorded = rec;
+    res_->div_replayed = rep;
+    res_->div_text = text;
+    StopAll();
+  }
+  void StopAll() {
+    stopping_ = true;
+    for (auto& [tid, t] : threads_) kill(tid, SIGKILL);
+    if (launched_.init > 0) kill(launched_.init, SIGKILL);
+  }
+  // The recorded tid an event names, as the replay's thread.
+  pid_t RealTid(uint32_t rtid) {
+    auto it = tidmap_.find(rtid);
+    return it == tidmap_.end() ? -1 : it->second;
+  }
+  const pb::Event* Next() {
+    while (pos_ < events_.size() && events_[pos_].tid() == 0) ++pos_;
+    return pos_ < events_.size() ? &events_[pos_] : nullptr;
+  }
+  void Consume() {
+    ++pos_;
+    res_->events_done++;
+  }
+  void Pump();
+  void Start(PThread& t, const pb::Event& e);
+  void Finish(PThread& t);
+  void OnSignal(PThread& t, int sig);
+  void OnExec(PThread& t);
+
+  const ReplayOptions& opts_;
+  ReplayResult* res_;
+  std::vector<pb::Event> events_;
+  size_t pos_ = 0;
+  std::map<pid_t, PThread> threads_;
+  std::map<uint32_t, pid_t> tidmap_;
+  Launched launched_;
+  bool diverged_ = false;
+  bool stopping_ = false;
+  bool ends_with_exit_ = false;
+};
+
+std::string CallOn(long nr, long fd) {
+  std::string s = CallName(nr);
+  if (fd >= 0) s += "(fd " + std::to_string(fd) + ")";
+  return s;
+}
+
+// Hands out turns: while the journal's next event belongs to a thread that
+// waits at a seccomp stop (or is a signal for a thread between calls), it
+// is served.
+void Replayer::Pump() {
+  while (!stopping_) {
+    const pb::Event* e = Next();
+    if (e == nullptr) {
+      // Past the end: a thread asking for one more event.
+      for (auto& [tid, t] : threads_) {
+        if (!t.waiting) continue;
+        if (ends_with_exit_) {
+          Diverge(res_->events + 1, static_cast<uint32_t>(tid), "event past the end", 0, 0,
+                  "the program asked for an event after the recorded run had exited");
+          res_->message = "understudy replay: divergence after event " + std::to_string(res_->events) +
+                          ": the program asked for another event, but the recorded run had exited there";
+        } else {
+          res_->outcome = ReplayResult::Outcome::kRecordingEnds;
+          res_->message = "understudy replay: replayed all " + std::to_string(res_->events) +
+                          " events; the recording ends here";
+          StopAll();
+        }
+        return;
+      }
+      return;
+    }
+    if (opts_.until_seq != 0 && e->seq() >= opts_.until_seq) {
+      res_->outcome = ReplayResult::Outcome::kStoppedAtUntil;
+      res_->message = "understudy replay: stopped before event " + std::to_string(opts_.until_seq);
+      StopAll();
+      return;
+    }
+    pid_t tid = RealTid(e->tid());
+    if (tid < 0) return;  // that thread does not exist yet
+    PThread& t = Thread(tid);
+    if (e->has_signal()) {
+      if (t.in_call) return;  // raised at the end of its current call
+      t.pass.insert(static_cast<int>(e->signal().signo()));
+      syscall(SYS_tgkill, launched_.leader, tid, static_cast<int>(e->signal().signo()));
+      Consume();
+      continue;
+    }
+    if (!e->has_syscall() || e->syscall().call() == kCallAuxRandom) {
+      if (e->has_syscall()) return;  // consumed at the exec stop
+      Consume();
+      continue;
+    }
+    if (!t.waiting) return;
+    t.waiting = false;
+    Start(t, *e);
+  }
+}
+
+void Replayer::Start(PThread& t, const pb::Event& e) {
+  const pb::SyscallEvent& sc = e.syscall();
+  const CallRow* row = FindRow(t.nr);
+  const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(t.a[row->fd_arg]) : -1;
+  if (sc.call() != static_cast<uint32_t>(t.nr)) {
+    Diverge(e.seq(), e.tid(), CallName(t.nr), sc.call(), t.nr,
+            "replay made " + CallOn(t.nr, fd) + " but the recording has " + CallOn(sc.call(), sc.fd()));
+    return;
+  }
+  if (sc.fd() >= 0 && fd != sc.fd()) {
+    Diverge(e.seq(), e.tid(), CallName(t.nr), sc.fd(), fd,
+            "replay made " + CallOn(t.nr, fd) + " but the recording has " + CallOn(sc.call(), sc.fd()));
+    return;
+  }
+  Consume();
+  if (t.nr == kCallRdtsc) {
+    user_regs_struct tr;
+    GetRegs(t.tid, &tr);
+    uint64_t tsc = 0;
+    if (sc.out_size() > 0) std::memcpy(&tsc, sc.out(0).data(), std::min<size_t>(8, sc.out(0).size()));
+    tr.rax = tsc & 0xffffffffu;
+    tr.rdx = tsc >> 32;
+    if (t.tsc_len == 3) tr.rcx = 0;
+    tr.rip = t.tsc_rip + static_cast<unsigned>(t.tsc_len);
+    SetRegs(t.tid, tr);
+    t.in_call = false;
+    Resume(t, 0);
+    return;
+  }
+  t.ev = &e;
+  t.in_call = true;
+  user_regs_struct r;
+  GetRegs(t.tid, &r);
+  t.mode = PThread::Mode::kSkip;
+  if (IsRestart(sc.result())) {
+    // Interrupted in the recording: skipped here, the signal follows.
+  } else if (sc.action() == pb::REEXECUTE_CHECK) {
+    t.mode = PThread::Mode::kReal;
+  } else if (sc.action() == pb::SUPPRESS_CHECK && row != nullptr) {
+    const uint64_t offered = OfferedLength(*row, t.a, t.tid);
+    if (offered < sc.length()) {
+      Diverge(e.seq(), e.tid(), CallName(t.nr), static_cast<int64_t>(sc.length()),
+              static_cast<int64_t>(offered),
+              CallOn(t.nr, fd) + " offers " + std::to_string(offered) + " bytes; the recording wrote " +
+                  std::to_string(sc.length()));
+      return;
+    }
+    const std::string bytes = OfferedBytes(*row, t.a, t.tid, sc.length());
+    const uint64_t sum = XXH3_64bits(bytes.data(), bytes.size());
+    if (sum != sc.checksum()) {
+      char text[256];
+      snprintf(text, sizeof text, "output differs: %s of %zu bytes has checksum 0x%llx, recorded 0x%llx",
+               CallOn(t.nr, fd).c_str(), bytes.size(), static_cast<unsigned long long>(sum),
+               static_cast<unsigned long long>(sc.checksum()));
+      Diverge(e.seq(), e.tid(), CallName(t.nr), static_cast<int64_t>(sc.checksum()),
+              static_cast<int64_t>(sum), text);
+      return;
+    }
+    if (opts_.show_output && (fd == 1 || fd == 2)) t.mode = PThread::Mode::kRealOutput;
+  } else if (row != nullptr && sc.result() >= 0 &&
+             (row->treat == Treat::kNewFd || row->treat == Treat::kOpen)) {
+    t.mode = PThread::Mode::kPlaceholder;
+  } else if (row != nullptr && sc.result() >= 0 && row->treat == Treat::kNewFd2) {
+    t.mode = PThread::Mode::kPlaceholder2;
+  }
+  switch (t.mode) {
+    case PThread::Mode::kSkip:
+      r.orig_rax = static_cast<unsigned long long>(-1);
+      if (!IsRestart(sc.result())) {
+        // Answered at this stop: the kernel leaves rax as set for a call
+        // the tracer skipped, so no exit stop is needed.
+        r.rax = static_cast<unsigned long long>(sc.result());
+        SetRegs(t.tid, r);
+        if (row != nullptr && sc.action() == pb::EMULATE) InjectOuts(*row, t.nr, t.a, sc, t.tid);
+        t.in_call = false;
+        Resume(t);
+        return;
+      }
+      SetRegs(t.tid, r);
+      break;
+    case PThread::Mode::kPlaceholder:  // an eventfd holds the recorded number
+      r.orig_rax = SYS_eventfd2;
+      r.rdi = 0;
+      r.rsi = 0;
+      SetRegs(t.tid, r);
+      break;
+    case PThread::Mode::kPlaceholder2:  // a pipe holds both numbers
+      r.orig_rax = SYS_pipe2;
+      r.rdi = t.nr == SYS_socketpair ? t.a[3] : t.a[0];
+      r.rsi = 0;
+      SetRegs(t.tid, r);
+      break;
+    default:
+      break;
+  }
+  Resume(t);
+}
+
+void Replayer::Finish(PThread& t) {
+  user_regs_struct r;
+  GetRegs(t.tid, &r);
+  const pb::Event& e = *t.ev;
+  const pb::SyscallEvent& sc = e.syscall();
+  const long real = static_cast<long>(r.rax);
+  const CallRow* row = FindRow(t.nr);
+  const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(t.a[row->fd_arg]) : -1;
+  t.in_call = false;
+  switch (t.mode) {
+    case PThread::Mode::kReal:
+      if (IsPidResult(t.nr)) {
+        if ((t.nr == SYS_clone || t.nr == SYS_clone3 || t.nr == SYS_fork || t.nr == SYS_vfork) &&
+            real > 0 && sc.result() > 0)
+          tidmap_[static_cast<uint32_t>(sc.result())] = t.last_child > 0 ? t.last_child : static_cast<pid_t>(real);
+      } else if (real != sc.result()) {
+        Diverge(e.seq(), e.tid(), CallName(t.nr), sc.result(), real,
+                CallOn(t.nr, fd) + " re-executed returned " + std::to_string(real) + ", recorded " +
+                    std::to_string(sc.result()));
+        return;
+      }
+      break;
+    case PThread::Mode::kPlaceholder:
+      if (real != sc.result()) {
+        Diverge(e.seq(), e.tid(), CallName(t.nr), sc.result(), real,
+                CallOn(t.nr, fd) + ": the placeholder for recorded fd " + std::to_string(sc.result()) +
+                    " got fd " + std::to_string(real));
+        return;
+      }
+      break;
+    case PThread::Mode::kPlaceholder2:
+    case PThread::Mode::kSkip:
+    case PThread::Mode::kRealOutput:
+      r.rax = static_cast<unsigned long long>(sc.result());
+      if (IsRestart(sc.result())) r.orig_rax = static_cast<unsigned long long>(t.nr);
+      SetRegs(t.tid, r);
+      if (row != nullptr && sc.action() == pb::EMULATE) InjectOuts(*row, t.nr, t.a, sc, t.tid);
+      break;
+  }
+  if (IsRestart(sc.result())) {
+    t.interrupted_nr = t.nr;
+    std::memcpy(t.ia, t.a, sizeof t.a);
+  }
+  Pump();  // a signal journaled after this call is raised now
+  Resume(t);
+}
+
+void Replayer::OnSignal(PThread& t, int sig) {
+  siginfo_t si{};
+  ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &si);
+  auto p = t.pass.find(sig);
+  if (p != t.pass.end()) {
+    t.pass.erase(p);
+    Resume(t, sig);
+    return;
+  }
+  user_regs_struct tr;
+  if (int len = TscInstruction(t.tid, sig, si, &tr)) {
+    t.nr = kCallRdtsc;
+    t.tsc_len = len;
+    t.tsc_rip = tr.rip;
+    t.waiting = true;
+    Pump();
+    return;
+  }
+  if (SynchronousSignal(sig, si) || sig == SIGKILL) {
+    Resume(t, sig);
+    return;
+  }
+  // Everything else is the replay's own (SIGURG from a re-executed tgkill,
+  // a SIGCHLD of a child): the recorded signals come from the journal.
+  Resume(t, 0);
+}
+
+void Replayer::OnExec(PThread& t) {
+  PatchCputicks(t.tid);
+  uint64_t rnd = FixAuxv(t.tid);
+  const pb::Event* e = Next();
+  if (rnd != 0 && e != nullptr && e->has_syscall() && e->syscall().call() == kCallAuxRandom &&
+      RealTid(e->tid()) == t.tid) {
+    if (e->syscall().out_size() > 0) WriteMem(t.tid, rnd, e->syscall().out(0).data(), e->syscall().out(0).size());
+    Consume();
+  }
+  Resume(t);
+}
+
+Status Replayer::Run() {
+  const auto start = std::chrono::steady_clock::now();
+  journal::ReaderOptions ropts;
+  ropts.torn_tail_is_end = true;
+  std::unique_ptr<journal::JournalReader> reader;
+  Status s = journal::JournalReader::Open(opts_.dir, ropts, &reader);
+  if (!s.ok()) return s;
+  pb::Event ev;
+  int recorded_exit = 0;
+  bool last_exit_group = false;
+  while (reader->Next(&ev)) {
+    if (ev.tid() == 0) {
+      if (ev.has_lifecycle() && ev.lifecycle().kind() == pb::LifecycleEvent::EXIT) {
+        ends_with_exit_ = last_exit_group;
+        recorded_exit = ev.lifecycle().status();
+      }
+    } else {
+      last_exit_group = ev.has_syscall() && ev.syscall().call() == SYS_exit_group;
+      res_->events++;
+    }
+    events_.push_back(ev);
+  }
+  if (!reader->status().ok()) return reader->status();
+  pb::ProcessSpec spec;
+  if (!spec.ParseFromString(reader->header().spec_bytes) || spec.argv_size() == 0)
+    return Status::Corruption("journal " + opts_.dir + ": the process spec does not parse");
+  res_->recorded_exit_known = ends_with_exit_;
+  res_->recorded_exit_status = recorded_exit;
+  std::string binary = opts_.binary.empty() ? spec.binary_path() : opts_.binary;
+  std::string hash;
+  if (!driver::Sha256File(binary, &hash).ok())
+    return Status::NotFound("replay: cannot read the binary " + binary +
+                            "; pass --binary PATH to use another copy");
+  if (hash != spec.binary_sha256()) {
+    res_->warnings.push_back("the binary " + binary + " differs from the one recorded (SHA-256 " + hash +
+                             ", recorded " + spec.binary_sha256() + "); the replay may diverge");
+  }
+  std::vector<std::string> argv(spec.argv().begin(), spec.argv().end());
+  std::vector<std::string> env(spec.env().begin(), spec.env().end());
+  s = LaunchTraced(binary, argv, env, spec.cwd(), opts_.pid_namespace, &launched_);
+  if (!s.ok()) return s;
+  PThread& leader = Thread(launched_.leader);
+  leader.started = true;
+  leader.linked = true;
+  for (const pb::Event& e : events_)
+    if (e.tid() != 0) {
+      tidmap_[e.tid()] = launched_.leader;
+      break;
+    }
+  // SIGCHLD tells of each stop; a wait for one that takes too long means
+  // the program and the journal disagree on whose turn it is.
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigset_t old;
+  pthread_sigmask(SIG_BLOCK, &chld, &old);
+  int leader_status = 0;
+  auto idle_since = std::chrono::steady_clock::now();
+  while (!threads_.empty()) {
+    int st = 0;
+    pid_t tid = waitpid(-1, &st, __WALL | WNOHANG);
+    if (tid == 0) {
+      struct timespec ts = {0, 200 * 1000 * 1000};
+      sigtimedwait(&chld, nullptr, &ts);
+      if (!stopping_ && std::chrono::steady_clock::now() - idle_since > std::chrono::seconds(20)) {
+        const pb::Event* e = Next();
+        std::string who;
+        for (auto& [id, t] : threads_)
+          if (t.waiting) who += (who.empty() ? "" : ", ") + std::to_string(id) + " at " + CallName(t.nr);
+        Diverge(e != nullptr ? e->seq() : res_->events + 1, e != nullptr ? e->tid() : 0,
+                e != nullptr && e->has_syscall() ? CallName(e->syscall().call()) : "event", 0, 0,
+                "no thread reached the recording's next event for 20 s (threads waiting: " +
+                    (who.empty() ? std::string("none") : who) + ")");
+      }
+      continue;
+    }
+    if (tid < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    idle_since = std::chrono::steady_clock::now();
+    if (tid == launched_.init) continue;
+    if (WIFEXITED(st) || WIFSIGNALED(st)) {
+      if (tid == launched_.leader) leader_status = st;
+      threads_.erase(tid);
+      continue;
+    }
+    if (!WIFSTOPPED(st)) continue;
+    PThread& t = Thread(tid);
+    const int sig = WSTOPSIG(st);
+    const int ev_kind = st >> 16;
+    if (stopping_) {
+      kill(tid, SIGKILL);
+      ptrace(PTRACE_CONT, tid, nullptr, nullptr);
+      continue;
+    }
+    if (sig == (SIGTRAP | 0x80)) {
+      if (t.in_call) Finish(t);
+      else Resume(t);
+    } else if (sig == SIGTRAP && ev_kind == PTRACE_EVENT_SECCOMP) {
+      user_regs_struct r;
+      GetRegs(tid, &r);
+      t.nr = static_cast<long>(r.orig_rax);
+      Args(r, t.a);
+      if (t.nr == SYS_restart_syscall && t.interrupted_nr >= 0) {
+        t.nr = t.interrupted_nr;
+        std::memcpy(t.a, t.ia, sizeof t.a);
+      }
+      t.interrupted_nr = -1;
+      t.waiting = true;
+      Pump();
+    } else if (sig == SIGTRAP && (ev_kind == PTRACE_EVENT_CLONE || ev_kind == PTRACE_EVENT_FORK ||
+                                  ev_kind == PTRACE_EVENT_VFORK)) {
+      unsigned long child = 0;
+      ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child);
+      t.last_child = static_cast<pid_t>(child);
+      PThread& c = Thread(static_cast<pid_t>(child));
+      if (t.in_call && t.ev != nullptr && t.ev->syscall().result() > 0)
+        tidmap_[static_cast<uint32_t>(t.ev->syscall().result())] = c.tid;
+      c.linked = true;
+      if (c.held) {
+        c.held = false;
+        Resume(c, 0);
+      }
+      Resume(t);
+      Pump();
+    } else if (sig == SIGTRAP && ev_kind == PTRACE_EVENT_EXEC) {
+      OnExec(t);
+    } else if (sig == SIGSTOP && !t.started) {
+      t.started = true;
+      if (t.linked)
+        Resume(t, 0);
+      else
+        t.held = true;
+    } else if (sig == SIGTRAP && ev_kind != 0) {
+      Resume(t, 0);
+    } else {
+      OnSignal(t, sig);
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (launched_.init > 0) {
+    kill(launched_.init, SIGKILL);
+    waitpid(launched_.init, nullptr, 0);
+  }
+  res_->exit = ExitOf(leader_status);
+  std::string launch_error = LaunchError(launched_.error_fd);
+  if (!launch_error.empty()) return Status::IOError("replay: could not start " + binary + ": " + launch_error);
+  res_->wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (stopping_) return Status::Ok();
+  if (ends_with_exit_ && res_->exit.exit_code != recorded_exit) {
+    Diverge(res_->events + 1, 0, "exit", recorded_exit, res_->exit.exit_code,
+            "the program's exit status differs");
+    res_->message = "understudy replay: divergence at exit: recorded exit status " +
+                    std::to_string(recorded_exit) + ", replayed " + std::to_string(res_->exit.exit_code) +
+                    (res_->exit.signal != 0 ? " (" + driver::SignalName(res_->exit.signal) + ")" : "");
+  } else if (res_->events_done < res_->events) {
+    Diverge(res_->events_done + 1, 0, "exit", static_cast<int64_t>(res_->events),
+            static_cast<int64_t>(res_->events_done),
+            "the program exited before consuming every recorded event");
+    res_->message = "understudy replay: divergence: the program exited after " +
+                    std::to_string(res_->events_done) + " of " + std::to_string(res_->events) +
+                    " recorded events";
+  } else {
+    res_->outcome = ReplayResult::Outcome::kCompleted;
+    char buf[256];
+    snprintf(buf, sizeof buf,
+             "understudy replay: replayed %llu events in %.3f s with the ptrace backend, no divergence",
+             static_cast<unsigned long long>(res_->events), res_->wall_time_s);
+    res_->message = buf;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Replay(const ReplayOptions& options, ReplayResult* result) {
+  Replayer r(options, result);
+  return r.Run();
+}
+
+}  // namespace understudy::ptrace_backend
