@@ -3,23 +3,28 @@
 // failover) -- parse, call, print.
 #include <fcntl.h>
 #include <fmt/core.h>
-#include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/exit_codes.h"
+#include "cli/json.h"
 #include "cluster/peer_link.h"
 #include "daemon/admin_client.h"
 #include "driver/launcher.h"
+#include "metrics/http_endpoint.h"
+#include "metrics/prometheus_text.h"
 #include "recorder/primary.h"
 
 namespace understudy::cli {
@@ -77,11 +82,74 @@ struct RunArgs {
   int heartbeat_ms = 100;
   int missed_heartbeats = 2;
   std::string journal;
-  std::string fsync = "none";
+  std::string fsync = "page-cache";
   uint64_t ring_mb = abi::kDefaultRingSize >> 20;
-  bool no_audit = false;
+  bool audit = true;
   std::string link_cipher = "aes-256-gcm";
+  std::string metrics;  // HOST:PORT of the Prometheus endpoint; empty = none
+  std::string config;   // --config FILE (applied before parsing: cli/config_file.h)
   std::vector<std::string> command;
+};
+
+// The primary's side of the metrics (docs/metrics.md): what its replication
+// client knows.  The client is announced by recorder::Primary and withdrawn
+// before it is destroyed; `mu` guards the pointer across the two threads.
+struct RunMetrics {
+  std::mutex mu;
+  const recorder::ReplicationClient* client = nullptr;
+  std::string journal_dir;
+  std::chrono::milliseconds heartbeat{0};
+  int missed_heartbeats = 0;
+
+  std::string Render() {
+    std::lock_guard<std::mutex> lock(mu);
+    metrics::MetricsText m;
+    m.Gauge("understudy_role", "This node's role: 1 for the role it has (backup or primary).", 0,
+            {{"role", "backup"}});
+    m.Gauge("understudy_role", "", 1, {{"role", "primary"}});
+    m.Gauge("understudy_heartbeat_interval_seconds", "The heartbeat interval (--heartbeat-ms).",
+            heartbeat.count() / 1000.0);
+    m.Gauge("understudy_heartbeat_budget_seconds",
+            "Silence after which the backup counts as lost (interval x --missed-heartbeats).",
+            heartbeat.count() * missed_heartbeats / 1000.0);
+    if (client == nullptr) {
+      m.Gauge("understudy_recording", "1 while the program runs and replicates.", 0);
+      return m.str();
+    }
+    const recorder::ReplicationStats st = client->stats();
+    m.Gauge("understudy_recording", "1 while the program runs and replicates.", 1);
+    m.Gauge("understudy_backup_connected", "1 while the link to the backup is up.",
+            st.connected ? 1 : 0);
+    m.Gauge("understudy_lag_events", "Seqs written that the backup has not acked.",
+            static_cast<double>(st.last_seq - std::min(st.last_seq, st.acked_seq)));
+    m.Gauge("understudy_lag_bytes", "Bytes of the frames not acked yet.",
+            static_cast<double>(st.unacked_bytes));
+    m.Gauge("understudy_lag_seconds", "Age of the oldest frame not acked yet.",
+            st.oldest_unacked_us / 1e6);
+    m.Gauge("understudy_primary_last_seq", "Highest seq written.",
+            static_cast<double>(st.last_seq));
+    m.Gauge("understudy_acked_seq", "Highest seq the backup acked.",
+            static_cast<double>(st.acked_seq));
+    std::vector<double> bounds;
+    for (uint64_t b : recorder::kCommitBucketsUs) bounds.push_back(b / 1e6);
+    m.Histogram("understudy_commit_round_trip_seconds",
+                "Output commit round trip: frame handed to the link -> the backup's ack.", bounds,
+                st.commit_buckets, st.commit_overflow, st.commit_sum_us / 1e6);
+    m.Counter("understudy_primary_reconnects_total", "Times the link to the backup reconnected.",
+              static_cast<double>(st.reconnects));
+    m.Gauge("understudy_output_gate_open",
+            "1 while outputs leave unprotected (--on-backup-loss continue).",
+            st.gate_opened ? 1 : 0);
+    m.Gauge("understudy_outputs_stalled", "1 while outputs wait for the backup.",
+            st.stall_reason.empty() ? 0 : 1);
+    m.Gauge("understudy_fenced", "1 once the backup took over.", client->fenced() ? 1 : 0);
+    if (!journal_dir.empty()) {
+      double bytes = metrics::DiskBytes(journal_dir);
+      if (bytes >= 0)
+        m.Gauge("understudy_journal_disk_bytes", "Bytes the local journal takes on disk.", bytes);
+    }
+    return m.str();
+  }
 };
 
 // Parses nothing more than the flags; the lifecycle is recorder::Primary's.
@@ -92,8 +160,7 @@ int RunRun(const RunArgs& a) {
   o.key_file = a.key;
   o.service_address = a.service_address;
   o.service_dev = a.service_dev;
-  o.mode = a.mode == "active-active" ? recorder::Primary::Mode::kActiveActive
-                                     : recorder::Primary::Mode::kActivePassive;
+  o.mode = recorder::Primary::Mode::kActiveActive;  // the only mode built (--mode)
   o.on_backup_loss = a.on_backup_loss == "continue" ? recorder::BackupLossPolicy::kContinue
                                                     : recorder::BackupLossPolicy::kStall;
   o.heartbeat = std::chrono::milliseconds(a.heartbeat_ms);
@@ -102,7 +169,7 @@ int RunRun(const RunArgs& a) {
   o.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
                                     : journal::DurabilityPolicy::None();
   o.ring_size = a.ring_mb << 20;
-  o.audit = !a.no_audit;
+  o.audit = a.audit;
   o.command = a.command;
   Status cs = cluster::ParseLinkCipher(a.link_cipher, &o.cipher);
   if (!cs.ok()) {
@@ -110,6 +177,26 @@ int RunRun(const RunArgs& a) {
     return 1;
   }
   o.log = [me](const std::string& line) { fmt::print(stderr, "{}: {}\n", me, line); };
+
+  RunMetrics run_metrics;
+  run_metrics.journal_dir = a.journal;
+  run_metrics.heartbeat = o.heartbeat;
+  run_metrics.missed_heartbeats = o.missed_heartbeats;
+  std::unique_ptr<metrics::MetricsEndpoint> endpoint;
+  if (!a.metrics.empty()) {
+    Status ms = metrics::MetricsEndpoint::Start(
+        a.metrics, [&run_metrics] { return run_metrics.Render(); }, &endpoint);
+    if (!ms.ok()) {
+      fmt::print(stderr, "{}: --metrics: {}\n", me, ms.message());
+      return kExitFailure;
+    }
+    fmt::print(stderr, "{}: metrics on http://{}:{}/metrics\n", me,
+               a.metrics.substr(0, a.metrics.rfind(':')), endpoint->port());
+    o.on_replication = [&run_metrics](const recorder::ReplicationClient* c) {
+      std::lock_guard<std::mutex> lock(run_metrics.mu);
+      run_metrics.client = c;
+    };
+  }
 
   recorder::Primary primary(o);
   recorder::Primary::Result res;
@@ -158,14 +245,9 @@ struct AdminArgs {
   uint32_t timeout_ms = 10000;
 };
 
+// Every --json reply: numbers as numbers, every field present, a version.
 std::string ToJson(const google::protobuf::Message& m) {
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
-  o.always_print_primitive_fields = true;
-  o.preserve_proto_field_names = true;
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
+  return ProtoToJson(m, "\"version\": " + JsonString(kVersion));
 }
 
 bool Call(const char* me, const AdminArgs& a, const daemon::pb::AdminRequest& req,
@@ -304,6 +386,7 @@ void AddAdminOptions(CLI::App* c, AdminArgs* a) {
   c->add_option("--admin", a->admin,
                 "understudyd to ask: a Unix socket PATH (default /run/understudy/admin.sock) or "
                 "HOST:PORT of its replication port (then --key is needed)");
+  c->add_option("--admin-socket", a->admin, "")->group("");  // the daemon's spelling
   c->add_option("--key", a->key, "Cluster key file, for --admin HOST:PORT");
   c->add_flag("--json", a->json, "Print the reply as JSON on stdout");
 }
@@ -333,11 +416,12 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
                   "ADDR[/PREFIX] clients use: added on --service-dev while this node is "
                   "primary, removed when fenced or when the program ends");
   run->add_option("--service-dev", ra->service_dev, "Interface for --service-address");
-  run->add_option("--mode", ra->mode, "active-active (default; the only mode built so far)")
-      ->check(CLI::IsMember({"active-active", "active-passive"}));
-  run->add_flag("--no-audit", ra->no_audit,
-                "Do not run the kmod escape audit (on by default: nondeterministic syscalls that "
-                "escape the interposer, and processes running unrecorded, are alarms in 'status')");
+  run->add_option("--mode", ra->mode, "active-active (the default and the only mode built)")
+      ->check(CLI::IsMember({"active-active"}));
+  run->add_flag("--audit,!--no-audit", ra->audit,
+                "The kmod escape audit, on by default for run (--no-audit: off): nondeterministic "
+                "syscalls that escape the interposer, and processes running unrecorded, are alarms "
+                "in 'status'");
   run->add_option("--on-backup-loss", ra->on_backup_loss,
                   "stall (default): outputs wait until the backup is back -- no acknowledged "
                   "write can be lost; continue: outputs leave unprotected, with an alarm")
@@ -348,11 +432,22 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
                   "Heartbeats missed before the backup counts as lost (default 2: a 200 ms "
                   "budget with the 100 ms heartbeat)")
       ->check(CLI::Range(1, 1000));
-  run->add_option("--journal", ra->journal,
+  run->add_option("-j,--journal", ra->journal,
                   "Local journal directory (default /var/lib/understudy/primary/<time>-<pid>)");
-  run->add_option("--fsync", ra->fsync, "Local journal: none (default) or batch")
-      ->check(CLI::IsMember({"none", "batch"}));
-  run->add_option("--ring-mb", ra->ring_mb, "Size of the record ring in MiB (default 64)");
+  run->add_option("--fsync", ra->fsync,
+                  "Local journal: page-cache (default: never fdatasync'd) or batch (fdatasync "
+                  "every batch); 'none' is page-cache")
+      ->check(CLI::IsMember({"page-cache", "batch", "none"}));
+  run->add_option("--config", ra->config,
+                  "Read options from FILE first (name = value, names as the long options, the "
+                  "program as command = [\"prog\", \"arg\"]; docs/config.md); options on the "
+                  "command line override it.  understudy@NAME.service passes "
+                  "/etc/understudy/NAME.conf");
+  run->add_option("--metrics", ra->metrics,
+                  "Serve Prometheus metrics on HOST:PORT (GET /metrics; e.g. 127.0.0.1:9478): "
+                  "lag, commit round-trip histogram, link state; docs/metrics.md");
+  run->add_option("--ring-mb", ra->ring_mb, "Size of the record ring in MiB (default 64)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20));
   // Hidden: the benchmark's baseline (bench/failover_bench.py
   // --compare-link-cipher), refused without UNDERSTUDY_BENCH=1.
   run->add_option("--link-cipher", ra->link_cipher, "")->group("");
@@ -379,8 +474,10 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   failover->add_option("--to", fa->to,
                        "Node to promote (its --node-name, host name or listen address); default: "
                        "the daemon asked");
-  failover->add_option("--timeout-ms", fa->timeout_ms,
-                       "How long the primary may take to fence and drain (default 10000)");
+  failover
+      ->add_option("--timeout-ms", fa->timeout_ms,
+                   "How long the primary may take to fence and drain (default 10000)")
+      ->check(CLI::Range(1u, 3600u * 1000u));
   failover->callback([fa, &exit_code] { exit_code = RunFailover(*fa); });
 
   auto ca = std::make_shared<AdminArgs>();

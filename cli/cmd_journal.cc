@@ -10,6 +10,8 @@
 #include <string_view>
 
 #include "cli/commands.h"
+#include "cli/exit_codes.h"
+#include "cli/front_end.h"
 #include "cli/json.h"
 #include "interposer/syscalls.h"
 #include "journal/event.pb.h"
@@ -216,12 +218,13 @@ int RunVerify(const VerifyArgs& a) {
                       JsonString(p.cause), JsonString(p.ToString()));
     }
     fmt::print(
-        "{{\"dir\":{},\"ok\":{},\"journal_id\":\"{}\",\"segments\":{},\"frames\":{},\"events\":{},"
+        "{{\"version\":\"{}\",\"journal\":{},\"dir\":{},\"ok\":{},\"journal_id\":\"{}\","
+        "\"segments\":{},\"frames\":{},\"events\":{},"
         "\"bytes\":{},\"first_seq\":{},\"last_seq\":{},\"problems\":[{}],\"repaired\":{},"
         "\"bytes_removed\":{},\"repair_note\":{},\"error\":{}}}\n",
-        JsonString(a.dir), ok, jr::JournalIdHex(r.journal_id), r.segments, r.frames, r.events,
-        r.bytes, r.first_seq, r.last_seq, problems, r.repaired, r.bytes_removed,
-        JsonString(r.repair_note), JsonString(ok ? "" : s.message()));
+        kVersion, JsonString(a.dir), JsonString(a.dir), ok, jr::JournalIdHex(r.journal_id),
+        r.segments, r.frames, r.events, r.bytes, r.first_seq, r.last_seq, problems, r.repaired,
+        r.bytes_removed, JsonString(r.repair_note), JsonString(ok ? "" : s.message()));
     return ok ? 0 : 1;
   }
   if (r.segments == 0 && !s.ok()) {
@@ -260,20 +263,40 @@ void AddJournalCommands(CLI::App& app, int& exit_code) {
 
   auto show_args = std::make_shared<ShowArgs>();
   CLI::App* show = journal->add_subcommand("show", "Print the events of a journal, one per line");
-  show->add_option("DIR", show_args->dir, "journal directory")->required();
+  show->add_option("-j,--journal", show_args->dir, "journal directory (or as the argument)");
+  show->add_option("DIR", show_args->dir, "journal directory");
   show->add_flag("--json", show_args->json, "print JSON lines instead of text");
-  show->add_option("--from", show_args->from, "start at this sequence number");
-  show->add_option("--limit", show_args->limit, "print at most N events");
-  show->callback([show_args, &exit_code] { exit_code = RunShow(*show_args); });
+  show->add_option("--from", show_args->from, "start at this sequence number")
+      ->check(CLI::NonNegativeNumber);
+  show->add_option("--limit", show_args->limit, "print at most N events (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  show->callback([show_args, &exit_code] {
+    if (show_args->dir.empty()) {
+      std::fprintf(stderr,
+                   "understudy journal show: a journal directory is required (--journal DIR)\n");
+      exit_code = kExitUsage;
+      return;
+    }
+    exit_code = RunShow(*show_args);
+  });
 
   auto verify_args = std::make_shared<VerifyArgs>();
   CLI::App* verify = journal->add_subcommand(
       "verify", "Check every segment, frame and sequence number of a journal");
-  verify->add_option("DIR", verify_args->dir, "journal directory")->required();
+  verify->add_option("-j,--journal", verify_args->dir, "journal directory (or as the argument)");
+  verify->add_option("DIR", verify_args->dir, "journal directory");
   verify->add_flag("--repair", verify_args->repair,
                    "truncate a torn tail (left by a crash mid-write); refuses anything else");
   verify->add_flag("--json", verify_args->json, "print one JSON object");
-  verify->callback([verify_args, &exit_code] { exit_code = RunVerify(*verify_args); });
+  verify->callback([verify_args, &exit_code] {
+    if (verify_args->dir.empty()) {
+      std::fprintf(stderr,
+                   "understudy journal verify: a journal directory is required (--journal DIR)\n");
+      exit_code = kExitUsage;
+      return;
+    }
+    exit_code = RunVerify(*verify_args);
+  });
 }
 
 }  // namespace understudy::cli

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/exit_codes.h"
+#include "cli/front_end.h"
 #include "cli/json.h"
 #include "driver/control_mapping.h"
 #include "interposer/syscalls.h"
@@ -25,7 +27,7 @@ namespace {
 
 struct RecordArgs {
   std::string dir;
-  std::string fsync = "none";
+  std::string fsync = "page-cache";
   std::string local_files = "journal";
   bool json = false;
   bool audit = false;
@@ -172,10 +174,10 @@ int RunRecord(const RecordArgs& a) {
       audit = fmt::format("{{\"on\": false, \"reason\": {}}}", JsonString(r.audit_off_reason));
     }
     fmt::print(
-        "{{\"journal\": {}, \"events\": {}, \"bytes\": {}, \"segments\": {}, "
+        "{{\"version\": \"{}\", \"journal\": {}, \"events\": {}, \"bytes\": {}, \"segments\": {}, "
         "\"wall_time_s\": {:.6f}, \"exit_status\": {}, \"signal\": {}, \"refused\": {}, "
         "\"audit\": {}, \"warnings\": {}}}\n",
-        JsonString(a.dir), r.events, r.bytes, r.segments, r.wall_time_s, r.exit.exit_code,
+        kVersion, JsonString(a.dir), r.events, r.bytes, r.segments, r.wall_time_s, r.exit.exit_code,
         r.exit.signal != 0 ? JsonString(driver::SignalName(r.exit.signal)) : "null",
         r.refused ? JsonString(r.refused_message) : "null", audit, JsonStrings(r.warnings));
   } else {
@@ -218,12 +220,13 @@ int RunReplay(ReplayArgs a) {
           d.seq, d.tid, JsonString(d.call), d.recorded, d.replayed, JsonString(d.text));
     }
     fmt::print(
-        "{{\"journal\": {}, \"outcome\": \"{}\", \"events\": {}, \"events_done\": {}, "
+        "{{\"version\": \"{}\", \"journal\": {}, \"outcome\": \"{}\", \"events\": {}, "
+        "\"events_done\": {}, "
         "\"bytes\": {}, \"wall_time_s\": {:.6f}, \"recorded_wall_time_s\": {:.6f}, "
         "\"exit_status\": {}, \"recorded_exit_status\": {}, \"divergence\": {}, "
         "\"handoff_timeouts\": {}, \"warnings\": {}, \"unseen\": {}}}\n",
-        JsonString(a.opts.dir), replayer::OutcomeName(r.outcome), r.events, r.events_done, r.bytes,
-        r.wall_time_s, r.recorded_wall_time_s, r.exit.exit_code,
+        kVersion, JsonString(a.opts.dir), replayer::OutcomeName(r.outcome), r.events, r.events_done,
+        r.bytes, r.wall_time_s, r.recorded_wall_time_s, r.exit.exit_code,
         r.recorded_exit_known ? std::to_string(r.recorded_exit_status) : "null", div,
         r.handoff_timeouts, JsonStrings(r.warnings), JsonStrings(r.unseen));
   }
@@ -238,19 +241,21 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
       "record",
       "Run a program under the interposer and record every nondeterministic event into a "
       "journal directory.\nExit status: the program's (128+N if signal N killed it); 1 if the "
-      "recording failed or a call was refused.");
-  rec->add_option("-o,--output", rec_args->dir,
-                  "Journal directory to create (must not hold a journal)")
-      ->required();
+      "recording failed or a call was refused; 64 wrong command line.");
+  rec->add_option("-j,--journal", rec_args->dir,
+                  "Journal directory to create (must not hold a journal); required");
+  rec->add_option("-o,--output", rec_args->dir, "")->group("");  // the old spelling
   rec->add_option("--fsync", rec_args->fsync,
-                  "none: never fdatasync (default); batch: fdatasync every written batch")
-      ->check(CLI::IsMember({"none", "batch"}));
+                  "When a batch is durable: page-cache (default: written, never fdatasync'd) or "
+                  "batch (fdatasync every written batch); 'none' is page-cache")
+      ->check(CLI::IsMember({"page-cache", "batch", "none"}));
   rec->add_option("--local-files", rec_args->local_files,
                   "journal: regular-file data read is journaled (default); reexec: writable "
                   "local files are re-executed on replay against the node's own copy")
       ->check(CLI::IsMember({"journal", "reexec"}));
-  rec->add_flag("--audit", rec_args->audit,
-                "Escape audit (eBPF): count nondeterministic syscalls that reach the kernel without "
+  rec->add_flag("--audit,!--no-audit", rec_args->audit,
+                "Escape audit (eBPF; off by default for record): count nondeterministic syscalls "
+                "that reach the kernel without "
                 "the interposer; nonzero counts are an alarm and audit events in the journal. "
                 "Without BPF permission it says why and records on");
   rec->add_flag("--unsafe-no-trap", rec_args->no_trap,
@@ -263,24 +268,35 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
                   "filter (docs/ptrace.md)")
       ->check(CLI::IsMember({"auto", "preload", "ptrace"}));
   rec->add_option("--ring-mb", rec_args->ring_mb,
-                  "Size of the shared record ring in MiB (power of two, >= 8; default 64)");
+                  "Size of the shared record ring in MiB (power of two, >= 8; default 64)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20));
   rec->add_option("command", rec_args->command, "-- PROGRAM [ARGS...]")->required();
-  rec->callback([rec_args, &exit_code] { exit_code = RunRecord(*rec_args); });
+  rec->callback([rec_args, &exit_code] {
+    if (rec_args->dir.empty()) {
+      fmt::print(stderr, "understudy record: --journal DIR is required (where the journal goes)\n");
+      exit_code = kExitUsage;
+      return;
+    }
+    exit_code = RunRecord(*rec_args);
+  });
 
   auto rep_args = std::make_shared<ReplayArgs>();
   CLI::App* rep = app.add_subcommand(
       "replay",
       "Run a recorded program again, feeding it its journal, and stop at the first "
       "divergence.\nExit status: 0 replay matched the recording (or stopped at --until, or "
-      "replayed a cut recording to its end); 1 usage or journal error; 2 divergence; 3 no "
+      "replayed a cut recording to its end); 1 journal error; 2 divergence; 4 no "
       "divergence, but the journal says the recording did not see everything (escaped "
-      "calls, the trap off), so the run is not called clean; 130 interrupted.");
-  rep->add_option("journal", rep_args->opts.dir, "Journal directory written by 'understudy record'")
-      ->required();
+      "calls, the trap off), so the run is not called clean; 64 wrong command line; 130 "
+      "interrupted.");
+  rep->add_option("-j,--journal", rep_args->opts.dir,
+                  "Journal directory written by 'understudy record' (or as the first argument)");
+  rep->add_option("JOURNAL", rep_args->opts.dir, "Journal directory (same as --journal)");
   rep->add_flag("--show-output", rep_args->opts.show_output,
                 "Also perform the program's writes to stdout and stderr");
   rep->add_option("--until", rep_args->opts.until_seq,
-                  "Stop before event SEQ (with --gdb: gdb stops there, SIGTRAP)");
+                  "Stop before event SEQ, >= 1 (with --gdb: gdb stops there, SIGTRAP)")
+      ->check(kPositiveInteger);
   rep->add_flag("--gdb", rep_args->opts.gdb, "Run the program under gdb (interactive)");
   rep->add_option("--gdb-cmd", rep_args->opts.gdb_commands,
                   "gdb command to run after 'run' (repeatable; implies gdb -batch)")
@@ -294,6 +310,11 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
   rep->add_option("--binary", rep_args->opts.binary,
                   "Run this executable instead of the recorded binary path");
   rep->callback([rep_args, &exit_code] {
+    if (rep_args->opts.dir.empty()) {
+      fmt::print(stderr, "understudy replay: a journal directory is required (--journal DIR)\n");
+      exit_code = kExitUsage;
+      return;
+    }
     if (!rep_args->opts.gdb_commands.empty()) rep_args->opts.gdb = true;
     exit_code = RunReplay(*rep_args);
   });

@@ -16,5 +16,6 @@ void AddRecordCommands(CLI::App& app, int& exit_code);  // record, replay
 void AddSyscallsCommand(CLI::App& app, int& exit_code);
 void AddClusterCommands(CLI::App& app, int& exit_code);  // keygen, run, status, failover
 void AddEventsCommand(CLI::App& app, int& exit_code);    // events (cmd_events.cc)
+void AddDoctorCommand(CLI::App& app, int& exit_code);
 
 }  // namespace understudy::cli

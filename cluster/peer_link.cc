@@ -72,7 +72,7 @@ constexpr size_t kKeyBytes = 32;  // AES-256
 constexpr size_t kIvBytes = 12;   // the GCM nonce
 constexpr size_t kTagBytes = 16;
 constexpr size_t kSealedHeader = kLinkHeaderSize + 8;  // header + counter: the AAD
-constexpr char kTranscriptLabel[] = "understudy-link-v2";
+constexpr char kTranscriptLabel[] = "understudy-link-v3";
 constexpr char kServerLabel[] = "understudy-server-mac";
 constexpr char kClientLabel[] = "understudy-client-mac";
 constexpr char kKeysLabel[] = "understudy-link-keys";
@@ -93,7 +93,8 @@ std::string HostName() {
 // Every field of both hellos, each at a fixed place or behind its length,
 // so no two different handshakes share a transcript.
 std::string Transcript(uint8_t role, uint8_t cipher, std::string_view cn, std::string_view sn,
-                       std::string_view client_name, std::string_view server_name) {
+                       std::string_view client_name, std::string_view server_name,
+                       uint32_t heartbeat_ms, uint32_t missed_heartbeats) {
   std::string t(kTranscriptLabel);
   PutFixed32(&t, kLinkVersion);
   t.push_back(static_cast<char>(role));
@@ -104,6 +105,8 @@ std::string Transcript(uint8_t role, uint8_t cipher, std::string_view cn, std::s
   t.append(client_name);
   PutFixed32(&t, static_cast<uint32_t>(server_name.size()));
   t.append(server_name);
+  PutFixed32(&t, heartbeat_ms);
+  PutFixed32(&t, missed_heartbeats);
   return t;
 }
 
@@ -828,6 +831,8 @@ Status AuthenticateClient(PeerLink& link, const ClusterKey& key, PeerRole role,
   hello.set_cipher(static_cast<pb::Cipher>(me.cipher));
   hello.set_client_nonce(cn);
   hello.set_client_name(name);
+  hello.set_heartbeat_ms(me.heartbeat_ms);
+  hello.set_missed_heartbeats(me.missed_heartbeats);
   Status s = link.Send(LinkType::kAuthHello, hello.SerializeAsString(), LeftMs(deadline));
   if (!s.ok()) return s;
   LinkMessage msg;
@@ -838,8 +843,9 @@ Status AuthenticateClient(PeerLink& link, const ClusterKey& key, PeerRole role,
       ch.server_name().size() > kMaxNameBytes) {
     return Status::Corruption("peer " + link.peer() + ": malformed AUTH_CHALLENGE");
   }
-  const std::string t = Transcript(static_cast<uint8_t>(role), static_cast<uint8_t>(me.cipher), cn,
-                                   ch.server_nonce(), name, ch.server_name());
+  const std::string t =
+      Transcript(static_cast<uint8_t>(role), static_cast<uint8_t>(me.cipher), cn, ch.server_nonce(),
+                 name, ch.server_name(), me.heartbeat_ms, me.missed_heartbeats);
   if (!SameMac(Mac(key, kServerLabel, t), ch.server_mac())) {
     // Tell the server why we hang up, so its log says it too.
     (void)link.Send(LinkType::kRefused,
@@ -914,12 +920,34 @@ Status AuthenticateServer(PeerLink& link, const ClusterKey& key, PeerRole* role,
     (void)link.Send(LinkType::kRefused, EncodeRefused(why), LeftMs(deadline));
     return Status::InvalidArgument("peer " + link.peer() + " (" + role_name + "): " + why);
   }
+  // Both ends must agree on when the other is dead: a primary that allows
+  // the backup more silence than the backup allows it would be declared
+  // dead while it still thinks itself protected (and the reverse).
+  const bool replicates = r == static_cast<uint32_t>(PeerRole::kRecorder) ||
+                          r == static_cast<uint32_t>(PeerRole::kProbe);
+  if (replicates && me.heartbeat_ms != 0 && hello.heartbeat_ms() != 0 &&
+      (hello.heartbeat_ms() != me.heartbeat_ms ||
+       hello.missed_heartbeats() != me.missed_heartbeats)) {
+    auto describe = [](uint32_t ms, uint32_t missed) {
+      if (ms == 0) return std::string("states no heartbeat settings");
+      return "uses --heartbeat-ms " + std::to_string(ms) + " --missed-heartbeats " +
+             std::to_string(missed) + " (a " + std::to_string(ms * missed) + " ms budget)";
+    };
+    const std::string why = "heartbeat settings differ: this backup (" + name + ") " +
+                            describe(me.heartbeat_ms, me.missed_heartbeats) +
+                            ", the primary (understudy run on " + hello.client_name() + ") " +
+                            describe(hello.heartbeat_ms(), hello.missed_heartbeats()) +
+                            "; give both the same heartbeat-ms and missed-heartbeats";
+    (void)link.Send(LinkType::kRefused, EncodeRefused(why), LeftMs(deadline));
+    return Status::InvalidArgument("peer " + link.peer() + ": " + why);
+  }
   std::string sn(kNonceBytes, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(sn.data()), kNonceBytes) != 1) {
     return Status::IOError("RAND_bytes failed");
   }
-  const std::string t = Transcript(static_cast<uint8_t>(r), static_cast<uint8_t>(me.cipher),
-                                   hello.client_nonce(), sn, hello.client_name(), name);
+  const std::string t =
+      Transcript(static_cast<uint8_t>(r), static_cast<uint8_t>(me.cipher), hello.client_nonce(), sn,
+                 hello.client_name(), name, hello.heartbeat_ms(), hello.missed_heartbeats());
   pb::AuthChallenge ch;
   ch.set_server_nonce(sn);
   ch.set_server_name(name);

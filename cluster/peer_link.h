@@ -65,7 +65,7 @@ namespace understudy::cluster {
 inline constexpr size_t kClusterKeyBytes = 32;
 // 2: every handshake field under the MACs, sealed messages, protobuf
 // payloads (link.proto).  1 (plain, hand-encoded) is refused.
-inline constexpr uint32_t kLinkVersion = 2;
+inline constexpr uint32_t kLinkVersion = 3;  // 3: heartbeat settings in the hello
 inline constexpr size_t kLinkHeaderSize = 5;
 inline constexpr uint32_t kMaxLinkPayload = (64u << 20) + 4096;
 // Before the handshake is done a peer is unauthenticated: it gets no more
@@ -249,6 +249,11 @@ Status SplitHostPort(const std::string& host_port, std::string* host, std::strin
 struct LinkIdentity {
   std::string node_name;
   LinkCipher cipher = LinkCipher::kAes256Gcm;
+  // Failure detection of this end; 0 = not stated (admin clients, tools).
+  // A server that states them refuses a recorder or probe that states
+  // others (AuthHello.heartbeat_ms); one that states none is not checked.
+  uint32_t heartbeat_ms = 0;
+  uint32_t missed_heartbeats = 0;
 };
 
 // The handshake above; the whole of it must finish within `timeout`.

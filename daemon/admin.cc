@@ -63,6 +63,9 @@ pb::StatusReply AdminService::BuildStatus() const {
   st.set_service_address(service_);
   st.set_uptime_ms(static_cast<uint64_t>(Ms(now - context_.started)));
   st.set_last_failover(failover_.last_failover());
+  // A daemon takes over at most once in its life (it is primary after), so
+  // the count since start is 0 or 1.
+  st.set_failovers(failover_.last_failover().empty() ? 0 : 1);
   st.set_takeover_check(failover_.check().Describe());
   st.set_restored(restored_);
   st.set_notify(context_.notify);
@@ -128,6 +131,7 @@ pb::StatusReply AdminService::BuildStatus() const {
   si->set_state(ShadowStateName(sh.state));
   si->set_restarts(sh.restarts);
   si->set_last_divergence(sh.last_divergence);
+  si->set_divergences(sh.divergences);
   si->set_pid(sh.pid);
   si->set_events_fed(sh.events_fed);
   si->set_events_done(sh.events_done);

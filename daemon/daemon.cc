@@ -467,7 +467,9 @@ void Daemon::ServeConnection(std::unique_ptr<PeerLink> link, bool unix_admin) {
   } else {
     cluster::PeerRole role;
     Status s = cluster::AuthenticateServer(*link, options_.key, &role, options_.handshake_timeout,
-                                           {node_, options_.link_cipher});
+                                           {node_, options_.link_cipher,
+                                            static_cast<uint32_t>(options_.heartbeat.count()),
+                                            static_cast<uint32_t>(options_.missed_heartbeats)});
     {
       std::lock_guard<std::mutex> lock(links_mu_);
       --handshaking_;

@@ -5,10 +5,18 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <memory>
 #include <string>
 
+#include "cli/config_file.h"
+#include "cli/exit_codes.h"
+#include "cli/front_end.h"
+#include "daemon/admin.pb.h"
 #include "daemon/daemon.h"
 #include "daemon/notify.h"
+#include "daemon/status_metrics.h"
+#include "metrics/http_endpoint.h"
+#include "metrics/prometheus_text.h"
 
 int main(int argc, char** argv) {
   using understudy::Status;
@@ -16,8 +24,10 @@ int main(int argc, char** argv) {
   CLI::App app{
       "understudyd - the understudy node agent: receives a primary's journal, keeps a replica "
       "and a live shadow of its program, detects the primary's failure and takes over.\n"
-      "Exit status: 0 after SIGTERM/SIGINT; 1 on a configuration or startup error."};
-  app.set_version_flag("--version", "understudyd 0.1.0");
+      "Exit status: 0 after SIGTERM/SIGINT; 1 on a configuration or startup error; 64 wrong "
+      "command line (docs/cli.md).",
+      "understudyd"};
+  app.set_version_flag("--version", std::string("understudyd ") + understudy::cli::kVersion);
   d::DaemonOptions o;
   std::string key_path;
   std::string fsync = "page-cache";
@@ -32,9 +42,10 @@ int main(int argc, char** argv) {
                  "/var/lib/understudy");
   app.add_option("--key", key_path, "Cluster key file made by 'understudy keygen' (mode 0600)")
       ->required();
-  app.add_option("--admin-socket", o.admin_socket,
-                 "Unix socket for 'understudy status/failover' (0600; root or the daemon's uid); "
-                 "default /run/understudy/admin.sock; '' = none");
+  app.add_option("--admin", o.admin_socket,
+                 "Unix socket for 'understudy status/failover --admin' (0600; root or the "
+                 "daemon's uid); default /run/understudy/admin.sock; '' = none");
+  app.add_option("--admin-socket", o.admin_socket, "")->group("");  // the old spelling
   app.add_option("--service-address", o.service_address,
                  "ADDR/PREFIX clients use (e.g. 10.0.0.100/24): added to --service-dev at "
                  "go-live, listeners bound to it, gratuitous ARP sent");
@@ -42,8 +53,8 @@ int main(int argc, char** argv) {
   app.add_option("--fsync", fsync,
                  "When a replicated frame counts as durable (is acked): page-cache (default: "
                  "written to this node's page cache, survives the loss of the primary node) or "
-                 "batch (fdatasync'd: also survives the loss of this node)")
-      ->check(CLI::IsMember({"page-cache", "batch"}));
+                 "batch (fdatasync'd: also survives the loss of this node); 'none' is page-cache")
+      ->check(CLI::IsMember({"page-cache", "batch", "none"}));
   app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval both ways (default 100)")
       ->check(CLI::Range(5, 60000));
   app.add_option("--missed-heartbeats", o.missed_heartbeats,
@@ -59,7 +70,8 @@ int main(int argc, char** argv) {
                  "catches up when idle; it is set back to 0 when the shadow goes live")
       ->check(CLI::Range(0, 19));
   app.add_option("--restart-limit", o.restart_limit,
-                 "Shadow restarts allowed per --restart-window before giving up (default 3)");
+                 "Shadow restarts allowed per --restart-window-s before giving up (default 3)")
+      ->check(CLI::Range(0, 1000));
   // Hidden: the benchmark's baseline (bench/failover_bench.py
   // --compare-link-cipher), refused without UNDERSTUDY_BENCH=1.
   std::string link_cipher = "aes-256-gcm";
@@ -91,14 +103,24 @@ int main(int argc, char** argv) {
                "default), so the journal covers the service from its start; this flag leaves "
                "it in pass-through.  While understudyd is stopped the service passes through "
                "unrecorded");
+  std::string config_path;
+  app.add_option("--config", config_path,
+                 "Read options from FILE first (name = value, names as the long options; "
+                 "docs/config.md); options on the command line override it.  The systemd unit "
+                 "passes /etc/understudy/understudyd.conf");
+  std::string metrics_address;
+  app.add_option("--metrics", metrics_address,
+                 "Serve Prometheus metrics on HOST:PORT (GET /metrics; e.g. 127.0.0.1:9477); "
+                 "docs/metrics.md lists the series.  Default: none");
   int window_s = 60;
   app.add_option("--restart-window-s", window_s, "Window of --restart-limit in seconds (default 60)")
       ->check(CLI::Range(1, 86400));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+  if (std::string err = understudy::cli::ApplyConfigFromCommandLine(app, argc, argv);
+      !err.empty()) {
+    std::fprintf(stderr, "understudyd: %s\n", err.c_str());
+    return understudy::cli::kExitUsage;
   }
+  if (int rc = understudy::cli::ParseCommandLine(app, argc, argv); rc >= 0) return rc;
   o.fsync_batch = fsync == "batch";
   o.heartbeat = std::chrono::milliseconds(heartbeat_ms);
   o.restart_window = std::chrono::seconds(window_s);
@@ -134,6 +156,29 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "understudyd: %s\n", s.message().c_str());
     return 1;
   }
+  std::unique_ptr<understudy::metrics::MetricsEndpoint> metrics;
+  if (!metrics_address.empty()) {
+    const std::string journals = o.data_dir + "/journals";
+    s = understudy::metrics::MetricsEndpoint::Start(
+        metrics_address,
+        [&daemon, journals] {
+          d::pb::AdminRequest req;
+          req.mutable_status();
+          d::pb::AdminReply reply;
+          if (!reply.ParseFromString(daemon.HandleAdmin(req.SerializeAsString())) ||
+              !reply.has_status())
+            return std::string("# status unavailable\n");
+          return d::StatusMetrics(reply.status(), understudy::metrics::DiskBytes(journals));
+        },
+        &metrics);
+    if (!s.ok()) {
+      std::fprintf(stderr, "understudyd: --metrics: %s\n", s.message().c_str());
+      daemon.Shutdown();
+      return 1;
+    }
+    daemon.Log("metrics on http://" + metrics_address.substr(0, metrics_address.rfind(':')) + ":" +
+               std::to_string(metrics->port()) + "/metrics");
+  }
   for (;;) {
     int sig = 0;
     if (sigwait(&set, &sig) == 0 && sig != SIGHUP) {
@@ -143,6 +188,7 @@ int main(int argc, char** argv) {
       break;
     }
   }
+  metrics.reset();
   daemon.Shutdown();
   return 0;
 }

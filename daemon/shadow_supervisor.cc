@@ -88,6 +88,7 @@ ShadowSnapshot ShadowSupervisor::snapshot() const {
   s.reason = reason_;
   s.restarts = restarts_;
   s.last_divergence = last_divergence_;
+  s.divergences = divergences_;
   if (shadow_ != nullptr) {
     s.pid = shadow_->pid();
     s.events_fed = shadow_->events_fed();
@@ -258,7 +259,10 @@ void ShadowSupervisor::Failed(std::shared_ptr<Shadow> shadow, const std::string&
   std::string line;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (what == "DIVERGED") last_divergence_ = why;
+    if (what == "DIVERGED") {
+      last_divergence_ = why;
+      ++divergences_;
+    }
     if (shadow_ == shadow) shadow_.reset();
     if (bucket_.TryAdd(Clock::now())) {
       ++restarts_;

@@ -59,6 +59,7 @@ struct ShadowSnapshot {
   uint64_t events_done = 0;
   uint32_t restarts = 0;
   std::string last_divergence;
+  uint64_t divergences = 0;  // shadows that diverged since the daemon started
 };
 
 struct ShadowOptions {
@@ -130,6 +131,7 @@ class ShadowSupervisor {
   std::optional<journal::JournalId> journal_;  // the journal the shadow replays
   uint32_t restarts_ = 0;
   std::string last_divergence_;
+  uint64_t divergences_ = 0;
   LeakyBucket bucket_;
   int adopted_pid_ = 0;  // AdoptLive: the live service found after a restart
   uint64_t adopted_ticks_ = 0;

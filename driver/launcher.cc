@@ -642,10 +642,11 @@ void Program::Kill() {
 }
 
 Status FindPreloadLibrary(std::string* path) {
+  constexpr const char* kName = "libunderstudy_preload.so";
+  std::vector<std::string> candidates;
   const char* env = std::getenv("UNDERSTUDY_PRELOAD");
-  std::string candidate;
   if (env != nullptr && env[0] != '\0') {
-    candidate = Absolute(env);
+    candidates.push_back(Absolute(env));  // set: the only candidate
   } else {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -653,16 +654,29 @@ Status FindPreloadLibrary(std::string* path) {
     exe[n] = '\0';
     std::string dir(exe);
     dir.erase(dir.rfind('/'));
-    candidate = dir + "/../lib/libunderstudy_preload.so";
+    candidates.push_back(dir + "/../lib/" + kName);  // the build tree
+#ifdef UNDERSTUDY_PRELOAD_RELPATH
+    // An installed tree, wherever its prefix (or DESTDIR) put it.
+    candidates.push_back(dir + "/" + UNDERSTUDY_PRELOAD_RELPATH + "/" + kName);
+#endif
+#ifdef UNDERSTUDY_PRELOAD_INSTALL_DIR
+    // The configured prefix (a binary copied elsewhere).
+    candidates.push_back(std::string(UNDERSTUDY_PRELOAD_INSTALL_DIR) + "/" + kName);
+#endif
   }
-  char real[PATH_MAX];
-  if (realpath(candidate.c_str(), real) == nullptr || access(real, R_OK) != 0) {
-    return Status::NotFound("interposer library " + candidate +
-                            " not found; build it (cmake --build build --target "
-                            "understudy_preload) or set UNDERSTUDY_PRELOAD to its path");
+  std::string tried;
+  for (const std::string& candidate : candidates) {
+    char real[PATH_MAX];
+    if (realpath(candidate.c_str(), real) != nullptr && access(real, R_OK) == 0) {
+      *path = real;
+      return Status::Ok();
+    }
+    tried += (tried.empty() ? "" : ", ") + candidate;
   }
-  *path = real;
-  return Status::Ok();
+  return Status::NotFound("interposer library not found (tried " + tried +
+                          "); build it (cmake --build build --target understudy_preload), "
+                          "install it (cmake --install build), or set UNDERSTUDY_PRELOAD to its "
+                          "path");
 }
 
 Status ResolveExecutable(const std::string& name, std::string* path) {

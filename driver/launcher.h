@@ -125,9 +125,12 @@ class Program {
   std::string launch_error_;
 };
 
-// Absolute path of the interposer: $UNDERSTUDY_PRELOAD, or
-// <dir of /proc/self/exe>/../lib/libunderstudy_preload.so.  NotFound (with
-// what to do) if the file does not exist.
+// Absolute path of the interposer: $UNDERSTUDY_PRELOAD if set (and only
+// it), else the first that exists of <dir of /proc/self/exe>/../lib/ (the
+// build tree), <dir of /proc/self/exe>/<bin -> LIBDIR/understudy> (an
+// installed tree under any prefix or DESTDIR) and the configured
+// LIBDIR/understudy/, each + libunderstudy_preload.so.  NotFound (naming
+// every path tried and what to do) if none does.
 Status FindPreloadLibrary(std::string* path);
 
 // Resolves `name` like execvp does (PATH search unless it contains '/') to

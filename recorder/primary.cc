@@ -216,7 +216,9 @@ Status Primary::Run(Result* result) {
   }
 
   // Before the program starts: is the backup there, and does it hold our key?
-  s = ProbeBackup(o.backup, ro.key, std::chrono::milliseconds(2000), {ro.node_name, ro.cipher});
+  s = ProbeBackup(o.backup, ro.key, std::chrono::milliseconds(2000),
+                  {ro.node_name, ro.cipher, static_cast<uint32_t>(ro.heartbeat.count()),
+                   static_cast<uint32_t>(ro.missed_heartbeats)});
   if (!s.ok() && s.IsInvalidArgument()) {
     return Status::InvalidArgument("backup " + o.backup + ": " + s.message());
   }
@@ -254,6 +256,14 @@ Status Primary::Run(Result* result) {
   }
 
   ReplicationClient client(ro);
+  // Tells the metrics endpoint about the client, and that it is gone.
+  struct Announce {
+    const std::function<void(const ReplicationClient*)>& f;
+    ~Announce() {
+      if (f) f(nullptr);
+    }
+  } announce{o.on_replication};
+  if (o.on_replication) o.on_replication(&client);
   opts.hooks.extra_flags = abi::kFlagOutputGate;
   opts.hooks.on_start = [&client](abi::ControlBlock* cb, const journal::JournalId& id,
                                   const std::string& spec) { client.Start(cb, id, spec); };

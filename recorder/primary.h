@@ -57,6 +57,9 @@ class Primary {
     std::vector<std::string> command;  // program and its arguments
     // Progress and warning lines, already phrased for the user (no prefix).
     std::function<void(const std::string&)> log;
+    // Called with the replication client once it exists and with nullptr
+    // before it is destroyed (the metrics endpoint reads its stats()).
+    std::function<void(const ReplicationClient*)> on_replication;
   };
 
   enum class Outcome { kExited, kPlanned, kFenced };

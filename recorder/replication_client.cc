@@ -163,6 +163,14 @@ ReplicationStats ReplicationClient::stats() const {
   st.reconnects = reconnects_;
   st.gate_opened = gate_opened_;
   if (last_seq_ > acked_ || !connected_) st.stall_reason = stall_reason_;
+  st.commit_buckets.assign(commit_buckets_.begin(), commit_buckets_.end());
+  st.commit_overflow = commit_overflow_;
+  st.commit_sum_us = commit_sum_us_;
+  if (!pending_.empty()) {
+    st.oldest_unacked_us = static_cast<uint64_t>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - pending_.front().at)
+               .count()));
+  }
   return st;
 }
 
@@ -232,6 +240,14 @@ void ReplicationClient::HandleAck(uint64_t seq) {
             std::chrono::duration_cast<std::chrono::microseconds>(now - pending_.front().at).count();
         commit_us_[commit_n_++ % kCommitWindow] =
             static_cast<uint32_t>(std::clamp<int64_t>(us, 0, UINT32_MAX));
+        const uint64_t u = static_cast<uint64_t>(std::max<int64_t>(us, 0));
+        commit_sum_us_ += static_cast<double>(u);
+        size_t b = 0;
+        while (b < commit_buckets_.size() && u > kCommitBucketsUs[b]) ++b;
+        if (b < commit_buckets_.size())
+          ++commit_buckets_[b];
+        else
+          ++commit_overflow_;
         pending_.pop_front();
       }
       if (gate_opened_) {
@@ -343,9 +359,10 @@ void ReplicationClient::Run() {
     if (!s.ok()) {
       stall = "backup unreachable: " + s.message();
     } else {
-      s = AuthenticateClient(*link, options_.key, PeerRole::kRecorder,
-                             std::chrono::milliseconds(2000),
-                             {options_.node_name, options_.cipher});
+      s = AuthenticateClient(
+          *link, options_.key, PeerRole::kRecorder, std::chrono::milliseconds(2000),
+          {options_.node_name, options_.cipher, static_cast<uint32_t>(options_.heartbeat.count()),
+           static_cast<uint32_t>(options_.missed_heartbeats)});
       if (!s.ok()) {
         // A server that does not prove the key, or a handshake that does
         // not verify, may be someone in between: an alarm.

@@ -97,7 +97,18 @@ struct ReplicationStats {
   // Why frames wait for acks now ("backup unreachable: ...", "backup cannot
   // persist: ...", "link refused: ..."); empty when they do not.
   std::string stall_reason;
+  // Every commit round trip since start (frame handed to the link -> its
+  // ack), as a histogram: commit_buckets[i] counts those <= kCommitBucketsUs[i]
+  // (not cumulative), commit_overflow those above the last bound.
+  std::vector<uint64_t> commit_buckets;
+  uint64_t commit_overflow = 0;
+  double commit_sum_us = 0;
+  uint64_t oldest_unacked_us = 0;  // age of the oldest frame not acked (0 = none)
 };
+
+// Upper bounds of ReplicationStats::commit_buckets, microseconds.
+inline constexpr uint64_t kCommitBucketsUs[] = {50,    100,   250,   500,    1000,   2500,   5000,
+                                                10000, 25000, 50000, 100000, 250000, 1000000};
 
 // Connects, authenticates as a probe and hangs up: tells `understudy run`
 // before it starts the program whether the backup is there and holds the key.
@@ -199,6 +210,9 @@ class ReplicationClient {
   static constexpr size_t kCommitWindow = 1024;
   std::array<uint32_t, kCommitWindow> commit_us_{};
   uint64_t commit_n_ = 0;
+  std::array<uint64_t, std::size(kCommitBucketsUs)> commit_buckets_{};
+  uint64_t commit_overflow_ = 0;
+  double commit_sum_us_ = 0;
   uint64_t last_seq_ = 0;   // highest seq enqueued
   uint64_t acked_ = 0;      // highest seq the backup acked
   uint64_t dropped_upto_ = 0;  // continue policy dropped unacked frames up to here

@@ -77,7 +77,7 @@ struct ReplayResult {
 
   int ExitCode() const {
     if (outcome == ReplayOutcome::kDiverged) return 2;
-    if (outcome == ReplayOutcome::kNotClean) return 3;
+    if (outcome == ReplayOutcome::kNotClean) return 4;  // cli::kExitNotClean
     return outcome == ReplayOutcome::kInterrupted ? 130 : 0;
   }
 };

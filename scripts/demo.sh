@@ -91,7 +91,8 @@ for _ in $(seq 100); do "$US" status --admin "$ADMIN" >/dev/null 2>&1 && break; 
 
 say "3. node A: redis-server under 'understudy run --mode active-active', service address $VIP"
 bg "$NS_A" "$WORK/run.log" "$US" run --backup "$NET.2:7700" --key "$WORK/cluster.key" \
-  --service-address "$VIP" --service-dev eth0 --mode active-active -- \
+  --service-address "$VIP" --service-dev eth0 --mode active-active \
+  --heartbeat-ms 100 --missed-heartbeats 3 -- \
   redis-server --port 6379 --bind 0.0.0.0 --protected-mode no --save '' --appendonly no \
   --dir "$WORK" --loglevel warning
 for _ in $(seq 150); do

@@ -27,7 +27,9 @@ CRIU_SUITE=${UNDERSTUDY_CRIU_SUITE:-testing}
 CRIU_MIN_VERSION=4.2
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
-# Debian 12 (bookworm) packages. libclang-rt-14-dev carries libFuzzer and the
+# Debian 12 (bookworm) packages. help2man writes the man pages at build
+# time (packaging/man.cmake); prometheus is the real server the metrics test
+# scrapes with. libclang-rt-14-dev carries libFuzzer and the
 # sanitizer runtimes for clang 14 (-fsanitize=fuzzer,address).
 APT_PACKAGES=(
   build-essential g++ cmake ninja-build pkg-config git
@@ -41,6 +43,7 @@ APT_PACKAGES=(
   iproute2 nftables procps util-linux iputils-arping
   clang-format clang-tidy libclang-rt-14-dev
   ca-certificates
+  help2man prometheus
 )
 
 log() { printf 'understudy: %s\n' "$*"; }

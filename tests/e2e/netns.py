@@ -442,7 +442,9 @@ class Cluster:
     def run_argv(self, app_argv, key=None):
         return [harness.UNDERSTUDY, "run", "--backup", "%s:%d" % (self.b.ip, PEER_PORT),
                 "--key", key or self.key, "--service-address", self.net.vip,
-                "--service-dev", NODE_DEV, "--mode", "active-active", "--"] + \
+                "--service-dev", NODE_DEV, "--mode", "active-active",
+                # the same failure detection as the daemon (checked at the handshake)
+                "--heartbeat-ms", self.heartbeat_ms, "--missed-heartbeats", self.missed, "--"] + \
                [str(x) for x in app_argv]
 
     def start_primary(self, app_argv, timeout=30, port=REDIS_PORT):

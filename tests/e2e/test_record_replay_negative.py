@@ -9,7 +9,7 @@
      naming it and a non-zero exit.
  (d) A recording made with the raw-syscall trap off (--unsafe-no-trap) says so
      in its journal, and its replay, though it finds no divergence, is not
-     called clean (exit 3, outcome not_clean).
+     called clean (exit 4, outcome not_clean).
  (c) The same call in a forked worker of a master that respawns it: the
      refusal stops the whole program (the master too) with one message
      naming the call and the process, and the recording says so.
@@ -90,7 +90,7 @@ def unseen_is_not_clean():
         expect(unseen, "the journal does not say the trap was off", rec)
         rep = t.replay(show_output=False, json_summary=True)
         summary = json.loads(rep.out.strip().splitlines()[-1])
-        expect(rep.rc == 3 and summary["outcome"] == "not_clean",
+        expect(rep.rc == 4 and summary["outcome"] == "not_clean",
                "replay of a recording that missed calls exit %s outcome %s (expected 3, not_clean)"
                % (rep.rc, summary["outcome"]), rep)
         expect(b"NOT clean" in rep.stderr and b"trap was off" in rep.stderr,
