@@ -1,0 +1,191 @@
+# understudy's gdb extension, loaded by `understudy replay --gdb`.
+#
+# It talks to the replayer that started gdb over a unix socket (path in
+# UNDERSTUDY_GDB_SOCKET, one request line, one reply line):
+#   status          -> "events_done E until U state S events M"
+#   restart N       -> "ok": the replay is reset to its start, to stop before
+#                      event N (0 = run to the end); the next `run` replays it
+#   outcome WORDS   -> "ok": how the program ended under gdb, for the
+#                      replayer's final report
+#
+# What it adds to gdb:
+#   * `run` restarts the replay (a hook-run resets the replay first);
+#   * at a stop inside understudy's interposer the first frame of the user's
+#     program is selected and a line names it and the event;
+#   * `goto-event N`: restart the replay and stop before event N, earlier or
+#     later than the current one.
+import os
+import socket
+
+import gdb
+
+_SOCKET = os.environ.get("UNDERSTUDY_GDB_SOCKET", "")
+_INTERPOSER = os.path.basename(os.environ.get("UNDERSTUDY_GDB_INTERPOSER",
+                                              "libunderstudy_preload.so"))
+_state = {
+    "until": int(os.environ.get("UNDERSTUDY_GDB_UNTIL", "0") or 0),
+    "pending": None,      # goto-event target for the next run
+    "runs": 0,            # runs started; the first is the replayer's own
+}
+
+# These are for gdb and this script, never for the program.
+for _name in ("UNDERSTUDY_GDB_SOCKET", "UNDERSTUDY_GDB_INTERPOSER", "UNDERSTUDY_GDB_UNTIL"):
+    gdb.execute("unset environment " + _name, to_string=True)
+
+
+def _ask(line):
+    if not _SOCKET:
+        raise gdb.GdbError("understudy: not started by `understudy replay --gdb`")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    try:
+        s.connect(_SOCKET)
+        s.sendall((line + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        raise gdb.GdbError("understudy: the replayer at %s did not answer (%s)" % (_SOCKET, e))
+    finally:
+        s.close()
+    return data.decode(errors="replace").strip()
+
+
+def _status():
+    words = _ask("status").split()
+    return dict(zip(words[0::2], words[1::2]))
+
+
+def _before_run():
+    """hook-run: every run after the first restarts the replay."""
+    _state["runs"] += 1
+    target = _state["pending"] if _state["pending"] is not None else _state["until"]
+    _state["pending"] = None
+    if _state["runs"] == 1:
+        return
+    if gdb.selected_inferior().pid != 0:
+        gdb.execute("kill", to_string=True)
+    reply = _ask("restart %d" % target)
+    if not reply.startswith("ok"):
+        raise gdb.GdbError("understudy: the replay could not restart: " + reply)
+    where = "to stop before event %d" % target if target else "to the end of the recording"
+    print("understudy: restarting the replay from its start, %s" % where)
+
+
+def _in_interposer(frame):
+    name = gdb.solib_name(frame.pc())
+    return name is not None and os.path.basename(name) == _INTERPOSER
+
+
+def _user_frame():
+    """The first frame of the program itself (not a shared library), else the
+    first frame outside the interposer; with its level."""
+    frame = gdb.newest_frame()
+    level = 0
+    outside = None
+    while frame is not None:
+        if frame.type() == gdb.NORMAL_FRAME and not _in_interposer(frame):
+            if outside is None:
+                outside = (frame, level)
+            if gdb.solib_name(frame.pc()) is None:
+                return frame, level
+        frame = frame.older()
+        level += 1
+    return outside if outside is not None else (None, 0)
+
+
+def _describe(frame):
+    sal = frame.find_sal()
+    name = frame.name() or "??"
+    if sal.symtab is not None:
+        return "%s at %s:%d" % (name, sal.symtab.filename, sal.line)
+    return "%s (pc %#x)" % (name, frame.pc())
+
+
+def _on_stop(event):
+    if not isinstance(event, gdb.SignalEvent):
+        return
+    sig = event.stop_signal
+    if sig != "SIGTRAP":
+        try:
+            _ask("outcome signal %s" % sig)
+        except gdb.GdbError:
+            pass
+        return
+    try:
+        if not _in_interposer(gdb.newest_frame()):
+            return
+        st = _status()
+    except (gdb.error, gdb.GdbError):
+        return
+    frame, level = _user_frame()
+    done = int(st.get("events_done", "0"))
+    state = st.get("state", "")
+    if state == "until":
+        what = "stopped before event %d (%d events replayed)" % (done + 1, done)
+    elif state == "diverged":
+        what = "stopped at the divergence, event %d" % (done + 1)
+    else:
+        what = "stopped after event %d" % done
+    if frame is None:
+        print("understudy: %s, inside the interposer" % what)
+        return
+    frame.select()
+    _state["select_level"] = level
+    print("understudy: %s, in %s -- frame #%d; frames #0-#%d are understudy's "
+          "interposer (%s)" % (what, _describe(frame), level, max(level - 1, 0), _INTERPOSER))
+
+
+def _before_prompt():
+    level = _state.pop("select_level", None)
+    if level is None:
+        return
+    try:
+        frame = gdb.newest_frame()
+        for _ in range(level):
+            frame = frame.older()
+        if frame is not None:
+            frame.select()
+    except gdb.error:
+        pass
+
+
+def _on_exited(event):
+    if hasattr(event, "exit_code"):
+        try:
+            _ask("outcome exit %d" % event.exit_code)
+        except gdb.GdbError:
+            pass
+
+
+class GotoEvent(gdb.Command):
+    """goto-event N: replay the recording again from its start and stop
+before event N (events are numbered from 1, as in `understudy replay
+--until N`).  N may be earlier or later than the current event: this is
+how to go back in a replay."""
+
+    def __init__(self):
+        super().__init__("goto-event", gdb.COMMAND_RUNNING)
+
+    def invoke(self, arg, from_tty):
+        args = gdb.string_to_argv(arg)
+        if len(args) != 1 or not args[0].isdigit() or int(args[0]) < 1:
+            raise gdb.GdbError("usage: goto-event N (an event number, 1 or more)")
+        n = int(args[0])
+        events = int(_status().get("events", "0"))
+        if n > events + 1:
+            raise gdb.GdbError("goto-event %d: the recording has only %d events; "
+                               "give 1..%d" % (n, events, events + 1))
+        _state["pending"] = n
+        _state["runs"] = max(_state["runs"], 1)
+        gdb.execute("run", from_tty)
+
+
+GotoEvent()
+gdb.events.stop.connect(_on_stop)
+gdb.events.exited.connect(_on_exited)
+gdb.events.before_prompt.connect(_before_prompt)
+gdb.execute("define hook-run\npython _before_run()\nend")
