@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -186,26 +185,6 @@ std::string DescribeCode(int code) {
   if (code >= 128 && code < 128 + 65) return "died of " + driver::SignalName(code - 128);
   return "exited with status " + std::to_string(code);
 }
-
-// gdb owns the terminal while it runs (it gives it to its inferior and
-// takes it back itself): put it in its own process group, in the
-// foreground, and take the terminal back when it ends.
-class TerminalHandover {
- public:
-  void Give(pid_t pid) {
-    if (!isatty(STDIN_FILENO) || tcgetpgrp(STDIN_FILENO) != getpgrp()) return;
-    setpgid(pid, pid);  // also done by nobody else: gdb is the launcher child here
-    signal(SIGTTOU, SIG_IGN);
-    if (tcsetpgrp(STDIN_FILENO, pid) == 0) given_ = true;
-  }
-  ~TerminalHandover() {
-    if (given_) tcsetpgrp(STDIN_FILENO, getpgrp());
-  }
-
- private:
-  bool given_ = false;
-};
-
 
 Status ScanJournal(const std::string& dir, JournalScan* scan) {
   journal::ReaderOptions ropts;
@@ -461,6 +440,10 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     launch.path = binary;
     launch.env = env;
   } else {
+    // Interactive gdb owns the terminal: its own process group, in the
+    // foreground (inside a PID namespace the driver's group is invisible to
+    // gdb, which then could not take the terminal back from its inferior).
+    launch.foreground = options.gdb_commands.empty();
     s = driver::ResolveExecutable("gdb", &launch.path);
     if (!s.ok()) return Status::NotFound("replay --gdb: " + s.message());
     std::vector<std::string> gdb_argv = {"gdb",
@@ -650,6 +633,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     nanosleep(&ts, nullptr);
   }
   if (options.progress && !options.gdb) std::fputs("\r\033[K", stderr);
+  if (launch.foreground) driver::ReclaimTerminal();
   stop_feeding.store(true, std::memory_order_release);
   feeder.join();
   result->handoff_timeouts = __atomic_load_n(&cb->token_timeouts, __ATOMIC_ACQUIRE);
