@@ -106,9 +106,11 @@ def _describe(frame):
 
 
 def _on_stop(event):
-    if not isinstance(event, gdb.SignalEvent):
+    # gdb reports the interposer's SIGTRAP as a plain StopEvent (a trap),
+    # other signals as SignalEvents; breakpoints are BreakpointEvents.
+    if isinstance(event, gdb.BreakpointEvent):
         return
-    sig = event.stop_signal
+    sig = event.stop_signal if isinstance(event, gdb.SignalEvent) else "SIGTRAP"
     if sig != "SIGTRAP":
         try:
             _ask("outcome signal %s" % sig)
@@ -183,6 +185,56 @@ how to go back in a replay."""
         _state["runs"] = max(_state["runs"], 1)
         gdb.execute("run", from_tty)
 
+
+# The interposer's signal handlers return through its own restorer
+# (interposer/stub.S us_restorer: mov $15,%rax; syscall), which gdb does not
+# know as a signal trampoline, so a backtrace from inside the SIGSYS handler
+# (a libc-internal call trapped by syscall user dispatch) stopped there.
+# This unwinder reads the interrupted registers from the ucontext that the
+# kernel put on the stack (at the trampoline, rsp points at it).
+_SIGRETURN = b"\x48\xc7\xc0\x0f\x00\x00\x00\x0f\x05"
+_GREGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp",
+          "rbx", "rdx", "rax", "rcx", "rsp", "rip")
+_GREGS_OFFSET = 40  # ucontext_t: uc_flags, uc_link, uc_stack (24), then mcontext gregs
+
+
+class _FrameId:
+    def __init__(self, sp, pc):
+        self.sp = sp
+        self.pc = pc
+
+
+try:
+    from gdb.unwinder import Unwinder as _Unwinder, register_unwinder as _register_unwinder
+
+    class _RestorerUnwinder(_Unwinder):
+        def __init__(self):
+            super().__init__("understudy-restorer")
+
+        def __call__(self, pending_frame):
+            try:
+                pc = pending_frame.read_register("rip")
+                name = gdb.solib_name(int(pc))
+                if name is None or os.path.basename(name) != _INTERPOSER:
+                    return None
+                inf = gdb.selected_inferior()
+                if bytes(inf.read_memory(int(pc), len(_SIGRETURN))) != _SIGRETURN:
+                    return None
+                sp = pending_frame.read_register("rsp")
+                raw = bytes(inf.read_memory(int(sp) + _GREGS_OFFSET, 8 * len(_GREGS)))
+            except (gdb.error, gdb.MemoryError, ValueError):
+                return None
+            info = pending_frame.create_unwind_info(_FrameId(sp, pc))
+            u64 = gdb.lookup_type("unsigned long")
+            for i, reg in enumerate(_GREGS):
+                v = int.from_bytes(raw[8 * i:8 * i + 8], "little")
+                t = pending_frame.read_register(reg).type
+                info.add_saved_register(reg, gdb.Value(v).cast(u64).cast(t))
+            return info
+
+    _register_unwinder(None, _RestorerUnwinder(), replace=True)
+except ImportError:  # a gdb without Python unwinders: backtraces stop at the handler
+    pass
 
 GotoEvent()
 gdb.events.stop.connect(_on_stop)

@@ -113,61 +113,95 @@ def program_events(t):
     return sum(1 for e in t.show() if e.get("tid", 0) != 0)
 
 
+def stop_at(p, cmd, timeout=120):
+    """Sends `cmd` (None: nothing) and returns (event number, stop line) of
+    the extension's line for the next stop, after gdb's prompt is back."""
+    start = len(p.out)
+    if cmd is not None:
+        os.write(p.fd, cmd.encode() + b"\n")
+    m = p.read_until(rb"understudy: stopped before event (\d+)[^\r\n]*", timeout, since=start)
+    p.read_until(re.escape(PROMPT), 60, since=m.end())
+    line = m.group(0).decode(errors="replace")
+    log("%s -> %s" % (cmd or "start", line))
+    return int(m.group(1)), line
+
+
+def quit_gdb(p):
+    """quit (answering gdb's question if it asks); returns the replay's report
+    line and its exit code."""
+    os.write(p.fd, b"quit\n")
+    m = p.read_until(rb"(\(y or n\) )|(understudy replay: gdb exited[^\r\n]*)", 60)
+    if m.group(1):
+        os.write(p.fd, b"y\n")
+        m = p.read_until(rb"understudy replay: gdb exited[^\r\n]*", 60)
+    report = m.group(0).decode(errors="replace")
+    log("report: " + report)
+    st = p.reap(60)
+    expect(st is not None, "the replay did not end after gdb quit")
+    return report, os.waitstatus_to_exitcode(st)
+
+
+def job_stopped(p):
+    """Processes of the replay in a job-control stop (state T), gdb's
+    inferior (ptrace stop, state t) aside."""
+    rows = [l.split() for l in p.state().splitlines()[1:]]
+    return [r for r in rows if len(r) >= 5 and r[3].startswith("T")]
+
+
 def main():
     with Trace("replay_gdb_tty") as t:
+        # 1. goto-event back and forth on a single-threaded program whose
+        # calls are all made from main (uname .. getpid, then printf).
+        rec = t.record([program("identity_calls")])
+        expect(rec.rc == 0, "record identity_calls exit %s" % rec.rc, rec)
+        events = program_events(t)
+        log("identity_calls: %d program events" % events)
+        expect(events >= 8, "identity_calls made only %d events" % events)
+        until, back, forward = 4, 2, events - 1
+        p = Pty([UNDERSTUDY, "replay", t.dir, "--gdb", "--until", str(until)])
+        try:
+            n, line = stop_at(p, None)
+            expect(n == until, "stopped before event %d, not %d" % (n, until))
+            expect(" in main " in line, "the stop is not in the program's frame main: " + line)
+            # gdb has the terminal: its prompt answers (a job-control stop
+            # would leave the command unanswered) and nothing is stopped.
+            m, _ = p.command("frame", rb"#\d+ [^\n]*main[^\n]*", 60)
+            p.read_until(re.escape(PROMPT), 60, since=m.end())
+            expect(not job_stopped(p), "processes of the replay are stopped:\n" + p.state())
+            for target in (back, forward, back):
+                n, line = stop_at(p, "goto-event %d" % target)
+                expect(n == target, "goto-event %d stopped before event %d" % (target, n))
+                expect(" in main " in line, "goto-event %d: not in main: %s" % (target, line))
+            # gdb's own run restarts the replay, to the command line's --until.
+            n, line = stop_at(p, "run")
+            expect(n == until, "run stopped before event %d, not %d" % (n, until))
+            m, _ = p.command("goto-event %d" % (events + 5), rb"recording has only (\d+) events", 60)
+            expect(int(m.group(1)) == events, "goto-event past the end: %r" % m.group(0))
+            p.read_until(re.escape(PROMPT), 60, since=m.end())
+            report, rc = quit_gdb(p)
+            expect("had not ended" in report, "report: " + report)
+            expect(rc == 0, "replay exit %d after quitting a stopped program" % rc)
+        finally:
+            p.close()
+
+        # 2. A recording that died of SIGSEGV: stop in main, go past the
+        # last event into the crash, quit: the report and the exit status
+        # say SIGSEGV, as recorded.
         rec = t.record([program("crash_parse")], input=b"BAD!GET /index.html\r\n")
         expect(rec.rc == 128 + signal.SIGSEGV, "record exit %s (expected SIGSEGV)" % rec.rc, rec)
         events = program_events(t)
-        log("journal: %d program events" % events)
-        expect(events >= 3, "crash_parse made only %d events" % events)
-        # Stop before the 2nd read of stdin in main (events: the 1st read
-        # returns the request, the 2nd the end of input).
-        p = Pty([UNDERSTUDY, "replay", t.dir, "--gdb", "--until", "2"])
+        p = Pty([UNDERSTUDY, "replay", t.dir, "--gdb", "--until", str(events)])
         try:
-            m = p.read_until(rb"understudy: stopped before event (\d+)[^\n]*", 120)
-            line = m.group(0).decode(errors="replace")
-            log("stop line: " + line)
-            expect(m.group(1) == b"2", "stopped before event %s, not 2" % m.group(1).decode())
-            expect(" in main " in line, "the stop is not in the program's frame main: " + line)
-            p.read_until(re.escape(PROMPT), 60, since=m.end())
-            # gdb has the terminal: its prompt answers (a job-control stop
-            # would leave this unanswered), and `frame` is the user's.
-            m, _ = p.command("frame", rb"#\d+ [^\n]*\n[\s\S]*?\(gdb\) ", 60)
-            expect(b"main" in m.group(0), "frame is not main: %r" % m.group(0))
-            expect("T" not in "".join(l.split()[3] for l in p.state().splitlines()[1:]
-                                      if len(l.split()) > 3 and l.split()[4] != "crash_parse"),
-                   "a process of the replay is stopped:\n" + p.state())
-            # goto-event backwards and forwards.
-            for target in (1, 3):
-                m, _ = p.command("goto-event %d" % target,
-                                 rb"understudy: stopped before event (\d+)[^\n]*", 120)
-                log("goto-event %d: %s" % (target, m.group(0).decode(errors="replace")))
-                expect(int(m.group(1)) == target,
-                       "goto-event %d stopped before event %s" % (target, m.group(1).decode()))
-                p.read_until(re.escape(PROMPT), 60, since=m.end())
-            # gdb's own run restarts the replay (to the --until of the command line).
-            m, _ = p.command("run", rb"understudy: stopped before event (\d+)[^\n]*", 120)
-            expect(m.group(1) == b"2", "run stopped before event %s, not 2" % m.group(1).decode())
-            p.read_until(re.escape(PROMPT), 60, since=m.end())
-            # Past the last event: the program runs on into its crash.
-            m, start = p.command("goto-event %d" % (events + 1),
-                                 rb"SIGSEGV|understudy: stopped[^\n]*", 120)
-            if b"SIGSEGV" not in m.group(0):
-                fail("goto-event %d did not run into the SIGSEGV:\n%s" %
-                     (events + 1, p.out[start:].decode(errors="replace")))
+            n, line = stop_at(p, None)
+            expect(n == events and " in main " in line, "crash_parse stop: " + line)
+            start = len(p.out)
+            os.write(p.fd, b"goto-event %d\n" % (events + 1))
+            m = p.read_until(rb"SIGSEGV", 120, since=start)
             m = p.read_until(rb"parse_request", 30, since=start)
             p.read_until(re.escape(PROMPT), 60, since=m.end())
-            os.write(p.fd, b"quit\n")
-            m = p.read_until(rb"(Quit anyway\? \(y or n\) )|(understudy replay: gdb exited[^\n]*)", 60)
-            if m.group(1):
-                os.write(p.fd, b"y\n")
-                m = p.read_until(rb"understudy replay: gdb exited[^\n]*", 60)
-            report = m.group(0).decode(errors="replace")
-            log("report: " + report)
-            st = p.reap(60)
-            expect(st is not None, "the replay did not end after gdb quit")
-            rc = os.waitstatus_to_exitcode(st)
-            expect("died of SIGSEGV" in report, "the report does not say SIGSEGV: " + report)
+            report, rc = quit_gdb(p)
+            expect("under gdb the program died of SIGSEGV" in report and
+                   "recorded run died of SIGSEGV" in report, "report: " + report)
             expect(rc == 128 + signal.SIGSEGV, "replay exit %d, expected %d (SIGSEGV as recorded)"
                    % (rc, 128 + signal.SIGSEGV))
         finally:
