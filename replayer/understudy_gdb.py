@@ -137,8 +137,9 @@ def _on_stop(event):
         return
     frame.select()
     _state["select_level"] = level
-    print("understudy: %s, in %s -- frame #%d; frames #0-#%d are understudy's "
-          "interposer (%s)" % (what, _describe(frame), level, max(level - 1, 0), _INTERPOSER))
+    print("understudy: %s, in %s -- frame #%d selected, the innermost of the program "
+          "itself (#0-#%d: understudy's interposer %s and the libraries it was called from)"
+          % (what, _describe(frame), level, max(level - 1, 0), _INTERPOSER))
 
 
 def _before_prompt():
