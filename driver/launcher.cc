@@ -8,8 +8,6 @@
 #include <sys/personality.h>
 #include <sys/resource.h>
 #include <sys/prctl.h>
-#include <sys/ioctl.h>
-#include <termios.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -79,7 +77,6 @@ struct ChildArgs {
   int control_fd;
   int report_fd;
   int nice;
-  bool foreground;  // setpgid(0,0) + tcsetpgrp(0) before exec
 };
 
 void Report(int fd, int32_t kind, int32_t step, int32_t err, int32_t value) {
@@ -143,18 +140,6 @@ int ExitCodeOf(int wait_status) {
       Report(a.report_fd, kMsgFailed, kStepControlFd, errno, 0);
       _exit(127);
     }
-  }
-  if (a.foreground) {
-    // Own group, foreground of the terminal (SIGTTOU blocked: the caller is
-    // not in the foreground group any more once it left the driver's).
-    setpgid(0, 0);
-    sigset_t ttou;
-    sigemptyset(&ttou);
-    sigaddset(&ttou, SIGTTOU);
-    sigprocmask(SIG_BLOCK, &ttou, nullptr);
-    pid_t self = getpgrp();
-    (void)ioctl(STDIN_FILENO, TIOCSPGRP, &self);
-    sigprocmask(SIG_UNBLOCK, &ttou, nullptr);
   }
   // Best effort: a standby shadow yields the CPU to the node's own work.
   if (a.nice != 0) (void)setpriority(PRIO_PROCESS, 0, a.nice);
@@ -253,16 +238,6 @@ bool StartsWith(const std::string& s, const char* prefix) {
 
 }  // namespace
 
-void ReclaimTerminal() {
-  if (!isatty(STDIN_FILENO)) return;
-  struct sigaction ign, old;
-  std::memset(&ign, 0, sizeof ign);
-  ign.sa_handler = SIG_IGN;
-  sigaction(SIGTTOU, &ign, &old);
-  tcsetpgrp(STDIN_FILENO, getpgrp());
-  sigaction(SIGTTOU, &old, nullptr);
-}
-
 bool CanUseNamespaces() {
   return geteuid() == 0;
 }
@@ -285,8 +260,7 @@ Status Program::Launch(const LaunchSpec& spec, std::unique_ptr<Program>* program
   std::vector<char*> envp = CStrings(spec.env);
   ChildArgs args{spec.path.c_str(), argv.data(),
                  envp.data(),       spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
-                 spec.control_fd,   pipefd[1], spec.nice,
-                 spec.foreground && isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp()};
+                 spec.control_fd,   pipefd[1], spec.nice};
   InstallForwarding();
   const pid_t driver = getpid();
   std::fflush(nullptr);

@@ -42,16 +42,7 @@ struct LaunchSpec {
   int control_fd = -1;            // memfd installed at abi::kControlFd
   bool pid_namespace = true;      // ignored (with a warning) without root
   int nice = 0;                   // scheduling niceness of the program (0 = inherit)
-  // The program gets a process group of its own, made the foreground one of
-  // the terminal on stdin if the driver's group holds it now (replay --gdb:
-  // gdb then owns the terminal, PID namespace or not).  The driver takes
-  // the terminal back with ReclaimTerminal() when the program has ended.
-  bool foreground = false;
 };
-
-// Makes the caller's process group the terminal's foreground group again
-// (after a LaunchSpec::foreground program); no-op without a terminal.
-void ReclaimTerminal();
 
 // How the program ended.
 struct ProgramExit {

@@ -440,10 +440,6 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     launch.path = binary;
     launch.env = env;
   } else {
-    // Interactive gdb owns the terminal: its own process group, in the
-    // foreground (inside a PID namespace the driver's group is invisible to
-    // gdb, which then could not take the terminal back from its inferior).
-    launch.foreground = options.gdb_commands.empty();
     s = driver::ResolveExecutable("gdb", &launch.path);
     if (!s.ok()) return Status::NotFound("replay --gdb: " + s.message());
     std::vector<std::string> gdb_argv = {"gdb",
@@ -633,7 +629,6 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     nanosleep(&ts, nullptr);
   }
   if (options.progress && !options.gdb) std::fputs("\r\033[K", stderr);
-  if (launch.foreground) driver::ReclaimTerminal();
   stop_feeding.store(true, std::memory_order_release);
   feeder.join();
   result->handoff_timeouts = __atomic_load_n(&cb->token_timeouts, __ATOMIC_ACQUIRE);
