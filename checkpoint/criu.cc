@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <optional>
 
 #include "checkpoint/criu_log.h"
@@ -73,6 +74,7 @@ struct SwrkCall {
   std::string stderr_path;    // CRIU's stdout/stderr ("" = /dev/null)
   std::vector<int> pass_fds;  // descriptors named in the request (images/work dir)
   int timeout_s = 120;
+  std::function<bool(const std::string&)> on_notify;  // CRIU's hook notifications
 };
 
 // Waits for `pid` until `deadline`, then kills it.  Returns the wait status
@@ -193,11 +195,12 @@ Status RunSwrk(const SwrkCall& call, const rpc::Req& req, rpc::Resp* resp) {
       return finish(Status::Corruption(call.what + ": cannot parse CRIU's answer"));
     }
     if (resp->type() != rpc::REQ_NOTIFY) break;
-    // A hook notification (only when notify scripts are asked for): ack it
-    // and keep reading for the answer.
+    // A hook notification (only when notify scripts are asked for): tell
+    // the caller, ack it and keep reading for the answer.
+    const bool hook_ok = !call.on_notify || call.on_notify(resp->notify().script());
     rpc::Req ack;
     ack.set_type(rpc::REQ_NOTIFY);
-    ack.set_notify_success(true);
+    ack.set_notify_success(hook_ok);
     std::string ack_wire;
     ack.SerializeToString(&ack_wire);
     if (send(ours.get(), ack_wire.data(), ack_wire.size(), MSG_NOSIGNAL) < 0) {
@@ -311,7 +314,7 @@ Status Criu::Version(CriuVersion* out) const {
   rpc::Req req;
   req.set_type(rpc::REQ_VERSION);
   rpc::Resp resp;
-  SwrkCall call{binary_, "criu version (" + binary_ + ")", "", {}, 30};
+  SwrkCall call{binary_, "criu version (" + binary_ + ")", "", {}, 30, {}};
   Status st = RunSwrk(call, req, &resp);
   if (!st.ok()) return st;
   if (!resp.success() || !resp.has_version()) {
@@ -337,7 +340,7 @@ Status Criu::Check() const {
   rpc::Req req;
   req.set_type(rpc::REQ_CHECK);
   rpc::Resp resp;
-  SwrkCall call{binary_, "criu check (" + binary_ + ")", "", {}, 60};
+  SwrkCall call{binary_, "criu check (" + binary_ + ")", "", {}, 60, {}};
   st = RunSwrk(call, req, &resp);
   if (!st.ok()) return st;
   if (!resp.success()) {
@@ -388,7 +391,9 @@ Status Criu::Dump(pid_t pid, const std::string& images_dir, const DumpOptions& o
 
   std::vector<int> pass = {images_fd.get()};
   if (work_fd.ok()) pass.push_back(work_fd.get());
-  SwrkCall call{binary_, what, PathIn(work_dir, "criu-dump.stderr.log"), pass, options.timeout_s};
+  SwrkCall call{binary_, what, PathIn(work_dir, "criu-dump.stderr.log"), pass, options.timeout_s,
+                options.on_notify};
+  if (options.on_notify) o->set_notify_scripts(true);
   rpc::Resp resp;
   const Clock::time_point t_criu = Clock::now();
   st = RunSwrk(call, req, &resp);
@@ -450,7 +455,7 @@ Status Criu::Restore(const std::string& images_dir, const RestoreOptions& option
   std::vector<int> pass = {images_fd.get()};
   if (work_fd.ok()) pass.push_back(work_fd.get());
   SwrkCall call{binary_, what, PathIn(work_dir, "criu-restore.stderr.log"), pass,
-                options.timeout_s};
+                options.timeout_s, {}};
   rpc::Resp resp;
   const Clock::time_point t_criu = Clock::now();
   st = RunSwrk(call, req, &resp);

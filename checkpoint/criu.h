@@ -28,6 +28,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -58,6 +59,12 @@ struct DumpOptions {
   std::string work_dir;  // where CRIU's log goes; "" = the images directory
   int log_level = 4;     // CRIU's, 0..4; 4 (debug): its cost is within the noise here (docs)
   int timeout_s = 120;   // the whole CRIU call; CRIU is killed after it
+  // Called on the caller's thread at each of CRIU's hooks ("pre-dump" --
+  // before the tree is frozen --, "network-lock", "post-dump" -- images
+  // written, the tree still frozen --, "network-unlock"); CRIU waits for
+  // it.  false aborts the dump.  Empty: no hooks asked.  `notes` are read
+  // only after CRIU has answered, so a hook may still add to them.
+  std::function<bool(const std::string& hook)> on_notify;
 };
 
 struct DumpReport {

@@ -239,6 +239,10 @@ int RunStatus(const AdminArgs& a) {
   if (!st.service_address().empty()) fmt::print("service   {}\n", st.service_address());
   if (!st.takeover_check().empty()) fmt::print("takeover  {}\n", st.takeover_check());
   if (!st.last_failover().empty()) fmt::print("failover  {}\n", st.last_failover());
+  if (!st.restored().empty()) fmt::print("restored  {}\n", st.restored());
+  if (!st.notify().empty()) {
+    fmt::print("notify    {} (outcomes: 'understudy events --kind notify')\n", st.notify());
+  }
   if (st.alarms_size() == 0) {
     fmt::print("alarms    none\n");
   } else {
@@ -271,6 +275,28 @@ int RunFailover(const AdminArgs& a) {
   fmt::print("  go-live   {:8.2f} ms   shadow serving\n", t.golive_ms());
   fmt::print("  total     {:8.2f} ms\n", t.total_ms());
   for (const std::string& n : f.notes()) fmt::print("  note: {}\n", n);
+  return 0;
+}
+
+int RunCheckpoint(const AdminArgs& a) {
+  const char* me = "understudy checkpoint";
+  daemon::pb::AdminRequest req;
+  req.mutable_checkpoint()->set_timeout_ms(a.timeout_ms);
+  daemon::pb::AdminReply reply;
+  if (!Call(me, a, req, std::chrono::milliseconds(a.timeout_ms + 30000), &reply)) return 1;
+  const daemon::pb::CheckpointReply& c = reply.checkpoint();
+  if (a.json) {
+    fmt::print("{}", ToJson(c));
+    return 0;
+  }
+  fmt::print("understudy checkpoint: {} at mark seq {} (every event up to {} in the image)\n",
+             c.image_id(), c.mark_seq(), c.last_seq());
+  fmt::print("  freeze    {:8.2f} ms   the service paused (park {:.2f} ms, CRIU frozen {:.2f} ms)\n",
+             c.pause_ms(), c.park_ms(), c.freeze_ms());
+  fmt::print("  image     {:8.2f} MB\n", c.image_bytes() / 1e6);
+  fmt::print("  dump      {:8.2f} ms   CRIU + manifest\n", c.dump_ms());
+  fmt::print("  ship      {:8.2f} ms   sent, verified and current on the backup: {}\n",
+             c.ship_ms(), c.dir());
   return 0;
 }
 
@@ -356,6 +382,20 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   failover->add_option("--timeout-ms", fa->timeout_ms,
                        "How long the primary may take to fence and drain (default 10000)");
   failover->callback([fa, &exit_code] { exit_code = RunFailover(*fa); });
+
+  auto ca = std::make_shared<AdminArgs>();
+  ca->timeout_ms = 120000;
+  CLI::App* checkpoint = app.add_subcommand(
+      "checkpoint",
+      "Checkpoint the protected primary now: every thread is brought to an event boundary, "
+      "a mark is written into the journal, CRIU dumps the program (it keeps running), and "
+      "the image is shipped to the backup, which makes it current once verified. Asked of "
+      "the backup's understudyd. Prints the mark seq, the freeze, the image size and the ship "
+      "time.\nExit status: 0 taken and shipped; 1 not (the message says why).");
+  AddAdminOptions(checkpoint, ca.get());
+  checkpoint->add_option("--timeout-ms", ca->timeout_ms,
+                         "How long the whole checkpoint may take (default 120000)");
+  checkpoint->callback([ca, &exit_code] { exit_code = RunCheckpoint(*ca); });
 }
 
 }  // namespace understudy::cli

@@ -81,6 +81,7 @@ std::string EventText(const pb::Event& e) {
                                                             ? e.spec_change().argv(0)
                                                             : std::string("?"));
     case pb::Event::kAudit:
+      if (!e.audit().unseen().empty()) return head + "UNSEEN " + e.audit().unseen();
       return head + fmt::format("AUDIT call={} count={}", e.audit().name(), e.audit().count());
     case pb::Event::BODY_NOT_SET:
       break;
@@ -131,6 +132,7 @@ std::string EventJson(const pb::Event& e) {
     case pb::Event::kAudit:
       j += fmt::format(",\"kind\":\"audit\",\"call\":{},\"name\":{},\"count\":{}", e.audit().call(),
                        JsonString(e.audit().name()), e.audit().count());
+      if (!e.audit().unseen().empty()) j += ",\"unseen\":" + JsonString(e.audit().unseen());
       break;
     case pb::Event::BODY_NOT_SET:
       break;

@@ -221,11 +221,11 @@ int RunReplay(ReplayArgs a) {
         "{{\"journal\": {}, \"outcome\": \"{}\", \"events\": {}, \"events_done\": {}, "
         "\"bytes\": {}, \"wall_time_s\": {:.6f}, \"recorded_wall_time_s\": {:.6f}, "
         "\"exit_status\": {}, \"recorded_exit_status\": {}, \"divergence\": {}, "
-        "\"handoff_timeouts\": {}, \"warnings\": {}}}\n",
+        "\"handoff_timeouts\": {}, \"warnings\": {}, \"unseen\": {}}}\n",
         JsonString(a.opts.dir), replayer::OutcomeName(r.outcome), r.events, r.events_done, r.bytes,
         r.wall_time_s, r.recorded_wall_time_s, r.exit.exit_code,
         r.recorded_exit_known ? std::to_string(r.recorded_exit_status) : "null", div,
-        r.handoff_timeouts, JsonStrings(r.warnings));
+        r.handoff_timeouts, JsonStrings(r.warnings), JsonStrings(r.unseen));
   }
   return r.ExitCode();
 }
@@ -272,8 +272,9 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
       "replay",
       "Run a recorded program again, feeding it its journal, and stop at the first "
       "divergence.\nExit status: 0 replay matched the recording (or stopped at --until, or "
-      "replayed a cut recording to its end); 1 usage or journal error; 2 divergence; 130 "
-      "interrupted.");
+      "replayed a cut recording to its end); 1 usage or journal error; 2 divergence; 3 no "
+      "divergence, but the journal says the recording did not see everything (escaped "
+      "calls, the trap off), so the run is not called clean; 130 interrupted.");
   rep->add_option("journal", rep_args->opts.dir, "Journal directory written by 'understudy record'")
       ->required();
   rep->add_flag("--show-output", rep_args->opts.show_output,

@@ -15,5 +15,6 @@ void AddJournalCommands(CLI::App& app, int& exit_code);
 void AddRecordCommands(CLI::App& app, int& exit_code);  // record, replay
 void AddSyscallsCommand(CLI::App& app, int& exit_code);
 void AddClusterCommands(CLI::App& app, int& exit_code);  // keygen, run, status, failover
+void AddEventsCommand(CLI::App& app, int& exit_code);    // events (cmd_events.cc)
 
 }  // namespace understudy::cli

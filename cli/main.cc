@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   understudy::cli::AddRecordCommands(app, exit_code);
   understudy::cli::AddSyscallsCommand(app, exit_code);
   understudy::cli::AddClusterCommands(app, exit_code);
+  understudy::cli::AddEventsCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -52,6 +52,12 @@ static_assert(static_cast<int>(LinkType::kAdminReply) == pb::ADMIN_REPLY);
 static_assert(static_cast<int>(PeerRole::kRecorder) == pb::ROLE_RECORDER);
 static_assert(static_cast<int>(PeerRole::kAdmin) == pb::ROLE_ADMIN);
 static_assert(static_cast<int>(PeerRole::kProbe) == pb::ROLE_PROBE);
+static_assert(static_cast<int>(PeerRole::kImages) == pb::ROLE_IMAGES);
+static_assert(static_cast<int>(LinkType::kCheckpointRequest) == pb::CHECKPOINT_REQUEST);
+static_assert(static_cast<int>(LinkType::kCheckpointDone) == pb::CHECKPOINT_DONE);
+static_assert(static_cast<int>(LinkType::kImageChunk) == pb::IMAGE_CHUNK);
+static_assert(static_cast<int>(LinkType::kImageCommit) == pb::IMAGE_COMMIT);
+static_assert(static_cast<int>(LinkType::kImageResult) == pb::IMAGE_RESULT);
 static_assert(static_cast<int>(LinkCipher::kNone) == pb::CIPHER_NONE);
 static_assert(static_cast<int>(LinkCipher::kAes256Gcm) == pb::CIPHER_AES_256_GCM);
 
@@ -348,6 +354,16 @@ const char* LinkTypeName(uint8_t type) {
       return "ADMIN_REQUEST";
     case LinkType::kAdminReply:
       return "ADMIN_REPLY";
+    case LinkType::kCheckpointRequest:
+      return "CHECKPOINT_REQUEST";
+    case LinkType::kCheckpointDone:
+      return "CHECKPOINT_DONE";
+    case LinkType::kImageChunk:
+      return "IMAGE_CHUNK";
+    case LinkType::kImageCommit:
+      return "IMAGE_COMMIT";
+    case LinkType::kImageResult:
+      return "IMAGE_RESULT";
   }
   return "unknown link message";
 }
@@ -360,6 +376,8 @@ const char* PeerRoleName(uint8_t role) {
       return "admin";
     case PeerRole::kProbe:
       return "probe";
+    case PeerRole::kImages:
+      return "images";
   }
   return "unknown role";
 }
@@ -883,7 +901,7 @@ Status AuthenticateServer(PeerLink& link, const ClusterKey& key, PeerRole* role,
                                 std::to_string(hello.version()));
   }
   const uint32_t r = static_cast<uint32_t>(hello.role());
-  if (r < 1 || r > 3) {
+  if (r < 1 || r > 4) {
     (void)link.Send(LinkType::kRefused, EncodeRefused("unknown role"), LeftMs(deadline));
     return Status::Corruption("peer " + link.peer() + ": unknown role " + std::to_string(r));
   }

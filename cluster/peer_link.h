@@ -101,6 +101,11 @@ enum class LinkType : uint8_t {
   kRefused = 15,       // either way: the request cannot be served; EncodeText
   kAdminRequest = 20,  // payload: daemon.pb.AdminRequest
   kAdminReply = 21,    // payload: daemon.pb.AdminReply
+  kCheckpointRequest = 16,  // daemon -> recorder: pb::CheckpointRequest
+  kCheckpointDone = 17,     // recorder -> daemon: pb::CheckpointDone
+  kImageChunk = 18,         // ROLE_IMAGES: pb::ImageChunk
+  kImageCommit = 19,        // ROLE_IMAGES: pb::ImageCommit
+  kImageResult = 22,        // ROLE_IMAGES, daemon -> recorder: pb::ImageResult
 };
 const char* LinkTypeName(uint8_t type);
 
@@ -108,6 +113,7 @@ enum class PeerRole : uint8_t {
   kRecorder = 1,  // streams a journal
   kAdmin = 2,     // admin CLI
   kProbe = 3,     // checks reachability and the key, then hangs up
+  kImages = 4,    // ships one checkpoint image, then hangs up
 };
 const char* PeerRoleName(uint8_t role);
 

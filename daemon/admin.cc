@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "cluster/link.pb.h"
 #include "daemon/failover.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
@@ -63,6 +64,8 @@ pb::StatusReply AdminService::BuildStatus() const {
   st.set_uptime_ms(static_cast<uint64_t>(Ms(now - context_.started)));
   st.set_last_failover(failover_.last_failover());
   st.set_takeover_check(failover_.check().Describe());
+  st.set_restored(restored_);
+  st.set_notify(context_.notify);
 
   const char* primary_state = PrimaryStateName(state, p, journal);
   const bool running = std::string_view(primary_state) == "running";
@@ -175,8 +178,43 @@ std::string AdminService::Handle(std::string_view request) {
       reply = std::move(job.reply);
       break;
     }
+    case pb::AdminRequest::kEvents:
+      if (context_.events) {
+        *reply.mutable_events() = context_.events(req.events());
+      } else {
+        reply = ErrorReply("this understudyd keeps no event history");
+      }
+      break;
+    case pb::AdminRequest::kCheckpoint: {
+      if (!context_.checkpoint) {
+        reply = ErrorReply("this understudyd takes no checkpoints");
+        break;
+      }
+      const uint32_t t = req.checkpoint().timeout_ms();
+      std::string payload;
+      Status s = context_.checkpoint(std::chrono::milliseconds(t ? t : 120000), &payload);
+      cluster::pb::CheckpointDone d;
+      if (s.ok() && !d.ParseFromString(payload)) s = Status::Corruption("CHECKPOINT_DONE does not parse");
+      if (s.ok() && !d.ok()) s = Status::IOError(d.message());
+      if (!s.ok()) {
+        reply = ErrorReply("checkpoint: " + s.message());
+        break;
+      }
+      pb::CheckpointReply* c = reply.mutable_checkpoint();
+      c->set_mark_seq(d.mark_seq());
+      c->set_last_seq(d.last_seq());
+      c->set_park_ms(d.park_ms());
+      c->set_pause_ms(d.pause_ms());
+      c->set_freeze_ms(d.freeze_ms());
+      c->set_dump_ms(d.dump_ms());
+      c->set_image_bytes(d.image_bytes());
+      c->set_ship_ms(d.ship_ms());
+      c->set_image_id(d.image_id());
+      c->set_dir(d.backup_dir());
+      break;
+    }
     case pb::AdminRequest::REQUEST_NOT_SET:
-      reply = ErrorReply("empty admin request: set status or failover");
+      reply = ErrorReply("empty admin request: set status, failover, checkpoint or events");
       break;
   }
   return reply.SerializeAsString();

@@ -22,6 +22,8 @@
 
 #include "cluster/peer_link.h"
 #include "daemon/admin.pb.h"
+#include "daemon/image_receiver.h"
+#include "journal/status.h"
 
 namespace understudy::daemon {
 
@@ -38,6 +40,14 @@ struct AdminContext {
   int missed_heartbeats = 2;
   bool fsync_batch = false;
   std::chrono::steady_clock::time_point started;
+  // `understudy events` (the event history; daemon/chronicle.h).  Unset:
+  // the request gets an error reply.
+  std::function<pb::EventsReply(const pb::EventsRequest&)> events;
+  std::string notify;  // the --notify hook, for status
+  // `understudy checkpoint`: asks the primary and waits (Node::RequestCheckpoint).
+  std::function<Status(std::chrono::milliseconds, std::string* done)> checkpoint;
+  // The newest checkpoint held here, for status.
+  std::function<CheckpointInfo()> newest_checkpoint;
 };
 
 class AdminService {
@@ -69,6 +79,8 @@ class AdminService {
   pb::StatusReply BuildStatus() const;
   // "10.0.0.100/24 dev eth0" for status; set once, before the threads start.
   void set_service(std::string service) { service_ = std::move(service); }
+  // What was restored from DATA/state.json, for status; same rule.
+  void set_restored(std::string restored) { restored_ = std::move(restored); }
 
  private:
   const AdminContext context_;
@@ -79,6 +91,7 @@ class AdminService {
   DaemonLog& log_;  // alarms (an altered admin request)
   const std::function<void()> wake_supervisor_;
   std::string service_;
+  std::string restored_;
 
   std::mutex mu_;
   std::condition_variable cv_;

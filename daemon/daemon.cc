@@ -17,7 +17,9 @@
 #include <filesystem>
 
 #include "daemon/admin.h"
+#include "daemon/chronicle.h"
 #include "daemon/failover.h"
+#include "daemon/live_service.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
 #include "daemon/replica_receiver.h"
@@ -123,9 +125,22 @@ Daemon::Daemon(DaemonOptions options)
       node_(options_.node_name.empty() ? HostName() : options_.node_name),
       started_(Clock::now()) {
   log_ = std::make_unique<DaemonLog>(node_, options_.log_to_stderr);
+  // The chronicle writes into --data from its first change on (Start reports
+  // a --data that cannot be made).
+  (void)journal::CreatePrivateDirectories(options_.data_dir);
+  ChronicleOptions co;
+  co.data_dir = options_.data_dir;
+  co.node = node_;
+  co.notify = options_.notify;
+  co.notify_timeout = options_.notify_timeout;
+  chronicle_ = std::make_unique<Chronicle>(co, *log_, [this] { return replica_->last_seq(); });
+  log_->set_alarm_sink([this](const std::string& a, const std::vector<std::string>& all) {
+    chronicle_->OnAlarm(a, all);
+  });
   node_state_ = std::make_unique<Node>(node_, options_.heartbeat * options_.missed_heartbeats,
                                        [this](const std::string& l) { log_->Log(l); });
   node_state_->set_on_change([this] { WakeSupervisor(); });
+  node_state_->set_on_change_observer([this](const NodeChange& c) { chronicle_->OnNodeChange(c); });
   ReplicaOptions ro;
   ro.data_dir = options_.data_dir;
   ro.fsync_batch = options_.fsync_batch;
@@ -139,6 +154,8 @@ Daemon::Daemon(DaemonOptions options)
   so.restart_limit = options_.restart_limit;
   so.restart_window = options_.restart_window;
   shadows_ = std::make_unique<ShadowSupervisor>(so, *node_state_, *replica_, *log_);
+  shadows_->set_on_divergence([this](const std::string& why) { chronicle_->OnDivergence(why); });
+  shadows_->set_on_live_ended([this](const std::string& why) { chronicle_->OnLiveEnded(why); });
   FailoverOptions fo;
   fo.node_name = node_;
   fo.listen = options_.listen;
@@ -147,7 +164,14 @@ Daemon::Daemon(DaemonOptions options)
   fo.missed_heartbeats = options_.missed_heartbeats;
   fo.golive_timeout = options_.golive_timeout;
   fo.shadow_nice = options_.shadow_nice;
+  fo.record_after_golive = options_.record_after_golive;
   failover_ = std::make_unique<Failover>(fo, *node_state_, *replica_, *shadows_, *log_);
+  failover_->set_on_went_live([this](const pb::FailoverReply& r, const std::string& line, int pid,
+                                     const std::string& detach_error) {
+    chronicle_->OnWentLive(r, line, pid, detach_error);
+  });
+  failover_->set_on_fenced(
+      [this](const std::string& cause, uint64_t seq) { chronicle_->OnFenced(cause, seq); });
   AdminContext ac;
   ac.node_name = node_;
   ac.listen = options_.listen;
@@ -155,6 +179,28 @@ Daemon::Daemon(DaemonOptions options)
   ac.missed_heartbeats = options_.missed_heartbeats;
   ac.fsync_batch = options_.fsync_batch;
   ac.started = started_;
+  ac.notify = options_.notify;
+  ac.events = [this](const pb::EventsRequest& rq) {
+    pb::EventsReply out;
+    chronicle_->Flush(/*hooks=*/false);  // what happened so far is in the file
+    const std::string path = HistoryFilePath(options_.data_dir);
+    out.set_path(path);
+    std::vector<pb::HistoryEvent> all;
+    size_t bad = 0;
+    (void)ReadHistory(path, &all, &bad);  // NotFound: no events yet
+    const size_t limit = rq.limit() == 0 ? 1000 : std::min<size_t>(rq.limit(), 10000);
+    out.set_total(all.size());
+    out.set_bad_lines(bad);
+    for (size_t i = all.size() > limit ? all.size() - limit : 0; i < all.size(); ++i) {
+      *out.add_events() = std::move(all[i]);
+    }
+    return out;
+  };
+  ac.checkpoint = [this](std::chrono::milliseconds timeout, std::string* done) {
+    return node_state_->RequestCheckpoint(timeout, done);
+  };
+  images_ = std::make_unique<ImageReceiver>(options_.data_dir, *log_);
+  ac.newest_checkpoint = [this] { return images_->newest(); };
   admin_ = std::make_unique<AdminService>(ac, *node_state_, *replica_, *shadows_, *failover_, *log_,
                                           [this] { WakeSupervisor(); });
 }
@@ -228,6 +274,10 @@ Status Daemon::Start() {
     s = ListenUnix(options_.admin_socket, &admin_fd_);
     if (!s.ok()) return s;
   }
+  const std::string restored = RestoreState();
+  admin_->set_restored(restored);
+  chronicle_->Note("daemon", "understudyd started on " + options_.listen + ", data " +
+                                 options_.data_dir + (restored.empty() ? "" : "; " + restored));
   admin_->set_accepting(true);
   accept_thread_ = std::thread([this] { AcceptLoop(); });
   if (admin_fd_ >= 0) admin_thread_ = std::thread([this] { AdminAcceptLoop(); });
@@ -240,6 +290,51 @@ Status Daemon::Start() {
       (service_ ? ", service address " + service_->text + " on " + options_.service_dev : "") +
       "; takeover check: " + failover_->check().Describe());
   return Status::Ok();
+}
+
+std::string Daemon::RestoreState() {
+  const Status& ls = chronicle_->keeper().loaded_status();
+  const std::string path = StateFilePath(options_.data_dir);
+  if (ls.IsNotFound()) return "";
+  if (!ls.ok()) {
+    Alarm(ls.message());
+    return "";
+  }
+  const pb::DaemonState& st = chronicle_->restored();
+  log_->RestoreAlarms({st.alarms().begin(), st.alarms().end()});
+  failover_->RestoreLastFailover(st.last_failover());
+  std::string text = "restored from " + path + " (saved " + st.saved() + "; was " +
+                     (st.state().empty() ? "idle" : st.state()) + ")";
+  if (st.has_live() && st.live().pid() > 0) {
+    const pb::LiveService& l = st.live();
+    const std::string who = "the live service (pid " + std::to_string(l.pid()) +
+                            ", live through seq " + std::to_string(l.golive_seq()) + " since " +
+                            l.went_live() + ")";
+    if (SameProcess(l.pid(), l.start_ticks())) {
+      node_state_->RecoverPrimary("understudyd restarted; " + who +
+                                  " is still running: this node serves");
+      std::unique_ptr<LiveControl> control;
+      Status cs = LiveControl::Open(l.pid(), &control);
+      std::string reach;
+      if (cs.ok()) {
+        reach = "control block reattached (interposer mode " + control->mode() + ")";
+      } else {
+        reach = "its control block cannot be reached: " + cs.message();
+        Alarm("adopting " + who + ": " + reach);
+      }
+      shadows_->AdoptLive(l.pid(), l.start_ticks(), std::move(control),
+                          "adopted after a restart of understudyd: " + who + "; " + reach);
+      text += "; " + who + " still runs: adopted, " + reach;
+    } else {
+      Alarm(who +
+            " that this node took over with is gone (found after a restart of "
+            "understudyd): the service is DOWN on this node");
+      chronicle_->keeper().Update([](pb::DaemonState* s) { s->clear_live(); });
+      chronicle_->Note("live", who + " is gone (found at the daemon's start)");
+      text += "; " + who + " is gone";
+    }
+  }
+  return text;
 }
 
 void Daemon::Shutdown() {
@@ -262,6 +357,11 @@ void Daemon::Shutdown() {
     ::unlink(options_.admin_socket.c_str());
   }
   listen_fd_ = admin_fd_ = -1;
+  chronicle_->Note("daemon", std::string("understudyd stopped") +
+                                 (node_state_->state() == NodeState::kPrimary
+                                      ? "; the live service keeps running without it"
+                                      : ""));
+  chronicle_->Flush();
 }
 
 // ---- connections -------------------------------------------------------------
@@ -382,6 +482,8 @@ void Daemon::ServeConnection(std::unique_ptr<PeerLink> link, bool unix_admin) {
       admin_->Serve(*link, stop_);
     } else if (role == cluster::PeerRole::kRecorder) {
       replica_->Serve(*link, stop_);
+    } else if (role == cluster::PeerRole::kImages) {
+      images_->Serve(*link, stop_);
     }
   }
   std::lock_guard<std::mutex> lock(links_mu_);

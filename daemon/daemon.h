@@ -50,7 +50,9 @@
 namespace understudy::daemon {
 
 class AdminService;
+class Chronicle;
 class DaemonLog;
+class ImageReceiver;
 class Failover;
 class Node;
 class ReplicaReceiver;
@@ -85,6 +87,11 @@ struct DaemonOptions {
   // at once (more are closed at accept), each with this long to finish it.
   int max_handshakes = 32;
   std::chrono::milliseconds handshake_timeout{5000};
+  // keepalived-style notify hook (daemon/notify.h); empty = none.
+  std::string notify;
+  std::chrono::milliseconds notify_timeout{10000};
+  // After go-live the live program records again (Failover, Shadow).
+  bool record_after_golive = true;
 };
 
 class Daemon {
@@ -122,6 +129,10 @@ class Daemon {
   void ServeConnection(std::unique_ptr<cluster::PeerLink> link, bool unix_admin);
   void SupervisorLoop();
   void WakeSupervisor();
+  // Start: what DATA/state.json kept -- alarms, the last failover, and the
+  // live service, which is adopted again if it still runs.  Returns the line
+  // status shows as `restored`.
+  std::string RestoreState();
 
   const DaemonOptions options_;
   const std::string node_;
@@ -132,11 +143,15 @@ class Daemon {
   const std::chrono::steady_clock::time_point started_;
 
   std::unique_ptr<DaemonLog> log_;
+  // State on disk, event history, notify hooks (after log_: destroyed just
+  // before it, once every part that reports to it is gone).
+  std::unique_ptr<Chronicle> chronicle_;
   std::unique_ptr<Node> node_state_;
   std::unique_ptr<ShadowSupervisor> shadows_;
   std::unique_ptr<ReplicaReceiver> replica_;
   std::unique_ptr<Failover> failover_;
   std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<ImageReceiver> images_;  // checkpoints shipped by the primary
 
   std::atomic<bool> stop_{false};
   std::thread accept_thread_;

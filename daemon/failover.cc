@@ -61,6 +61,11 @@ std::string Failover::last_failover() const {
   return last_failover_;
 }
 
+void Failover::RestoreLastFailover(const std::string& line) {
+  std::lock_guard<std::mutex> lock(mu_);
+  last_failover_ = line;
+}
+
 std::optional<Clock::time_point> Failover::NextDeadline() const {
   return node_.LostDeadline();
 }
@@ -190,6 +195,11 @@ pb::AdminReply Failover::Planned(const pb::FailoverRequest& req, const std::atom
                         ") during the fence; there is nothing to fail over");
     } else {
       through = d.last_seq;
+      if (on_fenced_) {
+        on_fenced_("primary " + primary.peer + " confirmed the fence (DRAINED at seq " +
+                       std::to_string(through) + ") for a planned failover",
+                   through);
+      }
       if (replica_.last_seq() < through) {
         node_.AbortFence("the replica lacks the drained tail");
         return ErrorReply("the primary drained at seq " + std::to_string(through) +
@@ -258,7 +268,8 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   double drain_ms = 0;
   replayer::GoLiveResult res;
   const auto g0 = Clock::now();
-  Status s = shadow->GoLive(through, addr, options_.golive_timeout, &drain_ms, &res);
+  Status s = shadow->GoLive(through, addr, options_.golive_timeout, &drain_ms, &res,
+                            options_.record_after_golive);
   if (shadow->renice_failed()) {
     const std::string w =
         "could not set the new primary back to niceness 0 (understudyd lacks "
@@ -296,6 +307,36 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   }
   node_.BecomePrimary(line);
   log_.Log(std::string("NOW PRIMARY: ") + line);
+  if (options_.record_after_golive) {
+    // The new primary writes a journal again: the replica, continued.  The
+    // receiver is done with it (this node is primary: every recorder is
+    // FENCED from now on).
+    std::string note;
+    if (!shadow->recording()) {
+      note = "the live service does not record (its interposer went live in pass-through)";
+      log_.Alarm(note);
+    } else {
+      const std::string dir = replica_.dir();
+      replica_.Close();
+      Status rs = shadow->StartRecording(dir, through);
+      if (rs.ok()) {
+        note = "the live service records again: journal " + dir + " continues at seq " +
+               std::to_string(through + 1);
+        log_.Log(note);
+      } else {
+        note = "the live service cannot record: " + rs.message() + "; it passes through";
+        log_.Alarm(note);
+      }
+    }
+    fr.add_notes(note);
+  }
+  if (!shadow->detach_error().empty()) {
+    const std::string w = "the live service stays tied to understudyd (" + shadow->detach_error() +
+                          "): a restart of the daemon ends it";
+    log_.Alarm(w);
+    fr.add_notes(w);
+  }
+  if (on_went_live_) on_went_live_(fr, line, shadow->pid(), shadow->detach_error());
   pb::AdminReply reply;
   *reply.mutable_failover() = fr;
   return reply;

@@ -21,6 +21,8 @@
 // primary reconnect inside the takeover deterministically).
 #pragma once
 
+#include <functional>
+
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -47,6 +49,9 @@ struct FailoverOptions {
   int missed_heartbeats = 2;
   std::chrono::milliseconds golive_timeout{10000};
   int shadow_nice = 10;
+  // After go-live the live program records again into the replica journal
+  // (continued), drained by this daemon (Shadow::StartRecording).
+  bool record_after_golive = false;
   // After an isolation ends the primary gets this long on top of the budget
   // to reconnect before it counts as lost: its reconnect may wait out a
   // connect timeout (1 s) and a SYN retransmission.
@@ -79,6 +84,20 @@ class Failover {
   std::string last_failover() const;
   const TakeoverCheck& check() const { return *check_; }
 
+  // A restarted daemon shows the failover it kept in DATA/state.json.
+  void RestoreLastFailover(const std::string& line);
+  // What a go-live did, for the state file and the history: the reply, its
+  // one-line summary, the live program's pid and why it could not be
+  // detached from the daemon ("" = it was).  Supervisor thread, after the
+  // node became primary.  Set before the supervisor thread starts.
+  using WentLiveFn = std::function<void(const pb::FailoverReply&, const std::string& line, int pid,
+                                        const std::string& detach_error)>;
+  void set_on_went_live(WentLiveFn f) { on_went_live_ = std::move(f); }
+  // The old primary confirmed the fence of a planned failover (DRAINED).
+  void set_on_fenced(std::function<void(const std::string& cause, uint64_t seq)> f) {
+    on_fenced_ = std::move(f);
+  }
+
  private:
   pb::AdminReply GoLive(uint64_t through_seq, const std::string& kind,
                         std::chrono::steady_clock::time_point t0, double fence_ms);
@@ -95,6 +114,8 @@ class Failover {
 
   mutable std::mutex mu_;
   std::string last_failover_;
+  WentLiveFn on_went_live_;
+  std::function<void(const std::string&, uint64_t)> on_fenced_;
 };
 
 pb::AdminReply ErrorReply(const std::string& message);

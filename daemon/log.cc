@@ -29,8 +29,20 @@ void DaemonLog::Log(const std::string& line) {
 
 void DaemonLog::Alarm(const std::string& line) {
   Log("ALARM: " + line);
+  std::string stamped = UtcNow() + " " + line;
+  std::vector<std::string> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    alarms_.push_back(stamped);
+    while (alarms_.size() > kAlarmsKept) alarms_.pop_front();
+    if (sink_) all.assign(alarms_.begin(), alarms_.end());
+  }
+  if (sink_) sink_(stamped, all);
+}
+
+void DaemonLog::RestoreAlarms(const std::vector<std::string>& stamped) {
   std::lock_guard<std::mutex> lock(mu_);
-  alarms_.push_back(UtcNow() + " " + line);
+  for (const std::string& a : stamped) alarms_.push_back(a);
   while (alarms_.size() > kAlarmsKept) alarms_.pop_front();
 }
 

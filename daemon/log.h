@@ -5,6 +5,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -24,11 +25,22 @@ class DaemonLog {
   void Alarm(const std::string& line);
   std::vector<std::string> alarms() const;
 
+  // The alarms a restarted daemon kept in DATA/state.json, shown again
+  // (oldest first; before any Alarm).
+  void RestoreAlarms(const std::vector<std::string>& stamped);
+  // Called with each new alarm (its stamped text, then the whole list) after
+  // it is kept, outside the lock: the daemon persists them.  Set before use.
+  void set_alarm_sink(
+      std::function<void(const std::string&, const std::vector<std::string>&)> sink) {
+    sink_ = std::move(sink);
+  }
+
  private:
   const std::string node_;
   const bool to_stderr_;
   mutable std::mutex mu_;
   std::deque<std::string> alarms_;
+  std::function<void(const std::string&, const std::vector<std::string>&)> sink_;
 };
 
 }  // namespace understudy::daemon

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "daemon/daemon.h"
+#include "daemon/notify.h"
 
 int main(int argc, char** argv) {
   using understudy::Status;
@@ -25,7 +26,9 @@ int main(int argc, char** argv) {
                  "HOST:PORT for the replication link and the authenticated admin API "
                  "(default 0.0.0.0:7700)");
   app.add_option("--data", o.data_dir,
-                 "Directory for replica journals (DATA/journals/<journal id>/); default "
+                 "Directory for replica journals (DATA/journals/<journal id>/), the daemon's "
+                 "state (DATA/state.json: role, last failover, alarms, the live service) and "
+                 "its event history (DATA/events.jsonl, 'understudy events'); default "
                  "/var/lib/understudy");
   app.add_option("--key", key_path, "Cluster key file made by 'understudy keygen' (mode 0600)")
       ->required();
@@ -72,6 +75,22 @@ int main(int argc, char** argv) {
   app.add_option("--witness-timeout-ms", witness_timeout_ms,
                  "How long the witnesses may take to answer (default 200)")
       ->check(CLI::Range(1, 10000));
+  int notify_timeout_ms = 10000;
+  app.add_option("--notify", o.notify,
+                 "Executable run on every state change of this node, keepalived-style: PATH "
+                 "STATE with STATE backup, primary, fault or fenced, and UNDERSTUDY_STATE, "
+                 "UNDERSTUDY_ROLE, UNDERSTUDY_REASON, UNDERSTUDY_SEQ, UNDERSTUDY_NODE in its "
+                 "environment.  One at a time, never on the failover path; killed after "
+                 "--notify-timeout-ms; each exit status is logged and in 'understudy events'");
+  app.add_option("--notify-timeout-ms", notify_timeout_ms,
+                 "How long a --notify hook may run before it is killed (default 10000)")
+      ->check(CLI::Range(1, 3600000));
+  app.add_flag("!--no-record-after-golive", o.record_after_golive,
+               "After a go-live the new primary's interposer records again and this daemon "
+               "drains its journal into the replica, continued at the go-live seq (on by "
+               "default), so the journal covers the service from its start; this flag leaves "
+               "it in pass-through.  While understudyd is stopped the service passes through "
+               "unrecorded");
   int window_s = 60;
   app.add_option("--restart-window-s", window_s, "Window of --restart-limit in seconds (default 60)")
       ->check(CLI::Range(1, 86400));
@@ -84,6 +103,14 @@ int main(int argc, char** argv) {
   o.heartbeat = std::chrono::milliseconds(heartbeat_ms);
   o.restart_window = std::chrono::seconds(window_s);
   o.witness_timeout = std::chrono::milliseconds(witness_timeout_ms);
+  o.notify_timeout = std::chrono::milliseconds(notify_timeout_ms);
+  if (!o.notify.empty()) {
+    std::string why;
+    if (!d::NotifyPathUsable(o.notify, &why)) {
+      std::fprintf(stderr, "understudyd: %s\n", why.c_str());
+      return 1;
+    }
+  }
   Status s = understudy::cluster::LoadClusterKey(key_path, &o.key);
   if (s.ok()) s = understudy::cluster::ParseLinkCipher(link_cipher, &o.link_cipher);
   if (!s.ok()) {
@@ -112,7 +139,7 @@ int main(int argc, char** argv) {
     if (sigwait(&set, &sig) == 0 && sig != SIGHUP) {
       daemon.Log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
                  "; shutting down (a shadow that is not live is stopped; a live service "
-                 "stops with the daemon)");
+                 "keeps running and the next start of understudyd finds it again)");
       break;
     }
   }

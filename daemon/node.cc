@@ -1,5 +1,7 @@
 #include "daemon/node.h"
 
+#include "cluster/link.pb.h"
+
 #include <algorithm>
 
 namespace understudy::daemon {
@@ -72,6 +74,7 @@ std::string Node::Goto(NodeState to, std::initializer_list<NodeState> from,
   state_ = to;
   reason_ = reason;
   cv_.notify_all();
+  if (observer_) observer_(NodeChange{was, to, reason, false});
   return std::string("state ") + NodeStateName(was) + " -> " + NodeStateName(to) + ": " + reason;
 }
 
@@ -88,11 +91,17 @@ Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
         a.verdict = Admission::kFence;
         a.why = "node " + name_ + " is taking over as primary (" + reason_ +
                 "); this copy must not serve clients";
+        if (observer_)
+          observer_(
+              NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
         return a;
       case NodeState::kPrimary:
         a.verdict = Admission::kFence;
         a.why = "node " + name_ + " took over as primary (" + reason_ +
                 "); this copy must not serve clients";
+        if (observer_)
+          observer_(
+              NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
         return a;
       case NodeState::kBackup:
       case NodeState::kFencing:
@@ -331,6 +340,15 @@ bool Node::BecomePrimary(const std::string& reason) {
   return Emit(line);
 }
 
+bool Node::RecoverPrimary(const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kPrimary, {NodeState::kIdle}, reason);
+  }
+  return Emit(line);
+}
+
 bool Node::AbandonTakeover(const std::string& reason) {
   std::string line;
   {
@@ -338,6 +356,47 @@ bool Node::AbandonTakeover(const std::string& reason) {
     line = Goto(NodeState::kBackup, {NodeState::kTakingOver}, reason);
   }
   return Emit(line);
+}
+
+Status Node::RequestCheckpoint(std::chrono::milliseconds timeout, std::string* done) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (link_ == nullptr || (state_ != NodeState::kBackup)) {
+    return Status::NotFound("no primary is connected to this node in state backup (see "
+                            "'understudy status'); start 'understudy run --backup' first");
+  }
+  cluster::pb::CheckpointRequest req;
+  req.set_request_id(++checkpoint_request_);
+  checkpoint_done_.reset();
+  const uint64_t id = checkpoint_request_;
+  Status s = link_->Send(LinkType::kCheckpointRequest, req.SerializeAsString(),
+                         std::chrono::milliseconds(2000));
+  if (!s.ok()) return s;
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (checkpoint_done_.has_value()) {
+      cluster::pb::CheckpointDone d;
+      if (d.ParseFromString(*checkpoint_done_) && d.request_id() == id) {
+        *done = std::move(*checkpoint_done_);
+        checkpoint_done_.reset();
+        return Status::Ok();
+      }
+      checkpoint_done_.reset();  // an older request's answer
+    }
+    if (Clock::now() >= deadline) {
+      return Status::IOError("the primary did not report the checkpoint within " +
+                             std::to_string(timeout.count()) +
+                             " ms; see its log, and 'understudy status' here");
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(20));
+  }
+}
+
+void Node::PrimaryCheckpointDone(std::string payload) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    checkpoint_done_ = std::move(payload);
+  }
+  cv_.notify_all();
 }
 
 }  // namespace understudy::daemon

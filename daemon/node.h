@@ -32,6 +32,8 @@
 //                                                    drained
 //   taking-over        primary      BecomePrimary    the shadow went live
 //   taking-over        backup       AbandonTakeover  go-live failed; a new shadow starts
+//   idle               primary      RecoverPrimary   understudyd restarted and found the live
+//                                                    service it had started (DATA/state.json)
 //
 // One primary, always (DESIGN.md section 5): the state, the primary's link
 // and the facts the decision rests on (when the primary was last heard,
@@ -75,6 +77,15 @@ struct Admission {
   bool protect = false;       // kAdmit: idle or ended: call ProtectJournal once the replica is open
   bool reconnect = false;     // kAdmit: heard from this journal's primary before
   std::string replaced_peer;  // kAdmit: an older connection that was shut down for it
+};
+
+// One change for the observer (set_on_change_observer): a transition, or a
+// reconnecting recorder answered FENCED (fence = true, from == to).
+struct NodeChange {
+  NodeState from = NodeState::kIdle;
+  NodeState to = NodeState::kIdle;
+  std::string reason;
+  bool fence = false;
 };
 
 // The primary as the node sees it (status).
@@ -126,6 +137,13 @@ class Node {
                        std::chrono::milliseconds timeout, std::string* why);
   // DRAINED from the primary.  A program that exited: -> ended.
   void PrimaryDrained(cluster::PeerLink* link, const cluster::Drained& d);
+  // `understudy checkpoint` (admin thread): sends CHECKPOINT_REQUEST on the
+  // primary's link and waits until its CHECKPOINT_DONE (a serialized
+  // cluster::pb::CheckpointDone) arrives or `timeout`.  NotFound without a
+  // primary link.
+  Status RequestCheckpoint(std::chrono::milliseconds timeout, std::string* done);
+  // CHECKPOINT_DONE from the primary (replica receiver thread).
+  void PrimaryCheckpointDone(std::string payload);
   // The receiver of `link` is done with it (any reason).  `grace`: the
   // primary is known to come back later than usual (this node refused it:
   // it retries with a backoff), so its silence counts from now + grace.
@@ -171,6 +189,17 @@ class Node {
   // taking-over -> primary / -> backup.
   bool BecomePrimary(const std::string& reason);
   bool AbandonTakeover(const std::string& reason);
+  // idle -> primary: a restarted daemon serves again (its live service
+  // survived it).  From then on every recorder is FENCED, as after the
+  // go-live itself.
+  bool RecoverPrimary(const std::string& reason);
+
+  // Called with every transition and FENCED verdict, UNDER the state lock
+  // (so in order): it must only queue (event history, notify hooks).  Set
+  // before any other call.
+  void set_on_change_observer(std::function<void(const NodeChange&)> f) {
+    observer_ = std::move(f);
+  }
 
   // Called (outside the lock) after a transition, a DRAINED or a released
   // link: wakes the supervisor thread.  Set before any other call.
@@ -189,6 +218,7 @@ class Node {
   const Clock::duration budget_;
   const LogFn log_;
   std::function<void()> on_change_;
+  std::function<void(const NodeChange&)> observer_;
 
   mutable std::mutex mu_;  // the state lock
   std::condition_variable cv_;
@@ -201,6 +231,8 @@ class Node {
   Clock::time_point silent_from_{};  // the detector's silence starts here
   std::optional<cluster::Drained> drained_;
   uint64_t reconnects_ = 0;
+  uint64_t checkpoint_request_ = 0;  // the last CHECKPOINT_REQUEST's id
+  std::optional<std::string> checkpoint_done_;  // its CHECKPOINT_DONE, once here
 };
 
 }  // namespace understudy::daemon

@@ -360,6 +360,9 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
         node_.PrimaryDrained(&link, d);
         break;
       }
+      case LinkType::kCheckpointDone:
+        node_.PrimaryCheckpointDone(msg.payload);
+        break;
       default:
         s = Status::Corruption(std::string("unexpected ") +
                                cluster::LinkTypeName(static_cast<uint8_t>(msg.type)) +

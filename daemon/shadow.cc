@@ -89,6 +89,7 @@ Status Shadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
   driver::LaunchSpec launch = std::move(prepared.launch);
   launch.nice = nice;
   launch.control_fd = sh->mapping_->fd();
+  launch.detachable = true;  // once live, the service must outlive understudyd
   s = driver::Program::Launch(launch, &sh->program_);
   if (!s.ok()) return s;
   *out = std::move(sh);
@@ -97,10 +98,55 @@ Status Shadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
 
 Shadow::~Shadow() {
   if (feeder_ != nullptr) feeder_->Stop();
+  if (drain_thread_.joinable()) {
+    drain_abort_.store(true);
+    drain_thread_.join();
+  }
+  if (recording_) {
+    // Nobody drains the ring from now on: the service passes through.
+    __atomic_store_n(&mapping_->control()->mode, abi::kModeLive, __ATOMIC_RELEASE);
+  }
+  if (live_writer_ != nullptr) (void)live_writer_->Close();
+  // A live, detached program is the service: it keeps running (the daemon's
+  // next start finds it again from DATA/state.json).  One that could not be
+  // detached ends with the daemon, as its parent-death signal says.
   if (program_ != nullptr && !live_) {
     program_->Kill();
     program_->Wait();
   }
+}
+
+Status Shadow::StartRecording(const std::string& dir, uint64_t through_seq) {
+  if (!recording_) return Status::NotSupported("the live program does not record");
+  auto stop_recording = [this] {
+    __atomic_store_n(&mapping_->control()->mode, abi::kModeLive, __ATOMIC_RELEASE);
+    recording_ = false;
+  };
+  journal::WriterOptions wo;
+  wo.durability = journal::DurabilityPolicy::None();
+  Status s = journal::JournalWriter::Open(dir, wo, &live_writer_);
+  if (s.ok() && live_writer_->last_sequence() != through_seq) {
+    s = Status::Corruption("journal " + dir + " ends at seq " +
+                           std::to_string(live_writer_->last_sequence()) +
+                           ", not at the go-live seq " + std::to_string(through_seq));
+  }
+  if (!s.ok()) {
+    live_writer_.reset();
+    stop_recording();
+    return s;
+  }
+  drain_ = std::make_unique<recorder::RecordDrain>(mapping_->control(), live_writer_.get());
+  drain_thread_ = std::thread([this] {
+    Status r = drain_->Run(program_done_, drain_abort_);
+    std::lock_guard<std::mutex> lock(drain_mu_);
+    if (!r.ok()) drain_error_ = r.message();
+  });
+  return Status::Ok();
+}
+
+std::string Shadow::recording_error() const {
+  std::lock_guard<std::mutex> lock(drain_mu_);
+  return drain_error_;
 }
 
 uint64_t Shadow::events_done() const {
@@ -114,7 +160,10 @@ Shadow::Health Shadow::Check(std::string* why) {
     *why = replayer::Describe(replayer::ReadDivergence(cb));
     return Health::kDiverged;
   }
-  if (!exited_ && program_->Poll(&exit_)) exited_ = true;
+  if (!exited_ && program_->Poll(&exit_)) {
+    exited_ = true;
+    program_done_.store(true);  // the drain takes what is left, then ends
+  }
   if (exited_) {
     *why = exit_.launch_error.empty()
                ? "the shadow exited with status " + std::to_string(exit_.exit_code) +
@@ -132,7 +181,7 @@ Shadow::Health Shadow::Check(std::string* why) {
 
 Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
                       std::chrono::milliseconds timeout, double* drain_ms,
-                      replayer::GoLiveResult* result) {
+                      replayer::GoLiveResult* result, bool record_after) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   // From standby to the service: the feeder at full speed for the catch-up.
@@ -150,8 +199,17 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
   }
   feeder_->Stop();
   *drain_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-  Status s = replayer::RequestGoLive(mapping_->control(), service_addr, timeout, result);
-  if (s.ok()) live_ = true;
+  if (record_after)
+    __atomic_store_n(&mapping_->control()->next_seq, through_seq + 1, __ATOMIC_RELEASE);
+  Status s =
+      replayer::RequestGoLive(mapping_->control(), service_addr, timeout, result, record_after);
+  if (s.ok()) {
+    live_ = true;
+    recording_ = __atomic_load_n(&mapping_->control()->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
+    // The service no longer depends on this daemon process (issue 12 part 4).
+    Status d = program_->Detach();
+    if (!d.ok()) detach_error_ = d.message();
+  }
   // The program back at full priority.  After go-live, off the switchover's
   // path: finding its processes reads every /proc/PID/stat of the node.
   renice_failed_ = !ReniceTree(program_->pid(), 0);

@@ -11,14 +11,19 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "driver/control_mapping.h"
 #include "driver/launcher.h"
 #include "journal/status.h"
+#include "journal/writer.h"
+#include "recorder/record_drain.h"
 #include "replayer/live_feeder.h"
 
 namespace understudy::daemon {
@@ -55,13 +60,29 @@ class Shadow {
 
   // Waits until every event up to `through_seq` is in the replay ring (or
   // `timeout`), then stops feeding and performs the go-live handshake.
+  // `record_after`: the interposer records again once live, continuing at
+  // through_seq + 1 (recording() says whether it does).
   Status GoLive(uint64_t through_seq, uint32_t service_addr, std::chrono::milliseconds timeout,
-                double* drain_ms, replayer::GoLiveResult* result);
+                double* drain_ms, replayer::GoLiveResult* result, bool record_after = false);
+
+  // After a go-live with recording(): drains the live program's record ring
+  // into the journal `dir` (the replica it was replayed from, continued:
+  // its last seq must be the go-live seq) on a thread of its own, as
+  // `understudy run` drains its program (recorder/record_drain.h).  Stopped
+  // by the destructor, which then puts the interposer in pass-through so the
+  // service never waits on a ring nobody drains.
+  Status StartRecording(const std::string& dir, uint64_t through_seq);
+  bool recording() const { return recording_; }
+  // The drain's error, "" while it runs or after a clean stop.
+  std::string recording_error() const;
 
   void Kill() { program_->Kill(); }
   bool live() const { return live_; }
   // GoLive could not set the program back to niceness 0 (no CAP_SYS_NICE).
   bool renice_failed() const { return renice_failed_; }
+  // After a successful GoLive: why the program could not be detached from
+  // this daemon ("" = it was; it survives a restart of understudyd).
+  const std::string& detach_error() const { return detach_error_; }
   pid_t pid() const { return program_->pid(); }
   uint64_t events_fed() const { return feeder_->events_fed(); }
   uint64_t next_seq() const { return feeder_->next_seq(); }
@@ -86,6 +107,15 @@ class Shadow {
   bool exited_ = false;
   bool handoff_off_noticed_ = false;
   bool renice_failed_ = false;
+  std::string detach_error_;
+  bool recording_ = false;
+  std::unique_ptr<journal::JournalWriter> live_writer_;
+  std::unique_ptr<recorder::RecordDrain> drain_;
+  std::thread drain_thread_;
+  std::atomic<bool> drain_abort_{false};
+  std::atomic<bool> program_done_{false};
+  mutable std::mutex drain_mu_;
+  std::string drain_error_;
   uint64_t catch_up_to_ = 0;
   driver::ProgramExit exit_;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "daemon/live_service.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
 #include "daemon/replica_receiver.h"
@@ -92,12 +93,50 @@ ShadowSnapshot ShadowSupervisor::snapshot() const {
     s.events_fed = shadow_->events_fed();
     s.events_done = shadow_->events_done();
   }
+  if (shadow_ == nullptr && adopted_pid_ != 0) {
+    s.pid = adopted_pid_;
+    if (adopted_control_ != nullptr) s.events_done = adopted_control_->events_done();
+  }
   s.healthy =
       shadow_ != nullptr && (state_ == ShadowState::kStarting || state_ == ShadowState::kRunning);
   return s;
 }
 
+void ShadowSupervisor::AdoptLive(int pid, uint64_t start_ticks,
+                                 std::unique_ptr<LiveControl> control, const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    adopted_pid_ = pid;
+    adopted_ticks_ = start_ticks;
+    adopted_control_ = std::move(control);
+    line = Goto(ShadowState::kLive, {ShadowState::kNone}, reason);
+  }
+  log_.Log(line);
+}
+
 void ShadowSupervisor::Tick() {
+  {
+    // The live service a restarted daemon adopted: watched through /proc.
+    std::string line;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (adopted_pid_ != 0 && state_ == ShadowState::kLive &&
+          !SameProcess(adopted_pid_, adopted_ticks_)) {
+        line = Goto(ShadowState::kExited, {ShadowState::kLive},
+                    "the live service (pid " + std::to_string(adopted_pid_) + ") ended");
+      }
+    }
+    if (!line.empty()) {
+      log_.Log(line);
+      const std::string why = "the live service (pid " + std::to_string(adopted_pid_) +
+                              ", adopted after a restart of understudyd) ended";
+      log_.Alarm(why);
+      if (on_live_ended_) on_live_ended_(why);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (adopted_pid_ != 0) return;
+  }
   if (!options_.enabled) return;
   const std::optional<journal::JournalId> journal = node_.journal();
   if (!journal.has_value()) return;
@@ -166,6 +205,7 @@ void ShadowSupervisor::Tick() {
     if (!line.empty()) {
       log_.Log(line);
       log_.Alarm("the live service (former shadow) ended: " + why);
+      if (on_live_ended_) on_live_ended_("the live service (former shadow) ended: " + why);
     }
     return;
   }
@@ -236,6 +276,7 @@ void ShadowSupervisor::Failed(std::shared_ptr<Shadow> shadow, const std::string&
   }
   if (!line.empty()) log_.Log(line);
   log_.Alarm(alarm);
+  if (what == "DIVERGED" && on_divergence_) on_divergence_(why);
   shadow.reset();  // kills the program (outside the lock)
 }
 

@@ -17,6 +17,8 @@
 //   starting, running            live        WentLive        go-live confirmed: the service now
 //   live                         exited      LiveEnded       the live service ended
 //   every state but live         none        Reset           a new journal
+//   none                         live        AdoptLive       a restarted daemon found its live
+//                                                            service still running
 //
 // A shadow in starting or running is healthy: a failover can use it (one
 // still catching up takes longer to drain).
@@ -35,6 +37,7 @@
 #include <string>
 
 #include "daemon/leaky_bucket.h"
+#include "daemon/live_service.h"
 #include "daemon/shadow.h"
 #include "journal/format.h"
 
@@ -90,6 +93,23 @@ class ShadowSupervisor {
   // Kills a shadow that is not live (shutdown).
   void Stop();
 
+  // A restarted daemon found the live service it had started (pid and start
+  // time from DATA/state.json, daemon/live_service.h): state live, watched
+  // through /proc from then on (it is no longer this process's child).
+  // Before the supervisor thread starts.
+  // `control`: its control mapping, reopened (null if that failed).
+  void AdoptLive(int pid, uint64_t start_ticks, std::unique_ptr<LiveControl> control,
+                 const std::string& reason);
+  // Called (supervisor thread, outside the lock) with each divergence of the
+  // shadow, for the event history.  Set before the supervisor thread starts.
+  void set_on_divergence(std::function<void(const std::string&)> f) {
+    on_divergence_ = std::move(f);
+  }
+  // ... and when the live service ended (live -> exited).
+  void set_on_live_ended(std::function<void(const std::string&)> f) {
+    on_live_ended_ = std::move(f);
+  }
+
  private:
   // Caller holds mu_; returns the log line ("" if `from` does not hold).
   std::string Goto(ShadowState to, std::initializer_list<ShadowState> from,
@@ -111,6 +131,11 @@ class ShadowSupervisor {
   uint32_t restarts_ = 0;
   std::string last_divergence_;
   LeakyBucket bucket_;
+  int adopted_pid_ = 0;  // AdoptLive: the live service found after a restart
+  uint64_t adopted_ticks_ = 0;
+  std::unique_ptr<LiveControl> adopted_control_;
+  std::function<void(const std::string&)> on_divergence_;
+  std::function<void(const std::string&)> on_live_ended_;
 };
 
 }  // namespace understudy::daemon

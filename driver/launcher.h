@@ -42,6 +42,18 @@ struct LaunchSpec {
   int control_fd = -1;            // memfd installed at abi::kControlFd
   bool pid_namespace = true;      // ignored (with a warning) without root
   int nice = 0;                   // scheduling niceness of the program (0 = inherit)
+  // The program may later outlive the driver (Program::Detach; understudyd's
+  // live service).  The launcher child starts its own session (setsid), so
+  // no signal sent to the driver's process group or terminal reaches it, and
+  // it drops its parent-death signal when Detach asks.  Namespace path only
+  // (root); without it the child is the program and Detach fails.
+  bool detachable = false;
+  // The tree may be checkpointed by CRIU (docs/checkpoint.md): inside its
+  // mount namespace PID 1 detaches nsfs mounts (CRIU refuses a namespace
+  // holding one) and reopens a stdin/stdout/stderr that is a file or a
+  // device (opened outside the namespace, CRIU cannot look its mount up)
+  // on /dev/null; pipes and sockets are kept.
+  bool checkpointable = false;
 };
 
 // How the program ended.
@@ -74,6 +86,23 @@ class Program {
 
   pid_t pid() const { return pid_; }
   bool in_namespace() const { return in_namespace_; }
+  // The root of what a checkpoint dumps: PID 1 of the namespace as the
+  // driver sees it (0 until the launcher child reported it), or the program
+  // itself without a namespace.  Caller's thread (it reads the report pipe).
+  pid_t checkpoint_root() {
+    if (!in_namespace_) return pid_;
+    if (init_pid_ == 0) ReadReports();
+    return init_pid_;
+  }
+
+  // Lets the program outlive this driver (LaunchSpec::detachable): the
+  // launcher child drops its parent-death signal and confirms (within
+  // `timeout`); from then on the destructor neither kills nor waits for it
+  // (Poll and Kill still work while this process is its parent).  Fails,
+  // changing nothing, when the spec was not detachable, without a
+  // namespace, or when the launcher child does not confirm.
+  Status Detach(int timeout_ms = 2000);
+  bool detached() const { return detached_; }
 
  private:
   Program(pid_t pid, int status_fd, bool ns)
@@ -84,6 +113,8 @@ class Program {
   pid_t pid_;
   int status_fd_;  // read end of the children's report pipe
   bool in_namespace_;
+  bool detachable_ = false;
+  bool detached_ = false;
   bool done_ = false;
   ProgramExit exit_;
   pid_t init_pid_ = 0;  // PID 1 of the namespace, as the driver sees it

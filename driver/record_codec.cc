@@ -95,6 +95,9 @@ Status DecodeRecord(const char* rec, size_t size, pb::Event* event) {
       s->Clear();
       s->set_signo(static_cast<uint32_t>(h.arg));
       s->set_code(static_cast<int32_t>(h.result));
+      s->set_sender_pid(h.fd);
+      s->set_sender_uid(h.call);
+      s->set_value(h.checksum);
       return Status::Ok();
     }
     case abi::kRecSync: {
@@ -188,6 +191,9 @@ Status EncodeRecord(const pb::Event& event, std::string* rec) {
       h.cls = abi::kClsSignal;
       h.arg = event.signal().signo();
       h.result = event.signal().code();
+      h.fd = event.signal().sender_pid();
+      h.call = event.signal().sender_uid();
+      h.checksum = event.signal().value();
       break;
     case pb::Event::kSync:
       h.kind = abi::kRecSync;
@@ -329,8 +335,8 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
   int32_t status = 0, result = 0;
   while (w.p < w.end) {
     if (!w.Tag(&f, &wt)) return false;
-    const bool fixed = body == 12 && f == 2;
-    if (f >= 1 && f <= (body == 13 ? 4u : 3u)) {
+    const bool fixed = (body == 12 && f == 2) || (body == 11 && f == 5);
+    if (f >= 1 && f <= (body == 13 ? 4u : body == 11 ? 5u : 3u)) {
       if (wt != (fixed ? 1u : 0u)) return false;
       if (fixed ? !w.Fixed64(&v) : !w.Varint(&v)) return false;
     } else {
@@ -340,6 +346,9 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
     switch (body * 16 + f) {
       case 11 * 16 + 1: h->arg = static_cast<uint32_t>(v); break;                   // signo
       case 11 * 16 + 2: h->result = static_cast<int32_t>(v); break;                 // code
+      case 11 * 16 + 3: h->fd = static_cast<int32_t>(v); break;                     // sender_pid
+      case 11 * 16 + 4: h->call = static_cast<uint32_t>(v); break;                  // sender_uid
+      case 11 * 16 + 5: h->checksum = v; break;                                     // value
       case 12 * 16 + 1: h->call = static_cast<uint32_t>(static_cast<int32_t>(v)); break;  // op
       case 12 * 16 + 2: h->arg = v; break;                                          // object
       case 12 * 16 + 3: h->result = static_cast<int32_t>(v); break;                 // result
@@ -347,7 +356,7 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
       case 13 * 16 + 2: h->arg = static_cast<uint32_t>(v); break;                   // child_tid
       case 13 * 16 + 3: status = static_cast<int32_t>(v); break;
       case 13 * 16 + 4: result = static_cast<int32_t>(v); break;
-      default: break;  // sender_pid: not in the ring form
+      default: break;
     }
   }
   switch (body) {
@@ -505,6 +514,9 @@ bool RecordToEventWire(const char* rec, size_t size, std::string* out) {
       field = 11;
       p = PutUint(p, 1, static_cast<uint32_t>(h.arg));
       p = PutInt32(p, 2, static_cast<int32_t>(h.result));
+      p = PutInt32(p, 3, h.fd);
+      p = PutUint(p, 4, h.call);
+      if (h.checksum) p = PutFixed64(p, 5, h.checksum);
       break;
     case abi::kRecSync:
       field = 12;

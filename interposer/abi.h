@@ -48,7 +48,7 @@ namespace understudy::abi {
 #endif
 
 US_ABI_CONSTEXPR uint32_t kControlMagic = 0x55534331;  // "USC1"
-US_ABI_CONSTEXPR uint32_t kProtocolVersion = 4;
+US_ABI_CONSTEXPR uint32_t kProtocolVersion = 5;  // 5: checkpoint park words
 // The fd number at which the control memfd is installed in the program.  High
 // enough to stay out of the way of ordinary fd allocation.
 US_ABI_CONSTEXPR int kControlFd = 1023;
@@ -57,6 +57,12 @@ US_ABI_CONSTEXPR uint64_t kDefaultRingSize = 64ull << 20;
 // Largest payload one record may carry; calls that could deliver more are
 // clamped to it at record time (a short read is always legal for the program).
 US_ABI_CONSTEXPR uint64_t kMaxRecordPayload = 4ull << 20;
+// The signal the recorder sends to kick threads out of blocking interposed
+// calls when it parks the program for a checkpoint (ControlBlock::park_*).
+// The interposer installs its own handler for it; a program's wish for it is
+// kept but never installed.  SIGRTMAX - 2: glibc and most programs leave the
+// top of the real-time range alone.
+US_ABI_CONSTEXPR int kKickSignal = 62;
 // Environment variable naming the control fd (decimal); absent = interposer off.
 #define US_ENV_CONTROL_FD "UNDERSTUDY_CONTROL_FD"
 
@@ -92,7 +98,8 @@ enum Status : uint32_t {
 // RecordHeader::kind.
 enum RecordKind : uint16_t {
   kRecSyscall = 1,    // call = syscall number
-  kRecSignal = 2,     // arg = signo, result = si_code
+  kRecSignal = 2,     // arg = signo, result = si_code, fd = si_pid, call = si_uid,
+                      // checksum = siginfo bytes 24..31 (si_value / si_status)
   kRecSync = 3,       // call = SyncOp, arg = object address, result = errno
   kRecLifecycle = 4,  // call = LifecycleKind, arg = child tid/pid, result = status
 };
@@ -242,9 +249,11 @@ struct ControlBlock {
   uint32_t golive_listeners; // number of listening sockets re-created
   uint32_t audit_ready;      // futex: the driver's escape audit is attached
                              // (or gave up); see kFlagAuditWait
-  uint32_t pad1;             // zero
+  uint32_t refused_pid;      // kStatusRefused: the refusing process's pid (as it
+                             // sees itself, i.e. inside the program's PID namespace)
   uint64_t golive_ns;        // CLOCK_MONOTONIC when go-live completed
-  // --- divergence report (valid when status == kStatusDiverged)
+  // --- divergence report (valid when status == kStatusDiverged; with
+  // kStatusRefused, div_text holds the refusal's one-line message)
   uint64_t div_seq;          // event number where replay diverged
   uint32_t div_tid;          // recorded tid of the thread that diverged
   uint32_t div_call;         // call the replay made
@@ -256,6 +265,26 @@ struct ControlBlock {
   // slot of the next record's thread only.
   alignas(64) uint32_t wake_epoch[64];
   uint32_t wake_waiters[64];
+  // --- checkpoint park (docs/checkpoint.md, "A consistent checkpoint"):
+  // the recorder brings every thread to an event boundary before a dump.
+  // Dekker-style, all seq_cst: a thread entering an interposed call adds 1
+  // to in_call and then loads park_request; the recorder stores
+  // park_request = 1 and then loads in_call.  So once the recorder reads
+  // in_call == 0 after its store, no thread sits between a call's start and
+  // its Publish, and every thread that enters later parks before doing
+  // anything.  Threads blocked inside a call are kicked out of it with
+  // kKickSignal: the call ends with EINTR, is not recorded, and is issued
+  // again once unparked (in whatever mode the process then is: a restored
+  // image may wake up in replay mode).
+  alignas(64) uint32_t park_request;  // recorder: 1 = park at the next call
+  uint32_t park_epoch;       // futex: parked threads sleep on it; the
+                             // recorder bumps and wakes it to unpark
+  uint32_t park_ack;         // futex: bumped (and woken) by a thread that
+                             // leaves a call or parks while park_request = 1
+  uint32_t pad2;             // zero
+  alignas(64) uint32_t in_call;  // threads inside an interposed call, not parked
+  uint32_t parked;           // threads asleep on park_epoch
+  uint64_t kicks;            // calls ended by kKickSignal (re-issued later)
 };
 US_ABI_CONSTEXPR int kWakeSlots = 64;
 
@@ -268,6 +297,9 @@ static_assert(sizeof(OutHeader) == 8, "OutHeader layout is ABI");
 static_assert(offsetof(ControlBlock, next_seq) == 64, "ControlBlock layout is ABI");
 static_assert(offsetof(ControlBlock, read_pos) == 128, "ControlBlock layout is ABI");
 static_assert(offsetof(ControlBlock, replay_cursor) == 256, "ControlBlock layout is ABI");
+static_assert(offsetof(ControlBlock, park_request) % 64 == 0, "ControlBlock layout is ABI");
+static_assert(offsetof(ControlBlock, in_call) == offsetof(ControlBlock, park_request) + 64,
+              "ControlBlock layout is ABI");
 static_assert(sizeof(ControlBlock) <= 4096, "ControlBlock must fit in one page");
 
 inline uint64_t RecordPad(uint64_t n) { return (n + 7) & ~uint64_t{7}; }

@@ -217,8 +217,14 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
 
   if (mode == abi::kModeRecord) {
     if (t == kFdOut) {
+      // The gate is waited for before the number is taken, so a thread that
+      // waits on the backup holds no seq (a checkpoint can park it there).
+      if (action == abi::kActSuppressCheck) {
+        if (__builtin_expect(ts.rtid == 0, 0)) AdoptThread();
+        GateWait();
+        if (__builtin_expect(ts.redispatch, 0)) return -EINTR;  // kicked: re-issued
+      }
       uint64_t seq = TakeSeq();  // outputs are ordered before they leave
-      if (action == abi::kActSuppressCheck) GateWait();
       long r = Perform(nr, a);
       uint64_t n = r > 0 ? static_cast<uint64_t>(r) : 0;
       Publish({.seq = seq,
@@ -237,7 +243,8 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
       if (o.kind == O_PLEN && a[o.param])
         pre_plen[o.param] = *reinterpret_cast<uint32_t*>(a[o.param]);
     uint32_t namelen_pre = payload.msg() ? payload.msg()->msg_namelen : 0;
-    long r = Perform(nr, a);
+    long r = KickableSys(nr, a);
+    if (__builtin_expect(ts.redispatch, 0)) return -EINTR;  // kicked: not recorded, re-issued
     if (t == kNewFd && r >= 0) SetKind(r, kFdEmulated);
     if (t == kNewFd2 && r >= 0) {
       const int* fds = reinterpret_cast<const int*>(a[row.out[0].arg]);
@@ -278,7 +285,10 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
 
   // Replay.
   Rec rec;
-  if (!NextEvent(&rec, nr, fd)) return Perform(nr, a);
+  if (!NextEvent(&rec, nr, fd)) {
+    // Went live while waiting: recording again -> this call is an event.
+    return Mode() == abi::kModeRecord ? TableCall(row, a, t) : Perform(nr, a);
+  }
   long r = rec.h.result;
   switch (rec.h.action) {
     case abi::kActEmulate: {
@@ -390,18 +400,29 @@ long Reexec(const CallRow& row, long* a) {
   return TableCall(row, a, kReexec);
 }
 
-// Record: stops the program with a message naming the call; replay (which
-// never meets one in a journal) reports ENOSYS.
+// Record: stops the program with a message naming the call and the process;
+// replay (which never meets one in a journal) reports ENOSYS.  Only this
+// process ends here; the recorder sees kStatusRefused and stops the rest of
+// the recorded program (every process of it), so nothing runs on
+// half-recorded.  The first refusal wins the report; later ones (another
+// thread or process racing to the same call) stop quietly.
 long Refuse(const CallRow& row, long*) {
   if (Mode() != abi::kModeRecord) return -ENOSYS;
-  Msg m;
-  m.S("understudy: ").Call(row.nr).S(" (syscall ").I(row.nr);
-  m.S(") is not supported: recording it would let nondeterminism escape the journal;");
-  m.S(" the program is stopped\n");
-  Stderr(m);
-  if (g_cb) {
+  uint32_t running = abi::kStatusRunning;
+  if (__atomic_compare_exchange_n(&g_cb->status, &running, abi::kStatusRefused, false,
+                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    uint32_t pid = static_cast<uint32_t>(sys(SYS_getpid));
+    char comm[17] = {};
+    sys(SYS_prctl, PR_GET_NAME, reinterpret_cast<long>(comm));
+    // The one message, printed by the recorder (div_text carries it).
+    Msg m;
+    m.Call(row.nr).S(" (syscall ").I(row.nr).S(") in process ").I(pid).S(" (").S(comm);
+    m.S(") is not supported: recording it would let nondeterminism escape the journal");
+    size_t n = m.n < sizeof g_cb->div_text - 1 ? m.n : sizeof g_cb->div_text - 1;
+    __builtin_memcpy(g_cb->div_text, m.buf, n);
+    g_cb->div_text[n] = 0;
     g_cb->refused_call = static_cast<uint32_t>(row.nr);
-    __atomic_store_n(&g_cb->status, abi::kStatusRefused, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_cb->refused_pid, pid, __ATOMIC_RELEASE);
   }
   sys(SYS_exit_group, 125);
   __builtin_unreachable();

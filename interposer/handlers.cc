@@ -255,6 +255,7 @@ long ExitGroup(const CallRow&, long* a) {
       Consume(rec);
     }
   }
+  if (ts.calls > 0) CallLeave();  // the process ends inside this call
   return sys(SYS_exit_group, a[0]);
 }
 
@@ -269,6 +270,9 @@ long Fork(const CallRow& row, long* a) {
     uint64_t seq = TakeSeq();
     long r = Perform(nr, a);
     if (r == 0) {
+      // The child shares the control block: it counts itself into the call
+      // it returns from (CallLeave in Dispatch takes it out again).
+      __atomic_fetch_add(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
       ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));
       g_pid = static_cast<uint32_t>(sys(SYS_getpid));
       ArmTrap();
@@ -307,7 +311,10 @@ long Exec(const CallRow& row, long* a) {
              .cls = abi::kClsProcess,
              .action = abi::kActReexecCheck});
     __atomic_store_n(&g_cb->exec_rtid, ts.rtid, __ATOMIC_RELEASE);
+    // A successful exec never comes back to leave the call: leave it now.
+    __atomic_fetch_sub(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
     long r = Perform(nr, a);
+    __atomic_fetch_add(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&g_cb->exec_rtid, 0, __ATOMIC_RELEASE);
     Publish({.seq = TakeSeq(),
              .call = static_cast<uint32_t>(nr),

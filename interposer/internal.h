@@ -145,6 +145,13 @@ long Wait4(const CallRow& row, long* a);
 // Signals (signals.cc):
 long Sigaction(const CallRow& row, long* a);
 long Sigprocmask(const CallRow& row, long* a);
+// Kernel-side copies and batched socket calls, performed as the plain calls
+// they stand for (transfer.cc):
+long CopyFileRange(const CallRow& row, long* a);
+long Sendfile(const CallRow& row, long* a);
+long Splice(const CallRow& row, long* a);
+long Sendmmsg(const CallRow& row, long* a);
+long Recvmmsg(const CallRow& row, long* a);
 
 // clang-format off
 #define OUT(a, k, p) OutSpec{a, O_##k, p}
@@ -233,6 +240,7 @@ long us_clone_thread(long nr, long a0, long a1, long a2, long a3, long a4, const
                      int* taken) __attribute__((visibility("hidden")));
 extern char us_stub_begin[] __attribute__((visibility("hidden")));
 extern char us_stub_end[] __attribute__((visibility("hidden")));
+extern char us_syscall_insn[] __attribute__((visibility("hidden")));  // its syscall instruction
 }
 
 #pragma GCC visibility push(hidden)
@@ -317,6 +325,12 @@ struct ThreadState {
   uint64_t last_dep_seq;   // record: seq of this thread's last non-output event
   uint64_t seen_read_pos;  // record: last read_pos this thread loaded
   siginfo_t info[65];      // record: siginfo of pending signals
+  int calls;               // record: interposed calls this thread is inside (park.cc)
+  char kickable;           // record: in the one blocking syscall of a call that
+                           // has taken no seq yet; kKickSignal may end it (park.cc)
+  char redispatch;         // record: that syscall was kicked: drop its result and
+                           // issue the call again after the park
+  char in_park;            // parked in the kick handler (park.cc)
 };
 extern US_TLS ThreadState ts;
 
@@ -516,8 +530,64 @@ struct KSigaction {
 constexpr unsigned long kSaRestorer = 0x04000000;
 // Record: publishes and runs the async signals deferred to this boundary.
 void DeliverRecordedPending();
-// Replay: runs the program's handler for a recorded signal.
-void DeliverReplaySignal(int sig, int code);
+// Replay: runs the program's handler for a recorded signal record, with the
+// siginfo it recorded (abi::kRecSignal).
+void DeliverReplaySignal(const abi::RecordHeader& h);
+// A call returned -EINTR: a signal landed while it waited.  The handlers run
+// here, inside the wait, as the kernel would run them (record: the pending
+// signals, published right after the call's event; replay: the signal
+// records that follow it), then the call is restarted if the kernel would
+// restart it (every handler run had SA_RESTART, and the call is one that
+// restarts at all).  Journaled calls take Interrupted, passed-through ones
+// (record only) PassInterrupted, which restarts without delivering.
+long Interrupted(long nr, long* a);
+long PassInterrupted(long nr, long* a);
+
+// ---------------------------------------------------------------------------
+// Checkpoint park (park.cc; the protocol is at abi::ControlBlock::park_request).
+// ParkSlow: the recorder asked to park: leave the call count, sleep until
+// unparked, enter again.
+void ParkSlow();
+void InstallKickHandler();
+// A kicked call issued again after the park left record mode (park.cc).
+long DispatchAgain(long nr, long* a);
+
+// Entering an interposed call (record mode).  Only the outermost call of a
+// thread counts; nested ones (a deferred signal handler's calls) ride on it.
+// The order of the TLS count and the shared one matters to the kick handler
+// (park.cc), which runs on this thread: it parks a thread whose count is 0,
+// so the shared count must never include a thread whose own count reads 0.
+inline void CallEnter() {
+  if (ts.calls != 0) {
+    ts.calls++;
+    return;
+  }
+  ts.calls = 1;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  __atomic_fetch_add(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
+  if (__builtin_expect(__atomic_load_n(&g_cb->park_request, __ATOMIC_SEQ_CST) != 0, 0)) ParkSlow();
+}
+inline void CallLeave() {
+  if (ts.calls != 1) {
+    ts.calls--;
+    return;
+  }
+  __atomic_fetch_sub(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  ts.calls = 0;
+  if (__builtin_expect(__atomic_load_n(&g_cb->park_request, __ATOMIC_SEQ_CST) != 0, 0)) {
+    __atomic_fetch_add(&g_cb->park_ack, 1, __ATOMIC_SEQ_CST);
+    FutexWakeAll(&g_cb->park_ack);
+  }
+}
+// A blocking syscall of a call that holds no seq yet: a kick ends it with
+// -EINTR and marks the call for re-issue (see Dispatch).
+inline long KickableSys(long nr, const long* a) {
+  ts.kickable = 1;
+  long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+  ts.kickable = 0;
+  return r;
+}
 
 // ---------------------------------------------------------------------------
 // Trap and init (trap.cc).
@@ -539,14 +609,37 @@ __attribute__((always_inline)) inline long Dispatch(long nr, long* a) {
       (mode != abi::kModeRecord && mode != abi::kModeReplay)) {
     // The kernel must hold our signal handlers whatever the mode.
     if (row && row->handler == &Sigaction) return Sigaction(*row, a);
-    return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    long r = sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (__builtin_expect(r == -EINTR, 0) && mode == abi::kModeRecord) return PassInterrupted(nr, a);
+    return r;
   }
   if (row->handler == &Refuse) return Refuse(*row, a);
-  if (mode == abi::kModeRecord && ts.pending) DeliverRecordedPending();
-  ts.depth++;
-  long r = row->handler(*row, a);
-  ts.depth--;
-  return r;
+  if (mode != abi::kModeRecord) {
+    ts.depth++;
+    long r = row->handler(*row, a);
+    ts.depth--;
+    if (__builtin_expect(r == -EINTR, 0)) return Interrupted(nr, a);
+    return r;
+  }
+  // Record: the call is bracketed for the checkpoint park (CallEnter).  A
+  // call whose blocking syscall was kicked is issued again from the top: the
+  // park may have ended in another mode (a restored image wakes in replay).
+  // Any other -EINTR is a program's signal: its handlers run here, inside
+  // the wait (Interrupted), after the call has left the park's count.
+  for (;;) {
+    CallEnter();
+    if (ts.pending) DeliverRecordedPending();
+    ts.depth++;
+    long r = row->handler(*row, a);
+    ts.depth--;
+    CallLeave();
+    if (__builtin_expect(!ts.redispatch, 1)) {
+      if (__builtin_expect(r == -EINTR, 0)) return Interrupted(nr, a);
+      return r;
+    }
+    ts.redispatch = 0;
+    if (Mode() != abi::kModeRecord) return DispatchAgain(nr, a);
+  }
 }
 
 // Entry from a wrapper: six arguments, then the dispatcher.
@@ -587,7 +680,10 @@ long EmulateWith(uint8_t cls, long nr, long fd, uint64_t arg, const OutBuf* outs
     return r;
   }
   Rec rec;
-  if (!NextEvent(&rec, nr, fd)) return exec();
+  if (!NextEvent(&rec, nr, fd)) {
+    // Went live while waiting, and records again: this call is an event.
+    return Mode() == abi::kModeRecord ? EmulateWith(cls, nr, fd, arg, outs_in, nout, exec) : exec();
+  }
   for (int i = 0; i < nout; i++) CopyOutTo(rec, i, const_cast<void*>(outs_in[i].p), outs_in[i].len);
   Consume(rec);
   return rec.h.result;
@@ -609,7 +705,9 @@ long ReexecWith(long nr, long fd, uint64_t arg, Exec exec, After after) {
     return r;
   }
   Rec rec;
-  if (!NextEvent(&rec, nr, fd)) return exec();
+  if (!NextEvent(&rec, nr, fd)) {
+    return Mode() == abi::kModeRecord ? ReexecWith(nr, fd, arg, exec, after) : exec();
+  }
   long r = exec();
   if (r != rec.h.result)
     Diverge(rec, {.what = Mismatch::kResult,

@@ -110,9 +110,13 @@ void GateWait() {
     uint32_t epoch = __atomic_load_n(&g_cb->gate_epoch, __ATOMIC_ACQUIRE);
     __atomic_fetch_add(&g_cb->gate_waiters, 1, __ATOMIC_SEQ_CST);
     AskFlush(need);  // flush now: someone is waiting on the backup
-    if (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_SEQ_CST) < need)
+    if (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_SEQ_CST) < need) {
+      ts.kickable = 1;  // no seq taken yet (dispatch.cc): a checkpoint may park us
       FutexWait(&g_cb->gate_epoch, epoch, 100);
+      ts.kickable = 0;
+    }
     __atomic_fetch_sub(&g_cb->gate_waiters, 1, __ATOMIC_SEQ_CST);
+    if (ts.redispatch) return;  // kicked: the call is issued again after the park
   }
 }
 

@@ -232,7 +232,7 @@ void WaitTurn(Rec* out, bool identity_only) {
         if (out->h.kind == abi::kRecSignal) {
           // Consume, then run the program's handler at this same boundary.
           Consume(*out);
-          DeliverReplaySignal(static_cast<int>(out->h.arg), static_cast<int>(out->h.result));
+          DeliverReplaySignal(out->h);
           continue;
         }
         return;

@@ -249,7 +249,13 @@ bool GoLive() {
   sys(SYS_clock_gettime, CLOCK_MONOTONIC, reinterpret_cast<long>(&now));
   g_cb->golive_ns = static_cast<uint64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
   g_cb->golive_listeners = listeners;
-  __atomic_store_n(&g_cb->mode, abi::kModeLive, __ATOMIC_RELEASE);
+  // golive_requested 2: the live process records again (a journal the
+  // daemon drains, continuing at next_seq), so a backup can be given it.
+  // Threads that were waiting for an event redo their call in record mode
+  // (TableCall, EmulateWith, ReexecWith); the record ring starts empty (the
+  // replay consumers zeroed every record) at write_reserve == read_pos == 0.
+  const bool record = __atomic_load_n(&g_cb->golive_requested, __ATOMIC_ACQUIRE) == 2;
+  __atomic_store_n(&g_cb->mode, record ? abi::kModeRecord : abi::kModeLive, __ATOMIC_RELEASE);
   __atomic_store_n(&g_cb->golive_done, 1, __ATOMIC_RELEASE);
   WakeEveryone();
   return true;

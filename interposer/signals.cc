@@ -8,6 +8,7 @@ namespace understudy::interposer {
 namespace {
 
 KSigaction g_app_act[65];  // the program's view of each signal's disposition
+US_TLS int t_no_restart;   // a handler run since the last interrupted call lacked SA_RESTART
 
 bool IsFaultSignal(int sig) {
   return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP ||
@@ -21,6 +22,7 @@ bool IsIgnOrDfl(const void* handler) {
 void CallAppHandler(int sig, siginfo_t* info) {
   const KSigaction& a = g_app_act[sig];
   if (IsIgnOrDfl(a.handler)) return;
+  if (!(a.flags & SA_RESTART)) t_no_restart = 1;
   uint64_t mask = a.mask;
   if (!(a.flags & SA_NODEFER)) mask |= 1ull << (sig - 1);
   mask &= ~(1ull << (SIGSYS - 1));
@@ -57,22 +59,93 @@ void DeliverRecordedPending() {
     int sig = __builtin_ctzll(ts.pending) + 1;
     ts.pending &= ~(1ull << (sig - 1));
     siginfo_t info = ts.info[sig];
+    uint64_t value;  // siginfo bytes 24..31: si_value, si_status
+    __builtin_memcpy(&value, reinterpret_cast<const char*>(&info) + 24, 8);
     Publish({.seq = TakeSeq(),
              .kind = abi::kRecSignal,
+             .call = static_cast<uint32_t>(info.si_uid),
              .cls = abi::kClsSignal,
              .result = info.si_code,
+             .checksum = value,
+             .fd = info.si_pid,
              .arg = static_cast<uint64_t>(sig)});
     CallAppHandler(sig, &info);
   }
 }
 
-void DeliverReplaySignal(int sig, int code) {
+void DeliverReplaySignal(const abi::RecordHeader& h) {
+  int sig = static_cast<int>(h.arg);
   if (sig <= 0 || sig > 64) return;
   siginfo_t info;
   __builtin_memset(&info, 0, sizeof info);
   info.si_signo = sig;
-  info.si_code = code;
+  info.si_code = static_cast<int>(h.result);
+  info.si_pid = h.fd;
+  info.si_uid = h.call;
+  __builtin_memcpy(reinterpret_cast<char*>(&info) + 24, &h.checksum, 8);
   CallAppHandler(sig, &info);
+}
+
+namespace {
+
+// Calls the kernel never restarts after a handler, whatever SA_RESTART says
+// (signal(7)): they return EINTR to the program.
+bool NeverRestarted(long nr) {
+  switch (nr) {
+    case SYS_rt_sigsuspend:
+    case SYS_pause:
+    case SYS_rt_sigtimedwait:
+    case SYS_poll:
+    case SYS_ppoll:
+    case SYS_select:
+    case SYS_pselect6:
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+    case SYS_epoll_pwait2:
+    case SYS_nanosleep:
+    case SYS_clock_nanosleep:
+    case SYS_io_getevents:
+    case SYS_semop:
+    case SYS_semtimedop:
+    case SYS_msgrcv:
+    case SYS_msgsnd:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+long Interrupted(long nr, long* a) {
+  uint32_t mode = Mode();
+  if (ts.depth > 0) return -EINTR;
+  t_no_restart = 0;
+  if (mode == abi::kModeRecord) {
+    if (ts.pending) DeliverRecordedPending();
+  } else if (mode == abi::kModeReplay && !g_exiting) {
+    // The signal records that follow this call in the thread's stream are
+    // delivered on the way to its next event, which stays unconsumed.
+    Rec next;
+    WaitTurn(&next);
+  } else {
+    return -EINTR;  // off / live: the kernel already did what it does natively
+  }
+  if (NeverRestarted(nr) || t_no_restart) return -EINTR;
+  return Dispatch(nr, a);
+}
+
+long PassInterrupted(long nr, long* a) {
+  // Not journaled: delivering here would be a point replay cannot see, so
+  // the pending signals wait for the next journaled call, as before.
+  uint64_t p = ts.pending;
+  while (p) {
+    int sig = __builtin_ctzll(p) + 1;
+    p &= p - 1;
+    if (!(g_app_act[sig].flags & SA_RESTART) && !IsIgnOrDfl(g_app_act[sig].handler)) return -EINTR;
+  }
+  if (NeverRestarted(nr)) return -EINTR;
+  return Dispatch(nr, a);
 }
 
 // rt_sigaction: handled in every mode (Dispatch calls it even when passing
@@ -83,7 +156,7 @@ long Sigaction(const CallRow& row, long* a) {
   KSigaction* oldact = reinterpret_cast<KSigaction*>(a[2]);
   if (sig <= 0 || sig > 64) return sys(row.nr, a[0], a[1], a[2], a[3]);
   KSigaction prev = g_app_act[sig];
-  if (sig == SIGSYS) {  // the interposer's trap: the program only sees its wish
+  if (sig == SIGSYS || sig == abi::kKickSignal) {  // the interposer's: the program only sees its wish
     if (act) g_app_act[sig] = *act;
     if (oldact) *oldact = prev;
     return 0;
@@ -108,6 +181,14 @@ long Sigaction(const CallRow& row, long* a) {
   ours.handler = reinterpret_cast<void*>(&AsyncSignalHandler);
   ours.flags |= SA_SIGINFO | kSaRestorer;  // ours, inside the allowed range
   ours.flags &= ~static_cast<unsigned long>(SA_RESETHAND);
+  // Record: no kernel restarts, so a wait the signal interrupts comes back to
+  // us and the handler runs there (Interrupted), restarting it after if the
+  // program asked for SA_RESTART.  Replay: real signals are dropped, so the
+  // kernel always restarts what they interrupt.
+  if (Mode() == abi::kModeRecord)
+    ours.flags &= ~static_cast<unsigned long>(SA_RESTART);
+  else if (Mode() == abi::kModeReplay)
+    ours.flags |= SA_RESTART;
   ours.restorer = reinterpret_cast<void*>(&us_restorer);
   long r = sys(row.nr, a[0], reinterpret_cast<long>(&ours), a[2], a[3]);
   if (r == 0) {
@@ -117,10 +198,11 @@ long Sigaction(const CallRow& row, long* a) {
   return r;
 }
 
-// rt_sigprocmask: SIGSYS (the trap) is never blocked.
+// rt_sigprocmask: SIGSYS (the trap) and the checkpoint's kick are never blocked.
 long Sigprocmask(const CallRow& row, long* a) {
   if (a[1] && (a[0] == SIG_BLOCK || a[0] == SIG_SETMASK)) {
-    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]) & ~(1ull << (SIGSYS - 1));
+    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]) &
+                   ~((1ull << (SIGSYS - 1)) | (1ull << (abi::kKickSignal - 1)));
     return sys(row.nr, a[0], reinterpret_cast<long>(&set), a[2], a[3]);
   }
   return sys(row.nr, a[0], a[1], a[2], a[3]);

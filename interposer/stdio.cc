@@ -45,6 +45,7 @@ auto StdioOrdered(FILE* f, Body body) -> decltype(body()) {
     funlockfile(f);
     return r;
   }
+  if (f && Recording()) return StdioOrdered(f, body);  // went live, records again
   return body();
 }
 

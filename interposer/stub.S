@@ -28,6 +28,9 @@ us_raw_syscall6:
   movq %r8, %r10
   movq %r9, %r8
   movq 8(%rsp), %r9
+  .globl us_syscall_insn
+  .hidden us_syscall_insn
+us_syscall_insn:  // park.cc: a kick finds a thread blocked here
   syscall
   ret
   .size us_raw_syscall6, .-us_raw_syscall6

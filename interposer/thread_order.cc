@@ -7,6 +7,15 @@
 namespace understudy::interposer {
 
 void PublishSync(uint32_t op, const void* obj, int result) {
+  CallEnter();  // the checkpoint park (park.cc); may sleep
+  if (__builtin_expect(Mode() == abi::kModeReplay, 0)) {
+    // A restored checkpoint taken while this thread had just acquired the
+    // object: it holds it already, and the journal has the acquisition.
+    Rec rec;
+    if (ReplaySync(op, obj, &rec)) Consume(rec);
+    CallLeave();
+    return;
+  }
   if (ts.pending) DeliverRecordedPending();
   Publish({.seq = TakeSeq(),
            .kind = abi::kRecSync,
@@ -14,6 +23,7 @@ void PublishSync(uint32_t op, const void* obj, int result) {
            .cls = abi::kClsThreadOrder,
            .result = result,
            .arg = reinterpret_cast<uint64_t>(obj)});
+  CallLeave();
 }
 
 bool ReplaySync(uint32_t op, const void* obj, Rec* rec) {
@@ -54,6 +64,8 @@ void* ThreadStart(void* p) {
   uint64_t token = t->token;
   __atomic_store_n(&t->used, 0, __ATOMIC_RELEASE);
   ArmTrap();
+  const bool entered = Mode() == abi::kModeRecord;
+  if (entered) CallEnter();  // the checkpoint park (park.cc); the mode may change meanwhile
   uint32_t mode = Mode();
   if (mode == abi::kModeRecord) {
     ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));
@@ -62,12 +74,14 @@ void* ThreadStart(void* p) {
              .call = abi::kLifeThreadStart,
              .cls = abi::kClsProcess,
              .arg = token});
+    CallLeave();
   } else if (mode == abi::kModeReplay) {
     ts.rtid = 0;
     ts.token = token;
     Rec rec;
     WaitTurn(&rec, /*identity_only=*/true);
   }
+  if (entered && mode != abi::kModeRecord) CallLeave();
   return start(arg);
 }
 
@@ -91,6 +105,8 @@ int OrderedAcquire(uint32_t op, Obj* obj, Attempt attempt, Block block) {
     Consume(rec);
     return r;
   }
+  // Went live while waiting, and records again: number this acquisition.
+  if (Recording()) return OrderedAcquire(op, obj, attempt, block);
   return attempt();
 }
 
@@ -111,7 +127,10 @@ int CondWaitCommon(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec*
       return static_cast<int>(rec.h.result);
     }
     real_mutex_lock(m);
-    return 0;  // went live: a spurious wake-up is always allowed
+    // Went live: a spurious wake-up is always allowed -- and when the live
+    // process records again it is this thread's event, as in record mode.
+    if (Recording()) PublishSync(abi::kSyncCondWake, c, 0);
+    return 0;
   }
   return abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
 }
@@ -196,6 +215,11 @@ US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*
   uint32_t mode = Mode();
   if ((mode != abi::kModeRecord && mode != abi::kModeReplay) || ts.depth > 0)
     return real_pthread_create(th, attr, start, arg);
+  const bool entered = mode == abi::kModeRecord;
+  if (entered) {
+    CallEnter();  // the checkpoint park (park.cc); the mode may change meanwhile
+    mode = Mode();
+  }
   Trampoline* t = TakeTrampoline();
   t->start = start;
   t->arg = arg;
@@ -230,5 +254,6 @@ US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*
   } else {
     Consume(rec);
   }
+  if (entered) CallLeave();
   return r;
 }

@@ -195,6 +195,7 @@ void Init() {
   g_pid = static_cast<uint32_t>(sys(SYS_getpid));
   g_cb = cb;  // publish last: Mode() reads it
   InstallSigsys();
+  InstallKickHandler();
   ArmTrap();
   if ((g_flags & abi::kFlagAuditWait) && cb->mode == abi::kModeRecord) {
     // The driver attaches its escape audit to our stub range now; wait so

@@ -66,7 +66,16 @@ US_EXPORT int clock_gettime(clockid_t clk, struct timespec* tp) {
   long r = EmulateWith(RowOf(SYS_clock_gettime)->cls, SYS_clock_gettime, -1,
                        static_cast<uint64_t>(clk), &out, 1, [&]() -> long {
                          int rr = real_clock_gettime(clk, tp);
-                         return rr == 0 ? 0 : -errno;
+                         if (rr != 0) return -errno;
+                         // Recording after a go-live: the program's monotonic
+                         // clocks continue from the recorded ones (shadow.cc).
+                         if (clk >= 0 && clk < 8 && g_clock_offset_ns[clk]) {
+                           int64_t ns = static_cast<int64_t>(tp->tv_sec) * 1000000000 +
+                                        tp->tv_nsec + g_clock_offset_ns[clk];
+                           tp->tv_sec = ns / 1000000000;
+                           tp->tv_nsec = ns % 1000000000;
+                         }
+                         return 0;
                        });
   if (r == 0 && mode == abi::kModeReplay && clk >= 0 && clk < 8 && IsMonotonic(clk))
     g_last_clock_ns[clk] = static_cast<int64_t>(tp->tv_sec) * 1000000000 + tp->tv_nsec;

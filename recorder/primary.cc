@@ -5,11 +5,18 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include "cluster/peer_link.h"
 #include "cluster/service_address.h"
+#include "cluster/link.pb.h"
 #include "driver/control_mapping.h"
+#include "recorder/consistent_checkpoint.h"
+#include "recorder/image_shipper.h"
 
 namespace understudy::recorder {
 
@@ -26,6 +33,148 @@ std::string DefaultJournalDir() {
 
 }  // namespace
 
+// Takes the checkpoints the backup asks for, one at a time, on its own thread.
+class CheckpointWorker {
+ public:
+  CheckpointWorker(Primary* primary, ReplicationClient* client, const ReplicationOptions& ro,
+                   std::string dir)
+      : primary_(primary), client_(client), ro_(ro), dir_(std::move(dir)),
+        thread_([this] { Loop(); }) {}
+  ~CheckpointWorker() { Detach(); }
+
+  void Request(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    requests_.push_back(id);
+    cv_.notify_all();
+  }
+  void Attach(abi::ControlBlock* cb, pid_t root, RecordDrain* drain) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cb_ = cb;
+    root_ = root;
+    drain_ = drain;
+  }
+  void Detach() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      cv_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || !requests_.empty(); });
+      if (stop_) break;
+      const uint64_t id = requests_.front();
+      requests_.pop_front();
+      abi::ControlBlock* cb = cb_;
+      const pid_t root = root_;
+      RecordDrain* drain = drain_;
+      lock.unlock();
+      cluster::pb::CheckpointDone done = Take(id, cb, root, drain);
+      client_->SendCheckpointDone(done.SerializeAsString());
+      lock.lock();
+    }
+    // Requests that came too late still get an answer.
+    for (uint64_t id : requests_) {
+      cluster::pb::CheckpointDone d;
+      d.set_request_id(id);
+      d.set_message("the program has ended; no checkpoint");
+      client_->SendCheckpointDone(d.SerializeAsString());
+    }
+  }
+
+  cluster::pb::CheckpointDone Take(uint64_t id, abi::ControlBlock* cb, pid_t root,
+                                   RecordDrain* drain) {
+    cluster::pb::CheckpointDone d;
+    d.set_request_id(id);
+    if (cb == nullptr || root <= 0) {
+      d.set_message("the program is not running yet; try again in a moment");
+      return d;
+    }
+    (void)journal::CreatePrivateDirectories(dir_);
+    const std::string staging = dir_ + "/.taking-" + std::to_string(id);
+    std::error_code ec;
+    std::filesystem::remove_all(staging, ec);
+    ConsistentCheckpointOptions co;
+    co.images_dir = staging;
+    ConsistentCheckpointReport rep;
+    Status s = TakeConsistentCheckpoint(cb, root, drain, co, &rep);
+    if (!s.ok()) {
+      primary_->LogLine("checkpoint failed: " + s.message());
+      d.set_message(s.message());
+      std::filesystem::remove_all(staging, ec);
+      return d;
+    }
+    char name[40];
+    std::snprintf(name, sizeof name, "ckpt-%014llu", static_cast<unsigned long long>(rep.mark_seq));
+    const std::string final_dir = dir_ + "/" + name;
+    std::filesystem::remove_all(final_dir, ec);
+    if (::rename(staging.c_str(), final_dir.c_str()) != 0) {
+      d.set_message("checkpoint at seq " + std::to_string(rep.mark_seq) + ": rename " + staging +
+                    " -> " + final_dir + " failed");
+      return d;
+    }
+    d.set_mark_seq(rep.mark_seq);
+    d.set_last_seq(rep.last_seq);
+    d.set_park_ms(rep.park_ms);
+    d.set_pause_ms(rep.pause_ms);
+    d.set_freeze_ms(rep.freeze_ms);
+    d.set_dump_ms(rep.dump.total_ms);
+    d.set_image_bytes(rep.dump.image_bytes);
+    d.set_image_id(name);
+    ShipOptions so;
+    so.backup = ro_.backup;
+    so.key = ro_.key;
+    so.me = {ro_.node_name, ro_.cipher};
+    so.images_dir = final_dir;
+    so.image_id = name;
+    so.mark_seq = rep.mark_seq;
+    so.last_seq = rep.last_seq;
+    ShipReport ship;
+    s = ShipCheckpoint(so, &ship);
+    if (!s.ok()) {
+      primary_->LogLine("checkpoint at seq " + std::to_string(rep.mark_seq) + " taken (" +
+                        final_dir + ") but not shipped: " + s.message());
+      d.set_message("checkpoint at seq " + std::to_string(rep.mark_seq) +
+                    " taken but not shipped: " + s.message());
+      return d;
+    }
+    d.set_ship_ms(ship.ship_ms);
+    d.set_backup_dir(ship.backup_dir);
+    d.set_ok(true);
+    // Only the newest stays on this node.
+    for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.rfind("ckpt-", 0) == 0 && n != name) std::filesystem::remove_all(e.path(), ec);
+    }
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "checkpoint at seq %llu: pause %.0f ms (CRIU freeze %.0f ms), %.1f MB, shipped "
+                  "in %.0f ms",
+                  static_cast<unsigned long long>(rep.mark_seq), rep.pause_ms, rep.freeze_ms,
+                  rep.dump.image_bytes / 1e6, ship.ship_ms);
+    primary_->LogLine(line);
+    return d;
+  }
+
+  Primary* primary_;
+  ReplicationClient* client_;
+  const ReplicationOptions ro_;
+  const std::string dir_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<uint64_t> requests_;
+  bool stop_ = false;
+  abi::ControlBlock* cb_ = nullptr;
+  pid_t root_ = 0;
+  RecordDrain* drain_ = nullptr;
+  std::thread thread_;
+};
+
 Primary::Primary(Options options) : options_(std::move(options)) {}
 
 void Primary::Log(const std::string& line) const {
@@ -40,8 +189,9 @@ Status Primary::Run(Result* result) {
   const Options& o = options_;
   if (o.mode != Mode::kActiveActive) {
     return Status::NotSupported(
-        "--mode active-passive is not supported yet (it needs checkpoints from checkpoint/, not "
-        "built); use --mode active-active");
+        "--mode active-passive is not supported yet (checkpoints are: 'understudy checkpoint' "
+        "works in active-active; the backup's restore-and-replay failover is not built); use "
+        "--mode active-active");
   }
   ReplicationOptions ro;
   ro.backup = o.backup;
@@ -88,6 +238,9 @@ Status Primary::Run(Result* result) {
   opts.argv = o.command;
   opts.durability = o.durability;
   opts.ring_size = o.ring_size;
+  // The ring is part of every checkpoint image (it lives in the control
+  // memfd), but a smaller one is not the default: with a 16 MiB ring that
+  // fills under DEBUG POPULATE the shadow diverged (docs/checkpoint.md).
   if (!driver::ValidRingSize(opts.ring_size)) {
     return Status::InvalidArgument(
         "ring of " + std::to_string(o.ring_size >> 20) +
@@ -115,7 +268,19 @@ Status Primary::Run(Result* result) {
   opts.hooks.on_audit = [&client](bool on, uint64_t escapes, const std::string& text) {
     client.SetAudit(on ? 1 : 2, escapes, text);
   };
-  opts.hooks.on_program_end = [&client] { client.DetachControl(); };
+  // Checkpoints (docs/checkpoint.md): the backup asks (CHECKPOINT_REQUEST,
+  // `understudy checkpoint` there); a thread of ours parks the program,
+  // dumps it, ships the images and answers CHECKPOINT_DONE.
+  opts.checkpointable = true;
+  CheckpointWorker worker(this, &client, ro, opts.dir + ".checkpoints");
+  client.SetCheckpointHandler([&worker](uint64_t id) { worker.Request(id); });
+  opts.hooks.on_running = [&worker](abi::ControlBlock* cb, pid_t root, RecordDrain* drain) {
+    worker.Attach(cb, root, drain);
+  };
+  opts.hooks.on_program_end = [&client, &worker] {
+    worker.Detach();  // waits for a checkpoint in progress
+    client.DetachControl();
+  };
   Log("journal " + opts.dir + ", replicating to " + o.backup + " (" +
       BackupLossPolicyName(o.on_backup_loss) + " on backup loss)");
 

@@ -69,6 +69,8 @@ class Primary {
 
   explicit Primary(Options options);
   Status Run(Result* result);
+  // A progress line through Options::log (any thread).
+  void LogLine(const std::string& line) const { Log(line); }
 
  private:
   void Log(const std::string& line) const;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "driver/futex.h"
 #include "driver/record_codec.h"
 #include "driver/record_ring.h"
 #include "recorder/reorder_buffer.h"
@@ -85,6 +86,30 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
         ++pending;
       }
     }
+    if (have_injected_.load(std::memory_order_acquire)) {
+      std::vector<journal::pb::Event> add;
+      {
+        std::lock_guard<std::mutex> lock(inject_mu_);
+        add.swap(injected_);
+        have_injected_.store(false, std::memory_order_release);
+      }
+      for (journal::pb::Event& e : add) {
+        const uint64_t seq = e.seq();
+        (void)reorder.Add(seq, std::move(e));
+      }
+      while (reorder.PopReady(&event)) {
+        Status s = writer_->Append(event);
+        if (!s.ok()) return s;
+        ++events_;
+        ++pending;
+      }
+      if (pending > 0) {
+        Status s = writer_->Flush();
+        if (!s.ok()) return s;
+        pending = 0;
+        last_flush = Clock::now();
+      }
+    }
     const Clock::time_point now = Clock::now();
     // Output commit: a program thread waits for durable_seq; its events must
     // leave now, not at the next batching tick (one flush serves every
@@ -97,6 +122,7 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
       pending = 0;
       last_flush = now;
     }
+    if (pending == 0) flushed_upto_.store(reorder.next_expected() - 1, std::memory_order_release);
     if (abort.load(std::memory_order_acquire)) break;
     if (program_done.load(std::memory_order_acquire)) {
       if (!have_deadline) {
@@ -143,6 +169,13 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
     }
   }
   return writer_->Flush();
+}
+
+void RecordDrain::Inject(journal::pb::Event event) {
+  std::lock_guard<std::mutex> lock(inject_mu_);
+  injected_.push_back(std::move(event));
+  have_injected_.store(true, std::memory_order_release);
+  driver::BumpAndWake(&cb_->record_epoch);  // it may be in a long idle wait
 }
 
 }  // namespace understudy::recorder

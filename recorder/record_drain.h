@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,18 @@ class RecordDrain {
   // Problems that did not stop the drain, phrased for the user.
   const std::vector<std::string>& warnings() const { return warnings_; }
 
+  // Any thread: the highest seq such that it and every seq before it are in
+  // the journal and flushed to its writer's sink (the replication stream).
+  uint64_t flushed_upto() const { return flushed_upto_.load(std::memory_order_acquire); }
+  // Any thread: an event written by the recorder itself (a checkpoint mark)
+  // that takes its place in seq order; the drain appends it and flushes.
+  void Inject(journal::pb::Event event);
+
  private:
+  std::atomic<uint64_t> flushed_upto_{0};
+  std::atomic<bool> have_injected_{false};
+  std::mutex inject_mu_;
+  std::vector<journal::pb::Event> injected_;
   abi::ControlBlock* cb_;
   journal::JournalWriter* writer_;
   DrainOptions options_;

@@ -2,6 +2,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <climits>
+#include <cstring>
 #include <cstdio>
 #include "recorder/recorder.h"
 
@@ -45,6 +46,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   if (!s.ok()) return s;
   std::string preload_sha;
   if (driver::Sha256File(preload, &preload_sha).ok()) spec.set_interposer_sha256(preload_sha);
+  spec.set_checkpointable(options.checkpointable);
 
   std::unique_ptr<ControlMapping> mapping;
   uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;
@@ -70,6 +72,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   launch.env = env;
   launch.control_fd = mapping->fd();
   launch.pid_namespace = options.pid_namespace;
+  launch.checkpointable = options.checkpointable;
   std::unique_ptr<Program> program;
   s = Program::Launch(launch, &program);
   if (!s.ok()) return s;
@@ -97,7 +100,12 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   EscapeWatch audit;
   bool audit_pending = options.audit;
   auto last_audit_report = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  bool running_reported = !options.hooks.on_running;
   while (!program->Poll(&exit)) {
+    if (!running_reported && program->checkpoint_root() > 0) {
+      running_reported = true;
+      options.hooks.on_running(mapping->control(), program->checkpoint_root(), &drain);
+    }
     if (audit_pending && __atomic_load_n(&mapping->control()->stub_begin, __ATOMIC_ACQUIRE) != 0) {
       audit_pending = false;  // the interposer is up: from here on, nothing may escape it
       if (!audit.Start(mapping->control(), program->pid(), program->in_namespace(), &result->audit_off_reason))
@@ -121,6 +129,13 @@ Status Record(const RecordOptions& options, RecordResult* result) {
         for (const std::string& a : audit.alarms()) text += (text.empty() ? "" : "; ") + a;
         options.hooks.on_audit(true, escaped, text);
       }
+    }
+    // A refused call stopped the process that made it; the rest of the
+    // program (other processes of its tree) must not run on half-recorded.
+    if (!killed && __atomic_load_n(&mapping->control()->status, __ATOMIC_ACQUIRE) ==
+                       abi::kStatusRefused) {
+      program->Kill();
+      killed = true;
     }
     if (!killed && (drain_finished.load(std::memory_order_acquire) ||
                     (options.hooks.should_kill && options.hooks.should_kill()))) {
@@ -156,10 +171,11 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   if (__atomic_load_n(&cb->status, __ATOMIC_ACQUIRE) == abi::kStatusRefused) {
     uint32_t call = __atomic_load_n(&cb->refused_call, __ATOMIC_ACQUIRE);
     result->refused = true;
-    result->refused_message = "understudy record: " + std::string(syscalls::SyscallLabel(call).text) + " (syscall " +
-                              std::to_string(call) +
-                              ") is not supported: recording it would lose nondeterminism; "
-                              "refused";
+    std::string text(cb->div_text, strnlen(cb->div_text, sizeof cb->div_text));
+    if (text.empty())
+      text = std::string(syscalls::SyscallLabel(call).text) + " (syscall " + std::to_string(call) +
+             ") is not supported: recording it would let nondeterminism escape the journal";
+    result->refused_message = "understudy record: " + text + "; the whole recorded program was stopped";
   }
 
   if (audit.running()) {
@@ -182,6 +198,20 @@ Status Record(const RecordOptions& options, RecordResult* result) {
     result->audit_off_reason = "the interposer never initialised, so the audit never started";
   }
 
+  // Never a false "clean" (issue 13 part 8): what the recording could not
+  // see is said in the journal, and replay will not call such a run clean.
+  if (flags & abi::kFlagNoTrap) {
+    pb::Event e;
+    e.set_seq(writer->last_sequence() + 1);
+    e.set_tid(0);
+    e.mutable_audit()->set_unseen(
+        "the raw-syscall trap was off (--unsafe-no-trap): system calls made without libc were "
+        "not recorded");
+    s = writer->Append(e);
+    if (!s.ok()) return s;
+    ++result->escapes_unseen;
+  }
+
   pb::Event final_event;
   final_event.set_seq(writer->last_sequence() + 1);
   final_event.set_tid(0);
@@ -192,7 +222,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   s = writer->Append(final_event);
   if (s.ok()) s = writer->Close();
   if (!s.ok()) return s;
-  result->events = drain.events() + 1 + result->escapes.size();
+  result->events = drain.events() + 1 + result->escapes.size() + result->escapes_unseen;
   if (options.hooks.on_journal_closed) options.hooks.on_journal_closed(result->events, exit);
 
   std::vector<journal::SegmentInfo> segments;

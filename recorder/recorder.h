@@ -27,6 +27,7 @@
 #include "interposer/abi.h"
 #include "journal/status.h"
 #include "journal/writer.h"
+#include "recorder/record_drain.h"
 
 namespace understudy::recorder {
 
@@ -51,6 +52,11 @@ struct RecordHooks {
   // calls so far and lifecycle alarms, as text) or once when it cannot run
   // (on = false, text = why).  Caller's thread.
   std::function<void(bool on, uint64_t escapes, const std::string& text)> on_audit;
+  // Called once on the caller's thread after the program started and the
+  // drain runs: what a checkpoint (consistent_checkpoint.h) needs.  Valid
+  // until on_program_end, which must not return while one is being taken.
+  // root_pid: the tree to dump (0 while not known yet).
+  std::function<void(abi::ControlBlock* cb, pid_t root_pid, RecordDrain* drain)> on_running;
   // Called once the program has ended and the drain has stopped, before the
   // control block is unmapped: whoever on_start gave it to must let go.
   std::function<void()> on_program_end;
@@ -67,6 +73,7 @@ struct RecordOptions {
   bool reexec_local_files = false;  // abi::kFlagReexecFiles
   uint64_t ring_size = abi::kDefaultRingSize;
   bool pid_namespace = true;  // when root
+  bool checkpointable = false;  // driver::LaunchSpec::checkpointable
   // Escape audit (kmod): count nondeterministic syscalls that reach the
   // kernel from outside the interposer; each nonzero count becomes an
   // AuditEvent in the journal and a warning.
@@ -85,6 +92,7 @@ struct RecordResult {
   double wall_time_s = 0;  // launch to journal closed
   driver::ProgramExit exit;  // how the program ended
   bool refused = false;    // the interposer refused a call (kStatusRefused)
+  uint64_t escapes_unseen = 0;  // "unseen" notes journaled (AuditEvent.unseen)
   std::string refused_message;
   std::vector<std::string> warnings;  // already phrased for the user
 };

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "driver/futex.h"
+#include "cluster/link.pb.h"
 #include "journal/event.pb.h"
 #include "journal/stream.h"
 
@@ -99,6 +100,18 @@ void ReplicationClient::Wake() {
   uint64_t one = 1;
   ssize_t n = ::write(wake_fd_, &one, sizeof one);
   (void)n;
+}
+
+void ReplicationClient::SetCheckpointHandler(std::function<void(uint64_t)> handler) {
+  checkpoint_handler_ = std::move(handler);
+}
+
+void ReplicationClient::SendCheckpointDone(std::string payload) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    checkpoint_done_.push_back(std::move(payload));
+  }
+  Wake();
 }
 
 void ReplicationClient::Start(abi::ControlBlock* cb, const journal::JournalId& id,
@@ -547,6 +560,15 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
         Log("sent DRAINED at seq " + std::to_string(drained.last_seq) + " to backup " +
             options_.backup);
       }
+      std::vector<std::string> dones;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        dones.swap(checkpoint_done_);
+      }
+      for (const std::string& d : dones) {
+        s = link.Send(LinkType::kCheckpointDone, d, budget);
+        if (!s.ok()) return s;  // lost with the connection: the daemon's request times out
+      }
       if (now - last_hb >= options_.heartbeat) {
         s = link.Send(LinkType::kHeartbeat, EncodeHeartbeat(MakeHeartbeat()), budget);
         if (!s.ok()) return s;
@@ -644,6 +666,23 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
       }
       case LinkType::kHeartbeat:
         break;
+      case LinkType::kCheckpointRequest: {
+        cluster::pb::CheckpointRequest req;
+        if (!req.ParseFromString(msg.payload)) {
+          return Status::Corruption("backup " + options_.backup +
+                                    " sent a CHECKPOINT_REQUEST that does not parse");
+        }
+        if (checkpoint_handler_) {
+          checkpoint_handler_(req.request_id());
+        } else {
+          cluster::pb::CheckpointDone d;
+          d.set_request_id(req.request_id());
+          d.set_message("this primary takes no checkpoints (understudy record, not run)");
+          std::lock_guard<std::mutex> lock(mu_);
+          checkpoint_done_.push_back(d.SerializeAsString());
+        }
+        break;
+      }
       case LinkType::kFenceRequest: {
         {
           std::lock_guard<std::mutex> lock(mu_);  // set under mu_: WaitForFenceRequest

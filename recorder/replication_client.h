@@ -50,6 +50,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "cluster/peer_link.h"
 #include "interposer/abi.h"
@@ -135,6 +136,15 @@ class ReplicationClient {
   // if that does not happen within `timeout`.  Ok at once when fenced().
   Status Finish(cluster::Drained drained, std::chrono::milliseconds timeout);
 
+  // Checkpoints (docs/checkpoint.md): `handler` is called on the link thread
+  // for each CHECKPOINT_REQUEST (with its request_id) and must not block.
+  // Set before Start().
+  void SetCheckpointHandler(std::function<void(uint64_t request_id)> handler);
+  // Queues one CHECKPOINT_DONE (a serialized cluster::pb::CheckpointDone) for
+  // the link thread; sent after every journal frame enqueued before it (the
+  // mark is on the backup first).  Any thread.
+  void SendCheckpointDone(std::string payload);
+
   // Stops the link thread (idempotent).
   void Stop();
 
@@ -171,6 +181,8 @@ class ReplicationClient {
   cluster::Heartbeat MakeHeartbeat();
 
   const ReplicationOptions options_;
+  std::function<void(uint64_t)> checkpoint_handler_;
+  std::vector<std::string> checkpoint_done_;  // guarded by mu_: CHECKPOINT_DONEs to send
   std::mutex cb_mu_;  // guards cb_ (DetachControl vs. PublishDurable)
   abi::ControlBlock* cb_ = nullptr;
   journal::JournalId journal_id_{};

@@ -204,12 +204,12 @@ void LiveFeeder::Run() {
 }
 
 Status RequestGoLive(abi::ControlBlock* cb, uint32_t service_addr,
-                     std::chrono::milliseconds timeout, GoLiveResult* result) {
+                     std::chrono::milliseconds timeout, GoLiveResult* result, bool record_after) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   __atomic_store_n(&cb->service_addr, service_addr, __ATOMIC_RELEASE);
   __atomic_store_n(&cb->journal_ended, 1, __ATOMIC_RELEASE);
-  __atomic_store_n(&cb->golive_requested, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&cb->golive_requested, record_after ? 2 : 1, __ATOMIC_RELEASE);
   driver::BumpAndWake(&cb->replay_epoch);
   for (int i = 0; i < abi::kWakeSlots; ++i) driver::BumpAndWake(&cb->wake_epoch[i]);
   driver::BumpAndWake(&cb->token_epoch);  // threads waiting for the run token

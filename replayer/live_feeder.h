@@ -123,7 +123,12 @@ struct GoLiveResult {
   uint32_t listeners = 0;  // listening sockets the shadow re-created
   double wait_ms = 0;      // request -> golive_done
 };
+// `record_after`: golive_requested = 2 -- the interposer switches to record
+// mode instead of pass-through once live, continuing at cb->next_seq (which
+// the caller sets); an interposer without that support goes live in
+// pass-through (cb->mode says which).
 Status RequestGoLive(abi::ControlBlock* cb, uint32_t service_addr,
-                     std::chrono::milliseconds timeout, GoLiveResult* result);
+                     std::chrono::milliseconds timeout, GoLiveResult* result,
+                     bool record_after = false);
 
 }  // namespace understudy::replayer

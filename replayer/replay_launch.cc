@@ -41,6 +41,7 @@ Status PrepareReplayLaunch(const journal::pb::ProcessSpec& spec, const ReplayLau
   out->launch.env =
       driver::InterposerEnv(driver::StripRecordedInterposer(recorded_env), out->preload);
   out->launch.cwd = spec.cwd();
+  out->launch.checkpointable = spec.checkpointable();  // the same fds and session
   return Status::Ok();
 }
 

@@ -62,6 +62,7 @@ struct JournalScan {
   int exit_status = 0;
   bool has_exit_record = false;  // the recorder's EXIT is there (exit_status valid)
   std::string torn_tail;  // non-empty: the journal was cut by a crash
+  std::vector<std::string> unseen;  // what the recording says it could not see
 };
 
 // --- --gdb: the channel to gdb's understudy extension -----------------------
@@ -196,6 +197,10 @@ Status ScanJournal(const std::string& dir, JournalScan* scan) {
   while (reader->Next(&e)) {
     scan->ends_with_exit = false;
     if (IsRecorderEvent(e)) {
+      if (e.has_audit() && !e.audit().unseen().empty()) scan->unseen.push_back(e.audit().unseen());
+      if (e.has_audit() && e.audit().count() > 0)
+        scan->unseen.push_back(e.audit().name() + " x" + std::to_string(e.audit().count()) +
+                               " reached the kernel without the interposer (escape audit)");
       if (e.has_lifecycle() && e.lifecycle().kind() == pb::LifecycleEvent::EXIT) {
         scan->ends_with_exit = scan->last_was_exit_group;
         scan->exit_status = e.lifecycle().status();
@@ -352,6 +357,8 @@ const char* OutcomeName(ReplayOutcome outcome) {
       return "interrupted";
     case ReplayOutcome::kWentLive:
       return "went_live";
+    case ReplayOutcome::kNotClean:
+      return "not_clean";
   }
   return "unknown";
 }
@@ -720,6 +727,18 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   } else if (result->outcome == ReplayOutcome::kInterrupted) {
     result->message = "understudy replay: interrupted after event " +
                       std::to_string(result->events_done) + " of " + std::to_string(result->events);
+  }
+  // Never a false "clean": what the recording missed cannot have been
+  // compared, so a replay that found nothing is still not called clean.
+  if (!scan.unseen.empty() && (result->outcome == ReplayOutcome::kCompleted ||
+                               result->outcome == ReplayOutcome::kRecordingEnds)) {
+    result->outcome = ReplayOutcome::kNotClean;
+    result->unseen = scan.unseen;
+    std::string what;
+    for (const std::string& u : scan.unseen) what += (what.empty() ? "" : "; ") + u;
+    result->message = "understudy replay: replayed " + std::to_string(result->events_done) +
+                      " events without divergence, but NOT clean: the recording did not see "
+                      "everything: " + what;
   }
   if (divergence_printed) result->message.clear();
   if (!feed_status.ok() && result->outcome != ReplayOutcome::kDiverged) {

@@ -50,6 +50,8 @@ enum class ReplayOutcome {
   kDebuggerExited,  // --gdb: gdb ended (the user was driving)
   kInterrupted,     // Ctrl-C / SIGTERM to the replayer
   kWentLive,        // --go-live: replayed everything, then served for real
+  kNotClean,        // replayed to the end without divergence, but the journal
+                    // says the recording did not see everything (ReplayResult::unseen)
 };
 const char* OutcomeName(ReplayOutcome outcome);
 
@@ -66,6 +68,8 @@ struct ReplayResult {
   std::optional<Divergence> divergence;
   std::string message;                // the one-line report
   std::vector<std::string> warnings;  // e.g. binary hash mismatch
+  std::vector<std::string> unseen;    // what the recording could not see (escape
+                                      // audit counts, the trap off), from the journal
 
   double golive_ms = 0;                // --go-live: drain-to-live time of the interposer
   uint32_t golive_listeners = 0;       // listening sockets re-created at go-live
@@ -78,6 +82,7 @@ struct ReplayResult {
 
   int ExitCode() const {
     if (outcome == ReplayOutcome::kDiverged) return 2;
+    if (outcome == ReplayOutcome::kNotClean) return 3;
     if (outcome == ReplayOutcome::kDebuggerExited && debugged_exit_code >= 0)
       return debugged_exit_code;
     return outcome == ReplayOutcome::kInterrupted ? 130 : 0;

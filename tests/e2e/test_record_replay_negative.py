@@ -7,13 +7,21 @@
      emulated read cannot itself disagree: its bytes are the journal's).
  (b) io_uring_setup under `understudy record` is refused with a message
      naming it and a non-zero exit.
+ (d) A recording made with the raw-syscall trap off (--unsafe-no-trap) says so
+     in its journal, and its replay, though it finds no divergence, is not
+     called clean (exit 3, outcome not_clean).
+ (c) The same call in a forked worker of a master that respawns it: the
+     refusal stops the whole program (the master too) with one message
+     naming the call and the process, and the recording says so.
 Needs: the understudy CLI, libxxhash.so.0 (the journal's checksum)."""
+import json
 import re
 
 from harness import Trace, expect, fail, flip_journal_byte, log, program, run_main
 
 # libxxhash.so.0: flip_journal_byte re-checksums the edited frame with it.
-NEEDS = ["program:stdin_transform", "program:io_uring_refuse", "lib:libxxhash.so.0"]
+NEEDS = ["program:stdin_transform", "program:io_uring_refuse", "program:refuse_tree",
+         "lib:libxxhash.so.0"]
 MARKER = b"MARKER-1234"
 
 
@@ -58,9 +66,41 @@ def io_uring_refused():
         log("refused, exit %d: %s" % (rec.rc, rec.err.strip().splitlines()[0]))
 
 
+def refused_in_worker():
+    with Trace("negative-refuse-tree") as t:
+        rec = t.record([program("refuse_tree")], timeout=60)
+        expect(not rec.timed_out, "the recording did not end: the master went on", rec)
+        expect(rec.rc != 0, "the refusal in the worker did not fail the recording", rec)
+        expect(b"gave up" not in rec.stdout, "the master ran to its end after the refusal", rec)
+        respawns = rec.stdout.count(b"respawning")
+        expect(respawns <= 1, "the master respawned the refused worker %d times" % respawns, rec)
+        lines = [l for l in rec.err.splitlines() if "io_uring_setup" in l]
+        expect(len(lines) == 1, "expected one message naming io_uring_setup, got %d" % len(lines),
+               rec)
+        expect(re.search(r"process \d+", lines[0]), "the message does not name the process", rec)
+        log("whole program stopped (%d respawns): %s" % (respawns, lines[0]))
+
+
+def unseen_is_not_clean():
+    with Trace("negative-unseen") as t:
+        rec = t.record([program("stdin_transform")], input=b"one line\n",
+                       extra=["--unsafe-no-trap"])
+        expect(rec.rc == 0, "record exit %s" % rec.rc, rec)
+        unseen = [e for e in t.show() if e.get("kind") == "audit"]
+        expect(unseen, "the journal does not say the trap was off", rec)
+        rep = t.replay(show_output=False, json_summary=True)
+        summary = json.loads(rep.out.strip().splitlines()[-1])
+        expect(rep.rc == 3 and summary["outcome"] == "not_clean",
+               "replay of a recording that missed calls exit %s outcome %s (expected 3, not_clean)"
+               % (rep.rc, summary["outcome"]), rep)
+        expect(b"NOT clean" in rep.stderr and b"trap was off" in rep.stderr,
+               "the replay does not say why it is not clean", rep)
+        log("not clean: %s" % rep.err.strip().splitlines()[-1])
+
+
 def main():
     failures = []
-    for case in (altered_input, io_uring_refused):
+    for case in (altered_input, io_uring_refused, refused_in_worker, unseen_is_not_clean):
         try:
             case()
         except Exception as e:

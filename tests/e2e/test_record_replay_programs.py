@@ -23,6 +23,9 @@ PROGRAMS = {
     "threads_stdio": None,
     "racy_handoff": None,  # racy shared memory: needs the run-to-next-call handoff
     "stdin_transform": b"the quick brown fox\n" * 50,
+    "transfer_calls": None,
+    "siginfo_calls": None,
+    "signal_waits": None,  # handlers run inside sigsuspend / ppoll / a blocking read  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
 }
 
 NEEDS = ["program:" + name for name in PROGRAMS]
@@ -33,7 +36,7 @@ def record_and_replay(name, stdin):
     """Record NAME, replay it with --show-output; return the recorded stdout."""
     with Trace(name) as t:
         argv = [program(name)]
-        if name == "local_files":
+        if name in ("local_files", "transfer_calls"):
             argv.append(t.tmp(""))
         rec = t.record(argv, input=stdin)
         expect(rec.rc == 0 and not rec.timed_out, "%s: record exit %s" % (name, rec.rc), rec)

@@ -263,7 +263,9 @@ TEST(RecordCodec, TranscodeGivesTheRecordsOfEveryKind) {
     *e = Base(seq++);
     e->mutable_signal()->set_signo(10);
     e->mutable_signal()->set_code(-6);
-    e->mutable_signal()->set_sender_pid(77);  // not in the ring form
+    e->mutable_signal()->set_sender_pid(77);
+    e->mutable_signal()->set_sender_uid(1000);
+    e->mutable_signal()->set_value(0x1234567890abcdefull);
   }
   {
     pb::Event* e = batch.add_events();

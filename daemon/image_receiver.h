@@ -1,0 +1,59 @@
+// ImageReceiver: the backup's end of checkpoint shipping (a connection with
+// role IMAGES; recorder/image_shipper.h is the other end).
+//
+// Layout in the daemon's --data directory (dirs 0700, files 0600):
+//
+//   checkpoints/
+//     .incoming-<id>-<n>/   a transfer in progress (removed if it fails)
+//     <id>/                 a complete, verified checkpoint (images + manifest)
+//     current -> <id>       the newest one
+//
+// A transfer becomes a checkpoint only once IMAGE_COMMIT arrived, every
+// file is fsynced and checkpoint::Verify() accepts the manifest: then one
+// rename() moves the directory into place and a second one replaces the
+// `current` symlink.  So at any instant `current` names a complete, verified
+// checkpoint or nothing; a crash mid-transfer leaves only an .incoming
+// directory, removed at the next start.  Older checkpoints are removed once
+// a newer one is current.
+//
+// Threads: Serve runs on the connection's thread; newest() from any.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "cluster/peer_link.h"
+
+namespace understudy::daemon {
+
+class DaemonLog;
+
+struct CheckpointInfo {
+  std::string id;
+  std::string dir;
+  uint64_t mark_seq = 0;
+  uint64_t last_seq = 0;
+  uint64_t bytes = 0;
+};
+
+class ImageReceiver {
+ public:
+  ImageReceiver(std::string data_dir, DaemonLog& log);
+
+  // Serves one IMAGES connection: one checkpoint, then returns.
+  void Serve(cluster::PeerLink& link, const std::atomic<bool>& stop);
+
+  // The newest complete checkpoint (id empty: none yet).
+  CheckpointInfo newest() const;
+
+ private:
+  std::string root_;  // <data>/checkpoints
+  DaemonLog& log_;
+  mutable std::mutex mu_;
+  CheckpointInfo newest_;
+  std::atomic<uint64_t> counter_{0};
+};
+
+}  // namespace understudy::daemon
