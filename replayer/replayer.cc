@@ -447,6 +447,9 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     launch.path = binary;
     launch.env = env;
   } else {
+    // Interactive gdb owns the terminal: a process group of its own, in the
+    // foreground (see LaunchSpec::foreground).
+    launch.foreground = options.gdb_commands.empty();
     s = driver::ResolveExecutable("gdb", &launch.path);
     if (!s.ok()) return Status::NotFound("replay --gdb: " + s.message());
     std::vector<std::string> gdb_argv = {"gdb",
@@ -636,6 +639,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     nanosleep(&ts, nullptr);
   }
   if (options.progress && !options.gdb) std::fputs("\r\033[K", stderr);
+  if (launch.foreground) driver::ReclaimTerminal();
   stop_feeding.store(true, std::memory_order_release);
   feeder.join();
   result->handoff_timeouts = __atomic_load_n(&cb->token_timeouts, __ATOMIC_ACQUIRE);
