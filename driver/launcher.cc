@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
@@ -91,6 +92,7 @@ struct ChildArgs {
                           // which would reach it through the outer mount)
   char* const* init_argv;
   char* const* init_envp;
+  bool foreground;  // the program: setpgid(0,0) + tcsetpgrp(0) before exec
 };
 
 // The environment entry that makes the driver's binary run as PID 1 (last
@@ -175,6 +177,18 @@ int ExitCodeOf(int wait_status) {
       Report(a.report_fd, kMsgFailed, kStepControlFd, errno, 0);
       _exit(127);
     }
+  }
+  if (a.foreground) {
+    // Own group, the terminal's foreground one (SIGTTOU blocked: this
+    // process is not in the foreground group once it left its parent's).
+    setpgid(0, 0);
+    sigset_t ttou;
+    sigemptyset(&ttou);
+    sigaddset(&ttou, SIGTTOU);
+    sigprocmask(SIG_BLOCK, &ttou, nullptr);
+    pid_t self = getpgrp();
+    (void)ioctl(STDIN_FILENO, TIOCSPGRP, &self);
+    sigprocmask(SIG_UNBLOCK, &ttou, nullptr);
   }
   // Best effort: a standby shadow yields the CPU to the node's own work.
   if (a.nice != 0) (void)setpriority(PRIO_PROCESS, 0, a.nice);
@@ -426,12 +440,23 @@ __attribute__((constructor)) void RunAsInitIfAsked(int argc, char** argv, char**
               argv[2][0] != '\0' ? argv[2] : nullptr,
               control_fd, report_fd,          std::atoi(argv[5]),
               /*detach_signal=*/0,            false,
-              nullptr,    nullptr,            nullptr};
+              nullptr,    nullptr,            nullptr,
+              /*foreground=*/false};
   InstallForwarding();
   InitLoop(a);
 }
 
 }  // namespace
+
+void ReclaimTerminal() {
+  if (!isatty(STDIN_FILENO)) return;
+  struct sigaction ign, old;
+  std::memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGTTOU, &ign, &old);
+  (void)tcsetpgrp(STDIN_FILENO, getpgrp());
+  sigaction(SIGTTOU, &old, nullptr);
+}
 
 bool CanUseNamespaces() {
   return geteuid() == 0;
@@ -485,7 +510,8 @@ Status Program::Launch(const LaunchSpec& spec, std::unique_ptr<Program>* program
                  envp.data(),       spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
                  spec.control_fd,   pipefd[1], spec.nice, spec.detachable && ns ? SIGRTMIN + 2 : 0,
                   spec.checkpointable,
-                 self_exe.c_str(),  init_argv.data(),  init_envp.data()};
+                 self_exe.c_str(),  init_argv.data(),  init_envp.data(),
+                 spec.foreground && isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp()};
   InstallForwarding();
   const pid_t driver = getpid();
   std::fflush(nullptr);

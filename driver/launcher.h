@@ -54,7 +54,17 @@ struct LaunchSpec {
   // device (opened outside the namespace, CRIU cannot look its mount up)
   // on /dev/null; pipes and sockets are kept.
   bool checkpointable = false;
+  // The program itself (not only its launcher's group) gets a process group
+  // of its own, made the terminal's foreground group if the driver's group
+  // holds it (replay --gdb: inside the PID namespace gdb cannot see the
+  // launcher's group, so could not take the terminal back from its
+  // inferior).  The driver takes the terminal back with ReclaimTerminal().
+  bool foreground = false;
 };
+
+// Makes the caller's process group the terminal's foreground group again
+// (after a LaunchSpec::foreground program); no-op without a terminal.
+void ReclaimTerminal();
 
 // How the program ended.
 struct ProgramExit {

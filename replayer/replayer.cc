@@ -1,9 +1,18 @@
 #include <arpa/inet.h>
 #include "replayer/replayer.h"
 
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <signal.h>
+#include <stddef.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 #include <atomic>
 #include <chrono>
@@ -51,9 +60,132 @@ struct JournalScan {
                                 // false when it was killed or the journal is cut
   bool last_was_exit_group = false;
   int exit_status = 0;
+  bool has_exit_record = false;  // the recorder's EXIT is there (exit_status valid)
   std::string torn_tail;  // non-empty: the journal was cut by a crash
   std::vector<std::string> unseen;  // what the recording says it could not see
 };
+
+// --- --gdb: the channel to gdb's understudy extension -----------------------
+
+// The extension (replayer/understudy_gdb.py): UNDERSTUDY_GDB_SCRIPT, else
+// beside the binaries (BIN/../lib/understudy/, where the build tree and an
+// install put it).  Empty when not found.
+std::string FindGdbScript() {
+  const char* env = std::getenv("UNDERSTUDY_GDB_SCRIPT");
+  if (env != nullptr && env[0] != '\0') return access(env, R_OK) == 0 ? env : "";
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n < 0) return "";
+  exe[n] = '\0';
+  std::string dir(exe);
+  dir.erase(dir.rfind('/'));
+  for (const char* rel : {"/../lib/understudy/understudy_gdb.py", "/../share/understudy/understudy_gdb.py"}) {
+    const std::string p = dir + rel;
+    if (access(p.c_str(), R_OK) == 0) return p;
+  }
+  return "";
+}
+
+// A listening unix socket in a private temp dir; one request line and one
+// reply line per connection (the protocol is in understudy_gdb.py).
+class GdbChannel {
+ public:
+  ~GdbChannel() {
+    if (fd_ >= 0) close(fd_);
+    if (!path_.empty()) unlink(path_.c_str());
+    if (!dir_.empty()) rmdir(dir_.c_str());
+  }
+  Status Open() {
+    char tmpl[] = "/tmp/understudy-gdb-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return Status::FromErrno("mkdtemp /tmp/understudy-gdb-*", errno);
+    dir_ = tmpl;
+    path_ = dir_ + "/replay.sock";
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd_ < 0) return Status::FromErrno("socket for gdb", errno);
+    struct sockaddr_un a;
+    std::memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path_.c_str());
+    if (bind(fd_, reinterpret_cast<struct sockaddr*>(&a), sizeof a) != 0 || listen(fd_, 4) != 0)
+      return Status::FromErrno("bind/listen " + path_, errno);
+    return Status::Ok();
+  }
+  const std::string& path() const { return path_; }
+  // A pending request line, or false.  The connection stays open for Reply.
+  bool Next(std::string* line) {
+    int c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return false;
+    struct timeval tv {
+      5, 0
+    };
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    line->clear();
+    char buf[256];
+    while (line->find('\n') == std::string::npos && line->size() < 4096) {
+      ssize_t n = read(c, buf, sizeof buf);
+      if (n <= 0) break;
+      line->append(buf, static_cast<size_t>(n));
+    }
+    if (line->find('\n') != std::string::npos) line->erase(line->find('\n'));
+    client_ = c;
+    return true;
+  }
+  void Reply(const std::string& text) {
+    if (client_ < 0) return;
+    const std::string out = text + "\n";
+    ssize_t ignored = write(client_, out.data(), out.size());
+    (void)ignored;
+    close(client_);
+    client_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+  int client_ = -1;
+  std::string dir_;
+  std::string path_;
+};
+
+// Puts the control block and the ring back as ControlMapping::Create left
+// them (the driver-set header words kept), for a replay from the start.
+void ResetControl(ControlMapping* mapping, uint64_t until_seq) {
+  abi::ControlBlock* cb = mapping->control();
+  const size_t from = offsetof(abi::ControlBlock, next_seq);
+  std::memset(reinterpret_cast<char*>(cb) + from, 0, mapping->total_size() - from);
+  cb->until_seq = until_seq;
+  cb->next_seq = 1;
+  __atomic_store_n(&cb->replay_cursor, 1, __ATOMIC_RELEASE);
+}
+
+const char* StateWord(uint32_t status) {
+  switch (status) {
+    case abi::kStatusUntilReached:
+      return "until";
+    case abi::kStatusDiverged:
+      return "diverged";
+    case abi::kStatusEndOfJournal:
+      return "end";
+    default:
+      return "running";
+  }
+}
+
+// "exit 3" -> 3, "signal SIGSEGV" -> 139; -1 if neither.
+int OutcomeCode(const std::string& words) {
+  if (words.rfind("exit ", 0) == 0) return std::atoi(words.c_str() + 5);
+  if (words.rfind("signal ", 0) == 0) {
+    const std::string name = words.substr(7);
+    for (int sig = 1; sig < 65; ++sig)
+      if (driver::SignalName(sig) == name) return 128 + sig;
+  }
+  return -1;
+}
+
+std::string DescribeCode(int code) {
+  if (code >= 128 && code < 128 + 65) return "died of " + driver::SignalName(code - 128);
+  return "exited with status " + std::to_string(code);
+}
 
 Status ScanJournal(const std::string& dir, JournalScan* scan) {
   journal::ReaderOptions ropts;
@@ -72,6 +204,7 @@ Status ScanJournal(const std::string& dir, JournalScan* scan) {
       if (e.has_lifecycle() && e.lifecycle().kind() == pb::LifecycleEvent::EXIT) {
         scan->ends_with_exit = scan->last_was_exit_group;
         scan->exit_status = e.lifecycle().status();
+        scan->has_exit_record = true;
       }
       continue;
     }
@@ -299,6 +432,12 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     cb->golive_requested = 1;
   }
 
+  GdbChannel channel;
+  const std::string gdb_script = options.gdb ? FindGdbScript() : "";
+  if (options.gdb && gdb_script.empty())
+    Warn(result, "the gdb extension understudy_gdb.py was not found beside the binaries (nor "
+                 "in UNDERSTUDY_GDB_SCRIPT): no goto-event, and gdb's run does not restart "
+                 "the replay");
   LaunchSpec launch;
   launch.argv.assign(spec.argv().begin(), spec.argv().end());
   launch.cwd = spec.cwd();
@@ -308,6 +447,9 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     launch.path = binary;
     launch.env = env;
   } else {
+    // Interactive gdb owns the terminal: a process group of its own, in the
+    // foreground (see LaunchSpec::foreground).
+    launch.foreground = options.gdb_commands.empty();
     s = driver::ResolveExecutable("gdb", &launch.path);
     if (!s.ok()) return Status::NotFound("replay --gdb: " + s.message());
     std::vector<std::string> gdb_argv = {"gdb",
@@ -335,6 +477,16 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     if (!has_lines) gdb_argv.insert(gdb_argv.end(), {"-ex", "unset environment LINES"});
     if (!has_columns) gdb_argv.insert(gdb_argv.end(), {"-ex", "unset environment COLUMNS"});
     if (!options.gdb_commands.empty()) gdb_argv.push_back("-batch");
+    if (!gdb_script.empty()) {
+      s = channel.Open();
+      if (!s.ok()) return s;
+      launch.env.push_back("UNDERSTUDY_GDB_SOCKET=" + channel.path());
+      launch.env.push_back("UNDERSTUDY_GDB_UNTIL=" + std::to_string(options.until_seq));
+      for (const std::string& e : env)
+        if (Field(e) == "LD_PRELOAD")
+          launch.env.push_back("UNDERSTUDY_GDB_INTERPOSER=" + e.substr(e.find('=') + 1));
+      gdb_argv.insert(gdb_argv.end(), {"-ex", "source " + gdb_script});
+    }
     gdb_argv.insert(gdb_argv.end(), {"-ex", "run"});
     for (const std::string& c : options.gdb_commands) gdb_argv.insert(gdb_argv.end(), {"-ex", c});
     gdb_argv.push_back("--args");
@@ -347,6 +499,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   std::atomic<bool> feed_done{false};
   Status feed_status;
   std::thread feeder(Feed, options.dir, cb, std::cref(stop_feeding), &feed_status, &feed_done);
+  std::string debugged_end;  // --gdb: "exit N" / "signal SIGX" from the extension
 
   std::unique_ptr<Program> program;
   s = Program::Launch(launch, &program);
@@ -368,9 +521,49 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
 
   bool decided = false;  // outcome fixed; waiting only for the program to go
   bool divergence_printed = false;
+  // --gdb: requests of gdb's understudy extension.  A restart happens while
+  // gdb has no live inferior (the extension kills it first): the feeder is
+  // stopped, the control block and ring zeroed, and a new feeder started.
+  auto serve_gdb = [&] {
+    std::string line;
+    while (channel.Next(&line)) {
+      if (line == "status") {
+        channel.Reply("events_done " +
+                      std::to_string(__atomic_load_n(&cb->events_done, __ATOMIC_ACQUIRE)) +
+                      " until " + std::to_string(cb->until_seq) + " state " +
+                      StateWord(__atomic_load_n(&cb->status, __ATOMIC_ACQUIRE)) + " events " +
+                      std::to_string(scan.program_events));
+      } else if (line.rfind("restart ", 0) == 0) {
+        const uint64_t until = std::strtoull(line.c_str() + 8, nullptr, 10);
+        stop_feeding.store(true, std::memory_order_release);
+        feeder.join();
+        ResetControl(mapping.get(), until);
+        if (options.go_live) cb->golive_requested = 1;
+        stop_feeding.store(false, std::memory_order_release);
+        feed_done.store(false, std::memory_order_release);
+        feed_status = Status::Ok();
+        feeder = std::thread(Feed, options.dir, cb, std::cref(stop_feeding), &feed_status,
+                             &feed_done);
+        decided = false;
+        divergence_printed = false;
+        result->outcome = ReplayOutcome::kCompleted;
+        result->divergence.reset();
+        result->message.clear();
+        debugged_end.clear();
+        ++result->gdb_restarts;
+        channel.Reply("ok " + std::to_string(until));
+      } else if (line.rfind("outcome ", 0) == 0) {
+        debugged_end = line.substr(8);
+        channel.Reply("ok");
+      } else {
+        channel.Reply("error: unknown request '" + line + "'");
+      }
+    }
+  };
   auto last_progress = std::chrono::steady_clock::now() - std::chrono::seconds(1);
   ProgramExit exit;
   for (;;) {
+    if (!gdb_script.empty()) serve_gdb();
     const bool exited = program->Poll(&exit);
     const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
     if (!decided && status == abi::kStatusDiverged) {
@@ -446,6 +639,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     nanosleep(&ts, nullptr);
   }
   if (options.progress && !options.gdb) std::fputs("\r\033[K", stderr);
+  if (launch.foreground) driver::ReclaimTerminal();
   stop_feeding.store(true, std::memory_order_release);
   feeder.join();
   result->handoff_timeouts = __atomic_load_n(&cb->token_timeouts, __ATOMIC_ACQUIRE);
@@ -466,12 +660,41 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   if (!exit.launch_error.empty()) {
     return Status::IOError("replay: could not start " + launch.path + ": " + exit.launch_error);
   }
+  if (options.gdb && result->outcome != ReplayOutcome::kDiverged) {
+    // Whatever stopped the program under gdb, the report says how it ended
+    // there and how the recorded run ended.
+    result->outcome = ReplayOutcome::kDebuggerExited;
+    result->debugged_exit_code = OutcomeCode(debugged_end);
+    std::string m = "understudy replay: gdb exited (status " + std::to_string(exit.exit_code) +
+                    ") after event " + std::to_string(result->events_done);
+    if (!gdb_script.empty()) {
+      m += " of " + std::to_string(scan.program_events) + "; under gdb the program ";
+      m += result->debugged_exit_code >= 0 ? DescribeCode(result->debugged_exit_code)
+                                           : std::string("had not ended (gdb killed it)");
+      m += "; the recorded run ";
+      m += scan.has_exit_record ? DescribeCode(scan.exit_status)
+                                : std::string("was cut before it ended");
+      if (result->debugged_exit_code >= 0 && scan.has_exit_record &&
+          result->debugged_exit_code != scan.exit_status) {
+        result->outcome = ReplayOutcome::kDiverged;
+        Divergence d;
+        d.seq = result->events_done + 1;
+        d.call = "exit";
+        d.recorded = scan.exit_status;
+        d.replayed = result->debugged_exit_code;
+        d.text = "the program ended differently under gdb";
+        result->divergence = d;
+        m += " -- a divergence";
+      } else if (result->debugged_exit_code >= 0) {
+        m += ", the same";
+      }
+    }
+    result->message = m;
+    decided = true;
+    divergence_printed = false;
+  }
   if (!decided) {
-    if (options.gdb) {
-      result->outcome = ReplayOutcome::kDebuggerExited;
-      result->message = "understudy replay: gdb exited (status " + std::to_string(exit.exit_code) +
-                        ") after event " + std::to_string(result->events_done);
-    } else if (scan.ends_with_exit && exit.exit_code != scan.exit_status) {
+    if (scan.ends_with_exit && exit.exit_code != scan.exit_status) {
       result->outcome = ReplayOutcome::kDiverged;
       Divergence d;
       d.seq = scan.program_events + 1;

@@ -74,10 +74,17 @@ struct ReplayResult {
   double golive_ms = 0;                // --go-live: drain-to-live time of the interposer
   uint32_t golive_listeners = 0;       // listening sockets re-created at go-live
   uint32_t handoff_timeouts = 0;       // run-token waits that ran out (interposer/abi.h)
+  // --gdb: how the program ended under gdb, as gdb's understudy extension
+  // reported it: the exit code, or 128+signal; -1 = it had not ended when
+  // gdb did (or no report).  With --gdb the replay exits with this code.
+  int debugged_exit_code = -1;
+  uint32_t gdb_restarts = 0;           // --gdb: replays restarted by run / goto-event
 
   int ExitCode() const {
     if (outcome == ReplayOutcome::kDiverged) return 2;
     if (outcome == ReplayOutcome::kNotClean) return 4;  // cli::kExitNotClean
+    if (outcome == ReplayOutcome::kDebuggerExited && debugged_exit_code >= 0)
+      return debugged_exit_code;
     return outcome == ReplayOutcome::kInterrupted ? 130 : 0;
   }
 };
