@@ -401,9 +401,9 @@ long Reexec(const CallRow& row, long* a) {
 }
 
 // Record: stops the program with a message naming the call and the process;
-// replay (which never meets one in a journal) reports ENOSYS.  Only this
-// process ends here; the recorder sees kStatusRefused and stops the rest of
-// the recorded program (every process of it), so nothing runs on
+// replay (which never meets one in a journal) reports ENOSYS.  This
+// process waits here; the recorder sees kStatusRefused and stops the whole
+// recorded program (every process of it, this one too), so nothing runs on
 // half-recorded.  The first refusal wins the report; later ones (another
 // thread or process racing to the same call) stop quietly.
 long Refuse(const CallRow& row, long*) {
@@ -423,6 +423,18 @@ long Refuse(const CallRow& row, long*) {
     g_cb->div_text[n] = 0;
     g_cb->refused_call = static_cast<uint32_t>(row.nr);
     __atomic_store_n(&g_cb->refused_pid, pid, __ATOMIC_RELEASE);
+  }
+  // Wait here for the recorder to stop the whole tree: a process that ended
+  // at once would be seen ending by its parent first (a master respawning
+  // its worker).  Bounded: a driver that does not watch the status (or is
+  // gone) still sees the process end, after 5 s.
+  uint64_t all = ~0ull;
+  sys(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<long>(&all), 0, sizeof all);
+  for (int i = 0; i < 50; ++i) {
+    struct timespec t {
+      0, 100 * 1000 * 1000
+    };
+    sys(SYS_nanosleep, reinterpret_cast<long>(&t), 0);
   }
   sys(SYS_exit_group, 125);
   __builtin_unreachable();
