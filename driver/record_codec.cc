@@ -333,6 +333,9 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
   uint32_t f, wt;
   uint64_t v;
   int32_t status = 0, result = 0;
+  // A signal's fd slot holds its sender_pid: proto3 leaves a 0 off the wire,
+  // so it starts at 0 (not the -1 of the other kinds), as EncodeRecord sets it.
+  if (body == 11) h->fd = 0;
   while (w.p < w.end) {
     if (!w.Tag(&f, &wt)) return false;
     const bool fixed = (body == 12 && f == 2) || (body == 11 && f == 5);

@@ -270,6 +270,11 @@ TEST(RecordCodec, TranscodeGivesTheRecordsOfEveryKind) {
   {
     pb::Event* e = batch.add_events();
     *e = Base(seq++);
+    e->mutable_signal()->set_signo(2);  // no sender: sender_pid 0 is off the wire
+  }
+  {
+    pb::Event* e = batch.add_events();
+    *e = Base(seq++);
     e->mutable_sync()->set_op(pb::SyncEvent::COND_WAKE);
     e->mutable_sync()->set_object(0x7fff12345678ull);
     e->mutable_sync()->set_result(110);
