@@ -216,19 +216,22 @@ TEST(ResumeTest, AReplicaThatCannotPersistIsRefusedBackedOffAndResumed) {
   const uint64_t stalled_at = seq;
   for (int i = 0; i < 30; ++i, seq += 2) client.Enqueue(Frame(seq + 1, seq + 2), seq + 1, seq + 2);
 
+  // The persist error, the primary's stall reason and the alarm are set one
+  // after the other: poll until all three are there (or the deadline).
   pb::StatusReply st;
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  bool alarmed = false;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (std::chrono::steady_clock::now() < deadline) {
     st = StatusOf(d);
-    if (!st.replica().persist_error().empty()) break;
+    alarmed = false;
+    for (const std::string& a : st.alarms()) alarmed |= a.find("cannot persist") != std::string::npos;
+    if (!st.replica().persist_error().empty() && !st.primary().stalled().empty() && alarmed) break;
     std::this_thread::sleep_for(5ms);
   }
   EXPECT_NE(st.replica().persist_error().find("File too large"), std::string::npos)
       << st.replica().persist_error();
   EXPECT_EQ(st.primary().stalled().rfind("backup cannot persist: ", 0), 0u)
       << st.primary().stalled();
-  bool alarmed = false;
-  for (const std::string& a : st.alarms()) alarmed |= a.find("cannot persist") != std::string::npos;
   EXPECT_TRUE(alarmed);
 
   // Backing off: a retry per heartbeat would be ~75 in 1.5 s.
