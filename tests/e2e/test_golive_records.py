@@ -57,10 +57,15 @@ def main():
             time.sleep(0.05)
         expect(doc and doc.get("state") == "primary", "B did not take over: %s" %
                (doc and doc.get("state")))
-        with open(cl.log_path("understudyd"), "rb") as f:
-            dlog = f.read().decode(errors="replace")
-        rec = [l for l in dlog.splitlines() if "records again" in l or "cannot record" in l or
-               "does not record" in l]
+        # The line about recording follows the state change: wait for it.
+        rec, deadline = [], time.monotonic() + 15
+        while not rec and time.monotonic() < deadline:
+            with open(cl.log_path("understudyd"), "rb") as f:
+                dlog = f.read().decode(errors="replace")
+            rec = [l for l in dlog.splitlines() if "records again" in l or "cannot record" in l or
+                   "does not record" in l]
+            if not rec:
+                time.sleep(0.05)
         expect(rec and "records again" in rec[-1], "the live service does not record: %s" % rec)
         log("B: %s" % rec[-1].split(": ", 1)[-1])
         golive_seq = int(rec[-1].rsplit("seq ", 1)[-1]) - 1
