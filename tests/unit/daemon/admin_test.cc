@@ -2,6 +2,9 @@
 // AdminReply.
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
+#include <filesystem>
 #include <random>
 #include <string>
 
@@ -11,11 +14,31 @@
 namespace understudy::daemon {
 namespace {
 
+// A data directory of this process's own: ctest runs each case in its own
+// process, in parallel, and a shared fixed path would let them meet.
+struct OwnDir {
+  std::string path;
+  OwnDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "admin-test-XXXXXX").string();
+    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
+    path = tmpl;
+  }
+  ~OwnDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+const std::string& DataDir() {
+  static const OwnDir dir;
+  return dir.path;
+}
+
 DaemonOptions TestOptions() {
   DaemonOptions o;
   o.listen = "127.0.0.1:0";
   o.admin_socket = "";
-  o.data_dir = testing::TempDir() + "/admin_test_data";
+  o.data_dir = DataDir();
   o.shadow = false;
   o.log_to_stderr = false;
   return o;

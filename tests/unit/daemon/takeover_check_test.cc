@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,10 +18,15 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Each test has its own directory: ctest runs the cases of this file in
+// parallel processes, and a shared fixed path let one case's teardown delete
+// another's interface (a clean-clone CI run failed so).
 struct FakeSysfs {
-  std::string root = testing::TempDir() + "/takeover_check_sysfs";
+  std::string root;
   FakeSysfs() {
-    std::filesystem::remove_all(root);
+    std::string tmpl = (std::filesystem::temp_directory_path() / "takeover-check-XXXXXX").string();
+    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
+    root = tmpl;
     std::filesystem::create_directories(root + "/eth0");
   }
   ~FakeSysfs() { std::filesystem::remove_all(root); }
