@@ -155,6 +155,11 @@ AlarmRecord ParseAlarm(const std::string& stamped) {
   };
   static const Row kRows[] = {
       {"escape audit", "escape_audit"},
+      // A peer without the cluster key, or a handshake altered on the way.
+      {"cluster key", "link_auth"},
+      {"AUTH_", "link_auth"},
+      {"authenticat", "link_auth"},
+      {"MAC", "link_auth"},
       {"without the interposer", "unrecorded_process"},
       {"diverge", "shadow_divergence"},
       {"live service", "live_service_ended"},
@@ -167,8 +172,6 @@ AlarmRecord ParseAlarm(const std::string& stamped) {
       {"checkpoint", "checkpoint"},
       {"cannot persist", "replica_persist"},
       {"replica", "replica"},
-      {"authenticat", "link_auth"},
-      {"MAC", "link_auth"},
       {"replication from", "replication"},
       {"recorder ", "replication"},
       {"admin", "admin"},

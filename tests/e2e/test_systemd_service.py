@@ -135,7 +135,9 @@ def case_notify_and_reload(tmp, key):
         expect("admin connection on" not in read_log(dlog_path),
                "a debug line at log-level info: %s" % read_log(dlog_path)[-1500:])
         with open(conf, "w") as f:
-            f.write(base + 'log-level = "debug"\nheartbeat-ms = 200\nnotify = "%s"\n' % hook)
+            mport = free_port()
+            f.write(base + 'log-level = "debug"\nheartbeat-ms = 200\nnotify = "%s"\n'
+                    'metrics = "127.0.0.1:%d"\n' % (hook, mport))
         n_before = len(notes.messages)
         daemon.send_signal(signal.SIGHUP)
         j, _ = notes.wait_for(lambda m: m.startswith("RELOADING=1"), "RELOADING=1", proc=daemon,
@@ -157,6 +159,13 @@ def case_notify_and_reload(tmp, key):
                % (st and st["notify"]))
         expect(st["heartbeat_ms"] == 100, "heartbeat-ms was applied without a restart: %r"
                % st["heartbeat_ms"])
+        # metrics: the endpoint the reload opened answers.
+        import urllib.request
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read()
+        expect(b'understudy_role{role="backup"} 1' in body,
+               "the reloaded --metrics endpoint does not serve: %r" % body[:300])
+        expect("metrics (unset -> 127.0.0.1:%d)" % mport in line,
+               "the reload line does not name the metrics change: %s" % line)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and "admin connection on" not in read_log(dlog_path):
             time.sleep(0.05)
@@ -243,6 +252,8 @@ def inside_namespace(tmp, key):
                        stdout=subprocess.DEVNULL)
         subprocess.run([UNDERSTUDY, "status", "--admin", "127.0.0.1:%d" % port, "--key", other],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        st = subprocess.run([UNDERSTUDY, "status", "--admin", admin, "--json"],
+                            stdout=subprocess.PIPE, timeout=60).stdout.decode()
         # A primary for a few seconds: PEER and SEQ are known meanwhile.
         r = subprocess.run([UNDERSTUDY, "run", "--backup", "127.0.0.1:%d" % port, "--key", key,
                             "--no-audit", "--journal", os.path.join(tmp, "j-primary"), "--",
@@ -262,7 +273,7 @@ def inside_namespace(tmp, key):
         out = subprocess.run(["journalctl", "--directory=/run/log/journal", "-o", "json",
                               "--no-pager", "SYSLOG_IDENTIFIER=understudyd"],
                              stdout=subprocess.PIPE, timeout=60).stdout
-        sys.stdout.write(json.dumps({"leaked": leaked.decode(errors="replace"),
+        sys.stdout.write(json.dumps({"leaked": leaked.decode(errors="replace"), "status": st,
                                      "entries": out.decode(errors="replace")}))
     finally:
         if daemon is not None and daemon.poll() is None:
@@ -301,6 +312,15 @@ def case_journald(tmp, key):
                  int(e.get("SEQ", "0")) > 0]
     expect(with_peer, "no entry carries PEER and SEQ while the primary was connected: %s"
            % [(e.get("MESSAGE"), e.get("PEER"), e.get("SEQ")) for e in entries])
+    # The same alarm as data in status --json (alarm_records), its text kept.
+    st = json.loads(doc["status"])
+    recs = st.get("alarm_records", [])
+    expect(len(recs) == len(st["alarms"]) == 1, "alarm_records do not match alarms: %r" % st)
+    rec = recs[0]
+    expect(rec["kind"] == "link_auth" and rec["object"].startswith("127.0.0.1:") and
+           rec["time"].endswith("Z") and st["alarms"][0] == rec["time"] + " " + rec["cause"],
+           "the refused peer's alarm record: %r (text %r)" % (rec, st["alarms"][0]))
+    log("alarm record: %s" % json.dumps(rec)[:300])
     stamped = [m for m in msgs if m[:4].isdigit() and "T" in m[:12]]
     expect(not stamped, "messages carry our own timestamp: %s" % stamped[:3])
     log("journald: %d entries; e.g. %s" % (len(entries), {k: with_peer[0].get(k) for k in

@@ -33,6 +33,15 @@ TEST(ParseAlarm, PathsAndTheShadow) {
   EXPECT_EQ(s.object, "shadow");
 }
 
+TEST(ParseAlarm, APeerWithoutTheKeyIsLinkAuthNotAdmin) {
+  const AlarmRecord a = ParseAlarm(
+      "2026-12-02T04:56:10.860Z refused connection from 127.0.0.1:37714: peer 127.0.0.1:37714 "
+      "refused: your AUTH_CHALLENGE does not verify with our cluster key (the admin probably "
+      "holds a different cluster key)");
+  EXPECT_EQ(a.kind, "link_auth");
+  EXPECT_EQ(a.object, "127.0.0.1:37714");
+}
+
 TEST(ParseAlarm, UnstampedAndUnknownLinesStayWhole) {
   const AlarmRecord a = ParseAlarm("something odd happened");
   EXPECT_EQ(a.time, "");
