@@ -191,9 +191,16 @@ void NodeService::ShowCatchUp(const pb::StatusReply& st) {
   const uint64_t total = st.replica().last_seq();
   const bool behind = (ss == "starting" || ss == "running") && total > done + 1000;
   const auto now = Clock::now();
+  // The sample of the tick before seeds the meter, so its first line has a
+  // rate and an ETA already.
+  const uint64_t prev_done = prev_done_;
+  const Clock::time_point prev_time = prev_time_;
+  prev_done_ = done;
+  prev_time_ = now;
   if (!catch_up_) {
     if (!behind) return;
-    catch_up_.emplace(total, "events", done, now);
+    const bool seeded = prev_time != Clock::time_point{} && prev_done <= done;
+    catch_up_.emplace(total, "events", seeded ? prev_done : done, seeded ? prev_time : now);
     last_catch_up_line_ = now - std::chrono::seconds(10);
   }
   catch_up_->set_total(total);

@@ -75,6 +75,8 @@ class NodeService {
   std::string service_journal_id_, service_name_;
   std::optional<journal::ProgressMeter> catch_up_;
   std::chrono::steady_clock::time_point last_catch_up_line_{};
+  uint64_t prev_done_ = 0;  // the shadow's events_done at the last tick
+  std::chrono::steady_clock::time_point prev_time_{};
 };
 
 }  // namespace understudy::daemon
