@@ -106,7 +106,8 @@ class RunLog {
     struct stat st;
     unsigned long long dev = 0, ino = 0;
     journald_ = js != nullptr && std::sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
-                fstat(STDERR_FILENO, &st) == 0 && static_cast<unsigned long long>(st.st_dev) == dev &&
+                fstat(STDERR_FILENO, &st) == 0 &&
+                static_cast<unsigned long long>(st.st_dev) == dev &&
                 static_cast<unsigned long long>(st.st_ino) == ino;
   }
   bool verbose() const { return verbose_; }
@@ -476,8 +477,8 @@ class FailoverPhaseWatch {
 // stdout and stderr are the same terminal (the live phases are on screen).
 bool SameTerminal() {
   struct stat o, e;
-  return isatty(STDOUT_FILENO) == 1 && isatty(STDERR_FILENO) == 1 && fstat(STDOUT_FILENO, &o) == 0 &&
-         fstat(STDERR_FILENO, &e) == 0 && o.st_rdev == e.st_rdev;
+  return isatty(STDOUT_FILENO) == 1 && isatty(STDERR_FILENO) == 1 &&
+         fstat(STDOUT_FILENO, &o) == 0 && fstat(STDERR_FILENO, &e) == 0 && o.st_rdev == e.st_rdev;
 }
 
 int RunFailover(const AdminArgs& a) {

@@ -200,7 +200,6 @@ Check CheckWritableDir(const char* name, const std::string& dir, const char* nee
   return c;
 }
 
-
 std::vector<Check> NodeChecks(const CheckPaths& paths) {
   return {
       CheckPreload(),
@@ -234,8 +233,7 @@ std::string ChecksJson(const std::vector<Check>& checks) {
     items += fmt::format(
         "{}\n    {{\"name\": {}, \"ok\": {}, \"needed_for\": {}, \"detail\": {}, \"fix\": {}}}",
         items.empty() ? "" : ",", JsonString(c.name), c.ok ? "true" : "false",
-        JsonString(c.needed_for), JsonString(c.detail),
-        c.fix.empty() ? "null" : JsonString(c.fix));
+        JsonString(c.needed_for), JsonString(c.detail), c.fix.empty() ? "null" : JsonString(c.fix));
   }
   return items;
 }

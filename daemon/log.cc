@@ -29,11 +29,16 @@ std::string UtcNow() {
 
 const char* LogLevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kError: return "error";
-    case LogLevel::kWarning: return "warning";
-    case LogLevel::kNotice: return "notice";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kDebug: return "debug";
+    case LogLevel::kError:
+      return "error";
+    case LogLevel::kWarning:
+      return "warning";
+    case LogLevel::kNotice:
+      return "notice";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kDebug:
+      return "debug";
   }
   return "info";
 }
@@ -93,9 +98,9 @@ void DaemonLog::Write(LogLevel level, const std::string& line) {
   }
   // One iovec per field (sd_journal_sendv: no format strings, so a '%' in
   // a line or a peer name is just a character); empty ones are left out.
-  std::vector<std::string> fields = {
-      "MESSAGE=" + line, "PRIORITY=" + std::to_string(static_cast<int>(level)),
-      "SYSLOG_IDENTIFIER=understudyd", "NODE=" + node_};
+  std::vector<std::string> fields = {"MESSAGE=" + line,
+                                     "PRIORITY=" + std::to_string(static_cast<int>(level)),
+                                     "SYSLOG_IDENTIFIER=understudyd", "NODE=" + node_};
   if (!c.service.empty()) fields.push_back("SERVICE=" + c.service);
   if (!c.role.empty()) fields.push_back("ROLE=" + c.role);
   if (!c.state.empty()) fields.push_back("STATE=" + c.state);

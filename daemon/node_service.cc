@@ -61,8 +61,9 @@ int RunNodeCheck(const DaemonOptions& o, const std::string& key_path,
   cli::Check key{"key_file", "understudyd (the link's authentication)", false, "", ""};
   if (key_path.empty()) {
     key.detail = "no --key given (and no 'key = ...' in the config file)";
-    key.fix = "understudy keygen > /etc/understudy/cluster.key on one node, copy it to the others, "
-              "and set key = \"/etc/understudy/cluster.key\" in understudyd.conf";
+    key.fix =
+        "understudy keygen > /etc/understudy/cluster.key on one node, copy it to the others, "
+        "and set key = \"/etc/understudy/cluster.key\" in understudyd.conf";
   } else {
     cluster::ClusterKey k;
     Status s = cluster::LoadClusterKey(key_path, &k);
@@ -76,7 +77,8 @@ int RunNodeCheck(const DaemonOptions& o, const std::string& key_path,
       key.detail = key_path + " is mode " + mode + ": others can read the cluster key";
       key.fix = "chmod 600 " + key_path;
     } else if (!s.ok()) {
-      key.fix = "make it with 'understudy keygen > " + key_path + "' (mode 0600), the same file "
+      key.fix = "make it with 'understudy keygen > " + key_path +
+                "' (mode 0600), the same file "
                 "on every node";
     }
   }
@@ -90,10 +92,11 @@ int RunNodeCheck(const DaemonOptions& o, const std::string& key_path,
     checks.push_back(n);
   }
   const size_t failed = cli::PrintChecks(checks);
-  std::printf("%s\n", failed == 0 ? "understudyd --check: every check passed"
-                                  : ("understudyd --check: " + std::to_string(failed) +
-                                     " check(s) failed")
-                                        .c_str());
+  std::printf(
+      "%s\n",
+      failed == 0
+          ? "understudyd --check: every check passed"
+          : ("understudyd --check: " + std::to_string(failed) + " check(s) failed").c_str());
   return failed == 0 ? 0 : 1;
 }
 
@@ -117,8 +120,8 @@ std::string StatusLine(const pb::StatusReply& st) {
   return line;
 }
 
-NodeService::NodeService(Daemon& daemon, const DaemonOptions& o, int argc,
-                         const char* const* argv, std::string config_path, std::string metrics)
+NodeService::NodeService(Daemon& daemon, const DaemonOptions& o, int argc, const char* const* argv,
+                         std::string config_path, std::string metrics)
     : daemon_(daemon),
       config_path_(std::move(config_path)),
       command_line_(CommandLineNames(argc, argv)),
@@ -266,11 +269,11 @@ void NodeService::Reload() {
     }
     std::string why;
     if (!path.empty() && !NotifyPathUsable(path, &why)) {
-      problems += "; notify: " + why + " (the hook stays " + (notify_.empty() ? "none" : notify_) +
-                  ")";
+      problems +=
+          "; notify: " + why + " (the hook stays " + (notify_.empty() ? "none" : notify_) + ")";
     } else if (path != notify_ || timeout != notify_timeout_) {
-      applied.push_back({"notify", notify_ + " (" + std::to_string(notify_timeout_.count()) +
-                                       " ms)",
+      applied.push_back({"notify",
+                         notify_ + " (" + std::to_string(notify_timeout_.count()) + " ms)",
                          path + " (" + std::to_string(timeout.count()) + " ms)"});
       daemon_.SetNotify(path, timeout);
       notify_ = path;

@@ -43,8 +43,8 @@ std::set<std::string> CommandLineNames(int argc, const char* const* argv) {
 }
 
 bool IsReloadable(const std::string& name) {
-  static const std::set<std::string> kReloadable = {"log-level", "verbose", "quiet",
-                                                    "notify", "notify-timeout-ms", "metrics"};
+  static const std::set<std::string> kReloadable = {"log-level", "verbose",           "quiet",
+                                                    "notify",    "notify-timeout-ms", "metrics"};
   return kReloadable.count(name) != 0;
 }
 

@@ -42,8 +42,8 @@ void ServiceManager::Reloading() {
   // older ones ignore it.
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  const uint64_t us = static_cast<uint64_t>(ts.tv_sec) * 1000000u +
-                      static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+  const uint64_t us =
+      static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
   Send("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(us));
 }
 

@@ -65,9 +65,8 @@ TEST(LogTarget, AutoIsTheJournalOnlyWhenJournalStreamNamesStderr) {
   EXPECT_EQ(t, LogTarget::kStderr);
   struct stat st;
   ASSERT_EQ(fstat(STDERR_FILENO, &st), 0);
-  const std::string mine =
-      std::to_string(static_cast<unsigned long long>(st.st_dev)) + ":" +
-      std::to_string(static_cast<unsigned long long>(st.st_ino));
+  const std::string mine = std::to_string(static_cast<unsigned long long>(st.st_dev)) + ":" +
+                           std::to_string(static_cast<unsigned long long>(st.st_ino));
   setenv("JOURNAL_STREAM", mine.c_str(), 1);
   ASSERT_TRUE(ParseLogTarget("auto", &t));
   EXPECT_EQ(t, LogTarget::kJournal);
