@@ -111,7 +111,8 @@ class RunLog {
                 static_cast<unsigned long long>(st.st_ino) == ino;
   }
   bool verbose() const { return verbose_; }
-  // Level from the words the recorder uses: "ALARM:", "warning:", "FENCED".
+  // Level from the words the recorder uses: "ALARM:", "warning:", "FENCED"
+  // (warning, 4), else info (6); -q keeps 5 and below (the outcome line).
   void Line(const std::string& line) const {
     const bool warn = line.rfind("ALARM", 0) == 0 || line.rfind("warning", 0) == 0 ||
                       line.rfind("FENCED", 0) == 0;
@@ -119,7 +120,7 @@ class RunLog {
   }
   void Debug(const std::string& line) const { Write(7, line); }
   void Write(int priority, const std::string& line) const {
-    if ((quiet_ && priority > 4) || (!verbose_ && priority > 6)) return;
+    if ((quiet_ && priority > 5) || (!verbose_ && priority > 6)) return;
     if (journald_) {
       fmt::print(stderr, "<{}>{}: {}\n", priority, me_, line);
     } else {
@@ -304,8 +305,9 @@ int RunRun(const RunArgs& a) {
     fmt::print(stderr, "{}: {} was killed by {}\n", me, a.command[0],
                driver::SignalName(r.exit.signal));
   }
-  log.Line(fmt::format("{} events in {}; {:.3f} s; exit status {}", r.events, res.journal_dir,
-                       r.wall_time_s, r.exit.exit_code));
+  // The outcome: notice, kept by -q.
+  log.Write(5, fmt::format("{} events in {}; {:.3f} s; exit status {}", r.events,
+                             res.journal_dir, r.wall_time_s, r.exit.exit_code));
   int code = r.exit.exit_code;
   if (r.refused && code == 0) code = 1;
   return code;

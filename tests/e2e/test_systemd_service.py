@@ -22,6 +22,7 @@ PID 1: what the daemon sends is read by the test's own receivers.
 Needs: root (mount namespace, the recorder), systemd-journald, journalctl."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -172,6 +173,25 @@ def case_notify_and_reload(tmp, key):
         expect("admin connection on" in read_log(dlog_path),
                "log-level debug from the reload shows no debug line")
         log("reload: %s" % line.split("understudyd", 1)[-1])
+
+        # `understudy run -q` / `-v` against this daemon: its own lines carry a
+        # UTC stamp; -q keeps only the outcome; -v adds the replication line.
+        stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z understudy run: "
+        base_run = [UNDERSTUDY, "run", "--backup", "127.0.0.1:%d" % port, "--key", key,
+                    "--no-audit"]
+        r = run(base_run + ["-q", "--journal", os.path.join(tmp, "rq"), "--", "/bin/true"],
+                timeout=120)
+        lines = r.err.splitlines()
+        expect(r.rc == 0 and len(lines) == 1 and re.match(stamp + r"\d+ events in ", lines[0]),
+               "run -q printed more than its outcome (or no stamp)", r)
+        r = run(base_run + ["-v", "--journal", os.path.join(tmp, "rv"), "--", "/bin/sleep", "6"],
+                timeout=120)
+        expect(r.rc == 0 and re.search(stamp + r"replication to 127\.0\.0\.1:%d: connected, seq "
+                                       r"\d+ acked \d+, lag \d+ events" % port, r.err, re.M),
+               "run -v printed no replication line", r)
+        expect(all(re.match(stamp, l) for l in r.err.splitlines()),
+               "a line of run without its stamp", r)
+        log("run -q: %r" % lines[0])
         daemon.send_signal(signal.SIGTERM)
         notes.wait_for(lambda m: m.startswith("STOPPING=1"), "STOPPING=1")
         daemon.wait(timeout=30)
