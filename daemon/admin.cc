@@ -148,6 +148,7 @@ pb::StatusReply AdminService::BuildStatus() const {
                   "; a failover may diverge from what clients saw");
   }
   for (const std::string& a : log_.alarms()) st.add_alarms(a);
+  if (context_.backup_status) context_.backup_status(&st);
   return st;
 }
 
@@ -217,6 +218,13 @@ std::string AdminService::Handle(std::string_view request) {
       c->set_dir(d.backup_dir());
       break;
     }
+    case pb::AdminRequest::kBackupAdd:
+      if (context_.backup_add) {
+        reply = context_.backup_add(req.backup_add());
+      } else {
+        reply = ErrorReply("this understudyd cannot attach a backup");
+      }
+      break;
     case pb::AdminRequest::REQUEST_NOT_SET:
       reply = ErrorReply("empty admin request: set status, failover, checkpoint or events");
       break;
