@@ -323,6 +323,14 @@ void Reintegration::FillStatus(pb::StatusReply* status) const {
   b->set_stall_reason(st.stall_reason);
   b->set_epoch(epoch_);
   b->set_catch_up_ms(catch_up_ms_);
+  if (shadow_ != nullptr) {
+    abi::ControlBlock* cb = shadow_->control();
+    b->set_gate("durable_seq " + std::to_string(__atomic_load_n(&cb->durable_seq, __ATOMIC_ACQUIRE)) +
+                ", gate_need " + std::to_string(__atomic_load_n(&cb->gate_need, __ATOMIC_ACQUIRE)) +
+                ", next_seq " + std::to_string(__atomic_load_n(&cb->next_seq, __ATOMIC_ACQUIRE)) +
+                ", waiters " + std::to_string(__atomic_load_n(&cb->gate_waiters, __ATOMIC_ACQUIRE)) +
+                ", flags " + std::to_string(__atomic_load_n(&cb->flags, __ATOMIC_ACQUIRE)));
+  }
 }
 
 void Reintegration::Stop() {

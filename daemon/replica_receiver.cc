@@ -163,7 +163,7 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
   // The recorder's stream HELLO.
   journal::StreamHello hello;
   if (link.Receive(&msg, std::chrono::milliseconds(2000), &err) != PeerLink::Recv::kMessage ||
-      msg.type != LinkType::kJournal) {
+      (msg.type != LinkType::kJournal && msg.type != LinkType::kStreamEpoch)) {
     if (link.integrity_failed()) {
       log_.Alarm(err.message() + " (recorder " + link.peer_name() + ", before its stream HELLO)");
     } else {

@@ -114,19 +114,35 @@ def main():
         stream = jepsen_client.Stream(c, net.vip, count=120000, duration=300, io_timeout=0.1,
                                       rate=400, extra=["--stop-file", stop])
 
+        def diagnose():
+            for label in ("A", "B"):
+                n = net.node(label)
+                log("%s: PING via VIP from C: %s; %s:6379 from C: %s; from itself: %s; addr: %s" % (
+                    label, netns.probe_redis(c, net.vip), n.ip, netns.probe_redis(c, n.ip),
+                    netns.probe_redis(n, "127.0.0.1"),
+                    n.ip_cmd("-4", "-o", "addr", "show", check=False).stdout.decode().strip()))
+            log("C neigh: %s" % c.ip_cmd("neigh", "show", check=False).stdout.decode().strip())
+
         def progress(more, what):
             want = stream.progress + more
-            if not stream.wait_progress(want, timeout=90):
+            if not stream.wait_progress(want, timeout=40):
+                diagnose()
                 rep, rc, err = stream.finish()
-                fail("the client did not make progress %s (wanted %d acked, rc %s): %s\n%s" %
+                fail("the client did not make progress %s (wanted %d acked, rc %s): %s\n%s\n"
+                     "status A: %s\nstatus B: %s" %
                      (what, want, rc, rep and jepsen_client.jepsen_line(rep),
-                      err.decode(errors="replace")[-2000:]))
+                      err.decode(errors="replace")[-2000:], da.status()[1], db.status()[1]))
 
         def crash_a():
             t = time.monotonic()
             a.link(False)
             a.kill_all()
-            net.del_vip("A")  # the machine restarts without it
+            # The machine restarts without the service address (`understudy
+            # run` added it as /32, a go-live as /CIDR).
+            for plen in (32, net.cidr):
+                a.ip_cmd("addr", "del", "%s/%d" % (net.vip, plen), "dev", netns.NODE_DEV,
+                         check=False)
+            expect(not a.has_addr(net.vip), "could not remove %s from node A" % net.vip)
             return t
 
         def rejoin(primary, backup, name):
