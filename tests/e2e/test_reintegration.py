@@ -87,6 +87,15 @@ class Daemon:
                                                   ("state", "state_reason", "shadow", "backup")},
               self.tail()))
 
+    def backup_add_fails(self, target_addr, want, why):
+        """`backup add TARGET_ADDR` asked of this daemon must fail, saying WANT."""
+        r = harness.run([harness.UNDERSTUDY, "backup", "add", target_addr, "--admin", self.admin,
+                         "--timeout-ms", "5000"], timeout=60)
+        expect(r.rc == 1 and want in r.err,
+               "backup add %s asked of %s (%s): wanted exit 1 saying %r, got %s: %s%s" %
+               (target_addr, self.label, why, want, r.rc, r.out, r.err))
+        log("error (%s): %s" % (why, r.err.strip()))
+
     def backup_add(self, target):
         r, doc = self.cl._admin_json([harness.UNDERSTUDY, "backup", "add", "%s:%d" % (
             target.node.ip, netns.PEER_PORT), "--admin", self.admin, "--json",
@@ -163,14 +172,30 @@ def main():
             reint.append((name, attach_ms, caught_ms))
 
         progress(400, "before leg 1")
+        r = harness.run([harness.UNDERSTUDY, "backup", "add", "--help"], timeout=15)
+        expect(r.rc == 0 and "NODE:PORT" in r.out, "backup add --help: %s %s" % (r.rc, r.err))
+        a_addr = "%s:%d" % (a.ip, netns.PEER_PORT)
+        # Asked of a backup, it names the state and whom to ask.
+        db.backup_add_fails(a_addr, "serves no live service", "no live service here")
         # ---- leg 1: A -> B unplanned
         legs.append(("leg 1 A->B unplanned", crash_a()))
         db.wait("primary", lambda d: d.get("state") == "primary")
         progress(200, "after leg 1")
         # ---- A rejoins as B's backup
         a.link(True)
+        db.backup_add_fails(a_addr, "not reachable", "nothing listens on A yet")
+        other_key = cl.keygen(os.path.join(cl.dir, "other.key"))
+        wrong = Daemon(net, cl, "A", data=os.path.join(cl.dir, "data-wrong"))
+        wrong.cl = type("K", (), {"key": other_key, "heartbeat_ms": cl.heartbeat_ms,
+                                  "missed": cl.missed, "_admin_json": cl._admin_json})()
+        wrong.admin = os.path.join(cl.dir, "admin-wrong.sock")
+        wrong.start()
+        db.backup_add_fails(a_addr, "cluster key", "A's understudyd has another key")
+        harness._kill_group(wrong.proc, __import__("signal").SIGKILL)
+        wrong.proc.wait(timeout=10)
         da.start()
         rejoin(db, da, "A rejoins")
+        db.backup_add_fails(a_addr, "already has backup", "one is attached")
         progress(200, "with A as backup")
         # ---- leg 2: B -> A planned
         t = time.monotonic()
