@@ -17,6 +17,8 @@
 #include <filesystem>
 
 #include "daemon/admin.h"
+#include "driver/futex.h"
+#include "interposer/abi.h"
 #include "daemon/chronicle.h"
 #include "daemon/failover.h"
 #include "daemon/live_service.h"
@@ -360,6 +362,26 @@ std::string Daemon::RestoreState() {
       std::string reach;
       if (cs.ok()) {
         reach = "control block reattached (interposer mode " + control->mode() + ")";
+        // A daemon that died (not stopped) while a backup was attached left
+        // the gate on and the ring undrained: nobody acks or drains now, so
+        // the service passes through, ungated, with an alarm.
+        abi::ControlBlock* cb = control->control();
+        const bool gated =
+            (__atomic_load_n(&cb->flags, __ATOMIC_ACQUIRE) & abi::kFlagOutputGate) != 0;
+        const bool recording = __atomic_load_n(&cb->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
+        if (gated || recording) {
+          __atomic_store_n(&cb->mode, abi::kModeLive, __ATOMIC_RELEASE);
+          __atomic_fetch_and(&cb->flags, ~static_cast<uint32_t>(abi::kFlagOutputGate),
+                             __ATOMIC_SEQ_CST);
+          __atomic_store_n(&cb->durable_seq, uint64_t{1} << 62, __ATOMIC_RELEASE);
+          __atomic_fetch_add(&cb->gate_epoch, 1, __ATOMIC_SEQ_CST);
+          driver::FutexWakeShared(&cb->gate_epoch);
+          Alarm("adopting " + who + ": understudyd had ended without stopping its " +
+                (gated ? "backup link (output commit was on)" : "recording") +
+                "; the service now passes through unrecorded and unprotected (a restarted "
+                "daemon cannot attach a backup to it)");
+          reach += "; switched to pass-through";
+        }
       } else {
         reach = "its control block cannot be reached: " + cs.message();
         Alarm("adopting " + who + ": " + reach);
