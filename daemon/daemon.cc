@@ -17,7 +17,6 @@
 #include <filesystem>
 
 #include "daemon/admin.h"
-#include "driver/futex.h"
 #include "interposer/abi.h"
 #include "daemon/chronicle.h"
 #include "daemon/failover.h"
@@ -369,17 +368,19 @@ std::string Daemon::RestoreState() {
         const bool gated =
             (__atomic_load_n(&cb->flags, __ATOMIC_ACQUIRE) & abi::kFlagOutputGate) != 0;
         const bool recording = __atomic_load_n(&cb->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
-        if (gated || recording) {
+        if (gated) {
+          // A backup was attached: it takes over (or took over) once this
+          // node fell silent.  Opening the gate could make two primaries.
+          Alarm("adopting " + who + ": a backup was attached when understudyd ended, and it "
+                "takes over once this node is silent; the service here stays gated (its "
+                "outputs wait: it answers nobody). Check the backup's status; stop this one "
+                "(kill " + std::to_string(l.pid()) + ") once the backup serves");
+          reach += "; gated: a backup was attached (see the alarm)";
+        } else if (recording) {
+          // It recorded, but nobody drains its ring now: pass through.
           __atomic_store_n(&cb->mode, abi::kModeLive, __ATOMIC_RELEASE);
-          __atomic_fetch_and(&cb->flags, ~static_cast<uint32_t>(abi::kFlagOutputGate),
-                             __ATOMIC_SEQ_CST);
-          __atomic_store_n(&cb->durable_seq, uint64_t{1} << 62, __ATOMIC_RELEASE);
-          __atomic_fetch_add(&cb->gate_epoch, 1, __ATOMIC_SEQ_CST);
-          driver::FutexWakeShared(&cb->gate_epoch);
-          Alarm("adopting " + who + ": understudyd had ended without stopping its " +
-                (gated ? "backup link (output commit was on)" : "recording") +
-                "; the service now passes through unrecorded and unprotected (a restarted "
-                "daemon cannot attach a backup to it)");
+          Alarm("adopting " + who + ": understudyd had ended without stopping its recording; "
+                "the service now passes through unrecorded");
           reach += "; switched to pass-through";
         }
       } else {

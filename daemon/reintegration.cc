@@ -336,15 +336,23 @@ void Reintegration::FillStatus(pb::StatusReply* status) const {
 void Reintegration::Stop() {
   std::unique_ptr<recorder::ReplicationClient> gone;
   std::shared_ptr<Shadow> shadow;
+  std::string target;
   {
     std::lock_guard<std::mutex> lock(mu_);
     gone = std::move(client_);
     shadow = std::move(shadow_);
+    target = target_;
   }
   if (shadow != nullptr) {
     shadow->DetachTap();
-    // Nobody acks any more: the service must not wait at the gate.
-    shadow->SetOutputGate(false);
+    // The backup takes over once this link is silent for its budget: the
+    // service here must then not answer anyone.  So it stays gated and
+    // recording (no pass-through at the Shadow's end): its outputs wait for
+    // acks that no longer come -- fenced, not unprotected.
+    shadow->KeepGatedOnExit();
+    log_.Alarm("understudyd stops with backup " + target +
+               " attached: the live service stays gated (its outputs wait) because that "
+               "backup takes over once this node falls silent; it is the primary from then on");
   }
   if (gone != nullptr) gone->Stop();
 }

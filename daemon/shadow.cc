@@ -106,7 +106,7 @@ Shadow::~Shadow() {
     drain_abort_.store(true);
     drain_thread_.join();
   }
-  if (recording_) {
+  if (recording_ && !keep_gated_) {
     // Nobody drains the ring from now on: the service passes through.
     __atomic_store_n(&mapping_->control()->mode, abi::kModeLive, __ATOMIC_RELEASE);
   }

@@ -92,6 +92,10 @@ class Shadow {
   // (the control block's flags; interposer/record.cc reads them there).
   void SetOutputGate(bool on);
   abi::ControlBlock* control() { return mapping_->control(); }
+  // A backup was attached when the daemon stops: the destructor leaves the
+  // program recording and gated (its outputs wait forever) instead of
+  // switching it to pass-through.
+  void KeepGatedOnExit() { keep_gated_ = true; }
   // The journal the live service records into (StartRecording's `dir`).
   const std::string& journal_dir() const { return live_dir_; }
   // A planned failover away from this node (or a fence): kills the live
@@ -132,6 +136,7 @@ class Shadow {
   bool renice_failed_ = false;
   std::string detach_error_;
   bool recording_ = false;
+  bool keep_gated_ = false;
   std::unique_ptr<journal::JournalWriter> live_writer_;
   std::unique_ptr<recorder::RecordDrain> drain_;
   std::thread drain_thread_;
