@@ -399,6 +399,15 @@ int RunStatus(const AdminArgs& a) {
   if (!st.service_address().empty()) fmt::print("service   {}\n", st.service_address());
   if (!st.takeover_check().empty()) fmt::print("takeover  {}\n", st.takeover_check());
   if (!st.last_failover().empty()) fmt::print("failover  {}\n", st.last_failover());
+  if (!st.backup().target().empty()) {  // `understudy backup add` (re-integration)
+    const auto& b = st.backup();
+    fmt::print("backup    {} {}{}, acked seq {} of {}, lag {} events / {} bytes / {} ms, "
+               "output commit {}, policy {}, term {}{}\n",
+               b.target(), b.state(), b.connected() ? ", connected" : ", not connected",
+               b.acked_seq(), b.last_seq(), b.lag().events(), b.lag().bytes(), b.lag().ms(),
+               b.output_gate() ? "on" : "off", b.on_backup_loss(), b.epoch(),
+               b.stall_reason().empty() ? "" : "; stalled: " + b.stall_reason());
+  }
   if (!st.restored().empty()) fmt::print("restored  {}\n", st.restored());
   if (!st.notify().empty()) {
     fmt::print("notify    {} (outcomes: 'understudy events --kind notify')\n", st.notify());

@@ -17,5 +17,6 @@ void AddSyscallsCommand(CLI::App& app, int& exit_code);
 void AddClusterCommands(CLI::App& app, int& exit_code);  // keygen, run, status, failover
 void AddEventsCommand(CLI::App& app, int& exit_code);    // events (cmd_events.cc)
 void AddDoctorCommand(CLI::App& app, int& exit_code);
+void AddBackupCommands(CLI::App& app, int& exit_code);  // backup add (cmd_backup.cc)
 
 }  // namespace understudy::cli

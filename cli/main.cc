@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   AddClusterCommands(app, exit_code);
   AddDoctorCommand(app, exit_code);
   AddEventsCommand(app, exit_code);
+  AddBackupCommands(app, exit_code);
   if (std::string err = ApplyConfigFromCommandLine(app, argc, argv); !err.empty()) {
     std::fprintf(stderr, "understudy: %s\n", err.c_str());
     return kExitUsage;

@@ -58,6 +58,7 @@ static_assert(static_cast<int>(LinkType::kCheckpointDone) == pb::CHECKPOINT_DONE
 static_assert(static_cast<int>(LinkType::kImageChunk) == pb::IMAGE_CHUNK);
 static_assert(static_cast<int>(LinkType::kImageCommit) == pb::IMAGE_COMMIT);
 static_assert(static_cast<int>(LinkType::kImageResult) == pb::IMAGE_RESULT);
+static_assert(static_cast<int>(LinkType::kStreamEpoch) == pb::STREAM_EPOCH);
 static_assert(static_cast<int>(LinkCipher::kNone) == pb::CIPHER_NONE);
 static_assert(static_cast<int>(LinkCipher::kAes256Gcm) == pb::CIPHER_AES_256_GCM);
 
@@ -367,6 +368,8 @@ const char* LinkTypeName(uint8_t type) {
       return "IMAGE_COMMIT";
     case LinkType::kImageResult:
       return "IMAGE_RESULT";
+    case LinkType::kStreamEpoch:
+      return "STREAM_EPOCH";
   }
   return "unknown link message";
 }

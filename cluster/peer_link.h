@@ -106,6 +106,7 @@ enum class LinkType : uint8_t {
   kImageChunk = 18,         // ROLE_IMAGES: pb::ImageChunk
   kImageCommit = 19,        // ROLE_IMAGES: pb::ImageCommit
   kImageResult = 22,        // ROLE_IMAGES, daemon -> recorder: pb::ImageResult
+  kStreamEpoch = 40,        // recorder -> daemon, before the stream HELLO: pb::StreamEpoch
 };
 const char* LinkTypeName(uint8_t type);
 

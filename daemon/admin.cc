@@ -162,6 +162,7 @@ pb::StatusReply AdminService::BuildStatus() const {
     out->set_object(r.object);
     out->set_cause(r.cause);
   }
+  if (context_.backup_status) context_.backup_status(&st);
   return st;
 }
 
@@ -231,6 +232,13 @@ std::string AdminService::Handle(std::string_view request) {
       c->set_dir(d.backup_dir());
       break;
     }
+    case pb::AdminRequest::kBackupAdd:
+      if (context_.backup_add) {
+        reply = context_.backup_add(req.backup_add());
+      } else {
+        reply = ErrorReply("this understudyd cannot attach a backup");
+      }
+      break;
     case pb::AdminRequest::REQUEST_NOT_SET:
       reply = ErrorReply("empty admin request: set status, failover, checkpoint or events");
       break;

@@ -48,6 +48,10 @@ struct AdminContext {
   std::function<Status(std::chrono::milliseconds, std::string* done)> checkpoint;
   // The newest checkpoint held here, for status.
   std::function<CheckpointInfo()> newest_checkpoint;
+  // `understudy backup add` (daemon/reintegration.h); blocks for the catch-up.
+  std::function<pb::AdminReply(const pb::BackupAddRequest&)> backup_add;
+  // Adds what the attached backup looks like to a status reply.
+  std::function<void(pb::StatusReply*)> backup_status;
 };
 
 class AdminService {

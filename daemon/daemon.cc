@@ -17,11 +17,13 @@
 #include <filesystem>
 
 #include "daemon/admin.h"
+#include "interposer/abi.h"
 #include "daemon/chronicle.h"
 #include "daemon/failover.h"
 #include "daemon/live_service.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
+#include "daemon/reintegration.h"
 #include "daemon/replica_receiver.h"
 #include "daemon/shadow_supervisor.h"
 #include "daemon/takeover_check.h"
@@ -118,6 +120,23 @@ Status ListenUnix(const std::string& path, int* fd_out) {
   return Status::Ok();
 }
 
+// JournalIdHex's inverse; false unless exactly 32 hex digits.
+bool ParseJournalIdHex(const std::string& hex, journal::JournalId* id) {
+  if (hex.size() != 2 * id->size()) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < id->size(); ++i) {
+    const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    (*id)[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return true;
+}
+
 }  // namespace
 
 Daemon::Daemon(DaemonOptions options)
@@ -169,6 +188,7 @@ Daemon::Daemon(DaemonOptions options)
   failover_->set_on_went_live([this](const pb::FailoverReply& r, const std::string& line, int pid,
                                      const std::string& detach_error) {
     chronicle_->OnWentLive(r, line, pid, detach_error);
+    if (auto j = node_state_->epoch_journal()) SaveEpoch(*j, node_state_->epoch());
   });
   failover_->set_on_fenced(
       [this](const std::string& cause, uint64_t seq) { chronicle_->OnFenced(cause, seq); });
@@ -199,6 +219,22 @@ Daemon::Daemon(DaemonOptions options)
   ac.checkpoint = [this](std::chrono::milliseconds timeout, std::string* done) {
     return node_state_->RequestCheckpoint(timeout, done);
   };
+  // Re-integration (issue 12 part 5): a backup for the live service after a
+  // go-live, and the term of the journal kept in DATA/state.json.
+  ReintegrationOptions rio;
+  rio.node_name = node_;
+  rio.key = options_.key;
+  rio.cipher = options_.link_cipher;
+  rio.heartbeat = options_.heartbeat;
+  rio.missed_heartbeats = options_.missed_heartbeats;
+  reint_ = std::make_unique<Reintegration>(rio, *node_state_, *shadows_, *log_);
+  reint_->set_on_handed_over([this](const std::string& why) {
+    chronicle_->keeper().Update([](pb::DaemonState* s) { s->clear_live(); });
+    chronicle_->Note("live", why);
+  });
+  ac.backup_add = [this](const pb::BackupAddRequest& rq) { return reint_->Add(rq); };
+  ac.backup_status = [this](pb::StatusReply* st) { reint_->FillStatus(st); };
+  replica_->set_on_epoch([this](const journal::JournalId& id, uint64_t epoch) { SaveEpoch(id, epoch); });
   images_ = std::make_unique<ImageReceiver>(options_.data_dir, *log_);
   ac.newest_checkpoint = [this] { return images_->newest(); };
   admin_ = std::make_unique<AdminService>(ac, *node_state_, *replica_, *shadows_, *failover_, *log_,
@@ -260,6 +296,7 @@ Status Daemon::Start() {
           "; this node will not take over while it fails (see --witness, --service-dev)");
   }
   failover_->Configure(service_, std::move(check));
+  reint_->Configure(service_, options_.service_dev);
   admin_->set_service(service_ ? service_->text + " dev " + options_.service_dev : "");
   // Replicas hold recorded client input: 0700 directories (0600 segments,
   // journal/writer.h).  journals/ is the daemon's own, so an older, wider
@@ -307,6 +344,12 @@ std::string Daemon::RestoreState() {
   }
   const pb::DaemonState& st = chronicle_->restored();
   log_->RestoreAlarms({st.alarms().begin(), st.alarms().end()});
+  {
+    journal::JournalId id{};
+    if (st.epoch() > 0 && ParseJournalIdHex(st.epoch_journal(), &id)) {
+      node_state_->RestoreEpoch(id, st.epoch());
+    }
+  }
   failover_->RestoreLastFailover(st.last_failover());
   std::string text = "restored from " + path + " (saved " + st.saved() + "; was " +
                      (st.state().empty() ? "idle" : st.state()) + ")";
@@ -323,6 +366,28 @@ std::string Daemon::RestoreState() {
       std::string reach;
       if (cs.ok()) {
         reach = "control block reattached (interposer mode " + control->mode() + ")";
+        // A daemon that died (not stopped) while a backup was attached left
+        // the gate on and the ring undrained: nobody acks or drains now, so
+        // the service passes through, ungated, with an alarm.
+        abi::ControlBlock* cb = control->control();
+        const bool gated =
+            (__atomic_load_n(&cb->flags, __ATOMIC_ACQUIRE) & abi::kFlagOutputGate) != 0;
+        const bool recording = __atomic_load_n(&cb->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
+        if (gated) {
+          // A backup was attached: it takes over (or took over) once this
+          // node fell silent.  Opening the gate could make two primaries.
+          Alarm("adopting " + who + ": a backup was attached when understudyd ended, and it "
+                "takes over once this node is silent; the service here stays gated (its "
+                "outputs wait: it answers nobody). Check the backup's status; stop this one "
+                "(kill " + std::to_string(l.pid()) + ") once the backup serves");
+          reach += "; gated: a backup was attached (see the alarm)";
+        } else if (recording) {
+          // It recorded, but nobody drains its ring now: pass through.
+          __atomic_store_n(&cb->mode, abi::kModeLive, __ATOMIC_RELEASE);
+          Alarm("adopting " + who + ": understudyd had ended without stopping its recording; "
+                "the service now passes through unrecorded");
+          reach += "; switched to pass-through";
+        }
       } else {
         reach = "its control block cannot be reached: " + cs.message();
         Alarm("adopting " + who + ": " + reach);
@@ -354,6 +419,7 @@ void Daemon::Shutdown() {
     links_cv_.wait_for(lock, std::chrono::seconds(5), [this] { return active_connections_ == 0; });
   }
   if (supervisor_thread_.joinable()) supervisor_thread_.join();
+  reint_->Stop();
   shadows_->Stop();
   replica_->Close();
   if (listen_fd_ >= 0) ::close(listen_fd_);
@@ -367,6 +433,14 @@ void Daemon::Shutdown() {
                                       ? "; the live service keeps running without it"
                                       : ""));
   chronicle_->Flush();
+}
+
+void Daemon::SaveEpoch(const journal::JournalId& id, uint64_t epoch) {
+  const std::string hex = journal::JournalIdHex(id);
+  chronicle_->keeper().Update([hex, epoch](pb::DaemonState* s) {
+    s->set_epoch_journal(hex);
+    s->set_epoch(epoch);
+  });
 }
 
 // ---- connections -------------------------------------------------------------
@@ -523,6 +597,7 @@ void Daemon::SupervisorLoop() {
       admin_->Complete(job, failover_->Planned(job->request, stop_));
       continue;
     }
+    reint_->Tick();
     shadows_->Tick();
     failover_->Tick();
   }

@@ -45,6 +45,7 @@
 #include "cluster/peer_link.h"
 #include "cluster/service_address.h"
 #include "daemon/refusal_log.h"
+#include "journal/format.h"
 #include "journal/status.h"
 
 namespace understudy::daemon {
@@ -56,6 +57,7 @@ class ImageReceiver;
 class Failover;
 class Node;
 class ReplicaReceiver;
+class Reintegration;
 class ShadowSupervisor;
 
 struct DaemonOptions {
@@ -137,6 +139,8 @@ class Daemon {
   // live service, which is adopted again if it still runs.  Returns the line
   // status shows as `restored`.
   std::string RestoreState();
+  // DATA/state.json: the term this node knows for `id` (node.h, "Terms").
+  void SaveEpoch(const journal::JournalId& id, uint64_t epoch);
 
   const DaemonOptions options_;
   const std::string node_;
@@ -156,6 +160,7 @@ class Daemon {
   std::unique_ptr<Failover> failover_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<ImageReceiver> images_;  // checkpoints shipped by the primary
+  std::unique_ptr<Reintegration> reint_;   // `understudy backup add` (after a go-live)
 
   std::atomic<bool> stop_{false};
   std::thread accept_thread_;

@@ -80,12 +80,50 @@ std::string Node::Goto(NodeState to, std::initializer_list<NodeState> from,
 
 // ---- the primary's link -------------------------------------------------------
 
-Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
+uint64_t Node::epoch() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return epoch_;
+}
+
+std::optional<journal::JournalId> Node::epoch_journal() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return epoch_journal_;
+}
+
+void Node::RestoreEpoch(const journal::JournalId& id, uint64_t epoch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  epoch_journal_ = id;
+  epoch_ = epoch;
+}
+
+Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id, uint64_t epoch) {
   Admission a;
   std::string line;
   PeerLink* old = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    const bool known = epoch_journal_.has_value() && *epoch_journal_ == id;
+    if (known && epoch < epoch_) {
+      a.verdict = Admission::kFence;
+      a.why = "node " + name_ + " knows journal " + journal::JournalIdHex(id) + " in term " +
+              std::to_string(epoch_) + " (a later primary took over); this copy of term " +
+              std::to_string(epoch) + " is stale and must not serve clients";
+      if (observer_)
+        observer_(
+            NodeChange{state_, state_, "fenced recorder " + link->peer() + ": " + a.why, true});
+      return a;
+    }
+    const bool newer = !known || epoch > epoch_;
+    if (newer && epoch >= 2 && state_ != NodeState::kIdle && state_ != NodeState::kEnded &&
+        state_ != NodeState::kTakingOver && state_ != NodeState::kPrimary) {
+      a.verdict = Admission::kRefuse;
+      a.why = "this daemon protects journal " +
+              (journal_ ? journal::JournalIdHex(*journal_) : std::string("?")) + " (primary " +
+              peer_ + ", " + NodeStateName(state_) + ", term " + std::to_string(epoch_) +
+              "); a primary of term " + std::to_string(epoch) +
+              " can attach it only once it is idle: stop that protection first";
+      return a;
+    }
     switch (state_) {
       case NodeState::kTakingOver:
         a.verdict = Admission::kFence;
@@ -120,7 +158,13 @@ Admission Node::AdmitPrimary(PeerLink* link, const journal::JournalId& id) {
         break;
     }
     a.verdict = Admission::kAdmit;
-    a.same_journal = journal_.has_value() && *journal_ == id;
+    if (newer) {
+      a.reseed = epoch >= 2;
+      a.epoch_changed = true;
+      epoch_journal_ = id;
+      epoch_ = epoch;
+    }
+    a.same_journal = journal_.has_value() && *journal_ == id && !a.reseed;
     a.protect = state_ == NodeState::kIdle || state_ == NodeState::kEnded;
     a.reconnect = a.same_journal && last_rx_.has_value();
     if (link_ != nullptr) {
@@ -336,6 +380,30 @@ bool Node::BecomePrimary(const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     line = Goto(NodeState::kPrimary, {NodeState::kTakingOver}, reason);
+    if (!line.empty()) {
+      // A new term of the journal begins with this go-live.
+      if (!epoch_journal_.has_value() || !journal_.has_value() || *epoch_journal_ != *journal_) {
+        epoch_ = 1;
+      }
+      epoch_journal_ = journal_;
+      epoch_ = std::max<uint64_t>(epoch_, 1) + 1;
+      line += " (term " + std::to_string(epoch_) + ")";
+    }
+  }
+  return Emit(line);
+}
+
+bool Node::HandOver(const std::string& reason) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    line = Goto(NodeState::kIdle, {NodeState::kPrimary}, reason);
+    if (!line.empty()) {
+      link_ = nullptr;
+      peer_.clear();
+      last_rx_.reset();
+      drained_.reset();
+    }
   }
   return Emit(line);
 }

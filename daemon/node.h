@@ -34,6 +34,19 @@
 //   taking-over        backup       AbandonTakeover  go-live failed; a new shadow starts
 //   idle               primary      RecoverPrimary   understudyd restarted and found the live
 //                                                    service it had started (DATA/state.json)
+//   primary            idle         HandOver         the live service was handed to the backup
+//                                                    `understudy backup add` attached (it
+//                                                    fenced this node and went live), or a
+//                                                    newer primary fenced it
+//
+// Terms (epochs).  Each go-live starts a new term of the journal: the old
+// term + 1 (`understudy run` is term 1).  A re-integrating primary sends its
+// term (STREAM_EPOCH) before its stream HELLO.  A HELLO of an older term
+// than this node knows for the journal is FENCED in every state (a stale
+// primary, e.g. the original `understudy run` back from a partition after
+// two failovers); a newer term is admitted only in idle or ended and makes
+// the receiver discard its replica of the journal (Admission::reseed): the
+// new primary streams it again from seq 1.
 //
 // One primary, always (DESIGN.md section 5): the state, the primary's link
 // and the facts the decision rests on (when the primary was last heard,
@@ -77,6 +90,8 @@ struct Admission {
   bool protect = false;       // kAdmit: idle or ended: call ProtectJournal once the replica is open
   bool reconnect = false;     // kAdmit: heard from this journal's primary before
   std::string replaced_peer;  // kAdmit: an older connection that was shut down for it
+  bool reseed = false;        // kAdmit: a newer term: discard the replica, take it from seq 1
+  bool epoch_changed = false; // the term this node knows changed (persist it)
 };
 
 // One change for the observer (set_on_change_observer): a transition, or a
@@ -120,7 +135,14 @@ class Node {
   // primary, refused while another journal is protected, else registered as
   // the primary's link (an older link is shut down), which in down and
   // isolated is GotoBackup.
-  Admission AdmitPrimary(cluster::PeerLink* link, const journal::JournalId& journal_id);
+  // `epoch`: the recorder's term (1 for `understudy run`, which sends none).
+  Admission AdmitPrimary(cluster::PeerLink* link, const journal::JournalId& journal_id,
+                         uint64_t epoch = 1);
+  // The term this node knows for `journal()` (0 = none).
+  uint64_t epoch() const;
+  std::optional<journal::JournalId> epoch_journal() const;
+  // Before the threads start: the term kept in DATA/state.json.
+  void RestoreEpoch(const journal::JournalId& journal_id, uint64_t epoch);
   // The replica of `journal_id` is open for the admitted link: idle, ended ->
   // backup (a new journal forgets the old primary's record).
   void ProtectJournal(const journal::JournalId& journal_id, const std::string& reason);
@@ -193,6 +215,10 @@ class Node {
   // survived it).  From then on every recorder is FENCED, as after the
   // go-live itself.
   bool RecoverPrimary(const std::string& reason);
+  // primary -> idle: the live service is gone from this node (handed over
+  // or fenced).  The journal and its term stay known: a primary of this
+  // term or older is FENCED from now on.
+  bool HandOver(const std::string& reason);
 
   // Called with every transition and FENCED verdict, UNDER the state lock
   // (so in order): it must only queue (event history, notify hooks).  Set
@@ -231,6 +257,8 @@ class Node {
   Clock::time_point silent_from_{};  // the detector's silence starts here
   std::optional<cluster::Drained> drained_;
   uint64_t reconnects_ = 0;
+  std::optional<journal::JournalId> epoch_journal_;  // the journal epoch_ is of
+  uint64_t epoch_ = 0;
   uint64_t checkpoint_request_ = 0;  // the last CHECKPOINT_REQUEST's id
   std::optional<std::string> checkpoint_done_;  // its CHECKPOINT_DONE, once here
 };

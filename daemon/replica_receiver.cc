@@ -3,8 +3,10 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <vector>
 
+#include "cluster/link.pb.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
 #include "daemon/shadow.h"
@@ -129,6 +131,20 @@ Status ReplicaReceiver::OpenLocked(const journal::JournalId& id, const std::stri
   return Status::Ok();
 }
 
+std::string ReplicaReceiver::DiscardReplicaLocked(const journal::JournalId& id) {
+  const std::string dir = options_.data_dir + "/journals/" + journal::JournalIdHex(id);
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return "";
+  const std::string aside = dir + ".superseded";
+  std::filesystem::remove_all(aside, ec);
+  std::filesystem::rename(dir, aside, ec);
+  if (ec) {
+    std::filesystem::remove_all(dir, ec);
+    return "; the old replica " + dir + " was removed";
+  }
+  return "; the old copy " + dir + " was moved to " + aside + " (not used again)";
+}
+
 std::string ReplicaReceiver::PersistErrorLocked(const Status& s) {
   const bool news = persist_error_ != s.message();
   persist_error_ = s.message();
@@ -147,13 +163,31 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
   // The recorder's stream HELLO.
   journal::StreamHello hello;
   if (link.Receive(&msg, std::chrono::milliseconds(2000), &err) != PeerLink::Recv::kMessage ||
-      msg.type != LinkType::kJournal) {
+      (msg.type != LinkType::kJournal && msg.type != LinkType::kStreamEpoch)) {
     if (link.integrity_failed()) {
       log_.Alarm(err.message() + " (recorder " + link.peer_name() + ", before its stream HELLO)");
     } else {
       log_.Log("recorder " + link.peer() + " sent no stream HELLO; closing");
     }
     return;
+  }
+  // A re-integrating primary states its term first (STREAM_EPOCH).
+  uint64_t epoch = 1;
+  std::string epoch_node;
+  if (msg.type == LinkType::kStreamEpoch) {
+    cluster::pb::StreamEpoch e;
+    if (!e.ParseFromString(msg.payload) || e.epoch() < 2) {
+      log_.Log("recorder " + link.peer() + ": malformed STREAM_EPOCH; closing");
+      (void)link.Send(LinkType::kRefused, cluster::EncodeRefused("malformed STREAM_EPOCH"));
+      return;
+    }
+    epoch = e.epoch();
+    epoch_node = e.node();
+    if (link.Receive(&msg, std::chrono::milliseconds(2000), &err) != PeerLink::Recv::kMessage ||
+        msg.type != LinkType::kJournal) {
+      log_.Log("recorder " + link.peer() + " sent no stream HELLO after its STREAM_EPOCH; closing");
+      return;
+    }
   }
   decoder.Feed(msg.payload.data(), msg.payload.size());
   {
@@ -166,7 +200,7 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
     }
   }
   const std::string id_hex = journal::JournalIdHex(hello.journal_id);
-  const Admission a = node_.AdmitPrimary(&link, hello.journal_id);
+  const Admission a = node_.AdmitPrimary(&link, hello.journal_id, epoch);
   if (a.verdict == Admission::kFence) {
     log_.Log("fencing recorder " + link.peer() + " (journal " + id_hex + "): " + a.why);
     (void)link.Send(LinkType::kFenced, cluster::EncodeFenced(a.why));
@@ -181,8 +215,25 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
     log_.Log("recorder " + link.peer() + " replaces the connection from " + a.replaced_peer);
   }
 
+  if (a.epoch_changed && on_epoch_) on_epoch_(hello.journal_id, epoch);
   uint64_t base = 0;
   std::string reopen_alarm, reopen_log;
+  if (a.reseed) {
+    // A newer term: whatever this node holds of the journal (its own old
+    // primary journal, continued, or an older replica) may have a tail the
+    // new primary never had.  Kept aside once for inspection, never reused.
+    std::string discarded;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (writer_ != nullptr) (void)writer_->Close();
+      writer_.reset();
+      journal_id_.reset();
+      discarded = DiscardReplicaLocked(hello.journal_id);
+    }
+    log_.Log("recorder " + link.peer() + (epoch_node.empty() ? "" : " (node " + epoch_node + ")") +
+             " is the journal's primary in term " + std::to_string(epoch) +
+             ": the replica is taken again from seq 1" + discarded);
+  }
   {
     std::unique_lock<std::mutex> lock(mu_);
     const bool stuck = !persist_error_.empty();

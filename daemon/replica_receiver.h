@@ -73,6 +73,11 @@ class ReplicaReceiver {
   ReplicaSnapshot snapshot() const;
   // Closes the replica (shutdown).
   void Close();
+  // Called (receiver thread) when an admitted recorder changed the term this
+  // node knows for its journal (node.h, "Terms"), to persist it.
+  void set_on_epoch(std::function<void(const journal::JournalId&, uint64_t)> f) {
+    on_epoch_ = std::move(f);
+  }
 
  private:
   // Caller holds mu_.  Opens (or reopens) the replica of `id`.  What a
@@ -83,6 +88,10 @@ class ReplicaReceiver {
   // Caller holds mu_: a write failed.  Returns the alarm text when this is
   // news (empty when the same error was already reported).
   std::string PersistErrorLocked(const Status& s);
+  // Caller holds mu_: moves DATA/journals/<id> aside (<id>.superseded,
+  // replacing an older one); returns a note for the log.
+  std::string DiscardReplicaLocked(const journal::JournalId& id);
+  std::function<void(const journal::JournalId&, uint64_t)> on_epoch_;
 
   const ReplicaOptions options_;
   Node& node_;

@@ -5,11 +5,15 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
 
+#include "driver/futex.h"
+#include "journal/batch_codec.h"
 #include "journal/reader.h"
+#include "journal/segment_parser.h"
 #include "kmod/scope.h"
 #include "replayer/replay_launch.h"
 
@@ -102,7 +106,7 @@ Shadow::~Shadow() {
     drain_abort_.store(true);
     drain_thread_.join();
   }
-  if (recording_) {
+  if (recording_ && !keep_gated_) {
     // Nobody drains the ring from now on: the service passes through.
     __atomic_store_n(&mapping_->control()->mode, abi::kModeLive, __ATOMIC_RELEASE);
   }
@@ -124,6 +128,14 @@ Status Shadow::StartRecording(const std::string& dir, uint64_t through_seq) {
   };
   journal::WriterOptions wo;
   wo.durability = journal::DurabilityPolicy::None();
+  wo.on_frame = [this](std::string_view frame, uint64_t first, uint64_t last) {
+    OnFrame(frame, first, last);
+  };
+  {
+    std::lock_guard<std::mutex> lock(tap_mu_);
+    hook_last_ = through_seq;
+  }
+  live_dir_ = dir;
   Status s = journal::JournalWriter::Open(dir, wo, &live_writer_);
   if (s.ok() && live_writer_->last_sequence() != through_seq) {
     s = Status::Corruption("journal " + dir + " ends at seq " +
@@ -142,6 +154,169 @@ Status Shadow::StartRecording(const std::string& dir, uint64_t through_seq) {
     if (!r.ok()) drain_error_ = r.message();
   });
   return Status::Ok();
+}
+
+void Shadow::OnFrame(std::string_view frame, uint64_t first, uint64_t last) {
+  std::lock_guard<std::mutex> lock(tap_mu_);
+  hook_last_ = last;
+  if (!tap_) return;
+  if (tap_catching_up_) {
+    tap_side_.emplace_back(frame);
+    tap_side_seqs_.emplace_back(first, last);
+    return;
+  }
+  tap_(frame, first, last);
+}
+
+namespace {
+
+Status ReadFileBytes(const std::string& path, std::string* out) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return Status::FromErrno("open " + path, errno);
+  out->clear();
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out->append(buf, n);
+  const bool bad = std::ferror(f) != 0;
+  std::fclose(f);
+  return bad ? Status::IOError("read " + path) : Status::Ok();
+}
+
+// Every EVENT_BATCH frame of the journal in `dir` with first > after and
+// last <= upto, in order, to `tap`.  *got: the last seq handed over.
+Status TapFromDisk(const std::string& dir, uint64_t after, uint64_t upto,
+                   const Shadow::FrameTap& tap, uint64_t* got, uint64_t* bytes) {
+  std::vector<journal::SegmentInfo> segs;
+  Status s = journal::ListSegments(dir, &segs);
+  if (!s.ok()) return s;
+  *got = after;
+  std::string data;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    if (i + 1 < segs.size() && segs[i + 1].base_sequence <= after + 1) continue;
+    if (segs[i].base_sequence > upto) break;
+    s = ReadFileBytes(segs[i].path, &data);
+    if (!s.ok()) return s;
+    journal::SegmentParser parser(segs[i].path, data, i + 1 == segs.size());
+    journal::SegmentHeader header;
+    if (!parser.ParseHeader(&header)) {
+      return parser.problem() ? parser.problem()->ToStatus()
+                              : Status::Corruption(segs[i].path + ": bad segment header");
+    }
+    journal::Frame fr;
+    while (parser.NextFrame(&fr)) {
+      if (fr.type != static_cast<uint8_t>(journal::FrameType::kEventBatch)) continue;
+      journal::BatchSummary sum;
+      s = journal::ScanEventBatch(fr.payload, &sum);
+      if (!s.ok()) return s;
+      if (sum.last_seq <= *got) continue;
+      if (sum.last_seq > upto) return Status::Ok();
+      if (sum.first_seq != *got + 1) {
+        return Status::Corruption(segs[i].path + ": seqs jump from " + std::to_string(*got) +
+                                  " to " + std::to_string(sum.first_seq));
+      }
+      const size_t n = journal::kFrameHeaderSize + fr.payload.size();
+      tap(std::string_view(data.data() + fr.offset, n), sum.first_seq, sum.last_seq);
+      *got = sum.last_seq;
+      *bytes += n;
+    }
+    // A torn tail of the last segment is a frame still being written.
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Shadow::AttachTap(FrameTap tap, uint64_t* upto, uint64_t* bytes) {
+  if (!recording_ || live_writer_ == nullptr) {
+    return Status::NotSupported("the live service does not record a journal");
+  }
+  uint64_t want = 0;
+  {
+    std::lock_guard<std::mutex> lock(tap_mu_);
+    if (tap_) return Status::InvalidArgument("a backup is already attached");
+    want = hook_last_;
+    tap_ = tap;
+    tap_catching_up_ = true;
+    tap_side_.clear();
+    tap_side_seqs_.clear();
+  }
+  // Frames up to `want` went through the hook before the tap: from disk.
+  // The hook runs just before each write, so the last of them may still be
+  // on its way to the file: read again until it is there.
+  uint64_t got = 0;
+  *bytes = 0;
+  Status s;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (got < want) {
+    s = TapFromDisk(live_dir_, got, want, tap, &got, bytes);
+    if (!s.ok()) break;
+    if (got >= want) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      s = Status::IOError("journal " + live_dir_ + " has seqs only up to " + std::to_string(got) +
+                          " of " + std::to_string(want) + " on disk after 5 s");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::lock_guard<std::mutex> lock(tap_mu_);
+  if (!s.ok()) {
+    tap_ = nullptr;
+    tap_catching_up_ = false;
+    tap_side_.clear();
+    tap_side_seqs_.clear();
+    return s;
+  }
+  for (size_t i = 0; i < tap_side_.size(); ++i) {
+    tap_(tap_side_[i], tap_side_seqs_[i].first, tap_side_seqs_[i].second);
+  }
+  tap_side_.clear();
+  tap_side_seqs_.clear();
+  tap_catching_up_ = false;
+  *upto = want;
+  return Status::Ok();
+}
+
+void Shadow::DetachTap() {
+  std::lock_guard<std::mutex> lock(tap_mu_);
+  tap_ = nullptr;
+  tap_catching_up_ = false;
+  tap_side_.clear();
+  tap_side_seqs_.clear();
+}
+
+void Shadow::SetOutputGate(bool on) {
+  abi::ControlBlock* cb = mapping_->control();
+  if (on) {
+    __atomic_fetch_or(&cb->flags, static_cast<uint32_t>(abi::kFlagOutputGate), __ATOMIC_SEQ_CST);
+  } else {
+    __atomic_fetch_and(&cb->flags, ~static_cast<uint32_t>(abi::kFlagOutputGate), __ATOMIC_SEQ_CST);
+    // Whoever waits at the gate now goes.
+    __atomic_store_n(&cb->durable_seq, uint64_t{1} << 62, __ATOMIC_RELEASE);
+    driver::BumpAndWake(&cb->gate_epoch);
+  }
+}
+
+Status Shadow::StopForHandover(uint64_t* last_seq) {
+  program_->Kill();
+  if (!exited_) {
+    exit_ = program_->Wait();
+    exited_ = true;
+  }
+  program_done_.store(true);  // the drain takes what is left, then ends
+  if (drain_thread_.joinable()) drain_thread_.join();
+  Status s = Status::Ok();
+  {
+    std::lock_guard<std::mutex> lock(drain_mu_);
+    if (!drain_error_.empty()) s = Status::IOError("draining the live service: " + drain_error_);
+  }
+  if (live_writer_ != nullptr) {
+    *last_seq = live_writer_->last_sequence();
+    Status c = live_writer_->Close();
+    if (s.ok() && !c.ok()) s = c;
+    live_writer_.reset();
+  }
+  recording_ = false;
+  return s;
 }
 
 std::string Shadow::recording_error() const {

@@ -17,7 +17,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <functional>
+#include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "driver/control_mapping.h"
 #include "driver/launcher.h"
@@ -76,6 +80,29 @@ class Shadow {
   // The drain's error, "" while it runs or after a clean stop.
   std::string recording_error() const;
 
+  // ---- re-integration (`understudy backup add`, daemon/reintegration.h) ----
+  // Where every journal frame of the live service goes besides its journal.
+  using FrameTap = std::function<void(std::string_view frame, uint64_t first, uint64_t last)>;
+  // While recording(): hands `tap` every frame of the journal already on
+  // disk (seq 1 up to *upto, *bytes of frames), then every frame the drain
+  // writes from then on, in order, none twice, none missed.
+  Status AttachTap(FrameTap tap, uint64_t* upto, uint64_t* bytes);
+  void DetachTap();
+  // Output commit for the live program: its outputs wait for durable_seq
+  // (the control block's flags; interposer/record.cc reads them there).
+  void SetOutputGate(bool on);
+  abi::ControlBlock* control() { return mapping_->control(); }
+  // A backup was attached when the daemon stops: the destructor leaves the
+  // program recording and gated (its outputs wait forever) instead of
+  // switching it to pass-through.
+  void KeepGatedOnExit() { keep_gated_ = true; }
+  // The journal the live service records into (StartRecording's `dir`).
+  const std::string& journal_dir() const { return live_dir_; }
+  // A planned failover away from this node (or a fence): kills the live
+  // program, drains what it recorded into the journal and closes it.
+  // *last_seq: the journal's last seq.  Supervisor thread.
+  Status StopForHandover(uint64_t* last_seq);
+
   void Kill() { program_->Kill(); }
   bool live() const { return live_; }
   // GoLive could not set the program back to niceness 0 (no CAP_SYS_NICE).
@@ -109,6 +136,7 @@ class Shadow {
   bool renice_failed_ = false;
   std::string detach_error_;
   bool recording_ = false;
+  bool keep_gated_ = false;
   std::unique_ptr<journal::JournalWriter> live_writer_;
   std::unique_ptr<recorder::RecordDrain> drain_;
   std::thread drain_thread_;
@@ -117,6 +145,15 @@ class Shadow {
   mutable std::mutex drain_mu_;
   std::string drain_error_;
   uint64_t catch_up_to_ = 0;
+  // The writer's on_frame hook (drain thread) and AttachTap.
+  void OnFrame(std::string_view frame, uint64_t first, uint64_t last);
+  std::string live_dir_;
+  std::mutex tap_mu_;
+  FrameTap tap_;                  // guarded by tap_mu_
+  uint64_t hook_last_ = 0;        // last seq the hook saw (tap or not)
+  bool tap_catching_up_ = false;  // frames wait in tap_side_ meanwhile
+  std::vector<std::string> tap_side_;
+  std::vector<std::pair<uint64_t, uint64_t>> tap_side_seqs_;
   driver::ProgramExit exit_;
 };
 

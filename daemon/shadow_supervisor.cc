@@ -295,6 +295,21 @@ void ShadowSupervisor::WentLive(const std::shared_ptr<Shadow>& shadow) {
   log_.Log(line);
 }
 
+void ShadowSupervisor::HandedOver(const std::string& reason) {
+  std::shared_ptr<Shadow> old;
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    old = std::move(shadow_);
+    journal_.reset();
+    restarts_ = 0;
+    bucket_ = FreshBucket(options_);
+    line = Goto(ShadowState::kNone, {ShadowState::kLive, ShadowState::kExited}, reason);
+  }
+  old.reset();
+  if (!line.empty()) log_.Log(line);
+}
+
 void ShadowSupervisor::GoLiveFailed(const std::shared_ptr<Shadow>& shadow, const std::string& why) {
   std::shared_ptr<Shadow> dead;
   std::string line;

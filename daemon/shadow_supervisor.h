@@ -19,6 +19,8 @@
 //   every state but live         none        Reset           a new journal
 //   none                         live        AdoptLive       a restarted daemon found its live
 //                                                            service still running
+//   live, exited                 none        HandedOver      the service moved to the backup
+//                                                            (daemon/reintegration.h)
 //
 // A shadow in starting or running is healthy: a failover can use it (one
 // still catching up takes longer to drain).
@@ -90,6 +92,12 @@ class ShadowSupervisor {
   // Go-live of `shadow` confirmed / failed (`why`).  Supervisor thread.
   void WentLive(const std::shared_ptr<Shadow>& shadow);
   void GoLiveFailed(const std::shared_ptr<Shadow>& shadow, const std::string& why);
+
+  // The live service left this node (a planned failover to the backup that
+  // `understudy backup add` attached, or a fence): live -> none, and the
+  // journal is forgotten, so that the node's next protection of it (as a
+  // backup) starts a fresh shadow.  Supervisor thread.
+  void HandedOver(const std::string& reason);
 
   // Kills a shadow that is not live (shutdown).
   void Stop();

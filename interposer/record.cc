@@ -104,7 +104,10 @@ void AskFlush(uint64_t need) {
 }  // namespace
 
 void GateWait() {
-  if (!(g_flags & abi::kFlagOutputGate)) return;
+  // Read from the control block, not the process's copy of the flags: a node
+  // that took over turns the gate on for its live service when a backup is
+  // attached (`understudy backup add`), and off again when it is removed.
+  if (!(__atomic_load_n(&g_cb->flags, __ATOMIC_ACQUIRE) & abi::kFlagOutputGate)) return;
   uint64_t need = ts.last_dep_seq;
   while (__atomic_load_n(&g_cb->durable_seq, __ATOMIC_ACQUIRE) < need) {
     uint32_t epoch = __atomic_load_n(&g_cb->gate_epoch, __ATOMIC_ACQUIRE);

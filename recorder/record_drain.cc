@@ -31,12 +31,17 @@ Status RecordDrain::Run(const std::atomic<bool>& program_done, const std::atomic
   Clock::time_point last_flush = Clock::now();
   bool have_deadline = false;
   Clock::time_point deadline;
-  const bool gated = (cb_->flags & abi::kFlagOutputGate) != 0;
-  const std::chrono::nanoseconds base_wait =
-      gated ? std::min(options_.idle_wait, options_.gate_idle_wait) : options_.idle_wait;
+  // The gate may be switched on while the drain runs (a backup attached to
+  // a live service that took over): re-read every round.
+  auto base_wait_now = [this]() -> std::chrono::nanoseconds {
+    const bool gated = (__atomic_load_n(&cb_->flags, __ATOMIC_ACQUIRE) & abi::kFlagOutputGate) != 0;
+    return gated ? std::min(options_.idle_wait, options_.gate_idle_wait) : options_.idle_wait;
+  };
+  std::chrono::nanoseconds base_wait = base_wait_now();
   std::chrono::nanoseconds wait = base_wait;
 
   for (;;) {
+    base_wait = base_wait_now();
     bool took = false;
     for (int burst = 0; burst < 4096; ++burst) {
       const uint64_t pos = ring.read_pos();

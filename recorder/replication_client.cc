@@ -516,6 +516,13 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
     hello.base_sequence = acked_ + 1;
   }
   hello.spec_bytes = spec_bytes_;
+  if (options_.epoch > 0) {
+    cluster::pb::StreamEpoch e;
+    e.set_epoch(options_.epoch);
+    e.set_node(options_.node_name);
+    Status es = link.Send(LinkType::kStreamEpoch, e.SerializeAsString());
+    if (!es.ok()) return es;
+  }
   journal::EncodeStreamHello(hello, &out);
   Status s = link.Send(LinkType::kJournal, out);
   if (!s.ok()) return s;
@@ -534,8 +541,10 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
   constexpr uint64_t kNotWaiting = ~uint64_t{0};
   uint64_t stall_acked = kNotWaiting;
   auto stall_since = Clock::now();
+  bool more_to_send = false;
   while (!stop_.load(std::memory_order_acquire)) {
     const auto now = Clock::now();
+    more_to_send = false;
     if (have_hello) {
       // Frames not yet sent on this connection.
       to_send.clear();
@@ -559,12 +568,22 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
           drained = finish_;
         }
       }
+      // At most kSendRound bytes per round, then the acks and heartbeats
+      // are read: a long backlog (a backup catching up from seq 1 after
+      // `understudy backup add`) must not look like a silent backup.
+      constexpr size_t kSendRound = 4u << 20;
+      size_t round_bytes = 0;
       for (const PendingFrame& f : to_send) {
+        if (round_bytes >= kSendRound) {
+          more_to_send = true;
+          break;
+        }
         std::lock_guard<std::mutex> dl(direct_mu_);
         if (f.last <= direct_sent_upto_) continue;  // the drain sent it meanwhile
         s = link.Send(LinkType::kJournal, *f.bytes, budget);
         if (!s.ok()) return s;
         sent_upto = direct_sent_upto_ = f.last;
+        round_bytes += f.bytes->size();
       }
       if (send_drained) {
         s = link.Send(LinkType::kDrained, EncodeDrained(drained), budget);
@@ -618,7 +637,7 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
     }
     auto wait = options_.heartbeat - std::chrono::duration_cast<std::chrono::milliseconds>(
                                          Clock::now() - last_hb);
-    if (wait.count() < 1) wait = std::chrono::milliseconds(1);
+    if (wait.count() < 1 || more_to_send) wait = std::chrono::milliseconds(1);
     Status err;
     PeerLink::Recv r = link.Receive(&msg, wait, &err, wake_fd_);
     if (r == PeerLink::Recv::kClosed) {

@@ -82,6 +82,10 @@ struct ReplicationOptions {
   // Continue policy: unacked frames beyond this are dropped (the backup can
   // then no longer resume and must be re-seeded; logged loudly).
   uint64_t max_unacked_bytes = 256ull << 20;
+  // A node that took over and re-integrates a backup (`understudy backup
+  // add`): its term for the journal, sent as STREAM_EPOCH before every
+  // stream HELLO.  0: none (`understudy run`, term 1).
+  uint64_t epoch = 0;
   // Log sink (any thread).  Default: stderr with a "understudy run:" prefix.
   std::function<void(const std::string&)> log;
 };

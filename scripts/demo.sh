@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# scripts/demo.sh -- understudy's main job, on one machine, as root (~60 s).
+# scripts/demo.sh -- understudy's main job, on one machine, as root (~60-90 s).
 #
 # Three "machines" as network namespaces on a private bridge:
 #   node A  10.77.X.1   redis-server under `understudy run` (the primary),
 #                       holding the service address VIP = 10.77.X.100
 #   node B  10.77.X.2   understudyd: receives the journal, replays redis live
 #   node C  10.77.X.3   a client writing SET/INCR to the VIP (tests/e2e/jepsen_client.py)
-# Mid-stream, `understudy failover` moves the service to B.  The client
-# reconnects to the VIP, reads every key back and the demo prints
-# acked / survived / lost and the switchover time (failover command -> first
-# reply from B).  Everything it creates (namespaces, processes, temp dir) is
+# Mid-stream, `understudy failover` moves the service to B.  Then node A comes
+# back as B's backup (understudyd on A, `understudy backup add A:7700` asked of
+# B: B streams its journal from seq 1, A's shadow replays it, B's outputs wait
+# for A's acks) and a second `understudy failover` moves the service back to
+# A.  The client reconnects to the VIP each time, reads every key back at the
+# end and the demo prints acked / survived / lost for the whole run and both
+# switchover times (failover command -> first reply from the new node).  Everything it creates (namespaces, processes, temp dir) is
 # removed on exit, success or not; it kills only the pids it started and
 # whatever runs inside the namespaces it created.
 #
@@ -22,7 +25,7 @@ BUILD=${UNDERSTUDY_BUILD:-$ROOT/build}
 US=$BUILD/bin/understudy
 USD=$BUILD/bin/understudyd
 CLIENT=$ROOT/tests/e2e/jepsen_client.py
-WRITES=${DEMO_WRITES:-16000}   # at 2000/s: an 8 s stream, failover after ~2.7 s
+WRITES=${DEMO_WRITES:-16000}   # at 2000/s; the stream ends after the second failover (stop file)
 
 say()  { printf '\n== %s\n' "$*"; }
 die()  { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -31,8 +34,9 @@ die()  { printf 'demo: %s\n' "$*" >&2; exit 1; }
 for b in "$US" "$USD"; do
   [ -x "$b" ] || { echo "demo: $b is not built; run 'bash scripts/build.sh'"; exit 2; }
 done
-for sub in keygen run status failover; do   # ('understudy X --help' exits 0 for any X)
-  "$US" --help | grep -q "^  $sub " || { echo "demo: 'understudy $sub' is not built yet"; exit 2; }
+HELP=$("$US" --help)   # once: 'grep -q' on a pipe can end it early (SIGPIPE under pipefail)
+for sub in keygen run status failover backup; do   # ('understudy X --help' exits 0 for any X)
+  grep -q "^  $sub " <<<"$HELP" || { echo "demo: 'understudy $sub' is not built yet"; exit 2; }
 done
 command -v redis-server >/dev/null || { echo "demo: redis-server missing; run 'bash scripts/setup.sh'"; exit 2; }
 
@@ -103,25 +107,60 @@ done
 "$US" status --admin "$ADMIN" || true
 
 say "4. node C: client writing $WRITES SETs (+ INCR every 10th), 2000/s, to $VIP:6379"
-bg "$NS_C" "$WORK/client.out" python3 "$CLIENT" --host "$VIP" --count "$WRITES" --duration 30 \
-  --rate 2000 --progress-every 500
+bg "$NS_C" "$WORK/client.out" python3 "$CLIENT" --host "$VIP" --count 200000 --duration 90 \
+  --rate 2000 --progress-every 500 --stop-file "$WORK/client.stop"
 CLIENT_PID=${PIDS[-1]}
-for _ in $(seq 300); do
-  n=$(grep -o '"progress": [0-9]*' "$WORK/client.out" 2>/dev/null | tail -1 | grep -o '[0-9]*$' || true)
-  [ "${n:-0}" -ge $((WRITES / 3)) ] && break
-  kill -0 "$CLIENT_PID" 2>/dev/null || break
-  sleep 0.05
-done
-echo "client: ${n:-0} writes acknowledged so far"
+acked() { grep -o '"progress": [0-9]*' "$WORK/client.out" 2>/dev/null | tail -1 | grep -o '[0-9]*$' || echo 0; }
+# wait_acked N: until the client has N writes acknowledged (at most 60 s).
+wait_acked() {
+  for _ in $(seq 1200); do
+    [ "$(acked)" -ge "$1" ] && return 0
+    kill -0 "$CLIENT_PID" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+wait_acked $((WRITES / 3)) || { KEEP=1; die "the client did not get going"; }
+echo "client: $(acked) writes acknowledged so far"
 
 say "5. planned failover: understudy failover (to node B)"
 T0=$(now)
 "$US" failover --admin "$ADMIN" || { KEEP=1; tail -20 "$WORK/understudyd.log"; die "understudy failover failed"; }
+wait_acked $(( $(acked) + WRITES / 4 )) || { KEEP=1; die "the client made no progress on node B"; }
 
-say "6. the client finishes on node B and reads every key back"
-for _ in $(seq 600); do kill -0 "$CLIENT_PID" 2>/dev/null || break; sleep 0.1; done
+say "6. node A comes back as B's backup: understudyd on A, then 'understudy backup add A:7700' asked of B"
+ADMIN_A=$WORK/admin-a.sock
+bg "$NS_A" "$WORK/understudyd-a.log" "$USD" --listen "$NET.1:7700" --data "$WORK/data-a" \
+  --key "$WORK/cluster.key" --admin-socket "$ADMIN_A" --node-name nodeA \
+  --service-address "$VIP/24" --service-dev eth0 --heartbeat-ms 100 --missed-heartbeats 3
+for _ in $(seq 100); do "$US" status --admin "$ADMIN_A" >/dev/null 2>&1 && break; sleep 0.1; done
+R0=$(now)
+"$US" backup add "$NET.1:7700" --admin "$ADMIN" \
+  || { KEEP=1; tail -20 "$WORK/understudyd.log" "$WORK/understudyd-a.log"; die "backup add failed"; }
+# A's shadow replays the journal from seq 1 and catches up.
+shadow_running() {
+  "$US" status --admin "$ADMIN_A" --json 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if d["state"] == "backup" and d["shadow"]["state"] == "running" else 1)'
+}
+for _ in $(seq 600); do shadow_running && break; sleep 0.1; done
+shadow_running || { KEEP=1; tail -20 "$WORK/understudyd-a.log"; die "node A's shadow did not catch up"; }
+echo "re-integration: $(python3 -c "import time; print('%.0f ms' % (1000 * (time.monotonic() - $R0)))") (backup add -> node A's shadow caught up)"
 "$US" status --admin "$ADMIN" || true
-python3 - "$WORK/client.out" "$T0" "$ROOT/tests/e2e" <<'EOF'
+wait_acked $(( $(acked) + WRITES / 4 )) || { KEEP=1; die "the client made no progress with A as backup"; }
+
+say "7. second planned failover: understudy failover asked of node A (back to A)"
+T1=$(now)
+"$US" failover --admin "$ADMIN_A" \
+  || { KEEP=1; tail -20 "$WORK/understudyd.log" "$WORK/understudyd-a.log"; die "the second failover failed"; }
+wait_acked $(( $(acked) + WRITES / 4 )) || { KEEP=1; die "the client made no progress on node A"; }
+
+say "8. the client stops, reads every key back"
+touch "$WORK/client.stop"
+for _ in $(seq 600); do kill -0 "$CLIENT_PID" 2>/dev/null || break; sleep 0.1; done
+"$US" status --admin "$ADMIN_A" || true
+python3 - "$WORK/client.out" "$T0" "$ROOT/tests/e2e" "$T1" <<'EOF'
 import json, sys
 sys.path.insert(0, sys.argv[3])
 import jepsen_client
@@ -129,10 +168,12 @@ reps = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{") and '"acke
 if not reps:
     sys.exit("demo: the client printed no report")
 rep = reps[-1]
-sw = jepsen_client.switchover(rep, float(sys.argv[2]))
-print("\n%s" % jepsen_client.jepsen_line(rep))
-print("switchover: %s (understudy failover -> first reply from node B)" %
-      ("%.1f ms" % (1000 * sw) if sw is not None else "not observed"))
+print("\n%s   (the whole run: A -> B, A rejoins, B -> A)" % jepsen_client.jepsen_line(rep))
+for t, what in ((sys.argv[2], "A -> B: understudy failover -> first reply from node B"),
+                (sys.argv[4], "B -> A: understudy failover -> first reply from node A")):
+    sw = jepsen_client.switchover(rep, float(t))
+    print("switchover: %s (%s)" % ("%.1f ms" % (1000 * sw) if sw is not None else "not observed",
+                                   what))
 if rep["stopped"] or rep["readback_error"]:
     print("client: %s" % (rep["stopped"] or rep["readback_error"]))
 sys.exit(0 if rep["lost"] == 0 and rep["ok"] else 1)

@@ -208,6 +208,8 @@ def main():
     ap.add_argument("--port", type=int, default=6379)
     ap.add_argument("--count", type=int, default=20000, help="SETs to attempt")
     ap.add_argument("--duration", type=float, default=60.0, help="bound on the write phase, s")
+    ap.add_argument("--stop-file", default="",
+                    help="end the write phase (normally) once this file exists")
     ap.add_argument("--incr-every", type=int, default=10)
     ap.add_argument("--max-outage", type=float, default=20.0)
     ap.add_argument("--io-timeout", type=float, default=1.0,
@@ -234,6 +236,8 @@ def main():
     i = 0
     try:
         while i < a.count and time.monotonic() < cl.deadline:
+            if a.stop_file and i % 50 == 0 and os.path.exists(a.stop_file):
+                break  # the driver is done with its legs: the write phase ends here
             if a.rate > 0:
                 ahead = t0 + i / a.rate - time.monotonic()
                 if ahead > 0:
@@ -262,7 +266,7 @@ def main():
             i += 1
             if a.progress_every and len(acked) % a.progress_every == 0 and acked:
                 emit({"progress": len(acked), "t": time.monotonic()})
-        if i < a.count:
+        if i < a.count and not (a.stop_file and os.path.exists(a.stop_file)):
             stopped = "duration bound reached after %d of %d writes" % (i, a.count)
     except Outage as e:
         stopped = str(e)

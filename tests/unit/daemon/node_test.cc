@@ -203,5 +203,44 @@ TEST_F(NodeTest, EveryTransitionIsLoggedWithItsReason) {
   EXPECT_EQ(lines[1], "state backup -> down: no healthy shadow (test)");
 }
 
+// Terms (node.h): each go-live starts one; an older term is fenced in every
+// state, a newer one is admitted only by an idle node and reseeds its replica.
+TEST_F(NodeTest, TermsFenceOlderPrimariesAndReseedNewerOnes) {
+  Wire first;
+  Protect(first, Id(1));
+  EXPECT_EQ(node.epoch(), 1u);  // `understudy run`: term 1
+  GoSilent(first);
+  ASSERT_TRUE(node.GotoTakeover(Node::Takeover::kUnplanned, "primary lost"));
+  ASSERT_TRUE(node.BecomePrimary("went live"));
+  EXPECT_EQ(node.epoch(), 2u);
+  ASSERT_TRUE(node.HandOver("planned failover to the backup"));
+  EXPECT_EQ(node.state(), NodeState::kIdle);
+
+  Wire stale;  // the original recorder, back from a partition
+  Admission a = node.AdmitPrimary(stale.node_end.get(), Id(1));
+  EXPECT_EQ(a.verdict, Admission::kFence);
+  EXPECT_NE(a.why.find("term 2"), std::string::npos) << a.why;
+
+  Wire newer;  // the node that took over from us: term 3
+  a = node.AdmitPrimary(newer.node_end.get(), Id(1), 3);
+  ASSERT_EQ(a.verdict, Admission::kAdmit);
+  EXPECT_TRUE(a.reseed);
+  EXPECT_TRUE(a.epoch_changed);
+  EXPECT_FALSE(a.same_journal);
+  node.ProtectJournal(Id(1), "protecting term 3");
+  EXPECT_EQ(node.state(), NodeState::kBackup);
+  EXPECT_EQ(node.epoch(), 3u);
+
+  Wire old_term;  // term 2 (ours, handed over) is stale now
+  EXPECT_EQ(node.AdmitPrimary(old_term.node_end.get(), Id(1), 2).verdict, Admission::kFence);
+  Wire later;  // a term this backup did not see begin: refused while it protects
+  EXPECT_EQ(node.AdmitPrimary(later.node_end.get(), Id(1), 4).verdict, Admission::kRefuse);
+  Wire again;  // the term-3 primary reconnecting: admitted, no reseed
+  a = node.AdmitPrimary(again.node_end.get(), Id(1), 3);
+  EXPECT_EQ(a.verdict, Admission::kAdmit);
+  EXPECT_FALSE(a.reseed);
+  EXPECT_TRUE(a.same_journal);
+}
+
 }  // namespace
 }  // namespace understudy::daemon

@@ -1,0 +1,105 @@
+// Reintegration: `understudy backup add NODE:PORT` on a node that took over
+// (issue 12 part 5, active-active).  The live service on this node records
+// into the journal it was replayed from, continued (daemon/shadow.h
+// StartRecording); this attaches a new backup to it:
+//
+//   this node (primary after go-live)              NODE (understudyd, idle)
+//   Shadow's journal ── tap ──▶ ReplicationClient ── STREAM_EPOCH {term},
+//     (frames from seq 1 off disk,                   HELLO, EVENT_BATCH... ─▶ replica
+//      then every frame the drain writes)        ◀── ACK {durable seq}    ─── shadow from seq 1
+//   control block: durable_seq ◀── acks; kFlagOutputGate on once the backup
+//   acked the journal's end at attach (output commit, as under `understudy run`)
+//
+// The link is the one `understudy run --backup` uses (recorder/
+// replication_client.h), so the backup serves it with its ordinary receiver,
+// failure detector and planned failover: FENCE_REQUEST from it (it is asked
+// `understudy failover`) makes Tick() kill the live service, drain it into
+// the journal, remove the service address, wait for the last ack and send
+// DRAINED; FENCED (it already took over) makes Tick() kill the service at
+// once.  Either way the node hands over (Node::HandOver: primary -> idle),
+// ready to be attached as a backup in turn.
+//
+// Threads: Add on an admin connection thread (it waits for the catch-up);
+// Tick on the supervisor thread (the only one that stops the live service);
+// Status from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "cluster/peer_link.h"
+#include "cluster/service_address.h"
+#include "daemon/admin.pb.h"
+#include "recorder/replication_client.h"
+
+namespace understudy::daemon {
+
+class DaemonLog;
+class Node;
+class Shadow;
+class ShadowSupervisor;
+
+struct ReintegrationOptions {
+  std::string node_name;
+  cluster::ClusterKey key;
+  cluster::LinkCipher cipher = cluster::LinkCipher::kAes256Gcm;
+  std::chrono::milliseconds heartbeat{100};
+  int missed_heartbeats = 2;
+};
+
+class Reintegration {
+ public:
+  Reintegration(ReintegrationOptions options, Node& node, ShadowSupervisor& shadows,
+                DaemonLog& log);
+  Reintegration(const Reintegration&) = delete;
+  Reintegration& operator=(const Reintegration&) = delete;
+  ~Reintegration();
+
+  // The service address this node holds while it serves (removed at a
+  // handover).  Before the threads start.
+  void Configure(std::optional<cluster::ServiceAddress> service, std::string dev);
+  // Called (supervisor thread) once the live service left this node.
+  void set_on_handed_over(std::function<void(const std::string&)> f) {
+    on_handed_over_ = std::move(f);
+  }
+
+  // `understudy backup add`: an error reply names the object and the next
+  // step (no live service here, a backup already attached, the target
+  // unreachable or without our key, no catch-up in time).
+  pb::AdminReply Add(const pb::BackupAddRequest& request);
+  // Supervisor thread: a fence request or a fence from the backup.
+  void Tick();
+  // Status: the attached backup, if any.
+  void FillStatus(pb::StatusReply* status) const;
+  // Shutdown: stops the link (the live service keeps running, ungated).
+  void Stop();
+
+ private:
+  void HandOver(bool planned);
+
+  const ReintegrationOptions options_;
+  Node& node_;
+  ShadowSupervisor& shadows_;
+  DaemonLog& log_;
+  std::optional<cluster::ServiceAddress> service_;
+  std::string service_dev_;
+  std::function<void(const std::string&)> on_handed_over_;
+
+  mutable std::mutex mu_;
+  bool adding_ = false;  // an Add is under way
+  std::unique_ptr<recorder::ReplicationClient> client_;
+  std::shared_ptr<Shadow> shadow_;
+  std::string target_;
+  std::string backup_node_;
+  std::string state_;  // catching-up | protected
+  std::string policy_;
+  uint64_t epoch_ = 0;
+  double catch_up_ms_ = 0;
+};
+
+}  // namespace understudy::daemon
