@@ -193,10 +193,12 @@ Status Shadow::Restore(const std::string& dir, const std::string& ckpt_dir,
   while (reader->Next(&e)) {
     if (main_rtid == 0 && e.tid() != 0) main_rtid = e.tid();
     if (e.seq() == mark_seq) {
-      if (!e.has_checkpoint() || e.checkpoint().image_id() != image_id) {
+      // (The mark names the primary's staging directory, not the id the
+      // image was shipped under; an empty name is a mark whose dump failed.)
+      if (!e.has_checkpoint() || e.checkpoint().image_id().empty()) {
         return Status::Corruption("replica " + dir + ": seq " + std::to_string(mark_seq) +
-                                  " is not the mark of checkpoint " + image_id +
-                                  " (a checkpoint of another journal?)");
+                                  " is not the mark of a checkpoint with an image (checkpoint " +
+                                  image_id + " belongs to another journal?)");
       }
       mark_found = true;
       break;

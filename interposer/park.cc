@@ -34,6 +34,10 @@ void SleepParked() {
   }
   if (ts.sud_armed) ArmTrap();
   ts.selector = sel;
+  // Whoever unparks may have changed the flags meanwhile: the restorer of
+  // a checkpoint image clears the record-time output gate before it
+  // switches the image to replay (daemon/shadow.cc, Shadow::Restore).
+  __atomic_store_n(&g_flags, __atomic_load_n(&g_cb->flags, __ATOMIC_SEQ_CST), __ATOMIC_RELAXED);
 }
 
 void AckPark() {

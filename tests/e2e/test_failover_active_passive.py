@@ -63,6 +63,19 @@ def main():
         t_event = time.monotonic()
         a.link(False)
         a.kill_all()
+        if os.environ.get("AP_DEBUG"):
+            time.sleep(8)
+            b = net.node("B")
+            for cmd in (["redis-cli", "-h", net.vip, "-p", netns.REDIS_PORT, "PING"],):
+                r = c.run(["timeout", "5"] + cmd, timeout=10)
+                log("C: %s -> rc %s %r %r" % (cmd, r.rc, r.out, r.err))
+            r = b.run(["ss", "-ltnp"], timeout=10)
+            log("B ss: %s" % r.out)
+            r = b.run(["sh", "-c", "for p in $(pgrep -f redis-server); do echo PID $p; "
+                       "cat /proc/$p/status | grep -E 'State|NSpid'; for t in /proc/$p/task/*; do "
+                       "echo $t $(cat $t/wchan) $(cat $t/stat | cut -d' ' -f3); "
+                       "cat $t/syscall; done; ls -l /proc/$p/fd; done"], timeout=10)
+            log("B procs: %s" % r.out)
         rep, rc, err = stream.finish()
         expect(rep is not None, "the client printed no report (exit %s): %s" %
                (rc, err.decode(errors="replace")[-2000:]))
@@ -79,8 +92,16 @@ def main():
                (line, rep["lost_keys"]))
         expect(rep["ok"], "the client did not finish cleanly: %s (stopped: %s, read-back: %s)" %
                (line, rep["stopped"], rep["readback_error"]))
-        expect("restore" in status.get("last_failover", ""),
-               "the failover line does not report a restore: %s" % status.get("last_failover"))
+        with open(cl.log_path("understudyd"), "rb") as f:
+            dlog = f.read().decode(errors="replace")
+        for l in dlog.splitlines():
+            if "restore" in l:
+                log("B: " + l.strip()[:600])
+        expect("cannot restore" not in dlog and "from checkpoint %s" % ck["image_id"] in dlog,
+               "B did not restore checkpoint %s (see the lines above)" % ck["image_id"])
+        expect("from seq %d)" % (int(ck["mark_seq"]) + 1) in status.get("last_failover", ""),
+               "the failover did not replay from the mark + 1 (%d): %s" %
+               (int(ck["mark_seq"]) + 1, status.get("last_failover")))
         r = c.run(["redis-cli", "-h", net.vip, "-p", netns.REDIS_PORT, "DBSIZE"], timeout=30)
         expect(r.rc == 0 and int(r.out.strip()) >= KEYS + rep["acked"],
                "B's redis has %s keys after the failover, not >= %d" %
