@@ -153,6 +153,16 @@ struct RunMetrics {
   }
 };
 
+// --checkpoint-interval: NUMBER followed by ms, s or m; 0 when malformed.
+uint64_t IntervalMs(const std::string& t) {
+  size_t n = 0;
+  while (n < t.size() && n < 12 && t[n] >= '0' && t[n] <= '9') n++;
+  const std::string unit = t.substr(n);
+  const uint64_t v = n == 0 ? 0 : std::stoull(t.substr(0, n));
+  const uint64_t mult = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : 0;
+  return v * mult;
+}
+
 // Parses nothing more than the flags; the lifecycle is recorder::Primary's.
 int RunRun(const RunArgs& a) {
   const char* me = "understudy run";
@@ -164,21 +174,7 @@ int RunRun(const RunArgs& a) {
   o.mode = a.mode == "active-passive" ? recorder::Primary::Mode::kActivePassive
                                       : recorder::Primary::Mode::kActiveActive;
   if (!a.checkpoint_interval.empty()) {
-    // NUMBER followed by ms, s or m.
-    const std::string& t = a.checkpoint_interval;
-    size_t n = 0;
-    while (n < t.size() && t[n] >= '0' && t[n] <= '9') n++;
-    const std::string unit = t.substr(n);
-    const uint64_t v = n == 0 ? 0 : std::stoull(t.substr(0, n));
-    const uint64_t mult = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : 0;
-    if (v == 0 || mult == 0) {
-      std::fprintf(stderr,
-                   "%s: --checkpoint-interval %s: give a positive number with ms, s or m "
-                   "(for instance 30s)\n",
-                   me, t.c_str());
-      return 2;
-    }
-    o.checkpoint_interval = std::chrono::milliseconds(v * mult);
+    o.checkpoint_interval = std::chrono::milliseconds(IntervalMs(a.checkpoint_interval));
   } else if (o.mode == recorder::Primary::Mode::kActivePassive) {
     o.checkpoint_interval = std::chrono::milliseconds(30000);
   }
@@ -444,7 +440,15 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"active-active", "active-passive"}));
   run->add_option("--checkpoint-interval", ra->checkpoint_interval,
                   "How often the backup asks for a checkpoint (30s, 500ms, 5m; default 30s in "
-                  "active-passive, none in active-active)");
+                  "active-passive, none in active-active)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return IntervalMs(v) == 0 ? "--checkpoint-interval " + v +
+                                            ": give a positive number with ms, s or m (for "
+                                            "instance 30s)"
+                                      : std::string();
+          },
+          "DURATION"));
   run->add_flag("--audit,!--no-audit", ra->audit,
                 "The kmod escape audit, on by default for run (--no-audit: off): nondeterministic "
                 "syscalls that escape the interposer, and processes running unrecorded, are alarms "
