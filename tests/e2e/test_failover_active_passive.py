@@ -33,10 +33,30 @@ def shadow_of(st):
     return (st or {}).get("status", st or {}).get("shadow", {})
 
 
-def main():
+def scheduled_checkpoint(cl, timeout=240):
+    """Waits for B's log to report a scheduled checkpoint; returns its doc."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(cl.log_path("understudyd"), "rb") as f:
+            text = f.read().decode(errors="replace")
+        if "scheduled checkpoint" in text:
+            expect("scheduled checkpoint failed" not in text, "a scheduled checkpoint failed")
+            root = os.path.join(cl.data_dir, "checkpoints")
+            ident = os.readlink(os.path.join(root, "current"))
+            return {"image_id": ident, "mark_seq": int(ident.split("-")[-1]),
+                    "image_bytes": 0, "pause_ms": 0, "ship_ms": 0}
+        time.sleep(0.2)
+    harness.fail("no scheduled checkpoint within %d s" % timeout)
+
+
+def main(kind="unplanned"):
+    """kind 'unplanned': `understudy checkpoint`, node A dies mid-stream.
+    kind 'planned': the checkpoint comes from the schedule
+    (--checkpoint-interval 5s), `understudy failover` mid-stream."""
     with netns.Net() as net, netns.Cluster(net) as cl:
         a, c = net.node("A"), net.node("C")
-        cl.mode_args = ["--mode", "active-passive", "--checkpoint-interval", "3600s"]
+        interval = "3600s" if kind == "unplanned" else "5s"
+        cl.mode_args = ["--mode", "active-passive", "--checkpoint-interval", interval]
         cl.start_backup()
         cl.start_primary(netns.redis_argv(net.tmpdir("redis")) +
                          ["--enable-debug-command", "yes"])
@@ -47,11 +67,18 @@ def main():
         sh = shadow_of(st)
         expect(int(sh.get("pid", 0) or 0) == 0,
                "active-passive: B runs a shadow before any failover: %s" % sh)
-        r, ck = cl._admin_json([harness.UNDERSTUDY, "checkpoint", "--admin", cl.admin, "--json"],
-                               True, 300)
-        expect(ck is not None, "understudy checkpoint --json printed no JSON", r)
-        log("checkpoint: mark seq %s, image %.1f MB, pause %.0f ms, ship %.0f ms" %
-            (ck["mark_seq"], int(ck["image_bytes"]) / 1e6, ck["pause_ms"], ck["ship_ms"]))
+        if kind == "unplanned":
+            r, ck = cl._admin_json([harness.UNDERSTUDY, "checkpoint", "--admin", cl.admin,
+                                    "--json"], True, 300)
+            expect(ck is not None, "understudy checkpoint --json printed no JSON", r)
+        else:
+            ck = scheduled_checkpoint(cl)
+        if kind == "unplanned":
+            log("checkpoint: mark seq %s, image %.1f MB, pause %.0f ms, ship %.0f ms" %
+                (ck["mark_seq"], int(ck["image_bytes"]) / 1e6, ck["pause_ms"], ck["ship_ms"]))
+        else:
+            log("scheduled checkpoint current on B: %s (mark seq %d)" %
+                (ck["image_id"], ck["mark_seq"]))
 
         count = int(os.environ.get("AP_WRITES", "6000"))
         stream = jepsen_client.Stream(c, net.vip, count=count, duration=60, io_timeout=0.1,
@@ -61,8 +88,12 @@ def main():
             harness.fail("the client stopped before %d acked writes (rc %s): %s" %
                          (count // 2, rc, err.decode(errors="replace")[-2000:]))
         t_event = time.monotonic()
-        a.link(False)
-        a.kill_all()
+        fo = None
+        if kind == "unplanned":
+            a.link(False)
+            a.kill_all()
+        else:
+            _, fo = cl.failover(timeout=120)
         if os.environ.get("AP_DEBUG"):
             time.sleep(8)
             b = net.node("B")
@@ -82,7 +113,9 @@ def main():
         line = jepsen_client.jepsen_line(rep)
         _, st = cl.status(check=False)
         status = (st or {}).get("status", st or {})
-        log("active-passive unplanned failover: %s" % line)
+        log("active-passive %s failover: %s" % (kind, line))
+        if fo is not None:
+            log("understudy failover --json: %s" % json.dumps(fo)[:1500])
         log("failover: %s" % status.get("last_failover", ""))
         log("breakdown: %s" % json.dumps(status.get("last_failover_breakdown", {})))
         switch = jepsen_client.switchover(rep, t_event)
