@@ -211,9 +211,15 @@ Status Shadow::Restore(const std::string& dir, const std::string& ckpt_dir,
   }
   reader.reset();
 
-  // CRIU's restore log goes beside the checkpoint, not into it (Verify
-  // refuses unlisted files in an images directory).
-  const std::string work = ckpt_dir + ".restore";
+  // CRIU's restore log goes to one directory beside the checkpoints
+  // (<data>/restore-log, overwritten by the next restore), not into the
+  // images directory (Verify refuses unlisted files there).
+  std::string work = ckpt_dir;
+  for (int up = 0; up < 2; up++) {
+    const size_t slash = work.find_last_of('/');
+    work = slash == std::string::npos || slash == 0 ? std::string(".") : work.substr(0, slash);
+  }
+  work += "/restore-log";
   (void)mkdir(work.c_str(), 0700);
   checkpoint::Criu criu;
   checkpoint::RestoreOptions ro;
