@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/commands.h"
@@ -90,6 +92,55 @@ struct RunArgs {
   std::string metrics;  // HOST:PORT of the Prometheus endpoint; empty = none
   std::string config;   // --config FILE (applied before parsing: cli/config_file.h)
   std::vector<std::string> command;
+  bool verbose = false;  // -v: also a replication line every 5 s
+  bool quiet = false;    // -q: warnings, alarms and the outcome only
+};
+
+// run's own lines (not the program's): "<UTC> understudy run: ..." on a
+// terminal or a file; under journald (JOURNAL_STREAM names stderr, as the
+// understudy@ unit gives it) a syslog "<N>" priority prefix instead of the
+// time, which journald turns into the entry's PRIORITY and strips.
+class RunLog {
+ public:
+  RunLog(const char* me, bool verbose, bool quiet) : me_(me), verbose_(verbose), quiet_(quiet) {
+    const char* js = std::getenv("JOURNAL_STREAM");
+    struct stat st;
+    unsigned long long dev = 0, ino = 0;
+    journald_ = js != nullptr && std::sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+                fstat(STDERR_FILENO, &st) == 0 &&
+                static_cast<unsigned long long>(st.st_dev) == dev &&
+                static_cast<unsigned long long>(st.st_ino) == ino;
+  }
+  bool verbose() const { return verbose_; }
+  // Level from the words the recorder uses: "ALARM:", "warning:", "FENCED"
+  // (warning, 4), else info (6); -q keeps 5 and below (the outcome line).
+  void Line(const std::string& line) const {
+    const bool warn = line.rfind("ALARM", 0) == 0 || line.rfind("warning", 0) == 0 ||
+                      line.rfind("FENCED", 0) == 0;
+    Write(warn ? 4 : 6, line);
+  }
+  void Debug(const std::string& line) const { Write(7, line); }
+  void Write(int priority, const std::string& line) const {
+    if ((quiet_ && priority > 5) || (!verbose_ && priority > 6)) return;
+    if (journald_) {
+      fmt::print(stderr, "<{}>{}: {}\n", priority, me_, line);
+    } else {
+      fmt::print(stderr, "{} {}: {}\n", UtcStamp(), me_, line);
+    }
+  }
+
+ private:
+  static std::string UtcStamp() {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900,
+                       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                       ts.tv_nsec / 1000000);
+  }
+  const char* me_;
+  bool verbose_, quiet_, journald_ = false;
 };
 
 // The primary's side of the metrics (docs/metrics.md): what its replication
@@ -193,7 +244,8 @@ int RunRun(const RunArgs& a) {
     fmt::print(stderr, "{}: {}\n", me, cs.message());
     return 1;
   }
-  o.log = [me](const std::string& line) { fmt::print(stderr, "{}: {}\n", me, line); };
+  const RunLog log(me, a.verbose, a.quiet);
+  o.log = [&log](const std::string& line) { log.Line(line); };
 
   RunMetrics run_metrics;
   run_metrics.journal_dir = a.journal;
@@ -209,15 +261,40 @@ int RunRun(const RunArgs& a) {
     }
     fmt::print(stderr, "{}: metrics on http://{}:{}/metrics\n", me,
                a.metrics.substr(0, a.metrics.rfind(':')), endpoint->port());
+  }
+  if (!a.metrics.empty() || a.verbose) {
     o.on_replication = [&run_metrics](const recorder::ReplicationClient* c) {
       std::lock_guard<std::mutex> lock(run_metrics.mu);
       run_metrics.client = c;
     };
   }
+  // -v: where replication stands, every 5 s (debug lines).
+  std::atomic<bool> run_done{false};
+  std::thread verbose_thread;
+  if (a.verbose) {
+    verbose_thread = std::thread([&] {
+      auto next = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (!run_done.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (std::chrono::steady_clock::now() < next) continue;
+        next += std::chrono::seconds(5);
+        std::lock_guard<std::mutex> lock(run_metrics.mu);
+        if (run_metrics.client == nullptr) continue;
+        const recorder::ReplicationStats st = run_metrics.client->stats();
+        log.Debug(fmt::format("replication to {}: {}, seq {} acked {}, lag {} events / {} bytes{}",
+                              a.backup, st.connected ? "connected" : "not connected", st.last_seq,
+                              st.acked_seq, st.last_seq - std::min(st.last_seq, st.acked_seq),
+                              st.unacked_bytes,
+                              st.stall_reason.empty() ? "" : "; outputs wait: " + st.stall_reason));
+      }
+    });
+  }
 
   recorder::Primary primary(o);
   recorder::Primary::Result res;
   Status s = primary.Run(&res);
+  run_done.store(true);
+  if (verbose_thread.joinable()) verbose_thread.join();
   if (!s.ok()) {
     fmt::print(stderr, "{}: {}\n", me, s.message());
     return 1;
@@ -245,8 +322,9 @@ int RunRun(const RunArgs& a) {
     fmt::print(stderr, "{}: {} was killed by {}\n", me, a.command[0],
                driver::SignalName(r.exit.signal));
   }
-  fmt::print(stderr, "{}: {} events in {}; {:.3f} s; exit status {}\n", me, r.events,
-             res.journal_dir, r.wall_time_s, r.exit.exit_code);
+  // The outcome: notice, kept by -q.
+  log.Write(5, fmt::format("{} events in {}; {:.3f} s; exit status {}", r.events,
+                             res.journal_dir, r.wall_time_s, r.exit.exit_code));
   int code = r.exit.exit_code;
   if (r.refused && code == 0) code = 1;
   return code;
@@ -352,13 +430,87 @@ int RunStatus(const AdminArgs& a) {
   return 0;
 }
 
+// What each failover phase did, for the lines that name it.
+const char* PhaseWhat(const std::string& phase) {
+  if (phase == "fence") return "primary stopped, every event acked";
+  if (phase == "drain") return "shadow fed to the last event";
+  if (phase == "address") return "service address added";
+  if (phase == "go-live") return "shadow serving";
+  return "";
+}
+
+// `understudy failover` on a terminal: the request waits for the whole
+// reply (one reply per request), so a second connection polls status and
+// prints each phase of StatusReply.failover_progress as it completes.
+class FailoverPhaseWatch {
+ public:
+  explicit FailoverPhaseWatch(const AdminArgs& a) : a_(a) {
+    daemon::pb::StatusReply st;
+    if (Poll(&st)) serial0_ = st.failover_progress().serial();
+    thread_ = std::thread([this] {
+      while (!stop_.load()) {
+        Show(false);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    });
+  }
+  // Stops polling and prints what the last status holds that was not
+  // printed yet (phases that completed between two polls).
+  void Finish() {
+    stop_.store(true);
+    thread_.join();
+    Show(true);
+  }
+  size_t shown() const { return shown_; }
+
+ private:
+  bool Poll(daemon::pb::StatusReply* st) {
+    daemon::pb::AdminRequest req;
+    req.mutable_status();
+    daemon::pb::AdminReply reply;
+    if (!daemon::AdminCall(a_.admin, a_.key, req, std::chrono::milliseconds(2000), &reply).ok() ||
+        !reply.has_status())
+      return false;
+    *st = reply.status();
+    return true;
+  }
+  void Show(bool last) {
+    daemon::pb::StatusReply st;
+    if (!Poll(&st) || st.failover_progress().serial() <= serial0_) return;
+    const auto& fp = st.failover_progress();
+    for (int i = static_cast<int>(shown_); i < fp.phases_size(); ++i) {
+      const auto& p = fp.phases(i);
+      fmt::print(stderr, "understudy failover: {:<8} done {:8.2f} ms   {}{}\n", p.name(), p.ms(),
+                 PhaseWhat(p.name()), last ? " (seen after the reply)" : "");
+      ++shown_;
+    }
+  }
+
+  const AdminArgs& a_;
+  uint64_t serial0_ = 0;
+  size_t shown_ = 0;  // touched by the thread, then (after join) by Finish
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// stdout and stderr are the same terminal (the live phases are on screen).
+bool SameTerminal() {
+  struct stat o, e;
+  return isatty(STDOUT_FILENO) == 1 && isatty(STDERR_FILENO) == 1 &&
+         fstat(STDOUT_FILENO, &o) == 0 && fstat(STDERR_FILENO, &e) == 0 && o.st_rdev == e.st_rdev;
+}
+
 int RunFailover(const AdminArgs& a) {
   const char* me = "understudy failover";
   daemon::pb::AdminRequest req;
   req.mutable_failover()->set_to(a.to);
   req.mutable_failover()->set_timeout_ms(a.timeout_ms);
   daemon::pb::AdminReply reply;
-  if (!Call(me, a, req, std::chrono::milliseconds(a.timeout_ms + 30000), &reply)) return 1;
+  std::unique_ptr<FailoverPhaseWatch> watch;
+  if (!a.json && isatty(STDERR_FILENO) == 1) watch = std::make_unique<FailoverPhaseWatch>(a);
+  const bool ok = Call(me, a, req, std::chrono::milliseconds(a.timeout_ms + 30000), &reply);
+  if (watch) watch->Finish();
+  if (!ok) return 1;
   const daemon::pb::FailoverReply& f = reply.failover();
   if (a.json) {
     fmt::print("{}", ToJson(f));
@@ -368,6 +520,12 @@ int RunFailover(const AdminArgs& a) {
   fmt::print("understudy failover: {} is now primary ({}), live through seq {}, {} listener(s) "
              "re-created\n",
              f.node(), f.kind(), f.drained_seq(), f.listeners());
+  if (watch && watch->shown() > 0 && SameTerminal()) {
+    // Each phase is on the screen already, with its time.
+    fmt::print("  total     {:8.2f} ms\n", t.total_ms());
+    for (const std::string& n : f.notes()) fmt::print("  note: {}\n", n);
+    return 0;
+  }
   fmt::print("  fence     {:8.2f} ms   primary stopped, every event acked\n", t.fence_ms());
   fmt::print("  drain     {:8.2f} ms   shadow fed to the last event\n", t.drain_ms());
   fmt::print("  address   {:8.2f} ms   service address added\n", t.address_ms());
@@ -474,6 +632,10 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
                   "program as command = [\"prog\", \"arg\"]; docs/config.md); options on the "
                   "command line override it.  understudy@NAME.service passes "
                   "/etc/understudy/NAME.conf");
+  run->add_flag("-v,--verbose", ra->verbose,
+                "Also print where replication stands (seq, acked, lag) every 5 s");
+  run->add_flag("-q,--quiet", ra->quiet,
+                "Print only warnings, alarms and how the run ended (not the informational lines)");
   run->add_option("--metrics", ra->metrics,
                   "Serve Prometheus metrics on HOST:PORT (GET /metrics; e.g. 127.0.0.1:9478): "
                   "lag, commit round-trip histogram, link state; docs/metrics.md");

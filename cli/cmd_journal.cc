@@ -1,11 +1,14 @@
 // `understudy journal show|verify DIR`: look inside a journal and check it.
 // Thin: parsing and printing only; the work is journal/reader.h.
 #include <fmt/core.h>
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,6 +18,7 @@
 #include "cli/json.h"
 #include "interposer/syscalls.h"
 #include "journal/event.pb.h"
+#include "journal/progress.h"
 #include "journal/reader.h"
 
 namespace understudy::cli {
@@ -204,7 +208,24 @@ struct VerifyArgs {
 
 int RunVerify(const VerifyArgs& a) {
   jr::VerifyReport r;
-  Status s = jr::VerifyJournal(a.dir, a.repair, &r);
+  // On a terminal (and not --json): "verifying DIR: 45% 12.0 MiB/26.7 MiB,
+  // 80.1 MiB/s, ETA 0s", redrawn in place and cleared at the end.
+  const bool show = !a.json && isatty(STDERR_FILENO) == 1;
+  std::optional<jr::ProgressMeter> meter;
+  const auto every = jr::ProgressInterval();
+  auto last = std::chrono::steady_clock::now();
+  jr::VerifyProgress progress = [&](uint64_t done, uint64_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!meter) {
+      meter.emplace(total, "bytes", 0, now);
+      return;
+    }
+    if (now - last < every) return;
+    last = now;
+    fmt::print(stderr, "\rverifying {}: {}\033[K", a.dir, meter->Line(done, now));
+  };
+  Status s = jr::VerifyJournal(a.dir, a.repair, &r, show ? progress : jr::VerifyProgress());
+  if (show && meter) fmt::print(stderr, "\r\033[K");
   const bool ok = s.ok();
   if (a.json) {
     std::string problems;

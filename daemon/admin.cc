@@ -41,7 +41,8 @@ AdminService::AdminService(AdminContext context, const Node& node, const Replica
       shadows_(shadows),
       failover_(failover),
       log_(log),
-      wake_supervisor_(std::move(wake_supervisor)) {}
+      wake_supervisor_(std::move(wake_supervisor)),
+      notify_(context_.notify) {}
 
 pb::StatusReply AdminService::BuildStatus() const {
   const NodeState state = node_.state();
@@ -68,7 +69,10 @@ pb::StatusReply AdminService::BuildStatus() const {
   st.set_failovers(failover_.last_failover().empty() ? 0 : 1);
   st.set_takeover_check(failover_.check().Describe());
   st.set_restored(restored_);
-  st.set_notify(context_.notify);
+  {
+    std::lock_guard<std::mutex> lock(notify_mu_);
+    st.set_notify(notify_);
+  }
 
   const char* primary_state = PrimaryStateName(state, p, journal);
   const bool running = std::string_view(primary_state) == "running";
@@ -148,6 +152,16 @@ pb::StatusReply AdminService::BuildStatus() const {
                   "; a failover may diverge from what clients saw");
   }
   for (const std::string& a : log_.alarms()) st.add_alarms(a);
+  failover_.progress().Fill(st.mutable_failover_progress());
+  // The same alarms as data (kind, time, cause, object): log.h ParseAlarm.
+  for (const std::string& a : st.alarms()) {
+    const AlarmRecord r = ParseAlarm(a);
+    pb::Alarm* out = st.add_alarm_records();
+    out->set_time(r.time);
+    out->set_kind(r.kind);
+    out->set_object(r.object);
+    out->set_cause(r.cause);
+  }
   return st;
 }
 

@@ -81,6 +81,11 @@ class AdminService {
   void set_service(std::string service) { service_ = std::move(service); }
   // What was restored from DATA/state.json, for status; same rule.
   void set_restored(std::string restored) { restored_ = std::move(restored); }
+  // The --notify hook status shows; SIGHUP may change it (any thread).
+  void set_notify(std::string notify) {
+    std::lock_guard<std::mutex> lock(notify_mu_);
+    notify_ = std::move(notify);
+  }
 
  private:
   const AdminContext context_;
@@ -92,6 +97,8 @@ class AdminService {
   const std::function<void()> wake_supervisor_;
   std::string service_;
   std::string restored_;
+  mutable std::mutex notify_mu_;
+  std::string notify_;
 
   std::mutex mu_;
   std::condition_variable cv_;

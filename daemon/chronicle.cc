@@ -32,14 +32,7 @@ Chronicle::Chronicle(ChronicleOptions options, DaemonLog& log, std::function<uin
     : options_(std::move(options)), log_(log), seq_(std::move(seq)) {
   keeper_ = std::make_unique<StateKeeper>(options_.data_dir, options_.node,
                                           [this](const std::string& l) { log_.Log(l); });
-  if (!options_.notify.empty()) {
-    hook_ = std::make_unique<NotifyHook>(
-        options_.notify, options_.notify_timeout, [this](const NotifyOutcome& o) {
-          const std::string text = o.Describe(options_.notify);
-          log_.Log(text);
-          keeper_->Record(MakeHistoryEvent("notify", text, options_.node, o.event.seq));
-        });
-  }
+  hook_ = MakeHook(options_.notify, options_.notify_timeout);
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -52,6 +45,29 @@ Chronicle::~Chronicle() {
   if (thread_.joinable()) thread_.join();
   hook_.reset();  // runs the hooks still queued
   keeper_.reset();
+}
+
+std::unique_ptr<NotifyHook> Chronicle::MakeHook(const std::string& path,
+                                                std::chrono::milliseconds timeout) {
+  if (path.empty()) return nullptr;
+  return std::make_unique<NotifyHook>(path, timeout, [this, path](const NotifyOutcome& o) {
+    const std::string text = o.Describe(path);
+    log_.Log(text);
+    keeper_->Record(MakeHistoryEvent("notify", text, options_.node, o.event.seq));
+  });
+}
+
+void Chronicle::SetNotify(const std::string& path, std::chrono::milliseconds timeout) {
+  // On the chronicle's thread, the only one that fires hooks: the old hook
+  // finishes what it has queued (within its timeout) before it goes.
+  Post([this, path, timeout] {
+    std::unique_ptr<NotifyHook> old;
+    {
+      std::lock_guard<std::mutex> lock(hook_mu_);
+      old = std::move(hook_);
+      hook_ = MakeHook(path, timeout);
+    }
+  });
 }
 
 void Chronicle::Post(std::function<void()> task) {
@@ -84,7 +100,10 @@ void Chronicle::Flush(bool hooks) {
     const uint64_t want = posted_;
     done_cv_.wait(lock, [&] { return done_ >= want; });
   }
-  if (hooks && hook_) hook_->Flush();
+  if (hooks) {
+    std::lock_guard<std::mutex> lock(hook_mu_);
+    if (hook_) hook_->Flush();
+  }
   keeper_->Flush();
 }
 

@@ -66,6 +66,8 @@ class Chronicle {
   void OnLiveEnded(const std::string& why);
   // Any other entry for the history (kind "daemon": started, stopped, ...).
   void Note(const std::string& kind, const std::string& cause);
+  // SIGHUP: a new --notify hook (empty = none) for the changes from now on.
+  void SetNotify(const std::string& path, std::chrono::milliseconds timeout);
 
   // Blocks until everything queued so far is in the files and (with
   // `hooks`) every hook fired so far has finished.
@@ -74,6 +76,7 @@ class Chronicle {
  private:
   void Post(std::function<void()> task);
   void Loop();
+  std::unique_ptr<NotifyHook> MakeHook(const std::string& path, std::chrono::milliseconds timeout);
   void Hook(const std::string& state, const std::string& role, const std::string& reason,
             uint64_t seq, const std::string& node_state);
 
@@ -81,7 +84,8 @@ class Chronicle {
   DaemonLog& log_;
   const std::function<uint64_t()> seq_;
   std::unique_ptr<StateKeeper> keeper_;
-  std::unique_ptr<NotifyHook> hook_;
+  std::unique_ptr<NotifyHook> hook_;  // replaced on the chronicle thread only
+  std::mutex hook_mu_;                // for the replacement vs Flush from other threads
 
   std::mutex mu_;
   std::condition_variable cv_;

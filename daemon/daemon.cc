@@ -228,6 +228,11 @@ void Daemon::Alarm(const std::string& line) {
   log_->Alarm(line);
 }
 
+void Daemon::SetNotify(const std::string& path, std::chrono::milliseconds timeout) {
+  chronicle_->SetNotify(path, timeout);
+  admin_->set_notify(path);
+}
+
 std::string Daemon::HandleAdmin(std::string_view request) {
   return admin_->Handle(request);
 }
@@ -460,6 +465,8 @@ void Daemon::AdminAcceptLoop() {
       ::close(fd);
       continue;
     }
+    log_->Debug("admin connection on " + options_.admin_socket + " from pid " +
+                std::to_string(cred.pid) + " uid " + std::to_string(cred.uid));
     auto link = std::make_unique<PeerLink>(
         fd, options_.admin_socket + " (pid " + std::to_string(cred.pid) + ")");
     {

@@ -117,6 +117,10 @@ class Daemon {
 
   void Log(const std::string& line);
   void Alarm(const std::string& line);
+  // The log (level, target, journald context: main.cc, SIGHUP).
+  DaemonLog& log() { return *log_; }
+  // SIGHUP: a new --notify hook ("" = none) for the changes from now on.
+  void SetNotify(const std::string& path, std::chrono::milliseconds timeout);
 
  private:
   void AcceptLoop();

@@ -123,11 +123,20 @@ void Failover::Tick() {
   if (!node_.GotoTakeover(Node::Takeover::kUnplanned, why)) return;
   const uint64_t through = replica_.last_seq();
   log_.Alarm(why + "; taking over at seq " + std::to_string(through));
+  progress_.Begin("unplanned");
   pb::AdminReply r = GoLive(through, "unplanned", Clock::now(), 0);
+  progress_.End(r.has_error() ? r.error().message() : "");
   if (r.has_error()) log_.Alarm("unplanned failover failed: " + r.error().message());
 }
 
 pb::AdminReply Failover::Planned(const pb::FailoverRequest& req, const std::atomic<bool>& stop) {
+  progress_.Begin("planned");
+  pb::AdminReply r = RunPlanned(req, stop);
+  progress_.End(r.has_error() ? r.error().message() : "");
+  return r;
+}
+
+pb::AdminReply Failover::RunPlanned(const pb::FailoverRequest& req, const std::atomic<bool>& stop) {
   const auto t0 = Clock::now();
   const auto timeout = std::chrono::milliseconds(req.timeout_ms() == 0 ? 10000 : req.timeout_ms());
   const std::string& me = options_.node_name;
@@ -184,6 +193,7 @@ pb::AdminReply Failover::Planned(const pb::FailoverRequest& req, const std::atom
                         "over by itself after the missed-heartbeat budget; otherwise retry");
     }
     fence_ms = Ms(Clock::now() - t0);
+    progress_.Phase("fence", fence_ms);
     if (o == Node::FenceOutcome::kGone) {
       through = replica_.last_seq();
       notes.push_back(
@@ -272,6 +282,7 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
     const auto a0 = Clock::now();
     Status s = cluster::AddServiceAddress(*service_, options_.service_dev);
     t->set_address_ms(Ms(Clock::now() - a0));
+    progress_.Phase("address", t->address_ms());
     if (!s.ok()) {
       log_.Alarm("go-live: " + s.message() + "; going live on the recorded addresses");
       fr.add_notes(s.message());
@@ -295,6 +306,8 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   }
   t->set_drain_ms(drain_ms);
   t->set_golive_ms(Ms(Clock::now() - g0) - drain_ms);
+  progress_.Phase("drain", drain_ms);
+  if (s.ok()) progress_.Phase("go-live", t->golive_ms());
   if (!s.ok()) {
     log_.Alarm("go-live failed: " + s.message() + "; the shadow is restarted");
     shadows_.GoLiveFailed(shadow, s.message());

@@ -32,6 +32,7 @@
 
 #include "cluster/service_address.h"
 #include "daemon/admin.pb.h"
+#include "daemon/failover_progress.h"
 #include "daemon/takeover_check.h"
 
 namespace understudy::daemon {
@@ -83,6 +84,8 @@ class Failover {
 
   std::string last_failover() const;
   const TakeoverCheck& check() const { return *check_; }
+  // The phases of the failover in progress or the last one (status).
+  const FailoverProgress& progress() const { return progress_; }
 
   // A restarted daemon shows the failover it kept in DATA/state.json.
   void RestoreLastFailover(const std::string& line);
@@ -99,6 +102,7 @@ class Failover {
   }
 
  private:
+  pb::AdminReply RunPlanned(const pb::FailoverRequest& request, const std::atomic<bool>& stop);
   pb::AdminReply GoLive(uint64_t through_seq, const std::string& kind,
                         std::chrono::steady_clock::time_point t0, double fence_ms);
 
@@ -116,6 +120,7 @@ class Failover {
   std::string last_failover_;
   WentLiveFn on_went_live_;
   std::function<void(const std::string&, uint64_t)> on_fenced_;
+  FailoverProgress progress_;
 };
 
 pb::AdminReply ErrorReply(const std::string& message);

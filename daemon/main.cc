@@ -9,11 +9,16 @@
 #include <string>
 
 #include "cli/config_file.h"
+#include "cli/doctor_checks.h"
 #include "cli/exit_codes.h"
 #include "cli/front_end.h"
 #include "daemon/admin.pb.h"
 #include "daemon/daemon.h"
+#include "daemon/log.h"
+#include "daemon/node_service.h"
 #include "daemon/notify.h"
+#include "daemon/reload.h"
+#include "daemon/service_manager.h"
 #include "daemon/status_metrics.h"
 #include "metrics/http_endpoint.h"
 #include "metrics/prometheus_text.h"
@@ -115,12 +120,39 @@ int main(int argc, char** argv) {
   int window_s = 60;
   app.add_option("--restart-window-s", window_s, "Window of --restart-limit in seconds (default 60)")
       ->check(CLI::Range(1, 86400));
+  // Logging and systemd (docs/install.md "Running as a service").
+  bool verbose = false, quiet = false, check = false;
+  std::string log_level, log_target = "auto";
+  app.add_flag("-v,--verbose", verbose, "Log debug lines too (same as --log-level debug)");
+  app.add_flag("-q,--quiet", quiet, "Log warnings and alarms only (same as --log-level warning)");
+  app.add_option("--log-level", log_level,
+                 "error, warning, notice, info (default) or debug; re-read from --config on "
+                 "SIGHUP")
+      ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}));
+  app.add_option("--log-target", log_target,
+                 "auto (default: journald when systemd connected stderr to it, JOURNAL_STREAM), "
+                 "stderr (lines with a UTC timestamp) or journal (sd_journal_send: a priority per "
+                 "level and the fields NODE, SERVICE, ROLE, STATE, PEER, SEQ; no own timestamp)")
+      ->check(CLI::IsMember({"auto", "stderr", "journal"}));
+  app.add_flag("--check", check,
+               "Check that this node can serve with these options and exit: the checks of "
+               "'understudy doctor' plus the key file, --data, the admin socket's directory and "
+               "the notify hook, each yes/no with the fix; exit status 0 all passed, 1 some "
+               "failed");
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--") break;
+    if (std::string(argv[i]) == "--check") app.get_option("--key")->required(false);
+  }
   if (std::string err = understudy::cli::ApplyConfigFromCommandLine(app, argc, argv);
       !err.empty()) {
     std::fprintf(stderr, "understudyd: %s\n", err.c_str());
     return understudy::cli::kExitUsage;
   }
   if (int rc = understudy::cli::ParseCommandLine(app, argc, argv); rc >= 0) return rc;
+  if (check) return d::RunNodeCheck(o, key_path, config_path);
+  d::LogLevel level = d::ParseLogLevel(log_level, verbose, quiet);
+  d::LogTarget target = d::LogTarget::kStderr;
+  d::ParseLogTarget(log_target, &target);
   o.fsync_batch = fsync == "batch";
   o.heartbeat = std::chrono::milliseconds(heartbeat_ms);
   o.restart_window = std::chrono::seconds(window_s);
@@ -151,16 +183,20 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   d::Daemon daemon(o);
+  daemon.log().set_level(level);
+  daemon.log().set_target(target);
   s = daemon.Start();
   if (!s.ok()) {
     std::fprintf(stderr, "understudyd: %s\n", s.message().c_str());
     return 1;
   }
   std::unique_ptr<understudy::metrics::MetricsEndpoint> metrics;
-  if (!metrics_address.empty()) {
-    const std::string journals = o.data_dir + "/journals";
-    s = understudy::metrics::MetricsEndpoint::Start(
-        metrics_address,
+  const std::string journals = o.data_dir + "/journals";
+  auto start_metrics = [&](const std::string& address) -> Status {
+    metrics.reset();
+    if (address.empty()) return Status::Ok();
+    Status ms = understudy::metrics::MetricsEndpoint::Start(
+        address,
         [&daemon, journals] {
           d::pb::AdminRequest req;
           req.mutable_status();
@@ -171,22 +207,38 @@ int main(int argc, char** argv) {
           return d::StatusMetrics(reply.status(), understudy::metrics::DiskBytes(journals));
         },
         &metrics);
-    if (!s.ok()) {
-      std::fprintf(stderr, "understudyd: --metrics: %s\n", s.message().c_str());
-      daemon.Shutdown();
-      return 1;
+    if (ms.ok()) {
+      daemon.Log("metrics on http://" + address.substr(0, address.rfind(':')) + ":" +
+                 std::to_string(metrics->port()) + "/metrics");
     }
-    daemon.Log("metrics on http://" + metrics_address.substr(0, metrics_address.rfind(':')) + ":" +
-               std::to_string(metrics->port()) + "/metrics");
+    return ms;
+  };
+  s = start_metrics(metrics_address);
+  if (!s.ok()) {
+    std::fprintf(stderr, "understudyd: --metrics: %s\n", s.message().c_str());
+    daemon.Shutdown();
+    return 1;
   }
+  // Serving now: the port listens, the admin socket accepts.  What systemd
+  // hears (service_manager.h) and what SIGHUP re-reads (reload.h) are in
+  // node_service.h; this loop only waits for signals and the next tick.
+  d::NodeService service(daemon, o, argc, argv, config_path, metrics_address);
+  service.set_reloaded_metrics([&](const std::string& address) { return start_metrics(address); });
+  service.Ready();
   for (;;) {
-    int sig = 0;
-    if (sigwait(&set, &sig) == 0 && sig != SIGHUP) {
+    siginfo_t info;
+    const struct timespec tick = service.tick();
+    const int sig = sigtimedwait(&set, &info, &tick);
+    if (sig == SIGHUP) {
+      service.Reload();
+    } else if (sig == SIGTERM || sig == SIGINT) {
       daemon.Log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
                  "; shutting down (a shadow that is not live is stopped; a live service "
                  "keeps running and the next start of understudyd finds it again)");
+      service.Stopping();
       break;
     }
+    service.Tick();
   }
   metrics.reset();
   daemon.Shutdown();

@@ -4,7 +4,6 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
@@ -155,6 +154,18 @@ int ExitCodeOf(int wait_status) {
   return 127;
 }
 
+// Makes the caller's process group the terminal's foreground group.  SIGTTOU
+// is ignored around the call: a process outside the foreground group gets it
+// from tcsetpgrp.  Async-signal-safe (it also runs between fork and exec).
+void TakeTerminal() {
+  struct sigaction ign, old;
+  std::memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGTTOU, &ign, &old);
+  (void)tcsetpgrp(STDIN_FILENO, getpgrp());
+  sigaction(SIGTTOU, &old, nullptr);
+}
+
 [[noreturn]] void RunProgram(const ChildArgs& a) {
   struct sigaction dfl;
   std::memset(&dfl, 0, sizeof dfl);
@@ -182,13 +193,7 @@ int ExitCodeOf(int wait_status) {
     // Own group, the terminal's foreground one (SIGTTOU blocked: this
     // process is not in the foreground group once it left its parent's).
     setpgid(0, 0);
-    sigset_t ttou;
-    sigemptyset(&ttou);
-    sigaddset(&ttou, SIGTTOU);
-    sigprocmask(SIG_BLOCK, &ttou, nullptr);
-    pid_t self = getpgrp();
-    (void)ioctl(STDIN_FILENO, TIOCSPGRP, &self);
-    sigprocmask(SIG_UNBLOCK, &ttou, nullptr);
+    TakeTerminal();
   }
   // Best effort: a standby shadow yields the CPU to the node's own work.
   if (a.nice != 0) (void)setpriority(PRIO_PROCESS, 0, a.nice);
@@ -199,40 +204,6 @@ int ExitCodeOf(int wait_status) {
   execve(a.path, a.argv, a.envp);
   Report(a.report_fd, kMsgFailed, kStepExec, errno, 0);
   _exit(127);
-}
-
-// LaunchSpec::checkpointable, inside the new mount namespace: detaches every
-// nsfs mount (network namespaces pinned under /run/netns).  Raw reads into a
-// static buffer: this runs between fork and exec.
-void DetachNsfsMounts() {
-  static char buf[1 << 18];
-  const int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  size_t len = 0;
-  for (ssize_t n; len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0;)
-    len += static_cast<size_t>(n);
-  close(fd);
-  buf[len] = '\0';
-  for (char* line = buf; line < buf + len;) {
-    char* end = strchr(line, '\n');
-    if (end == nullptr) end = buf + len;
-    *end = '\0';
-    // id parent maj:min root MOUNTPOINT options... - FSTYPE source super
-    char* sep = strstr(line, " - ");
-    if (sep != nullptr && strncmp(sep + 3, "nsfs ", 5) == 0) {
-      char* field = line;
-      for (int i = 0; i < 4 && field != nullptr; i++) {
-        field = strchr(field, ' ');
-        if (field != nullptr) field++;
-      }
-      if (field != nullptr) {
-        char* stop = strchr(field, ' ');
-        if (stop != nullptr) *stop = '\0';
-        umount2(field, MNT_DETACH);
-      }
-    }
-    line = end + 1;
-  }
 }
 
 // LaunchSpec::checkpointable: fds 0-2 that are files or devices go to a
@@ -334,12 +305,7 @@ void CloseAllBut(int keep1, int keep2) {
   const pid_t driver_group = getpgrp();
   if (a.detach_signal == 0 && setpgid(0, 0) == 0 && isatty(STDIN_FILENO) &&
       tcgetpgrp(STDIN_FILENO) == driver_group) {
-    struct sigaction ign, old;
-    std::memset(&ign, 0, sizeof ign);
-    ign.sa_handler = SIG_IGN;
-    sigaction(SIGTTOU, &ign, &old);
-    (void)tcsetpgrp(STDIN_FILENO, getpgrp());
-    sigaction(SIGTTOU, &old, nullptr);
+    TakeTerminal();
   }
   if (!pid_namespace) RunProgram(a);
   sigset_t detach_set;
@@ -448,14 +414,39 @@ __attribute__((constructor)) void RunAsInitIfAsked(int argc, char** argv, char**
 
 }  // namespace
 
+void DetachNsfsMounts() {
+  static char buf[1 << 18];
+  const int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  size_t len = 0;
+  for (ssize_t n; len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0;)
+    len += static_cast<size_t>(n);
+  close(fd);
+  buf[len] = '\0';
+  for (char* line = buf; line < buf + len;) {
+    char* end = strchr(line, '\n');
+    if (end == nullptr) end = buf + len;
+    *end = '\0';
+    // id parent maj:min root MOUNTPOINT options... - FSTYPE source super
+    char* sep = strstr(line, " - ");
+    if (sep != nullptr && strncmp(sep + 3, "nsfs ", 5) == 0) {
+      char* field = line;
+      for (int i = 0; i < 4 && field != nullptr; i++) {
+        field = strchr(field, ' ');
+        if (field != nullptr) field++;
+      }
+      if (field != nullptr) {
+        char* stop = strchr(field, ' ');
+        if (stop != nullptr) *stop = '\0';
+        umount2(field, MNT_DETACH);
+      }
+    }
+    line = end + 1;
+  }
+}
+
 void ReclaimTerminal() {
-  if (!isatty(STDIN_FILENO)) return;
-  struct sigaction ign, old;
-  std::memset(&ign, 0, sizeof ign);
-  ign.sa_handler = SIG_IGN;
-  sigaction(SIGTTOU, &ign, &old);
-  (void)tcsetpgrp(STDIN_FILENO, getpgrp());
-  sigaction(SIGTTOU, &old, nullptr);
+  if (isatty(STDIN_FILENO)) TakeTerminal();
 }
 
 bool CanUseNamespaces() {
@@ -608,12 +599,7 @@ ProgramExit Program::Finish(int wait_status) {
   g_forward_to = 0;
   // The terminal back to the driver's group if the program's group had it.
   if (isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == pid_) {
-    struct sigaction ign, old;
-    std::memset(&ign, 0, sizeof ign);
-    ign.sa_handler = SIG_IGN;
-    sigaction(SIGTTOU, &ign, &old);
-    (void)tcsetpgrp(STDIN_FILENO, getpgrp());
-    sigaction(SIGTTOU, &old, nullptr);
+    TakeTerminal();
   }
   ReadReports();
   const int st = have_program_status_ ? program_status_

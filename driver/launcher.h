@@ -66,6 +66,13 @@ struct LaunchSpec {
 // (after a LaunchSpec::foreground program); no-op without a terminal.
 void ReclaimTerminal();
 
+// Inside a fresh mount namespace: detaches every nsfs mount (network
+// namespaces pinned under /run/netns, e.g. by tests running beside), which
+// CRIU refuses to dump ("doesn't have a proper root mount").
+// Async-signal-safe: raw reads into a static buffer, no allocation (it runs
+// between fork and exec).  Used by LaunchSpec::checkpointable.
+void DetachNsfsMounts();
+
 // How the program ended.
 struct ProgramExit {
   int exit_code = 0;         // exit code, or 128+signal

@@ -326,19 +326,29 @@ bool JournalReader::SkipToNextSegment() {
 
 namespace {
 
-Status Scan(const std::string& dir, VerifyReport* report) {
+Status Scan(const std::string& dir, VerifyReport* report, const VerifyProgress& progress) {
   std::unique_ptr<JournalReader> r;
   Status s = JournalReader::Open(dir, ReaderOptions{}, &r);
   if (!s.ok()) {
     return s;
   }
+  uint64_t total = 0;
+  if (progress) {
+    for (const SegmentInfo& seg : r->segments()) {
+      struct stat st;
+      if (::stat(seg.path.c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_size);
+    }
+    progress(0, total);
+  }
   pb::Event ev;
+  uint64_t n = 0;
   for (;;) {
     while (r->Next(&ev)) {
       if (report->first_seq == 0) {
         report->first_seq = ev.seq();
       }
       report->last_seq = ev.seq();
+      if (progress && (++n & 4095) == 0) progress(r->stats().bytes, total);
     }
     if (!r->problem()) {
       break;
@@ -363,10 +373,11 @@ Status Scan(const std::string& dir, VerifyReport* report) {
 
 }  // namespace
 
-Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report) {
+Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report,
+                     const VerifyProgress& progress) {
   *report = VerifyReport{};
   report->dir = dir;
-  Status s = Scan(dir, report);
+  Status s = Scan(dir, report, progress);
   if (!s.ok()) {
     return s;
   }
@@ -451,7 +462,7 @@ Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report) 
   // Re-read so the report describes the journal as it now is.
   *report = VerifyReport{};
   report->dir = dir;
-  s = Scan(dir, report);
+  s = Scan(dir, report, nullptr);
   report->repaired = true;
   report->bytes_removed = removed;
   report->repair_note = note;

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -169,6 +170,12 @@ struct VerifyReport {
 // Repair never removes a frame that verifies: just before it cuts, it
 // re-reads the segment and refuses if the file changed size or if any frame
 // that verifies (FindVerifyingFrame) starts at or after the cut.
-Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report);
+//
+// `progress`, if set, is called now and then on the caller's thread with the
+// bytes checked so far and the bytes of every segment file (for a %, rate
+// and ETA on a terminal: `understudy journal verify`).
+using VerifyProgress = std::function<void(uint64_t bytes_done, uint64_t bytes_total)>;
+Status VerifyJournal(const std::string& dir, bool repair, VerifyReport* report,
+                     const VerifyProgress& progress = nullptr);
 
 }  // namespace understudy::journal

@@ -546,25 +546,36 @@ bool SynchronousSignal(int sig, const siginfo_t& si) {
                             sig == SIGTRAP || sig == SIGSYS);
 }
 
+// What the tracer knows of each traced thread, in both directions.
+struct Tracee {
+  pid_t tid = 0;
+  bool started = false;  // its first (attach) SIGSTOP was seen
+  bool in_call = false;  // between its syscall-entry and -exit stops
+  long nr = -1;          // the call it is in
+  uint64_t a[6] = {};    // and its arguments
+  long interrupted_nr = -1;  // a call that returned -ERESTART*: the kernel restarts it
+  uint64_t ia[6] = {};
+  std::multiset<int> pass;  // signals the tracer re-raised: deliver them
+  bool linked = false;      // its parent's clone/fork event was seen
+  bool held = false;        // stopped at its first SIGSTOP until then
+};
+
+// Lets a stopped thread go on, to its next syscall exit if it is inside a
+// call (else to its next seccomp stop or signal), delivering `sig`.
+void Resume(const Tracee& t, int sig = 0) {
+  ptrace(t.in_call ? PTRACE_SYSCALL : PTRACE_CONT, t.tid, nullptr,
+         reinterpret_cast<void*>(static_cast<long>(sig)));
+}
+
 // ---------------------------------------------------------------- record
 using FdSet = std::set<int>;
 
-struct RThread {
-  pid_t tid = 0;
+struct RThread : Tracee {
   pid_t tgid = 0;
   pid_t vtid = 0, vpid = 0;  // as the program sees them (journal's tid, pid)
-  bool started = false;  // its first (attach) SIGSTOP was seen
   std::shared_ptr<FdSet> real_fds;  // fds open for real in both modes
-  bool in_call = false;
-  long nr = -1;
-  uint64_t a[6] = {};
-  long interrupted_nr = -1;  // a call that returned -ERESTART*: the kernel restarts it
-  uint64_t ia[6] = {};
   std::vector<int> deferred;  // asynchronous signals held for the next call boundary
-  std::multiset<int> pass;    // signals the tracer re-raised: deliver them
   bool exec_journaled = false;  // its execve (or clone) is in the journal already
-  bool linked = false;  // its parent's clone/fork event was seen
-  bool held = false;    // stopped at its first SIGSTOP until then
 };
 
 class Recorder {
@@ -581,10 +592,6 @@ class Recorder {
       t.real_fds = std::make_shared<FdSet>();
     }
     return t;
-  }
-  void Resume(RThread& t, int sig = 0) {
-    ptrace(t.in_call ? PTRACE_SYSCALL : PTRACE_CONT, t.tid, nullptr,
-           reinterpret_cast<void*>(static_cast<long>(sig)));
   }
   Status Append(pb::Event* e, const RThread& t) {
     e->set_seq(++seq_);
@@ -1048,23 +1055,13 @@ Status Record(const RecordOptions& options, RecordResult* result) {
 namespace {
 
 // ---------------------------------------------------------------- replay
-struct PThread {
-  pid_t tid = 0;
-  bool started = false;
+struct PThread : Tracee {
   bool waiting = false;  // at a seccomp stop, for its turn
-  bool in_call = false;
-  long nr = -1;
-  uint64_t a[6] = {};
-  long interrupted_nr = -1;
-  uint64_t ia[6] = {};
   const pb::Event* ev = nullptr;  // the event its current call consumed
   pid_t last_child = 0;           // the thread or process its last clone/fork made
   int tsc_len = 0;                // waiting at an rdtsc/rdtscp of this length
   uint64_t tsc_rip = 0;           // at this address
-  bool linked = false;            // its parent's clone/fork event was seen
-  bool held = false;              // stopped at its first SIGSTOP until then
   enum class Mode { kSkip, kPlaceholder, kPlaceholder2, kReal, kRealOutput } mode = Mode::kSkip;
-  std::multiset<int> pass;
 };
 
 class Replayer {
@@ -1081,10 +1078,6 @@ class Replayer {
       if (launched_.init > 0) tidmap_[static_cast<uint32_t>(NsTid(tid))] = tid;
     }
     return t;
-  }
-  void Resume(PThread& t, int sig = 0) {
-    ptrace(t.in_call ? PTRACE_SYSCALL : PTRACE_CONT, t.tid, nullptr,
-           reinterpret_cast<void*>(static_cast<long>(sig)));
   }
   void Diverge(uint64_t seq, uint32_t tid, const std::string& call, int64_t rec, int64_t rep,
                const std::string& text) {

@@ -26,6 +26,7 @@
 #include "driver/record_codec.h"
 #include "driver/ring_feeder.h"
 #include "interposer/abi.h"
+#include "journal/progress.h"
 #include "journal/reader.h"
 #include "ptrace/backend.h"
 #include "replayer/replay_launch.h"
@@ -561,6 +562,8 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     }
   };
   auto last_progress = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  const journal::ProgressMeter progress(result->events, "events");
+  const auto progress_every = journal::ProgressInterval();
   ProgramExit exit;
   for (;;) {
     if (!gdb_script.empty()) serve_gdb();
@@ -628,9 +631,10 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     if (exited) break;
 
     const auto now = std::chrono::steady_clock::now();
-    if (options.progress && !options.gdb && now - last_progress >= std::chrono::milliseconds(200)) {
-      std::fprintf(stderr, "\rreplaying %s: %" PRIu64 " / %" PRIu64 " events", options.dir.c_str(),
-                   result->events_done, result->events);
+    if (options.progress && !options.gdb && now - last_progress >= progress_every) {
+      // "\r" rewrites the one line; "\033[K" clears what a longer one left.
+      std::fprintf(stderr, "\rreplaying %s: %s\033[K", options.dir.c_str(),
+                   progress.Line(result->events_done, now).c_str());
       last_progress = now;
     }
     struct timespec ts {

@@ -37,7 +37,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libseccomp-dev golang-go busybox-static
   libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev linux-libc-dev
-  libxxhash-dev libcli11-dev libfmt-dev libssl-dev
+  libxxhash-dev libcli11-dev libfmt-dev libssl-dev libsystemd-dev
   redis-server redis-tools sqlite3 python3
   gdb
   iproute2 nftables procps util-linux iputils-arping

@@ -35,6 +35,10 @@ def check_tree(root, prefix="/usr", etc="/etc"):
     expect("ExecStart=%s/bin/understudyd --config %s/understudy/understudyd.conf" % (prefix, etc)
            in unit, "understudyd.service does not start %s/bin/understudyd with the config:\n%s"
            % (prefix, unit))
+    # systemd (issue 15 part 2): notify with a watchdog, reload by SIGHUP.
+    for want in ("Type=notify", "NotifyAccess=main", "WatchdogSec=", "ExecReload=/bin/kill -HUP"):
+        expect(want in unit, "understudyd.service lacks %s:\n%s" % (want, unit))
+    check_units_verify(root, prefix, base)
     page = open(os.path.join(base, "share/man/man1/understudy-record.1")).read()
     expect(".TH" in page and re.search(r"(\\-|-){2}journal", page),
            "understudy-record.1 is not a man page generated from --help")
@@ -87,3 +91,28 @@ def record_replay(root, tmp, prefix="/usr"):
     expect(bad.rc != 0 and b"no-such-preload.so" in bad.stderr,
            "UNDERSTUDY_PRELOAD pointing nowhere was not honoured", bad)
     log("record + replay from %s%s: %d bytes of output replayed" % (root, prefix, len(rec.stdout)))
+
+
+def check_units_verify(root, prefix, base):
+    """systemd-analyze verify on both units (the template as an instance),
+    with their binaries pointed into the installed tree: no warning at all."""
+    import shutil
+    import subprocess
+    import tempfile
+    if shutil.which("systemd-analyze") is None:
+        return
+    d = tempfile.mkdtemp(prefix="understudy-units-")
+    try:
+        for name, as_name in (("understudyd.service", "understudyd.service"),
+                              ("understudy@.service", "understudy@.service")):
+            text = open(os.path.join(base, "lib/systemd/system", name)).read()
+            text = text.replace("%s/bin/" % prefix, "%s/bin/" % base) if root else text
+            with open(os.path.join(d, as_name), "w") as f:
+                f.write(text)
+        for unit in ("understudyd.service", "understudy@redis.service"):
+            r = subprocess.run(["systemd-analyze", "verify", "--man=no", os.path.join(d, unit)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, cwd=d)
+            expect(r.returncode == 0 and not r.stderr.strip(),
+                   "systemd-analyze verify %s: %s" % (unit, r.stderr.decode(errors="replace")))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

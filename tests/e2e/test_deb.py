@@ -32,7 +32,7 @@ def main():
         deb = debs[0]
         depends = run(["dpkg-deb", "-f", deb, "Depends"]).out.strip()
         names = [re.split(r"[ (]", d.strip())[0] for d in depends.split(",")]
-        for want in ("iproute2", "iputils-arping", "libbpf1", "libssl3",
+        for want in ("iproute2", "iputils-arping", "libbpf1", "libssl3", "libsystemd0",
                      "libxxhash0", "libc6", "libstdc++6"):
             expect(want in names, "the package does not depend on %s: Depends: %s" % (want, depends))
         expect(any(n.startswith("libprotobuf") for n in names),

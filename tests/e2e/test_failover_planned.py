@@ -24,6 +24,15 @@ def main():
         (1000 * t["switchover_s"], 1000 * t["command_s"]))
     log("failover breakdown: %s" % json.dumps(t["failover"]))
     log("old primary now answers a PING with: %s" % t["old_primary"])
+    # Each phase as it completed (what `understudy failover` on a terminal
+    # prints while it waits): in status, in the order they ran.
+    fp = (t["status_after"] or {}).get("failover_progress", {})
+    names = [p["name"] for p in fp.get("phases", [])]
+    expect(fp.get("serial") == 1 and fp.get("kind") == "planned" and not fp.get("running") and
+           names[:1] == ["fence"] and names[-2:] == ["drain", "go-live"] and fp.get("error") == "",
+           "status after the failover does not show its phases: %s" % fp)
+    log("failover phases in status: %s" % ", ".join("%s %.1f ms" % (p["name"], p["ms"])
+                                                    for p in fp["phases"]))
     expect(t["report"]["acked"] > 0, "no write was acknowledged")
     # The kmod escape audit runs on the primary and reaches status on B.
     primary = (t["status_during"] or {}).get("status", t["status_during"] or {}).get("primary", {})

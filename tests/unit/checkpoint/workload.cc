@@ -21,47 +21,11 @@
 #include <thread>
 
 #include "checkpoint/criu.h"
+#include "driver/launcher.h"
 
 namespace understudy::checkpoint::testing {
 
 namespace {
-
-// Inside the workload's fresh mount namespace: detaches every nsfs mount
-// (network namespaces that e2e tests running beside this one pin under
-// /run/netns).  CRIU refuses to dump a mount namespace holding one ("doesn't
-// have a proper root mount").  Async-signal-safe: raw reads into a static
-// buffer, no allocation (it runs between fork and exec).
-void DetachNsfsMounts() {
-  static char buf[1 << 18];
-  const int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  size_t len = 0;
-  for (ssize_t n; len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0;) {
-    len += static_cast<size_t>(n);
-  }
-  close(fd);
-  buf[len] = '\0';
-  for (char* line = buf; line < buf + len;) {
-    char* end = strchr(line, '\n');
-    if (end == nullptr) end = buf + len;
-    *end = '\0';
-    // id parent maj:min root MOUNTPOINT options... - FSTYPE source super
-    char* sep = strstr(line, " - ");
-    if (sep != nullptr && strncmp(sep + 3, "nsfs ", 5) == 0) {
-      char* field = line;
-      for (int i = 0; i < 4 && field != nullptr; i++) {
-        field = strchr(field, ' ');
-        if (field != nullptr) field++;
-      }
-      if (field != nullptr) {
-        char* stop = strchr(field, ' ');
-        if (stop != nullptr) *stop = '\0';
-        umount2(field, MNT_DETACH);
-      }
-    }
-    line = end + 1;
-  }
-}
 
 using Clock = std::chrono::steady_clock;
 
@@ -222,7 +186,7 @@ bool StartRedis(const RedisSpawn& spawn, Redis* out, std::string* why) {
     if (init == 0) {
       if (spawn.pdeathsig) prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(123);
-      DetachNsfsMounts();
+      driver::DetachNsfsMounts();
       if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
         _exit(122);
       }
