@@ -449,6 +449,7 @@ Status Criu::Restore(const std::string& images_dir, const RestoreOptions& option
             options.tcp_established, options.ext_unix_sk, options.shell_job, options.file_locks);
   if (!options.root.empty()) o->set_root(options.root);
   o->set_rst_sibling(options.sibling);
+  if (options.tcp_close) o->set_tcp_close(true);
   for (const std::string& e : manifest.externals) o->add_external(e);
   for (const std::string& e : options.external) o->add_external(e);
 

@@ -84,6 +84,11 @@ struct DumpReport {
 struct RestoreOptions {
   bool verify = true;           // Verify() the manifest first; refuse on any mismatch
   bool tcp_established = true;  // must match the dump
+  // Established connections come back closed (CRIU's --tcp-close): the
+  // program reads an error and drops its clients, who reconnect.  For a
+  // restore on another node, where the peers' view of the connection has
+  // moved on since the dump (active-passive failover).
+  bool tcp_close = false;
   bool ext_unix_sk = false;
   bool shell_job = false;
   bool file_locks = true;

@@ -80,6 +80,7 @@ struct RunArgs {
   std::string service_address;
   std::string service_dev;
   std::string mode = "active-active";
+  std::string checkpoint_interval;  // e.g. 30s, 500ms; empty = none
   std::string on_backup_loss = "stall";
   int heartbeat_ms = 100;
   int missed_heartbeats = 2;
@@ -203,6 +204,16 @@ struct RunMetrics {
   }
 };
 
+// --checkpoint-interval: NUMBER followed by ms, s or m; 0 when malformed.
+uint64_t IntervalMs(const std::string& t) {
+  size_t n = 0;
+  while (n < t.size() && n < 12 && t[n] >= '0' && t[n] <= '9') n++;
+  const std::string unit = t.substr(n);
+  const uint64_t v = n == 0 ? 0 : std::stoull(t.substr(0, n));
+  const uint64_t mult = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : 0;
+  return v * mult;
+}
+
 // Parses nothing more than the flags; the lifecycle is recorder::Primary's.
 int RunRun(const RunArgs& a) {
   const char* me = "understudy run";
@@ -211,7 +222,13 @@ int RunRun(const RunArgs& a) {
   o.key_file = a.key;
   o.service_address = a.service_address;
   o.service_dev = a.service_dev;
-  o.mode = recorder::Primary::Mode::kActiveActive;  // the only mode built (--mode)
+  o.mode = a.mode == "active-passive" ? recorder::Primary::Mode::kActivePassive
+                                      : recorder::Primary::Mode::kActiveActive;
+  if (!a.checkpoint_interval.empty()) {
+    o.checkpoint_interval = std::chrono::milliseconds(IntervalMs(a.checkpoint_interval));
+  } else if (o.mode == recorder::Primary::Mode::kActivePassive) {
+    o.checkpoint_interval = std::chrono::milliseconds(30000);
+  }
   o.on_backup_loss = a.on_backup_loss == "continue" ? recorder::BackupLossPolicy::kContinue
                                                     : recorder::BackupLossPolicy::kStall;
   o.heartbeat = std::chrono::milliseconds(a.heartbeat_ms);
@@ -583,8 +600,22 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
                   "ADDR[/PREFIX] clients use: added on --service-dev while this node is "
                   "primary, removed when fenced or when the program ends");
   run->add_option("--service-dev", ra->service_dev, "Interface for --service-address");
-  run->add_option("--mode", ra->mode, "active-active (the default and the only mode built)")
-      ->check(CLI::IsMember({"active-active"}));
+  run->add_option("--mode", ra->mode,
+                  "active-active (the default: the backup runs a shadow) or active-passive (the "
+                  "backup keeps only the newest checkpoint and the journal after it; failover "
+                  "restores it and replays the tail)")
+      ->check(CLI::IsMember({"active-active", "active-passive"}));
+  run->add_option("--checkpoint-interval", ra->checkpoint_interval,
+                  "How often the backup asks for a checkpoint (30s, 500ms, 5m; default 30s in "
+                  "active-passive, none in active-active)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return IntervalMs(v) == 0 ? "--checkpoint-interval " + v +
+                                            ": give a positive number with ms, s or m (for "
+                                            "instance 30s)"
+                                      : std::string();
+          },
+          "DURATION"));
   run->add_flag("--audit,!--no-audit", ra->audit,
                 "The kmod escape audit, on by default for run (--no-audit: off): nondeterministic "
                 "syscalls that escape the interposer, and processes running unrecorded, are alarms "

@@ -17,6 +17,7 @@
 #include <filesystem>
 
 #include "daemon/admin.h"
+#include "daemon/checkpoint_schedule.h"
 #include "interposer/abi.h"
 #include "daemon/chronicle.h"
 #include "daemon/failover.h"
@@ -237,6 +238,16 @@ Daemon::Daemon(DaemonOptions options)
   replica_->set_on_epoch([this](const journal::JournalId& id, uint64_t epoch) { SaveEpoch(id, epoch); });
   images_ = std::make_unique<ImageReceiver>(options_.data_dir, *log_);
   ac.newest_checkpoint = [this] { return images_->newest(); };
+  shadows_->set_newest_checkpoint([this] { return images_->newest(); });
+  CheckpointSchedule::Hooks ch;
+  ch.interval_ms = [this] { return shadows_->checkpoint_interval_ms(); };
+  ch.backup = [this] { return node_state_->state() == NodeState::kBackup; };
+  ch.request = [this](std::string* done) {
+    return node_state_->RequestCheckpoint(std::chrono::seconds(30), done);
+  };
+  ch.log = [this](const std::string& l) { log_->Log(l); };
+  ch.alarm = [this](const std::string& l) { log_->Alarm(l); };
+  checkpoint_schedule_ = std::make_unique<CheckpointSchedule>(std::move(ch));
   admin_ = std::make_unique<AdminService>(ac, *node_state_, *replica_, *shadows_, *failover_, *log_,
                                           [this] { WakeSupervisor(); });
 }
@@ -420,6 +431,7 @@ void Daemon::Shutdown() {
   }
   if (supervisor_thread_.joinable()) supervisor_thread_.join();
   reint_->Stop();
+  checkpoint_schedule_.reset();
   shadows_->Stop();
   replica_->Close();
   if (listen_fd_ >= 0) ::close(listen_fd_);

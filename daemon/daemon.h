@@ -54,6 +54,7 @@ class AdminService;
 class Chronicle;
 class DaemonLog;
 class ImageReceiver;
+class CheckpointSchedule;
 class Failover;
 class Node;
 class ReplicaReceiver;
@@ -161,6 +162,7 @@ class Daemon {
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<ImageReceiver> images_;  // checkpoints shipped by the primary
   std::unique_ptr<Reintegration> reint_;   // `understudy backup add` (after a go-live)
+  std::unique_ptr<CheckpointSchedule> checkpoint_schedule_;  // active-passive's interval
 
   std::atomic<bool> stop_{false};
   std::thread accept_thread_;

@@ -93,7 +93,7 @@ void Failover::Tick() {
   const PrimarySnapshot primary = node_.primary();
   const double silent_ms = primary.last_rx ? Ms(now - *primary.last_rx) : 0;
   std::shared_ptr<Shadow> shadow = shadows_.healthy_shadow();
-  if (shadow == nullptr) {
+  if (shadow == nullptr && !shadows_.passive()) {  // active-passive: GoLive restores
     if (node_.state() == NodeState::kDown) return;
     const ShadowSnapshot sh = shadows_.snapshot();
     const std::string why = "primary " + primary.peer + " lost and the shadow is " +
@@ -164,7 +164,7 @@ pb::AdminReply Failover::RunPlanned(const pb::FailoverRequest& req, const std::a
                       std::to_string(primary.drained ? primary.drained->exit_status : 0) +
                       "); there is nothing to fail over");
   }
-  if (shadows_.healthy_shadow() == nullptr) {
+  if (shadows_.healthy_shadow() == nullptr && !shadows_.passive()) {
     const ShadowSnapshot sh = shadows_.snapshot();
     return ErrorReply(
         "the shadow on " + me + " is " + ShadowStateName(sh.state) +
@@ -248,6 +248,19 @@ pb::AdminReply Failover::RunPlanned(const pb::FailoverRequest& req, const std::a
 pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock::time_point t0,
                                 double fence_ms) {
   std::shared_ptr<Shadow> shadow = shadows_.healthy_shadow();
+  double restore_ms = 0;
+  if (shadow == nullptr && shadows_.passive()) {
+    // Active-passive (issue 12 part 3): restore the newest checkpoint now;
+    // the go-live below replays the tail after its mark.
+    std::string why;
+    const auto r0 = Clock::now();
+    shadow = shadows_.RestoreNow(&restore_ms, &why);
+    if (shadow == nullptr) {
+      node_.AbandonTakeover("active-passive: no shadow could be restored: " + why);
+      return ErrorReply("active-passive: no shadow could be restored: " + why);
+    }
+    if (restore_ms == 0) restore_ms = Ms(Clock::now() - r0);
+  }
   if (shadow == nullptr) {
     node_.AbandonTakeover("no healthy shadow to promote");
     return ErrorReply("no shadow to promote");
@@ -262,6 +275,8 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   fr.set_drained_seq(through);
   auto* t = fr.mutable_timings();
   t->set_fence_ms(fence_ms);
+  t->set_restore_ms(restore_ms);
+  const uint64_t first_fed = shadow->first_seq();
   uint32_t addr = 0;
   if (service_) {
     const auto a0 = Clock::now();
@@ -300,6 +315,7 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
     return ErrorReply("go-live of the shadow failed: " + s.message());
   }
   t->set_total_ms(Ms(Clock::now() - t0));
+  t->set_tail_events(through >= first_fed ? through - first_fed + 1 : 0);
   fr.set_listeners(res.listeners);
   if (service_) {
     const std::string note = cluster::AnnounceServiceAddress(*service_, options_.service_dev);
@@ -309,10 +325,12 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   char line[400];
   std::snprintf(line, sizeof line,
                 "%s failover at %s: live through seq %" PRIu64
-                "; fence %.1f ms, drain %.1f ms, address %.1f ms, go-live %.1f ms, total %.1f ms, "
+                "; fence %.1f ms, restore %.1f ms, drain %.1f ms (tail %" PRIu64
+                " events from seq %" PRIu64 "), address %.1f ms, go-live %.1f ms, total %.1f ms, "
                 "%u listener(s) re-created",
-                kind.c_str(), UtcNow().c_str(), through, t->fence_ms(), t->drain_ms(),
-                t->address_ms(), t->golive_ms(), t->total_ms(), res.listeners);
+                kind.c_str(), UtcNow().c_str(), through, t->fence_ms(), t->restore_ms(),
+                t->drain_ms(), t->tail_events(), first_fed, t->address_ms(), t->golive_ms(),
+                t->total_ms(), res.listeners);
   shadows_.WentLive(shadow);
   {
     std::lock_guard<std::mutex> lock(mu_);

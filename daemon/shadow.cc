@@ -1,7 +1,12 @@
 #include "daemon/shadow.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -10,6 +15,7 @@
 #include <cstring>
 #include <thread>
 
+#include "checkpoint/criu.h"
 #include "driver/futex.h"
 #include "journal/batch_codec.h"
 #include "journal/reader.h"
@@ -118,6 +124,182 @@ Shadow::~Shadow() {
     program_->Kill();
     program_->Wait();
   }
+  if (restored_init_ > 0 && !live_ && !restored_reaped_) {
+    kill(restored_init_, SIGKILL);  // PID 1 of its namespace: takes every process with it
+    int st = 0;
+    while (waitpid(restored_init_, &st, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+void Shadow::Kill() {
+  if (restored_init_ > 0) {
+    if (!restored_reaped_) kill(restored_init_, SIGKILL);
+    return;
+  }
+  program_->Kill();
+}
+
+bool Shadow::PollRestored(driver::ProgramExit* exit) {
+  if (restored_reaped_) return true;
+  int st = 0;
+  pid_t r = waitpid(restored_init_, &st, WNOHANG);
+  if (r == 0) return false;
+  if (r < 0 && errno == ECHILD) {
+    // Not our child any more (cannot happen while this process lives): by /proc.
+    if (kill(restored_init_, 0) == 0) return false;
+    st = 0;
+  } else if (r < 0) {
+    return false;
+  }
+  restored_reaped_ = true;
+  if (WIFSIGNALED(st)) {
+    exit->signal = WTERMSIG(st);
+    exit->exit_code = 128 + exit->signal;
+  } else {
+    exit->exit_code = WEXITSTATUS(st);
+  }
+  return true;
+}
+
+namespace {
+
+// The first child of `pid` (/proc/PID/task/PID/children), 0 if none.
+pid_t FirstChild(pid_t pid) {
+  const std::string path =
+      "/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children";
+  FILE* f = fopen(path.c_str(), "re");
+  if (f == nullptr) return 0;
+  long child = 0;
+  if (fscanf(f, "%ld", &child) != 1) child = 0;
+  fclose(f);
+  return static_cast<pid_t>(child);
+}
+
+}  // namespace
+
+Status Shadow::Restore(const std::string& dir, const std::string& ckpt_dir,
+                       const std::string& image_id, uint64_t mark_seq, int nice,
+                       uint64_t catch_up_to, std::unique_ptr<Shadow>* out, std::string* warning,
+                       double* restore_ms) {
+  (void)warning;
+  // The replica must hold this checkpoint's mark: the image continues this
+  // journal exactly after it, and no other.
+  journal::ReaderOptions ropts;
+  ropts.torn_tail_is_end = true;
+  std::unique_ptr<journal::JournalReader> reader;
+  Status s = journal::JournalReader::Open(dir, ropts, &reader);
+  if (!s.ok()) return s;
+  pb::Event e;
+  uint32_t main_rtid = 0;
+  bool mark_found = false;
+  while (reader->Next(&e)) {
+    if (main_rtid == 0 && e.tid() != 0) main_rtid = e.tid();
+    if (e.seq() == mark_seq) {
+      // (The mark names the primary's staging directory, not the id the
+      // image was shipped under; an empty name is a mark whose dump failed.)
+      if (!e.has_checkpoint() || e.checkpoint().image_id().empty()) {
+        return Status::Corruption("replica " + dir + ": seq " + std::to_string(mark_seq) +
+                                  " is not the mark of a checkpoint with an image (checkpoint " +
+                                  image_id + " belongs to another journal?)");
+      }
+      mark_found = true;
+      break;
+    }
+  }
+  if (!reader->status().ok()) return reader->status();
+  if (!mark_found) {
+    return Status::NotFound("replica " + dir + " does not hold seq " + std::to_string(mark_seq) +
+                            ", the mark of checkpoint " + image_id);
+  }
+  reader.reset();
+
+  // CRIU's restore log goes to one directory beside the checkpoints
+  // (<data>/restore-log, overwritten by the next restore), not into the
+  // images directory (Verify refuses unlisted files there).
+  std::string work = ckpt_dir;
+  for (int up = 0; up < 2; up++) {
+    const size_t slash = work.find_last_of('/');
+    work = slash == std::string::npos || slash == 0 ? std::string(".") : work.substr(0, slash);
+  }
+  work += "/restore-log";
+  (void)mkdir(work.c_str(), 0700);
+  checkpoint::Criu criu;
+  checkpoint::RestoreOptions ro;
+  ro.sibling = true;
+  ro.tcp_close = true;
+  ro.work_dir = work;
+  ro.log_level = 2;
+  checkpoint::RestoreReport rr;
+  s = criu.Restore(ckpt_dir, ro, &rr);
+  if (!s.ok()) return s;
+  *restore_ms = rr.total_ms;
+
+  std::unique_ptr<Shadow> sh(new Shadow());
+  sh->restored_init_ = rr.pid;
+  sh->catch_up_to_ = catch_up_to;
+  sh->first_seq_ = mark_seq + 1;
+  // From here on the destructor kills what was restored on any error.
+  const pid_t prog = FirstChild(rr.pid);
+  if (prog <= 0) {
+    return Status::Corruption("checkpoint " + image_id + ": the restored init (pid " +
+                              std::to_string(rr.pid) + ") has no program child");
+  }
+  const std::string fdpath =
+      "/proc/" + std::to_string(prog) + "/fd/" + std::to_string(abi::kControlFd);
+  const int fd = open(fdpath.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    return Status::FromErrno("checkpoint " + image_id + ": opening the restored control mapping " +
+                                 fdpath,
+                             errno);
+  }
+  s = driver::ControlMapping::Open(fd, fdpath, &sh->mapping_);
+  if (!s.ok()) return s;
+  abi::ControlBlock* cb = sh->mapping_->control();
+  if (__atomic_load_n(&cb->park_request, __ATOMIC_SEQ_CST) != 1) {
+    return Status::Corruption("checkpoint " + image_id +
+                              ": the restored program is not parked (park_request 0)");
+  }
+  const uint64_t next = __atomic_load_n(&cb->next_seq, __ATOMIC_SEQ_CST);
+  if (next != mark_seq) {
+    return Status::Corruption("checkpoint " + image_id + ": the restored program's next seq is " +
+                              std::to_string(next) + ", not its mark " + std::to_string(mark_seq));
+  }
+  if (__atomic_load_n(&cb->write_reserve, __ATOMIC_SEQ_CST) !=
+      __atomic_load_n(&cb->read_pos, __ATOMIC_SEQ_CST)) {
+    return Status::Corruption("checkpoint " + image_id +
+                              ": the restored record ring is not empty (write_reserve != read_pos)");
+  }
+  // Replay, from an empty replay ring at position 0 (every byte of the ring
+  // is zero: the recorder zeroed what it consumed, and nothing was published
+  // after the park).  The record-time gate and audit wait do not apply to a
+  // replay; the file policy (kFlagReexecFiles) does.
+  __atomic_store_n(&cb->flags,
+                   cb->flags & ~(abi::kFlagOutputGate | abi::kFlagAuditWait), __ATOMIC_SEQ_CST);
+  cb->main_rtid = main_rtid;
+  cb->until_seq = 0;
+  cb->replay_tail = 0;
+  cb->journal_ended = 0;
+  cb->golive_requested = 0;
+  cb->replay_head = 0;
+  cb->replay_cursor = mark_seq + 1;
+  cb->events_done = 0;
+  cb->run_token = 0;
+  cb->token_off = 0;
+  cb->token_timeouts = 0;
+  cb->status = abi::kStatusRunning;
+  cb->golive_done = 0;
+  cb->golive_listeners = 0;
+  __atomic_store_n(&cb->mode, abi::kModeReplay, __ATOMIC_SEQ_CST);
+  sh->feeder_ = std::make_unique<replayer::LiveFeeder>(cb, dir, mark_seq + 1);
+  sh->feeder_->set_nice(nice);
+  sh->feeder_->set_pace(kStandbyFeedPace);
+  (void)ReniceTree(rr.pid, nice);
+  // Unpark: the threads go on in replay mode, waiting for their events.
+  __atomic_store_n(&cb->park_request, 0, __ATOMIC_SEQ_CST);
+  driver::BumpAndWake(&cb->park_epoch);
+  *out = std::move(sh);
+  return Status::Ok();
 }
 
 Status Shadow::StartRecording(const std::string& dir, uint64_t through_seq) {
@@ -335,7 +517,7 @@ Shadow::Health Shadow::Check(std::string* why) {
     *why = replayer::Describe(replayer::ReadDivergence(cb));
     return Health::kDiverged;
   }
-  if (!exited_ && program_->Poll(&exit_)) {
+  if (!exited_ && (restored_init_ > 0 ? PollRestored(&exit_) : program_->Poll(&exit_))) {
     exited_ = true;
     program_done_.store(true);  // the drain takes what is left, then ends
   }
@@ -382,12 +564,18 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
     live_ = true;
     recording_ = __atomic_load_n(&mapping_->control()->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
     // The service no longer depends on this daemon process (issue 12 part 4).
-    Status d = program_->Detach();
-    if (!d.ok()) detach_error_ = d.message();
+    if (restored_init_ > 0) {
+      detach_error_ =
+          "restored from a checkpoint: its init keeps the parent-death signal of the launcher "
+          "that started it on the old primary, tied to this daemon";
+    } else {
+      Status d = program_->Detach();
+      if (!d.ok()) detach_error_ = d.message();
+    }
   }
   // The program back at full priority.  After go-live, off the switchover's
   // path: finding its processes reads every /proc/PID/stat of the node.
-  renice_failed_ = !ReniceTree(program_->pid(), 0);
+  renice_failed_ = !ReniceTree(pid(), 0);
   return s;
 }
 

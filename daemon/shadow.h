@@ -45,6 +45,24 @@ class Shadow {
   static Status Start(const std::string& replica_dir, int nice, uint64_t catch_up_to,
                       std::unique_ptr<Shadow>* shadow, std::string* warning);
 
+  // The same shadow, but restored from the checkpoint in `ckpt_dir` (its
+  // journal mark at `mark_seq`, named `image_id` in the replica) instead of
+  // launched from the program's start (issue 12 parts 3 and 7): CRIU
+  // restores the image as a sibling of this daemon (its init keeps the
+  // parent-death signal of the launcher, so the calling thread must outlive
+  // it, like Start's), with its TCP connections closed; the restored
+  // program's threads wait at their park (the image has park_request = 1)
+  // while its control mapping, reopened through /proc/PID/fd/1023, is
+  // switched to replay with an empty replay ring; StartFeeding() then feeds
+  // it from mark_seq + 1.  `restore_ms`: CRIU's restore, tasks running.
+  static Status Restore(const std::string& replica_dir, const std::string& ckpt_dir,
+                        const std::string& image_id, uint64_t mark_seq, int nice,
+                        uint64_t catch_up_to, std::unique_ptr<Shadow>* shadow,
+                        std::string* warning, double* restore_ms);
+  // Restored from a checkpoint (Restore) rather than launched.
+  bool restored() const { return restored_init_ > 0; }
+  uint64_t first_seq() const { return first_seq_; }
+
   Shadow(const Shadow&) = delete;
   Shadow& operator=(const Shadow&) = delete;
   // Stops feeding; kills the program unless it went live (a live program
@@ -103,14 +121,14 @@ class Shadow {
   // *last_seq: the journal's last seq.  Supervisor thread.
   Status StopForHandover(uint64_t* last_seq);
 
-  void Kill() { program_->Kill(); }
+  void Kill();
   bool live() const { return live_; }
   // GoLive could not set the program back to niceness 0 (no CAP_SYS_NICE).
   bool renice_failed() const { return renice_failed_; }
   // After a successful GoLive: why the program could not be detached from
   // this daemon ("" = it was; it survives a restart of understudyd).
   const std::string& detach_error() const { return detach_error_; }
-  pid_t pid() const { return program_->pid(); }
+  pid_t pid() const { return restored_init_ > 0 ? restored_init_ : program_->pid(); }
   uint64_t events_fed() const { return feeder_->events_fed(); }
   uint64_t next_seq() const { return feeder_->next_seq(); }
   // Fed up to the replica's end as it was at Start: its catch-up is over.
@@ -155,6 +173,12 @@ class Shadow {
   std::vector<std::string> tap_side_;
   std::vector<std::pair<uint64_t, uint64_t>> tap_side_seqs_;
   driver::ProgramExit exit_;
+  // Restore: the restored namespace's init (this process's child, by CRIU's
+  // rst_sibling); 0 when launched.  first_seq_: the first seq fed.
+  pid_t restored_init_ = 0;
+  bool restored_reaped_ = false;
+  uint64_t first_seq_ = 1;
+  bool PollRestored(driver::ProgramExit* exit);
 };
 
 }  // namespace understudy::daemon

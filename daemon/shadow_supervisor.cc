@@ -1,11 +1,13 @@
 #include "daemon/shadow_supervisor.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "daemon/live_service.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
 #include "daemon/replica_receiver.h"
+#include "journal/reader.h"
 
 namespace understudy::daemon {
 
@@ -24,6 +26,18 @@ LeakyBucket FreshBucket(const ShadowOptions& o) {
 // The node no longer runs a standby: it is taking over or serving.
 bool Serving(NodeState s) {
   return s == NodeState::kTakingOver || s == NodeState::kPrimary;
+}
+
+// The replica's ProcessSpec: active-passive and its checkpoint interval.
+void ReadMode(const std::string& dir, bool* passive, uint64_t* interval_ms) {
+  journal::ReaderOptions ropts;
+  ropts.torn_tail_is_end = true;
+  std::unique_ptr<journal::JournalReader> reader;
+  if (!journal::JournalReader::Open(dir, ropts, &reader).ok()) return;
+  journal::pb::ProcessSpec spec;
+  if (!spec.ParseFromString(reader->header().spec_bytes)) return;
+  *passive = spec.active_passive();
+  *interval_ms = spec.checkpoint_interval_ms();
 }
 
 }  // namespace
@@ -158,6 +172,13 @@ void ShadowSupervisor::Tick() {
                   {ShadowState::kStarting, ShadowState::kRunning, ShadowState::kRestarting,
                    ShadowState::kGivenUp, ShadowState::kExited},
                   "new journal " + journal::JournalIdHex(*journal));
+      passive_ = false;
+      checkpoint_interval_ms_ = 0;
+      ReadMode(replica_.dir(), &passive_, &checkpoint_interval_ms_);
+      if (passive_) {
+        reason_ = "active-passive: no running copy; a failover restores the newest checkpoint";
+        if (!line.empty()) line += " (active-passive: the shadow starts only at failover)";
+      }
     }
   }
   old.reset();  // kills its program (outside the lock)
@@ -169,7 +190,7 @@ void ShadowSupervisor::Tick() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     shadow = shadow_;
-    want_start = shadow == nullptr && !Serving(node_state) &&
+    want_start = shadow == nullptr && !Serving(node_state) && !passive_ &&
                  (state_ == ShadowState::kNone || state_ == ShadowState::kRestarting);
   }
   if (want_start) {
@@ -225,9 +246,65 @@ void ShadowSupervisor::Tick() {
   Failed(std::move(shadow), h == Shadow::Health::kDiverged ? "DIVERGED" : "failed", why);
 }
 
+bool ShadowSupervisor::passive() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return passive_;
+}
+
+uint64_t ShadowSupervisor::checkpoint_interval_ms() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return checkpoint_interval_ms_;
+}
+
+std::shared_ptr<Shadow> ShadowSupervisor::RestoreNow(double* restore_ms, std::string* why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shadow_ != nullptr && (state_ == ShadowState::kStarting || state_ == ShadowState::kRunning))
+      return shadow_;
+    if (state_ != ShadowState::kNone && state_ != ShadowState::kRestarting) {
+      *why = std::string("the shadow is ") + ShadowStateName(state_) + ": " + reason_;
+      return nullptr;
+    }
+  }
+  last_restore_ms_ = 0;
+  Launch(replica_.dir());
+  *restore_ms = last_restore_ms_;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shadow_ == nullptr) *why = std::string("the shadow is ") + ShadowStateName(state_) + ": " + reason_;
+  return shadow_;
+}
+
 void ShadowSupervisor::Launch(const std::string& dir) {
   std::unique_ptr<Shadow> fresh;
   std::string warning;
+  // Issue 12 parts 3 and 7: from the newest checkpoint when there is one.
+  const CheckpointInfo ck = newest_checkpoint_ ? newest_checkpoint_() : CheckpointInfo{};
+  if (!ck.id.empty()) {
+    double restore_ms = 0;
+    Status r = Shadow::Restore(dir, ck.dir, ck.id, ck.mark_seq, options_.nice, replica_.last_seq(),
+                               &fresh, &warning, &restore_ms);
+    if (r.ok()) {
+      last_restore_ms_ = restore_ms;
+      std::string line;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        shadow_ = std::shared_ptr<Shadow>(std::move(fresh));
+        shadow_->StartFeeding();
+        char ms[32];
+        std::snprintf(ms, sizeof ms, "%.1f", restore_ms);
+        line = Goto(ShadowState::kStarting, {ShadowState::kNone, ShadowState::kRestarting},
+                    "restored (init pid " + std::to_string(shadow_->pid()) + ") from checkpoint " +
+                        ck.id + " in " + ms + " ms, replaying " + dir + " from seq " +
+                        std::to_string(ck.mark_seq + 1));
+      }
+      log_.Log(line);
+      return;
+    }
+    fresh.reset();
+    log_.Alarm("cannot restore the shadow from checkpoint " + ck.dir + ": " + r.message() +
+               "; starting it from seq 1 of the replica instead");
+    warning.clear();
+  }
   Status s = Shadow::Start(dir, options_.nice, replica_.last_seq(), &fresh, &warning);
   if (s.IsNotFound() && s.message().find("no program event yet") != std::string::npos) return;
   if (!warning.empty()) log_.Alarm(warning);
@@ -268,7 +345,8 @@ void ShadowSupervisor::Failed(std::shared_ptr<Shadow> shadow, const std::string&
       ++restarts_;
       line = Goto(ShadowState::kRestarting, {ShadowState::kStarting, ShadowState::kRunning},
                   what + ": " + why);
-      alarm = "shadow " + what + ": " + why + "; restarting it from seq 1 of the replica";
+      alarm = "shadow " + what + ": " + why +
+              "; restarting it from the newest checkpoint (or seq 1 of the replica without one)";
     } else {
       line = Goto(ShadowState::kGivenUp, {ShadowState::kStarting, ShadowState::kRunning},
                   what + " again: " + why);

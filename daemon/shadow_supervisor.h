@@ -38,6 +38,7 @@
 #include <optional>
 #include <string>
 
+#include "daemon/image_receiver.h"
 #include "daemon/leaky_bucket.h"
 #include "daemon/live_service.h"
 #include "daemon/shadow.h"
@@ -98,6 +99,19 @@ class ShadowSupervisor {
   // journal is forgotten, so that the node's next protection of it (as a
   // backup) starts a fresh shadow.  Supervisor thread.
   void HandedOver(const std::string& reason);
+  // The newest complete checkpoint (daemon/image_receiver.h): a shadow is
+  // restored from it, fed from its mark + 1, instead of launched from seq 1
+  // (issue 12 part 7; a restore that fails falls back to seq 1).  Set
+  // before the supervisor thread starts.
+  void set_newest_checkpoint(std::function<CheckpointInfo()> f) { newest_checkpoint_ = std::move(f); }
+  // The replica's program runs active-passive (ProcessSpec.active_passive):
+  // no shadow while standby; a failover calls RestoreNow.
+  bool passive() const;
+  uint64_t checkpoint_interval_ms() const;
+  // Active-passive failover (supervisor thread): restores the newest
+  // checkpoint (or launches from seq 1 without one) at once and returns the
+  // shadow if it started, else null with *why.  *restore_ms: CRIU's restore.
+  std::shared_ptr<Shadow> RestoreNow(double* restore_ms, std::string* why);
 
   // Kills a shadow that is not live (shutdown).
   void Stop();
@@ -146,6 +160,10 @@ class ShadowSupervisor {
   std::unique_ptr<LiveControl> adopted_control_;
   std::function<void(const std::string&)> on_divergence_;
   std::function<void(const std::string&)> on_live_ended_;
+  std::function<CheckpointInfo()> newest_checkpoint_;
+  bool passive_ = false;  // of journal_ (mu_)
+  uint64_t checkpoint_interval_ms_ = 0;
+  double last_restore_ms_ = 0;
 };
 
 }  // namespace understudy::daemon

@@ -1,6 +1,7 @@
 #include "driver/control_mapping.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,6 +48,40 @@ Status ControlMapping::Create(uint64_t ring_size, abi::Mode mode, uint32_t flags
   cb->ring_size = ring_size;
   cb->next_seq = 1;
   cb->replay_cursor = 1;
+  mapping->reset(new ControlMapping(fd, cb, total));
+  return Status::Ok();
+}
+
+Status ControlMapping::Open(int fd, const std::string& what,
+                            std::unique_ptr<ControlMapping>* mapping) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return Status::FromErrno("fstat " + what, err);
+  }
+  const uint64_t total = static_cast<uint64_t>(st.st_size);
+  if (total <= abi::kRingOffset || !ValidRingSize(total - abi::kRingOffset)) {
+    close(fd);
+    return Status::Corruption(what + " is " + std::to_string(total) +
+                              " bytes, not a control block and a ring");
+  }
+  void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    close(fd);
+    return Status::FromErrno("mmap " + what, err);
+  }
+  auto* cb = static_cast<abi::ControlBlock*>(p);
+  if (cb->magic != abi::kControlMagic || cb->version != abi::kProtocolVersion ||
+      cb->total_size != total || cb->ring_size != total - abi::kRingOffset) {
+    const uint32_t version = cb->version;
+    munmap(p, total);
+    close(fd);
+    return Status::Corruption(what + " is not a control block of this build (protocol " +
+                              std::to_string(version) + ", this build speaks " +
+                              std::to_string(abi::kProtocolVersion) + ")");
+  }
   mapping->reset(new ControlMapping(fd, cb, total));
   return Status::Ok();
 }

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "interposer/abi.h"
 #include "journal/status.h"
@@ -22,6 +23,12 @@ class ControlMapping {
   // next_seq = 1 and replay_cursor = 1; every other word is zero.
   static Status Create(uint64_t ring_size, abi::Mode mode, uint32_t flags,
                        std::unique_ptr<ControlMapping>* mapping);
+
+  // Maps an existing control memfd `fd` (taking it over; closed on failure
+  // too): a program this process did not launch, restored by CRIU, reached
+  // through /proc/PID/fd/1023.  Corruption when the magic, the version or
+  // the sizes are not this build's.  `what` names it in errors.
+  static Status Open(int fd, const std::string& what, std::unique_ptr<ControlMapping>* mapping);
 
   ControlMapping(const ControlMapping&) = delete;
   ControlMapping& operator=(const ControlMapping&) = delete;

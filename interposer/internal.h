@@ -548,6 +548,10 @@ long PassInterrupted(long nr, long* a);
 // ParkSlow: the recorder asked to park: leave the call count, sleep until
 // unparked, enter again.
 void ParkSlow();
+// After a restored image was switched to replay: wakes every thread that
+// sits in a real condvar wait begun in record mode (thread_order.cc), so it
+// waits for its recorded wake-up instead of a real signal nobody sends.
+void RescueRecordWaiters();
 void InstallKickHandler();
 // A kicked call issued again after the park left record mode (park.cc).
 long DispatchAgain(long nr, long* a);

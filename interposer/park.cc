@@ -34,6 +34,15 @@ void SleepParked() {
   }
   if (ts.sud_armed) ArmTrap();
   ts.selector = sel;
+  // Whoever unparks may have changed the flags meanwhile: the restorer of
+  // a checkpoint image clears the record-time output gate before it
+  // switches the image to replay (daemon/shadow.cc, Shadow::Restore).
+  __atomic_store_n(&g_flags, __atomic_load_n(&g_cb->flags, __ATOMIC_SEQ_CST), __ATOMIC_RELAXED);
+  // Woken into replay (a restored image): threads blocked in a real condvar
+  // wait would wait for a real signal forever.  Not from the kick handler:
+  // the interrupted code may hold the condvar's internal lock.
+  if (!ts.in_park && __atomic_load_n(&g_cb->mode, __ATOMIC_SEQ_CST) == abi::kModeReplay)
+    RescueRecordWaiters();
 }
 
 void AckPark() {

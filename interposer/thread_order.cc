@@ -110,12 +110,47 @@ int OrderedAcquire(uint32_t op, Obj* obj, Attempt attempt, Block block) {
   return attempt();
 }
 
+// Record-mode condvar waiters, for a restored image (RescueRecordWaiters):
+// a thread blocked in the real wait when the checkpoint was taken wakes up
+// in an image that replays, where nobody signals condvars for real.
+namespace {
+constexpr int kRecWaitSlots = 256;
+pthread_cond_t* g_rec_wait[kRecWaitSlots];
+
+int RegisterRecWait(pthread_cond_t* c) {
+  for (int i = 0; i < kRecWaitSlots; i++) {
+    pthread_cond_t* expected = nullptr;
+    if (__atomic_compare_exchange_n(&g_rec_wait[i], &expected, c, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED))
+      return i;
+  }
+  return -1;  // full: such a waiter cannot be rescued (it stays until a real signal)
+}
+}  // namespace
+}  // namespace
+
+void RescueRecordWaiters() {
+  for (int i = 0; i < kRecWaitSlots; i++) {
+    pthread_cond_t* c = __atomic_load_n(&g_rec_wait[i], __ATOMIC_SEQ_CST);
+    if (c != nullptr) real_cond_broadcast(c);
+  }
+}
+
+namespace {
+
 int CondWaitCommon(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime) {
   EnsureInit();
   if (Recording()) {
+    const int slot = RegisterRecWait(c);
     int r = abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
-    PublishSync(abi::kSyncCondWake, c, r);
-    return r;
+    if (slot >= 0) __atomic_store_n(&g_rec_wait[slot], nullptr, __ATOMIC_SEQ_CST);
+    if (!Replaying()) {
+      if (Recording()) PublishSync(abi::kSyncCondWake, c, r);
+      return r;
+    }
+    // The mode changed while this thread waited: a restored checkpoint now
+    // replays (RescueRecordWaiters woke it).  The wake-up was a spurious
+    // one; wait for the recorded one below, as any replaying waiter does.
   }
   if (Replaying()) {
     // Replay: a condvar wait is "release, wait for my recorded wake-up, retake".

@@ -187,12 +187,6 @@ void Primary::Log(const std::string& line) const {
 
 Status Primary::Run(Result* result) {
   const Options& o = options_;
-  if (o.mode != Mode::kActiveActive) {
-    return Status::NotSupported(
-        "--mode active-passive is not supported yet (checkpoints are: 'understudy checkpoint' "
-        "works in active-active; the backup's restore-and-replay failover is not built); use "
-        "--mode active-active");
-  }
   ReplicationOptions ro;
   ro.backup = o.backup;
   Status s = cluster::LoadClusterKey(o.key_file, &ro.key);
@@ -282,6 +276,8 @@ Status Primary::Run(Result* result) {
   // `understudy checkpoint` there); a thread of ours parks the program,
   // dumps it, ships the images and answers CHECKPOINT_DONE.
   opts.checkpointable = true;
+  opts.active_passive = o.mode == Mode::kActivePassive;
+  opts.checkpoint_interval_ms = static_cast<uint64_t>(o.checkpoint_interval.count());
   CheckpointWorker worker(this, &client, ro, opts.dir + ".checkpoints");
   client.SetCheckpointHandler([&worker](uint64_t id) { worker.Request(id); });
   opts.hooks.on_running = [&worker](abi::ControlBlock* cb, pid_t root, RecordDrain* drain) {

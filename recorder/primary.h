@@ -45,6 +45,9 @@ class Primary {
     std::string service_address;  // ADDR[/PREFIX]; empty = none
     std::string service_dev;
     Mode mode = Mode::kActiveActive;
+    // The backup asks for a checkpoint this often (0 = only on 'understudy
+    // checkpoint'); carried to it in the journal's ProcessSpec.
+    std::chrono::milliseconds checkpoint_interval{0};
     BackupLossPolicy on_backup_loss = BackupLossPolicy::kStall;
     std::chrono::milliseconds heartbeat{100};
     int missed_heartbeats = 2;

@@ -47,6 +47,8 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   std::string preload_sha;
   if (driver::Sha256File(preload, &preload_sha).ok()) spec.set_interposer_sha256(preload_sha);
   spec.set_checkpointable(options.checkpointable);
+  spec.set_active_passive(options.active_passive);
+  spec.set_checkpoint_interval_ms(options.checkpoint_interval_ms);
 
   std::unique_ptr<ControlMapping> mapping;
   uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;

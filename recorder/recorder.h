@@ -74,6 +74,9 @@ struct RecordOptions {
   uint64_t ring_size = abi::kDefaultRingSize;
   bool pid_namespace = true;  // when root
   bool checkpointable = false;  // driver::LaunchSpec::checkpointable
+  // ProcessSpec.active_passive / checkpoint_interval_ms (the backup reads them).
+  bool active_passive = false;
+  uint64_t checkpoint_interval_ms = 0;
   // Escape audit (kmod): count nondeterministic syscalls that reach the
   // kernel from outside the interposer; each nonzero count becomes an
   // AuditEvent in the journal and a warning.

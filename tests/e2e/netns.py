@@ -384,6 +384,9 @@ class Cluster:
         self.heartbeat_ms, self.missed = heartbeat_ms, missed_heartbeats
         self.daemon = self.primary = None
         self.primary_argv = None
+        # `understudy run --mode` and what follows it (active-passive adds
+        # --checkpoint-interval).
+        self.mode_args = ["--mode", "active-active"]
 
     def __enter__(self):
         return self
@@ -442,7 +445,7 @@ class Cluster:
     def run_argv(self, app_argv, key=None):
         return [harness.UNDERSTUDY, "run", "--backup", "%s:%d" % (self.b.ip, PEER_PORT),
                 "--key", key or self.key, "--service-address", self.net.vip,
-                "--service-dev", NODE_DEV, "--mode", "active-active",
+                "--service-dev", NODE_DEV] + self.mode_args + [
                 # the same failure detection as the daemon (checked at the handshake)
                 "--heartbeat-ms", self.heartbeat_ms, "--missed-heartbeats", self.missed, "--"] + \
                [str(x) for x in app_argv]
