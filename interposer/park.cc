@@ -19,8 +19,14 @@ namespace understudy::interposer {
 
 namespace {
 
-// Sleeps while park_request is set.  Meanwhile the trap lets every syscall
-// of this thread through: CRIU's parasite makes its own syscalls in each
+void AckPark() {
+  __atomic_fetch_add(&g_cb->parked, 1, __ATOMIC_SEQ_CST);
+  __atomic_fetch_add(&g_cb->park_ack, 1, __ATOMIC_SEQ_CST);
+  FutexWakeAll(&g_cb->park_ack);
+}
+
+// Sleeps while park_request is set, then counts itself out of `parked`.
+// Meanwhile the trap lets every syscall of this thread through: CRIU's parasite makes its own syscalls in each
 // thread it dumps, and a SIGSYS there aborts the dump.  Afterwards the trap
 // is armed again with a fresh prctl: a thread restored by CRIU has lost its
 // syscall user dispatch (CRIU does not restore it).
@@ -29,7 +35,20 @@ void SleepParked() {
   ts.selector = kSelAllow;
   for (;;) {
     uint32_t epoch = __atomic_load_n(&g_cb->park_epoch, __ATOMIC_SEQ_CST);
-    if (!__atomic_load_n(&g_cb->park_request, __ATOMIC_SEQ_CST)) break;
+    if (!__atomic_load_n(&g_cb->park_request, __ATOMIC_SEQ_CST)) {
+      // Count out, then look again, while the trap still lets every syscall
+      // through (the recorder sets park_request, then reads `parked`: with
+      // both seq_cst, either it sees this thread gone or this thread sees
+      // the new request and parks again).  Counted out only after the trap
+      // was re-armed, a thread let the next checkpoint's park (started in
+      // that window, under load) count it and CRIU freeze it armed -- the
+      // parasite's first syscall raised SIGSYS ("Unexpected task
+      // interruption"; a CI run's second checkpoint failed so).
+      __atomic_fetch_sub(&g_cb->parked, 1, __ATOMIC_SEQ_CST);
+      if (!__atomic_load_n(&g_cb->park_request, __ATOMIC_SEQ_CST)) break;
+      AckPark();
+      continue;
+    }
     FutexWait(&g_cb->park_epoch, epoch, 1000);
   }
   if (ts.sud_armed) ArmTrap();
@@ -45,12 +64,6 @@ void SleepParked() {
     RescueRecordWaiters();
 }
 
-void AckPark() {
-  __atomic_fetch_add(&g_cb->parked, 1, __ATOMIC_SEQ_CST);
-  __atomic_fetch_add(&g_cb->park_ack, 1, __ATOMIC_SEQ_CST);
-  FutexWakeAll(&g_cb->park_ack);
-}
-
 }  // namespace
 
 void ParkSlow() {
@@ -60,7 +73,6 @@ void ParkSlow() {
     __atomic_fetch_sub(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
     AckPark();
     SleepParked();
-    __atomic_fetch_sub(&g_cb->parked, 1, __ATOMIC_SEQ_CST);
     __atomic_fetch_add(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
     if (!__atomic_load_n(&g_cb->park_request, __ATOMIC_SEQ_CST)) return;
   }
@@ -86,7 +98,6 @@ void KickHandler(int, siginfo_t*, void* ctx) {
     ts.in_park = 1;
     AckPark();
     SleepParked();
-    __atomic_fetch_sub(&g_cb->parked, 1, __ATOMIC_SEQ_CST);
     ts.in_park = 0;
     return;
   }
