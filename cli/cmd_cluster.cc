@@ -24,6 +24,7 @@
 #include "cli/json.h"
 #include "cluster/peer_link.h"
 #include "daemon/admin_client.h"
+#include "daemon/service_manager.h"
 #include "driver/launcher.h"
 #include "metrics/http_endpoint.h"
 #include "metrics/prometheus_text.h"
@@ -262,7 +263,13 @@ int RunRun(const RunArgs& a) {
     fmt::print(stderr, "{}: metrics on http://{}:{}/metrics\n", me,
                a.metrics.substr(0, a.metrics.rfind(':')), endpoint->port());
   }
-  if (!a.metrics.empty() || a.verbose) {
+  // Under systemd (understudy@.service, Type=notify): READY=1 once the
+  // program runs and its replication client exists, STATUS= with the link's
+  // state, WATCHDOG=1 while this process's threads go on, STOPPING=1 at the
+  // end.  Only this process may notify (NotifyAccess=main): the program
+  // inherits NOTIFY_SOCKET, but systemd ignores what it sends.
+  daemon::ServiceManager service;
+  if (!a.metrics.empty() || a.verbose || service.present()) {
     o.on_replication = [&run_metrics](const recorder::ReplicationClient* c) {
       std::lock_guard<std::mutex> lock(run_metrics.mu);
       run_metrics.client = c;
@@ -290,11 +297,49 @@ int RunRun(const RunArgs& a) {
     });
   }
 
+  std::thread notify_thread;
+  if (service.present()) {
+    notify_thread = std::thread([&] {
+      bool ready = false;
+      const auto ping = service.watchdog() / 2;
+      auto next_ping = std::chrono::steady_clock::now();
+      while (!run_done.load()) {
+        std::string status;
+        {
+          std::lock_guard<std::mutex> lock(run_metrics.mu);
+          if (run_metrics.client != nullptr) {
+            const recorder::ReplicationStats st = run_metrics.client->stats();
+            status = "primary: " + std::string(a.command[0]) + " replicating to " + a.backup +
+                     (run_metrics.client->fenced() ? " (fenced: the backup took over)"
+                      : st.connected               ? " (connected)"
+                                                   : " (not connected)") +
+                     (st.stall_reason.empty() ? "" : "; outputs wait: " + st.stall_reason);
+          }
+        }
+        if (!status.empty()) {
+          if (!ready) {
+            service.Ready(status);
+            ready = true;
+          } else {
+            service.Status(status);
+          }
+        }
+        if (ping.count() > 0 && std::chrono::steady_clock::now() >= next_ping) {
+          service.Watchdog();
+          next_ping = std::chrono::steady_clock::now() + ping;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
+
   recorder::Primary primary(o);
   recorder::Primary::Result res;
   Status s = primary.Run(&res);
   run_done.store(true);
   if (verbose_thread.joinable()) verbose_thread.join();
+  if (notify_thread.joinable()) notify_thread.join();
+  service.Stopping(s.ok() ? "primary: the program ended" : "primary: " + s.message());
   if (!s.ok()) {
     fmt::print(stderr, "{}: {}\n", me, s.message());
     return 1;

@@ -192,6 +192,31 @@ def case_notify_and_reload(tmp, key):
         expect(all(re.match(stamp, l) for l in r.err.splitlines()),
                "a line of run without its stamp", r)
         log("run -q: %r" % lines[0])
+        # `understudy run` under Type=notify (understudy@.service): READY=1
+        # with the link's state once the program runs, watchdog pings,
+        # STOPPING=1 at the end.
+        rsock = os.path.join(tmp, "run-notify.sock")
+        rnotes = Notifications(rsock)
+        try:
+            renv = dict(os.environ, NOTIFY_SOCKET=rsock, WATCHDOG_USEC="400000")
+            renv.pop("JOURNAL_STREAM", None)
+            rp = start(base_run + ["-q", "--journal", os.path.join(tmp, "rn"), "--",
+                                   "/bin/sleep", "3"], env=renv,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _, rready = rnotes.wait_for(lambda m: "READY=1" in m, "READY=1 from run",
+                                            proc=rp)
+                expect("STATUS=primary: /bin/sleep replicating to 127.0.0.1:%d" % port in rready,
+                       "run's READY=1 without its STATUS=: %r" % rready)
+                rnotes.wait_for(lambda m: m == "WATCHDOG=1", "WATCHDOG=1 from run", proc=rp)
+                rnotes.wait_for(lambda m: m.startswith("STOPPING=1"), "STOPPING=1 from run",
+                                timeout=60)
+                expect(rp.wait(timeout=60) == 0, "run under NOTIFY_SOCKET failed")
+            finally:
+                stop(rp)
+            log("run notify: %r, then %r" % (rready, rnotes.messages[-1]))
+        finally:
+            rnotes.close()
         daemon.send_signal(signal.SIGTERM)
         notes.wait_for(lambda m: m.startswith("STOPPING=1"), "STOPPING=1")
         daemon.wait(timeout=30)
