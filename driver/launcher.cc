@@ -190,8 +190,8 @@ void TakeTerminal() {
     }
   }
   if (a.foreground) {
-    // Own group, the terminal's foreground one (SIGTTOU blocked: this
-    // process is not in the foreground group once it left its parent's).
+    // Own group, the terminal's foreground one (TakeTerminal ignores the
+    // SIGTTOU this process gets once it left its parent's foreground group).
     setpgid(0, 0);
     TakeTerminal();
   }
