@@ -196,6 +196,7 @@ void Init() {
   g_cb = cb;  // publish last: Mode() reads it
   InstallSigsys();
   InstallKickHandler();
+  TscInit();
   ArmTrap();
   if ((g_flags & abi::kFlagAuditWait) && cb->mode == abi::kModeRecord) {
     // The driver attaches its escape audit to our stub range now; wait so
