@@ -145,6 +145,7 @@ long Wait4(const CallRow& row, long* a);
 // Signals (signals.cc):
 long Sigaction(const CallRow& row, long* a);
 long Sigprocmask(const CallRow& row, long* a);
+long SigTimedWait(const CallRow& row, long* a);
 // Kernel-side copies and batched socket calls, performed as the plain calls
 // they stand for (transfer.cc):
 long CopyFileRange(const CallRow& row, long* a);
@@ -548,6 +549,9 @@ void ResetAppSigaction(int sig);
 // Signals the program may not block: SIGSYS (the trap), the checkpoint's
 // kick, and SIGSEGV while the rdtsc trap is armed (tsc.cc).
 uint64_t NeverBlocked();
+// rt_sigprocmask from the trap: edits the mask saved in the SIGSYS frame
+// `uc`, which rt_sigreturn restores (trap.cc calls it in every mode).
+long TrapSigprocmask(void* uc, const long* a);
 
 // ---------------------------------------------------------------------------
 // The time stamp counter trap (tsc.cc): rdtsc / rdtscp fault

@@ -214,6 +214,53 @@ long Sigaction(const CallRow& row, long* a) {
   return r;
 }
 
+// rt_sigtimedwait: emulated from the journal (its siginfo is an out block);
+// on replay the signal it took may be pending here too (a kill to itself, a
+// timer re-armed for real), and left there it would strike when the program
+// unblocks it: it is taken off the queue, without waiting.
+long SigTimedWait(const CallRow& row, long* a) {
+  long r = Emu(row, a);
+  if (r > 0 && r <= 64 && Mode() == abi::kModeReplay) {
+    uint64_t one = 1ull << (r - 1);
+    struct timespec zero = {0, 0};
+    siginfo_t info;
+    sys(SYS_rt_sigtimedwait, reinterpret_cast<long>(&one), reinterpret_cast<long>(&info),
+        reinterpret_cast<long>(&zero), 8);
+  }
+  return r;
+}
+
+// rt_sigprocmask issued by a syscall instruction the trap caught: the mask
+// the thread returns to is the one its SIGSYS frame saved (rt_sigreturn
+// restores it), so the call edits that saved mask.  Setting the kernel's
+// mask here would be undone at once by the return -- a program that blocked
+// SIGUSR1 and waited for it in sigtimedwait was killed by it.
+long TrapSigprocmask(void* ucv, const long* a) {
+  uint64_t* saved = reinterpret_cast<uint64_t*>(&static_cast<ucontext_t*>(ucv)->uc_sigmask);
+  if (a[3] != 8) return -EINVAL;
+  uint64_t old = *saved;
+  if (a[1]) {
+    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]);
+    uint64_t now = old;
+    switch (a[0]) {
+      case SIG_BLOCK:
+        now |= set;
+        break;
+      case SIG_UNBLOCK:
+        now &= ~set;
+        break;
+      case SIG_SETMASK:
+        now = set;
+        break;
+      default:
+        return -EINVAL;
+    }
+    *saved = now & ~NeverBlocked();
+  }
+  if (a[2]) *reinterpret_cast<uint64_t*>(a[2]) = old;
+  return 0;
+}
+
 // rt_sigprocmask: SIGSYS (the trap), the checkpoint's kick and, while the
 // rdtsc trap is armed, SIGSEGV are never blocked.
 long Sigprocmask(const CallRow& row, long* a) {

@@ -99,6 +99,10 @@ void SigsysHandler(int, siginfo_t* si, void* ucv) {
       return;
     }
   }
+  if (nr == SYS_rt_sigprocmask) {  // the mask to change is the one the frame restores
+    g[REG_RAX] = TrapSigprocmask(uc, a);
+    return;
+  }
   int saved_errno = errno;
   g[REG_RAX] = Dispatch(nr, a);
   errno = saved_errno;

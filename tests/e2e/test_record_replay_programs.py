@@ -26,6 +26,7 @@ PROGRAMS = {
     "stdin_transform": b"the quick brown fox\n" * 50,
     "transfer_calls": None,
     "siginfo_calls": None,
+    "signal_waits_more": None,  # pselect, epoll_pwait, sigtimedwait (its siginfo) replayed
     "tsc_calls": None,  # rdtsc / rdtscp trapped and replayed (hlt stands in: TSC_ENV)
     "signal_waits": None,  # handlers run inside sigsuspend / ppoll / a blocking read  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
 }
