@@ -104,6 +104,14 @@ enum RecordKind : uint16_t {
   kRecLifecycle = 4,  // call = LifecycleKind, arg = child tid/pid, result = status
 };
 
+// kRecSyscall records whose call is an instruction, not a system call
+// (interposer/tsc.cc): result = the 64-bit counter, arg = rdtscp's TSC_AUX.
+// Above every syscall number.
+enum PseudoCall : uint32_t {
+  kCallRdtsc = 0x10001,
+  kCallRdtscp = 0x10002,
+};
+
 // Event classes (values equal journal EventClass).
 enum EventClassId : uint8_t {
   kClsExternalInput = 1,

@@ -145,6 +145,7 @@ long Wait4(const CallRow& row, long* a);
 // Signals (signals.cc):
 long Sigaction(const CallRow& row, long* a);
 long Sigprocmask(const CallRow& row, long* a);
+long SigTimedWait(const CallRow& row, long* a);
 // Kernel-side copies and batched socket calls, performed as the plain calls
 // they stand for (transfer.cc):
 long CopyFileRange(const CallRow& row, long* a);
@@ -542,6 +543,23 @@ void DeliverReplaySignal(const abi::RecordHeader& h);
 // (record only) PassInterrupted, which restarts without delivering.
 long Interrupted(long nr, long* a);
 long PassInterrupted(long nr, long* a);
+// The program's view of a signal's disposition, and SA_RESETHAND's reset.
+KSigaction AppSigaction(int sig);
+void ResetAppSigaction(int sig);
+// Signals the program may not block: SIGSYS (the trap), the checkpoint's
+// kick, and SIGSEGV while the rdtsc trap is armed (tsc.cc).
+uint64_t NeverBlocked();
+// rt_sigprocmask from the trap: edits the mask saved in the SIGSYS frame
+// `uc`, which rt_sigreturn restores (trap.cc calls it in every mode).
+long TrapSigprocmask(void* uc, const long* a);
+
+// ---------------------------------------------------------------------------
+// The time stamp counter trap (tsc.cc): rdtsc / rdtscp fault
+// (PR_SET_TSC) and are journaled as time events.  TscInit arms it for the
+// first thread (threads and forks inherit it); g_tsc_trap says it is armed,
+// in which case the interposer owns SIGSEGV in the kernel.
+extern int g_tsc_trap;
+void TscInit();
 
 // ---------------------------------------------------------------------------
 // Checkpoint park (park.cc; the protocol is at abi::ControlBlock::park_request).

@@ -25,7 +25,7 @@ void CallAppHandler(int sig, siginfo_t* info) {
   if (!(a.flags & SA_RESTART)) t_no_restart = 1;
   uint64_t mask = a.mask;
   if (!(a.flags & SA_NODEFER)) mask |= 1ull << (sig - 1);
-  mask &= ~(1ull << (SIGSYS - 1));
+  mask &= ~NeverBlocked();
   uint64_t old = 0;
   sys(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<long>(&mask), reinterpret_cast<long>(&old),
       8);
@@ -53,6 +53,18 @@ void AsyncSignalHandler(int sig, siginfo_t* info, void*) {
 }
 
 }  // namespace
+
+KSigaction AppSigaction(int sig) {
+  return g_app_act[sig];
+}
+void ResetAppSigaction(int sig) {
+  g_app_act[sig].handler = reinterpret_cast<void*>(SIG_DFL);
+}
+uint64_t NeverBlocked() {
+  uint64_t m = (1ull << (SIGSYS - 1)) | (1ull << (abi::kKickSignal - 1));
+  if (g_tsc_trap) m |= 1ull << (SIGSEGV - 1);
+  return m;
+}
 
 void DeliverRecordedPending() {
   while (ts.pending) {
@@ -156,7 +168,9 @@ long Sigaction(const CallRow& row, long* a) {
   KSigaction* oldact = reinterpret_cast<KSigaction*>(a[2]);
   if (sig <= 0 || sig > 64) return sys(row.nr, a[0], a[1], a[2], a[3]);
   KSigaction prev = g_app_act[sig];
-  if (sig == SIGSYS || sig == abi::kKickSignal) {  // the interposer's: the program only sees its wish
+  // The interposer's: the program only sees its wish (SIGSEGV: tsc.cc hands
+  // every fault that is not an rdtsc to the program's handler).
+  if (sig == SIGSYS || sig == abi::kKickSignal || (sig == SIGSEGV && g_tsc_trap)) {
     if (act) g_app_act[sig] = *act;
     if (oldact) *oldact = prev;
     return 0;
@@ -168,6 +182,7 @@ long Sigaction(const CallRow& row, long* a) {
     long arg = a[1];
     if (act && !IsIgnOrDfl(act->handler)) {
       direct = *act;
+      direct.mask &= ~NeverBlocked();
       direct.flags |= kSaRestorer;
       direct.restorer = reinterpret_cast<void*>(&us_restorer);
       arg = reinterpret_cast<long>(&direct);
@@ -178,6 +193,7 @@ long Sigaction(const CallRow& row, long* a) {
     return r;
   }
   KSigaction ours = *act;
+  ours.mask &= ~NeverBlocked();
   ours.handler = reinterpret_cast<void*>(&AsyncSignalHandler);
   ours.flags |= SA_SIGINFO | kSaRestorer;  // ours, inside the allowed range
   ours.flags &= ~static_cast<unsigned long>(SA_RESETHAND);
@@ -198,11 +214,58 @@ long Sigaction(const CallRow& row, long* a) {
   return r;
 }
 
-// rt_sigprocmask: SIGSYS (the trap) and the checkpoint's kick are never blocked.
+// rt_sigtimedwait: emulated from the journal (its siginfo is an out block);
+// on replay the signal it took may be pending here too (a kill to itself, a
+// timer re-armed for real), and left there it would strike when the program
+// unblocks it: it is taken off the queue, without waiting.
+long SigTimedWait(const CallRow& row, long* a) {
+  long r = Emu(row, a);
+  if (r > 0 && r <= 64 && Mode() == abi::kModeReplay) {
+    uint64_t one = 1ull << (r - 1);
+    struct timespec zero = {0, 0};
+    siginfo_t info;
+    sys(SYS_rt_sigtimedwait, reinterpret_cast<long>(&one), reinterpret_cast<long>(&info),
+        reinterpret_cast<long>(&zero), 8);
+  }
+  return r;
+}
+
+// rt_sigprocmask issued by a syscall instruction the trap caught: the mask
+// the thread returns to is the one its SIGSYS frame saved (rt_sigreturn
+// restores it), so the call edits that saved mask.  Setting the kernel's
+// mask here would be undone at once by the return -- a program that blocked
+// SIGUSR1 and waited for it in sigtimedwait was killed by it.
+long TrapSigprocmask(void* ucv, const long* a) {
+  uint64_t* saved = reinterpret_cast<uint64_t*>(&static_cast<ucontext_t*>(ucv)->uc_sigmask);
+  if (a[3] != 8) return -EINVAL;
+  uint64_t old = *saved;
+  if (a[1]) {
+    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]);
+    uint64_t now = old;
+    switch (a[0]) {
+      case SIG_BLOCK:
+        now |= set;
+        break;
+      case SIG_UNBLOCK:
+        now &= ~set;
+        break;
+      case SIG_SETMASK:
+        now = set;
+        break;
+      default:
+        return -EINVAL;
+    }
+    *saved = now & ~NeverBlocked();
+  }
+  if (a[2]) *reinterpret_cast<uint64_t*>(a[2]) = old;
+  return 0;
+}
+
+// rt_sigprocmask: SIGSYS (the trap), the checkpoint's kick and, while the
+// rdtsc trap is armed, SIGSEGV are never blocked.
 long Sigprocmask(const CallRow& row, long* a) {
   if (a[1] && (a[0] == SIG_BLOCK || a[0] == SIG_SETMASK)) {
-    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]) &
-                   ~((1ull << (SIGSYS - 1)) | (1ull << (abi::kKickSignal - 1)));
+    uint64_t set = *reinterpret_cast<const uint64_t*>(a[1]) & ~NeverBlocked();
     return sys(row.nr, a[0], reinterpret_cast<long>(&set), a[2], a[3]);
   }
   return sys(row.nr, a[0], a[1], a[2], a[3]);

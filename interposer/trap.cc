@@ -99,6 +99,10 @@ void SigsysHandler(int, siginfo_t* si, void* ucv) {
       return;
     }
   }
+  if (nr == SYS_rt_sigprocmask) {  // the mask to change is the one the frame restores
+    g[REG_RAX] = TrapSigprocmask(uc, a);
+    return;
+  }
   int saved_errno = errno;
   g[REG_RAX] = Dispatch(nr, a);
   errno = saved_errno;
@@ -196,6 +200,7 @@ void Init() {
   g_cb = cb;  // publish last: Mode() reads it
   InstallSigsys();
   InstallKickHandler();
+  TscInit();
   ArmTrap();
   if ((g_flags & abi::kFlagAuditWait) && cb->mode == abi::kModeRecord) {
     // The driver attaches its escape audit to our stub range now; wait so
