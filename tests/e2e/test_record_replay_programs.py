@@ -24,6 +24,7 @@ PROGRAMS = {
     "racy_handoff": None,  # racy shared memory: needs the run-to-next-call handoff
     "stdin_transform": b"the quick brown fox\n" * 50,
     "transfer_calls": None,
+    "fork_pool": None,  # fork-order and completion-order dependent worker pool, 20 rounds
     "siginfo_calls": None,
     "signal_waits": None,  # handlers run inside sigsuspend / ppoll / a blocking read  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
 }
@@ -36,6 +37,8 @@ def record_and_replay(name, stdin):
     """Record NAME, replay it with --show-output; return the recorded stdout."""
     with Trace(name) as t:
         argv = [program(name)]
+        if name == "fork_pool":
+            argv.append("4")
         if name in ("local_files", "transfer_calls"):
             argv.append(t.tmp(""))
         rec = t.record(argv, input=stdin)
@@ -52,6 +55,14 @@ def record_and_replay(name, stdin):
 
 def check(name):
     """The test of one program; raises on failure."""
+    if name == "fork_pool":
+        # Each round records a new interleaving of 4 forked workers (pids,
+        # urandom, clock, completion order) and must replay it exactly.
+        for i in range(20):
+            out = record_and_replay(name, None)
+            expect(out.count("reaped ") == 4, "fork_pool: round %d reaped %d workers"
+                   % (i, out.count("reaped ")))
+        return
     if name != "mutex_order":
         record_and_replay(name, PROGRAMS[name])
         return
