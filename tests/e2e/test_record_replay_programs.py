@@ -25,6 +25,7 @@ PROGRAMS = {
     "racy_handoff": None,  # racy shared memory: needs the run-to-next-call handoff
     "stdin_transform": b"the quick brown fox\n" * 50,
     "transfer_calls": None,
+    "fork_pool": None,  # fork-order and completion-order dependent worker pool, 20 rounds
     "siginfo_calls": None,
     "signal_waits_more": None,  # pselect, epoll_pwait, sigtimedwait (its siginfo) replayed
     "tsc_calls": None,  # rdtsc / rdtscp trapped and replayed (hlt stands in: TSC_ENV)
@@ -43,6 +44,8 @@ def record_and_replay(name, stdin):
     """Record NAME, replay it with --show-output; return the recorded stdout."""
     with Trace(name) as t:
         argv = [program(name)]
+        if name == "fork_pool":
+            argv.append("4")
         if name in ("local_files", "transfer_calls"):
             argv.append(t.tmp(""))
         env = dict(os.environ, **TSC_ENV) if name == "tsc_calls" else None
@@ -60,6 +63,14 @@ def record_and_replay(name, stdin):
 
 def check(name):
     """The test of one program; raises on failure."""
+    if name == "fork_pool":
+        # Each round records a new interleaving of 4 forked workers (pids,
+        # urandom, clock, completion order) and must replay it exactly.
+        for i in range(20):
+            out = record_and_replay(name, None)
+            expect(out.count("reaped ") == 4, "fork_pool: round %d reaped %d workers"
+                   % (i, out.count("reaped ")))
+        return
     if name != "mutex_order":
         record_and_replay(name, PROGRAMS[name])
         return
