@@ -19,6 +19,7 @@
 #include "checkpoint/criu_log.h"
 #include "checkpoint/criu_rpc.pb.h"
 #include "checkpoint/manifest.h"
+#include "checkpoint/restore_keeper.h"
 
 namespace understudy::checkpoint {
 
@@ -45,6 +46,7 @@ class Fd {
   ~Fd() { Reset(); }
   int get() const { return fd_; }
   bool ok() const { return fd_ >= 0; }
+  int Release() { return std::exchange(fd_, -1); }
   void Reset(int fd = -1) {
     if (fd_ >= 0) close(fd_);
     fd_ = fd;
@@ -75,6 +77,10 @@ struct SwrkCall {
   std::vector<int> pass_fds;  // descriptors named in the request (images/work dir)
   int timeout_s = 120;
   std::function<bool(const std::string&)> on_notify;  // CRIU's hook notifications
+  // Start CRIU under a RestoreKeeper (RestoreOptions::keeper); *keeper_out
+  // gets it once CRIU runs.
+  bool keeper = false;
+  std::shared_ptr<RestoreKeeper>* keeper_out = nullptr;
 };
 
 // Waits for `pid` until `deadline`, then kills it.  Returns the wait status
@@ -130,10 +136,38 @@ Status RunSwrk(const SwrkCall& call, const rpc::Req& req, rpc::Resp* resp) {
   std::vector<int> keep = call.pass_fds;
   keep.push_back(theirs.get());
 
+  // Keeper mode: the child execs the keeper (this binary again), which
+  // starts CRIU with the same descriptors and reports on `report`.
+  int report[2] = {-1, -1};
+  KeeperExec kx;
+  std::vector<char*> kargv, kenv;
+  if (call.keeper) {
+    if (pipe2(report, O_CLOEXEC) != 0) {
+      return Status::FromErrno(call.what + ": pipe for the restore keeper", errno);
+    }
+    report[0] = High(report[0]).Release();
+    report[1] = High(report[1]).Release();
+    if (report[0] < 0 || report[1] < 0) {
+      return Status::FromErrno(call.what + ": pipe for the restore keeper", errno);
+    }
+    kx = PrepareKeeperExec(call.binary, theirs.get(), report[1]);
+    for (std::string& a : kx.args) kargv.push_back(a.data());
+    kargv.push_back(nullptr);
+    for (std::string& e : kx.env) kenv.push_back(e.data());
+    kenv.push_back(nullptr);
+    keep.push_back(report[1]);
+  }
+
   const Clock::time_point deadline = Clock::now() + std::chrono::seconds(call.timeout_s);
-  const pid_t child = fork();
-  if (child < 0) return Status::FromErrno(call.what + ": fork for criu swrk", errno);
-  if (child == 0) {
+  const pid_t forked = fork();
+  if (forked < 0) {
+    if (call.keeper) {
+      close(report[0]);
+      close(report[1]);
+    }
+    return Status::FromErrno(call.what + ": fork for criu swrk", errno);
+  }
+  if (forked == 0) {
     dup2(devnull.get(), 0);
     dup2(out_fd, 1);
     dup2(out_fd, 2);
@@ -143,18 +177,50 @@ Status RunSwrk(const SwrkCall& call, const rpc::Req& req, rpc::Resp* resp) {
     // makes either reading of the number right.
     close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     for (int fd : keep) fcntl(fd, F_SETFD, 0);
+    if (call.keeper) {
+      // Out of the caller's session and process group: a signal to the
+      // daemon's group is not the service's.
+      (void)setsid();
+      execve(kx.path.c_str(), kargv.data(), kenv.data());
+      _exit(127);
+    }
     execv(argv[0], const_cast<char* const*>(argv));
     _exit(127);
   }
   theirs.Reset();
   out.Reset();
+  pid_t child = forked;  // CRIU's pid: what a timeout kills
+  std::shared_ptr<RestoreKeeper> keeper;
+  if (call.keeper) {
+    close(report[1]);
+    keeper = std::make_shared<RestoreKeeper>(forked, report[0]);
+    keeper->Pump(10000);
+    if (keeper->criu_pid() <= 0) {
+      keeper->WaitExit(5000);
+      return Status::IOError(call.what + ": the restore keeper (pid " + std::to_string(forked) +
+                             ", /proc/self/exe) did not start criu swrk within 10 s");
+    }
+    child = keeper->criu_pid();
+    if (call.keeper_out != nullptr) *call.keeper_out = keeper;
+  }
 
   // Closes our end (CRIU exits when its socket closes) and reaps CRIU.
   // `st` empty: CRIU went away without answering, which is the error.
   auto finish = [&](std::optional<Status> st) -> Status {
     ours.Reset();
     bool killed = false;
-    const int status = ReapChild(child, Clock::now() + std::chrono::seconds(10), &killed);
+    int status = -1;
+    if (keeper != nullptr) {
+      // CRIU is the keeper's child: the keeper reports its end.
+      if (keeper->WaitCriuExit(10000)) {
+        status = keeper->criu_exited() ? keeper->criu_status() : -1;
+      } else {
+        kill(child, SIGKILL);
+        (void)keeper->WaitCriuExit(5000);
+      }
+    } else {
+      status = ReapChild(child, Clock::now() + std::chrono::seconds(10), &killed);
+    }
     if (st.has_value()) return *st;
     return Status::IOError(call.what + ": criu swrk (pid " + std::to_string(child) + ", " +
                            call.binary + ") ended with " + DescribeStatus(status) +
@@ -457,16 +523,31 @@ Status Criu::Restore(const std::string& images_dir, const RestoreOptions& option
   if (work_fd.ok()) pass.push_back(work_fd.get());
   SwrkCall call{binary_, what, PathIn(work_dir, "criu-restore.stderr.log"), pass,
                 options.timeout_s, {}};
+  std::shared_ptr<RestoreKeeper> keeper;
+  call.keeper = options.keeper && options.sibling;
+  call.keeper_out = &keeper;
   rpc::Resp resp;
   const Clock::time_point t_criu = Clock::now();
   st = RunSwrk(call, req, &resp);
   report->criu_ms = MsSince(t_criu);
-  if (!st.ok()) return st;
-  if (!resp.success()) return CriuRefused(what, resp, report->log_path);
+  // A restore that failed leaves the keeper without children: it exits.
+  auto drop_keeper = [&] {
+    if (keeper != nullptr) keeper->WaitExit(10000);
+  };
+  if (!st.ok()) {
+    drop_keeper();
+    return st;
+  }
+  if (!resp.success()) {
+    drop_keeper();
+    return CriuRefused(what, resp, report->log_path);
+  }
   if (!resp.has_restore() || resp.restore().pid() <= 0) {
+    drop_keeper();
     return Status::Corruption(
         what + ": CRIU reported success without the restored pid; log: " + report->log_path);
   }
+  report->keeper = keeper;
   report->pid = resp.restore().pid();
   // Informational: absent stats leave zeros (the restore itself succeeded).
   (void)ReadRestoreStats(PathIn(images_dir, "stats-restore"), &report->stats);

@@ -29,12 +29,14 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "checkpoint/criu_stats.h"
 #include "checkpoint/host_mounts.h"
+#include "checkpoint/restore_keeper.h"
 #include "journal/status.h"
 
 namespace understudy::checkpoint {
@@ -100,6 +102,12 @@ struct RestoreOptions {
   // the caller must reap it).  false: it is CRIU's child and, once CRIU has
   // exited, the child of the caller's nearest subreaper, or of init.
   bool sibling = false;
+  // With `sibling`: CRIU is started under a RestoreKeeper
+  // (checkpoint/restore_keeper.h) instead of by the caller, so the restored
+  // root is the keeper's child and its parent-death signal (restored from
+  // the image) no longer ties it to the caller: the service outlives the
+  // process that restored it.  RestoreReport::keeper is then set.
+  bool keeper = false;
   std::vector<std::string> external;  // more --external values (the manifest's are added)
   std::string work_dir;               // where CRIU's log goes; "" = the images directory
   int log_level = 4;
@@ -113,6 +121,8 @@ struct RestoreReport {
   double verify_ms = 0;  // checking the manifest
   double criu_ms = 0;    // criu swrk started .. answer received (tasks running)
   double total_ms = 0;   // Restore() from entry to return
+  // RestoreOptions::keeper: the restored root's parent (the caller's child).
+  std::shared_ptr<RestoreKeeper> keeper;
 };
 
 class Criu {

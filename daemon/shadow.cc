@@ -126,10 +126,15 @@ Shadow::~Shadow() {
   }
   if (restored_init_ > 0 && !live_ && !restored_reaped_) {
     kill(restored_init_, SIGKILL);  // PID 1 of its namespace: takes every process with it
-    int st = 0;
-    while (waitpid(restored_init_, &st, 0) < 0 && errno == EINTR) {
+    if (keeper_ != nullptr) {
+      (void)keeper_->WaitExit(10000);  // it exits once its child is reaped
+    } else {
+      int st = 0;
+      while (waitpid(restored_init_, &st, 0) < 0 && errno == EINTR) {
+      }
     }
   }
+  // A live service's keeper is left running: it is the service's parent.
 }
 
 void Shadow::Kill() {
@@ -143,6 +148,18 @@ void Shadow::Kill() {
 bool Shadow::PollRestored(driver::ProgramExit* exit) {
   if (restored_reaped_) return true;
   int st = 0;
+  if (keeper_ != nullptr) {
+    // The restored init is the keeper's child: the keeper reports its end.
+    if (!keeper_->RootEnded(restored_init_, &st)) return false;
+    restored_reaped_ = true;
+    if (WIFSIGNALED(st)) {
+      exit->signal = WTERMSIG(st);
+      exit->exit_code = 128 + exit->signal;
+    } else {
+      exit->exit_code = WEXITSTATUS(st);
+    }
+    return true;
+  }
   pid_t r = waitpid(restored_init_, &st, WNOHANG);
   if (r == 0) return false;
   if (r < 0 && errno == ECHILD) {
@@ -226,7 +243,12 @@ Status Shadow::Restore(const std::string& dir, const std::string& ckpt_dir,
   (void)mkdir(work.c_str(), 0700);
   checkpoint::Criu criu;
   checkpoint::RestoreOptions ro;
+  // The restored init keeps the parent-death signal of the launcher that
+  // started it on the old primary: its parent is a keeper process, not this
+  // daemon, so that a restart of understudyd leaves the live service
+  // running (checkpoint/restore_keeper.h says why this way).
   ro.sibling = true;
+  ro.keeper = true;
   ro.tcp_close = true;
   ro.work_dir = work;
   ro.log_level = 2;
@@ -237,6 +259,7 @@ Status Shadow::Restore(const std::string& dir, const std::string& ckpt_dir,
 
   std::unique_ptr<Shadow> sh(new Shadow());
   sh->restored_init_ = rr.pid;
+  sh->keeper_ = rr.keeper;
   sh->catch_up_to_ = catch_up_to;
   sh->first_seq_ = mark_seq + 1;
   // From here on the destructor kills what was restored on any error.
@@ -479,8 +502,16 @@ void Shadow::SetOutputGate(bool on) {
 }
 
 Status Shadow::StopForHandover(uint64_t* last_seq) {
-  program_->Kill();
-  if (!exited_) {
+  Kill();
+  if (!exited_ && restored_init_ > 0) {
+    // Restored: not a driver::Program; its end is polled (the init is
+    // SIGKILLed, so it ends at once).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!PollRestored(&exit_) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    exited_ = true;
+  } else if (!exited_) {
     exit_ = program_->Wait();
     exited_ = true;
   }
@@ -564,10 +595,12 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
     live_ = true;
     recording_ = __atomic_load_n(&mapping_->control()->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
     // The service no longer depends on this daemon process (issue 12 part 4).
+    // A restored one never did: its parent is its keeper.
     if (restored_init_ > 0) {
-      detach_error_ =
-          "restored from a checkpoint: its init keeps the parent-death signal of the launcher "
-          "that started it on the old primary, tied to this daemon";
+      if (keeper_ == nullptr) {
+        detach_error_ = "restored from a checkpoint without a keeper: its init's parent-death "
+                        "signal ties it to this daemon";
+      }
     } else {
       Status d = program_->Detach();
       if (!d.ok()) detach_error_ = d.message();

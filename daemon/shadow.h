@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "checkpoint/restore_keeper.h"
 #include "driver/control_mapping.h"
 #include "driver/launcher.h"
 #include "journal/status.h"
@@ -48,9 +49,10 @@ class Shadow {
   // The same shadow, but restored from the checkpoint in `ckpt_dir` (its
   // journal mark at `mark_seq`, named `image_id` in the replica) instead of
   // launched from the program's start (issue 12 parts 3 and 7): CRIU
-  // restores the image as a sibling of this daemon (its init keeps the
-  // parent-death signal of the launcher, so the calling thread must outlive
-  // it, like Start's), with its TCP connections closed; the restored
+  // restores the image under a keeper process (its init keeps the
+  // parent-death signal of the launcher, so its parent must be a process
+  // that lives as long as it does: checkpoint/restore_keeper.h), with its
+  // TCP connections closed; the restored
   // program's threads wait at their park (the image has park_request = 1)
   // while its control mapping, reopened through /proc/PID/fd/1023, is
   // switched to replay with an empty replay ring; StartFeeding() then feeds
@@ -177,6 +179,9 @@ class Shadow {
   // rst_sibling); 0 when launched.  first_seq_: the first seq fed.
   pid_t restored_init_ = 0;
   bool restored_reaped_ = false;
+  // The restored init's parent (checkpoint/restore_keeper.h); it outlives
+  // this daemon when the service went live.
+  std::shared_ptr<checkpoint::RestoreKeeper> keeper_;
   uint64_t first_seq_ = 1;
   bool PollRestored(driver::ProgramExit* exit);
 };
