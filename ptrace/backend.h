@@ -62,6 +62,14 @@ struct RecordResult {
   uint64_t traced_calls = 0;         // seccomp stops
   uint64_t signals_journaled = 0;    // asynchronous signals delivered at call boundaries
   uint64_t preemptions_dropped = 0;  // Go's SIGURG preemption requests (see docs/ptrace.md)
+  // Turns (docs/ptrace.md "Threads"): how often a thread got its process's
+  // turn; turns taken from a call that kept it but waited in the kernel
+  // (harmless); turns taken from a thread that ran 2 s without a traced call
+  // while others waited (from there on threads ran unordered: replay may
+  // diverge, and a warning says so).
+  uint64_t turns_granted = 0;
+  uint64_t turns_released_blocked = 0;
+  uint64_t turns_released_unordered = 0;
   std::vector<std::string> warnings;
 };
 

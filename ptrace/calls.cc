@@ -48,21 +48,34 @@ constexpr CallRow kRows[] = {
 #include "interposer/syscalls.def"
 };
 #undef SC
-#undef OUT
-#undef NOOUT
 
 struct Index {
   const CallRow* row[512];
+};
+
+// Calls only this backend stops, outside syscalls.def (the interposer orders
+// threads at the pthread level and lets these run): they are where Go's
+// runtime threads hand work to each other, so the tracer's turn scheduler
+// (tracer.cc, "Turns") must see them.  Journaled with their result; replay
+// skips them (no thread blocks in the kernel on replay: the journal's order
+// is the order).
+constexpr CallRow kOrderRows[] = {
+    {202, "futex", "ThreadOrder", "PtraceOrder", -1, {NOOUT, NOOUT, NOOUT}, Treat::kEmu},
+    {24, "sched_yield", "ThreadOrder", "PtraceOrder", -1, {NOOUT, NOOUT, NOOUT}, Treat::kEmu},
 };
 
 constexpr Index MakeIndex() {
   Index idx{};
   for (const CallRow& r : kRows)
     if (r.nr >= 0 && r.nr < 512) idx.row[r.nr] = &r;
+  for (const CallRow& r : kOrderRows)
+    if (idx.row[r.nr] == nullptr) idx.row[r.nr] = &r;
   return idx;
 }
 
 constexpr Index kIndex = MakeIndex();
+#undef OUT
+#undef NOOUT
 
 }  // namespace
 

@@ -18,7 +18,10 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/personality.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -32,6 +35,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -55,6 +60,7 @@ namespace {
 // Pseudo call numbers for events that are no system call.
 constexpr uint32_t kCallAuxRandom = 2001;  // the 16 AT_RANDOM bytes of the auxiliary vector
 constexpr uint32_t kCallRdtsc = 2002;      // an rdtsc/rdtscp instruction (PR_SET_TSC traps it)
+constexpr uint32_t kCallThreadStart = 2003;  // a new thread or process gets its first turn
 
 constexpr long kRestartSys = 512, kRestartNoIntr = 513, kRestartNoHand = 514,
                kRestartBlock = 516;
@@ -66,6 +72,7 @@ bool IsRestart(long r) {
 std::string CallName(long nr) {
   if (nr == kCallAuxRandom) return "auxv AT_RANDOM";
   if (nr == kCallRdtsc) return "rdtsc";
+  if (nr == kCallThreadStart) return "thread start";
   return syscalls::SyscallLabel(nr).text;
 }
 
@@ -78,6 +85,7 @@ pb::EventClass ClassOf(const char* cls) {
   if (c == "Identity") return pb::IDENTITY;
   if (c == "Signal") return pb::SIGNAL;
   if (c == "Process") return pb::PROCESS;
+  if (c == "ThreadOrder") return pb::THREAD_ORDER;
   if (c == "LocalFile") return pb::LOCAL_FILE;
   if (c == "Output") return pb::OUTPUT;
   return pb::DETERMINISTIC;
@@ -570,12 +578,104 @@ void Resume(const Tracee& t, int sig = 0) {
 // ---------------------------------------------------------------- record
 using FdSet = std::set<int>;
 
+// What the tracer knows of one descriptor table (shared by CLONE_FILES).
+struct FdTable {
+  FdSet real;      // open for real in both modes (read-only regular files)
+  FdSet nonblock;  // O_NONBLOCK: I/O on them returns at once, it never waits
+};
+
+// ---------------------------------------------------------------- turns
+// Turns (docs/ptrace.md "Threads"): of each process, one thread at a time
+// runs its own code -- the turn's holder.  The others are stopped by the
+// tracer, or inside a call that may wait (they gave the turn up at its
+// entry; the kernel runs them meanwhile but they touch no memory the
+// program shares).  A thread whose call is done waits, stopped, for the
+// turn; the event that ends its wait is journaled when it gets it.  So the
+// journal's order is the order in which threads ran their own code, and the
+// replayer, handing the turn out in that order, makes every thread see
+// shared memory as it did in the recording -- what Go's runtime threads do
+// between calls (spinning, lock-free queues, atomics) included.
+//
+// A call that may wait for another thread or the outside (futex waits,
+// epoll_wait, reads of sockets that block, nanosleep, ...) gives up the turn
+// at entry.  Any other call keeps it; at the end of an emulated one (time,
+// getrandom, futex wake, sched_yield, I/O on emulated descriptors) the turn
+// goes to the next waiting thread of the process, round robin.  Calls that
+// change the descriptor table (open, close, socket, accept, dup) keep the
+// turn to their end, so descriptor numbers come out in the order replay
+// makes them.
+bool MayBlock(long nr, const uint64_t* a, bool fd_quick) {
+  switch (nr) {
+    case SYS_futex: {
+      const long op = static_cast<long>(a[1]) & 127;
+      return op == 0 /* WAIT */ || op == 9 /* WAIT_BITSET */ || op == 6 /* LOCK_PI */ ||
+             op == 11 /* WAIT_REQUEUE_PI */ || op == 13 /* LOCK_PI2 */;
+    }
+    case SYS_nanosleep:
+    case SYS_clock_nanosleep:
+    case SYS_pause:
+    case SYS_rt_sigsuspend:
+    case SYS_rt_sigtimedwait:
+    case SYS_select:
+    case SYS_pselect6:
+    case SYS_ppoll:
+    case SYS_epoll_pwait2:
+      return true;
+    case SYS_wait4: return (a[2] & WNOHANG) == 0;
+    case SYS_waitid: return (a[3] & WNOHANG) == 0;
+    case SYS_poll: return static_cast<int>(a[2]) != 0;
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait: return static_cast<int>(a[3]) != 0;
+    case SYS_recvfrom:
+    case SYS_sendto: return !fd_quick && (a[3] & MSG_DONTWAIT) == 0;
+    case SYS_recvmsg:
+    case SYS_sendmsg: return !fd_quick && (a[2] & MSG_DONTWAIT) == 0;
+    case SYS_read:
+    case SYS_readv:
+    case SYS_write:
+    case SYS_writev:
+    case SYS_accept:
+    case SYS_accept4:
+    case SYS_connect: return !fd_quick;
+    case SYS_fcntl: return a[1] == F_SETLKW || a[1] == F_OFD_SETLKW;
+    case SYS_flock: return (a[1] & LOCK_NB) == 0;
+    default: return false;
+  }
+}
+
+// Whether the turn may pass to another thread at the end of this call:
+// its result is emulated on replay and it changed no descriptor number.
+bool Switchable(const CallRow* row, bool fd_real) {
+  if (row == nullptr) return false;
+  switch (row->treat) {
+    case Treat::kEmu:
+    case Treat::kSelect: return true;
+    case Treat::kFdIn:
+    case Treat::kFdOut:
+    case Treat::kFdOp:
+    case Treat::kIoctl: return !fd_real;
+    default: return false;
+  }
+}
+
+// ---------------------------------------------------------------- record
 struct RThread : Tracee {
   pid_t tgid = 0;
   pid_t vtid = 0, vpid = 0;  // as the program sees them (journal's tid, pid)
-  std::shared_ptr<FdSet> real_fds;  // fds open for real in both modes
+  std::shared_ptr<FdTable> fds;
   std::vector<int> deferred;  // asynchronous signals held for the next call boundary
   bool exec_journaled = false;  // its execve (or clone) is in the journal already
+  bool parked = false;  // stopped until it gets its process's turn; `grant` runs then
+  std::function<Status()> grant;  // journals what ended its wait and resumes it
+};
+
+// The turn of one process (thread group).
+struct Turn {
+  pid_t runner = 0;  // the thread running its own code, 0: none
+  std::deque<pid_t> ready;  // parked threads, first come first served
+  std::chrono::steady_clock::time_point since;  // the runner's grant or last stop
+  bool warned = false;
+  bool exiting = false;  // it called exit_group: its parked threads die parked
 };
 
 class Recorder {
@@ -589,9 +689,13 @@ class Recorder {
     if (t.tid == 0) {
       t.tid = tid;
       t.tgid = tid;
-      t.real_fds = std::make_shared<FdSet>();
+      t.fds = std::make_shared<FdTable>();
     }
     return t;
+  }
+  RThread* Find(pid_t tid) {
+    auto it = threads_.find(tid);
+    return it == threads_.end() ? nullptr : &it->second;
   }
   Status Append(pb::Event* e, const RThread& t) {
     e->set_seq(++seq_);
@@ -601,23 +705,121 @@ class Recorder {
     e->set_pid(static_cast<uint32_t>(th.vpid));
     return writer_->Append(*e);
   }
+  bool IsRunner(const RThread& t) {
+    auto it = turns_.find(t.tgid);
+    return it != turns_.end() && it->second.runner == t.tid;
+  }
+  void GiveUpTurn(const RThread& t) {
+    auto it = turns_.find(t.tgid);
+    if (it != turns_.end() && it->second.runner == t.tid) it->second.runner = 0;
+  }
+  // Stops `t` until its process's turn comes to it; then `grant` runs.
+  void Park(RThread& t, std::function<Status()> grant) {
+    GiveUpTurn(t);
+    t.parked = true;
+    t.grant = std::move(grant);
+    turns_[t.tgid].ready.push_back(t.tid);
+  }
+  // Parks a call's end: journaled (and the thread resumed) at its grant.
+  void ParkCall(RThread& t, long result) {
+    const pid_t tid = t.tid;
+    Park(t, [this, tid, result]() {
+      RThread* th = Find(tid);
+      if (th == nullptr) return Status::Ok();
+      Status s = JournalCall(*th, result);
+      if (s.ok()) s = FlushDeferred(*th);
+      Resume(*th);
+      return s;
+    });
+  }
+  // A new thread or process, at its first stop: it runs when its turn comes.
+  void ParkNew(RThread& t) {
+    const pid_t tid = t.tid;
+    Park(t, [this, tid]() {
+      RThread* th = Find(tid);
+      if (th == nullptr) return Status::Ok();
+      pb::Event e;
+      pb::SyscallEvent* sc = e.mutable_syscall();
+      sc->set_call(kCallThreadStart);
+      sc->set_cls(pb::THREAD_ORDER);
+      sc->set_action(pb::EMULATE);
+      sc->set_fd(-1);
+      Status s = Append(&e, *th);
+      Resume(*th, 0);
+      return s;
+    });
+  }
+  Status ScheduleAll();
+  void CheckStalls();
   Status OnEntry(RThread& t);
   Status OnExit(RThread& t);
   Status OnSignal(RThread& t, int sig);
   Status JournalSignal(RThread& t, int sig, const siginfo_t* si);
   Status JournalCall(RThread& t, long result);
+  void TrackNonblocking(RThread& t, long nr, const uint64_t* a, long result);
   bool FastTime(RThread& t, long nr, const uint64_t* a);
   Status FlushDeferred(RThread& t);
-  Status status_;  // a journal error from FastTime
 
   const RecordOptions& opts_;
   RecordResult* res_;
   std::unique_ptr<journal::JournalWriter> writer_;
   std::map<pid_t, RThread> threads_;
+  std::map<pid_t, Turn> turns_;
   uint64_t seq_ = 0;
   Launched launched_;
   bool refusing_ = false;
 };
+
+Status Recorder::ScheduleAll() {
+  for (auto& [tgid, turn] : turns_) {
+    while (turn.runner == 0 && !turn.ready.empty() && !turn.exiting) {
+      const pid_t tid = turn.ready.front();
+      turn.ready.pop_front();
+      RThread* t = Find(tid);
+      if (t == nullptr || !t->parked) continue;
+      t->parked = false;
+      turn.runner = tid;
+      turn.since = std::chrono::steady_clock::now();
+      res_->turns_granted++;
+      std::function<Status()> g = std::move(t->grant);
+      t->grant = nullptr;
+      Status s = g();
+      if (!s.ok()) return s;
+    }
+  }
+  return Status::Ok();
+}
+
+// A turn held too long while other threads wait: a call that keeps the turn
+// but waits in the kernel after all (a blocking write to a full socket, ...)
+// gives it up after 100 ms; a thread running its own code for 2 s without a
+// traced call (a spin loop waiting for another thread) loses it, and the
+// recording says that replay may differ from there on.
+void Recorder::CheckStalls() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [tgid, turn] : turns_) {
+    if (turn.runner == 0 || turn.ready.empty()) continue;
+    RThread* t = Find(turn.runner);
+    if (t == nullptr) {
+      turn.runner = 0;
+      continue;
+    }
+    if (t->in_call && now - turn.since > std::chrono::milliseconds(100)) {
+      turn.runner = 0;
+      res_->turns_released_blocked++;
+    } else if (!t->in_call && now - turn.since > std::chrono::seconds(2)) {
+      turn.runner = 0;
+      res_->turns_released_unordered++;
+      if (!turn.warned) {
+        turn.warned = true;
+        res_->warnings.push_back("thread " + std::to_string(NsTid(t->tid)) +
+                                 " ran its own code for 2 s without a traced call while other "
+                                 "threads waited; they ran concurrently from event " +
+                                 std::to_string(seq_) + " on, so the replay may diverge there");
+      }
+    }
+  }
+}
 
 Status Recorder::OnEntry(RThread& t) {
   user_regs_struct r;
@@ -646,14 +848,26 @@ Status Recorder::OnEntry(RThread& t) {
   t.in_call = true;
   t.nr = nr;
   std::memcpy(t.a, a, sizeof a);
+  if (!IsRunner(t)) {
+    // The kernel restarts a call a signal interrupted without running a
+    // handler (or a stall released its turn): it stays without the turn.
+    Resume(t);
+    return Status::Ok();
+  }
   if (FastTime(t, nr, a)) return Status::Ok();
   if (nr == SYS_exit_group) {
     // It does not return: journaled now, with the status as its result.
+    // The threads waiting for the turn never get it: in the recording, as
+    // on replay, they are stopped until the kernel ends them.
     t.in_call = false;
+    turns_[t.tgid].exiting = true;
     Status s = JournalCall(t, static_cast<long>(a[0]));
     Resume(t);
     return s;
   }
+  const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(a[row->fd_arg]) : -1;
+  const bool quick = fd >= 0 && (t.fds->real.count(fd) != 0 || t.fds->nonblock.count(fd) != 0);
+  if (MayBlock(nr, a, quick)) GiveUpTurn(t);
   Resume(t);
   return Status::Ok();
 }
@@ -694,10 +908,7 @@ bool Recorder::FastTime(RThread& t, long nr, const uint64_t* a) {
   t.nr = nr;
   std::memcpy(t.a, a, sizeof t.a);
   t.in_call = false;
-  Status s = JournalCall(t, result);
-  if (s.ok()) s = FlushDeferred(t);
-  if (!s.ok() && status_.ok()) status_ = s;
-  Resume(t);
+  ParkCall(t, result);  // a switch point: Go's spin loops read the clock
   return true;
 }
 
@@ -712,6 +923,54 @@ Status Recorder::FlushDeferred(RThread& t) {
   }
   t.deferred.clear();
   return Status::Ok();
+}
+
+// Which descriptors are O_NONBLOCK (their reads, writes and accepts never
+// wait, so they keep the turn).
+void Recorder::TrackNonblocking(RThread& t, long nr, const uint64_t* a, long result) {
+  FdSet& nb = t.fds->nonblock;
+  const int fd = static_cast<int>(a[0]);
+  auto pair = [&](uint64_t addr, bool on) {
+    int fds[2] = {-1, -1};
+    if (on && ReadMem(t.tid, addr, fds, sizeof fds)) nb.insert(fds[0]), nb.insert(fds[1]);
+  };
+  switch (nr) {
+    case SYS_socket:
+      if (a[1] & SOCK_NONBLOCK) nb.insert(static_cast<int>(result));
+      break;
+    case SYS_accept4:
+      if (a[3] & SOCK_NONBLOCK) nb.insert(static_cast<int>(result));
+      break;
+    case SYS_eventfd2:
+    case SYS_timerfd_create:
+    case SYS_inotify_init1:
+    case SYS_signalfd4:
+      if (a[nr == SYS_signalfd4 ? 3 : 1] & O_NONBLOCK) nb.insert(static_cast<int>(result));
+      break;
+    case SYS_pipe2: pair(a[0], (a[1] & O_NONBLOCK) != 0); break;
+    case SYS_socketpair: pair(a[3], (a[1] & SOCK_NONBLOCK) != 0); break;
+    case SYS_fcntl:
+      if (a[1] == F_SETFL) {
+        if (a[2] & O_NONBLOCK) nb.insert(fd);
+        else nb.erase(fd);
+      }
+      break;
+    case SYS_ioctl:
+      if (a[1] == FIONBIO) {
+        int on = 0;
+        if (ReadMem(t.tid, a[2], &on, sizeof on) && on) nb.insert(fd);
+        else nb.erase(fd);
+      }
+      break;
+    case SYS_close: nb.erase(fd); break;
+    case SYS_dup2:
+    case SYS_dup3: nb.erase(static_cast<int>(a[1])); break;
+    case SYS_close_range:
+      for (auto it = nb.begin(); it != nb.end();)
+        it = (*it >= static_cast<int>(a[0]) && static_cast<uint64_t>(*it) <= a[1]) ? nb.erase(it) : std::next(it);
+      break;
+    default: break;
+  }
 }
 
 Status Recorder::JournalCall(RThread& t, long result) {
@@ -731,7 +990,7 @@ Status Recorder::JournalCall(RThread& t, long result) {
   sc->set_cls(ClassOf(row->cls));
   const int fd = row->fd_arg >= 0 ? static_cast<int>(a[row->fd_arg]) : -1;
   sc->set_fd(fd);
-  FdSet& real = *t.real_fds;
+  FdSet& real = t.fds->real;
   const bool fd_real = fd >= 0 && real.count(fd) != 0;
   pb::ReplayAction action = pb::EMULATE;
   switch (row->treat) {
@@ -789,6 +1048,7 @@ Status Recorder::JournalCall(RThread& t, long result) {
     default:
       break;
   }
+  if (result >= 0) TrackNonblocking(t, nr, a, result);
   if (action == pb::EMULATE && !(row->treat == Treat::kOpen)) CaptureOuts(*row, nr, a, result, t.tid, sc);
   sc->set_action(action);
   sc->set_arg(nr == SYS_ioctl || nr == SYS_fcntl ? a[1] : 0);
@@ -820,15 +1080,29 @@ Status Recorder::OnExit(RThread& t) {
     Resume(t);
     return Status::Ok();
   }
-  Status s;
-  if (t.exec_journaled)
+  const bool runner = IsRunner(t);
+  if (t.exec_journaled) {
     t.exec_journaled = false;
-  else
-    s = JournalCall(t, result);
-  if (!s.ok()) return s;
-  s = FlushDeferred(t);
-  if (!s.ok()) return s;
-  Resume(t);
+    if (runner) {
+      Resume(t);
+    } else {
+      const pid_t tid = t.tid;
+      Park(t, [this, tid]() {
+        if (RThread* th = Find(tid)) Resume(*th);
+        return Status::Ok();
+      });
+    }
+    return Status::Ok();
+  }
+  const CallRow* row = FindRow(t.nr);
+  const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(t.a[row->fd_arg]) : -1;
+  if (runner && !Switchable(row, fd >= 0 && t.fds->real.count(fd) != 0)) {
+    Status s = JournalCall(t, result);
+    if (s.ok()) s = FlushDeferred(t);
+    Resume(t);
+    return s;
+  }
+  ParkCall(t, result);
   return Status::Ok();
 }
 
@@ -877,21 +1151,30 @@ Status Recorder::OnSignal(RThread& t, int sig) {
     // It interrupted a traced call: the call is journaled with its
     // -ERESTART* result and the signal delivered right here; replay sets the
     // same registers and raises the same signal, so the kernel restarts or
-    // fails the call with EINTR the same way.
+    // fails the call with EINTR the same way.  A thread without the turn
+    // waits for it first: the handler is its own code.
     t.nr = t.interrupted_nr;
     std::memcpy(t.a, t.ia, sizeof t.a);
     user_regs_struct r;
     GetRegs(t.tid, &r);
-    Status s = JournalCall(t, static_cast<long>(r.rax));
-    if (s.ok()) s = JournalSignal(t, sig, &si);
-    if (!s.ok()) return s;
-    Resume(t, sig);
+    const long result = static_cast<long>(r.rax);
+    const pid_t tid = t.tid;
+    auto deliver = [this, tid, result, sig, si]() {
+      RThread* th = Find(tid);
+      if (th == nullptr) return Status::Ok();
+      Status s = JournalCall(*th, result);
+      if (s.ok()) s = JournalSignal(*th, sig, &si);
+      Resume(*th, sig);
+      return s;
+    };
+    if (IsRunner(t)) return deliver();
+    Park(t, deliver);
     return Status::Ok();
   }
   user_regs_struct r;
   if (GetRegs(t.tid, &r) && static_cast<long>(r.orig_rax) >= 0 && IsRestart(static_cast<long>(r.rax))) {
-    // It interrupted an untraced call (futex, ...): delivered now, journaled
-    // after the thread's last event.  Replay raises it at that point.
+    // It interrupted an untraced call: delivered now, journaled after the
+    // thread's last event.  Replay raises it at that point.
     Status s = JournalSignal(t, sig, &si);
     if (!s.ok()) return s;
     Resume(t, sig);
@@ -917,16 +1200,35 @@ Status Recorder::Run() {
   wo.durability = opts_.durability;
   s = journal::JournalWriter::Create(opts_.dir, spec, wo, &writer_);
   if (!s.ok()) return s;
+  // SIGCHLD tells of each stop; waiting for it with a timeout lets the
+  // tracer notice a turn held too long (CheckStalls).
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigset_t old;
+  pthread_sigmask(SIG_BLOCK, &chld, &old);
   s = LaunchTraced(path, opts_.argv, env, spec.cwd(), opts_.pid_namespace, &launched_);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return s;
+  }
   Thread(launched_.leader).started = true;
   Thread(launched_.leader).linked = true;
+  turns_[launched_.leader].runner = launched_.leader;
+  turns_[launched_.leader].since = std::chrono::steady_clock::now();
   int leader_status = 0;
   bool leader_done = false;
   Status err;
   while (!threads_.empty()) {
     int st = 0;
-    pid_t tid = waitpid(-1, &st, __WALL);
+    pid_t tid = waitpid(-1, &st, __WALL | WNOHANG);
+    if (tid == 0) {
+      struct timespec ts = {0, 20 * 1000 * 1000};
+      sigtimedwait(&chld, nullptr, &ts);
+      CheckStalls();
+      if (err.ok()) err = ScheduleAll();
+      continue;
+    }
     if (tid < 0) {
       if (errno == EINTR) continue;
       break;
@@ -934,6 +1236,7 @@ Status Recorder::Run() {
     if (tid == launched_.init) continue;
     if (WIFEXITED(st) || WIFSIGNALED(st)) {
       if (tid == launched_.leader) leader_status = st, leader_done = true;
+      if (RThread* gone = Find(tid)) GiveUpTurn(*gone);
       threads_.erase(tid);
       if (leader_done) {
         // The program ended when its first process did; what it left
@@ -946,17 +1249,19 @@ Status Recorder::Run() {
           KillAll(rest, -1);
         }
       }
+      if (err.ok()) err = ScheduleAll();
       continue;
     }
     if (!WIFSTOPPED(st)) continue;
     RThread& t = Thread(tid);
     const int sig = WSTOPSIG(st);
     const int ev = st >> 16;
-    if (err.ok() && !status_.ok()) err = status_;
     if (!err.ok()) {  // journal broken: stop the program
       kill(tid, SIGKILL);
+      ptrace(PTRACE_CONT, tid, nullptr, nullptr);
       continue;
     }
+    if (IsRunner(t)) turns_[t.tgid].since = std::chrono::steady_clock::now();
     if (sig == (SIGTRAP | 0x80)) {
       err = OnExit(t);
     } else if (sig == SIGTRAP && ev == PTRACE_EVENT_SECCOMP) {
@@ -969,7 +1274,7 @@ Status Recorder::Run() {
       const uint64_t flags = ev == PTRACE_EVENT_CLONE ? CloneFlags(tid, t.nr, t.a) : 0;
       RThread& parent = threads_[tid];
       c.tgid = (flags & CLONE_THREAD) ? parent.tgid : c.tid;
-      c.real_fds = (flags & CLONE_FILES) ? parent.real_fds : std::make_shared<FdSet>(*parent.real_fds);
+      c.fds = (flags & CLONE_FILES) ? parent.fds : std::make_shared<FdTable>(*parent.fds);
       // The clone is journaled now, before anything the new thread does.
       if (parent.in_call) {
         err = JournalCall(parent, NsTid(c.tid));
@@ -978,7 +1283,7 @@ Status Recorder::Run() {
       c.linked = true;
       if (c.held) {
         c.held = false;
-        Resume(c, 0);
+        ParkNew(c);
       }
       Resume(parent);
     } else if (sig == SIGTRAP && ev == PTRACE_EVENT_EXEC) {
@@ -1003,7 +1308,7 @@ Status Recorder::Run() {
     } else if (sig == SIGSTOP && !t.started) {
       t.started = true;
       if (t.linked)
-        Resume(t, 0);
+        ParkNew(t);
       else
         t.held = true;
     } else if (sig == SIGTRAP && ev != 0) {
@@ -1011,12 +1316,13 @@ Status Recorder::Run() {
     } else {
       err = OnSignal(t, sig);
     }
+    if (err.ok()) err = ScheduleAll();
   }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (launched_.init > 0) {
     kill(launched_.init, SIGKILL);
     waitpid(launched_.init, nullptr, 0);
   }
-  if (err.ok()) err = status_;
   res_->exit = ExitOf(leader_status);
   std::string launch_error = LaunchError(launched_.error_fd);
   if (!launch_error.empty()) res_->exit.launch_error = launch_error;
@@ -1056,7 +1362,8 @@ namespace {
 
 // ---------------------------------------------------------------- replay
 struct PThread : Tracee {
-  bool waiting = false;  // at a seccomp stop, for its turn
+  pid_t tgid = 0;        // its process
+  bool waiting = false;  // stopped until the journal's next event is its own and its process's turn is free
   const pb::Event* ev = nullptr;  // the event its current call consumed
   pid_t last_child = 0;           // the thread or process its last clone/fork made
   int tsc_len = 0;                // waiting at an rdtsc/rdtscp of this length
@@ -1074,6 +1381,7 @@ class Replayer {
     PThread& t = threads_[tid];
     if (t.tid == 0) {
       t.tid = tid;
+      t.tgid = tid;
       // In a PID namespace the program's own ids come back as recorded.
       if (launched_.init > 0) tidmap_[static_cast<uint32_t>(NsTid(tid))] = tid;
     }
@@ -1110,6 +1418,29 @@ class Replayer {
     ++pos_;
     res_->events_done++;
   }
+  // `t` stopped where it needs its next event: it no longer runs its own
+  // code, so its process's turn is free (see "Turns" in the record part).
+  void Wait(PThread& t) {
+    t.waiting = true;
+    auto it = runner_.find(t.tgid);
+    if (it != runner_.end() && it->second == t.tid) it->second = 0;
+  }
+  void Gone(pid_t tid) {
+    auto t = threads_.find(tid);
+    if (t == threads_.end()) return;
+    auto it = runner_.find(t->second.tgid);
+    if (it != runner_.end() && it->second == tid) it->second = 0;
+  }
+  // The signals the journal delivers right after `t`'s event, raised while
+  // it is still stopped, so they arrive at the same point.
+  void RaiseFollowingSignals(PThread& t) {
+    for (const pb::Event* e = Next(); e != nullptr && e->has_signal() && RealTid(e->tid()) == t.tid;
+         e = Next()) {
+      t.pass.insert(static_cast<int>(e->signal().signo()));
+      syscall(SYS_tgkill, t.tgid, t.tid, static_cast<int>(e->signal().signo()));
+      Consume();
+    }
+  }
   void Pump();
   void Start(PThread& t, const pb::Event& e);
   void Finish(PThread& t);
@@ -1122,6 +1453,8 @@ class Replayer {
   size_t pos_ = 0;
   std::map<pid_t, PThread> threads_;
   std::map<uint32_t, pid_t> tidmap_;
+  std::map<pid_t, pid_t> runner_;  // process (tgid) -> the thread running its own code, 0: none
+  std::set<pid_t> exited_;         // processes whose exit_group was replayed
   Launched launched_;
   bool diverged_ = false;
   bool stopping_ = false;
@@ -1143,7 +1476,7 @@ void Replayer::Pump() {
     if (e == nullptr) {
       // Past the end: a thread asking for one more event.
       for (auto& [tid, t] : threads_) {
-        if (!t.waiting) continue;
+        if (!t.waiting || exited_.count(t.tgid) != 0) continue;  // waiting for a turn it never gets
         if (ends_with_exit_) {
           Diverge(res_->events + 1, static_cast<uint32_t>(tid), "event past the end", 0, 0,
                   "the program asked for an event after the recorded run had exited");
@@ -1171,7 +1504,7 @@ void Replayer::Pump() {
     if (e->has_signal()) {
       if (t.in_call) return;  // raised at the end of its current call
       t.pass.insert(static_cast<int>(e->signal().signo()));
-      syscall(SYS_tgkill, launched_.leader, tid, static_cast<int>(e->signal().signo()));
+      syscall(SYS_tgkill, t.tgid, tid, static_cast<int>(e->signal().signo()));
       Consume();
       continue;
     }
@@ -1181,6 +1514,9 @@ void Replayer::Pump() {
       continue;
     }
     if (!t.waiting) return;
+    pid_t& runner = runner_[t.tgid];
+    if (runner != 0 && runner != t.tid) return;  // another thread of its process runs its own code
+    runner = t.tid;
     t.waiting = false;
     Start(t, *e);
   }
@@ -1201,6 +1537,13 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
     return;
   }
   Consume();
+  if (t.nr == SYS_exit_group) exited_.insert(t.tgid);
+  if (t.nr == kCallThreadStart) {
+    t.in_call = false;
+    RaiseFollowingSignals(t);
+    Resume(t, 0);
+    return;
+  }
   if (t.nr == kCallRdtsc) {
     user_regs_struct tr;
     GetRegs(t.tid, &tr);
@@ -1261,6 +1604,7 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
         SetRegs(t.tid, r);
         if (row != nullptr && sc.action() == pb::EMULATE) InjectOuts(*row, t.nr, t.a, sc, t.tid);
         t.in_call = false;
+        RaiseFollowingSignals(t);
         Resume(t);
         return;
       }
@@ -1313,10 +1657,18 @@ void Replayer::Finish(PThread& t) {
                     " got fd " + std::to_string(real));
         return;
       }
+      // The call's own registers back (the placeholder's arguments replaced
+      // them; the syscall ABI preserves them) and its recorded buffers (an
+      // accept's peer address: Go refuses a connection whose address it
+      // cannot parse, and closes it).
+      r.rdi = t.a[0], r.rsi = t.a[1], r.rdx = t.a[2], r.r10 = t.a[3];
+      SetRegs(t.tid, r);
+      if (row != nullptr && sc.action() == pb::EMULATE) InjectOuts(*row, t.nr, t.a, sc, t.tid);
       break;
     case PThread::Mode::kPlaceholder2:
     case PThread::Mode::kSkip:
     case PThread::Mode::kRealOutput:
+      if (t.mode == PThread::Mode::kPlaceholder2) r.rdi = t.a[0], r.rsi = t.a[1], r.rdx = t.a[2], r.r10 = t.a[3];
       r.rax = static_cast<unsigned long long>(sc.result());
       if (IsRestart(sc.result())) r.orig_rax = static_cast<unsigned long long>(t.nr);
       SetRegs(t.tid, r);
@@ -1345,7 +1697,7 @@ void Replayer::OnSignal(PThread& t, int sig) {
     t.nr = kCallRdtsc;
     t.tsc_len = len;
     t.tsc_rip = tr.rip;
-    t.waiting = true;
+    Wait(t);
     Pump();
     return;
   }
@@ -1414,6 +1766,7 @@ Status Replayer::Run() {
   PThread& leader = Thread(launched_.leader);
   leader.started = true;
   leader.linked = true;
+  runner_[launched_.leader] = launched_.leader;
   for (const pb::Event& e : events_)
     if (e.tid() != 0) {
       tidmap_[e.tid()] = launched_.leader;
@@ -1454,7 +1807,9 @@ Status Replayer::Run() {
     if (tid == launched_.init) continue;
     if (WIFEXITED(st) || WIFSIGNALED(st)) {
       if (tid == launched_.leader) leader_status = st;
+      Gone(tid);
       threads_.erase(tid);
+      Pump();
       continue;
     }
     if (!WIFSTOPPED(st)) continue;
@@ -1479,7 +1834,7 @@ Status Replayer::Run() {
         std::memcpy(t.a, t.ia, sizeof t.a);
       }
       t.interrupted_nr = -1;
-      t.waiting = true;
+      Wait(t);
       Pump();
     } else if (sig == SIGTRAP && (ev_kind == PTRACE_EVENT_CLONE || ev_kind == PTRACE_EVENT_FORK ||
                                   ev_kind == PTRACE_EVENT_VFORK)) {
@@ -1487,12 +1842,15 @@ Status Replayer::Run() {
       ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child);
       t.last_child = static_cast<pid_t>(child);
       PThread& c = Thread(static_cast<pid_t>(child));
+      const uint64_t flags = ev_kind == PTRACE_EVENT_CLONE ? CloneFlags(tid, t.nr, t.a) : 0;
+      c.tgid = (flags & CLONE_THREAD) ? t.tgid : c.tid;
       if (t.in_call && t.ev != nullptr && t.ev->syscall().result() > 0)
         tidmap_[static_cast<uint32_t>(t.ev->syscall().result())] = c.tid;
       c.linked = true;
       if (c.held) {
         c.held = false;
-        Resume(c, 0);
+        c.nr = kCallThreadStart;
+        Wait(c);
       }
       Resume(t);
       Pump();
@@ -1500,10 +1858,13 @@ Status Replayer::Run() {
       OnExec(t);
     } else if (sig == SIGSTOP && !t.started) {
       t.started = true;
-      if (t.linked)
-        Resume(t, 0);
-      else
+      if (t.linked) {
+        t.nr = kCallThreadStart;
+        Wait(t);
+        Pump();
+      } else {
         t.held = true;
+      }
     } else if (sig == SIGTRAP && ev_kind != 0) {
       Resume(t, 0);
     } else {
