@@ -56,6 +56,10 @@ def parse_args():
             ap.error("%s: want SOURCE:BUILD, two existing directories" % b)
         pairs.append((os.path.abspath(src), os.path.abspath(build)))
     a.pairs = pairs
+    # A build run by two harnesses (SOURCE trees) is named SOURCE:BUILD, so
+    # the rows of a harness x build matrix stay apart.
+    builds = [b for _, b in pairs]
+    a.labels = [b if builds.count(b) == 1 else "%s:%s" % (s, b) for s, b in pairs]
     a.kinds = [k for k in a.kinds.split(",") if k]
     for k in a.kinds:
         if k not in ("planned", "unplanned"):
@@ -90,22 +94,23 @@ def main():
             for j in range(len(a.pairs)):
                 i = (j + rnd) % len(a.pairs)
                 src, build = a.pairs[i]
+                label = a.labels[i]
                 t = one_trial(src, build, kind, at, a.count)
                 res[kind][i].append(t)
                 if "error" in t:
                     failed = True
-                    print("round %d %s %s: FAILED %s" % (rnd + 1, kind, build, t["error"]),
+                    print("round %d %s %s: FAILED %s" % (rnd + 1, kind, label, t["error"]),
                           flush=True)
                 else:
                     failed = failed or bool(t["lost"])
                     print("round %d %-9s %s: %s; switchover %.1f ms" %
-                          (rnd + 1, kind, build, t["line"], t["switchover_ms"]), flush=True)
+                          (rnd + 1, kind, label, t["line"], t["switchover_ms"]), flush=True)
     print()
     print("switchover (ms), %d trials per build and kind, builds alternating trial by trial; "
           "load average at the end %.1f" % (a.trials, os.getloadavg()[0]))
     summary = []
     for kind in a.kinds:
-        for i, (src, build) in enumerate(a.pairs):
+        for i, build in enumerate(a.labels):
             ok = [t for t in res[kind][i] if "error" not in t]
             ms = [t["switchover_ms"] for t in ok]
             row = {"kind": kind, "build": build, "trials": len(ms),
@@ -114,11 +119,11 @@ def main():
                    "lost": sum(t["lost"] or 0 for t in ok)}
             if ms:
                 row.update(median_ms=statistics.median(ms), min_ms=min(ms), max_ms=max(ms))
-                print("  %-9s %-40s median %7.1f  min %7.1f  max %7.1f  acked %d lost %d%s" % (
+                print("  %-9s %-58s median %7.1f  min %7.1f  max %7.1f  acked %d lost %d%s" % (
                     kind, build, row["median_ms"], row["min_ms"], row["max_ms"], row["acked"],
                     row["lost"], "  (%d failed)" % row["failed"] if row["failed"] else ""))
             else:
-                print("  %-9s %-40s no trial succeeded" % (kind, build))
+                print("  %-9s %-58s no trial succeeded" % (kind, build))
             summary.append(row)
     if a.json_out:
         with open(a.json_out, "w") as f:

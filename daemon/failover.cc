@@ -296,6 +296,16 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   const auto g0 = Clock::now();
   Status s = shadow->GoLive(through, addr, options_.golive_timeout, &drain_ms, &res,
                             options_.record_after_golive);
+  const double live_ms = Ms(Clock::now() - g0);
+  const double total_ms = Ms(Clock::now() - t0);
+  // The service answers from here: tell the clients' switch first (their
+  // ARP caches still name the old node), everything else comes after.
+  if (s.ok() && service_) {
+    const std::string note = cluster::AnnounceServiceAddress(*service_, options_.service_dev);
+    log_.Log(note);
+    fr.add_notes(note);
+  }
+  shadow->Release();
   if (shadow->renice_failed()) {
     const std::string w =
         "could not set the new primary back to niceness 0 (understudyd lacks "
@@ -305,7 +315,7 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
     fr.add_notes(w);
   }
   t->set_drain_ms(drain_ms);
-  t->set_golive_ms(Ms(Clock::now() - g0) - drain_ms);
+  t->set_golive_ms(live_ms - drain_ms);
   progress_.Phase("drain", drain_ms);
   if (s.ok()) progress_.Phase("go-live", t->golive_ms());
   if (!s.ok()) {
@@ -314,14 +324,9 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
     node_.AbandonTakeover("go-live failed: " + s.message());
     return ErrorReply("go-live of the shadow failed: " + s.message());
   }
-  t->set_total_ms(Ms(Clock::now() - t0));
+  t->set_total_ms(total_ms);
   t->set_tail_events(through >= first_fed ? through - first_fed + 1 : 0);
   fr.set_listeners(res.listeners);
-  if (service_) {
-    const std::string note = cluster::AnnounceServiceAddress(*service_, options_.service_dev);
-    log_.Log(note);
-    fr.add_notes(note);
-  }
   char line[400];
   std::snprintf(line, sizeof line,
                 "%s failover at %s: live through seq %" PRIu64

@@ -594,8 +594,16 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
   if (s.ok()) {
     live_ = true;
     recording_ = __atomic_load_n(&mapping_->control()->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
-    // The service no longer depends on this daemon process (issue 12 part 4).
-    // A restored one never did: its parent is its keeper.
+  } else {
+    Release();  // a failed go-live: the program is killed soon, but not at niceness 19
+  }
+  return s;
+}
+
+void Shadow::Release() {
+  // The service no longer depends on this daemon process (issue 12 part 4).
+  // A restored one never did: its parent is its keeper.
+  if (live_) {
     if (restored_init_ > 0) {
       if (keeper_ == nullptr) {
         detach_error_ = "restored from a checkpoint without a keeper: its init's parent-death "
@@ -606,10 +614,9 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
       if (!d.ok()) detach_error_ = d.message();
     }
   }
-  // The program back at full priority.  After go-live, off the switchover's
-  // path: finding its processes reads every /proc/PID/stat of the node.
+  // The program back at full priority; finding its processes reads every
+  // /proc/PID/stat of the node.
   renice_failed_ = !ReniceTree(pid(), 0);
-  return s;
 }
 
 }  // namespace understudy::daemon

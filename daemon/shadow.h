@@ -88,6 +88,11 @@ class Shadow {
   // through_seq + 1 (recording() says whether it does).
   Status GoLive(uint64_t through_seq, uint32_t service_addr, std::chrono::milliseconds timeout,
                 double* drain_ms, replayer::GoLiveResult* result, bool record_after = false);
+  // After GoLive, once clients have been told where the service is (off the
+  // switchover's path): detaches the live program from this daemon, so it
+  // survives a restart of understudyd (detach_error() says why not), and
+  // sets it back to niceness 0 (renice_failed()).
+  void Release();
 
   // After a go-live with recording(): drains the live program's record ring
   // into the journal `dir` (the replica it was replayed from, continued:
@@ -125,9 +130,9 @@ class Shadow {
 
   void Kill();
   bool live() const { return live_; }
-  // GoLive could not set the program back to niceness 0 (no CAP_SYS_NICE).
+  // Release could not set the program back to niceness 0 (no CAP_SYS_NICE).
   bool renice_failed() const { return renice_failed_; }
-  // After a successful GoLive: why the program could not be detached from
+  // After a successful GoLive and Release: why the program could not be detached from
   // this daemon ("" = it was; it survives a restart of understudyd).
   const std::string& detach_error() const { return detach_error_; }
   pid_t pid() const { return restored_init_ > 0 ? restored_init_ : program_->pid(); }

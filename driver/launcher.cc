@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -540,7 +542,10 @@ Status Program::Detach(int timeout_ms) {
   }
   if (done_) return Status::NotFound("the program has already ended");
   if (kill(pid_, SIGRTMIN + 2) != 0) return Status::FromErrno("signal the launcher child", errno);
-  for (int waited = 0; waited <= timeout_ms; waited += 5) {
+  // Woken by the child's answer on the report pipe, not by a sleep: this
+  // runs right after a go-live, while clients wait for the moved service.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
     ChildMsg m;
     while (read(status_fd_, &m, sizeof m) == static_cast<ssize_t>(sizeof m)) {
       if (m.kind == kMsgDetached) {
@@ -558,7 +563,18 @@ Status Program::Detach(int timeout_ms) {
         program_status_ = m.value;
       }
     }
-    usleep(5000);
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() < 0) break;
+    struct pollfd pfd = {status_fd_, POLLIN, 0};
+    if (poll(&pfd, 1, static_cast<int>(left.count()) + 1) < 0 && errno != EINTR) {
+      return Status::FromErrno("wait for the launcher child's answer", errno);
+    }
+    if ((pfd.revents & (POLLHUP | POLLERR)) && !(pfd.revents & POLLIN)) {
+      return Status::IOError("the launcher child (pid " + std::to_string(pid_) +
+                             ") closed its report pipe without confirming that it dropped its "
+                             "parent-death signal");
+    }
   }
   return Status::IOError("the launcher child (pid " + std::to_string(pid_) +
                          ") did not confirm dropping its parent-death signal within " +
