@@ -4,7 +4,7 @@ against tail length, re-integration, active-active for comparison, and
 throughput while checkpointing -- measured in one run, side by side.
 
 Usage: bench/ap_bench.py [BUILD_DIR] [--keys 90909] [--tails 0,10,30,60]
-                         [--rate 2000] [--window 60] [--interval 30] [--rounds 2]
+                         [--rate 2000] [--interval 30] [--cycles 2] [--rounds 2]
                          [--requests 20000] [--sections ap,aa,tput] [--quick]
                          [--json OUT]
 
@@ -30,18 +30,19 @@ with DEBUG POPULATE KEYS key 1000 (90909 keys: ~100 MB) under `understudy run`.
         `backup add` and its new shadow replays from seq 1: the
         re-integration time to output commit and to the shadow caught up.
   tput  redis-benchmark -c 50 -P 1 -t set,get -n REQUESTS from C, chunk after
-        chunk for --window seconds (a multiple of --interval, so the window
-        holds whole intervals), against the loaded service: active-active
-        without checkpoints, then active-passive with `--checkpoint-interval
-        --interval`s (the scheduled checkpoints in the window are counted);
-        --rounds times, alternating, each on fresh namespaces, so a change of
-        the machine's load falls on both alike.
+        chunk, against the loaded service: active-passive with
+        `--checkpoint-interval --interval`s, the window opening when the
+        first scheduled checkpoint is done and closing when --cycles more
+        are (whole checkpoint cycles: interval + the checkpoint itself); then
+        active-active without checkpoints for as long; --rounds times, each
+        on fresh namespaces, so a change of the machine's load falls on both
+        alike.
 
 Targets (issue 12, this machine): freeze <= 350 ms per 100 MB of image;
 active-passive failover (kill -> first reply) <= 2 s with ~100 MB and a
 30 s tail; throughput while checkpointing every 30 s >= 0.90x active-active
 without checkpoints; lost = 0 everywhere.  --quick (a smoke run: 20000
-keys, tails 0,3, one round of 25 s windows, checkpoints every 10 s) judges
+keys, tails 0,3, one throughput round, checkpoints every 10 s) judges
 only lost = 0.
 Exit status: 0 targets met, 1 a target missed or a write lost, 2 the bench
 could not run.  Root only; kills only what it started; every load is bounded
@@ -81,17 +82,22 @@ def parse_args():
                          "(default 0,10,30,60)")
     ap.add_argument("--rate", type=int, default=2000, help="client SETs per second (default 2000)")
     ap.add_argument("--window", type=int, default=None,
-                    help="seconds of redis-benchmark per throughput variant (default 70)")
+                    help="seconds of redis-benchmark for active-active when no active-passive "
+                         "window ran before it in the round (default 60)")
     ap.add_argument("--interval", type=int, default=None,
                     help="checkpoint interval of the throughput run, s (default 30)")
+    ap.add_argument("--cycles", type=int, default=2,
+                    help="checkpoint cycles in each active-passive throughput window "
+                         "(default 2)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="throughput rounds, each active-active then active-passive on fresh "
                          "namespaces (default 2)")
-    ap.add_argument("--requests", type=int, default=20000,
-                    help="redis-benchmark -n of one chunk (default 20000)")
+    ap.add_argument("--requests", type=int, default=10000,
+                    help="redis-benchmark -n of one chunk (default 10000)")
     ap.add_argument("--sections", default="ap,aa,tput", help="which to run (default ap,aa,tput)")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 20000 keys, tails 0,3, one round of 25 s windows, interval 10 s")
+                    help="smoke run: 20000 keys, tails 0,3, one throughput round, "
+                         "interval 10 s")
     ap.add_argument("--json", dest="json_out", help="also write every figure here")
     a = ap.parse_args()
     q = a.quick
@@ -99,7 +105,9 @@ def parse_args():
     a.tails = [int(x) for x in (a.tails or ("0,3" if q else "0,10,30,60")).split(",") if x != ""]
     a.window = a.window if a.window is not None else (25 if q else 60)
     a.rounds = max(1, min(a.rounds if a.rounds is not None else (1 if q else 2), 5))
+    a.cycles = max(1, min(a.cycles, 10))
     a.interval = a.interval if a.interval is not None else (10 if q else 30)
+    a.interval = max(2, min(a.interval, 600))
     a.sections = [s for s in a.sections.split(",") if s]
     for s in a.sections:
         if s not in ("ap", "aa", "tput"):
@@ -160,6 +168,64 @@ def start_service(net, cl, mode_args):
     return used_mb
 
 
+CRIU_SERVICE_MAGIC, CRIU_STATS_MAGIC = 0x55105940, 0x57093306
+DUMP_STATS = {1: "freezing_us", 2: "frozen_us", 3: "memdump_us", 4: "memwrite_us",
+              5: "pages_scanned", 7: "pages_written"}
+RESTORE_STATS = {3: "forking_us", 4: "restore_us", 5: "pages_restored"}
+
+
+def _pb_fields(buf):
+    """(field, value) of a protobuf message: ints for varints, bytes for
+    length-delimited fields (all CRIU's stats images use)."""
+    pos = 0
+
+    def varint():
+        nonlocal pos
+        v = shift = 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return v
+    while pos < len(buf):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            yield field, varint()
+        elif wire == 2:
+            n = varint()
+            yield field, buf[pos:pos + n]
+            pos += n
+        else:
+            return
+
+
+def criu_stats(path):
+    """CRIU's stats-dump or stats-restore image (as checkpoint/criu_stats.cc
+    reads it) -> {name: value}; {} when it is missing or unreadable."""
+    import struct
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        magic, kind, n = struct.unpack_from("<III", data, 0)
+        if magic != CRIU_SERVICE_MAGIC or kind != CRIU_STATS_MAGIC:
+            return {}
+        out = {}
+        for field, sub in _pb_fields(data[12:12 + n]):
+            names = {1: DUMP_STATS, 2: RESTORE_STATS}.get(field)
+            if names and isinstance(sub, bytes):
+                out.update({names[f]: v for f, v in _pb_fields(sub) if f in names})
+        return out
+    except (OSError, struct.error, IndexError):
+        return {}
+
+
+def current_image(cl):
+    return os.path.join(cl.data_dir, "checkpoints", "current")
+
+
 def checkpoint(cl, what):
     r, ck = cl._admin_json([harness.UNDERSTUDY, "checkpoint", "--admin", cl.admin, "--json"],
                            True, 300)
@@ -171,10 +237,15 @@ def checkpoint(cl, what):
     out["freeze_per_100mb_ms"] = (out["pause_ms"] / (out["image_mb"] / 100.0)
                                   if out["image_mb"] else 0.0)
     out["what"] = what
-    harness.log("checkpoint (%s): mark %d, pause %.0f ms (park %.1f, CRIU frozen %.0f), "
-                "%.0f ms per 100 MB, image %.1f MB, dump %.0f ms, ship %.0f ms" % (
+    st = criu_stats(os.path.join(current_image(cl), "stats-dump"))
+    out["memdump_ms"] = st.get("memdump_us", 0) / 1000.0 if st else None
+    out["memwrite_ms"] = st.get("memwrite_us", 0) / 1000.0 if st else None
+    harness.log("checkpoint (%s): mark %d, pause %.0f ms (park %.1f, CRIU frozen %.0f: "
+                "memdump %s, memwrite %s), %.0f ms per 100 MB, image %.1f MB, dump %.0f ms, "
+                "ship %.0f ms" % (
                     what, out["mark_seq"], out["pause_ms"], out["park_ms"], out["freeze_ms"],
-                    out["freeze_per_100mb_ms"], out["image_mb"], out["dump_ms"], out["ship_ms"]))
+                    fmt(out["memdump_ms"]), fmt(out["memwrite_ms"]), out["freeze_per_100mb_ms"],
+                    out["image_mb"], out["dump_ms"], out["ship_ms"]))
     return out
 
 
@@ -264,6 +335,16 @@ def reintegrate(net, cl, want_shadow):
     return out
 
 
+def client_rate(stream, t1, t2):
+    """Acked writes per second between T1 and T2 (monotonic), from the
+    client's progress lines; None when fewer than two fall in between."""
+    pts = [(l["t"], l["progress"]) for l in list(stream.lines)
+           if "progress" in l and t1 <= l.get("t", 0) <= t2]
+    if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
+        return None
+    return (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
+
+
 def finish_stream(stream, stop, what):
     with open(stop, "w"):
         pass
@@ -307,9 +388,12 @@ def ap_leg(tail_s, with_reint):
         res["la_at_kill"] = loadavg("ap leg, tail %d s: node A dies" % tail_s)
         t_event = crash_a(net)
         res["tail_wall_s"] = t_event - t_ck
+        res["client_rate"] = client_rate(stream, t_ck - 1.5, t_event)
         st = wait_state(cl, "primary")
         res.update(parse_failover(st.get("last_failover", "")))
         res["last_failover"] = st.get("last_failover", "")
+        rst = criu_stats(os.path.join(current_image(cl), "stats-restore"))
+        res["criu_restore_ms"] = rst["restore_us"] / 1000.0 if "restore_us" in rst else None
         progress_or_fail(stream, ARGS.rate // 2, "after the failover")
         if with_reint:
             res["reint"] = reintegrate(net, cl, want_shadow=False)
@@ -347,6 +431,7 @@ def aa_leg(load_s=10):
         st = wait_state(cl, "primary")
         res.update(parse_failover(st.get("last_failover", "")))
         res["last_failover"] = st.get("last_failover", "")
+        harness.log("aa: %s" % res["last_failover"])
         progress_or_fail(stream, ARGS.rate // 2, "after the failover")
         res["reint"] = reintegrate(net, cl, want_shadow=True)
         progress_or_fail(stream, ARGS.rate // 2, "after the re-integration")
@@ -371,8 +456,19 @@ def bench_chunk(c, host):
     return out
 
 
-def tput(mode):
-    """redis-benchmark chunks for --window seconds: {SET, GET: req/s}, checkpoints."""
+def scheduled(cl):
+    """(done, failed) scheduled checkpoints in B's log so far."""
+    with open(cl.log_path("understudyd"), "rb") as f:
+        text = f.read().decode(errors="replace")
+    return text.count("scheduled checkpoint (every"), text.count("scheduled checkpoint failed")
+
+
+def tput(mode, window_s=None):
+    """redis-benchmark chunks against the loaded service: {SET, GET: req/s}.
+    Active-passive: the window opens when the first scheduled checkpoint is
+    done and closes when --cycles more are, so it holds whole checkpoint
+    cycles.  Active-active: WINDOW_S seconds (the active-passive window of
+    the same round), or --window."""
     mode_args = ["--mode", "active-active"] if mode == "aa" else \
         ["--mode", "active-passive", "--checkpoint-interval", "%ds" % ARGS.interval]
     res = {"mode": mode}
@@ -380,23 +476,39 @@ def tput(mode):
         c = net.node("C")
         loadavg("tput %s: start" % mode)
         res["data_mb"] = start_service(net, cl, mode_args)
-        with open(cl.log_path("understudyd"), "rb") as f:
-            before = f.read().decode(errors="replace")
+        if mode == "ap":
+            deadline = time.monotonic() + 2 * ARGS.interval + 120
+            while sum(scheduled(cl)) == 0:
+                if time.monotonic() > deadline:
+                    harness.fail("no scheduled checkpoint within %d s of the start" %
+                                 (2 * ARGS.interval + 120))
+                time.sleep(0.1)
+        base = scheduled(cl)
         secs = {"SET": 0.0, "GET": 0.0}
         chunks = 0
         t0 = time.monotonic()
-        la = [loadavg("tput %s: window starts" % mode)]
-        while time.monotonic() - t0 < ARGS.window and chunks < 1000:
+        bound = ARGS.cycles * (2 * ARGS.interval + 60) + 60
+        la = [loadavg("tput %s: window opens" % mode)]
+        while chunks < 1000:
+            now = time.monotonic() - t0
+            if mode == "ap":
+                done = sum(scheduled(cl)) - sum(base)
+                if done >= ARGS.cycles:
+                    break
+                if now > bound:
+                    harness.fail("only %d of %d scheduled checkpoints within %d s" %
+                                 (done, ARGS.cycles, bound))
+            elif now >= (window_s or ARGS.window):
+                break
             rps = bench_chunk(c, net.vip)
             for t in secs:
                 secs[t] += ARGS.requests / rps[t]
             chunks += 1
         res["window_s"] = time.monotonic() - t0
-        la.append(loadavg("tput %s: window ends" % mode))
-        with open(cl.log_path("understudyd"), "rb") as f:
-            after = f.read().decode(errors="replace")[len(before):]
-        res["checkpoints"] = after.count("scheduled checkpoint (every")
-        res["checkpoints_failed"] = after.count("scheduled checkpoint failed")
+        la.append(loadavg("tput %s: window closes" % mode))
+        now_done = scheduled(cl)
+        res["checkpoints"] = now_done[0] - base[0]
+        res["checkpoints_failed"] = now_done[1] - base[1]
         res["chunks"] = chunks
         for t in secs:
             res[t] = chunks * ARGS.requests / secs[t]
@@ -437,18 +549,23 @@ def report(res):
         print()
         print("Checkpoints (`understudy checkpoint` of the service under `understudy run "
               "--mode active-passive`, shipped to B)")
-        rows = [("", "pause ms", "park ms", "CRIU frozen ms", "per 100 MB ms", "image MB",
-                 "dump ms", "ship ms")]
+        rows = [("", "pause ms", "park ms", "CRIU frozen ms", "memdump", "memwrite",
+                 "per 100 MB ms", "image MB", "dump ms", "ship ms")]
         for name, ck in cks:
             rows.append((name, fmt(ck["pause_ms"]), fmt(ck["park_ms"], "%.1f"),
-                         fmt(ck["freeze_ms"]), fmt(ck["freeze_per_100mb_ms"]),
+                         fmt(ck["freeze_ms"]), fmt(ck.get("memdump_ms")),
+                         fmt(ck.get("memwrite_ms")), fmt(ck["freeze_per_100mb_ms"]),
                          fmt(ck["image_mb"], "%.1f"), fmt(ck["dump_ms"]), fmt(ck["ship_ms"])))
         for what in ("idle", "under load"):
             xs = [ck for _, ck in cks if ck["what"] == what]
             if xs:
+                def med(k):
+                    v = [ck[k] for ck in xs if ck.get(k) is not None]
+                    return statistics.median(v) if v else None
                 rows.append(("median, %s (%d)" % (what, len(xs)),
-                             *[fmt(statistics.median(ck[k] for ck in xs), f) for k, f in (
+                             *[fmt(med(k), f) for k, f in (
                                  ("pause_ms", "%.0f"), ("park_ms", "%.1f"), ("freeze_ms", "%.0f"),
+                                 ("memdump_ms", "%.0f"), ("memwrite_ms", "%.0f"),
                                  ("freeze_per_100mb_ms", "%.0f"), ("image_mb", "%.1f"),
                                  ("dump_ms", "%.0f"), ("ship_ms", "%.0f"))]))
         table(rows)
@@ -469,18 +586,21 @@ def report(res):
         print()
         print("Active-passive failover against tail length (unplanned: node A killed; B "
               "restores, replays the tail, goes live)")
-        rows = [("tail", "tail events", "restore ms", "drain ms", "go-live ms", "total ms",
-                 "switchover ms", "load", "acked / survived / lost")]
+        rows = [("tail", "writes/s", "tail events", "restore ms", "of it CRIU", "drain ms",
+                 "go-live ms", "total ms", "switchover ms", "load", "acked / survived / lost")]
         for leg in res["ap"]:
             rows.append(("%d s (%.1f s)" % (leg["tail_s"], leg["tail_wall_s"]),
-                         fmt(leg["tail_events"]), fmt(leg["restore_ms"]), fmt(leg["drain_ms"]),
+                         fmt(leg.get("client_rate")), fmt(leg["tail_events"]),
+                         fmt(leg["restore_ms"]),
+                         fmt(leg.get("criu_restore_ms")), fmt(leg["drain_ms"]),
                          fmt(leg["golive_ms"]), fmt(leg["total_ms"]), fmt(leg["switchover_ms"]),
                          "%.1f" % leg["la_at_kill"],
                          "%d / %d / %d" % (leg["acked"], leg["survived"], leg["lost"])))
         table(rows)
         print("  tail = load after the checkpoint returned (in brackets: wall time checkpoint "
-              "-> kill); total = B's takeover decision -> live (after the 200 ms heartbeat "
-              "budget); switchover = kill -> first reply from B, as the client saw it")
+              "-> kill); writes/s = the client's acked SETs per second over the tail (paced at "
+              "%d/s at most); total = B's takeover decision -> live (after the 200 ms heartbeat "
+              "budget); switchover = kill -> first reply from B, as the client saw it" % ARGS.rate)
         judged = [l for l in res["ap"] if l["tail_s"] >= TARGET_FAILOVER_TAIL_S]
         if judged and not ARGS.quick:
             l = min(judged, key=lambda l: l["tail_s"])
@@ -523,9 +643,10 @@ def report(res):
         table(rows)
     if res.get("tput"):
         print()
-        print("Throughput: redis-benchmark -c 50 -P 1 -t set,get -n %d, in chunks for %d s per "
-              "window, from C, against the loaded service; %d round(s), each active-active then "
-              "active-passive on fresh namespaces" % (ARGS.requests, ARGS.window, ARGS.rounds))
+        print("Throughput: redis-benchmark -c 50 -P 1 -t set,get -n %d, chunk after chunk, from "
+              "C, against the loaded service; %d round(s), each active-passive (window = %d whole "
+              "checkpoint cycles) then active-active for as long, on fresh namespaces" % (
+                  ARGS.requests, ARGS.rounds, ARGS.cycles))
         rows = [("", "round", "SET req/s", "GET req/s", "x active-active", "checkpoints",
                  "window s", "load")]
         agg = {}
@@ -544,7 +665,7 @@ def report(res):
             tot[mode] = {t: sum(r[t] * r["window_s"] for r in rs) / sum(r["window_s"] for r in rs)
                          for t in ("SET", "GET")}
             tot[mode]["checkpoints"] = sum(r["checkpoints"] for r in rs)
-        for mode in ("aa", "ap"):
+        for mode in ("ap", "aa"):
             if mode in tot:
                 ratio = ""
                 if mode == "ap" and "aa" in tot:
@@ -598,11 +719,13 @@ def main():
     if "tput" in ARGS.sections:
         res["tput"] = []
         for i in range(ARGS.rounds):
-            for mode, name in (("aa", "active-active"), ("ap", "active-passive")):
-                r = attempt("throughput round %d, %s" % (i + 1, name), tput, mode)
+            window = None
+            for mode, name in (("ap", "active-passive"), ("aa", "active-active")):
+                r = attempt("throughput round %d, %s" % (i + 1, name), tput, mode, window)
                 if r:
                     r["round"] = i + 1
                     res["tput"].append(r)
+                    window = window or r["window_s"]
     res["failed"] = failed
     res["loads"] = LOADS
     misses = report(res)
