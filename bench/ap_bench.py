@@ -397,7 +397,8 @@ def ap_leg(tail_s, with_reint):
         st = wait_state(cl, "primary")
         res.update(parse_failover(st.get("last_failover", "")))
         res["last_failover"] = st.get("last_failover", "")
-        rst = criu_stats(os.path.join(current_image(cl), "stats-restore"))
+        # daemon/shadow.cc: CRIU's restore log and stats go to DATA/restore-log.
+        rst = criu_stats(os.path.join(cl.data_dir, "restore-log", "stats-restore"))
         res["criu_restore_ms"] = rst["restore_us"] / 1000.0 if "restore_us" in rst else None
         progress_or_fail(stream, ARGS.rate // 2, "after the failover")
         if with_reint:
