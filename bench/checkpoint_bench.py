@@ -160,7 +160,13 @@ def main():
     restored = None
     status = 0
     try:
-        server = ("exec redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no "
+        # Other tests' network namespaces are bound under /run/netns; CRIU
+        # refuses an nsfs mount in the dump ("doesn't have a proper root
+        # mount"), so they are detached in redis' own mount namespace (a
+        # private copy: the host keeps them), as the recorder does.
+        server = ("grep ' nsfs ' /proc/self/mounts | cut -d' ' -f2 | xargs -r -n1 umount -l "
+                  "2>/dev/null; "
+                  "exec redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no "
                   "--enable-debug-command yes --dir %s </dev/null >/dev/null 2>&1" % (port, work))
         helper = subprocess.Popen(["unshare", "-p", "-f", "--mount-proc", "setsid", "sh", "-c",
                                    server],
