@@ -25,6 +25,8 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -50,6 +52,7 @@
 #include "journal/writer.h"
 #include "ptrace/backend.h"
 #include "ptrace/calls.h"
+#include "ptrace/instead.h"
 
 namespace understudy::ptrace_backend {
 
@@ -582,6 +585,7 @@ using FdSet = std::set<int>;
 struct FdTable {
   FdSet real;      // open for real in both modes (read-only regular files)
   FdSet nonblock;  // O_NONBLOCK: I/O on them returns at once, it never waits
+  FdMirror mirror;  // the tracer's duplicates, for calls it executes itself (instead.h)
 };
 
 // ---------------------------------------------------------------- turns
@@ -848,6 +852,10 @@ Status Recorder::OnEntry(RThread& t) {
   t.in_call = true;
   t.nr = nr;
   std::memcpy(t.a, a, sizeof a);
+  // The tracer's duplicate of a descriptor goes before the program's own.
+  if (nr == SYS_close) t.fds->mirror.Drop(static_cast<int>(a[0]));
+  if (nr == SYS_dup2 || nr == SYS_dup3) t.fds->mirror.Drop(static_cast<int>(a[1]));
+  if (nr == SYS_close_range) t.fds->mirror.DropRange(static_cast<unsigned>(a[0]), static_cast<unsigned>(a[1]));
   if (!IsRunner(t)) {
     // The kernel restarts a call a signal interrupted without running a
     // handler (or a stall released its turn): it stays without the turn.
@@ -867,6 +875,21 @@ Status Recorder::OnEntry(RThread& t) {
   }
   const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(a[row->fd_arg]) : -1;
   const bool quick = fd >= 0 && (t.fds->real.count(fd) != 0 || t.fds->nonblock.count(fd) != 0);
+  long result = 0;
+  bool sigpipe = false;
+  if (row != nullptr && (fd < 0 || t.fds->real.count(fd) == 0) &&
+      ExecuteInStead(t.tgid, t.tid, &t.fds->mirror, nr, a, &result, &sigpipe)) {
+    // Done by the tracer (instead.h): answered at this stop, the call
+    // skipped, journaled as if it had run -- one stop instead of two.
+    r.orig_rax = static_cast<unsigned long long>(-1);
+    r.rax = static_cast<unsigned long long>(result);
+    SetRegs(t.tid, r);
+    t.in_call = false;
+    res_->calls_in_stead++;
+    if (sigpipe) t.deferred.push_back(SIGPIPE);  // as the kernel would, right after the call
+    ParkCall(t, result);
+    return Status::Ok();
+  }
   if (MayBlock(nr, a, quick)) GiveUpTurn(t);
   Resume(t);
   return Status::Ok();
@@ -1039,7 +1062,13 @@ Status Recorder::JournalCall(RThread& t, long result) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/fd/%ld", t.tid, result);
         struct stat st;
-        if (nr != SYS_creat && accmode == O_RDONLY && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        // /proc and /sys files are regular but made up by the kernel at each
+        // read (redis reads /proc/self/stat): journaled like a socket.
+        struct statfs fs;
+        const bool kernel_made = statfs(path, &fs) == 0 &&
+                                 (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC);
+        if (nr != SYS_creat && accmode == O_RDONLY && stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+            !kernel_made) {
           action = pb::REEXECUTE_CHECK;
           real.insert(static_cast<int>(result));
         }
@@ -1212,6 +1241,11 @@ Status Recorder::Run() {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return s;
   }
+  // Writes the tracer does for the program (instead.h) must not kill it;
+  // set after the launch, so the program does not inherit it.
+  struct sigaction ign = {}, old_pipe = {};
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ign, &old_pipe);
   Thread(launched_.leader).started = true;
   Thread(launched_.leader).linked = true;
   turns_[launched_.leader].runner = launched_.leader;
@@ -1236,7 +1270,10 @@ Status Recorder::Run() {
     if (tid == launched_.init) continue;
     if (WIFEXITED(st) || WIFSIGNALED(st)) {
       if (tid == launched_.leader) leader_status = st, leader_done = true;
-      if (RThread* gone = Find(tid)) GiveUpTurn(*gone);
+      if (RThread* gone = Find(tid)) {
+        GiveUpTurn(*gone);
+        if (gone->tgid == tid) ForgetProcess(tid);
+      }
       threads_.erase(tid);
       if (leader_done) {
         // The program ended when its first process did; what it left
@@ -1293,6 +1330,7 @@ Status Recorder::Run() {
         err = JournalCall(t, 0);
         t.exec_journaled = true;
       }
+      t.fds->mirror.DropAll();  // close-on-exec descriptors are gone
       PatchCputicks(tid);
       if (uint64_t rnd = FixAuxv(tid); rnd != 0 && err.ok()) {
         pb::Event e;
@@ -1319,6 +1357,9 @@ Status Recorder::Run() {
     if (err.ok()) err = ScheduleAll();
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  threads_.clear();  // their descriptor tables close the tracer's duplicates
+  ForgetProcess(-1);
+  sigaction(SIGPIPE, &old_pipe, nullptr);
   if (launched_.init > 0) {
     kill(launched_.init, SIGKILL);
     waitpid(launched_.init, nullptr, 0);
