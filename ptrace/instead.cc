@@ -33,8 +33,10 @@ int PidFd(pid_t tgid) {
   return fd;
 }
 
-// The tracer reuses one buffer: it is a single thread.
-std::string g_buf;
+pid_t Self() {
+  static const pid_t self = getpid();
+  return self;
+}
 
 bool ReadFrom(pid_t tid, uint64_t addr, void* to, size_t n) {
   if (n == 0) return true;
@@ -53,7 +55,7 @@ bool WriteTo(pid_t tid, uint64_t addr, const void* from, size_t n) {
 // The bytes a write/sendto/writev offers, into g_buf; false: leave the call
 // to the kernel (too large, or memory the tracer cannot read: the kernel
 // then answers EFAULT itself).
-bool GatherOffered(pid_t tid, long nr, const uint64_t* a) {
+bool GatherOffered(pid_t tid, long nr, const uint64_t* a, std::string& g_buf) {
   if (nr != SYS_writev) {
     if (a[2] > kMaxBytes) return false;
     g_buf.resize(a[2]);
@@ -81,7 +83,7 @@ int FdMirror::Get(pid_t tgid, pid_t tid, int fd, char* kind, int* sock_type) {
   if (it != dups_.end()) {
     // Still the same open file?  (Every call that closes or replaces a
     // descriptor drops its duplicate; this catches what that misses.)
-    const long same = syscall(SYS_kcmp, tid, getpid(), KCMP_FILE, fd, it->second.fd);
+    const long same = syscall(SYS_kcmp, tid, Self(), KCMP_FILE, fd, it->second.fd);
     if (same == 0 || (same < 0 && errno == ENOSYS)) {
       *kind = it->second.kind;
       *sock_type = it->second.sock_type;
@@ -150,8 +152,9 @@ bool InsteadCandidate(long nr, const uint64_t* a) {
 }
 
 bool ExecuteInStead(pid_t tgid, pid_t tid, FdMirror* mirror, long nr, const uint64_t* a,
-                    long* result, bool* sigpipe) {
+                    long* result, bool* sigpipe, std::string* data) {
   *sigpipe = false;
+  std::string& g_buf = *data;
   if (!InsteadCandidate(nr, a)) return false;
   const int fd = static_cast<int>(a[0]);
   if (fd < 0) return false;
@@ -174,6 +177,7 @@ bool ExecuteInStead(pid_t tgid, pid_t tid, FdMirror* mirror, long nr, const uint
       return true;
     }
     const size_t bytes = static_cast<size_t>(n) * sizeof(struct epoll_event);
+    g_buf.resize(bytes);
     *result = WriteTo(tid, a[1], g_buf.data(), bytes) ? n : -EFAULT;
     return true;
   }
@@ -192,11 +196,12 @@ bool ExecuteInStead(pid_t tgid, pid_t tid, FdMirror* mirror, long nr, const uint
     }
     // MSG_TRUNC may report more than the buffer holds.
     const size_t copy = std::min<size_t>(static_cast<size_t>(n), a[2]);
+    g_buf.resize(copy);
     *result = WriteTo(tid, a[1], g_buf.data(), copy) ? n : -EFAULT;
     return true;
   }
   // write, writev, sendto.
-  if (!GatherOffered(tid, nr, a)) return false;
+  if (!GatherOffered(tid, nr, a, g_buf)) return false;
   int flags = nr == SYS_sendto ? static_cast<int>(a[3]) : 0;
   if (kind == 'S') {
     if (nr != SYS_sendto && sock_type == SOCK_SEQPACKET) flags |= MSG_EOR;  // as write(2) on it

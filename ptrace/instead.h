@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 
 namespace understudy::ptrace_backend {
 
@@ -66,9 +67,12 @@ bool InsteadCandidate(long nr, const uint64_t* a);
 // Executes call `nr` (arguments `a`) of thread `tid` of process `tgid` in
 // the tracer, if it qualifies (above): true with the call's result in
 // `*result` (a negative errno), and `*sigpipe` set when the kernel would
-// have sent the thread SIGPIPE.  False: nothing was done; let the call run.
+// have sent the thread SIGPIPE, and `*data` holding the bytes the call
+// moved (read: what the program got; write: what it offered; epoll_wait:
+// the events), so the journal need not read them back.  False: nothing was
+// done; let the call run.
 bool ExecuteInStead(pid_t tgid, pid_t tid, FdMirror* mirror, long nr, const uint64_t* a,
-                    long* result, bool* sigpipe);
+                    long* result, bool* sigpipe, std::string* data);
 
 // Closes the pidfds the tracer opened for process `tgid` (or all, -1).
 void ForgetProcess(pid_t tgid);

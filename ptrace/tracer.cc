@@ -669,6 +669,8 @@ struct RThread : Tracee {
   std::shared_ptr<FdTable> fds;
   std::vector<int> deferred;  // asynchronous signals held for the next call boundary
   bool exec_journaled = false;  // its execve (or clone) is in the journal already
+  bool instead = false;  // its call was executed by the tracer: instead_bytes holds the data
+  std::string instead_bytes;
   bool parked = false;  // stopped until it gets its process's turn; `grant` runs then
   std::function<Status()> grant;  // journals what ended its wait and resumes it
 };
@@ -761,7 +763,7 @@ class Recorder {
   Status JournalSignal(RThread& t, int sig, const siginfo_t* si);
   Status JournalCall(RThread& t, long result);
   void TrackNonblocking(RThread& t, long nr, const uint64_t* a, long result);
-  bool FastTime(RThread& t, long nr, const uint64_t* a);
+  bool FastTime(RThread& t, long nr, const uint64_t* a, user_regs_struct& r);
   Status FlushDeferred(RThread& t);
 
   const RecordOptions& opts_;
@@ -862,7 +864,7 @@ Status Recorder::OnEntry(RThread& t) {
     Resume(t);
     return Status::Ok();
   }
-  if (FastTime(t, nr, a)) return Status::Ok();
+  if (FastTime(t, nr, a, r)) return Status::Ok();
   if (nr == SYS_exit_group) {
     // It does not return: journaled now, with the status as its result.
     // The threads waiting for the turn never get it: in the recording, as
@@ -878,13 +880,14 @@ Status Recorder::OnEntry(RThread& t) {
   long result = 0;
   bool sigpipe = false;
   if (row != nullptr && (fd < 0 || t.fds->real.count(fd) == 0) &&
-      ExecuteInStead(t.tgid, t.tid, &t.fds->mirror, nr, a, &result, &sigpipe)) {
+      ExecuteInStead(t.tgid, t.tid, &t.fds->mirror, nr, a, &result, &sigpipe, &t.instead_bytes)) {
     // Done by the tracer (instead.h): answered at this stop, the call
     // skipped, journaled as if it had run -- one stop instead of two.
     r.orig_rax = static_cast<unsigned long long>(-1);
     r.rax = static_cast<unsigned long long>(result);
     SetRegs(t.tid, r);
     t.in_call = false;
+    t.instead = true;
     res_->calls_in_stead++;
     if (sigpipe) t.deferred.push_back(SIGPIPE);  // as the kernel would, right after the call
     ParkCall(t, result);
@@ -899,7 +902,7 @@ Status Recorder::OnEntry(RThread& t) {
 // same clock read here, written into the program, the call skipped -- one
 // stop instead of two (the vDSO is off, so these are frequent).  Clocks
 // that are per process or thread take the ordinary path.
-bool Recorder::FastTime(RThread& t, long nr, const uint64_t* a) {
+bool Recorder::FastTime(RThread& t, long nr, const uint64_t* a, user_regs_struct& r) {
   struct timespec ts;
   long result = 0;
   if (nr == SYS_clock_gettime) {
@@ -923,8 +926,6 @@ bool Recorder::FastTime(RThread& t, long nr, const uint64_t* a) {
   } else {
     return false;
   }
-  user_regs_struct r;
-  if (!GetRegs(t.tid, &r)) return false;
   r.orig_rax = static_cast<unsigned long long>(-1);
   r.rax = static_cast<unsigned long long>(result);
   SetRegs(t.tid, r);
@@ -999,6 +1000,8 @@ void Recorder::TrackNonblocking(RThread& t, long nr, const uint64_t* a, long res
 Status Recorder::JournalCall(RThread& t, long result) {
   const long nr = t.nr;
   const uint64_t* a = t.a;
+  const bool instead = t.instead;
+  t.instead = false;
   pb::Event e;
   pb::SyscallEvent* sc = e.mutable_syscall();
   sc->set_call(static_cast<uint32_t>(nr));
@@ -1051,6 +1054,12 @@ Status Recorder::JournalCall(RThread& t, long result) {
       } else {
         action = pb::SUPPRESS_CHECK;
         const uint64_t n = result > 0 ? static_cast<uint64_t>(result) : 0;
+        if (instead) {  // the tracer has the bytes it wrote
+          const size_t len = std::min<size_t>(n, t.instead_bytes.size());
+          sc->set_length(len);
+          sc->set_checksum(XXH3_64bits(t.instead_bytes.data(), len));
+          break;
+        }
         const std::string bytes = OfferedBytes(*row, a, t.tid, n);
         sc->set_length(bytes.size());
         sc->set_checksum(XXH3_64bits(bytes.data(), bytes.size()));
@@ -1078,7 +1087,16 @@ Status Recorder::JournalCall(RThread& t, long result) {
       break;
   }
   if (result >= 0) TrackNonblocking(t, nr, a, result);
-  if (action == pb::EMULATE && !(row->treat == Treat::kOpen)) CaptureOuts(*row, nr, a, result, t.tid, sc);
+  if (action == pb::EMULATE && instead) {
+    // The same out[] CaptureOuts would read back: the data, and for
+    // recvfrom the (absent) peer address and its length.
+    if (result >= 0) {
+      sc->add_out(t.instead_bytes);
+      if (nr == SYS_recvfrom) sc->add_out(std::string()), sc->add_out(std::string());
+    }
+  } else if (action == pb::EMULATE && !(row->treat == Treat::kOpen)) {
+    CaptureOuts(*row, nr, a, result, t.tid, sc);
+  }
   sc->set_action(action);
   sc->set_arg(nr == SYS_ioctl || nr == SYS_fcntl ? a[1] : 0);
   return Append(&e, t);
