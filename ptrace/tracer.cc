@@ -5,7 +5,9 @@
 // backend journals, ALLOW for the rest, so only calls that matter stop.
 // Record: at each seccomp stop the call runs (PTRACE_SYSCALL to its exit
 // stop) and its result and out buffers (process_vm_readv) become one
-// SyscallEvent, numbered at completion.  Replay: at each seccomp stop the
+// SyscallEvent, numbered at completion -- or, for time calls and I/O on
+// non-blocking sockets and pipes (instead.h), the tracer does the call
+// itself at the seccomp stop and skips it: one stop.  Replay: at each seccomp stop the
 // thread waits until the journal's next event is its own, then the call is
 // skipped (orig_rax = -1) or replaced by a placeholder, or run for real; at
 // the exit stop the recorded result and buffers are injected
