@@ -60,6 +60,7 @@ struct RecordResult {
   bool refused = false;
   std::string refused_message;
   uint64_t traced_calls = 0;         // seccomp stops
+  uint64_t calls_in_stead = 0;       // of them, executed by the tracer: one stop (ptrace/instead.h)
   uint64_t signals_journaled = 0;    // asynchronous signals delivered at call boundaries
   uint64_t preemptions_dropped = 0;  // Go's SIGURG preemption requests (see docs/ptrace.md)
   // Turns (docs/ptrace.md "Threads"): how often a thread got its process's

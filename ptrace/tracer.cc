@@ -5,7 +5,9 @@
 // backend journals, ALLOW for the rest, so only calls that matter stop.
 // Record: at each seccomp stop the call runs (PTRACE_SYSCALL to its exit
 // stop) and its result and out buffers (process_vm_readv) become one
-// SyscallEvent, numbered at completion.  Replay: at each seccomp stop the
+// SyscallEvent, numbered at completion -- or, for time calls and I/O on
+// non-blocking sockets and pipes (instead.h), the tracer does the call
+// itself at the seccomp stop and skips it: one stop.  Replay: at each seccomp stop the
 // thread waits until the journal's next event is its own, then the call is
 // skipped (orig_rax = -1) or replaced by a placeholder, or run for real; at
 // the exit stop the recorded result and buffers are injected
@@ -25,6 +27,8 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -50,6 +54,7 @@
 #include "journal/writer.h"
 #include "ptrace/backend.h"
 #include "ptrace/calls.h"
+#include "ptrace/instead.h"
 
 namespace understudy::ptrace_backend {
 
@@ -582,6 +587,7 @@ using FdSet = std::set<int>;
 struct FdTable {
   FdSet real;      // open for real in both modes (read-only regular files)
   FdSet nonblock;  // O_NONBLOCK: I/O on them returns at once, it never waits
+  FdMirror mirror;  // the tracer's duplicates, for calls it executes itself (instead.h)
 };
 
 // ---------------------------------------------------------------- turns
@@ -665,6 +671,8 @@ struct RThread : Tracee {
   std::shared_ptr<FdTable> fds;
   std::vector<int> deferred;  // asynchronous signals held for the next call boundary
   bool exec_journaled = false;  // its execve (or clone) is in the journal already
+  bool instead = false;  // its call was executed by the tracer: instead_bytes holds the data
+  std::string instead_bytes;
   bool parked = false;  // stopped until it gets its process's turn; `grant` runs then
   std::function<Status()> grant;  // journals what ended its wait and resumes it
 };
@@ -757,7 +765,7 @@ class Recorder {
   Status JournalSignal(RThread& t, int sig, const siginfo_t* si);
   Status JournalCall(RThread& t, long result);
   void TrackNonblocking(RThread& t, long nr, const uint64_t* a, long result);
-  bool FastTime(RThread& t, long nr, const uint64_t* a);
+  bool FastTime(RThread& t, long nr, const uint64_t* a, user_regs_struct& r);
   Status FlushDeferred(RThread& t);
 
   const RecordOptions& opts_;
@@ -848,13 +856,17 @@ Status Recorder::OnEntry(RThread& t) {
   t.in_call = true;
   t.nr = nr;
   std::memcpy(t.a, a, sizeof a);
+  // The tracer's duplicate of a descriptor goes before the program's own.
+  if (nr == SYS_close) t.fds->mirror.Drop(static_cast<int>(a[0]));
+  if (nr == SYS_dup2 || nr == SYS_dup3) t.fds->mirror.Drop(static_cast<int>(a[1]));
+  if (nr == SYS_close_range) t.fds->mirror.DropRange(static_cast<unsigned>(a[0]), static_cast<unsigned>(a[1]));
   if (!IsRunner(t)) {
     // The kernel restarts a call a signal interrupted without running a
     // handler (or a stall released its turn): it stays without the turn.
     Resume(t);
     return Status::Ok();
   }
-  if (FastTime(t, nr, a)) return Status::Ok();
+  if (FastTime(t, nr, a, r)) return Status::Ok();
   if (nr == SYS_exit_group) {
     // It does not return: journaled now, with the status as its result.
     // The threads waiting for the turn never get it: in the recording, as
@@ -867,6 +879,22 @@ Status Recorder::OnEntry(RThread& t) {
   }
   const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(a[row->fd_arg]) : -1;
   const bool quick = fd >= 0 && (t.fds->real.count(fd) != 0 || t.fds->nonblock.count(fd) != 0);
+  long result = 0;
+  bool sigpipe = false;
+  if (row != nullptr && (fd < 0 || t.fds->real.count(fd) == 0) &&
+      ExecuteInStead(t.tgid, t.tid, &t.fds->mirror, nr, a, &result, &sigpipe, &t.instead_bytes)) {
+    // Done by the tracer (instead.h): answered at this stop, the call
+    // skipped, journaled as if it had run -- one stop instead of two.
+    r.orig_rax = static_cast<unsigned long long>(-1);
+    r.rax = static_cast<unsigned long long>(result);
+    SetRegs(t.tid, r);
+    t.in_call = false;
+    t.instead = true;
+    res_->calls_in_stead++;
+    if (sigpipe) t.deferred.push_back(SIGPIPE);  // as the kernel would, right after the call
+    ParkCall(t, result);
+    return Status::Ok();
+  }
   if (MayBlock(nr, a, quick)) GiveUpTurn(t);
   Resume(t);
   return Status::Ok();
@@ -876,7 +904,7 @@ Status Recorder::OnEntry(RThread& t) {
 // same clock read here, written into the program, the call skipped -- one
 // stop instead of two (the vDSO is off, so these are frequent).  Clocks
 // that are per process or thread take the ordinary path.
-bool Recorder::FastTime(RThread& t, long nr, const uint64_t* a) {
+bool Recorder::FastTime(RThread& t, long nr, const uint64_t* a, user_regs_struct& r) {
   struct timespec ts;
   long result = 0;
   if (nr == SYS_clock_gettime) {
@@ -900,8 +928,6 @@ bool Recorder::FastTime(RThread& t, long nr, const uint64_t* a) {
   } else {
     return false;
   }
-  user_regs_struct r;
-  if (!GetRegs(t.tid, &r)) return false;
   r.orig_rax = static_cast<unsigned long long>(-1);
   r.rax = static_cast<unsigned long long>(result);
   SetRegs(t.tid, r);
@@ -976,6 +1002,8 @@ void Recorder::TrackNonblocking(RThread& t, long nr, const uint64_t* a, long res
 Status Recorder::JournalCall(RThread& t, long result) {
   const long nr = t.nr;
   const uint64_t* a = t.a;
+  const bool instead = t.instead;
+  t.instead = false;
   pb::Event e;
   pb::SyscallEvent* sc = e.mutable_syscall();
   sc->set_call(static_cast<uint32_t>(nr));
@@ -1028,6 +1056,12 @@ Status Recorder::JournalCall(RThread& t, long result) {
       } else {
         action = pb::SUPPRESS_CHECK;
         const uint64_t n = result > 0 ? static_cast<uint64_t>(result) : 0;
+        if (instead) {  // the tracer has the bytes it wrote
+          const size_t len = std::min<size_t>(n, t.instead_bytes.size());
+          sc->set_length(len);
+          sc->set_checksum(XXH3_64bits(t.instead_bytes.data(), len));
+          break;
+        }
         const std::string bytes = OfferedBytes(*row, a, t.tid, n);
         sc->set_length(bytes.size());
         sc->set_checksum(XXH3_64bits(bytes.data(), bytes.size()));
@@ -1039,7 +1073,13 @@ Status Recorder::JournalCall(RThread& t, long result) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/fd/%ld", t.tid, result);
         struct stat st;
-        if (nr != SYS_creat && accmode == O_RDONLY && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        // /proc and /sys files are regular but made up by the kernel at each
+        // read (redis reads /proc/self/stat): journaled like a socket.
+        struct statfs fs;
+        const bool kernel_made = statfs(path, &fs) == 0 &&
+                                 (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC);
+        if (nr != SYS_creat && accmode == O_RDONLY && stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+            !kernel_made) {
           action = pb::REEXECUTE_CHECK;
           real.insert(static_cast<int>(result));
         }
@@ -1049,7 +1089,16 @@ Status Recorder::JournalCall(RThread& t, long result) {
       break;
   }
   if (result >= 0) TrackNonblocking(t, nr, a, result);
-  if (action == pb::EMULATE && !(row->treat == Treat::kOpen)) CaptureOuts(*row, nr, a, result, t.tid, sc);
+  if (action == pb::EMULATE && instead) {
+    // The same out[] CaptureOuts would read back: the data, and for
+    // recvfrom the (absent) peer address and its length.
+    if (result >= 0) {
+      sc->add_out(t.instead_bytes);
+      if (nr == SYS_recvfrom) sc->add_out(std::string()), sc->add_out(std::string());
+    }
+  } else if (action == pb::EMULATE && !(row->treat == Treat::kOpen)) {
+    CaptureOuts(*row, nr, a, result, t.tid, sc);
+  }
   sc->set_action(action);
   sc->set_arg(nr == SYS_ioctl || nr == SYS_fcntl ? a[1] : 0);
   return Append(&e, t);
@@ -1212,6 +1261,11 @@ Status Recorder::Run() {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return s;
   }
+  // Writes the tracer does for the program (instead.h) must not kill it;
+  // set after the launch, so the program does not inherit it.
+  struct sigaction ign = {}, old_pipe = {};
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ign, &old_pipe);
   Thread(launched_.leader).started = true;
   Thread(launched_.leader).linked = true;
   turns_[launched_.leader].runner = launched_.leader;
@@ -1236,7 +1290,10 @@ Status Recorder::Run() {
     if (tid == launched_.init) continue;
     if (WIFEXITED(st) || WIFSIGNALED(st)) {
       if (tid == launched_.leader) leader_status = st, leader_done = true;
-      if (RThread* gone = Find(tid)) GiveUpTurn(*gone);
+      if (RThread* gone = Find(tid)) {
+        GiveUpTurn(*gone);
+        if (gone->tgid == tid) ForgetProcess(tid);
+      }
       threads_.erase(tid);
       if (leader_done) {
         // The program ended when its first process did; what it left
@@ -1293,6 +1350,7 @@ Status Recorder::Run() {
         err = JournalCall(t, 0);
         t.exec_journaled = true;
       }
+      t.fds->mirror.DropAll();  // close-on-exec descriptors are gone
       PatchCputicks(tid);
       if (uint64_t rnd = FixAuxv(tid); rnd != 0 && err.ok()) {
         pb::Event e;
@@ -1319,6 +1377,9 @@ Status Recorder::Run() {
     if (err.ok()) err = ScheduleAll();
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  threads_.clear();  // their descriptor tables close the tracer's duplicates
+  ForgetProcess(-1);
+  sigaction(SIGPIPE, &old_pipe, nullptr);
   if (launched_.init > 0) {
     kill(launched_.init, SIGKILL);
     waitpid(launched_.init, nullptr, 0);

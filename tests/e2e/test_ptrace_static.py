@@ -5,12 +5,20 @@ bytes, and Debian's static busybox.  Recorded with the backend chosen
 automatically (the record says so), replayed identically -- and the preload
 backend forced on the static binary is never called clean.
 
-    test_ptrace_static.py CASE    static_c | busybox | preload_not_clean | tampered
+    test_ptrace_static.py CASE    static_c | busybox | preload_not_clean | tampered | instead
 
 tampered: one bit of the journaled getrandom bytes flipped (frame checksum
 fixed, so only the replay can tell) -- the ptrace replay must report the
-divergence in the preload replayer's words, not "no divergence"."""
+divergence in the preload replayer's words, not "no divergence".
+
+instead: a static program doing I/O on non-blocking pipes and loopback TCP
+sockets, epoll_wait, an EPIPE with its SIGPIPE and a close the peer must see
+as EOF -- the calls the tracer executes in the program's stead
+(ptrace/instead.h).  The record must say it executed some, the program must
+see what it sees natively (EOF after the close, one SIGPIPE), and every
+replay must reproduce the recorded output."""
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,16 +27,19 @@ import time
 from harness import Trace, expect, fail, flip_journal_byte, log, run_main
 
 NEEDS = ["gcc", "/bin/busybox"]
-CASES = ["static_c", "busybox", "preload_not_clean", "tampered"]
+CASES = ["static_c", "busybox", "preload_not_clean", "tampered", "instead"]
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptrace_src")
 ROUNDS = 20          # record + replay rounds of the static C program
 ROUND_BUDGET = 240.0  # seconds for all of them: a bound, not a speed check
 
 
-def build_static(tmp):
-    exe = os.path.join(tmp, "static_rand")
-    r = subprocess.run(["gcc", "-static", "-O1", "-o", exe, os.path.join(SRC, "static_rand.c")],
+INSTEAD_ROUNDS = 10
+
+
+def build_static(tmp, name="static_rand"):
+    exe = os.path.join(tmp, name)
+    r = subprocess.run(["gcc", "-static", "-O1", "-o", exe, os.path.join(SRC, name + ".c")],
                        capture_output=True, timeout=120)
     expect(r.returncode == 0, "gcc -static failed: %s" % r.stderr.decode(errors="replace"))
     return exe
@@ -103,9 +114,42 @@ def tampered():
             log("ok tampered (event %s flipped): %s" % (seq, rep.err.strip().splitlines()[-1]))
 
 
+def instead():
+    with tempfile.TemporaryDirectory(prefix="understudy-ptrace-") as tmp:
+        exe = build_static(tmp, "static_io")
+        outs = set()
+        done = []
+        t0 = time.monotonic()
+        for i in range(INSTEAD_ROUNDS):
+            if time.monotonic() - t0 > ROUND_BUDGET:
+                fail("instead: %d rounds did not finish in %.0f s" % (INSTEAD_ROUNDS, ROUND_BUDGET))
+            with Trace("instead") as t:
+                rec = t.record([exe])
+                expect(rec.rc == 0 and not rec.timed_out, "instead: record exit %s" % rec.rc, rec)
+                m = re.search(r"\((\d+) traced calls, (\d+) executed by the tracer\)", rec.err)
+                expect(m is not None and int(m.group(2)) > 0,
+                       "instead: the record executed no call in the program's stead", rec)
+                done.append(int(m.group(2)))
+                expect("after close epoll 2001 read 0" in rec.out,
+                       "instead: the program did not see EOF after its peer closed (the tracer's "
+                       "duplicate kept the socket open?)", rec)
+                expect("Broken pipe sigpipes 1" in rec.out,
+                       "instead: the EPIPE write did not raise exactly one SIGPIPE", rec)
+                rep = t.replay(show_output=True)
+                expect(rep.rc == 0 and "no divergence" in rep.err,
+                       "instead: replay exit %s, not clean" % rep.rc, rep)
+                expect(rep.stdout == rec.stdout,
+                       "instead: replayed stdout differs\n--- recorded\n%s" % rec.out, rep)
+                outs.add(rec.out)
+        expect(len(outs) > 1, "instead: %d recordings printed the same output" % INSTEAD_ROUNDS)
+        log("ok instead: %d rounds identical on replay (%d distinct recordings; %d-%d calls "
+            "executed by the tracer per recording)" % (INSTEAD_ROUNDS, len(outs), min(done),
+                                                        max(done)))
+
+
 def main():
     cases = {"static_c": static_c, "busybox": busybox, "preload_not_clean": preload_not_clean,
-             "tampered": tampered}
+             "tampered": tampered, "instead": instead}
     names = sys.argv[1:] or list(cases)
     for n in names:
         if n not in cases:
