@@ -278,3 +278,39 @@ def nginx_workers_ready(root, workers, timeout=20.0, proc=None):
             pass
         time.sleep(0.05)
     return False
+
+
+# ---------------------------------------------------------------------------
+# A load as a process of its own (bench/servers_bench.py runs several side by
+# side, so the client is not one interpreter's GIL):
+#
+#     servers.py memcached-load PORT THREADS OPS
+#     servers.py nginx-load PORT SITE_ROOT REQUESTS THREADS
+#
+# prints one JSON line {"ops": N, "errors": [...], "seconds": S}.
+
+
+def _main(argv):
+    import json
+    if argv[:1] == ["memcached-load"]:
+        t0 = time.monotonic()
+        n, errors = memcached_load(int(argv[1]), threads=int(argv[2]), ops=int(argv[3]),
+                                   deadline_s=120)
+    elif argv[:1] == ["nginx-load"]:
+        want = {}
+        for name, _ in NGINX_FILES:
+            with open(os.path.join(argv[2], "html", name), "rb") as f:
+                want["/" + name] = hashlib.sha256(f.read()).hexdigest()
+        t0 = time.monotonic()
+        n, errors = nginx_load(int(argv[1]), want, requests=int(argv[3]), threads=int(argv[4]),
+                               deadline_s=120)
+    else:
+        raise SystemExit("usage: servers.py memcached-load PORT THREADS OPS | "
+                         "nginx-load PORT SITE_ROOT REQUESTS THREADS")
+    print(json.dumps({"ops": n, "errors": errors[:5], "seconds": time.monotonic() - t0}))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(_main(sys.argv[1:]))
