@@ -13,7 +13,9 @@ Needs: the understudy CLI, nginx (scripts/setup.sh installs it).
     test_record_replay_nginx.py CASE [ROUNDS]
       workers2   master + 2 workers, 20 rounds
       workers1   master + 1 worker (the signal's sender, si_pid, is replayed
-                 as recorded: nginx logs it), 20 rounds"""
+                 as recorded: nginx logs it), 20 rounds
+      sendfile   master + 2 workers with `sendfile on` (file to socket in the
+                 kernel: journaled as a file read and an output), 20 rounds"""
 import os
 import signal
 import sys
@@ -23,19 +25,19 @@ from harness import Trace, expect, fail, free_port, log, run_main, wait_port
 import servers
 
 NEEDS = ["root", "nginx"]  # root: nginx's master runs its workers as `user root`
-CASES = ["workers2", "workers1"]
+CASES = ["workers2", "workers1", "sendfile"]
 ROUNDS = 20
 REQUESTS = 200
 SHUTDOWN_S = 20  # a graceful quit of an idle nginx takes milliseconds
 
 
-def one_round(workers, k):
+def one_round(workers, k, sendfile=False):
     port = free_port()
-    with Trace("nginx-w%d-%d" % (workers, k)) as t:
+    with Trace("nginx-w%d%s-%d" % (workers, "-sendfile" if sendfile else "", k)) as t:
         root = t.tmp("site")
         os.makedirs(root)
         want = servers.nginx_site(root)
-        conf = servers.nginx_conf(root, port, workers=workers)
+        conf = servers.nginx_conf(root, port, workers=workers, sendfile=sendfile)
         t0 = time.monotonic()
         server = t.record_start(servers.nginx_argv(root, conf))
         if not wait_port(port, timeout=30, proc=server) or \
@@ -73,11 +75,11 @@ def one_round(workers, k):
 def main():
     case = sys.argv[1] if len(sys.argv) > 1 else "workers2"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else ROUNDS
-    workers = {"workers2": 2, "workers1": 1}.get(case)
+    workers = {"workers2": 2, "workers1": 1, "sendfile": 2}.get(case)
     if workers is None:
         fail("no case %r (cases: %s)" % (case, ", ".join(CASES)))
     for k in range(1, rounds + 1):
-        one_round(workers, k)
+        one_round(workers, k, sendfile=case == "sendfile")
     log("%s: %d of %d rounds clean (record, graceful quit, replay)" % (case, rounds, rounds))
 
 
