@@ -18,12 +18,19 @@ import time
 # memcached
 
 
-def memcached_argv(port, threads=4):
-    """memcached on 127.0.0.1:PORT with THREADS worker threads; -A lets the
-    client end it with the protocol's `shutdown` (a graceful exit at a point
-    the journal records, not a signal)."""
-    return ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", str(threads),
+def memcached_argv(port, threads=4, background=True):
+    """memcached on 127.0.0.1:PORT with THREADS worker threads; -A lets a
+    client end it with the protocol's `shutdown`.  BACKGROUND False turns
+    off the LRU maintainer and crawler threads (-o no_lru_maintainer,
+    no_lru_crawler): they read `current_time`, which the main thread's
+    clock tick writes with no lock, and take locks or sleep depending on
+    what they read -- a data race replay cannot reproduce (docs/
+    record-replay.md, Limits)."""
+    argv = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", str(threads),
             "-m", "64", "-c", "64", "-A", "-u", "root"]
+    if not background:
+        argv += ["-o", "no_lru_maintainer,no_lru_crawler"]
+    return argv
 
 
 class _Conn:

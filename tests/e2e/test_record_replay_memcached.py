@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
 """memcached -t 4 recorded while four client threads, each on its own
-connection, set and get a few thousand keys; the protocol's `shutdown` ends
-it with exit 0.  20 rounds: every client answer is right under record and
+connection, set and get a few thousand keys; SIGTERM to the recorder
+(forwarded to memcached, as a service manager stops it) ends it with exit 0.  20 rounds: every client answer is right under record and
 every replay ends with no divergence (each recording is a different
 interleaving of memcached's worker threads: the clients race).
+
+Not the protocol's `shutdown` command: the worker thread that reads it
+raises SIGINT in itself, whose handler sets `stop_main_loop`, a plain
+global the main thread polls between event-loop rounds with no lock and no
+system call -- a data race replay does not reproduce (it diverged at the
+main thread's exit in 2 of ~35 rounds on a loaded machine; docs/
+record-replay.md, Limits).
 Needs: the understudy CLI, memcached (scripts/setup.sh installs it).
 
     test_record_replay_memcached.py [ROUNDS]     default 20"""
+import os
+import signal
 import sys
 import time
 
@@ -29,10 +38,10 @@ def one_round(k):
                  (k, port, rec.describe()))
         n, errors = servers.memcached_load(port, threads=4, ops=OPS, deadline_s=60)
         expect(not errors, "round %d: client errors under record: %s" % (k, "; ".join(errors[:5])))
-        servers.memcached_shutdown(port)
+        os.kill(server.pid, signal.SIGTERM)  # the recorder forwards it to memcached
         rec = t.record_wait(timeout=30)
         expect(rec.rc == 0 and not rec.timed_out,
-               "round %d: record exit %s (expected 0 after `shutdown`)" % (k, rec.rc), rec)
+               "round %d: record exit %s (expected 0 after SIGTERM)" % (k, rec.rc), rec)
         rec_s = time.monotonic() - t0
         rep = t.replay(show_output=False, timeout=120)
         expect(rep.rc == 0, "round %d: replay exit %s (expected 0, no divergence)" % (k, rep.rc),
