@@ -245,6 +245,8 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
     uint32_t namelen_pre = payload.msg() ? payload.msg()->msg_namelen : 0;
     long r = KickableSys(nr, a);
     if (__builtin_expect(ts.redispatch, 0)) return -EINTR;  // kicked: not recorded, re-issued
+    if (payload.msg() && r >= 0 && payload.msg()->msg_controllen)
+      PassedFds(payload.msg(), a[2], false);
     if (t == kNewFd && r >= 0) SetKind(r, kFdEmulated);
     if (t == kNewFd2 && r >= 0) {
       const int* fds = reinterpret_cast<const int*>(a[row.out[0].arg]);
@@ -305,6 +307,7 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
           if (payload.msg()) {
             ScatterMsgParts(rec, next, payload.msg());
             next += kMsgParts;
+            if (r >= 0) PassedFds(payload.msg(), a[2], true);
           }
           continue;
         }

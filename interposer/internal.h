@@ -507,6 +507,12 @@ void ForgetFd(long fd);
 void CopyShadow(long from, long to);
 // Installs a placeholder descriptor at `fd` (shadow descriptor, DESIGN.md 3).
 void Placeholder(long fd, long cloexec);
+// Descriptors a recvmsg received in SCM_RIGHTS control messages (`flags` is
+// the call's, for MSG_CMSG_CLOEXEC).  Record: they are emulated objects
+// (their I/O is journaled), whatever kind their number had before.  Replay:
+// the journaled control data names the recorded numbers; a placeholder
+// stands at each, so the descriptor table matches the recording.
+void PassedFds(const struct msghdr* msg, long flags, bool replay);
 // Go-live: true when the process is live.  Called when the drained ring and
 // golive_requested say so.
 bool GoLive();

@@ -152,6 +152,33 @@ void Placeholder(long fd, long cloexec) {
   SetKind(fd, kFdEmulated);
 }
 
+void PassedFds(const struct msghdr* msg, long flags, bool replay) {
+  if (msg->msg_controllen < sizeof(struct cmsghdr) || !msg->msg_control) return;
+  // CMSG_NXTHDR by hand: glibc's is an out-of-line function (poisoned here).
+  const char* p = static_cast<const char*>(msg->msg_control);
+  const char* end = p + msg->msg_controllen;
+  while (p + sizeof(struct cmsghdr) <= end) {
+    const struct cmsghdr* c = reinterpret_cast<const struct cmsghdr*>(p);
+    if (c->cmsg_len < sizeof(struct cmsghdr) || p + c->cmsg_len > end) break;
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
+      for (size_t i = 0; i < n; i++) {
+        int fd;
+        __builtin_memcpy(&fd, fds + i, sizeof fd);
+        if (fd < 0) continue;
+        if (replay) {
+          ForgetFd(fd);
+          Placeholder(fd, flags & MSG_CMSG_CLOEXEC);
+        } else {
+          SetKind(fd, kFdEmulated);
+        }
+      }
+    }
+    p += (c->cmsg_len + sizeof(long) - 1) & ~(sizeof(long) - 1);
+  }
+}
+
 // Go-live: runs once, in the first thread that finds the ring drained after
 // the driver asked for it (interposer/abi.h, ControlBlock::golive_done).
 // Every other thread waits here until the process is live.

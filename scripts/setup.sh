@@ -30,7 +30,9 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Debian 12 (bookworm) packages. help2man writes the man pages at build
 # time (packaging/man.cmake); prometheus is the real server the metrics test
 # scrapes with. libclang-rt-14-dev carries libFuzzer and the
-# sanitizer runtimes for clang 14 (-fsanitize=fuzzer,address).
+# sanitizer runtimes for clang 14 (-fsanitize=fuzzer,address). nginx and
+# memcached are real servers the e2e tests record (their clients are python3);
+# their system services are stopped and disabled below (quiet_services).
 APT_PACKAGES=(
   build-essential g++ cmake ninja-build pkg-config git
   libprotobuf-dev protobuf-compiler
@@ -44,7 +46,13 @@ APT_PACKAGES=(
   clang-format clang-tidy libclang-rt-14-dev
   ca-certificates
   help2man prometheus
+  nginx memcached
 )
+
+# Packages whose Debian service would start on install (nginx on port 80,
+# memcached on 11211).  The tests run their own instances on free loopback
+# ports and must not depend on, or collide with, a system one.
+QUIET_SERVICES=(nginx memcached)
 
 log() { printf 'understudy: %s\n' "$*"; }
 die() { printf 'understudy: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -77,6 +85,28 @@ install_apt_packages() {
   apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
   mapfile -t missing < <(missing_packages)
   [[ ${#missing[@]} -eq 0 ]] || die "apt: still missing after install: ${missing[*]}"
+}
+
+# Stops and disables the system services of QUIET_SERVICES, by their own
+# init tooling (never by killing processes by name).  Idempotent.
+quiet_services() {
+  local svc
+  for svc in "${QUIET_SERVICES[@]}"; do
+    if command -v systemctl >/dev/null; then
+      systemctl disable --quiet "$svc.service" 2>/dev/null || true
+      if [[ -d /run/systemd/system ]] && systemctl is-active --quiet "$svc.service"; then
+        log "services: stopping $svc.service (tests run their own $svc)"
+        systemctl stop "$svc.service"
+      fi
+    fi
+    if [[ ! -d /run/systemd/system && -x /etc/init.d/$svc ]]; then
+      update-rc.d "$svc" disable >/dev/null 2>&1 || true
+      if "/etc/init.d/$svc" status >/dev/null 2>&1; then
+        log "services: stopping $svc (tests run their own $svc)"
+        "/etc/init.d/$svc" stop
+      fi
+    fi
+  done
 }
 
 # --------------------------------------------------------------- 2. CRIU ----
@@ -206,6 +236,7 @@ setup_criu() {
 
 # ------------------------------------------------------------------ main ----
 install_apt_packages
+quiet_services
 setup_criu
 
 CRIU="$CRIU_PREFIX/bin/criu"

@@ -27,6 +27,7 @@ PROGRAMS = {
     "transfer_calls": None,
     "fork_pool": None,  # fork-order and completion-order dependent worker pool, 20 rounds
     "siginfo_calls": None,
+    "fd_passing": None,  # SCM_RIGHTS / SCM_CREDENTIALS between a parent and its child
     "signal_waits_more": None,  # pselect, epoll_pwait, sigtimedwait (its siginfo) replayed
     "tsc_calls": None,  # rdtsc / rdtscp trapped and replayed (hlt stands in: TSC_ENV)
     "signal_waits": None,  # handlers run inside sigsuspend / ppoll / a blocking read  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
