@@ -50,6 +50,9 @@ struct ReintegrationOptions {
   cluster::LinkCipher cipher = cluster::LinkCipher::kAes256Gcm;
   std::chrono::milliseconds heartbeat{100};
   int missed_heartbeats = 2;
+  // --data: the checkpoint of the live service is written under
+  // DATA/reintegration/ before it is shipped (and removed once it is).
+  std::string data_dir;
 };
 
 class Reintegration {
@@ -80,6 +83,23 @@ class Reintegration {
   void Stop();
 
  private:
+  struct CheckpointPhases {
+    uint64_t mark_seq = 0;
+    uint64_t last_seq = 0;
+    double freeze_ms = 0;
+    double pause_ms = 0;
+    double dump_ms = 0;
+    double ship_ms = 0;
+    uint64_t image_bytes = 0;
+    std::string image_id;
+  };
+  // Add's first step: a consistent checkpoint of the live service (its
+  // mark goes into the journal), shipped to `target` over its own
+  // authenticated link and verified there; the local image is removed.
+  // An error says which step failed (Add then falls back to seq 1).
+  Status CheckpointAndShip(Shadow& shadow, const std::string& target,
+                           const cluster::LinkIdentity& ident, const journal::JournalId& id,
+                           uint64_t epoch, CheckpointPhases* out);
   void HandOver(bool planned);
 
   const ReintegrationOptions options_;

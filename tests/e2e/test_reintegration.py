@@ -28,83 +28,9 @@ import harness
 import jepsen_client
 import netns
 from harness import expect, fail, log, run_main
+from reintegration_common import Daemon, crash_node
 
 NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup"]
-
-
-class Daemon:
-    """understudyd on one node, with its own --data, admin socket and logs."""
-
-    def __init__(self, net, cl, label, data=None):
-        self.net, self.cl, self.label = net, cl, label
-        self.node = net.node(label)
-        self.name = "node" + label
-        self.admin = os.path.join(cl.dir, "admin-%s.sock" % label)
-        self.data = data or os.path.join(cl.dir, "data-%s" % label)
-        self.log = os.path.join(cl.dir, "understudyd-%s.log" % label)
-        self.proc = None
-
-    def start(self, timeout=30):
-        argv = [netns.UNDERSTUDYD, "--listen", "%s:%d" % (self.node.ip, netns.PEER_PORT),
-                "--data", self.data, "--key", self.cl.key, "--admin-socket", self.admin,
-                "--service-address", "%s/%d" % (self.net.vip, self.net.cidr),
-                "--service-dev", netns.NODE_DEV, "--heartbeat-ms", self.cl.heartbeat_ms,
-                "--missed-heartbeats", self.cl.missed, "--node-name", self.name]
-        out = open(self.log, "ab")
-        self.proc = self.node.start(argv, stdout=out, stderr=out)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                fail("understudyd on %s exited (%s) at start:\n%s" %
-                     (self.label, self.proc.returncode, self.tail()))
-            if os.path.exists(self.admin) and self.status()[1] is not None:
-                return
-            time.sleep(0.05)
-        fail("understudyd on %s did not answer within %d s:\n%s" % (self.label, timeout,
-                                                                     self.tail()))
-
-    def tail(self, n=5000):
-        try:
-            with open(self.log, "rb") as f:
-                return f.read().decode(errors="replace")[-n:]
-        except OSError:
-            return "(no log)"
-
-    def status(self):
-        return self.cl._admin_json([harness.UNDERSTUDY, "status", "--admin", self.admin, "--json"],
-                                   False, 15)
-
-    def wait(self, what, pred, timeout=60):
-        deadline = time.monotonic() + timeout
-        doc = None
-        while time.monotonic() < deadline:
-            _, doc = self.status()
-            if doc is not None and pred(doc):
-                return doc
-            time.sleep(0.02)
-        fail("%s: %s not reached within %d s; last status: %s\nlog:\n%s" %
-             (self.label, what, timeout, doc and {k: doc.get(k) for k in
-                                                  ("state", "state_reason", "shadow", "backup")},
-              self.tail()))
-
-    def backup_add_fails(self, target_addr, want, why):
-        """`backup add TARGET_ADDR` asked of this daemon must fail, saying WANT."""
-        r = harness.run([harness.UNDERSTUDY, "backup", "add", target_addr, "--admin", self.admin,
-                         "--timeout-ms", "5000"], timeout=60)
-        expect(r.rc == 1 and want in r.err,
-               "backup add %s asked of %s (%s): wanted exit 1 saying %r, got %s: %s%s" %
-               (target_addr, self.label, why, want, r.rc, r.out, r.err))
-        log("error (%s): %s" % (why, r.err.strip()))
-
-    def backup_add(self, target):
-        r, doc = self.cl._admin_json([harness.UNDERSTUDY, "backup", "add", "%s:%d" % (
-            target.node.ip, netns.PEER_PORT), "--admin", self.admin, "--json",
-            "--timeout-ms", "90000"], False, 150)
-        expect(r.rc == 0 and doc is not None,
-               "backup add %s asked of %s failed (exit %s): %s\n%s log:\n%s\n%s log:\n%s" %
-               (target.label, self.label, r.rc, r.err.strip(), self.label, self.tail(),
-                target.label, target.tail()))
-        return doc
 
 
 def main():
@@ -143,16 +69,7 @@ def main():
                       err.decode(errors="replace")[-2000:], da.status()[1], db.status()[1]))
 
         def crash_a():
-            t = time.monotonic()
-            a.link(False)
-            a.kill_all()
-            # The machine restarts without the service address (`understudy
-            # run` added it as /32, a go-live as /CIDR).
-            for plen in (32, net.cidr):
-                a.ip_cmd("addr", "del", "%s/%d" % (net.vip, plen), "dev", netns.NODE_DEV,
-                         check=False)
-            expect(not a.has_addr(net.vip), "could not remove %s from node A" % net.vip)
-            return t
+            return crash_node(net, a)
 
         def rejoin(primary, backup, name):
             t0 = time.monotonic()
