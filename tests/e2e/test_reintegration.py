@@ -8,12 +8,14 @@ service address while the service moves:
          its service address gone as after a reboot); B goes live.
   rejoin A: understudyd started again on A (fresh --data);
          `understudy backup add A:7700` asked of B: B streams its journal
-         from seq 1, A's shadow replays it and catches up, B's outputs wait
+         from seq 1 (asked for with --from-start: the path a failed
+         checkpoint falls back to), A's shadow replays it and catches up, B's outputs wait
          for A's acks from then on.
   leg 2  B -> A planned: `understudy failover` asked of A.  B stops its live
          service, drains it, hands the address over and goes idle.
-  rejoin B: `understudy backup add B:7700` asked of A; B's old copy of the
-         journal is set aside and taken again from seq 1.
+  rejoin B: `understudy backup add B:7700` asked of A (the default: through
+         a checkpoint of A's live service, streamed from its mark); B's old
+         copy of the journal is set aside.
   leg 3  A -> B unplanned: node A dies again (its daemon and live service).
 
 Pass: lost == 0 over the whole run (Jepsen-style: acked / survived / lost),
@@ -71,9 +73,19 @@ def main():
         def crash_a():
             return crash_node(net, a)
 
-        def rejoin(primary, backup, name):
+        def rejoin(primary, backup, name, extra=()):
             t0 = time.monotonic()
-            doc = primary.backup_add(backup)
+            doc = primary.backup_add(backup, extra)
+            if extra:
+                # --from-start: the whole journal from seq 1, no checkpoint.
+                expect(doc.get("from_seq") == 1 and not doc.get("mark_seq") and
+                       "--from-start" in doc.get("fallback", ""),
+                       "%s with --from-start: %s" % (name, doc))
+            else:
+                # The default: through a checkpoint of the live service.
+                expect(int(doc.get("mark_seq", 0) or 0) > 1 and
+                       doc.get("from_seq") == doc.get("mark_seq") and not doc.get("fallback"),
+                       "%s did not go through a checkpoint mark: %s" % (name, doc))
             attach_ms = 1000 * (time.monotonic() - t0)
             backup.wait("shadow caught up",
                         lambda d: d.get("state") == "backup" and
@@ -111,7 +123,7 @@ def main():
         harness._kill_group(wrong.proc, __import__("signal").SIGKILL)
         wrong.proc.wait(timeout=10)
         da.start()
-        rejoin(db, da, "A rejoins")
+        rejoin(db, da, "A rejoins", ["--from-start"])
         db.backup_add_fails(a_addr, "already has backup", "one is attached")
         progress(200, "with A as backup")
         # ---- leg 2: B -> A planned
