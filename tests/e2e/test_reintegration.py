@@ -32,7 +32,8 @@ import netns
 from harness import expect, fail, log, run_main
 from reintegration_common import Daemon, crash_node
 
-NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup"]
+CRIU = "/opt/understudy/criu/bin/criu"  # B rejoins through a checkpoint
+NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup", CRIU]
 
 
 def main():
