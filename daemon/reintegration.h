@@ -1,14 +1,24 @@
 // Reintegration: `understudy backup add NODE:PORT` on a node that took over
-// (issue 12 part 5, active-active).  The live service on this node records
-// into the journal it was replayed from, continued (daemon/shadow.h
-// StartRecording); this attaches a new backup to it:
+// (issue 12 part 5).  The live service on this node records into the
+// journal it was replayed from, continued (daemon/shadow.h StartRecording);
+// this attaches a new backup to it, through a checkpoint:
 //
 //   this node (primary after go-live)              NODE (understudyd, idle)
-//   Shadow's journal ── tap ──▶ ReplicationClient ── STREAM_EPOCH {term},
-//     (frames from seq 1 off disk,                   HELLO, EVENT_BATCH... ─▶ replica
-//      then every frame the drain writes)        ◀── ACK {durable seq}    ─── shadow from seq 1
+//   1. Shadow::TakeCheckpoint: park, mark M in the journal, CRIU
+//      --leave-running dump into DATA/reintegration/
+//   2. ShipCheckpoint ── IMAGES link ──────────────▶ checkpoints/current (verified)
+//   3. Shadow's journal ── tap ──▶ ReplicationClient ── STREAM_EPOCH {term,
+//     (frames from M off disk,                       from_mark M}, HELLO,
+//      then every frame the drain writes)            EVENT_BATCH... ─▶ replica from M
+//                                                 ◀── ACK {durable seq} ─── shadow restored
+//                                                     (active-active) or checkpoint + tail
+//                                                     held (active-passive)
 //   control block: durable_seq ◀── acks; kFlagOutputGate on once the backup
 //   acked the journal's end at attach (output commit, as under `understudy run`)
+//
+// If the checkpoint cannot be taken or shipped (or --from-start asks), the
+// journal goes from seq 1 instead, with an alarm saying why -- possible only
+// while this node's journal itself starts at seq 1.
 //
 // The link is the one `understudy run --backup` uses (recorder/
 // replication_client.h), so the backup serves it with its ordinary receiver,
