@@ -1,7 +1,9 @@
 // `understudy backup add NODE:PORT`: re-integration (issue 12 part 5).  Asked
-// of the node that took over; its understudyd streams the live service's
-// journal to NODE's understudyd from seq 1 and turns output commit on once
-// NODE holds it (daemon/reintegration.h).  Parse, call, print.
+// of the node that took over; its understudyd checkpoints the live service,
+// ships the image to NODE's understudyd, streams the journal from the
+// checkpoint's mark (from seq 1 when no checkpoint can be taken or shipped)
+// and turns output commit on once NODE holds it (daemon/reintegration.h).
+// Parse, call, print.
 #include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
@@ -27,6 +29,7 @@ struct BackupArgs {
   bool json = false;
   uint32_t timeout_ms = 60000;
   std::string on_backup_loss = "stall";
+  bool from_start = false;
 };
 
 int RunBackupAdd(const BackupArgs& a) {
@@ -36,6 +39,7 @@ int RunBackupAdd(const BackupArgs& a) {
   rq->set_target(a.target);
   rq->set_timeout_ms(a.timeout_ms);
   rq->set_on_backup_loss(a.on_backup_loss);
+  rq->set_from_start(a.from_start);
   daemon::pb::AdminReply reply;
   Status s = daemon::AdminCall(a.admin, a.key, req, std::chrono::milliseconds(a.timeout_ms + 30000),
                                &reply);
@@ -52,6 +56,14 @@ int RunBackupAdd(const BackupArgs& a) {
   if (a.json) {
     fmt::print("{}", ProtoToJson(r, "\"version\": " + JsonString(kVersion)));
     return 0;
+  }
+  if (r.mark_seq() > 0) {
+    fmt::print(
+        "{}: checkpoint of the live service at mark seq {}: freeze {:.1f} ms (pause {:.1f} ms), "
+        "image {:.1f} MB, shipped in {:.1f} ms\n",
+        me, r.mark_seq(), r.freeze_ms(), r.pause_ms(), r.image_mb(), r.ship_ms());
+  } else if (!r.fallback().empty()) {
+    fmt::print("{}: no checkpoint ({}): the journal was streamed from seq 1\n", me, r.fallback());
   }
   fmt::print(
       "{}: {} is the live service's backup (term {}): it holds the journal from seq {} through "
@@ -70,14 +82,20 @@ void AddBackupCommands(CLI::App& app, int& exit_code) {
   auto ba = std::make_shared<BackupArgs>();
   CLI::App* add = backup->add_subcommand(
       "add",
-      "Asked of the node that serves after a failover: its understudyd streams the live "
-      "service's journal (from seq 1) to the understudyd at NODE:PORT, which starts a shadow "
-      "that replays it and catches up; once NODE holds the whole journal, the service's outputs "
-      "wait for its acks (output commit) and NODE can take over ('understudy failover' asked "
-      "of it, or by itself if this node is lost). NODE's understudyd may be fresh or run on "
-      "old --data: whatever it holds of this journal is set aside and taken again from seq 1 "
-      "(docs/replication.md).\nExit status: 0 attached and caught up; 1 not (the message "
-      "says why).");
+      "Asked of the node that serves after a failover: its understudyd takes a consistent "
+      "checkpoint of the live service (CRIU, --leave-running; a checkpoint mark M goes into "
+      "its journal), ships the image to the understudyd at NODE:PORT over the authenticated "
+      "link, and streams the journal from M. NODE keeps the verified checkpoint and the "
+      "journal from M: in active-active its shadow is restored from the image and replays "
+      "from M+1; in active-passive it holds checkpoint and tail until a failover restores "
+      "them. If no checkpoint can be taken or shipped, the journal is streamed from seq 1 "
+      "instead (an alarm says why; impossible when this node's own journal starts at a mark). "
+      "Once NODE holds the journal up to the attach point, the service's outputs wait for its "
+      "acks (output commit) and NODE can take over ('understudy failover' asked of it, or by "
+      "itself if this node is lost). NODE's understudyd may be fresh or run on old --data: "
+      "whatever it holds of this journal is set aside (docs/replication.md). The reply gives "
+      "the phases: mark seq, freeze ms, image MB, ship ms, catch-up ms.\nExit status: 0 "
+      "attached and caught up; 1 not (the message says why).");
   add->add_option("target", ba->target, "NODE:PORT of the new backup's understudyd (its --listen)")
       ->required();
   add->add_option("--admin", ba->admin,
@@ -92,6 +110,10 @@ void AddBackupCommands(CLI::App& app, int& exit_code) {
                   "When the new backup is lost: stall (default: outputs wait until it is back) "
                   "or continue (outputs flow unprotected, with an alarm)")
       ->check(CLI::IsMember({"stall", "continue"}));
+  add->add_flag("--from-start", ba->from_start,
+                "Stream the whole journal from seq 1 and take no checkpoint (the new backup "
+                "replays from the program's start; slower, and only while this node's journal "
+                "starts at seq 1)");
   add->callback([ba, &exit_code] { exit_code = RunBackupAdd(*ba); });
 }
 

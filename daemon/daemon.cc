@@ -228,6 +228,7 @@ Daemon::Daemon(DaemonOptions options)
   rio.cipher = options_.link_cipher;
   rio.heartbeat = options_.heartbeat;
   rio.missed_heartbeats = options_.missed_heartbeats;
+  rio.data_dir = options_.data_dir;
   reint_ = std::make_unique<Reintegration>(rio, *node_state_, *shadows_, *log_);
   reint_->set_on_handed_over([this](const std::string& why) {
     chronicle_->keeper().Update([](pb::DaemonState* s) { s->clear_live(); });
@@ -239,6 +240,7 @@ Daemon::Daemon(DaemonOptions options)
   images_ = std::make_unique<ImageReceiver>(options_.data_dir, *log_);
   ac.newest_checkpoint = [this] { return images_->newest(); };
   shadows_->set_newest_checkpoint([this] { return images_->newest(); });
+  replica_->set_newest_checkpoint([this] { return images_->newest(); });
   CheckpointSchedule::Hooks ch;
   ch.interval_ms = [this] { return shadows_->checkpoint_interval_ms(); };
   ch.backup = [this] { return node_state_->state() == NodeState::kBackup; };

@@ -132,6 +132,7 @@ ImageReceiver::ImageReceiver(std::string data_dir, DaemonLog& log)
       newest_.bytes = m.TotalBytes();
       if (const std::string* v = m.Note("mark_seq")) newest_.mark_seq = std::stoull(*v);
       if (const std::string* v = m.Note("last_seq")) newest_.last_seq = std::stoull(*v);
+      if (const std::string* v = m.Note("journal_id")) newest_.journal_id = *v;
     }
   }
 }
@@ -254,6 +255,8 @@ void ImageReceiver::Serve(cluster::PeerLink& link, const std::atomic<bool>& stop
       newest_.dir = final_dir;
       newest_.mark_seq = c.mark_seq();
       newest_.last_seq = c.last_seq();
+      const std::string* jid = m.Note("journal_id");
+      newest_.journal_id = jid != nullptr ? *jid : std::string();
       newest_.bytes = in->bytes();
     }
     if (!previous.empty() && previous != id && ValidName(previous, false)) {

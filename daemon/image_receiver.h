@@ -36,6 +36,9 @@ struct CheckpointInfo {
   uint64_t mark_seq = 0;
   uint64_t last_seq = 0;
   uint64_t bytes = 0;
+  // The journal it belongs to (hex), when the primary noted it in the
+  // manifest (a re-integration's checkpoint, daemon/reintegration.h).
+  std::string journal_id;
 };
 
 class ImageReceiver {

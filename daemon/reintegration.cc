@@ -1,14 +1,21 @@
 #include "daemon/reintegration.h"
 
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "daemon/log.h"
 #include "daemon/node.h"
 #include "daemon/shadow.h"
 #include "daemon/shadow_supervisor.h"
+#include "journal/format.h"
 #include "journal/reader.h"
+#include "journal/writer.h"
+#include "recorder/consistent_checkpoint.h"
+#include "recorder/image_shipper.h"
 
 namespace understudy::daemon {
 
@@ -110,7 +117,56 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
                       " --key KEY) and check the address");
   }
 
+  // The journal the live service records into: its id and spec for the
+  // stream HELLO, its first seq on disk (a journal that was itself taken
+  // from a checkpoint starts at that mark).
+  journal::JournalId id{};
+  std::string spec;
+  uint64_t journal_first = 1;
+  const std::string jdir = shadow->journal_dir();
+  {
+    std::unique_ptr<journal::JournalReader> reader;
+    journal::ReaderOptions ropts;
+    ropts.torn_tail_is_end = true;
+    s = journal::JournalReader::Open(jdir, ropts, &reader);
+    if (!s.ok()) return ErrorReply(me + ": cannot read the journal " + jdir + ": " + s.message());
+    id = reader->header().journal_id;
+    spec = reader->header().spec_bytes;
+    std::vector<journal::SegmentInfo> segs;
+    if (journal::ListSegments(jdir, &segs).ok() && !segs.empty()) {
+      journal_first = segs.front().base_sequence;
+    }
+  }
   const uint64_t epoch = node_.epoch();
+
+  // 1. A consistent checkpoint of the live service, shipped to the backup:
+  // the stream then starts at its mark.  Without it, from seq 1.
+  CheckpointPhases ph;
+  std::string fallback;
+  if (rq.from_start()) {
+    fallback = "asked for (--from-start)";
+  } else {
+    s = CheckpointAndShip(*shadow, target, ident, id, epoch, &ph);
+    if (!s.ok()) fallback = s.message();
+  }
+  if (!fallback.empty()) {
+    if (journal_first > 1) {
+      const std::string fail = me + ": the journal " + jdir + " starts at seq " +
+                               std::to_string(journal_first) +
+                               " (this node took it over from a checkpoint), so it can reach a "
+                               "new backup only through a checkpoint, and none could be "
+                               "shipped: " + fallback + "; fix that and retry";
+      log_.Alarm("backup add " + target + " failed: " + fail);
+      return ErrorReply(fail);
+    }
+    if (!rq.from_start()) {
+      log_.Alarm("backup add " + target + ": no checkpoint (" + fallback +
+                 "); streaming the live service's journal from seq 1 instead (the backup "
+                 "replays it all, and a pruned journal could not be sent this way)");
+    }
+  }
+  const uint64_t from = fallback.empty() ? ph.mark_seq : 1;
+
   recorder::ReplicationOptions ro;
   ro.backup = target;
   ro.key = options_.key;
@@ -120,6 +176,7 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
   ro.missed_heartbeats = options_.missed_heartbeats;
   ro.on_backup_loss = policy;
   ro.epoch = epoch;
+  ro.from_mark = fallback.empty() ? ph.mark_seq : 0;
   ro.log = [this, target](const std::string& l) { log_.Log("backup " + target + ": " + l); };
   auto client = std::make_unique<recorder::ReplicationClient>(ro);
   recorder::ReplicationClient* c = client.get();
@@ -128,24 +185,9 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
   uint64_t upto = 0, bytes = 0;
   s = shadow->AttachTap(
       [c](std::string_view frame, uint64_t first, uint64_t last) { c->Enqueue(frame, first, last); },
-      &upto, &bytes);
+      from, &upto, &bytes);
   if (!s.ok()) return ErrorReply(me + ": cannot stream the live service's journal: " + s.message());
 
-  journal::JournalId id{};
-  std::string spec;
-  {
-    std::unique_ptr<journal::JournalReader> reader;
-    journal::ReaderOptions ropts;
-    ropts.torn_tail_is_end = true;
-    const std::string jdir = shadow->journal_dir();
-    s = journal::JournalReader::Open(jdir, ropts, &reader);
-    if (!s.ok()) {
-      shadow->DetachTap();
-      return ErrorReply(me + ": cannot read the journal " + jdir + ": " + s.message());
-    }
-    id = reader->header().journal_id;
-    spec = reader->header().spec_bytes;
-  }
   c->Start(shadow->control(), id, spec);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -158,7 +200,9 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
     catch_up_ms_ = 0;
   }
   log_.Log("backup add " + target + ": streaming journal " + journal::JournalIdHex(id) +
-           " from seq 1 (" + std::to_string(upto) + " seqs, " + std::to_string(bytes >> 10) +
+           " from seq " + std::to_string(from) +
+           (fallback.empty() ? " (the checkpoint's mark)" : "") + " through " +
+           std::to_string(upto) + " (" + std::to_string(bytes >> 10) +
            " KiB on disk) in term " + std::to_string(epoch) + "; output commit starts once it "
            "holds them");
 
@@ -228,11 +272,93 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
   pb::BackupAddReply* r = reply.mutable_backup_add();
   r->set_target(target);
   r->set_epoch(epoch);
-  r->set_from_seq(1);
+  r->set_from_seq(from);
   r->set_caught_up_seq(upto);
   r->set_catch_up_ms(ms);
   r->set_bytes(bytes);
+  r->set_mark_seq(fallback.empty() ? ph.mark_seq : 0);
+  r->set_freeze_ms(ph.freeze_ms);
+  r->set_pause_ms(ph.pause_ms);
+  r->set_image_mb(static_cast<double>(ph.image_bytes) / 1e6);
+  r->set_ship_ms(ph.ship_ms);
+  r->set_checkpoint_ms(ph.dump_ms);
+  r->set_image_id(ph.image_id);
+  r->set_fallback(fallback);
   return reply;
+}
+
+Status Reintegration::CheckpointAndShip(Shadow& shadow, const std::string& target,
+                                        const cluster::LinkIdentity& ident,
+                                        const journal::JournalId& id, uint64_t epoch,
+                                        CheckpointPhases* out) {
+  if (options_.data_dir.empty()) return Status::NotSupported("understudyd runs without --data");
+  const std::string root = options_.data_dir + "/reintegration";
+  Status s = journal::CreatePrivateDirectories(root);
+  if (!s.ok()) return s;
+  std::error_code ec;
+  // Left over from an earlier attempt (shipped or not): not needed here.
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    std::filesystem::remove_all(e.path(), ec);
+  }
+  const std::string staging = root + "/.taking-e" + std::to_string(epoch);
+  recorder::ConsistentCheckpointOptions co;
+  co.images_dir = staging;
+  // The backup takes a stream from the mark only on top of a checkpoint of
+  // this journal (daemon/replica_receiver.h).
+  co.dump.notes.push_back({"journal_id", journal::JournalIdHex(id)});
+  recorder::ConsistentCheckpointReport rep;
+  s = shadow.TakeCheckpoint(co, &rep);
+  if (!s.ok()) {
+    std::filesystem::remove_all(staging, ec);
+    return Status::IOError("the checkpoint of the live service failed: " + s.message());
+  }
+  char name[64];
+  std::snprintf(name, sizeof name, "reint-e%" PRIu64 "-%014" PRIu64, epoch, rep.mark_seq);
+  const std::string dir = root + "/" + name;
+  if (::rename(staging.c_str(), dir.c_str()) != 0) {
+    const int err = errno;
+    std::filesystem::remove_all(staging, ec);
+    return Status::FromErrno("checkpoint at seq " + std::to_string(rep.mark_seq) + ": rename " +
+                                 staging + " -> " + dir,
+                             err);
+  }
+  out->mark_seq = rep.mark_seq;
+  out->last_seq = rep.last_seq;
+  out->freeze_ms = rep.freeze_ms;
+  out->pause_ms = rep.pause_ms;
+  out->dump_ms = rep.dump.total_ms;
+  out->image_bytes = rep.dump.image_bytes;
+  out->image_id = name;
+  char line[300];
+  std::snprintf(line, sizeof line,
+                "backup add %s: checkpoint of the live service at mark seq %" PRIu64
+                ": pause %.0f ms (CRIU freeze %.0f ms), %.1f MB; shipping it",
+                target.c_str(), rep.mark_seq, rep.pause_ms, rep.freeze_ms,
+                static_cast<double>(rep.dump.image_bytes) / 1e6);
+  log_.Log(line);
+  recorder::ShipOptions so;
+  so.backup = target;
+  so.key = options_.key;
+  so.me = ident;
+  so.images_dir = dir;
+  so.image_id = name;
+  so.mark_seq = rep.mark_seq;
+  so.last_seq = rep.last_seq;
+  recorder::ShipReport ship;
+  s = recorder::ShipCheckpoint(so, &ship);
+  // The backup keeps it (or it failed): not kept here either way.
+  std::filesystem::remove_all(dir, ec);
+  if (!s.ok()) {
+    return Status::IOError("the checkpoint at seq " + std::to_string(rep.mark_seq) +
+                           " was taken but not shipped: " + s.message());
+  }
+  out->ship_ms = ship.ship_ms;
+  std::snprintf(line, sizeof line,
+                "backup add %s: checkpoint %s shipped (%.1f MB in %.0f ms), verified and current "
+                "on the backup",
+                target.c_str(), name, static_cast<double>(ship.bytes) / 1e6, ship.ship_ms);
+  log_.Log(line);
+  return Status::Ok();
 }
 
 void Reintegration::Tick() {

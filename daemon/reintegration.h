@@ -1,14 +1,24 @@
 // Reintegration: `understudy backup add NODE:PORT` on a node that took over
-// (issue 12 part 5, active-active).  The live service on this node records
-// into the journal it was replayed from, continued (daemon/shadow.h
-// StartRecording); this attaches a new backup to it:
+// (issue 12 part 5).  The live service on this node records into the
+// journal it was replayed from, continued (daemon/shadow.h StartRecording);
+// this attaches a new backup to it, through a checkpoint:
 //
 //   this node (primary after go-live)              NODE (understudyd, idle)
-//   Shadow's journal ── tap ──▶ ReplicationClient ── STREAM_EPOCH {term},
-//     (frames from seq 1 off disk,                   HELLO, EVENT_BATCH... ─▶ replica
-//      then every frame the drain writes)        ◀── ACK {durable seq}    ─── shadow from seq 1
+//   1. Shadow::TakeCheckpoint: park, mark M in the journal, CRIU
+//      --leave-running dump into DATA/reintegration/
+//   2. ShipCheckpoint ── IMAGES link ──────────────▶ checkpoints/current (verified)
+//   3. Shadow's journal ── tap ──▶ ReplicationClient ── STREAM_EPOCH {term,
+//     (frames from M off disk,                       from_mark M}, HELLO,
+//      then every frame the drain writes)            EVENT_BATCH... ─▶ replica from M
+//                                                 ◀── ACK {durable seq} ─── shadow restored
+//                                                     (active-active) or checkpoint + tail
+//                                                     held (active-passive)
 //   control block: durable_seq ◀── acks; kFlagOutputGate on once the backup
 //   acked the journal's end at attach (output commit, as under `understudy run`)
+//
+// If the checkpoint cannot be taken or shipped (or --from-start asks), the
+// journal goes from seq 1 instead, with an alarm saying why -- possible only
+// while this node's journal itself starts at seq 1.
 //
 // The link is the one `understudy run --backup` uses (recorder/
 // replication_client.h), so the backup serves it with its ordinary receiver,
@@ -50,6 +60,9 @@ struct ReintegrationOptions {
   cluster::LinkCipher cipher = cluster::LinkCipher::kAes256Gcm;
   std::chrono::milliseconds heartbeat{100};
   int missed_heartbeats = 2;
+  // --data: the checkpoint of the live service is written under
+  // DATA/reintegration/ before it is shipped (and removed once it is).
+  std::string data_dir;
 };
 
 class Reintegration {
@@ -80,6 +93,23 @@ class Reintegration {
   void Stop();
 
  private:
+  struct CheckpointPhases {
+    uint64_t mark_seq = 0;
+    uint64_t last_seq = 0;
+    double freeze_ms = 0;
+    double pause_ms = 0;
+    double dump_ms = 0;
+    double ship_ms = 0;
+    uint64_t image_bytes = 0;
+    std::string image_id;
+  };
+  // Add's first step: a consistent checkpoint of the live service (its
+  // mark goes into the journal), shipped to `target` over its own
+  // authenticated link and verified there; the local image is removed.
+  // An error says which step failed (Add then falls back to seq 1).
+  Status CheckpointAndShip(Shadow& shadow, const std::string& target,
+                           const cluster::LinkIdentity& ident, const journal::JournalId& id,
+                           uint64_t epoch, CheckpointPhases* out);
   void HandOver(bool planned);
 
   const ReintegrationOptions options_;

@@ -89,25 +89,54 @@ void ReplicaReceiver::Close() {
 }
 
 Status ReplicaReceiver::OpenLocked(const journal::JournalId& id, const std::string& spec_bytes,
-                                   bool reopen, std::string* reopen_alarm,
+                                   bool reopen, uint64_t from_mark, std::string* reopen_alarm,
                                    std::string* reopen_log) {
-  const std::string dir = options_.data_dir + "/journals/" + journal::JournalIdHex(id);
+  const std::string hex = journal::JournalIdHex(id);
+  const std::string dir = options_.data_dir + "/journals/" + hex;
   journal::WriterOptions wopts;
   wopts.durability = options_.fsync_batch ? journal::DurabilityPolicy::PerBatch()
                                           : journal::DurabilityPolicy::None();
   std::unique_ptr<journal::JournalWriter> writer;
   std::vector<journal::SegmentInfo> segs;
   Status s;
-  if (journal::ListSegments(dir, &segs).ok()) {
+  bool create = !journal::ListSegments(dir, &segs).ok();
+  if (!create) {
     s = journal::JournalWriter::Open(dir, wopts, &writer);
-  } else {
+    if (s.ok() && from_mark > 0 && writer->last_sequence() + 1 < from_mark) {
+      // What this node holds ends before the mark: it cannot be continued
+      // from there (the primary streams nothing earlier).
+      const uint64_t had = writer->last_sequence();
+      (void)writer->Close();
+      writer.reset();
+      *reopen_log = "replica " + dir + " ended at seq " + std::to_string(had) +
+                    ", before the checkpoint mark " + std::to_string(from_mark) +
+                    " the primary streams from; set aside" + DiscardReplicaLocked(id);
+      create = true;
+    }
+  }
+  if (create && from_mark > 0) {
+    // Taken from the mark on: only on top of that checkpoint, verified here.
+    const CheckpointInfo ck = newest_checkpoint_ ? newest_checkpoint_() : CheckpointInfo{};
+    if (ck.id.empty() || ck.mark_seq != from_mark || ck.journal_id != hex) {
+      return Status::NotFound(
+          "the stream starts at seq " + std::to_string(from_mark) + " (a checkpoint mark) but "
+          "this node's current checkpoint is " +
+          (ck.id.empty() ? std::string("none")
+                         : ck.id + " (mark " + std::to_string(ck.mark_seq) + ", journal " +
+                               (ck.journal_id.empty() ? std::string("not noted") : ck.journal_id) +
+                               ")") +
+          "; the checkpoint must be shipped and verified first (understudy backup add does that)");
+    }
+    wopts.first_sequence = from_mark;
+  }
+  if (create) {
     journal::pb::ProcessSpec spec;
     if (!spec.ParseFromString(spec_bytes)) {
       return Status::Corruption("stream HELLO for journal " + journal::JournalIdHex(id) +
                                 ": the process spec does not parse");
     }
     wopts.journal_id = id;
-    wopts.first_sequence = 1;
+    if (from_mark == 0) wopts.first_sequence = 1;
     s = journal::JournalWriter::Create(dir, spec, wopts, &writer);
   }
   if (!s.ok()) return s;
@@ -174,6 +203,7 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
   // A re-integrating primary states its term first (STREAM_EPOCH).
   uint64_t epoch = 1;
   std::string epoch_node;
+  uint64_t from_mark = 0;  // the stream starts at this checkpoint mark (0: seq 1)
   if (msg.type == LinkType::kStreamEpoch) {
     cluster::pb::StreamEpoch e;
     if (!e.ParseFromString(msg.payload) || e.epoch() < 2) {
@@ -183,6 +213,7 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
     }
     epoch = e.epoch();
     epoch_node = e.node();
+    from_mark = e.from_mark();
     if (link.Receive(&msg, std::chrono::milliseconds(2000), &err) != PeerLink::Recv::kMessage ||
         msg.type != LinkType::kJournal) {
       log_.Log("recorder " + link.peer() + " sent no stream HELLO after its STREAM_EPOCH; closing");
@@ -232,16 +263,21 @@ void ReplicaReceiver::Serve(PeerLink& link, const std::atomic<bool>& stop) {
     }
     log_.Log("recorder " + link.peer() + (epoch_node.empty() ? "" : " (node " + epoch_node + ")") +
              " is the journal's primary in term " + std::to_string(epoch) +
-             ": the replica is taken again from seq 1" + discarded);
+             ": the replica is taken again from " +
+             (from_mark > 0 ? "its checkpoint mark at seq " + std::to_string(from_mark)
+                            : std::string("seq 1")) +
+             discarded);
   }
   {
     std::unique_lock<std::mutex> lock(mu_);
     const bool stuck = !persist_error_.empty();
-    if (!a.same_journal || writer_ == nullptr || stuck) {
+    const bool before_mark =
+        from_mark > 0 && writer_ != nullptr && writer_->last_sequence() + 1 < from_mark;
+    if (!a.same_journal || writer_ == nullptr || stuck || before_mark) {
       if (writer_ != nullptr) (void)writer_->Close();
       writer_.reset();
-      Status s = OpenLocked(hello.journal_id, hello.spec_bytes, a.same_journal, &reopen_alarm,
-                            &reopen_log);
+      Status s = OpenLocked(hello.journal_id, hello.spec_bytes, a.same_journal, from_mark,
+                            &reopen_alarm, &reopen_log);
       if (!s.ok()) {
         const bool persist = stuck && a.same_journal;
         const std::string alarm = persist ? PersistErrorLocked(s) : "";

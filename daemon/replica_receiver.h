@@ -29,6 +29,7 @@
 #include <string>
 
 #include "cluster/peer_link.h"
+#include "daemon/image_receiver.h"
 #include "journal/format.h"
 #include "journal/status.h"
 #include "journal/writer.h"
@@ -78,13 +79,21 @@ class ReplicaReceiver {
   void set_on_epoch(std::function<void(const journal::JournalId&, uint64_t)> f) {
     on_epoch_ = std::move(f);
   }
+  // The current (verified) checkpoint (daemon/image_receiver.h).  A stream
+  // that starts at a checkpoint's mark (STREAM_EPOCH from_mark, a
+  // re-integration: daemon/reintegration.h) is taken into a new replica
+  // starting at that seq only when this names that mark and journal;
+  // otherwise it is refused.  Set before the threads start.
+  void set_newest_checkpoint(std::function<CheckpointInfo()> f) { newest_checkpoint_ = std::move(f); }
 
  private:
   // Caller holds mu_.  Opens (or reopens) the replica of `id`.  What a
   // reopen removed is an alarm (a torn tail) or a log line, for the caller
   // to raise once it let go of mu_.
+  // from_mark > 0: the stream starts at that checkpoint mark; a replica
+  // that ends before it is set aside and a new one starts at it.
   Status OpenLocked(const journal::JournalId& id, const std::string& spec_bytes, bool reopen,
-                    std::string* reopen_alarm, std::string* reopen_log);
+                    uint64_t from_mark, std::string* reopen_alarm, std::string* reopen_log);
   // Caller holds mu_: a write failed.  Returns the alarm text when this is
   // news (empty when the same error was already reported).
   std::string PersistErrorLocked(const Status& s);
@@ -92,6 +101,7 @@ class ReplicaReceiver {
   // replacing an older one); returns a note for the log.
   std::string DiscardReplicaLocked(const journal::JournalId& id);
   std::function<void(const journal::JournalId&, uint64_t)> on_epoch_;
+  std::function<CheckpointInfo()> newest_checkpoint_;
 
   const ReplicaOptions options_;
   Node& node_;

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -66,7 +67,16 @@ Status Shadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
   if (!s.ok()) return s;
   pb::Event e;
   uint32_t main_rtid = 0;
+  bool first = true;
   while (reader->Next(&e)) {
+    if (first && e.seq() != 1) {
+      // Re-integrated from a checkpoint: nothing before its mark is here.
+      return Status::NotSupported(
+          "replica " + dir + " starts at seq " + std::to_string(e.seq()) +
+          " (a checkpoint's mark), not at the program's start: the shadow can only be restored "
+          "from that checkpoint");
+    }
+    first = false;
     if (e.tid() != 0) {
       main_rtid = e.tid();
       break;
@@ -299,7 +309,9 @@ Status Shadow::Restore(const std::string& dir, const std::string& ckpt_dir,
   // replay; the file policy (kFlagReexecFiles) does.
   __atomic_store_n(&cb->flags,
                    cb->flags & ~(abi::kFlagOutputGate | abi::kFlagAuditWait), __ATOMIC_SEQ_CST);
-  cb->main_rtid = main_rtid;
+  // (A replica that starts at the mark holds no earlier program event: the
+  // image's own value stays; it matters only for an exec.)
+  if (main_rtid != 0) cb->main_rtid = main_rtid;
   cb->until_seq = 0;
   cb->replay_tail = 0;
   cb->journal_ended = 0;
@@ -387,17 +399,20 @@ Status ReadFileBytes(const std::string& path, std::string* out) {
   return bad ? Status::IOError("read " + path) : Status::Ok();
 }
 
-// Every EVENT_BATCH frame of the journal in `dir` with first > after and
-// last <= upto, in order, to `tap`.  *got: the last seq handed over.
-Status TapFromDisk(const std::string& dir, uint64_t after, uint64_t upto,
-                   const Shadow::FrameTap& tap, uint64_t* got, uint64_t* bytes) {
+// Every EVENT_BATCH frame of the journal in `dir` after seq *got (0:
+// from its start) up to `upto`, skipping those wholly before `from`, in
+// order, to `tap`.  *got: the last seq handed over (or skipped); *first:
+// the journal's first seq seen.
+Status TapFromDisk(const std::string& dir, uint64_t from, uint64_t upto,
+                   const Shadow::FrameTap& tap, uint64_t* got, uint64_t* bytes, uint64_t* first) {
   std::vector<journal::SegmentInfo> segs;
   Status s = journal::ListSegments(dir, &segs);
   if (!s.ok()) return s;
-  *got = after;
+  if (!segs.empty() && *first == 0) *first = segs.front().base_sequence;
+  const uint64_t want = std::max(from, *got + 1);
   std::string data;
   for (size_t i = 0; i < segs.size(); ++i) {
-    if (i + 1 < segs.size() && segs[i + 1].base_sequence <= after + 1) continue;
+    if (i + 1 < segs.size() && segs[i + 1].base_sequence <= want) continue;
     if (segs[i].base_sequence > upto) break;
     s = ReadFileBytes(segs[i].path, &data);
     if (!s.ok()) return s;
@@ -415,13 +430,14 @@ Status TapFromDisk(const std::string& dir, uint64_t after, uint64_t upto,
       if (!s.ok()) return s;
       if (sum.last_seq <= *got) continue;
       if (sum.last_seq > upto) return Status::Ok();
-      if (sum.first_seq != *got + 1) {
+      if (*got != 0 && sum.first_seq != *got + 1) {
         return Status::Corruption(segs[i].path + ": seqs jump from " + std::to_string(*got) +
                                   " to " + std::to_string(sum.first_seq));
       }
+      *got = sum.last_seq;
+      if (sum.last_seq < from) continue;  // wholly before the start asked for
       const size_t n = journal::kFrameHeaderSize + fr.payload.size();
       tap(std::string_view(data.data() + fr.offset, n), sum.first_seq, sum.last_seq);
-      *got = sum.last_seq;
       *bytes += n;
     }
     // A torn tail of the last segment is a frame still being written.
@@ -431,9 +447,34 @@ Status TapFromDisk(const std::string& dir, uint64_t after, uint64_t upto,
 
 }  // namespace
 
-Status Shadow::AttachTap(FrameTap tap, uint64_t* upto, uint64_t* bytes) {
+Status Shadow::TakeCheckpoint(const recorder::ConsistentCheckpointOptions& options,
+                              recorder::ConsistentCheckpointReport* report) {
+  if (!recording_ || drain_ == nullptr) {
+    return Status::NotSupported("the live service does not record a journal, so a checkpoint "
+                                "of it would have no mark");
+  }
+  const pid_t root = restored_init_ > 0 ? restored_init_ : program_->checkpoint_root();
+  if (root <= 0) return Status::NotFound("the live service's process tree is not known yet");
+  return recorder::TakeConsistentCheckpoint(mapping_->control(), root, drain_.get(), options,
+                                            report);
+}
+
+Status Shadow::AttachTap(FrameTap tap, uint64_t from, uint64_t* upto, uint64_t* bytes,
+                         uint64_t* first) {
   if (!recording_ || live_writer_ == nullptr) {
     return Status::NotSupported("the live service does not record a journal");
+  }
+  // A mark just injected may not have reached the writer yet.
+  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);;) {
+    {
+      std::lock_guard<std::mutex> lock(tap_mu_);
+      if (hook_last_ >= from) break;
+    }
+    if (std::chrono::steady_clock::now() > until) {
+      return Status::IOError("journal " + live_dir_ + " did not reach seq " +
+                             std::to_string(from) + " within 5 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   uint64_t want = 0;
   {
@@ -449,11 +490,12 @@ Status Shadow::AttachTap(FrameTap tap, uint64_t* upto, uint64_t* bytes) {
   // The hook runs just before each write, so the last of them may still be
   // on its way to the file: read again until it is there.
   uint64_t got = 0;
+  uint64_t first_seen = 0;
   *bytes = 0;
   Status s;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (got < want) {
-    s = TapFromDisk(live_dir_, got, want, tap, &got, bytes);
+    s = TapFromDisk(live_dir_, from, want, tap, &got, bytes, &first_seen);
     if (!s.ok()) break;
     if (got >= want) break;
     if (std::chrono::steady_clock::now() > deadline) {
@@ -478,6 +520,7 @@ Status Shadow::AttachTap(FrameTap tap, uint64_t* upto, uint64_t* bytes) {
   tap_side_seqs_.clear();
   tap_catching_up_ = false;
   *upto = want;
+  if (first != nullptr) *first = first_seen;
   return Status::Ok();
 }
 

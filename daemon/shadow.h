@@ -28,6 +28,7 @@
 #include "driver/launcher.h"
 #include "journal/status.h"
 #include "journal/writer.h"
+#include "recorder/consistent_checkpoint.h"
 #include "recorder/record_drain.h"
 #include "replayer/live_feeder.h"
 
@@ -109,9 +110,21 @@ class Shadow {
   // Where every journal frame of the live service goes besides its journal.
   using FrameTap = std::function<void(std::string_view frame, uint64_t first, uint64_t last)>;
   // While recording(): hands `tap` every frame of the journal already on
-  // disk (seq 1 up to *upto, *bytes of frames), then every frame the drain
-  // writes from then on, in order, none twice, none missed.
-  Status AttachTap(FrameTap tap, uint64_t* upto, uint64_t* bytes);
+  // disk from the one holding seq `from` (frames wholly before it are
+  // skipped; the first one handed may start before it: the replication
+  // client trims it) up to *upto (*bytes of frames), then every frame the
+  // drain writes from then on, in order, none twice, none missed.  `from`
+  // beyond the journal's end waits (5 s) for the drain to write it (a
+  // checkpoint mark just injected).  *first: the journal's first seq on
+  // disk (a journal replayed from a checkpoint starts at its mark).
+  Status AttachTap(FrameTap tap, uint64_t from, uint64_t* upto, uint64_t* bytes,
+                   uint64_t* first = nullptr);
+  // While recording(): a consistent checkpoint of the live program
+  // (recorder/consistent_checkpoint.h) into options.images_dir; its mark
+  // goes into the journal this program records (and so through the tap).
+  // Caller: one thread at a time (the re-integration's admin thread).
+  Status TakeCheckpoint(const recorder::ConsistentCheckpointOptions& options,
+                        recorder::ConsistentCheckpointReport* report);
   void DetachTap();
   // Output commit for the live program: its outputs wait for durable_seq
   // (the control block's flags; interposer/record.cc reads them there).

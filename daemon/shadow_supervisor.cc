@@ -301,6 +301,13 @@ void ShadowSupervisor::Launch(const std::string& dir) {
       return;
     }
     fresh.reset();
+    // A re-integration (daemon/reintegration.h): the checkpoint is here
+    // before the stream, whose first frame holds its mark; until that
+    // frame is in the replica, wait for it.
+    if (r.IsNotFound() && replica_.last_seq() < ck.mark_seq && !ck.journal_id.empty()) {
+      const std::optional<journal::JournalId> j = node_.journal();
+      if (j && journal::JournalIdHex(*j) == ck.journal_id) return;
+    }
     log_.Alarm("cannot restore the shadow from checkpoint " + ck.dir + ": " + r.message() +
                "; starting it from seq 1 of the replica instead");
     warning.clear();

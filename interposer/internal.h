@@ -516,6 +516,8 @@ void PassedFds(const struct msghdr* msg, long flags, bool replay);
 // Go-live: true when the process is live.  Called when the drained ring and
 // golive_requested say so.
 bool GoLive();
+// Lets a restored image go live again (interposer/shadow.cc).
+void RearmGoLive();
 // Monotonic clocks differ between nodes: after go-live they continue from
 // the last value the program saw in replay (CLOCK_MONOTONIC, _RAW, _COARSE,
 // BOOTTIME).

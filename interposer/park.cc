@@ -62,6 +62,7 @@ void SleepParked() {
   // the interrupted code may hold the condvar's internal lock.
   if (!ts.in_park && __atomic_load_n(&g_cb->mode, __ATOMIC_SEQ_CST) == abi::kModeReplay)
     RescueRecordWaiters();
+  RearmGoLive();
 }
 
 }  // namespace

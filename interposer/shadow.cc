@@ -182,6 +182,18 @@ void PassedFds(const struct msghdr* msg, long flags, bool replay) {
 // Go-live: runs once, in the first thread that finds the ring drained after
 // the driver asked for it (interposer/abi.h, ControlBlock::golive_done).
 // Every other thread waits here until the process is live.
+void RearmGoLive() {
+  // A restored image of a process that went live once (a re-integration's
+  // checkpoint of the live service) still has the old life's owner: the
+  // restorer has switched it to replay with golive_done = 0, and the next
+  // go-live must be able to run.  Called as the threads leave the park,
+  // long before a go-live can be asked for (that needs the ring drained).
+  if (__atomic_load_n(&g_cb->mode, __ATOMIC_SEQ_CST) == abi::kModeReplay &&
+      __atomic_load_n(&g_cb->golive_done, __ATOMIC_SEQ_CST) == 0 &&
+      __atomic_load_n(&g_cb->golive_requested, __ATOMIC_SEQ_CST) == 0)
+    __atomic_store_n(&g_golive_owner, 0, __ATOMIC_RELEASE);
+}
+
 bool GoLive() {
   int expected = 0;
   if (!__atomic_compare_exchange_n(&g_golive_owner, &expected, 1, false, __ATOMIC_ACQ_REL,

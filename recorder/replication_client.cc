@@ -81,6 +81,7 @@ ReplicationClient::ReplicationClient(ReplicationOptions options) : options_(std:
   backoff_ = options_.heartbeat;
   last_contact_ = Clock::now();
   last_alarm_ = Clock::now() - std::chrono::hours(1);
+  if (options_.from_mark > 0) acked_ = last_seq_ = options_.from_mark - 1;
 }
 
 ReplicationClient::~ReplicationClient() {
@@ -520,6 +521,7 @@ Status ReplicationClient::SessionBody(PeerLink& link) {
     cluster::pb::StreamEpoch e;
     e.set_epoch(options_.epoch);
     e.set_node(options_.node_name);
+    e.set_from_mark(options_.from_mark);
     Status es = link.Send(LinkType::kStreamEpoch, e.SerializeAsString());
     if (!es.ok()) return es;
   }

@@ -86,6 +86,11 @@ struct ReplicationOptions {
   // add`): its term for the journal, sent as STREAM_EPOCH before every
   // stream HELLO.  0: none (`understudy run`, term 1).
   uint64_t epoch = 0;
+  // Re-integration from a checkpoint: the stream starts at this seq (the
+  // checkpoint's mark; frames before it are never enqueued), sent in the
+  // STREAM_EPOCH so that a backup without the journal takes it from there;
+  // the acked position starts at from_mark - 1.  0: from seq 1.
+  uint64_t from_mark = 0;
   // Log sink (any thread).  Default: stderr with a "understudy run:" prefix.
   std::function<void(const std::string&)> log;
 };

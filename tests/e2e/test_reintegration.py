@@ -8,12 +8,14 @@ service address while the service moves:
          its service address gone as after a reboot); B goes live.
   rejoin A: understudyd started again on A (fresh --data);
          `understudy backup add A:7700` asked of B: B streams its journal
-         from seq 1, A's shadow replays it and catches up, B's outputs wait
+         from seq 1 (asked for with --from-start: the path a failed
+         checkpoint falls back to), A's shadow replays it and catches up, B's outputs wait
          for A's acks from then on.
   leg 2  B -> A planned: `understudy failover` asked of A.  B stops its live
          service, drains it, hands the address over and goes idle.
-  rejoin B: `understudy backup add B:7700` asked of A; B's old copy of the
-         journal is set aside and taken again from seq 1.
+  rejoin B: `understudy backup add B:7700` asked of A (the default: through
+         a checkpoint of A's live service, streamed from its mark); B's old
+         copy of the journal is set aside.
   leg 3  A -> B unplanned: node A dies again (its daemon and live service).
 
 Pass: lost == 0 over the whole run (Jepsen-style: acked / survived / lost),
@@ -28,83 +30,10 @@ import harness
 import jepsen_client
 import netns
 from harness import expect, fail, log, run_main
+from reintegration_common import Daemon, crash_node
 
-NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup"]
-
-
-class Daemon:
-    """understudyd on one node, with its own --data, admin socket and logs."""
-
-    def __init__(self, net, cl, label, data=None):
-        self.net, self.cl, self.label = net, cl, label
-        self.node = net.node(label)
-        self.name = "node" + label
-        self.admin = os.path.join(cl.dir, "admin-%s.sock" % label)
-        self.data = data or os.path.join(cl.dir, "data-%s" % label)
-        self.log = os.path.join(cl.dir, "understudyd-%s.log" % label)
-        self.proc = None
-
-    def start(self, timeout=30):
-        argv = [netns.UNDERSTUDYD, "--listen", "%s:%d" % (self.node.ip, netns.PEER_PORT),
-                "--data", self.data, "--key", self.cl.key, "--admin-socket", self.admin,
-                "--service-address", "%s/%d" % (self.net.vip, self.net.cidr),
-                "--service-dev", netns.NODE_DEV, "--heartbeat-ms", self.cl.heartbeat_ms,
-                "--missed-heartbeats", self.cl.missed, "--node-name", self.name]
-        out = open(self.log, "ab")
-        self.proc = self.node.start(argv, stdout=out, stderr=out)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                fail("understudyd on %s exited (%s) at start:\n%s" %
-                     (self.label, self.proc.returncode, self.tail()))
-            if os.path.exists(self.admin) and self.status()[1] is not None:
-                return
-            time.sleep(0.05)
-        fail("understudyd on %s did not answer within %d s:\n%s" % (self.label, timeout,
-                                                                     self.tail()))
-
-    def tail(self, n=5000):
-        try:
-            with open(self.log, "rb") as f:
-                return f.read().decode(errors="replace")[-n:]
-        except OSError:
-            return "(no log)"
-
-    def status(self):
-        return self.cl._admin_json([harness.UNDERSTUDY, "status", "--admin", self.admin, "--json"],
-                                   False, 15)
-
-    def wait(self, what, pred, timeout=60):
-        deadline = time.monotonic() + timeout
-        doc = None
-        while time.monotonic() < deadline:
-            _, doc = self.status()
-            if doc is not None and pred(doc):
-                return doc
-            time.sleep(0.02)
-        fail("%s: %s not reached within %d s; last status: %s\nlog:\n%s" %
-             (self.label, what, timeout, doc and {k: doc.get(k) for k in
-                                                  ("state", "state_reason", "shadow", "backup")},
-              self.tail()))
-
-    def backup_add_fails(self, target_addr, want, why):
-        """`backup add TARGET_ADDR` asked of this daemon must fail, saying WANT."""
-        r = harness.run([harness.UNDERSTUDY, "backup", "add", target_addr, "--admin", self.admin,
-                         "--timeout-ms", "5000"], timeout=60)
-        expect(r.rc == 1 and want in r.err,
-               "backup add %s asked of %s (%s): wanted exit 1 saying %r, got %s: %s%s" %
-               (target_addr, self.label, why, want, r.rc, r.out, r.err))
-        log("error (%s): %s" % (why, r.err.strip()))
-
-    def backup_add(self, target):
-        r, doc = self.cl._admin_json([harness.UNDERSTUDY, "backup", "add", "%s:%d" % (
-            target.node.ip, netns.PEER_PORT), "--admin", self.admin, "--json",
-            "--timeout-ms", "90000"], False, 150)
-        expect(r.rc == 0 and doc is not None,
-               "backup add %s asked of %s failed (exit %s): %s\n%s log:\n%s\n%s log:\n%s" %
-               (target.label, self.label, r.rc, r.err.strip(), self.label, self.tail(),
-                target.label, target.tail()))
-        return doc
+CRIU = "/opt/understudy/criu/bin/criu"  # B rejoins through a checkpoint
+NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup", CRIU]
 
 
 def main():
@@ -143,20 +72,21 @@ def main():
                       err.decode(errors="replace")[-2000:], da.status()[1], db.status()[1]))
 
         def crash_a():
-            t = time.monotonic()
-            a.link(False)
-            a.kill_all()
-            # The machine restarts without the service address (`understudy
-            # run` added it as /32, a go-live as /CIDR).
-            for plen in (32, net.cidr):
-                a.ip_cmd("addr", "del", "%s/%d" % (net.vip, plen), "dev", netns.NODE_DEV,
-                         check=False)
-            expect(not a.has_addr(net.vip), "could not remove %s from node A" % net.vip)
-            return t
+            return crash_node(net, a)
 
-        def rejoin(primary, backup, name):
+        def rejoin(primary, backup, name, extra=()):
             t0 = time.monotonic()
-            doc = primary.backup_add(backup)
+            doc = primary.backup_add(backup, extra)
+            if extra:
+                # --from-start: the whole journal from seq 1, no checkpoint.
+                expect(doc.get("from_seq") == 1 and not doc.get("mark_seq") and
+                       "--from-start" in doc.get("fallback", ""),
+                       "%s with --from-start: %s" % (name, doc))
+            else:
+                # The default: through a checkpoint of the live service.
+                expect(int(doc.get("mark_seq", 0) or 0) > 1 and
+                       doc.get("from_seq") == doc.get("mark_seq") and not doc.get("fallback"),
+                       "%s did not go through a checkpoint mark: %s" % (name, doc))
             attach_ms = 1000 * (time.monotonic() - t0)
             backup.wait("shadow caught up",
                         lambda d: d.get("state") == "backup" and
@@ -194,7 +124,7 @@ def main():
         harness._kill_group(wrong.proc, __import__("signal").SIGKILL)
         wrong.proc.wait(timeout=10)
         da.start()
-        rejoin(db, da, "A rejoins")
+        rejoin(db, da, "A rejoins", ["--from-start"])
         db.backup_add_fails(a_addr, "already has backup", "one is attached")
         progress(200, "with A as backup")
         # ---- leg 2: B -> A planned
