@@ -124,6 +124,20 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
   auto client = std::make_unique<recorder::ReplicationClient>(ro);
   recorder::ReplicationClient* c = client.get();
 
+  // Re-integration streams the live journal from seq 1 (the new backup has
+  // no checkpoint of this service).  A journal whose head the revolving
+  // journal pruned would reach it with a hole: refuse instead.
+  {
+    std::vector<journal::SegmentInfo> segs;
+    const std::string jdir = shadow->journal_dir();
+    if (journal::ListSegments(jdir, &segs).ok() && segs.front().base_sequence > 1) {
+      return ErrorReply(me + ": cannot add backup " + target + ": the journal " + jdir +
+                        " starts at seq " + std::to_string(segs.front().base_sequence) +
+                        " (segments before a checkpoint were pruned) and re-integration streams "
+                        "from seq 1; a backup can be added to this service only by shipping a "
+                        "checkpoint first (not built in this version)");
+    }
+  }
   const auto t0 = Clock::now();
   uint64_t upto = 0, bytes = 0;
   s = shadow->AttachTap(
