@@ -6,10 +6,10 @@ and the pruned journal still fails over with no acknowledged write lost.
 redis-server runs under `understudy run --mode active-passive` on node A with
 checkpoints every 4 s or every 4 MiB of journal (whichever first), 1 MiB
 segments and its journal in a directory of the test.  A client on node C
-writes all the time (RJ_RATE writes/s) for RJ_RUN_S seconds (default 60);
+writes all the time (RJ_RATE writes/s, default 1500) for RJ_RUN_S seconds (default 60);
 once a second the test measures the segment files of A's journal and of
 B's replica, and asserts that the maximum of each stays under RJ_BOUND_MB
-(default 48 MiB) while the journal written in total grows past it, that
+(default 12 MiB) while the journal written in total grows past it, that
 both heads were pruned, and that `understudy status --json` reports both
 nodes' journal disk use.  Then node A dies (link down, SIGKILL of every
 process in it): B restores the newest checkpoint, replays from its mark + 1
@@ -31,8 +31,11 @@ from harness import expect, log, run_main
 CRIU = "/opt/understudy/criu/bin/criu"
 NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:checkpoint", CRIU]
 RUN_S = float(os.environ.get("RJ_RUN_S", "60"))
-RATE = int(os.environ.get("RJ_RATE", "1000"))
-BOUND_MB = float(os.environ.get("RJ_BOUND_MB", "48"))
+RATE = int(os.environ.get("RJ_RATE", "1500"))
+# What arrives between two checkpoints (4 MiB), the checkpoint's own time,
+# the segment holding the mark and the one being written (1 MiB each), with
+# room to spare on a loaded machine; the run writes well over it in total.
+BOUND_MB = float(os.environ.get("RJ_BOUND_MB", "12"))
 
 
 def segment_bytes(d):
@@ -110,9 +113,9 @@ def main():
                % (max_a / 2**20, BOUND_MB))
         expect(max_b < BOUND_MB * 2**20, "B's replica reached %.1f MiB, over the bound of %.0f MiB"
                % (max_b / 2**20, BOUND_MB))
-        expect(received > max(max_a, max_b) * 1.5,
-               "the run wrote only %.1f MiB of journal: too little to show the bound (raise "
-               "RJ_RUN_S or RJ_RATE)" % (received / 2**20))
+        expect(received > BOUND_MB * 2**20,
+               "the run wrote only %.1f MiB of journal, less than the bound: it shows nothing "
+               "(raise RJ_RUN_S or RJ_RATE)" % (received / 2**20))
         expect(last is not None and last[2] > 1 and last[5] > 1,
                "a journal head was not pruned (A from seq %s, B from seq %s)" %
                (last and last[2], last and last[5]))
