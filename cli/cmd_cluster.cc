@@ -25,6 +25,7 @@
 #include "cluster/peer_link.h"
 #include "daemon/admin_client.h"
 #include "daemon/service_manager.h"
+#include "journal/prune.h"
 #include "driver/launcher.h"
 #include "metrics/http_endpoint.h"
 #include "metrics/prometheus_text.h"
@@ -82,6 +83,9 @@ struct RunArgs {
   std::string service_dev;
   std::string mode = "active-active";
   std::string checkpoint_interval;  // e.g. 30s, 500ms; empty = none
+  uint64_t checkpoint_every_events = 0;   // 0 = not by count
+  std::string checkpoint_every_bytes;     // e.g. 64M; empty = not by size
+  std::string journal_segment_size;       // e.g. 4M; empty = the default (64M)
   std::string on_backup_loss = "stall";
   int heartbeat_ms = 100;
   int missed_heartbeats = 2;
@@ -230,6 +234,11 @@ int RunRun(const RunArgs& a) {
   } else if (o.mode == recorder::Primary::Mode::kActivePassive) {
     o.checkpoint_interval = std::chrono::milliseconds(30000);
   }
+  o.checkpoint_every_events = a.checkpoint_every_events;
+  if (!a.checkpoint_every_bytes.empty())
+    (void)journal::ParseByteSize(a.checkpoint_every_bytes, &o.checkpoint_every_bytes);
+  if (!a.journal_segment_size.empty())
+    (void)journal::ParseByteSize(a.journal_segment_size, &o.segment_bytes);
   o.on_backup_loss = a.on_backup_loss == "continue" ? recorder::BackupLossPolicy::kContinue
                                                     : recorder::BackupLossPolicy::kStall;
   o.heartbeat = std::chrono::milliseconds(a.heartbeat_ms);
@@ -446,6 +455,20 @@ int RunStatus(const AdminArgs& a) {
     fmt::print("journal   {}: replica {} at seq {} (acked {}, fsync {}), {} bytes received\n",
                r.journal_id(), r.dir(), r.last_seq(), r.durable_seq(), r.fsync(), r.bytes());
     if (!r.persist_error().empty()) fmt::print("          CANNOT PERSIST: {}\n", r.persist_error());
+    // The revolving journal (issue 12 part 6): both nodes' journals on disk.
+    if (r.disk_segments() > 0) {
+      fmt::print("disk      replica {:.1f} MiB in {} segment(s) from seq {}{}\n",
+                 r.disk_bytes() / 1048576.0, r.disk_segments(), r.first_seq(),
+                 r.pruned_segments() > 0
+                     ? fmt::format(" (pruned {} segment(s), {:.1f} MiB, before seq {})",
+                                   r.pruned_segments(), r.pruned_bytes() / 1048576.0,
+                                   r.pruned_before_seq())
+                     : std::string());
+    }
+    if (p.journal_segments() > 0) {
+      fmt::print("          primary {:.1f} MiB in {} segment(s) from seq {}\n",
+                 p.journal_disk_bytes() / 1048576.0, p.journal_segments(), p.journal_first_seq());
+    }
     fmt::print("lag       {} events, {} bytes, {} ms (primary at seq {})\n", st.lag().events(),
                st.lag().bytes(), st.lag().ms(), p.last_seq());
     if (p.commit_frames() > 0)
@@ -661,6 +684,31 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
                                       : std::string();
           },
           "DURATION"));
+  auto size_check = [](const std::string& name) {
+    return CLI::Validator(
+        [name](std::string& v) {
+          uint64_t b = 0;
+          return journal::ParseByteSize(v, &b)
+                     ? std::string()
+                     : name + " " + v + ": give a positive size, in bytes or with K, M or G (for "
+                                        "instance 64M)";
+        },
+        "SIZE");
+  };
+  run->add_option("--checkpoint-every-events", ra->checkpoint_every_events,
+                  "Also ask for a checkpoint once this many events were journaled since the last "
+                  "one (the revolving journal: segments before a checkpoint are removed on both "
+                  "nodes)")
+      ->check(CLI::PositiveNumber);
+  run->add_option("--checkpoint-every-bytes", ra->checkpoint_every_bytes,
+                  "Also ask for a checkpoint once this much journal (64M, 512K) arrived at the "
+                  "backup since the last one")
+      ->check(size_check("--checkpoint-every-bytes"));
+  run->add_option("--journal-segment-size", ra->journal_segment_size,
+                  "Size at which journal segments roll over, on this node and on the backup (default "
+                  "64M); pruning removes whole segments, so smaller ones keep disk use closer to "
+                  "the last checkpoint")
+      ->check(size_check("--journal-segment-size"));
   run->add_flag("--audit,!--no-audit", ra->audit,
                 "The kmod escape audit, on by default for run (--no-audit: off): nondeterministic "
                 "syscalls that escape the interposer, and processes running unrecorded, are alarms "

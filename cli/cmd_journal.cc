@@ -181,6 +181,11 @@ int RunShow(const ShowArgs& a) {
     }
     fmt::print("# journal {} id {} starts at seq {}: {}\n", a.dir, jr::JournalIdHex(h.journal_id),
                h.base_sequence, argv.empty() ? "(no argv)" : argv);
+    if (h.base_sequence > 1) {
+      fmt::print("# seqs 1..{} were pruned behind a checkpoint (the revolving journal): a replay "
+                 "needs the checkpoint whose mark is in this journal, not seq 1\n",
+                 h.base_sequence - 1);
+    }
   }
   pb::Event e;
   uint64_t n = 0;

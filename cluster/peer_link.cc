@@ -429,6 +429,9 @@ std::string EncodeHeartbeat(const Heartbeat& hb) {
   m.set_commit_p99_us(hb.commit_p99_us);
   m.set_commit_frames(hb.commit_frames);
   m.set_stall_reason(hb.stall_reason.substr(0, 1024));
+  m.set_journal_disk_bytes(hb.journal_disk_bytes);
+  m.set_journal_segments(hb.journal_segments);
+  m.set_journal_first_seq(hb.journal_first_seq);
   return m.SerializeAsString();
 }
 
@@ -453,6 +456,9 @@ Status DecodeHeartbeat(std::string_view p, Heartbeat* hb) {
   hb->commit_p99_us = m.commit_p99_us();
   hb->commit_frames = m.commit_frames();
   hb->stall_reason = m.stall_reason();
+  hb->journal_disk_bytes = m.journal_disk_bytes();
+  hb->journal_segments = m.journal_segments();
+  hb->journal_first_seq = m.journal_first_seq();
   return Status::Ok();
 }
 

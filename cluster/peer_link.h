@@ -156,6 +156,10 @@ struct Heartbeat {
   uint32_t commit_frames = 0;
   // Recorder: why its frames wait for acks (empty: they do not).
   std::string stall_reason;
+  // Recorder: its local journal on disk (journal_segments 0: not reported).
+  uint64_t journal_disk_bytes = 0;
+  uint64_t journal_segments = 0;
+  uint64_t journal_first_seq = 0;
 };
 inline constexpr uint8_t kHeartbeatStallPolicy = 1;  // outputs wait when the backup is lost
 inline constexpr uint8_t kHeartbeatGateOpened = 2;   // continue policy opened the gate

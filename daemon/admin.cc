@@ -123,7 +123,11 @@ pb::StatusReply AdminService::BuildStatus() const {
     ri->set_bytes(r.bytes);
     ri->set_fsync(context_.fsync_batch ? "batch" : "page-cache");
     ri->set_persist_error(r.persist_error);
+    if (context_.replica_disk) context_.replica_disk(ri);
   }
+  pi->set_journal_disk_bytes(hb.journal_disk_bytes);
+  pi->set_journal_segments(hb.journal_segments);
+  pi->set_journal_first_seq(hb.journal_first_seq);
   auto* lag = st.mutable_lag();
   if (running) {
     const uint64_t primary_last = std::max(hb.last_seq, r.acked);

@@ -48,6 +48,8 @@ struct AdminContext {
   std::function<Status(std::chrono::milliseconds, std::string* done)> checkpoint;
   // The newest checkpoint held here, for status.
   std::function<CheckpointInfo()> newest_checkpoint;
+  // The replica's disk use and pruning (daemon/revolving_journal.h).
+  std::function<void(pb::ReplicaInfo*)> replica_disk;
   // `understudy backup add` (daemon/reintegration.h); blocks for the catch-up.
   std::function<pb::AdminReply(const pb::BackupAddRequest&)> backup_add;
   // Adds what the attached backup looks like to a status reply.

@@ -17,33 +17,56 @@ CheckpointSchedule::~CheckpointSchedule() {
 
 void CheckpointSchedule::Run() {
   using Clock = std::chrono::steady_clock;
-  // The first checkpoint one interval after the schedule applies (the
-  // program's start-up is replayed from seq 1 until then).
+  // The first checkpoint one interval (or count) after the schedule applies
+  // (the program's start-up is replayed from seq 1 until then).
   Clock::time_point due{};
+  Clock::time_point retry_after{};
+  Position base;
   bool armed = false;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    cv_.wait_for(lock, std::chrono::milliseconds(200));
+    cv_.wait_for(lock, std::chrono::milliseconds(100));
     if (stop_) break;
     lock.unlock();
-    const uint64_t ms = hooks_.interval_ms();
+    const CheckpointPolicy p = hooks_.policy();
     const bool backup = hooks_.backup();
     const auto now = Clock::now();
-    if (ms == 0 || !backup) {
+    const Position pos = hooks_.position();
+    // A new connection counts its bytes from 0 again.
+    if (pos.bytes < base.bytes || pos.last_seq < base.last_seq) base = pos;
+    if (!p.any() || !backup) {
       armed = false;
     } else if (!armed) {
       armed = true;
-      due = now + std::chrono::milliseconds(ms);
-    } else if (now >= due) {
-      std::string done;
-      Status s = hooks_.request(&done);
-      if (s.ok()) {
-        hooks_.log("scheduled checkpoint (every " + std::to_string(ms) + " ms) done");
-      } else {
-        hooks_.alarm("scheduled checkpoint failed: " + s.message() + "; trying again in " +
-                     std::to_string(ms) + " ms");
+      due = now + std::chrono::milliseconds(p.interval_ms);
+      base = pos;
+    } else if (now >= retry_after) {
+      std::string why;
+      if (p.interval_ms != 0 && now >= due) {
+        why = "every " + std::to_string(p.interval_ms) + " ms";
+      } else if (p.every_events != 0 && pos.last_seq - base.last_seq >= p.every_events) {
+        why = std::to_string(pos.last_seq - base.last_seq) + " events since the last (every " +
+              std::to_string(p.every_events) + ")";
+      } else if (p.every_bytes != 0 && pos.bytes - base.bytes >= p.every_bytes) {
+        why = std::to_string((pos.bytes - base.bytes) >> 10) + " KiB since the last (every " +
+              std::to_string(p.every_bytes >> 10) + " KiB)";
       }
-      due = Clock::now() + std::chrono::milliseconds(ms);
+      if (!why.empty()) {
+        base = pos;
+        std::string done;
+        Status s = hooks_.request(&done);
+        const auto retry = p.interval_ms != 0 ? std::chrono::milliseconds(p.interval_ms)
+                                              : std::chrono::milliseconds(1000);
+        if (s.ok()) {
+          hooks_.log("scheduled checkpoint (" + why + ") done");
+          retry_after = Clock::now();
+        } else {
+          hooks_.alarm("scheduled checkpoint (" + why + ") failed: " + s.message() +
+                       "; trying again in " + std::to_string(retry.count()) + " ms");
+          retry_after = Clock::now() + retry;
+        }
+        due = Clock::now() + std::chrono::milliseconds(p.interval_ms);
+      }
     }
     lock.lock();
   }

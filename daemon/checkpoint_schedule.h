@@ -1,8 +1,12 @@
 // CheckpointSchedule: the backup asks the primary for a checkpoint every
-// interval (issue 12 part 3, `understudy run --checkpoint-interval`).  The
-// interval comes from the replica's ProcessSpec (0 = never); a request is
-// the same as `understudy checkpoint` (Node::RequestCheckpoint), made from a
-// thread of its own because it waits for the dump and the shipping.
+// interval (issue 12 part 3, `understudy run --checkpoint-interval`), or
+// once so many events or journal bytes arrived since the last one (part 6,
+// `--checkpoint-every-events`, `--checkpoint-every-bytes`): whichever comes
+// first.  The policy comes from the replica's ProcessSpec (all 0 = never); a
+// request is the same as `understudy checkpoint` (Node::RequestCheckpoint),
+// made from a thread of its own because it waits for the dump and the
+// shipping.  A failed request is tried again after the interval, or after
+// 1 s when only counts are set.
 #pragma once
 
 #include <atomic>
@@ -18,10 +22,25 @@
 
 namespace understudy::daemon {
 
+// When the backup asks for checkpoints (0 = not by that measure).
+struct CheckpointPolicy {
+  uint64_t interval_ms = 0;
+  uint64_t every_events = 0;
+  uint64_t every_bytes = 0;
+  bool any() const { return interval_ms != 0 || every_events != 0 || every_bytes != 0; }
+};
+
 class CheckpointSchedule {
  public:
+  // Where the replica is: its last seq and the bytes received on it (the
+  // counts are measured from the position at the last request).
+  struct Position {
+    uint64_t last_seq = 0;
+    uint64_t bytes = 0;
+  };
   struct Hooks {
-    std::function<uint64_t()> interval_ms;  // 0 = no schedule now
+    std::function<CheckpointPolicy()> policy;
+    std::function<Position()> position;
     std::function<bool()> backup;           // this node is backup to a connected primary
     std::function<Status(std::string* done)> request;
     std::function<void(const std::string&)> log;

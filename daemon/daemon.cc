@@ -12,12 +12,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
 #include "daemon/admin.h"
 #include "daemon/checkpoint_schedule.h"
+#include "daemon/revolving_journal.h"
 #include "interposer/abi.h"
 #include "daemon/chronicle.h"
 #include "daemon/failover.h"
@@ -242,7 +244,11 @@ Daemon::Daemon(DaemonOptions options)
   shadows_->set_newest_checkpoint([this] { return images_->newest(); });
   replica_->set_newest_checkpoint([this] { return images_->newest(); });
   CheckpointSchedule::Hooks ch;
-  ch.interval_ms = [this] { return shadows_->checkpoint_interval_ms(); };
+  ch.policy = [this] { return shadows_->checkpoint_policy(); };
+  ch.position = [this] {
+    const ReplicaSnapshot r = replica_->snapshot();
+    return CheckpointSchedule::Position{r.last_seq, r.bytes};
+  };
   ch.backup = [this] { return node_state_->state() == NodeState::kBackup; };
   ch.request = [this](std::string* done) {
     return node_state_->RequestCheckpoint(std::chrono::seconds(30), done);
@@ -250,6 +256,20 @@ Daemon::Daemon(DaemonOptions options)
   ch.log = [this](const std::string& l) { log_->Log(l); };
   ch.alarm = [this](const std::string& l) { log_->Alarm(l); };
   checkpoint_schedule_ = std::make_unique<CheckpointSchedule>(std::move(ch));
+  RevolvingJournal::Hooks rh;
+  rh.newest = [this] { return images_->newest(); };
+  rh.replica_dir = [this] { return replica_->dir(); };
+  rh.replica_acked = [this] { return replica_->snapshot().acked; };
+  rh.may_prune = [this] { return node_state_->state() == NodeState::kBackup; };
+  rh.reader_floor = [this]() -> uint64_t {
+    if (shadows_->passive()) return std::numeric_limits<uint64_t>::max();
+    std::shared_ptr<Shadow> sh = shadows_->healthy_shadow();
+    return sh ? sh->next_seq() : 0;
+  };
+  rh.log = [this](const std::string& l) { log_->Log(l); };
+  rh.alarm = [this](const std::string& l) { log_->Alarm(l); };
+  revolving_ = std::make_unique<RevolvingJournal>(std::move(rh));
+  ac.replica_disk = [this](pb::ReplicaInfo* ri) { revolving_->Fill(ri); };
   admin_ = std::make_unique<AdminService>(ac, *node_state_, *replica_, *shadows_, *failover_, *log_,
                                           [this] { WakeSupervisor(); });
 }
@@ -614,6 +634,7 @@ void Daemon::SupervisorLoop() {
     reint_->Tick();
     shadows_->Tick();
     failover_->Tick();
+    revolving_->Tick();
   }
   admin_->CancelAll("understudyd is shutting down");
 }

@@ -55,6 +55,7 @@ class Chronicle;
 class DaemonLog;
 class ImageReceiver;
 class CheckpointSchedule;
+class RevolvingJournal;
 class Failover;
 class Node;
 class ReplicaReceiver;
@@ -163,6 +164,7 @@ class Daemon {
   std::unique_ptr<ImageReceiver> images_;  // checkpoints shipped by the primary
   std::unique_ptr<Reintegration> reint_;   // `understudy backup add` (after a go-live)
   std::unique_ptr<CheckpointSchedule> checkpoint_schedule_;  // active-passive's interval
+  std::unique_ptr<RevolvingJournal> revolving_;  // prunes the replica behind the checkpoint
 
   std::atomic<bool> stop_{false};
   std::thread accept_thread_;

@@ -96,6 +96,13 @@ Status ReplicaReceiver::OpenLocked(const journal::JournalId& id, const std::stri
   journal::WriterOptions wopts;
   wopts.durability = options_.fsync_batch ? journal::DurabilityPolicy::PerBatch()
                                           : journal::DurabilityPolicy::None();
+  {
+    // The primary's segment size, so both nodes prune alike (journal/prune.h).
+    journal::pb::ProcessSpec spec;
+    if (spec.ParseFromString(spec_bytes) && spec.journal_segment_bytes() != 0) {
+      wopts.segment_bytes = spec.journal_segment_bytes();
+    }
+  }
   std::unique_ptr<journal::JournalWriter> writer;
   std::vector<journal::SegmentInfo> segs;
   Status s;

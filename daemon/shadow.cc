@@ -65,6 +65,15 @@ Status Shadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
   std::unique_ptr<journal::JournalReader> reader;
   Status s = journal::JournalReader::Open(dir, ropts, &reader);
   if (!s.ok()) return s;
+  // A shadow from the program's start needs the journal from seq 1; the
+  // revolving journal (journal/prune.h) removed that head once a checkpoint
+  // after it was current, so only a restore from that checkpoint can go on.
+  if (reader->segments().front().base_sequence > 1) {
+    return Status::NotFound("replica " + dir + " starts at seq " +
+                            std::to_string(reader->segments().front().base_sequence) +
+                            " (its head was pruned behind a checkpoint): a shadow can start only "
+                            "from that checkpoint (--data/checkpoints/current), not from seq 1");
+  }
   pb::Event e;
   uint32_t main_rtid = 0;
   bool first = true;

@@ -28,8 +28,8 @@ bool Serving(NodeState s) {
   return s == NodeState::kTakingOver || s == NodeState::kPrimary;
 }
 
-// The replica's ProcessSpec: active-passive and its checkpoint interval.
-void ReadMode(const std::string& dir, bool* passive, uint64_t* interval_ms) {
+// The replica's ProcessSpec: active-passive and its checkpoint policy.
+void ReadMode(const std::string& dir, bool* passive, CheckpointPolicy* policy) {
   journal::ReaderOptions ropts;
   ropts.torn_tail_is_end = true;
   std::unique_ptr<journal::JournalReader> reader;
@@ -37,7 +37,9 @@ void ReadMode(const std::string& dir, bool* passive, uint64_t* interval_ms) {
   journal::pb::ProcessSpec spec;
   if (!spec.ParseFromString(reader->header().spec_bytes)) return;
   *passive = spec.active_passive();
-  *interval_ms = spec.checkpoint_interval_ms();
+  policy->interval_ms = spec.checkpoint_interval_ms();
+  policy->every_events = spec.checkpoint_every_events();
+  policy->every_bytes = spec.checkpoint_every_bytes();
 }
 
 }  // namespace
@@ -173,8 +175,8 @@ void ShadowSupervisor::Tick() {
                    ShadowState::kGivenUp, ShadowState::kExited},
                   "new journal " + journal::JournalIdHex(*journal));
       passive_ = false;
-      checkpoint_interval_ms_ = 0;
-      ReadMode(replica_.dir(), &passive_, &checkpoint_interval_ms_);
+      checkpoint_policy_ = {};
+      ReadMode(replica_.dir(), &passive_, &checkpoint_policy_);
       if (passive_) {
         reason_ = "active-passive: no running copy; a failover restores the newest checkpoint";
         if (!line.empty()) line += " (active-passive: the shadow starts only at failover)";
@@ -253,7 +255,12 @@ bool ShadowSupervisor::passive() const {
 
 uint64_t ShadowSupervisor::checkpoint_interval_ms() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return checkpoint_interval_ms_;
+  return checkpoint_policy_.interval_ms;
+}
+
+CheckpointPolicy ShadowSupervisor::checkpoint_policy() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return checkpoint_policy_;
 }
 
 std::shared_ptr<Shadow> ShadowSupervisor::RestoreNow(double* restore_ms, std::string* why) {

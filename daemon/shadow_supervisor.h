@@ -38,6 +38,7 @@
 #include <optional>
 #include <string>
 
+#include "daemon/checkpoint_schedule.h"
 #include "daemon/image_receiver.h"
 #include "daemon/leaky_bucket.h"
 #include "daemon/live_service.h"
@@ -108,6 +109,7 @@ class ShadowSupervisor {
   // no shadow while standby; a failover calls RestoreNow.
   bool passive() const;
   uint64_t checkpoint_interval_ms() const;
+  CheckpointPolicy checkpoint_policy() const;
   // Active-passive failover (supervisor thread): restores the newest
   // checkpoint (or launches from seq 1 without one) at once and returns the
   // shadow if it started, else null with *why.  *restore_ms: CRIU's restore.
@@ -162,7 +164,7 @@ class ShadowSupervisor {
   std::function<void(const std::string&)> on_live_ended_;
   std::function<CheckpointInfo()> newest_checkpoint_;
   bool passive_ = false;  // of journal_ (mu_)
-  uint64_t checkpoint_interval_ms_ = 0;
+  CheckpointPolicy checkpoint_policy_;
   double last_restore_ms_ = 0;
 };
 

@@ -51,6 +51,31 @@ std::string StatusMetrics(const pb::StatusReply& st, double journal_bytes) {
             static_cast<double>(st.replica().bytes()));
   m.Gauge("understudy_replica_persist_failing", "1 while the replica cannot be written.",
           st.replica().persist_error().empty() ? 0 : 1);
+  // The revolving journal (issue 12 part 6): both nodes' journals on disk.
+  const auto& ri = st.replica();
+  if (ri.disk_segments() > 0) {
+    m.Gauge("understudy_replica_journal_bytes", "Bytes of the replica's segment files.",
+            static_cast<double>(ri.disk_bytes()));
+    m.Gauge("understudy_replica_journal_segments", "Segment files of the replica.",
+            static_cast<double>(ri.disk_segments()));
+    m.Gauge("understudy_replica_journal_first_seq",
+            "Base seq of the replica's first segment (above 1 once pruned).",
+            static_cast<double>(ri.first_seq()));
+  }
+  m.Counter("understudy_journal_pruned_segments_total",
+            "Replica segments removed behind a current checkpoint since the daemon started.",
+            static_cast<double>(ri.pruned_segments()));
+  m.Counter("understudy_journal_pruned_bytes_total", "Their bytes.",
+            static_cast<double>(ri.pruned_bytes()));
+  if (st.primary().journal_segments() > 0) {
+    m.Gauge("understudy_primary_journal_bytes",
+            "Bytes of the primary's local journal segments (its heartbeats).",
+            static_cast<double>(st.primary().journal_disk_bytes()));
+    m.Gauge("understudy_primary_journal_segments", "Segment files of the primary's journal.",
+            static_cast<double>(st.primary().journal_segments()));
+    m.Gauge("understudy_primary_journal_first_seq", "Base seq of the primary's first segment.",
+            static_cast<double>(st.primary().journal_first_seq()));
+  }
   if (journal_bytes >= 0)
     m.Gauge("understudy_journal_disk_bytes", "Bytes the replica journals take on disk.",
             journal_bytes);

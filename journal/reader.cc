@@ -99,14 +99,23 @@ JournalReader::~JournalReader() = default;
 
 Status JournalReader::Open(const std::string& dir, const ReaderOptions& options,
                            std::unique_ptr<JournalReader>* reader) {
-  std::unique_ptr<JournalReader> r(new JournalReader(dir, options));
-  Status s = ListSegments(dir, &r->segments_);
-  if (!s.ok()) {
-    return s;
+  std::unique_ptr<JournalReader> r;
+  // A revolving journal (prune.h) may lose its first segment between the
+  // listing and the read: then list again, a few times, rather than report
+  // a vanished file as an I/O error.
+  for (int attempt = 0;; ++attempt) {
+    r.reset(new JournalReader(dir, options));
+    Status s = ListSegments(dir, &r->segments_);
+    if (!s.ok()) {
+      return s;
+    }
+    // Enter the first segment now so header() is valid; a problem there is
+    // reported by the first Next(), like any other.
+    if (r->EnterSegment(0) || attempt >= 8 || r->segments_.size() < 2 ||
+        ::access(r->segments_.front().path.c_str(), F_OK) == 0) {
+      break;
+    }
   }
-  // Enter the first segment now so header() is valid; a problem there is
-  // reported by the first Next(), like any other.
-  r->EnterSegment(0);
   *reader = std::move(r);
   return Status::Ok();
 }

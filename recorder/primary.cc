@@ -15,6 +15,7 @@
 #include "cluster/service_address.h"
 #include "cluster/link.pb.h"
 #include "driver/control_mapping.h"
+#include "journal/prune.h"
 #include "recorder/consistent_checkpoint.h"
 #include "recorder/image_shipper.h"
 
@@ -37,9 +38,9 @@ std::string DefaultJournalDir() {
 class CheckpointWorker {
  public:
   CheckpointWorker(Primary* primary, ReplicationClient* client, const ReplicationOptions& ro,
-                   std::string dir)
+                   std::string dir, std::string journal_dir)
       : primary_(primary), client_(client), ro_(ro), dir_(std::move(dir)),
-        thread_([this] { Loop(); }) {}
+        journal_dir_(std::move(journal_dir)), thread_([this] { Loop(); }) {}
   ~CheckpointWorker() { Detach(); }
 
   void Request(uint64_t id) {
@@ -66,7 +67,14 @@ class CheckpointWorker {
   void Loop() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      cv_.wait(lock, [this] { return stop_ || !requests_.empty(); });
+      // Once a second, the journal's disk use for the heartbeats.
+      if (!cv_.wait_for(lock, std::chrono::seconds(1),
+                        [this] { return stop_ || !requests_.empty(); })) {
+        lock.unlock();
+        ReportJournalUse();
+        lock.lock();
+        continue;
+      }
       if (stop_) break;
       const uint64_t id = requests_.front();
       requests_.pop_front();
@@ -146,6 +154,19 @@ class CheckpointWorker {
     d.set_ship_ms(ship.ship_ms);
     d.set_backup_dir(ship.backup_dir);
     d.set_ok(true);
+    // The backup answered that this checkpoint is verified and current: the
+    // revolving journal (journal/prune.h) drops what is wholly before it.
+    journal::PruneReport pr;
+    s = journal::PruneJournalBefore(journal_dir_, rep.mark_seq, &pr);
+    if (!s.ok()) {
+      primary_->LogLine("warning: revolving journal: " + s.message());
+    } else if (pr.segments_removed > 0) {
+      primary_->LogLine("revolving journal: removed " + std::to_string(pr.segments_removed) +
+                        " segment(s), " + std::to_string(pr.bytes_removed >> 10) + " KiB, of " +
+                        journal_dir_ + " wholly before seq " + std::to_string(rep.mark_seq) +
+                        "; it starts at seq " + std::to_string(pr.first_seq_kept) + " now");
+    }
+    ReportJournalUse();
     // Only the newest stays on this node.
     for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
       const std::string n = e.path().filename().string();
@@ -161,10 +182,18 @@ class CheckpointWorker {
     return d;
   }
 
+  void ReportJournalUse() {
+    journal::JournalDiskUse use;
+    if (journal::MeasureJournal(journal_dir_, &use).ok()) {
+      client_->SetJournalUse(use.bytes, use.segments, use.first_seq);
+    }
+  }
+
   Primary* primary_;
   ReplicationClient* client_;
   const ReplicationOptions ro_;
   const std::string dir_;
+  const std::string journal_dir_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<uint64_t> requests_;
@@ -278,7 +307,10 @@ Status Primary::Run(Result* result) {
   opts.checkpointable = true;
   opts.active_passive = o.mode == Mode::kActivePassive;
   opts.checkpoint_interval_ms = static_cast<uint64_t>(o.checkpoint_interval.count());
-  CheckpointWorker worker(this, &client, ro, opts.dir + ".checkpoints");
+  opts.checkpoint_every_events = o.checkpoint_every_events;
+  opts.checkpoint_every_bytes = o.checkpoint_every_bytes;
+  opts.segment_bytes = o.segment_bytes;
+  CheckpointWorker worker(this, &client, ro, opts.dir + ".checkpoints", opts.dir);
   client.SetCheckpointHandler([&worker](uint64_t id) { worker.Request(id); });
   opts.hooks.on_running = [&worker](abi::ControlBlock* cb, pid_t root, RecordDrain* drain) {
     worker.Attach(cb, root, drain);

@@ -48,6 +48,13 @@ class Primary {
     // The backup asks for a checkpoint this often (0 = only on 'understudy
     // checkpoint'); carried to it in the journal's ProcessSpec.
     std::chrono::milliseconds checkpoint_interval{0};
+    // ... and once so many events or journal bytes arrived since the last
+    // one (0 = not by count; issue 12 part 6).
+    uint64_t checkpoint_every_events = 0;
+    uint64_t checkpoint_every_bytes = 0;
+    // The journal's segment size (0 = journal::WriterOptions' default); the
+    // revolving journal removes whole segments, so smaller ones prune finer.
+    uint64_t segment_bytes = 0;
     BackupLossPolicy on_backup_loss = BackupLossPolicy::kStall;
     std::chrono::milliseconds heartbeat{100};
     int missed_heartbeats = 2;

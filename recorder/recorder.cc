@@ -49,6 +49,9 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   spec.set_checkpointable(options.checkpointable);
   spec.set_active_passive(options.active_passive);
   spec.set_checkpoint_interval_ms(options.checkpoint_interval_ms);
+  spec.set_checkpoint_every_events(options.checkpoint_every_events);
+  spec.set_checkpoint_every_bytes(options.checkpoint_every_bytes);
+  spec.set_journal_segment_bytes(options.segment_bytes);
 
   std::unique_ptr<ControlMapping> mapping;
   uint32_t flags = options.reexec_local_files ? uint32_t{abi::kFlagReexecFiles} : 0u;
@@ -60,6 +63,7 @@ Status Record(const RecordOptions& options, RecordResult* result) {
   journal::WriterOptions wopts;
   wopts.durability = options.durability;
   wopts.on_frame = options.hooks.on_frame;
+  if (options.segment_bytes != 0) wopts.segment_bytes = options.segment_bytes;
   std::unique_ptr<journal::JournalWriter> writer;
   s = journal::JournalWriter::Create(options.dir, spec, wopts, &writer);
   if (!s.ok()) return s;

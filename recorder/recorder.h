@@ -77,6 +77,11 @@ struct RecordOptions {
   // ProcessSpec.active_passive / checkpoint_interval_ms (the backup reads them).
   bool active_passive = false;
   uint64_t checkpoint_interval_ms = 0;
+  // ProcessSpec.checkpoint_every_events / _bytes and journal_segment_bytes
+  // (the revolving journal, issue 12 part 6); segment_bytes 0 = the default.
+  uint64_t checkpoint_every_events = 0;
+  uint64_t checkpoint_every_bytes = 0;
+  uint64_t segment_bytes = 0;
   // Escape audit (kmod): count nondeterministic syscalls that reach the
   // kernel from outside the interposer; each nonzero count becomes an
   // AuditEvent in the journal and a warning.

@@ -310,9 +310,19 @@ void ReplicationClient::SetAudit(uint8_t state, uint64_t escapes, std::string te
   audit_text_ = std::move(text);
 }
 
+void ReplicationClient::SetJournalUse(uint64_t bytes, uint64_t segments, uint64_t first_seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  journal_bytes_ = bytes;
+  journal_segments_ = segments;
+  journal_first_seq_ = first_seq;
+}
+
 Heartbeat ReplicationClient::MakeHeartbeat() {
   std::lock_guard<std::mutex> lock(mu_);
   Heartbeat hb;
+  hb.journal_disk_bytes = journal_bytes_;
+  hb.journal_segments = journal_segments_;
+  hb.journal_first_seq = journal_first_seq_;
   hb.audit_state = audit_state_;
   hb.audit_escapes = audit_escapes_;
   hb.audit_text = audit_text_;

@@ -149,6 +149,8 @@ class ReplicationClient {
   // The escape audit's state for the heartbeats (status on the backup):
   // state 1 = on (text: escaped calls / lifecycle alarms), 2 = off (text: why).
   void SetAudit(uint8_t state, uint64_t escapes, std::string text);
+  // The local journal's disk use for the heartbeats (issue 12 part 6).
+  void SetJournalUse(uint64_t bytes, uint64_t segments, uint64_t first_seq);
   std::string fenced_message() const;
 
   // The program is stopped and the journal closed at drained.last_seq: waits
@@ -183,6 +185,9 @@ class ReplicationClient {
   uint8_t audit_state_ = 0;  // guarded by mu_
   uint64_t audit_escapes_ = 0;
   std::string audit_text_;
+  uint64_t journal_bytes_ = 0;  // guarded by mu_
+  uint64_t journal_segments_ = 0;
+  uint64_t journal_first_seq_ = 0;
   struct PendingFrame {
     uint64_t first = 0;
     uint64_t last = 0;

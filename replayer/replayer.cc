@@ -194,6 +194,18 @@ Status ScanJournal(const std::string& dir, JournalScan* scan) {
   std::unique_ptr<journal::JournalReader> reader;
   Status s = journal::JournalReader::Open(dir, ropts, &reader);
   if (!s.ok()) return s;
+  // A replay runs the program from its start: it needs seq 1, which the
+  // revolving journal (journal/prune.h) removes once a checkpoint after it
+  // is current on the backup.
+  if (reader->segments().front().base_sequence > 1) {
+    const uint64_t base = reader->segments().front().base_sequence;
+    return Status::NotSupported(
+        "journal " + dir + " starts at seq " + std::to_string(base) + ": seqs 1.." +
+        std::to_string(base - 1) +
+        " were pruned behind a checkpoint (the revolving journal), and a replay from the "
+        "program's start needs them; such a journal continues a checkpoint (its mark is in "
+        "'understudy journal show " + dir + "'): restore that checkpoint instead");
+  }
   pb::Event e;
   while (reader->Next(&e)) {
     scan->ends_with_exit = false;
