@@ -8,14 +8,13 @@ service address while the service moves:
          its service address gone as after a reboot); B goes live.
   rejoin A: understudyd started again on A (fresh --data);
          `understudy backup add A:7700` asked of B: B streams its journal
-         from seq 1 (asked for with --from-start: the path a failed
-         checkpoint falls back to), A's shadow replays it and catches up, B's outputs wait
-         for A's acks from then on.
+         from seq 1 (the default; --via-checkpoint is
+         reintegration_checkpoint_rounds.py's), A's shadow replays it and catches
+         up, B's outputs wait for A's acks from then on.
   leg 2  B -> A planned: `understudy failover` asked of A.  B stops its live
          service, drains it, hands the address over and goes idle.
-  rejoin B: `understudy backup add B:7700` asked of A (the default: through
-         a checkpoint of A's live service, streamed from its mark); B's old
-         copy of the journal is set aside.
+  rejoin B: `understudy backup add B:7700` asked of A, from seq 1 too;
+         B's old copy of the journal is set aside.
   leg 3  A -> B unplanned: node A dies again (its daemon and live service).
 
 Pass: lost == 0 over the whole run (Jepsen-style: acked / survived / lost),
@@ -32,8 +31,7 @@ import netns
 from harness import expect, fail, log, run_main
 from reintegration_common import Daemon, crash_node
 
-CRIU = "/opt/understudy/criu/bin/criu"  # B rejoins through a checkpoint
-NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup", CRIU]
+NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup"]
 
 
 def main():
@@ -77,13 +75,13 @@ def main():
         def rejoin(primary, backup, name, extra=()):
             t0 = time.monotonic()
             doc = primary.backup_add(backup, extra)
-            if extra:
-                # --from-start: the whole journal from seq 1, no checkpoint.
+            if "--via-checkpoint" not in extra:
+                # The default: the whole journal from seq 1, no checkpoint.
                 expect(doc.get("from_seq") == 1 and not doc.get("mark_seq") and
-                       "--from-start" in doc.get("fallback", ""),
-                       "%s with --from-start: %s" % (name, doc))
+                       "--via-checkpoint" in doc.get("fallback", ""),
+                       "%s from seq 1: %s" % (name, doc))
             else:
-                # The default: through a checkpoint of the live service.
+                # Through a checkpoint of the live service.
                 expect(int(doc.get("mark_seq", 0) or 0) > 1 and
                        doc.get("from_seq") == doc.get("mark_seq") and not doc.get("fallback"),
                        "%s did not go through a checkpoint mark: %s" % (name, doc))
@@ -124,7 +122,7 @@ def main():
         harness._kill_group(wrong.proc, __import__("signal").SIGKILL)
         wrong.proc.wait(timeout=10)
         da.start()
-        rejoin(db, da, "A rejoins", ["--from-start"])
+        rejoin(db, da, "A rejoins")
         db.backup_add_fails(a_addr, "already has backup", "one is attached")
         progress(200, "with A as backup")
         # ---- leg 2: B -> A planned

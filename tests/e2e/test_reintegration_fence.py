@@ -52,11 +52,7 @@ def main():
         progress(200, "after A died")
         a.link(True)
         da.start()
-        # From seq 1: this test is about the fence; a shadow restored from a
-        # re-integration checkpoint diverged once in ~30 restores (a known
-        # fault, docs/replication.md), and that path has its own test
-        # (test_reintegration_checkpoint).
-        da_doc = db.backup_add(da, ["--from-start"])
+        da_doc = db.backup_add(da)
         log("A rejoined: %d seqs in %.0f ms" % (da_doc["caught_up_seq"], da_doc["catch_up_ms"]))
         da.wait("shadow caught up", lambda d: d.get("shadow", {}).get("state") == "running")
         progress(200, "with A as backup")
