@@ -46,6 +46,29 @@ bool TestHltAsked() {
   return false;
 }
 
+// The time functions the wrappers call once the trap is armed (TscInit).
+int KernelClockGettime(clockid_t clk, struct timespec* tp) {
+  long r = sys(SYS_clock_gettime, clk, reinterpret_cast<long>(tp));
+  if (r < 0) {
+    errno = static_cast<int>(-r);
+    return -1;
+  }
+  return 0;
+}
+
+int KernelGettimeofday(struct timeval* tv, void* tz) {
+  long r = sys(SYS_gettimeofday, reinterpret_cast<long>(tv), reinterpret_cast<long>(tz));
+  if (r < 0) {
+    errno = static_cast<int>(-r);
+    return -1;
+  }
+  return 0;
+}
+
+time_t KernelTime(time_t* t) {
+  return static_cast<time_t>(sys(SYS_time, reinterpret_cast<long>(t)));
+}
+
 // The vDSO's text, from its program headers (AT_SYSINFO_EHDR).
 void FindVdso() {
   uintptr_t base = getauxval(AT_SYSINFO_EHDR);
@@ -207,6 +230,14 @@ void TscInit() {
     return;
   }
   g_tsc_trap = 1;
+  // With the trap armed, every rdtsc the vDSO's clock functions make would
+  // fault and be run natively by lifting the trap around it (a signal and
+  // two prctl calls per clock read: redis under record ran at 0.41x native
+  // instead of 1.1x).  The time wrappers call the kernel instead, which
+  // reads the counter itself: one system call, no fault.
+  real_clock_gettime = &KernelClockGettime;
+  real_gettimeofday = &KernelGettimeofday;
+  real_time = &KernelTime;
 }
 
 }  // namespace understudy::interposer
