@@ -646,8 +646,6 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
   if (s.ok()) {
     live_ = true;
     recording_ = __atomic_load_n(&mapping_->control()->mode, __ATOMIC_ACQUIRE) == abi::kModeRecord;
-  } else {
-    Release();  // a failed go-live: the program is killed soon, but not at niceness 19
   }
   return s;
 }

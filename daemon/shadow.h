@@ -89,10 +89,10 @@ class Shadow {
   // through_seq + 1 (recording() says whether it does).
   Status GoLive(uint64_t through_seq, uint32_t service_addr, std::chrono::milliseconds timeout,
                 double* drain_ms, replayer::GoLiveResult* result, bool record_after = false);
-  // After GoLive, once clients have been told where the service is (off the
-  // switchover's path): detaches the live program from this daemon, so it
-  // survives a restart of understudyd (detach_error() says why not), and
-  // sets it back to niceness 0 (renice_failed()).
+  // After GoLive, successful or not, once clients have been told where the
+  // service is (off the switchover's path): detaches a live program from this
+  // daemon, so it survives a restart of understudyd (detach_error() says why
+  // not), and sets the program back to niceness 0 (renice_failed()).
   void Release();
 
   // After a go-live with recording(): drains the live program's record ring
