@@ -1,5 +1,6 @@
 // The time stamp counter: rdtsc and rdtscp are instructions, not calls, so
-// no wrapper or trap sees them.  In record and replay mode every thread runs
+// no wrapper or trap sees them.  Asked for with UNDERSTUDY_TSC_TRAP=1 (off by
+// default: see TrapAsked), in record and replay mode every thread runs
 // with PR_SET_TSC = PR_TSC_SIGSEGV (inherited by threads and forks): the
 // instruction faults, and the SIGSEGV handler here emulates it.
 //  - record: reads the counter for real (the trap is lifted for the one
@@ -38,13 +39,21 @@ uintptr_t g_vdso_begin, g_vdso_end;
 // sees the same setting.
 int g_test_hlt;
 
-bool TestHltAsked() {
-  static const char kName[] = "UNDERSTUDY_TEST_TSC_HLT=1";
+bool EnvSet(const char* entry) {
   if (!environ) return false;
   for (char** e = environ; *e; e++)
-    if (__builtin_strcmp(*e, kName) == 0) return true;
+    if (__builtin_strcmp(*e, entry) == 0) return true;
   return false;
 }
+
+bool TestHltAsked() { return EnvSet("UNDERSTUDY_TEST_TSC_HLT=1"); }
+
+// UNDERSTUDY_TSC_TRAP=1: arm the trap (off by default).  PR_SET_TSC survives
+// execve, and the SIGSEGV handler does not: a program the recorded one execs
+// without the interposer (`env -u LD_PRELOAD ...`) would die on its first
+// rdtsc -- every clock read through the vDSO -- and gdb on a replay stops at
+// each one.  Part of the recorded environment, so replay sees the same.
+bool TrapAsked() { return EnvSet("UNDERSTUDY_TSC_TRAP=1"); }
 
 // The time functions the wrappers call once the trap is armed (TscInit).
 int KernelClockGettime(clockid_t clk, struct timespec* tp) {
@@ -203,8 +212,9 @@ void RestoreSegv() {
 void TscInit() {
   uint32_t mode = Mode();
   if (mode != abi::kModeRecord && mode != abi::kModeReplay) return;
-  FindVdso();
   g_test_hlt = TestHltAsked();
+  if (!g_test_hlt && !TrapAsked()) return;
+  FindVdso();
   KSigaction act{};
   act.handler = reinterpret_cast<void*>(&SegvHandler);
   act.flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK | kSaRestorer;
