@@ -490,6 +490,21 @@ class Cluster:
             harness.expect(r.rc == 0, "%s failed" % " ".join(argv[1:3]), r)
         return r, doc
 
+    def checkpoint(self, timeout=300):
+        """`understudy checkpoint --json` (must succeed).  One retry when CRIU
+        aborted the dump on a thread's "task interruption": a known race of
+        the park with CRIU's parasite (docs/checkpoint.md, "Not done"), seen
+        once in a CI run right after start-up; the aborted --leave-running
+        dump changed nothing, as an operator's retry would find."""
+        argv = [harness.UNDERSTUDY, "checkpoint", "--admin", self.admin, "--json"]
+        r, doc = self._admin_json(argv, False, timeout)
+        if r.rc != 0 and "task interruption" in (r.out + r.err):
+            harness.log("checkpoint aborted by CRIU (task interruption); retrying once")
+            time.sleep(0.5)
+            r, doc = self._admin_json(argv, False, timeout)
+        harness.expect(r.rc == 0, "checkpoint --admin failed", r)
+        return r, doc
+
     def status(self, check=True, timeout=15):
         return self._admin_json([harness.UNDERSTUDY, "status", "--admin", self.admin, "--json"],
                                 check, timeout)

@@ -68,8 +68,7 @@ def main(kind="unplanned"):
         expect(int(sh.get("pid", 0) or 0) == 0,
                "active-passive: B runs a shadow before any failover: %s" % sh)
         if kind == "unplanned":
-            r, ck = cl._admin_json([harness.UNDERSTUDY, "checkpoint", "--admin", cl.admin,
-                                    "--json"], True, 300)
+            r, ck = cl.checkpoint()
             expect(ck is not None, "understudy checkpoint --json printed no JSON", r)
         else:
             ck = scheduled_checkpoint(cl)

@@ -51,8 +51,7 @@ def main():
         r = c.run(["redis-cli", "-h", net.vip, "-p", netns.REDIS_PORT, "DEBUG", "POPULATE",
                    str(KEYS), "key", "1000"], timeout=300)
         expect(r.rc == 0 and r.out.strip() == "OK", "DEBUG POPULATE failed", r)
-        r, ck = cl._admin_json([harness.UNDERSTUDY, "checkpoint", "--admin", cl.admin,
-                                "--json"], True, 300)
+        r, ck = cl.checkpoint()
         expect(ck is not None, "understudy checkpoint --json printed no JSON", r)
 
         stream = jepsen_client.Stream(c, net.vip, count=20000, duration=90, io_timeout=0.5,
