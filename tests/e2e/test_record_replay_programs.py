@@ -34,7 +34,8 @@ PROGRAMS = {
 }
 
 # tsc_calls runs with `hlt` standing for rdtsc (interposer/tsc.cc): this
-# machine's hypervisor ignores CR4.TSD, so a real rdtsc cannot be trapped here.
+# way it runs whether or not the VM honours CR4.TSD (some ignore it; the trap
+# itself is opt-in, UNDERSTUDY_TSC_TRAP=1, docs/record-replay.md).
 TSC_ENV = {"UNDERSTUDY_TEST_TSC_HLT": "1"}
 
 NEEDS = ["program:" + name for name in PROGRAMS]
