@@ -130,14 +130,20 @@ def memcached_load(port, threads=4, ops=1500, deadline_s=60.0):
         except (OSError, IOError) as e:
             errors.append("thread %d: %s" % (t, e))
 
+    _run_threads(worker, threads, deadline_s + 10, errors)
+    return sum(done), errors
+
+
+def _run_threads(worker, threads, join_s, errors):
+    """Runs worker(t) for t in range(threads) on threads of their own and
+    waits up to JOIN_S for each; a thread still running is an error."""
     ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
     for th in ts:
         th.start()
     for th in ts:
-        th.join(deadline_s + 10)
+        th.join(join_s)
     if any(th.is_alive() for th in ts):
-        errors.append("a client thread did not finish in %.0f s" % (deadline_s + 10))
-    return sum(done), errors
+        errors.append("a client thread did not finish in %.0f s" % join_s)
 
 
 def memcached_shutdown(port):
@@ -257,13 +263,7 @@ def nginx_load(port, want, requests=200, threads=4, deadline_s=60.0):
             if conn is not None:
                 conn.close()
 
-    ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join(deadline_s + 10)
-    if any(th.is_alive() for th in ts):
-        errors.append("a client thread did not finish in %.0f s" % (deadline_s + 10))
+    _run_threads(worker, threads, deadline_s + 10, errors)
     return sum(ok), errors
 
 
