@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -81,6 +82,8 @@ struct SwrkCall {
   // gets it once CRIU runs.
   bool keeper = false;
   std::shared_ptr<RestoreKeeper>* keeper_out = nullptr;
+  // A restore: CRIU runs with ADDR_NO_RANDOMIZE (see Criu::Restore).
+  bool fixed_layout = false;
 };
 
 // Waits for `pid` until `deadline`, then kills it.  Returns the wait status
@@ -177,6 +180,10 @@ Status RunSwrk(const SwrkCall& call, const rpc::Req& req, rpc::Resp* resp) {
     // makes either reading of the number right.
     close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     for (int fd : keep) fcntl(fd, F_SETFD, 0);
+    if (call.fixed_layout) {
+      const int persona = personality(0xffffffff);
+      if (persona != -1) personality(static_cast<unsigned long>(persona) | ADDR_NO_RANDOMIZE);
+    }
     if (call.keeper) {
       // Out of the caller's session and process group: a signal to the
       // daemon's group is not the service's.
@@ -525,6 +532,15 @@ Status Criu::Restore(const std::string& images_dir, const RestoreOptions& option
                 options.timeout_s, {}};
   std::shared_ptr<RestoreKeeper> keeper;
   call.keeper = options.keeper && options.sibling;
+  // The restored tasks are forks of CRIU and keep the mmap base its exec
+  // chose: with address randomisation that base is random, so the program's
+  // next anonymous mmap lands elsewhere than it did in the original (which
+  // the launcher started with ADDR_NO_RANDOMIZE).  A replayed program must
+  // get the addresses its recording got: an allocator decides by them
+  // (jemalloc's extent coalescing: a restored redis diverged after its first
+  // new mapping).  The personality passes through the keeper's exec and
+  // CRIU's; CRIU restores each task's own personality from the image.
+  call.fixed_layout = true;
   call.keeper_out = &keeper;
   rpc::Resp resp;
   const Clock::time_point t_criu = Clock::now();

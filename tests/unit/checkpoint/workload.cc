@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -153,22 +154,9 @@ std::string RedisCli(int port, const std::vector<std::string>& args) {
   return out;
 }
 
-bool StartRedis(const RedisSpawn& spawn, Redis* out, std::string* why) {
+bool StartTree(const std::vector<std::string>& argv, const TreeSpawn& spawn, Redis* out,
+               std::string* why) {
   *out = Redis();
-  out->port = spawn.port;
-  const std::vector<std::string> argv = {FindOnPath("redis-server"),
-                                         "--port",
-                                         std::to_string(spawn.port),
-                                         "--bind",
-                                         "127.0.0.1",
-                                         "--save",
-                                         "",
-                                         "--appendonly",
-                                         "no",
-                                         "--dir",
-                                         spawn.dir,
-                                         "--logfile",
-                                         ""};
   std::vector<char*> args = CStrings(argv);
   const pid_t self = getpid();
   const pid_t helper = fork();
@@ -185,6 +173,10 @@ bool StartRedis(const RedisSpawn& spawn, Redis* out, std::string* why) {
     if (init < 0) _exit(124);
     if (init == 0) {
       if (spawn.pdeathsig) prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (spawn.fixed_layout) {
+        const int persona = personality(0xffffffff);
+        if (persona != -1) personality(static_cast<unsigned long>(persona) | ADDR_NO_RANDOMIZE);
+      }
       if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(123);
       driver::DetachNsfsMounts();
       if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
@@ -220,10 +212,31 @@ bool StartRedis(const RedisSpawn& spawn, Redis* out, std::string* why) {
     }
   }
   if (out->init <= 0) {
-    *why = "the helper " + std::to_string(helper) + " never started redis";
+    *why = "the helper " + std::to_string(helper) + " never started " + argv[0];
     KillRedis(out);
     return false;
   }
+  return true;
+}
+
+bool StartRedis(const RedisSpawn& spawn, Redis* out, std::string* why) {
+  const std::vector<std::string> argv = {FindOnPath("redis-server"),
+                                         "--port",
+                                         std::to_string(spawn.port),
+                                         "--bind",
+                                         "127.0.0.1",
+                                         "--save",
+                                         "",
+                                         "--appendonly",
+                                         "no",
+                                         "--dir",
+                                         spawn.dir,
+                                         "--logfile",
+                                         ""};
+  TreeSpawn tree;
+  tree.pdeathsig = spawn.pdeathsig;
+  if (!StartTree(argv, tree, out, why)) return false;
+  out->port = spawn.port;
   const Clock::time_point deadline = Clock::now() + std::chrono::seconds(10);
   while (Clock::now() < deadline) {
     if (RedisCli(spawn.port, {"PING"}) == "PONG") return true;

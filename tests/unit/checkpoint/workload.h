@@ -58,6 +58,15 @@ struct RedisSpawn {
 
 // Starts redis and waits until it answers PING (10 s).  false + reason.
 bool StartRedis(const RedisSpawn& spawn, Redis* out, std::string* why);
+
+// Any program (argv[0] a full path) in the same layout, without the PING
+// wait; `out->port` stays 0.
+struct TreeSpawn {
+  bool pdeathsig = false;
+  bool fixed_layout = false;  // ADDR_NO_RANDOMIZE, as the launcher runs a recorded program
+};
+bool StartTree(const std::vector<std::string>& argv, const TreeSpawn& spawn, Redis* out,
+               std::string* why);
 // SIGKILL to the init (ends the namespace) and reap the helper.
 void KillRedis(Redis* r);
 
