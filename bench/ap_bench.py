@@ -321,7 +321,7 @@ def reintegrate(net, cl, want_shadow):
     db.admin, db.log, db.proc = cl.admin, cl.log_path("understudyd"), cl.daemon
     loadavg("backup add A")
     t0 = time.monotonic()
-    doc = db.backup_add(da)
+    doc = db.backup_add(da, ["--from-start"])
     attach_ms = 1000 * (time.monotonic() - t0)
     out = {"attach_ms": attach_ms, "seqs": doc.get("caught_up_seq"),
            "mib": (doc.get("bytes") or 0) / 2**20, "caught_up_ms": None}

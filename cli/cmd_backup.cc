@@ -29,7 +29,8 @@ struct BackupArgs {
   bool json = false;
   uint32_t timeout_ms = 60000;
   std::string on_backup_loss = "stall";
-  bool via_checkpoint = false;
+  bool from_start = false;
+  bool via_checkpoint = false;  // the default; kept so that old scripts still run
 };
 
 int RunBackupAdd(const BackupArgs& a) {
@@ -39,7 +40,7 @@ int RunBackupAdd(const BackupArgs& a) {
   rq->set_target(a.target);
   rq->set_timeout_ms(a.timeout_ms);
   rq->set_on_backup_loss(a.on_backup_loss);
-  rq->set_from_start(!a.via_checkpoint);
+  rq->set_from_start(a.from_start);
   daemon::pb::AdminReply reply;
   Status s = daemon::AdminCall(a.admin, a.key, req, std::chrono::milliseconds(a.timeout_ms + 30000),
                                &reply);
@@ -82,20 +83,21 @@ void AddBackupCommands(CLI::App& app, int& exit_code) {
   auto ba = std::make_shared<BackupArgs>();
   CLI::App* add = backup->add_subcommand(
       "add",
-      "Asked of the node that serves after a failover: its understudyd streams the live "
-      "service's journal from seq 1 to the understudyd at NODE:PORT, whose shadow replays it "
-      "from the program's start (active-active) or which holds it (active-passive). With "
-      "--via-checkpoint it instead takes a consistent checkpoint of the live service (CRIU, "
-      "--leave-running; a checkpoint mark M goes into its journal), ships the image over the "
-      "authenticated link and streams the journal from M; if no checkpoint can be taken or "
-      "shipped, it streams from seq 1 (an alarm says why). A journal that does not start at "
-      "seq 1 (pruned behind a checkpoint, or taken over from one) can reach a new backup only "
-      "--via-checkpoint. Once NODE holds the journal up to the attach point, the service's "
-      "outputs wait for its acks (output commit) and NODE can take over ('understudy "
-      "failover' asked of it, or by itself if this node is lost). NODE's understudyd may be "
-      "fresh or run on old --data: whatever it holds of this journal is set aside "
-      "(docs/replication.md). The reply gives the phases: mark seq, freeze ms, image MB, ship "
-      "ms, catch-up ms.\nExit status: 0 "
+      "Asked of the node that serves after a failover: its understudyd takes a consistent "
+      "checkpoint of the live service (CRIU, --leave-running; a checkpoint mark M goes into "
+      "its journal), ships the image over the authenticated link to the understudyd at "
+      "NODE:PORT and streams the journal from M. In active-active NODE's shadow is restored "
+      "from that image and replays from M; in active-passive NODE holds the image and the "
+      "journal after it. If no checkpoint can be taken or shipped, the journal is streamed "
+      "from seq 1 instead (an alarm says why) and NODE replays it from the program's start; "
+      "--from-start asks for that path directly. A journal that does not start at seq 1 "
+      "(pruned behind a checkpoint, or taken over from one) can reach a new backup only "
+      "through a checkpoint. Once NODE holds the journal up to the attach point, the "
+      "service's outputs wait for its acks (output commit) and NODE can take over "
+      "('understudy failover' asked of it, or by itself if this node is lost). NODE's "
+      "understudyd may be fresh or run on old --data: whatever it holds of this journal is "
+      "set aside (docs/replication.md). The reply gives the phases: mark seq, freeze ms, "
+      "image MB, ship ms, catch-up ms.\nExit status: 0 "
       "attached and caught up; 1 not (the message says why).");
   add->add_option("target", ba->target, "NODE:PORT of the new backup's understudyd (its --listen)")
       ->required();
@@ -111,11 +113,13 @@ void AddBackupCommands(CLI::App& app, int& exit_code) {
                   "When the new backup is lost: stall (default: outputs wait until it is back) "
                   "or continue (outputs flow unprotected, with an alarm)")
       ->check(CLI::IsMember({"stall", "continue"}));
+  add->add_flag("--from-start", ba->from_start,
+                "Stream the journal from seq 1 without a checkpoint: NODE replays the service "
+                "from the program's start (slower for a long-running service; refused for a "
+                "journal that does not start at seq 1)");
   add->add_flag("--via-checkpoint", ba->via_checkpoint,
-                "Ship a checkpoint of the live service and stream from its mark instead of from "
-                "seq 1. Not the default yet: a shadow restored from such a checkpoint can "
-                "diverge right after the mark (a known fault, docs/replication.md), and then "
-                "NODE cannot take over");
+                "Through a checkpoint and its mark (the default; accepted for old scripts)")
+      ->excludes("--from-start");
   add->callback([ba, &exit_code] { exit_code = RunBackupAdd(*ba); });
 }
 

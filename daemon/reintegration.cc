@@ -144,7 +144,7 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
   CheckpointPhases ph;
   std::string fallback;
   if (rq.from_start()) {
-    fallback = "not asked for (no --via-checkpoint)";
+    fallback = "not asked for (--from-start)";
   } else {
     s = CheckpointAndShip(*shadow, target, ident, id, epoch, &ph);
     if (!s.ok()) fallback = s.message();
@@ -155,7 +155,9 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
                                std::to_string(journal_first) +
                                " (this node took it over from a checkpoint), so it can reach a "
                                "new backup only through a checkpoint, and none could be "
-                               "shipped: " + fallback + "; retry with --via-checkpoint, or fix that";
+                               "shipped: " + fallback +
+                               (rq.from_start() ? "; retry without --from-start"
+                                                : "; fix that and retry");
       log_.Alarm("backup add " + target + " failed: " + fail);
       return ErrorReply(fail);
     }

@@ -16,7 +16,7 @@
 //   control block: durable_seq ◀── acks; kFlagOutputGate on once the backup
 //   acked the journal's end at attach (output commit, as under `understudy run`)
 //
-// If the checkpoint cannot be taken or shipped (or --via-checkpoint was not given), the
+// If the checkpoint cannot be taken or shipped (or --from-start was given), the
 // journal goes from seq 1 instead, with an alarm saying why -- possible only
 // while this node's journal itself starts at seq 1.
 //

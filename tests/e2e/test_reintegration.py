@@ -7,9 +7,10 @@ service address while the service moves:
   leg 1  A -> B unplanned: node A dies (link down, every process SIGKILLed,
          its service address gone as after a reboot); B goes live.
   rejoin A: understudyd started again on A (fresh --data);
-         `understudy backup add A:7700` asked of B: B streams its journal
-         from seq 1 (the default; --via-checkpoint is
-         reintegration_checkpoint_rounds.py's), A's shadow replays it and catches
+         `understudy backup add A:7700 --from-start` asked of B: B streams
+         its journal from seq 1 (the path without a checkpoint; the default,
+         through a checkpoint, is test_reintegration_checkpoint.py's), A's
+         shadow replays it and catches
          up, B's outputs wait for A's acks from then on.
   leg 2  B -> A planned: `understudy failover` asked of A.  B stops its live
          service, drains it, hands the address over and goes idle.
@@ -75,10 +76,10 @@ def main():
         def rejoin(primary, backup, name, extra=()):
             t0 = time.monotonic()
             doc = primary.backup_add(backup, extra)
-            if "--via-checkpoint" not in extra:
-                # The default: the whole journal from seq 1, no checkpoint.
+            if "--from-start" in extra:
+                # The whole journal from seq 1, no checkpoint.
                 expect(doc.get("from_seq") == 1 and not doc.get("mark_seq") and
-                       "--via-checkpoint" in doc.get("fallback", ""),
+                       "--from-start" in doc.get("fallback", ""),
                        "%s from seq 1: %s" % (name, doc))
             else:
                 # Through a checkpoint of the live service.
@@ -122,7 +123,7 @@ def main():
         harness._kill_group(wrong.proc, __import__("signal").SIGKILL)
         wrong.proc.wait(timeout=10)
         da.start()
-        rejoin(db, da, "A rejoins")
+        rejoin(db, da, "A rejoins", ["--from-start"])
         db.backup_add_fails(a_addr, "already has backup", "one is attached")
         progress(200, "with A as backup")
         # ---- leg 2: B -> A planned
@@ -140,7 +141,7 @@ def main():
         expect(old != "+PONG", "B still answers clients after handing over: %s" % old)
         progress(200, "after leg 2")
         # ---- B rejoins as A's backup
-        rejoin(da, db, "B rejoins")
+        rejoin(da, db, "B rejoins", ["--from-start"])
         progress(200, "with B as backup")
         # ---- leg 3: A -> B unplanned
         legs.append(("leg 3 A->B unplanned", crash_a()))

@@ -119,7 +119,7 @@ def main(case):
         # ---- A rejoins (fresh --data), through a checkpoint of B's service
         a.link(True)
         da.start()
-        doc = rejoin(db, da, "A rejoins", ready, ["--via-checkpoint"])
+        doc = rejoin(db, da, "A rejoins", ready)
         mark_a = check_through_mark(doc, da, passive, "A rejoins")
         progress(200, "with A as backup")
         # ---- leg 2: B -> A unplanned: A takes over from that checkpoint
@@ -130,7 +130,7 @@ def main(case):
         # ---- B rejoins with its old --data (its old replica is set aside)
         b.link(True)
         db.start()
-        doc = rejoin(da, db, "B rejoins", ready, ["--via-checkpoint"])
+        doc = rejoin(da, db, "B rejoins", ready)
         check_through_mark(doc, db, passive, "B rejoins")
         expect("superseded" in db.tail(200000) or "set aside" in db.tail(200000),
                "B's old replica was not set aside:\n%s" % db.tail())
