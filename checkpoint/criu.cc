@@ -539,7 +539,8 @@ Status Criu::Restore(const std::string& images_dir, const RestoreOptions& option
   // get the addresses its recording got: an allocator decides by them
   // (jemalloc's extent coalescing: a restored redis diverged after its first
   // new mapping).  The personality passes through the keeper's exec and
-  // CRIU's; CRIU restores each task's own personality from the image.
+  // CRIU's; CRIU does not restore a task's own personality, so the restored
+  // program keeps ADDR_NO_RANDOMIZE (a recorded program had it anyway).
   call.fixed_layout = true;
   call.keeper_out = &keeper;
   rpc::Resp resp;

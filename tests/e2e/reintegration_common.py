@@ -1,5 +1,5 @@
 """Shared pieces of the re-integration tests (issue 12 part 5):
-test_reintegration.py and reintegration_checkpoint_rounds.py.
+test_reintegration.py and test_reintegration_checkpoint.py.
 
 Daemon: understudyd on one node of a netns.Cluster, with its own --data,
 admin socket and log, and the admin calls the tests make of it (status,
