@@ -64,9 +64,13 @@ void LiveFeeder::Push(std::shared_ptr<const std::string> payload) {
   cv_.notify_all();
 }
 
-bool LiveFeeder::FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec) {
+bool LiveFeeder::FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec, bool gap_ok) {
   const uint64_t next = next_seq_.load(std::memory_order_relaxed);
   if (seq < next) return true;  // already fed
+  if (seq > next && gap_ok) {
+    gap_seq_ = seq;
+    return false;
+  }
   if (seq > next) {
     Fail(Status::Corruption("live feed of " + dir_ + ": expected seq " + std::to_string(next) +
                             ", got " + std::to_string(seq)));
@@ -80,7 +84,7 @@ bool LiveFeeder::FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec) {
   return true;
 }
 
-bool LiveFeeder::FeedEvent(const pb::Event& e) {
+bool LiveFeeder::FeedEvent(const pb::Event& e, bool gap_ok) {
   if (e.seq() < next_seq_.load(std::memory_order_relaxed)) return true;  // already fed
   std::string_view rec;  // empty: no ring form, nothing for the program
   if (e.tid() != 0) {
@@ -92,7 +96,7 @@ bool LiveFeeder::FeedEvent(const pb::Event& e) {
       return false;
     }
   }
-  return FeedRecord(e.seq(), e.tid(), rec);
+  return FeedRecord(e.seq(), e.tid(), rec, gap_ok);
 }
 
 bool LiveFeeder::CatchUpFromDisk() {
@@ -179,7 +183,7 @@ void LiveFeeder::Run() {
       if (driver::TranscodeBatch(*payload, &batch_buf_, &batch_refs_)) {
         for (const driver::RingRecordRef& r : batch_refs_) {
           const std::string_view rec(batch_buf_.data() + r.offset, r.size);
-          if (!(ok = FeedRecord(r.seq, r.tid, rec))) break;
+          if (!(ok = FeedRecord(r.seq, r.tid, rec, /*gap_ok=*/true))) break;
         }
         if (!ok) break;
         continue;
@@ -192,13 +196,29 @@ void LiveFeeder::Run() {
         break;
       }
       for (const pb::Event& e : batch->events()) {
-        if (!(ok = FeedEvent(e))) break;
+        if (!(ok = FeedEvent(e, /*gap_ok=*/true))) break;
       }
       if (!ok) break;
     }
     taken.clear();
     ring_->Wake();  // once per run of batches (see RingFeeder)
     arena.Reset();
+    if (!ok && gap_seq_ != 0) {
+      // Pushed frames are on disk: read what lies between from there (this
+      // run's later batches too; their events are then skipped as fed).
+      const uint64_t want = gap_seq_;
+      gap_seq_ = 0;
+      if (!CatchUpFromDisk()) break;
+      if (next_seq_.load(std::memory_order_relaxed) < want) {
+        Fail(Status::Corruption("live feed of " + dir_ + ": expected seq " +
+                                std::to_string(next_seq_.load(std::memory_order_relaxed)) +
+                                ", got " + std::to_string(want) +
+                                ", and the replica on disk does not hold the events between"));
+        break;
+      }
+      last_feed = Clock::now();
+      continue;
+    }
     if (!ok) break;
   }
 }

@@ -10,7 +10,13 @@
 // "disk read after clearing the queue" + "queue" always covers every event:
 // whatever was written before the clear is on disk when the reader opens,
 // whatever is written after is in the queue; seqs below next_seq() are
-// skipped.  When the queue outgrows max_queue_bytes (a slow shadow) it is
+// skipped.  (One race is outside that rule: the receiver looks the shadow up
+// before it writes a message's frames, so frames it wrote while no shadow was
+// there yet are pushed to nobody, and a shadow started meanwhile may have read
+// the disk before they reached it.  Pushed frames are always on disk, so a
+// pushed event beyond next_seq() sends the feeder back to the disk for what
+// lies between; only a gap the disk cannot fill fails the feed.)
+// When the queue outgrows max_queue_bytes (a slow shadow) it is
 // dropped and the feeder catches up from disk again, so memory stays bounded.
 //
 // Events with tid 0 (written by the recorder) and events without a ring form
@@ -83,10 +89,12 @@ class LiveFeeder {
   void Run();
   // Feeds event `seq` in its ring form `rec` (empty: it has none, or it is
   // the recorder's own, tid 0: skipped).  Events below the next seq are
-  // already fed; one above it is a gap and fails the feed.
-  bool FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec);
+  // already fed; one above it is a gap: from a pushed batch (gap_ok) it
+  // sets gap_seq_ and returns false (Run reads the disk up to it), else it
+  // fails the feed.
+  bool FeedRecord(uint64_t seq, uint32_t tid, std::string_view rec, bool gap_ok = false);
   // The same for a parsed event (EncodeRecord makes its ring form).
-  bool FeedEvent(const journal::pb::Event& e);
+  bool FeedEvent(const journal::pb::Event& e, bool gap_ok = false);
   bool CatchUpFromDisk();
   void Fail(Status s);
 
@@ -94,6 +102,7 @@ class LiveFeeder {
   const std::string dir_;
   const uint64_t max_queue_bytes_;
   std::atomic<uint64_t> next_seq_;
+  uint64_t gap_seq_ = 0;  // feeder thread: the pushed seq beyond next_seq_ (0 none)
   std::atomic<uint64_t> fed_{0};
   std::atomic<bool> stop_{false};
 
