@@ -451,6 +451,7 @@ Status Criu::Dump(pid_t pid, const std::string& images_dir, const DumpOptions& o
             options.tcp_established, options.ext_unix_sk, options.shell_job, options.file_locks);
   o->set_pid(pid);
   o->set_leave_running(options.leave_running);
+  if (options.tcp_skip_in_flight) o->set_tcp_skip_in_flight(true);
   if (options.external_host_mounts) {
     st = FindHostTmpfsMounts(pid, &report->host_mounts);
     if (!st.ok()) return st;

@@ -51,6 +51,12 @@ struct CriuVersion {
 struct DumpOptions {
   bool leave_running = true;          // the service goes on; false = the dump stops it
   bool tcp_established = true;        // a server has clients; CRIU refuses their sockets otherwise
+  // A connection still in a listening socket's accept queue: CRIU refuses
+  // the dump ("In-flight connection") unless told to leave it out.  With
+  // leave_running the original keeps it (and accepts it: a journaled event
+  // after the mark); the image lacks it, which a copy replaying the journal
+  // never notices (its accepts are replayed) -- docs/checkpoint.md.
+  bool tcp_skip_in_flight = true;
   bool ext_unix_sk = false;           // allow unix sockets whose peer is outside the tree
   bool shell_job = false;             // the tree shares a session or tty with its parent
   bool file_locks = true;             // CRIU refuses a tree holding locks unless asked

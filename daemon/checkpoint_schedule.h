@@ -7,6 +7,11 @@
 // made from a thread of its own because it waits for the dump and the
 // shipping.  A failed request is tried again after the interval, or after
 // 1 s when only counts are set.
+//
+// RequestSoon asks for one checkpoint now, whatever the policy (also with
+// none): the shadow supervisor's call when its shadow diverged at an event
+// no checkpoint is past yet (daemon/shadow_supervisor.h).  A failed one is
+// tried twice more, 2 s apart.
 #pragma once
 
 #include <atomic>
@@ -51,12 +56,17 @@ class CheckpointSchedule {
   CheckpointSchedule& operator=(const CheckpointSchedule&) = delete;
   ~CheckpointSchedule();  // stops and joins (a request in flight ends at its timeout)
 
+  // Any thread; `why` goes into the log line.
+  void RequestSoon(const std::string& why);
+
  private:
   void Run();
   Hooks hooks_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
+  std::string soon_;  // RequestSoon's reason, until it is done or tried 3 times
+  int soon_tries_ = 0;
   std::thread thread_;
 };
 

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "cluster/link.pb.h"
 #include "daemon/admin.h"
 #include "daemon/checkpoint_schedule.h"
 #include "daemon/revolving_journal.h"
@@ -251,11 +252,23 @@ Daemon::Daemon(DaemonOptions options)
   };
   ch.backup = [this] { return node_state_->state() == NodeState::kBackup; };
   ch.request = [this](std::string* done) {
-    return node_state_->RequestCheckpoint(std::chrono::seconds(30), done);
+    Status s = node_state_->RequestCheckpoint(std::chrono::seconds(30), done);
+    // The primary answers a checkpoint it could not take too: its message
+    // says why.
+    cluster::pb::CheckpointDone d;
+    if (s.ok() && !d.ParseFromString(*done)) s = Status::Corruption("CHECKPOINT_DONE does not parse");
+    if (s.ok() && !d.ok()) s = Status::IOError("the primary's checkpoint failed: " + d.message());
+    if (s.ok()) {
+      *done = "mark seq " + std::to_string(d.mark_seq()) + ", " + d.image_id();
+    }
+    return s;
   };
   ch.log = [this](const std::string& l) { log_->Log(l); };
   ch.alarm = [this](const std::string& l) { log_->Alarm(l); };
   checkpoint_schedule_ = std::make_unique<CheckpointSchedule>(std::move(ch));
+  shadows_->set_on_need_checkpoint([this](const std::string& why) {
+    if (checkpoint_schedule_ != nullptr) checkpoint_schedule_->RequestSoon(why);
+  });
   RevolvingJournal::Hooks rh;
   rh.newest = [this] { return images_->newest(); };
   rh.replica_dir = [this] { return replica_->dir(); };

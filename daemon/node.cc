@@ -427,6 +427,7 @@ bool Node::AbandonTakeover(const std::string& reason) {
 }
 
 Status Node::RequestCheckpoint(std::chrono::milliseconds timeout, std::string* done) {
+  std::lock_guard<std::mutex> one(checkpoint_one_at_a_time_);
   std::unique_lock<std::mutex> lock(mu_);
   if (link_ == nullptr || (state_ != NodeState::kBackup)) {
     return Status::NotFound("no primary is connected to this node in state backup (see "

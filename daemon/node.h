@@ -162,7 +162,9 @@ class Node {
   // `understudy checkpoint` (admin thread): sends CHECKPOINT_REQUEST on the
   // primary's link and waits until its CHECKPOINT_DONE (a serialized
   // cluster::pb::CheckpointDone) arrives or `timeout`.  NotFound without a
-  // primary link.
+  // primary link.  Requests from several threads (the admin's, the
+  // checkpoint schedule's) run one after the other: each waits for its own
+  // answer.
   Status RequestCheckpoint(std::chrono::milliseconds timeout, std::string* done);
   // CHECKPOINT_DONE from the primary (replica receiver thread).
   void PrimaryCheckpointDone(std::string payload);
@@ -259,6 +261,7 @@ class Node {
   uint64_t reconnects_ = 0;
   std::optional<journal::JournalId> epoch_journal_;  // the journal epoch_ is of
   uint64_t epoch_ = 0;
+  std::mutex checkpoint_one_at_a_time_;  // held through RequestCheckpoint (before mu_)
   uint64_t checkpoint_request_ = 0;  // the last CHECKPOINT_REQUEST's id
   std::optional<std::string> checkpoint_done_;  // its CHECKPOINT_DONE, once here
 };

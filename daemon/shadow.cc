@@ -597,7 +597,9 @@ Shadow::Health Shadow::Check(std::string* why) {
   abi::ControlBlock* cb = mapping_->control();
   const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
   if (status == abi::kStatusDiverged) {
-    *why = replayer::Describe(replayer::ReadDivergence(cb));
+    const replayer::Divergence d = replayer::ReadDivergence(cb);
+    diverged_at_ = d.seq;
+    *why = replayer::Describe(d);
     return Health::kDiverged;
   }
   if (!exited_ && (restored_init_ > 0 ? PollRestored(&exit_) : program_->Poll(&exit_))) {

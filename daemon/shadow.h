@@ -82,6 +82,8 @@ class Shadow {
   // Polls the program and the control block; *why describes anything but
   // kRunning.
   Health Check(std::string* why);
+  // After Check said kDiverged: the seq of the event the replay diverged at.
+  uint64_t diverged_at() const { return diverged_at_; }
 
   // Waits until every event up to `through_seq` is in the replay ring (or
   // `timeout`), then stops feeding and performs the go-live handshake.
@@ -201,6 +203,7 @@ class Shadow {
   // this daemon when the service went live.
   std::shared_ptr<checkpoint::RestoreKeeper> keeper_;
   uint64_t first_seq_ = 1;
+  uint64_t diverged_at_ = 0;
   bool PollRestored(driver::ProgramExit* exit);
 };
 

@@ -169,6 +169,7 @@ void ShadowSupervisor::Tick() {
       journal_ = journal;
       restarts_ = 0;
       last_divergence_.clear();
+      diverged_at_ = 0;
       bucket_ = FreshBucket(options_);
       line = Goto(ShadowState::kNone,
                   {ShadowState::kStarting, ShadowState::kRunning, ShadowState::kRestarting,
@@ -184,6 +185,27 @@ void ShadowSupervisor::Tick() {
     }
   }
   old.reset();  // kills its program (outside the lock)
+  if (!line.empty()) log_.Log(line);
+  line.clear();
+
+  // Revive: a shadow that gave up on a divergence restarts from a
+  // checkpoint past it.
+  bool gave_up_on_divergence = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    gave_up_on_divergence = state_ == ShadowState::kGivenUp && diverged_at_ != 0;
+  }
+  if (gave_up_on_divergence && newest_checkpoint_ && !Serving(node_state)) {
+    const CheckpointInfo ck = newest_checkpoint_();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!ck.id.empty() && ck.mark_seq >= diverged_at_ && state_ == ShadowState::kGivenUp) {
+      bucket_ = FreshBucket(options_);
+      line = Goto(ShadowState::kRestarting, {ShadowState::kGivenUp},
+                  "checkpoint " + ck.id + " (mark seq " + std::to_string(ck.mark_seq) +
+                      ") is past the divergence at event " + std::to_string(diverged_at_) +
+                      ": restarting the shadow from it");
+    }
+  }
   if (!line.empty()) log_.Log(line);
   line.clear();
 
@@ -348,14 +370,34 @@ void ShadowSupervisor::Failed(std::shared_ptr<Shadow> shadow, const std::string&
                               const std::string& why) {
   std::string alarm;
   std::string line;
+  const bool diverged = what == "DIVERGED";
+  const uint64_t at = diverged ? shadow->diverged_at() : 0;
+  // Is a checkpoint past the divergence already here?  If not, the restart
+  // meets the same event again when the divergence is in the journal.
+  const CheckpointInfo ck =
+      at != 0 && newest_checkpoint_ ? newest_checkpoint_() : CheckpointInfo{};
+  const bool need_checkpoint = at != 0 && (ck.id.empty() || ck.mark_seq < at);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (what == "DIVERGED") {
+    bool again = false;
+    if (diverged) {
       last_divergence_ = why;
       ++divergences_;
+      again = at != 0 && at == diverged_at_ && need_checkpoint;
+      diverged_at_ = at;
     }
     if (shadow_ == shadow) shadow_.reset();
-    if (bucket_.TryAdd(Clock::now())) {
+    if (again) {
+      line = Goto(ShadowState::kGivenUp, {ShadowState::kStarting, ShadowState::kRunning},
+                  "DIVERGED again at event " + std::to_string(at) +
+                      ": the divergence is in the journal; waiting for a checkpoint past it");
+      alarm = "shadow diverged at event " + std::to_string(at) +
+              " again (" + why +
+              "): a restart would meet it again, so this backup CANNOT take over until a "
+              "checkpoint past seq " + std::to_string(at) +
+              " arrives (one was asked of the primary; 'understudy checkpoint' asks again) "
+              "or understudyd is restarted";
+    } else if (bucket_.TryAdd(Clock::now())) {
       ++restarts_;
       line = Goto(ShadowState::kRestarting, {ShadowState::kStarting, ShadowState::kRunning},
                   what + ": " + why);
@@ -367,12 +409,20 @@ void ShadowSupervisor::Failed(std::shared_ptr<Shadow> shadow, const std::string&
       alarm = "shadow failed again (" + why + "); gave up after " +
               std::to_string(options_.restart_limit) + " restarts within " +
               std::to_string(options_.restart_window.count()) +
-              " s: this backup CANNOT take over until understudyd is restarted";
+              " s: this backup CANNOT take over until " +
+              (need_checkpoint ? "a checkpoint past seq " + std::to_string(at) +
+                                     " arrives (one was asked of the primary) or "
+                               : std::string()) +
+              "understudyd is restarted";
     }
   }
   if (!line.empty()) log_.Log(line);
   log_.Alarm(alarm);
-  if (what == "DIVERGED" && on_divergence_) on_divergence_(why);
+  if (diverged && on_divergence_) on_divergence_(why);
+  if (need_checkpoint && on_need_checkpoint_) {
+    on_need_checkpoint_("the shadow diverged at event " + std::to_string(at) +
+                        ", which no checkpoint is past");
+  }
   shadow.reset();  // kills the program (outside the lock)
 }
 

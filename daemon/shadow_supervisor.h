@@ -10,8 +10,12 @@
 //   starting                     running     CaughtUp        the feeder reached the replica's end
 //   starting, running            restarting  Restart         diverged, exited or feed error (or
 //                                                            go-live failed); the bucket allows it
-//   none, restarting, starting,  given-up    GiveUp          the launch failed, or the bucket is
-//   running                                                  full: this node cannot take over
+//   none, restarting, starting,  given-up    GiveUp          the launch failed, the bucket is
+//   running                                                  full, or it diverged at the same
+//                                                            event twice: this node cannot take
+//                                                            over
+//   given-up                     restarting  Revive          it gave up on a divergence and a
+//                                                            checkpoint past that event arrived
 //   starting, running            exited      EndWithPrimary  the primary's program exited and the
 //                                                            shadow replayed it to the end
 //   starting, running            live        WentLive        go-live confirmed: the service now
@@ -21,6 +25,15 @@
 //                                                            service still running
 //   live, exited                 none        HandedOver      the service moved to the backup
 //                                                            (daemon/reintegration.h)
+//
+// A divergence at an event that no checkpoint is past yet asks the primary
+// for one (set_on_need_checkpoint): a divergence that is in the journal (an
+// input the journal does not hold, a race the recording did not order)
+// would meet every restart from an earlier basis at the same event, so a
+// second divergence at the same event gives up at once rather than replay
+// the journal again, and the checkpoint, once here, revives the shadow past
+// it (the replica's state is then the checkpoint's, not the journal's up to
+// that event).
 //
 // A shadow in starting or running is healthy: a failover can use it (one
 // still catching up takes longer to drain).
@@ -130,6 +143,12 @@ class ShadowSupervisor {
   void set_on_divergence(std::function<void(const std::string&)> f) {
     on_divergence_ = std::move(f);
   }
+  // Called (supervisor thread, outside the lock) when the shadow diverged at
+  // an event no checkpoint is past: ask the primary for one.  Set before
+  // the supervisor thread starts.
+  void set_on_need_checkpoint(std::function<void(const std::string&)> f) {
+    on_need_checkpoint_ = std::move(f);
+  }
   // ... and when the live service ended (live -> exited).
   void set_on_live_ended(std::function<void(const std::string&)> f) {
     on_live_ended_ = std::move(f);
@@ -156,12 +175,14 @@ class ShadowSupervisor {
   uint32_t restarts_ = 0;
   std::string last_divergence_;
   uint64_t divergences_ = 0;
+  uint64_t diverged_at_ = 0;  // the seq of the last divergence of journal_ (0 none)
   LeakyBucket bucket_;
   int adopted_pid_ = 0;  // AdoptLive: the live service found after a restart
   uint64_t adopted_ticks_ = 0;
   std::unique_ptr<LiveControl> adopted_control_;
   std::function<void(const std::string&)> on_divergence_;
   std::function<void(const std::string&)> on_live_ended_;
+  std::function<void(const std::string&)> on_need_checkpoint_;
   std::function<CheckpointInfo()> newest_checkpoint_;
   bool passive_ = false;  // of journal_ (mu_)
   CheckpointPolicy checkpoint_policy_;

@@ -16,6 +16,7 @@ Needs: root, network namespaces, CRIU, understudyd + `understudy
 run/checkpoint/failover`, redis-server, redis-cli."""
 import json
 import os
+import re
 import stat
 import time
 
@@ -90,12 +91,32 @@ def main():
         expect(not os.path.exists(first["dir"]), "the older checkpoint %s was kept on B" %
                first["dir"])
         expect(stream.wait_progress(4000), "the client stopped before 4000 acked writes")
-        # The shadow replayed through both marks without a divergence.
-        _, st = cl.status()
-        shadow = (st or {}).get("status", st or {}).get("shadow", {})
+        # The shadow replayed through both marks without a divergence.  One
+        # before the first mark is not the checkpoints' (redis' jemalloc
+        # background thread reads page counts without a lock, a race the
+        # journal does not order, docs/replication.md): B heals it from a
+        # checkpoint (tests/e2e/test_shadow_heal_checkpoint.py), and the
+        # shadow must be healthy again before the failover.
+        with open(cl.log_path("understudyd"), "rb") as f:
+            at = [int(m) for m in re.findall(rb"DIVERGED[^\n]*?divergence at event (\d+)",
+                                             f.read())]
+        if at:
+            log("B's shadow diverged at events %s, before the first mark %s" %
+                (sorted(set(at)), first["mark_seq"]))
+        expect(all(a < int(first["mark_seq"]) for a in at),
+               "the shadow diverged around the checkpoints: at events %s (marks %s, %s)" %
+               (sorted(set(at)), first["mark_seq"], second["mark_seq"]))
+        deadline = time.monotonic() + 60
+        shadow = {}
+        while time.monotonic() < deadline:
+            _, st = cl.status()
+            shadow = (st or {}).get("status", st or {}).get("shadow", {})
+            if shadow.get("state") == "running" and shadow.get("healthy"):
+                break
+            time.sleep(0.2)
         log("shadow before the failover: %s" % shadow)
-        expect(int(shadow.get("restarts", 0)) == 0 and not shadow.get("last_divergence"),
-               "the shadow diverged around the checkpoints: %s" % shadow)
+        expect(shadow.get("state") == "running" and shadow.get("healthy"),
+               "the shadow is not running before the failover: %s" % shadow)
         _, fo = cl.failover()
         rep, rc, err = stream.finish()
         expect(rep is not None, "the client printed no report (exit %s): %s" %
