@@ -28,10 +28,12 @@ with DEBUG POPULATE KEYS key 1000 (90909 keys: ~100 MB) under `understudy run`.
         reply from B); acked / survived / lost.  In the first leg, A comes
         back (fresh understudyd, its service address removed as by a reboot)
         and `understudy backup add A:7700` is asked of B: the re-integration
-        time, as main implements it (the stream from seq 1).
+        time, through a checkpoint of B's live service (--reint checkpoint, the
+        default) or with the journal streamed from seq 1 (--reint from-start).
   aa    the same service under `--mode active-active` (shadow on B), 10 s of
         the same load, node A dies: the switchover; then A rejoins with
-        `backup add` and its new shadow replays from seq 1: the
+        `backup add` and its new shadow starts from the checkpoint (or replays
+        from seq 1 with --reint from-start): the
         re-integration time to output commit and to the shadow caught up.
   tput  redis-benchmark -c 50 -P 1 -t set,get -n REQUESTS from C, chunk after
         chunk, against the loaded service: active-passive with
@@ -100,6 +102,9 @@ def parse_args():
                     help="redis-benchmark -n of one chunk (default 10000)")
     ap.add_argument("--sections", default="driver,ap,aa,tput",
                     help="which to run (default driver,ap,aa,tput)")
+    ap.add_argument("--reint", choices=("checkpoint", "from-start"), default="checkpoint",
+                    help="how `backup add` re-integrates A: through a checkpoint (the default, as "
+                    "`understudy backup add`) or streaming the journal from seq 1 (--from-start)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 20000 keys, tails 0,3, one throughput round, "
                          "interval 10 s")
@@ -321,10 +326,15 @@ def reintegrate(net, cl, want_shadow):
     db.admin, db.log, db.proc = cl.admin, cl.log_path("understudyd"), cl.daemon
     loadavg("backup add A")
     t0 = time.monotonic()
-    doc = db.backup_add(da, ["--from-start"])
+    doc = db.backup_add(da, [] if ARGS.reint == "checkpoint" else ["--from-start"])
     attach_ms = 1000 * (time.monotonic() - t0)
+    harness.expect(ARGS.reint != "checkpoint" or not doc.get("fallback"),
+                   "backup add fell back to streaming from seq 1: %s" % doc.get("fallback"))
     out = {"attach_ms": attach_ms, "seqs": doc.get("caught_up_seq"),
-           "mib": (doc.get("bytes") or 0) / 2**20, "caught_up_ms": None}
+           "from_seq": doc.get("from_seq"),
+           "mib": (doc.get("bytes") or 0) / 2**20, "caught_up_ms": None,
+           "freeze_ms": doc.get("freeze_ms"), "image_mb": doc.get("image_mb"),
+           "ship_ms": doc.get("ship_ms")}
     if want_shadow:
         da.wait("shadow caught up", lambda d: d.get("state") == "backup" and
                 d.get("shadow", {}).get("state") == "running", timeout=300)
@@ -333,8 +343,8 @@ def reintegrate(net, cl, want_shadow):
     out["a_shadow"] = (sa or {}).get("shadow", {}).get("state")
     out["a_state_reason"] = (sa or {}).get("state_reason", "")
     harness.log("re-integration: backup add -> output commit on %.0f ms (%s seqs, %.1f MiB "
-                "streamed from seq 1)%s; A's shadow: %s" % (
-                    attach_ms, out["seqs"], out["mib"],
+                "streamed from seq %s)%s; A's shadow: %s" % (
+                    attach_ms, out["seqs"], out["mib"], out["from_seq"],
                     "; -> A's shadow caught up %.0f ms" % out["caught_up_ms"]
                     if out["caught_up_ms"] else "", out["a_shadow"]))
     return out
@@ -695,14 +705,20 @@ def report(res):
     if reints:
         print()
         print("Re-integration of the ~%.0f MB service: understudyd again on A (fresh --data), "
-              "`understudy backup add A:7700` asked of B (main today: streams from seq 1)" %
-              max([l.get("data_mb", 0) for l in res.get("ap", [])] +
-                  [(res.get("aa") or {}).get("data_mb", 0)]))
-        rows = [("", "-> output commit on ms", "-> A's shadow caught up ms", "streamed seqs",
-                 "MiB", "A's shadow")]
+              "`understudy backup add A:7700%s` asked of B (%s)" % (
+                  max([l.get("data_mb", 0) for l in res.get("ap", [])] +
+                      [(res.get("aa") or {}).get("data_mb", 0)]),
+                  "" if ARGS.reint == "checkpoint" else " --from-start",
+                  "through a checkpoint: B's live service is checkpointed, the image shipped to "
+                  "A, the journal streamed from the mark" if ARGS.reint == "checkpoint" else
+                  "the journal streamed from seq 1"))
+        rows = [("", "-> output commit on ms", "-> A's shadow caught up ms", "freeze ms",
+                 "image MB", "ship ms", "streamed from seq", "streamed seqs", "MiB", "A's shadow")]
         for name, r in reints:
-            rows.append((name, fmt(r["attach_ms"]), fmt(r["caught_up_ms"]), fmt(r["seqs"], "%s"),
-                         fmt(r["mib"], "%.1f"), r["a_shadow"] or "none"))
+            rows.append((name, fmt(r["attach_ms"]), fmt(r["caught_up_ms"]),
+                         fmt(r.get("freeze_ms")), fmt(r.get("image_mb"), "%.1f"),
+                         fmt(r.get("ship_ms")), fmt(r.get("from_seq"), "%s"),
+                         fmt(r["seqs"], "%s"), fmt(r["mib"], "%.1f"), r["a_shadow"] or "none"))
         table(rows)
     if res.get("tput"):
         print()
