@@ -7,11 +7,13 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/link.pb.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
 #include "daemon/shadow.h"
 #include "daemon/shadow_supervisor.h"
 #include "journal/format.h"
+#include "journal/prune.h"
 #include "journal/reader.h"
 #include "journal/writer.h"
 #include "recorder/consistent_checkpoint.h"
@@ -37,7 +39,8 @@ double Ms(Clock::duration d) {
 
 Reintegration::Reintegration(ReintegrationOptions options, Node& node, ShadowSupervisor& shadows,
                              DaemonLog& log)
-    : options_(std::move(options)), node_(node), shadows_(shadows), log_(log) {}
+    : options_(std::move(options)), node_(node), shadows_(shadows), log_(log),
+      ckpt_thread_([this] { CheckpointLoop(); }) {}
 
 Reintegration::~Reintegration() {
   Stop();
@@ -146,7 +149,8 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
   if (rq.from_start()) {
     fallback = "not asked for (--from-start)";
   } else {
-    s = CheckpointAndShip(*shadow, target, ident, id, epoch, &ph);
+    std::lock_guard<std::mutex> ck(checkpoint_mu_);
+    s = CheckpointAndShip(*shadow, target, ident, id, epoch, "backup add " + target, &ph);
     if (!s.ok()) fallback = s.message();
   }
   if (!fallback.empty()) {
@@ -182,6 +186,12 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
   ro.log = [this, target](const std::string& l) { log_.Log("backup " + target + ": " + l); };
   auto client = std::make_unique<recorder::ReplicationClient>(ro);
   recorder::ReplicationClient* c = client.get();
+  // The backup's checkpoint schedule asks on this link (CheckpointLoop).
+  c->SetCheckpointHandler([this](uint64_t request_id) {
+    std::lock_guard<std::mutex> lock(ckpt_queue_mu_);
+    ckpt_requests_.push_back(request_id);
+    ckpt_cv_.notify_all();
+  });
 
   const auto t0 = Clock::now();
   uint64_t upto = 0, bytes = 0;
@@ -196,6 +206,7 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
     client_ = std::move(client);
     shadow_ = shadow;
     target_ = target;
+    journal_id_ = id;
     state_ = "catching-up";
     policy_ = recorder::BackupLossPolicyName(policy);
     epoch_ = epoch;
@@ -240,9 +251,11 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
   if (!fail.empty()) {
     std::unique_ptr<recorder::ReplicationClient> gone;
     {
+      std::lock_guard<std::mutex> ck(checkpoint_mu_);
       std::lock_guard<std::mutex> lock(mu_);
       if (!c->fenced()) {
         shadow->DetachTap();
+        ClearCheckpointRequests();
         gone = std::move(client_);
         shadow_.reset();
         target_.clear();
@@ -270,6 +283,12 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
                 target.c_str(), upto, static_cast<double>(bytes) / (1 << 20), ms, epoch,
                 recorder::BackupLossPolicyName(policy));
   log_.Log(line);
+  if (fallback.empty()) {
+    // The new backup holds the checkpoint at the mark, verified, and the
+    // journal from it: what is wholly before it is needed by no one.
+    std::lock_guard<std::mutex> ck(checkpoint_mu_);
+    PruneBefore(*shadow, c, ph.mark_seq);
+  }
   pb::AdminReply reply;
   pb::BackupAddReply* r = reply.mutable_backup_add();
   r->set_target(target);
@@ -292,7 +311,7 @@ pb::AdminReply Reintegration::Add(const pb::BackupAddRequest& rq) {
 Status Reintegration::CheckpointAndShip(Shadow& shadow, const std::string& target,
                                         const cluster::LinkIdentity& ident,
                                         const journal::JournalId& id, uint64_t epoch,
-                                        CheckpointPhases* out) {
+                                        const std::string& what, CheckpointPhases* out) {
   if (options_.data_dir.empty()) return Status::NotSupported("understudyd runs without --data");
   const std::string root = options_.data_dir + "/reintegration";
   Status s = journal::CreatePrivateDirectories(root);
@@ -326,6 +345,7 @@ Status Reintegration::CheckpointAndShip(Shadow& shadow, const std::string& targe
   }
   out->mark_seq = rep.mark_seq;
   out->last_seq = rep.last_seq;
+  out->park_ms = rep.park_ms;
   out->freeze_ms = rep.freeze_ms;
   out->pause_ms = rep.pause_ms;
   out->dump_ms = rep.dump.total_ms;
@@ -333,9 +353,9 @@ Status Reintegration::CheckpointAndShip(Shadow& shadow, const std::string& targe
   out->image_id = name;
   char line[300];
   std::snprintf(line, sizeof line,
-                "backup add %s: checkpoint of the live service at mark seq %" PRIu64
+                "%s: checkpoint of the live service at mark seq %" PRIu64
                 ": pause %.0f ms (CRIU freeze %.0f ms), %.1f MB; shipping it",
-                target.c_str(), rep.mark_seq, rep.pause_ms, rep.freeze_ms,
+                what.c_str(), rep.mark_seq, rep.pause_ms, rep.freeze_ms,
                 static_cast<double>(rep.dump.image_bytes) / 1e6);
   log_.Log(line);
   recorder::ShipOptions so;
@@ -355,15 +375,116 @@ Status Reintegration::CheckpointAndShip(Shadow& shadow, const std::string& targe
                            " was taken but not shipped: " + s.message());
   }
   out->ship_ms = ship.ship_ms;
+  out->backup_dir = ship.backup_dir;
   std::snprintf(line, sizeof line,
-                "backup add %s: checkpoint %s shipped (%.1f MB in %.0f ms), verified and current "
+                "%s: checkpoint %s shipped (%.1f MB in %.0f ms), verified and current "
                 "on the backup",
-                target.c_str(), name, static_cast<double>(ship.bytes) / 1e6, ship.ship_ms);
+                what.c_str(), name, static_cast<double>(ship.bytes) / 1e6, ship.ship_ms);
   log_.Log(line);
   return Status::Ok();
 }
 
+void Reintegration::PruneBefore(Shadow& shadow, recorder::ReplicationClient* client,
+                                uint64_t mark) {
+  const std::string dir = shadow.journal_dir();
+  journal::PruneReport pr;
+  Status s = journal::PruneJournalBefore(dir, mark, &pr);
+  if (!s.ok()) {
+    log_.Alarm("revolving journal " + dir + ": " + s.message());
+  } else if (pr.segments_removed > 0) {
+    log_.Log("revolving journal: removed " + std::to_string(pr.segments_removed) +
+             " segment(s), " + std::to_string(pr.bytes_removed >> 10) + " KiB, of the live "
+             "journal " + dir +
+             " wholly before seq " + std::to_string(mark) + "; it starts at seq " +
+             std::to_string(pr.first_seq_kept) + " now");
+  }
+  journal::JournalDiskUse use;
+  if (client != nullptr && journal::MeasureJournal(dir, &use).ok()) {
+    client->SetJournalUse(use.bytes, use.segments, use.first_seq);
+  }
+}
+
+void Reintegration::ClearCheckpointRequests() {
+  std::lock_guard<std::mutex> q(ckpt_queue_mu_);
+  ckpt_requests_.clear();
+}
+
+void Reintegration::CheckpointLoop() {
+  std::unique_lock<std::mutex> q(ckpt_queue_mu_);
+  for (;;) {
+    // Once a second without a request: the journal's disk use for the
+    // backup's status, as a primary under `understudy run` reports it.
+    const bool got = ckpt_cv_.wait_for(q, std::chrono::seconds(1), [this] {
+      return ckpt_stop_ || !ckpt_requests_.empty();
+    });
+    if (ckpt_stop_) break;
+    uint64_t id = 0;
+    if (got) {
+      id = ckpt_requests_.front();
+      ckpt_requests_.pop_front();
+    }
+    q.unlock();
+    {
+      std::lock_guard<std::mutex> ck(checkpoint_mu_);
+      std::shared_ptr<Shadow> shadow;
+      recorder::ReplicationClient* c = nullptr;
+      std::string target;
+      uint64_t epoch = 0;
+      journal::JournalId jid{};
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        shadow = shadow_;
+        c = client_.get();
+        target = target_;
+        epoch = epoch_;
+        jid = journal_id_;
+      }
+      if (c != nullptr && shadow != nullptr && !got) {
+        journal::JournalDiskUse use;
+        if (journal::MeasureJournal(shadow->journal_dir(), &use).ok()) {
+          c->SetJournalUse(use.bytes, use.segments, use.first_seq);
+        }
+      } else if (c != nullptr && shadow != nullptr) {
+        // The client and the live service stay while checkpoint_mu_ is held.
+        cluster::pb::CheckpointDone d;
+        d.set_request_id(id);
+        const cluster::LinkIdentity ident{options_.node_name, options_.cipher,
+                                          static_cast<uint32_t>(options_.heartbeat.count()),
+                                          static_cast<uint32_t>(options_.missed_heartbeats)};
+        CheckpointPhases ph;
+        Status s = CheckpointAndShip(*shadow, target, ident, jid, epoch,
+                                     "checkpoint for backup " + target, &ph);
+        if (!s.ok()) {
+          log_.Alarm("checkpoint asked for by backup " + target + " failed: " + s.message());
+          d.set_message("node " + options_.node_name + ": " + s.message());
+        } else {
+          d.set_ok(true);
+          d.set_mark_seq(ph.mark_seq);
+          d.set_last_seq(ph.last_seq);
+          d.set_park_ms(ph.park_ms);
+          d.set_pause_ms(ph.pause_ms);
+          d.set_freeze_ms(ph.freeze_ms);
+          d.set_dump_ms(ph.dump_ms);
+          d.set_image_bytes(ph.image_bytes);
+          d.set_image_id(ph.image_id);
+          d.set_ship_ms(ph.ship_ms);
+          d.set_backup_dir(ph.backup_dir);
+          PruneBefore(*shadow, c, ph.mark_seq);
+        }
+        // After the mark's frame (the client sends it behind every frame
+        // enqueued before it).
+        c->SendCheckpointDone(d.SerializeAsString());
+      }
+    }
+    q.lock();
+  }
+}
+
 void Reintegration::Tick() {
+  // A checkpoint under way: the service is not stopped under it; the next
+  // tick tries again (a checkpoint takes about a second).
+  std::unique_lock<std::mutex> ck(checkpoint_mu_, std::try_to_lock);
+  if (!ck.owns_lock()) return;
   recorder::ReplicationClient* c = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -418,6 +539,7 @@ void Reintegration::HandOver(bool planned) {
     log_.Alarm(why);
   }
   shadow->DetachTap();
+  ClearCheckpointRequests();
   std::unique_ptr<recorder::ReplicationClient> gone;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -462,10 +584,17 @@ void Reintegration::FillStatus(pb::StatusReply* status) const {
 }
 
 void Reintegration::Stop() {
+  {
+    std::lock_guard<std::mutex> q(ckpt_queue_mu_);
+    ckpt_stop_ = true;
+    ckpt_cv_.notify_all();
+  }
+  if (ckpt_thread_.joinable()) ckpt_thread_.join();  // ends a checkpoint under way first
   std::unique_ptr<recorder::ReplicationClient> gone;
   std::shared_ptr<Shadow> shadow;
   std::string target;
   {
+    std::lock_guard<std::mutex> ck(checkpoint_mu_);
     std::lock_guard<std::mutex> lock(mu_);
     gone = std::move(client_);
     shadow = std::move(shadow_);

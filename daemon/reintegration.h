@@ -29,18 +29,30 @@
 // once.  Either way the node hands over (Node::HandOver: primary -> idle),
 // ready to be attached as a backup in turn.
 //
+// Once attached, the backup's checkpoint schedule (daemon/checkpoint_schedule.h)
+// reaches this node as CHECKPOINT_REQUEST on the same link, as it reaches a
+// primary under `understudy run`: a worker thread of ours takes the same
+// consistent checkpoint, ships it, answers CHECKPOINT_DONE and, once the
+// backup verified it, removes the journal segments wholly before its mark
+// (the revolving journal, issue 12 part 6) -- so protection after the
+// second, the tenth failover keeps its disk use bounded like the first.
+//
 // Threads: Add on an admin connection thread (it waits for the catch-up);
-// Tick on the supervisor thread (the only one that stops the live service);
-// Status from any thread.
+// Tick on the supervisor thread (the only one that stops the live service;
+// it waits for no checkpoint: while one is under way it tries again at the
+// next tick); the checkpoint worker; Status from any thread.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "cluster/peer_link.h"
 #include "cluster/service_address.h"
@@ -89,27 +101,40 @@ class Reintegration {
   void Tick();
   // Status: the attached backup, if any.
   void FillStatus(pb::StatusReply* status) const;
-  // Shutdown: stops the link (the live service keeps running, ungated).
+  // Shutdown: stops the link and the checkpoint worker (the live service
+  // keeps running, gated: see Stop's alarm).
   void Stop();
 
  private:
   struct CheckpointPhases {
     uint64_t mark_seq = 0;
     uint64_t last_seq = 0;
+    double park_ms = 0;
     double freeze_ms = 0;
     double pause_ms = 0;
     double dump_ms = 0;
     double ship_ms = 0;
     uint64_t image_bytes = 0;
     std::string image_id;
+    std::string backup_dir;  // where the backup keeps it
   };
   // Add's first step: a consistent checkpoint of the live service (its
   // mark goes into the journal), shipped to `target` over its own
   // authenticated link and verified there; the local image is removed.
-  // An error says which step failed (Add then falls back to seq 1).
+  // An error says which step failed (Add then falls back to seq 1).  `what`
+  // begins its log lines ("backup add NODE", "checkpoint for backup NODE").
+  // The caller holds checkpoint_mu_.
   Status CheckpointAndShip(Shadow& shadow, const std::string& target,
                            const cluster::LinkIdentity& ident, const journal::JournalId& id,
-                           uint64_t epoch, CheckpointPhases* out);
+                           uint64_t epoch, const std::string& what, CheckpointPhases* out);
+  // The revolving journal: removes the live journal's segments wholly before
+  // `mark` (a checkpoint at it is verified on the backup) and tells the
+  // backup the journal's disk use.  Caller holds checkpoint_mu_.
+  void PruneBefore(Shadow& shadow, recorder::ReplicationClient* client, uint64_t mark);
+  // The checkpoint worker: answers the attached backup's CHECKPOINT_REQUESTs.
+  void CheckpointLoop();
+  // The client goes: requests of its backup are not answered to the next.
+  void ClearCheckpointRequests();
   void HandOver(bool planned);
 
   const ReintegrationOptions options_;
@@ -125,11 +150,22 @@ class Reintegration {
   std::unique_ptr<recorder::ReplicationClient> client_;
   std::shared_ptr<Shadow> shadow_;
   std::string target_;
+  journal::JournalId journal_id_{};  // the live journal (the checkpoints' note)
   std::string backup_node_;
   std::string state_;  // catching-up | protected
   std::string policy_;
   uint64_t epoch_ = 0;
   double catch_up_ms_ = 0;
+
+  // Held while a checkpoint of the live service is taken and shipped, and
+  // by whoever stops the client or the live service: neither goes away
+  // under a checkpoint.  Taken before mu_, never after it.
+  std::mutex checkpoint_mu_;
+  std::mutex ckpt_queue_mu_;
+  std::condition_variable ckpt_cv_;
+  std::deque<uint64_t> ckpt_requests_;  // CHECKPOINT_REQUEST ids not answered yet
+  bool ckpt_stop_ = false;
+  std::thread ckpt_thread_;  // last member: started after the others exist
 };
 
 }  // namespace understudy::daemon

@@ -19,6 +19,7 @@
 #include "checkpoint/criu.h"
 #include "driver/futex.h"
 #include "journal/batch_codec.h"
+#include "journal/event.pb.h"
 #include "journal/reader.h"
 #include "journal/segment_parser.h"
 #include "kmod/scope.h"
@@ -354,6 +355,19 @@ Status Shadow::StartRecording(const std::string& dir, uint64_t through_seq) {
   };
   journal::WriterOptions wo;
   wo.durability = journal::DurabilityPolicy::None();
+  {
+    // The segment size the journal was started with (`understudy run
+    // --segment-bytes`), so the revolving journal prunes here as on the
+    // primary before it (journal/prune.h works by whole segments).
+    std::unique_ptr<journal::JournalReader> reader;
+    journal::ReaderOptions ro;
+    ro.torn_tail_is_end = true;
+    journal::pb::ProcessSpec spec;
+    if (journal::JournalReader::Open(dir, ro, &reader).ok() &&
+        spec.ParseFromString(reader->header().spec_bytes) && spec.journal_segment_bytes() != 0) {
+      wo.segment_bytes = spec.journal_segment_bytes();
+    }
+  }
   wo.on_frame = [this](std::string_view frame, uint64_t first, uint64_t last) {
     OnFrame(frame, first, last);
   };

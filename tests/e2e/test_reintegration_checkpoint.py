@@ -18,6 +18,13 @@ address while the service moves:
          through a checkpoint mark.
   leg 3  A -> B planned: `understudy failover` asked of B.
 
+Case revolving (active-passive, a checkpoint every 3 s, 1 MiB segments):
+after A rejoins, the node that took over (B) answers A's scheduled
+checkpoints as a primary under `understudy run` does: A's newest checkpoint
+moves past the re-integration mark, A's replica and B's live journal are
+pruned before it (the revolving journal keeps working after a failover),
+and leg 2 takes over from that newer checkpoint.
+
 Pass: lost == 0 over the whole run (acked / survived / lost), every
 re-integration through a mark (the reply's from_seq == mark_seq > 1, the
 new backup's replica starting at it), each takeover from that checkpoint.
@@ -36,7 +43,7 @@ from reintegration_common import Daemon, crash_node, rejoin, replica_first_seq
 
 CRIU = "/opt/understudy/criu/bin/criu"
 NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup", CRIU]
-CASES = ["active_active", "active_passive"]
+CASES = ["active_active", "active_passive", "revolving"]
 
 
 def check_through_mark(doc, backup, passive, name):
@@ -77,12 +84,52 @@ def check_takeover_from(daemon, mark, name):
            "%s: %s did not take over from the checkpoint at %d: %s" % (name, daemon.label, mark, lf))
 
 
+def newest_mark(daemon):
+    """The mark of DAEMON's current checkpoint (its name ends with it), 0: none."""
+    try:
+        return int(os.readlink(os.path.join(daemon.data, "checkpoints", "current"))
+                   .rsplit("-", 1)[-1])
+    except (OSError, ValueError):
+        return 0
+
+
+def wait_revolving(primary, backup, after, name, timeout=60):
+    """PRIMARY (a node that took over) answers BACKUP's scheduled
+    checkpoints: BACKUP's newest checkpoint moves past AFTER, its replica is
+    pruned before it, and PRIMARY's live journal too.  Returns the mark."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        mark = newest_mark(backup)
+        _, st = backup.status()
+        r = (st or {}).get("replica") or {}
+        pruned = int(r.get("pruned_before_seq", 0) or 0)
+        first = int(r.get("first_seq", 0) or 0)
+        # The heartbeats carry the live journal's disk use, as under run.
+        pfirst = int(((st or {}).get("primary") or {}).get("journal_first_seq", 0) or 0)
+        live = [l for l in primary.tail(400000).splitlines()
+                if "of the live journal" in l and "revolving journal: removed" in l]
+        seen = ("newest checkpoint mark %d, replica pruned before %d (first seq %d), %d prune(s) "
+                "of %s's live journal (its first seq %d)" % (mark, pruned, first, len(live),
+                                                            primary.label, pfirst))
+        if mark > after and pruned > after and first > after and live and pfirst > after:
+            log("%s: %s; %s" % (name, seen, live[-1].strip()))
+            return mark
+        time.sleep(0.5)
+    fail("%s: %s did not answer %s's scheduled checkpoints past the mark %d within %d s: %s\n"
+         "%s log:\n%s\n%s log:\n%s" % (name, primary.label, backup.label, after, timeout, seen,
+                                       primary.label, primary.tail(), backup.label, backup.tail()))
+
+
 def main(case):
-    passive = case == "active_passive"
+    passive = case in ("active_passive", "revolving")
     legs = []
     with netns.Net() as net, netns.Cluster(net) as cl:
         a, b, c = net.node("A"), net.node("B"), net.node("C")
-        if passive:
+        if case == "revolving":
+            cl.mode_args = ["--mode", "active-passive", "--checkpoint-interval", "3s",
+                            "--journal-segment-size", "1M"]
+        elif passive:
             cl.mode_args = ["--mode", "active-passive", "--checkpoint-interval", "3600s"]
         cl.start_backup()
         db = Daemon(net, cl, "B", data=cl.data_dir)
@@ -122,8 +169,12 @@ def main(case):
         doc = rejoin(db, da, "A rejoins", ready)
         mark_a = check_through_mark(doc, da, passive, "A rejoins")
         progress(200, "with A as backup")
+        if case == "revolving":
+            wait_revolving(db, da, mark_a, "B answers A's schedule")
         # ---- leg 2: B -> A unplanned: A takes over from that checkpoint
         legs.append(("leg 2 B->A unplanned", crash_node(net, b)))
+        if case == "revolving":
+            mark_a = newest_mark(da)  # no checkpoint arrives once B is dead
         da.wait("primary", lambda d: d.get("state") == "primary")
         check_takeover_from(da, mark_a, "leg 2")
         progress(200, "after leg 2")
