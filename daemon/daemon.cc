@@ -243,6 +243,7 @@ Daemon::Daemon(DaemonOptions options)
   images_ = std::make_unique<ImageReceiver>(options_.data_dir, *log_);
   ac.newest_checkpoint = [this] { return images_->newest(); };
   shadows_->set_newest_checkpoint([this] { return images_->newest(); });
+  shadows_->set_previous_checkpoint([this] { return images_->previous(); });
   replica_->set_newest_checkpoint([this] { return images_->newest(); });
   CheckpointSchedule::Hooks ch;
   ch.policy = [this] { return shadows_->checkpoint_policy(); };
@@ -271,6 +272,7 @@ Daemon::Daemon(DaemonOptions options)
   });
   RevolvingJournal::Hooks rh;
   rh.newest = [this] { return images_->newest(); };
+  rh.previous = [this] { return images_->previous(); };
   rh.replica_dir = [this] { return replica_->dir(); };
   rh.replica_acked = [this] { return replica_->snapshot().acked; };
   rh.may_prune = [this] { return node_state_->state() == NodeState::kBackup; };

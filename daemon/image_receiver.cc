@@ -119,27 +119,44 @@ ImageReceiver::ImageReceiver(std::string data_dir, DaemonLog& log)
     const std::string name = e.path().filename().string();
     if (name.rfind(".incoming-", 0) == 0) fs::remove_all(e.path(), ec);
   }
-  // The current one, if any, is known again (its manifest says the mark).
+  // The current and the previous one, if any, are known again (their
+  // manifests say the marks).
+  newest_ = ReadLink("current");
+  previous_ = ReadLink("previous");
+  if (previous_.id == newest_.id) previous_ = CheckpointInfo{};
+}
+
+std::string ImageReceiver::LinkTarget(const std::string& link) const {
   char target[256];
-  const ssize_t n = ::readlink((root_ + "/current").c_str(), target, sizeof target - 1);
-  if (n > 0) {
-    target[n] = '\0';
-    checkpoint::Manifest m;
-    const std::string dir = root_ + "/" + target;
-    if (checkpoint::ReadManifest(dir, &m).ok()) {
-      newest_.id = target;
-      newest_.dir = dir;
-      newest_.bytes = m.TotalBytes();
-      if (const std::string* v = m.Note("mark_seq")) newest_.mark_seq = std::stoull(*v);
-      if (const std::string* v = m.Note("last_seq")) newest_.last_seq = std::stoull(*v);
-      if (const std::string* v = m.Note("journal_id")) newest_.journal_id = *v;
-    }
-  }
+  const ssize_t n = ::readlink((root_ + "/" + link).c_str(), target, sizeof target - 1);
+  if (n <= 0) return std::string();
+  return std::string(target, static_cast<size_t>(n));
+}
+
+CheckpointInfo ImageReceiver::ReadLink(const std::string& link) const {
+  CheckpointInfo info;
+  const std::string target = LinkTarget(link);
+  if (target.empty() || !ValidName(target, false)) return info;
+  checkpoint::Manifest m;
+  const std::string dir = root_ + "/" + target;
+  if (!checkpoint::ReadManifest(dir, &m).ok()) return info;
+  info.id = target;
+  info.dir = dir;
+  info.bytes = m.TotalBytes();
+  if (const std::string* v = m.Note("mark_seq")) info.mark_seq = std::stoull(*v);
+  if (const std::string* v = m.Note("last_seq")) info.last_seq = std::stoull(*v);
+  if (const std::string* v = m.Note("journal_id")) info.journal_id = *v;
+  return info;
 }
 
 CheckpointInfo ImageReceiver::newest() const {
   std::lock_guard<std::mutex> lock(mu_);
   return newest_;
+}
+
+CheckpointInfo ImageReceiver::previous() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return previous_;
 }
 
 void ImageReceiver::Serve(cluster::PeerLink& link, const std::atomic<bool>& stop) {
@@ -235,12 +252,8 @@ void ImageReceiver::Serve(cluster::PeerLink& link, const std::atomic<bool>& stop
     // Atomically point `current` at it.
     const std::string tmp = root_ + "/.current-" + id;
     ::unlink(tmp.c_str());
-    std::string previous;
-    {
-      char target[256];
-      const ssize_t n = ::readlink((root_ + "/current").c_str(), target, sizeof target - 1);
-      if (n > 0) previous.assign(target, static_cast<size_t>(n));
-    }
+    const std::string previous = LinkTarget("current");
+    const std::string older = LinkTarget("previous");
     if (::symlink(id.c_str(), tmp.c_str()) != 0 ||
         ::rename(tmp.c_str(), (root_ + "/current").c_str()) != 0) {
       s = Status::FromErrno("making " + final_dir + " current", errno);
@@ -248,9 +261,27 @@ void ImageReceiver::Serve(cluster::PeerLink& link, const std::atomic<bool>& stop
       answer(false, s.message(), "");
       return;
     }
+    // The one it replaces stays as `previous`: a restore of the new one
+    // that fails falls back to it (daemon/shadow_supervisor.h), so the
+    // replica is pruned only behind the older mark
+    // (daemon/revolving_journal.h).  The one before that goes.
+    bool kept_previous = false;
+    if (!previous.empty() && previous != id && ValidName(previous, false)) {
+      const std::string ptmp = root_ + "/.previous-" + id;
+      ::unlink(ptmp.c_str());
+      kept_previous = ::symlink(previous.c_str(), ptmp.c_str()) == 0 &&
+                      ::rename(ptmp.c_str(), (root_ + "/previous").c_str()) == 0;
+      if (!kept_previous) {
+        log_.Alarm("checkpoint " + id + ": cannot keep " + previous + " as the previous one (" +
+                   std::strerror(errno) + "); only the new one is kept");
+        ::unlink(ptmp.c_str());
+      }
+    }
     FsyncPath(root_);
+    const CheckpointInfo kept = kept_previous ? ReadLink("previous") : CheckpointInfo{};
     {
       std::lock_guard<std::mutex> lock(mu_);
+      previous_ = kept;
       newest_.id = id;
       newest_.dir = final_dir;
       newest_.mark_seq = c.mark_seq();
@@ -259,9 +290,13 @@ void ImageReceiver::Serve(cluster::PeerLink& link, const std::atomic<bool>& stop
       newest_.journal_id = jid != nullptr ? *jid : std::string();
       newest_.bytes = in->bytes();
     }
-    if (!previous.empty() && previous != id && ValidName(previous, false)) {
-      std::error_code ec;
+    std::error_code ec;
+    if (!older.empty() && older != id && older != previous && ValidName(older, false)) {
+      fs::remove_all(root_ + "/" + older, ec);
+    }
+    if (!kept_previous && !previous.empty() && previous != id && ValidName(previous, false)) {
       fs::remove_all(root_ + "/" + previous, ec);
+      ::unlink((root_ + "/previous").c_str());
     }
     log_.Log("checkpoint " + id + " at seq " + std::to_string(c.mark_seq()) + " (" +
              std::to_string(in->bytes() >> 20) + " MiB) verified and current in " + final_dir);

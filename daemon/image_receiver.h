@@ -7,14 +7,16 @@
 //     .incoming-<id>-<n>/   a transfer in progress (removed if it fails)
 //     <id>/                 a complete, verified checkpoint (images + manifest)
 //     current -> <id>       the newest one
+//     previous -> <id>      the one before it, kept as a fallback
 //
 // A transfer becomes a checkpoint only once IMAGE_COMMIT arrived, every
 // file is fsynced and checkpoint::Verify() accepts the manifest: then one
 // rename() moves the directory into place and a second one replaces the
 // `current` symlink.  So at any instant `current` names a complete, verified
 // checkpoint or nothing; a crash mid-transfer leaves only an .incoming
-// directory, removed at the next start.  Older checkpoints are removed once
-// a newer one is current.
+// directory, removed at the next start.  The checkpoint a new one replaces
+// becomes `previous` (a restore of the newest that fails falls back to it:
+// daemon/shadow_supervisor.h), and the one before that is removed.
 //
 // Threads: Serve runs on the connection's thread; newest() from any.
 #pragma once
@@ -50,12 +52,17 @@ class ImageReceiver {
 
   // The newest complete checkpoint (id empty: none yet).
   CheckpointInfo newest() const;
+  // The one it replaced, kept as a fallback (id empty: none).
+  CheckpointInfo previous() const;
 
  private:
+  std::string LinkTarget(const std::string& link) const;  // "" when absent
+  CheckpointInfo ReadLink(const std::string& link) const;
   std::string root_;  // <data>/checkpoints
   DaemonLog& log_;
   mutable std::mutex mu_;
   CheckpointInfo newest_;
+  CheckpointInfo previous_;
   std::atomic<uint64_t> counter_{0};
 };
 

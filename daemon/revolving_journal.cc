@@ -83,10 +83,17 @@ void RevolvingJournal::Tick() {
     if (now < next_try_) return;
     next_try_ = now + std::chrono::milliseconds(250);
   }
-  const CheckpointInfo ck = hooks_.newest();
+  CheckpointInfo ck = hooks_.newest();
   if (ck.id.empty() || ck.mark_seq == 0) return;
   const std::string dir = hooks_.replica_dir();
   if (dir.empty() || !hooks_.may_prune()) return;
+  // Behind the previous checkpoint when it can serve as the fallback.
+  const CheckpointInfo prev = hooks_.previous ? hooks_.previous() : CheckpointInfo{};
+  if (!prev.id.empty() && prev.mark_seq != 0 && prev.mark_seq < ck.mark_seq &&
+      prev.journal_id == ck.journal_id) {
+    journal::JournalDiskUse use;
+    if (journal::MeasureJournal(dir, &use).ok() && use.first_seq <= prev.mark_seq) ck = prev;
+  }
   uint64_t bound = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);

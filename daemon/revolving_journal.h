@@ -2,7 +2,12 @@
 // at mark S is current here (daemon/image_receiver.h: complete, verified,
 // `current` points at it -- the IMAGE_RESULT the primary waits for is the
 // acknowledgement of exactly this), the replica's segments wholly before S
-// are removed (journal/prune.h has the rule).  The primary prunes its own
+// are removed (journal/prune.h has the rule) -- S being the mark of the
+// checkpoint *before* the current one (ImageReceiver keeps it as
+// `previous`), so a restore of the current one that fails can fall back to
+// it with the journal it needs (daemon/shadow_supervisor.h).  With no
+// usable previous checkpoint (none yet; another journal's; older than the
+// replica's first seq) the current one's mark is used.  The primary prunes its own
 // journal when that acknowledgement reaches it (recorder/primary.cc).
 //
 // Only what nothing needs goes:
@@ -35,7 +40,8 @@ namespace understudy::daemon {
 class RevolvingJournal {
  public:
   struct Hooks {
-    std::function<CheckpointInfo()> newest;  // the current checkpoint
+    std::function<CheckpointInfo()> newest;    // the current checkpoint
+    std::function<CheckpointInfo()> previous;  // the one before it (may be unset)
     std::function<std::string()> replica_dir;
     std::function<uint64_t()> replica_acked;  // highest seq acked (durable per the policy)
     std::function<bool()> may_prune;          // this node is backup

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <vector>
 
 #include "daemon/live_service.h"
 #include "daemon/log.h"
@@ -307,8 +308,18 @@ void ShadowSupervisor::Launch(const std::string& dir) {
   std::unique_ptr<Shadow> fresh;
   std::string warning;
   // Issue 12 parts 3 and 7: from the newest checkpoint when there is one.
-  const CheckpointInfo ck = newest_checkpoint_ ? newest_checkpoint_() : CheckpointInfo{};
-  if (!ck.id.empty()) {
+  const CheckpointInfo newest = newest_checkpoint_ ? newest_checkpoint_() : CheckpointInfo{};
+  const CheckpointInfo prev = previous_checkpoint_ ? previous_checkpoint_() : CheckpointInfo{};
+  std::vector<CheckpointInfo> tries;
+  if (!newest.id.empty()) tries.push_back(newest);
+  // A restore of the newest that fails falls back to the one before it (its
+  // journal is kept: daemon/revolving_journal.h), then to seq 1.
+  if (!newest.id.empty() && !prev.id.empty() && prev.id != newest.id &&
+      prev.mark_seq < newest.mark_seq && prev.journal_id == newest.journal_id) {
+    tries.push_back(prev);
+  }
+  for (size_t t = 0; t < tries.size(); t++) {
+    const CheckpointInfo& ck = tries[t];
     double restore_ms = 0;
     Status r = Shadow::Restore(dir, ck.dir, ck.id, ck.mark_seq, options_.nice, replica_.last_seq(),
                                &fresh, &warning, &restore_ms);
@@ -338,7 +349,10 @@ void ShadowSupervisor::Launch(const std::string& dir) {
       if (j && journal::JournalIdHex(*j) == ck.journal_id) return;
     }
     log_.Alarm("cannot restore the shadow from checkpoint " + ck.dir + ": " + r.message() +
-               "; starting it from seq 1 of the replica instead");
+               (t + 1 < tries.size()
+                    ? "; restoring the previous checkpoint " + tries[t + 1].id + " (mark seq " +
+                          std::to_string(tries[t + 1].mark_seq) + ") instead"
+                    : "; starting it from seq 1 of the replica instead"));
     warning.clear();
   }
   Status s = Shadow::Start(dir, options_.nice, replica_.last_seq(), &fresh, &warning);

@@ -118,6 +118,11 @@ class ShadowSupervisor {
   // (issue 12 part 7; a restore that fails falls back to seq 1).  Set
   // before the supervisor thread starts.
   void set_newest_checkpoint(std::function<CheckpointInfo()> f) { newest_checkpoint_ = std::move(f); }
+  // The checkpoint before the newest (ImageReceiver::previous): tried when
+  // a restore of the newest fails, before the replica's seq 1.
+  void set_previous_checkpoint(std::function<CheckpointInfo()> f) {
+    previous_checkpoint_ = std::move(f);
+  }
   // The replica's program runs active-passive (ProcessSpec.active_passive):
   // no shadow while standby; a failover calls RestoreNow.
   bool passive() const;
@@ -184,6 +189,7 @@ class ShadowSupervisor {
   std::function<void(const std::string&)> on_live_ended_;
   std::function<void(const std::string&)> on_need_checkpoint_;
   std::function<CheckpointInfo()> newest_checkpoint_;
+  std::function<CheckpointInfo()> previous_checkpoint_;
   bool passive_ = false;  // of journal_ (mu_)
   CheckpointPolicy checkpoint_policy_;
   double last_restore_ms_ = 0;

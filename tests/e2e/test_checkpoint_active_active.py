@@ -88,8 +88,12 @@ def main():
         log("checkpoint mid-stream: " + figures(second))
         expect(int(second["mark_seq"]) > int(first["mark_seq"]), "the second mark is not later")
         check_layout(cl, second)
-        expect(not os.path.exists(first["dir"]), "the older checkpoint %s was kept on B" %
-               first["dir"])
+        # The one it replaced stays as the fallback (`previous`), complete.
+        prev = os.path.join(os.path.dirname(first["dir"]), "previous")
+        expect(os.path.isdir(first["dir"]) and os.path.islink(prev) and
+               os.readlink(prev) == os.path.basename(first["dir"]),
+               "B does not keep the older checkpoint %s as its previous one (%s)" %
+               (first["dir"], sorted(os.listdir(os.path.dirname(first["dir"])))))
         expect(stream.wait_progress(4000), "the client stopped before 4000 acked writes")
         # The shadow replayed through both marks without a divergence.  One
         # before the first mark is not the checkpoints' (redis' jemalloc

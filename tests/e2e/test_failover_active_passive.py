@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Active-passive (issue 12 part 3): node B keeps no running copy of the
-service, only the newest checkpoint and the journal after it; when node A
+service, only the newest checkpoint (and the one before it, the fallback)
+and the journal after it; when node A
 dies, B restores the checkpoint with CRIU, replays the journal's tail with
 outputs suppressed and goes live.  No acknowledged write may be lost.
 
