@@ -92,7 +92,14 @@ void RevolvingJournal::Tick() {
   if (!prev.id.empty() && prev.mark_seq != 0 && prev.mark_seq < ck.mark_seq &&
       prev.journal_id == ck.journal_id) {
     journal::JournalDiskUse use;
-    if (journal::MeasureJournal(dir, &use).ok() && use.first_seq <= prev.mark_seq) ck = prev;
+    bool refused = false;  // not a mark of this replica (another run's checkpoint)
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      refused = refused_ == dir + ":" + std::to_string(prev.mark_seq);
+    }
+    if (!refused && journal::MeasureJournal(dir, &use).ok() && use.first_seq <= prev.mark_seq) {
+      ck = prev;
+    }
   }
   uint64_t bound = 0;
   {
