@@ -9,7 +9,7 @@ segments and its journal in a directory of the test.  A client on node C
 writes all the time (RJ_RATE writes/s, default 1500) for RJ_RUN_S seconds (default 60);
 once a second the test measures the segment files of A's journal and of
 B's replica, and asserts that the maximum of each stays under RJ_BOUND_MB
-(default 12 MiB) while the journal written in total grows past it, that
+(default 16 MiB) while the journal written in total grows past it, that
 both heads were pruned, and that `understudy status --json` reports both
 nodes' journal disk use.  Then node A dies (link down, SIGKILL of every
 process in it): B restores the newest checkpoint, replays from its mark + 1
@@ -32,10 +32,13 @@ CRIU = "/opt/understudy/criu/bin/criu"
 NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:checkpoint", CRIU]
 RUN_S = float(os.environ.get("RJ_RUN_S", "60"))
 RATE = int(os.environ.get("RJ_RATE", "1500"))
-# What arrives between two checkpoints (4 MiB), the checkpoint's own time,
+# What arrives between two checkpoints (4 MiB) -- twice on B, which keeps
+# the journal from the previous checkpoint's mark as the fallback of a failed
+# restore (docs/replication.md, "A fallback") -- the checkpoint's own time,
 # the segment holding the mark and the one being written (1 MiB each), with
-# room to spare on a loaded machine; the run writes well over it in total.
-BOUND_MB = float(os.environ.get("RJ_BOUND_MB", "12"))
+# room to spare on a loaded machine; the run writes well over it in total
+# (41 MiB).  Measured: A 4.4-5.6 MiB, B 7.9-9.4 MiB.
+BOUND_MB = float(os.environ.get("RJ_BOUND_MB", "16"))
 
 
 def segment_bytes(d):
