@@ -43,6 +43,15 @@ struct CheckpointInfo {
   std::string journal_id;
 };
 
+// PREVIOUS can stand in for NEWEST when NEWEST cannot be restored: another,
+// older checkpoint of the same journal.  (Whether the replica still holds its
+// mark is the caller's to check.)  The revolving journal prunes behind such a
+// fallback's mark; the shadow supervisor restores it after a failed restore.
+inline bool IsFallbackFor(const CheckpointInfo& previous, const CheckpointInfo& newest) {
+  return !previous.id.empty() && previous.id != newest.id && previous.mark_seq != 0 &&
+         previous.mark_seq < newest.mark_seq && previous.journal_id == newest.journal_id;
+}
+
 class ImageReceiver {
  public:
   ImageReceiver(std::string data_dir, DaemonLog& log);

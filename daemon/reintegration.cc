@@ -398,8 +398,12 @@ void Reintegration::PruneBefore(Shadow& shadow, recorder::ReplicationClient* cli
              " wholly before seq " + std::to_string(mark) + "; it starts at seq " +
              std::to_string(pr.first_seq_kept) + " now");
   }
+  ReportJournalUse(shadow, client);
+}
+
+void Reintegration::ReportJournalUse(const Shadow& shadow, recorder::ReplicationClient* client) {
   journal::JournalDiskUse use;
-  if (client != nullptr && journal::MeasureJournal(dir, &use).ok()) {
+  if (client != nullptr && journal::MeasureJournal(shadow.journal_dir(), &use).ok()) {
     client->SetJournalUse(use.bytes, use.segments, use.first_seq);
   }
 }
@@ -440,10 +444,7 @@ void Reintegration::CheckpointLoop() {
         jid = journal_id_;
       }
       if (c != nullptr && shadow != nullptr && !got) {
-        journal::JournalDiskUse use;
-        if (journal::MeasureJournal(shadow->journal_dir(), &use).ok()) {
-          c->SetJournalUse(use.bytes, use.segments, use.first_seq);
-        }
+        ReportJournalUse(*shadow, c);
       } else if (c != nullptr && shadow != nullptr) {
         // The client and the live service stay while checkpoint_mu_ is held.
         cluster::pb::CheckpointDone d;

@@ -131,6 +131,8 @@ class Reintegration {
   // `mark` (a checkpoint at it is verified on the backup) and tells the
   // backup the journal's disk use.  Caller holds checkpoint_mu_.
   void PruneBefore(Shadow& shadow, recorder::ReplicationClient* client, uint64_t mark);
+  // The live journal's disk use, for the backup's status (heartbeats).
+  void ReportJournalUse(const Shadow& shadow, recorder::ReplicationClient* client);
   // The checkpoint worker: answers the attached backup's CHECKPOINT_REQUESTs.
   void CheckpointLoop();
   // The client goes: requests of its backup are not answered to the next.

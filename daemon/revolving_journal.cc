@@ -89,8 +89,7 @@ void RevolvingJournal::Tick() {
   if (dir.empty() || !hooks_.may_prune()) return;
   // Behind the previous checkpoint when it can serve as the fallback.
   const CheckpointInfo prev = hooks_.previous ? hooks_.previous() : CheckpointInfo{};
-  if (!prev.id.empty() && prev.mark_seq != 0 && prev.mark_seq < ck.mark_seq &&
-      prev.journal_id == ck.journal_id) {
+  if (IsFallbackFor(prev, ck)) {
     journal::JournalDiskUse use;
     bool refused = false;  // not a mark of this replica (another run's checkpoint)
     {

@@ -314,8 +314,7 @@ void ShadowSupervisor::Launch(const std::string& dir) {
   if (!newest.id.empty()) tries.push_back(newest);
   // A restore of the newest that fails falls back to the one before it (its
   // journal is kept: daemon/revolving_journal.h), then to seq 1.
-  if (!newest.id.empty() && !prev.id.empty() && prev.id != newest.id &&
-      prev.mark_seq < newest.mark_seq && prev.journal_id == newest.journal_id) {
+  if (!newest.id.empty() && IsFallbackFor(prev, newest)) {
     tries.push_back(prev);
   }
   for (size_t t = 0; t < tries.size(); t++) {
