@@ -383,6 +383,20 @@ class Stream:
             time.sleep(0.002)
         return False
 
+    def require_progress(self, more, what, timeout=60.0, context=None):
+        """MORE writes acknowledged from now within TIMEOUT, or the test fails
+        saying WHAT, with the client's report and stderr, and CONTEXT() (a
+        callable returning more text to show, called once on failure)."""
+        import harness
+        want = self.progress + more
+        if self.wait_progress(want, timeout=timeout):
+            return
+        extra = context() if context else ""
+        rep, rc, err = self.finish()
+        harness.fail("the client did not make progress %s (wanted %d acked, rc %s): %s\n%s%s" %
+                     (what, want, rc, rep and jepsen_line(rep),
+                      err.decode(errors="replace")[-2000:], "\n" + extra if extra else ""))
+
     def finish(self):
         """Wait for the report (bounded); returns (report dict or None, rc, stderr)."""
         import harness

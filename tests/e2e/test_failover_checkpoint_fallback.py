@@ -18,10 +18,9 @@ run/checkpoint/status`, redis-server, redis-cli."""
 import os
 import time
 
-import harness
 import jepsen_client
 import netns
-from harness import expect, fail, log, run_main
+from harness import expect, log, run_main
 
 CRIU = "/opt/understudy/criu/bin/criu"
 NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:checkpoint", CRIU]
@@ -60,13 +59,7 @@ def main():
         stream = jepsen_client.Stream(c, net.vip, count=60000, duration=120, io_timeout=0.1,
                                       rate=1500, extra=["--stop-file", stop])
 
-        def progress(more, what):
-            want = stream.progress + more
-            if not stream.wait_progress(want, timeout=60):
-                rep, rc, err = stream.finish()
-                fail("the client did not make progress %s (wanted %d acked, rc %s): %s\n%s" %
-                     (what, want, rc, rep and jepsen_client.jepsen_line(rep),
-                      err.decode(errors="replace")[-2000:]))
+        progress = stream.require_progress
 
         progress(4000, "before checkpoint 1")
         r, ck1 = cl.checkpoint()

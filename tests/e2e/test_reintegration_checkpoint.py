@@ -143,14 +143,9 @@ def main(case):
                                       rate=400, extra=["--stop-file", stop])
 
         def progress(more, what):
-            want = stream.progress + more
-            if not stream.wait_progress(want, timeout=40):
-                rep, rc, err = stream.finish()
-                fail("the client did not make progress %s (wanted %d acked, rc %s): %s\n%s\n"
-                     "status A: %s\nstatus B: %s\nA log:\n%s\nB log:\n%s" %
-                     (what, want, rc, rep and jepsen_client.jepsen_line(rep),
-                      err.decode(errors="replace")[-2000:], da.status()[1], db.status()[1],
-                      da.tail(), db.tail()))
+            stream.require_progress(more, what, timeout=40, context=lambda: (
+                "status A: %s\nstatus B: %s\nA log:\n%s\nB log:\n%s" %
+                (da.status()[1], db.status()[1], da.tail(), db.tail())))
 
         if passive:
             ready = lambda d: d.get("state") == "backup"

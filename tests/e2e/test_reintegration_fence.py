@@ -17,7 +17,7 @@ import time
 import harness
 import jepsen_client
 import netns
-from harness import expect, fail, log, run_main
+from harness import expect, log, run_main
 from test_reintegration import Daemon
 
 NEEDS = netns.CLUSTER + ["redis-server", "redis-cli", "understudy:backup"]
@@ -35,13 +35,7 @@ def main():
         stream = jepsen_client.Stream(c, net.vip, count=60000, duration=180, io_timeout=0.1,
                                       rate=400, extra=["--stop-file", stop])
 
-        def progress(more, what):
-            want = stream.progress + more
-            if not stream.wait_progress(want, timeout=60):
-                rep, rc, err = stream.finish()
-                fail("the client did not make progress %s (wanted %d, rc %s): %s\n%s" %
-                     (what, want, rc, rep and jepsen_client.jepsen_line(rep),
-                      err.decode(errors="replace")[-2000:]))
+        progress = stream.require_progress
 
         progress(300, "at the start")
         a.link(False)
