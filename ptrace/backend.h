@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -76,16 +77,30 @@ struct RecordResult {
 
 Status Record(const RecordOptions& options, RecordResult* result);
 
+struct ReplayResult;
+
 struct ReplayOptions {
   std::string dir;
   std::string binary;        // run this file instead of the recorded binary
   bool show_output = false;  // perform writes to fds 1 and 2
   uint64_t until_seq = 0;    // stop before this event (0 = to the end)
   bool pid_namespace = true;
+  // At the end of a cut recording (its program was killed, not exited), go
+  // live (golive.h): the descriptors become real, every thread performs its
+  // pending call for real, and the program runs on, traced but no longer
+  // replayed, until it exits.  Listeners bound to a specific IPv4 address
+  // move to service_addr (network order; 0 = as recorded).
+  bool go_live = false;
+  uint32_t service_addr = 0;
+  // Called once the program is live (the tracer's thread; the result's
+  // live fields are set).
+  std::function<void(const ReplayResult&)> on_live;
+  // Polled while live: true ends the program (SIGKILL) and the replay.
+  std::function<bool()> interrupted;
 };
 
 struct ReplayResult {
-  enum class Outcome { kCompleted, kDiverged, kRecordingEnds, kStoppedAtUntil };
+  enum class Outcome { kCompleted, kDiverged, kRecordingEnds, kStoppedAtUntil, kWentLive };
   Outcome outcome = Outcome::kCompleted;
   uint64_t events = 0;       // program events in the journal
   uint64_t events_done = 0;  // consumed
@@ -103,6 +118,15 @@ struct ReplayResult {
   std::string div_text;
   std::string message;  // one line when not a divergence
   std::vector<std::string> warnings;
+  // kWentLive: what the go-live rebuilt (golive.h) and how long it took
+  // from the end of the journal; the replay's own time is wall_time_s.
+  uint32_t live_listeners = 0;
+  uint32_t live_connections = 0;
+  uint32_t live_epolls = 0;
+  uint32_t live_files = 0;
+  double golive_ms = 0;
+  double replayed_s = 0;  // launch to the end of the journal
+  bool interrupted = false;  // kWentLive: ended by ReplayOptions::interrupted
 };
 
 Status Replay(const ReplayOptions& options, ReplayResult* result);

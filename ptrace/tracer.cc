@@ -54,6 +54,7 @@
 #include "journal/writer.h"
 #include "ptrace/backend.h"
 #include "ptrace/calls.h"
+#include "ptrace/golive.h"
 #include "ptrace/instead.h"
 
 namespace understudy::ptrace_backend {
@@ -1279,6 +1280,8 @@ Status Recorder::Run() {
     if (tid == 0) {
       struct timespec ts = {0, 20 * 1000 * 1000};
       sigtimedwait(&chld, nullptr, &ts);
+      // Idle: what was journaled reaches the segment (and the backup).
+      if (err.ok()) err = writer_->Flush();
       CheckStalls();
       if (err.ok()) err = ScheduleAll();
       continue;
@@ -1503,6 +1506,11 @@ class Replayer {
     }
   }
   void Pump();
+  // Go-live (golive.h): the journal is done; every waiting thread goes on
+  // for real, each process's descriptors rebuilt at its first seccomp stop.
+  void GoLive();
+  void LiveSeccomp(PThread& t);
+  void LiveStop(PThread& t, int st);
   void Start(PThread& t, const pb::Event& e);
   void Finish(PThread& t);
   void OnSignal(PThread& t, int sig);
@@ -1520,6 +1528,11 @@ class Replayer {
   bool diverged_ = false;
   bool stopping_ = false;
   bool ends_with_exit_ = false;
+  FdModel fds_;
+  bool live_ = false;
+  std::set<pid_t> converted_;  // processes whose descriptors were rebuilt
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point live_at_;
 };
 
 std::string CallOn(long nr, long fd) {
@@ -1532,12 +1545,16 @@ std::string CallOn(long nr, long fd) {
 // waits at a seccomp stop (or is a signal for a thread between calls), it
 // is served.
 void Replayer::Pump() {
-  while (!stopping_) {
+  while (!stopping_ && !live_) {
     const pb::Event* e = Next();
     if (e == nullptr) {
       // Past the end: a thread asking for one more event.
       for (auto& [tid, t] : threads_) {
         if (!t.waiting || exited_.count(t.tgid) != 0) continue;  // waiting for a turn it never gets
+        if (opts_.go_live && !ends_with_exit_) {
+          GoLive();
+          return;
+        }
         if (ends_with_exit_) {
           Diverge(res_->events + 1, static_cast<uint32_t>(tid), "event past the end", 0, 0,
                   "the program asked for an event after the recorded run had exited");
@@ -1655,6 +1672,10 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
   } else if (row != nullptr && sc.result() >= 0 && row->treat == Treat::kNewFd2) {
     t.mode = PThread::Mode::kPlaceholder2;
   }
+  if (opts_.go_live && !IsRestart(sc.result()))
+    fds_.Observe(t.tgid, t.tid, t.nr, t.a, sc.result(),
+                 t.mode == PThread::Mode::kPlaceholder || t.mode == PThread::Mode::kPlaceholder2,
+                 sc.out_size() > 0 ? &sc.out(0) : nullptr);
   switch (t.mode) {
     case PThread::Mode::kSkip:
       r.orig_rax = static_cast<unsigned long long>(-1);
@@ -1771,7 +1792,108 @@ void Replayer::OnSignal(PThread& t, int sig) {
   Resume(t, 0);
 }
 
+// The recording's end: from here the program is on its own.  Threads
+// waiting at a seccomp stop perform their call for real (the first of each
+// process rebuilds its descriptors first); a thread waiting at its start or
+// at an rdtsc goes on at once.  Threads inside a call finish it as replayed.
+void Replayer::GoLive() {
+  live_ = true;
+  live_at_ = std::chrono::steady_clock::now();
+  res_->replayed_s = std::chrono::duration<double>(live_at_ - start_).count();
+  res_->outcome = ReplayResult::Outcome::kWentLive;
+  std::vector<pid_t> waiting;
+  for (auto& [tid, t] : threads_)
+    if (t.waiting) waiting.push_back(tid);
+  for (pid_t tid : waiting) {
+    PThread& t = threads_[tid];
+    t.waiting = false;
+    if (t.nr == kCallThreadStart) {
+      t.in_call = false;
+      Resume(t);
+    } else if (t.nr == kCallRdtsc) {
+      user_regs_struct r;
+      GetRegs(t.tid, &r);
+      const uint64_t tsc = __builtin_ia32_rdtsc();
+      r.rax = tsc & 0xffffffffu;
+      r.rdx = tsc >> 32;
+      if (t.tsc_len == 3) r.rcx = 0;
+      r.rip = t.tsc_rip + static_cast<unsigned>(t.tsc_len);
+      SetRegs(t.tid, r);
+      t.in_call = false;
+      Resume(t);
+    } else {
+      LiveSeccomp(t);
+    }
+  }
+  res_->golive_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - live_at_).count();
+  if (opts_.on_live) opts_.on_live(*res_);
+}
+
+// A live thread at a seccomp stop: its process's descriptors are rebuilt
+// first if they were not yet, then its call runs for real.
+void Replayer::LiveSeccomp(PThread& t) {
+  if (converted_.insert(t.tgid).second && fds_.Has(t.tgid)) {
+    ConvertReport rep;
+    Convert(t.tid, fds_.TableOf(t.tgid), opts_.service_addr, &rep);
+    res_->live_listeners += rep.listeners;
+    res_->live_connections += rep.connections;
+    res_->live_epolls += rep.epolls;
+    res_->live_files += rep.files;
+    for (std::string& w : rep.warnings) res_->warnings.push_back("go-live, process " + std::to_string(t.tgid) + ": " + w);
+  }
+  t.in_call = false;
+  Resume(t);
+}
+
+// Any stop of a live program: it runs as it would untraced (the filter
+// stays, so its traced calls still stop here and are let through).
+void Replayer::LiveStop(PThread& t, int st) {
+  const int sig = WSTOPSIG(st);
+  const int ev_kind = st >> 16;
+  if (sig == (SIGTRAP | 0x80)) {
+    if (t.in_call && t.ev != nullptr) {
+      Finish(t);  // a call of the replay that was still running
+    } else {
+      t.in_call = false;
+      Resume(t);
+    }
+  } else if (sig == SIGTRAP && ev_kind == PTRACE_EVENT_SECCOMP) {
+    LiveSeccomp(t);
+  } else if (sig == SIGTRAP && ev_kind == PTRACE_EVENT_EXEC) {
+    fds_.Exec(t.tgid);
+    g_tsc_sites.clear();
+    Resume(t);
+  } else if (sig == SIGSTOP && !t.started) {
+    t.started = true;
+    if (t.linked) {
+      Resume(t);
+    } else {
+      t.held = true;
+    }
+  } else if (sig == SIGTRAP && ev_kind != 0) {
+    Resume(t);
+  } else {
+    siginfo_t si{};
+    ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &si);
+    user_regs_struct r;
+    if (int len = TscInstruction(t.tid, sig, si, &r)) {
+      const uint64_t tsc = __builtin_ia32_rdtsc();
+      r.rax = tsc & 0xffffffffu;
+      r.rdx = tsc >> 32;
+      if (len == 3) r.rcx = 0;
+      r.rip += static_cast<unsigned>(len);
+      SetRegs(t.tid, r);
+      Resume(t);
+      return;
+    }
+    auto p = t.pass.find(sig);
+    if (p != t.pass.end()) t.pass.erase(p);
+    Resume(t, sig);
+  }
+}
+
 void Replayer::OnExec(PThread& t) {
+  fds_.Exec(t.tgid);
   PatchCputicks(t.tid);
   uint64_t rnd = FixAuxv(t.tid);
   const pb::Event* e = Next();
@@ -1785,6 +1907,7 @@ void Replayer::OnExec(PThread& t) {
 
 Status Replayer::Run() {
   const auto start = std::chrono::steady_clock::now();
+  start_ = start;
   journal::ReaderOptions ropts;
   ropts.torn_tail_is_end = true;
   std::unique_ptr<journal::JournalReader> reader;
@@ -1843,12 +1966,16 @@ Status Replayer::Run() {
   int leader_status = 0;
   auto idle_since = std::chrono::steady_clock::now();
   while (!threads_.empty()) {
+    if (live_ && !res_->interrupted && opts_.interrupted && opts_.interrupted()) {
+      res_->interrupted = true;
+      for (auto& [id, th] : threads_) kill(id, SIGKILL);
+    }
     int st = 0;
     pid_t tid = waitpid(-1, &st, __WALL | WNOHANG);
     if (tid == 0) {
       struct timespec ts = {0, 200 * 1000 * 1000};
       sigtimedwait(&chld, nullptr, &ts);
-      if (!stopping_ && std::chrono::steady_clock::now() - idle_since > std::chrono::seconds(20)) {
+      if (!stopping_ && !live_ && std::chrono::steady_clock::now() - idle_since > std::chrono::seconds(20)) {
         const pb::Event* e = Next();
         std::string who;
         for (auto& [id, t] : threads_)
@@ -1882,6 +2009,12 @@ Status Replayer::Run() {
       ptrace(PTRACE_CONT, tid, nullptr, nullptr);
       continue;
     }
+    const bool clone_event = sig == SIGTRAP && (ev_kind == PTRACE_EVENT_CLONE || ev_kind == PTRACE_EVENT_FORK ||
+                                                ev_kind == PTRACE_EVENT_VFORK);
+    if (live_ && !clone_event) {
+      LiveStop(t, st);
+      continue;
+    }
     if (sig == (SIGTRAP | 0x80)) {
       if (t.in_call) Finish(t);
       else Resume(t);
@@ -1905,6 +2038,16 @@ Status Replayer::Run() {
       PThread& c = Thread(static_cast<pid_t>(child));
       const uint64_t flags = ev_kind == PTRACE_EVENT_CLONE ? CloneFlags(tid, t.nr, t.a) : 0;
       c.tgid = (flags & CLONE_THREAD) ? t.tgid : c.tid;
+      if (c.tgid != t.tgid) fds_.Fork(t.tgid, c.tgid);
+      if (live_) {
+        c.linked = true;
+        if (c.held) {
+          c.held = false;
+          Resume(c);
+        }
+        Resume(t);
+        continue;
+      }
       if (t.in_call && t.ev != nullptr && t.ev->syscall().result() > 0)
         tidmap_[static_cast<uint32_t>(t.ev->syscall().result())] = c.tid;
       c.linked = true;
@@ -1942,6 +2085,15 @@ Status Replayer::Run() {
   if (!launch_error.empty()) return Status::IOError("replay: could not start " + binary + ": " + launch_error);
   res_->wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (stopping_) return Status::Ok();
+  if (live_) {
+    char buf[256];
+    snprintf(buf, sizeof buf,
+             "understudy replay: replayed %llu events in %.3f s with the ptrace backend, went live "
+             "(%u listener(s) re-created) and served until the program exited",
+             static_cast<unsigned long long>(res_->events), res_->replayed_s, res_->live_listeners);
+    res_->message = buf;
+    return Status::Ok();
+  }
   if (ends_with_exit_ && res_->exit.exit_code != recorded_exit) {
     Diverge(res_->events + 1, 0, "exit", recorded_exit, res_->exit.exit_code,
             "the program's exit status differs");

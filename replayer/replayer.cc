@@ -311,12 +311,34 @@ Status ReplayWithPtrace(const ReplayOptions& options, ReplayResult* result) {
         "journal " + options.dir +
         " was recorded with the ptrace backend: --gdb is not available for it (gdb and the "
         "tracer cannot both trace the program); use --until SEQ to stop before an event");
-  if (options.go_live)
-    return Status::InvalidArgument("journal " + options.dir +
-                                   " was recorded with the ptrace backend: --go-live is not "
-                                   "available for it yet");
   ptrace_backend::ReplayOptions po;
   po.dir = options.dir;
+  if (options.go_live) {
+    po.go_live = true;
+    if (!options.service_addr.empty()) {
+      struct in_addr a;
+      if (inet_pton(AF_INET, options.service_addr.c_str(), &a) != 1)
+        return Status::InvalidArgument("--service-address " + options.service_addr +
+                                       ": not an IPv4 address");
+      po.service_addr = a.s_addr;
+    }
+    struct sigaction sa = {};
+    sa.sa_handler = OnInterrupt;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    po.interrupted = [] { return g_interrupted != 0; };
+    po.on_live = [](const ptrace_backend::ReplayResult& r) {
+      for (const std::string& w : r.warnings)
+        if (w.rfind("go-live", 0) == 0) std::fprintf(stderr, "understudy replay: warning: %s\n", w.c_str());
+      std::fprintf(stderr,
+                   "understudy replay: replayed %llu events in %.3f s, then went live in %.1f ms (%u "
+                   "listening socket(s) re-created, %u connection(s) closed, %u epoll set(s)); the "
+                   "program now serves for real; Ctrl-C stops it\n",
+                   static_cast<unsigned long long>(r.events_done), r.replayed_s, r.golive_ms,
+                   r.live_listeners, r.live_connections, r.live_epolls);
+    };
+  }
   po.binary = options.binary;
   po.show_output = options.show_output;
   po.until_seq = options.until_seq;
@@ -326,7 +348,11 @@ Status ReplayWithPtrace(const ReplayOptions& options, ReplayResult* result) {
   for (std::string& w : pr.warnings) Warn(result, std::move(w));
   if (!s.ok()) return s;
   using O = ptrace_backend::ReplayResult::Outcome;
-  result->outcome = pr.outcome == O::kDiverged        ? ReplayOutcome::kDiverged
+  result->golive_listeners = pr.live_listeners;
+  result->golive_ms = pr.golive_ms;
+  result->outcome = pr.outcome == O::kWentLive && pr.interrupted ? ReplayOutcome::kInterrupted
+                    : pr.outcome == O::kWentLive        ? ReplayOutcome::kWentLive
+                    : pr.outcome == O::kDiverged        ? ReplayOutcome::kDiverged
                     : pr.outcome == O::kRecordingEnds  ? ReplayOutcome::kRecordingEnds
                     : pr.outcome == O::kStoppedAtUntil ? ReplayOutcome::kStoppedAtUntil
                                                        : ReplayOutcome::kCompleted;
