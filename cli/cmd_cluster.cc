@@ -82,6 +82,7 @@ struct RunArgs {
   std::string service_address;
   std::string service_dev;
   std::string mode = "active-active";
+  std::string backend = "auto";
   std::string checkpoint_interval;  // e.g. 30s, 500ms; empty = none
   uint64_t checkpoint_every_events = 0;   // 0 = not by count
   std::string checkpoint_every_bytes;     // e.g. 64M; empty = not by size
@@ -249,6 +250,7 @@ int RunRun(const RunArgs& a) {
   o.ring_size = a.ring_mb << 20;
   o.audit = a.audit;
   o.command = a.command;
+  o.backend = a.backend;
   Status cs = cluster::ParseLinkCipher(a.link_cipher, &o.cipher);
   if (!cs.ok()) {
     fmt::print(stderr, "{}: {}\n", me, cs.message());
@@ -673,6 +675,12 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
                   "backup keeps only the newest checkpoint and the journal after it; failover "
                   "restores it and replays the tail)")
       ->check(CLI::IsMember({"active-active", "active-passive"}));
+  run->add_option("--backend", ra->backend,
+                  "auto: inspect the binary (static, no libc, Go -> ptrace; else preload) and say "
+                  "which (default); preload: the LD_PRELOAD interposer; ptrace: ptrace + seccomp "
+                  "filter, no checkpoints: the backup replays the journal from seq 1 at failover "
+                  "(docs/ptrace.md)")
+      ->check(CLI::IsMember({"auto", "preload", "ptrace"}));
   run->add_option("--checkpoint-interval", ra->checkpoint_interval,
                   "How often the backup asks for a checkpoint (30s, 500ms, 5m; default 30s in "
                   "active-passive, none in active-active)")

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include <sys/wait.h>
+
 #include "daemon/log.h"
 #include "daemon/node.h"
 #include "daemon/replica_receiver.h"
@@ -71,6 +73,8 @@ std::optional<Clock::time_point> Failover::NextDeadline() const {
 }
 
 void Failover::Tick() {
+  if (ptrace_live_pid_ > 0 && waitpid(ptrace_live_pid_, nullptr, WNOHANG) == ptrace_live_pid_)
+    ptrace_live_pid_ = 0;  // the ptrace backend's live service ended (the supervisor says so)
   const auto now = Clock::now();
   const auto budget = options_.heartbeat * options_.missed_heartbeats;
   if (node_.state() == NodeState::kIsolated) {
@@ -247,6 +251,7 @@ pb::AdminReply Failover::RunPlanned(const pb::FailoverRequest& req, const std::a
 
 pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock::time_point t0,
                                 double fence_ms) {
+  if (shadows_.ptrace()) return GoLivePtrace(through, kind, t0, fence_ms);
   std::shared_ptr<Shadow> shadow = shadows_.healthy_shadow();
   double restore_ms = 0;
   if (shadow == nullptr && shadows_.passive()) {

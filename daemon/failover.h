@@ -105,6 +105,11 @@ class Failover {
   pb::AdminReply RunPlanned(const pb::FailoverRequest& request, const std::atomic<bool>& stop);
   pb::AdminReply GoLive(uint64_t through_seq, const std::string& kind,
                         std::chrono::steady_clock::time_point t0, double fence_ms);
+  // The ptrace backend's go-live (failover_ptrace.cc): no shadow ran; the
+  // replica is replayed from seq 1 by `understudy replay --go-live` in a
+  // process of its own, which then is the live service.
+  pb::AdminReply GoLivePtrace(uint64_t through_seq, const std::string& kind,
+                              std::chrono::steady_clock::time_point t0, double fence_ms);
 
   const FailoverOptions options_;
   Node& node_;
@@ -121,6 +126,7 @@ class Failover {
   WentLiveFn on_went_live_;
   std::function<void(const std::string&, uint64_t)> on_fenced_;
   FailoverProgress progress_;
+  int ptrace_live_pid_ = 0;  // GoLivePtrace's process, reaped by Tick
 };
 
 pb::AdminReply ErrorReply(const std::string& message);

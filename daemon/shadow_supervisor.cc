@@ -9,6 +9,7 @@
 #include "daemon/node.h"
 #include "daemon/replica_receiver.h"
 #include "journal/reader.h"
+#include "ptrace/backend.h"
 
 namespace understudy::daemon {
 
@@ -30,7 +31,7 @@ bool Serving(NodeState s) {
 }
 
 // The replica's ProcessSpec: active-passive and its checkpoint policy.
-void ReadMode(const std::string& dir, bool* passive, CheckpointPolicy* policy) {
+void ReadMode(const std::string& dir, bool* passive, bool* ptrace, CheckpointPolicy* policy) {
   journal::ReaderOptions ropts;
   ropts.torn_tail_is_end = true;
   std::unique_ptr<journal::JournalReader> reader;
@@ -38,6 +39,10 @@ void ReadMode(const std::string& dir, bool* passive, CheckpointPolicy* policy) {
   journal::pb::ProcessSpec spec;
   if (!spec.ParseFromString(reader->header().spec_bytes)) return;
   *passive = spec.active_passive();
+  // The ptrace backend's program cannot be replayed by the preload
+  // interposer, nor checkpointed: it runs nowhere until a failover.
+  *ptrace = spec.backend() == ptrace_backend::kBackendName;
+  if (*ptrace) *passive = true;
   policy->interval_ms = spec.checkpoint_interval_ms();
   policy->every_events = spec.checkpoint_every_events();
   policy->every_bytes = spec.checkpoint_every_bytes();
@@ -177,9 +182,15 @@ void ShadowSupervisor::Tick() {
                    ShadowState::kGivenUp, ShadowState::kExited},
                   "new journal " + journal::JournalIdHex(*journal));
       passive_ = false;
+      ptrace_ = false;
       checkpoint_policy_ = {};
-      ReadMode(replica_.dir(), &passive_, &checkpoint_policy_);
-      if (passive_) {
+      ReadMode(replica_.dir(), &passive_, &ptrace_, &checkpoint_policy_);
+      if (ptrace_) {
+        reason_ =
+            "ptrace backend: no running copy and no checkpoints; a failover replays the journal "
+            "from seq 1 and goes live";
+        if (!line.empty()) line += " (ptrace backend: the shadow runs only at failover)";
+      } else if (passive_) {
         reason_ = "active-passive: no running copy; a failover restores the newest checkpoint";
         if (!line.empty()) line += " (active-passive: the shadow starts only at failover)";
       }
@@ -274,6 +285,17 @@ void ShadowSupervisor::Tick() {
 bool ShadowSupervisor::passive() const {
   std::lock_guard<std::mutex> lock(mu_);
   return passive_;
+}
+
+bool ShadowSupervisor::ptrace() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ptrace_;
+}
+
+void ShadowSupervisor::ServeLive(int pid, const std::string& reason) {
+  uint64_t ticks = 0;
+  (void)ReadStartTicks(pid, &ticks);
+  AdoptLive(pid, ticks, nullptr, reason);
 }
 
 uint64_t ShadowSupervisor::checkpoint_interval_ms() const {

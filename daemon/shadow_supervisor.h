@@ -126,6 +126,12 @@ class ShadowSupervisor {
   // The replica's program runs active-passive (ProcessSpec.active_passive):
   // no shadow while standby; a failover calls RestoreNow.
   bool passive() const;
+  // The replica was recorded by the ptrace backend (ProcessSpec.backend):
+  // passive too, with no checkpoints; its failover is Failover::GoLivePtrace.
+  bool ptrace() const;
+  // A live service that is no Shadow of ours (the ptrace backend's replay
+  // process that went live): watched through /proc from now on.
+  void ServeLive(int pid, const std::string& reason);
   uint64_t checkpoint_interval_ms() const;
   CheckpointPolicy checkpoint_policy() const;
   // Active-passive failover (supervisor thread): restores the newest
@@ -191,6 +197,7 @@ class ShadowSupervisor {
   std::function<CheckpointInfo()> newest_checkpoint_;
   std::function<CheckpointInfo()> previous_checkpoint_;
   bool passive_ = false;  // of journal_ (mu_)
+  bool ptrace_ = false;   // of journal_ (mu_)
   CheckpointPolicy checkpoint_policy_;
   double last_restore_ms_ = 0;
 };

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "driver/launcher.h"
@@ -50,6 +51,22 @@ struct RecordOptions {
   std::vector<std::string> argv;
   journal::DurabilityPolicy durability = journal::DurabilityPolicy::None();
   bool pid_namespace = true;  // when root: the program is PID 2 of a new PID namespace
+  uint64_t segment_bytes = 0;  // 0: journal::WriterOptions' default
+  // `understudy run` (recorder/primary.cc): replication and output commit.
+  struct Hooks {
+    // The journal exists: its id and the serialized ProcessSpec.
+    std::function<void(const journal::JournalId& id, const std::string& spec)> on_start;
+    // Every EVENT_BATCH frame, as journal::WriterOptions::on_frame.
+    std::function<void(std::string_view frame, uint64_t first, uint64_t last)> on_frame;
+    // Output commit: an output call waits here, at its seccomp stop, until
+    // every event journaled so far (up to `seq`, flushed just before) is
+    // durable on the backup.  False: stop the program instead (a fence).
+    std::function<bool(uint64_t seq)> wait_durable;
+    // Polled: true kills the program (a planned failover's fence).
+    std::function<bool()> should_kill;
+    // The journal is closed (its last seq, the program's end).
+    std::function<void(uint64_t last_seq, const driver::ProgramExit& exit)> on_journal_closed;
+  } hooks;
 };
 
 struct RecordResult {
@@ -64,6 +81,7 @@ struct RecordResult {
   uint64_t calls_in_stead = 0;       // of them, executed by the tracer: one stop (ptrace/instead.h)
   uint64_t signals_journaled = 0;    // asynchronous signals delivered at call boundaries
   uint64_t preemptions_dropped = 0;  // Go's SIGURG preemption requests (see docs/ptrace.md)
+  uint64_t gate_waits = 0;           // outputs that waited for the backup (hooks.wait_durable)
   // Turns (docs/ptrace.md "Threads"): how often a thread got its process's
   // turn; turns taken from a call that kept it but waited in the kernel
   // (harmless); turns taken from a thread that ran 2 s without a traced call

@@ -448,7 +448,10 @@ bool Convert(pid_t tid, const FdModel::Table& table, uint32_t service_addr, Conv
         continue;
       }
       in.Call(SYS_close, static_cast<uint64_t>(sv[1]));
-      if (place(sv[0], fd, d.cloexec)) report->connections++;
+      if (place(sv[0], fd, d.cloexec)) {
+        report->connections++;
+        report->closed.push_back(fd);
+      }
     } else if (d.kind == Kind::kFile) {
       int flags = d.open_flags & ~(O_TRUNC | O_EXCL);
       if (!in.Put(scratch, d.path.c_str(), d.path.size() + 1)) continue;

@@ -77,6 +77,7 @@ struct ConvertReport {
   uint32_t connections = 0;  // connection placeholders closed
   uint32_t epolls = 0;
   uint32_t files = 0;
+  std::vector<int> closed;  // the fds that became closed connections
   std::vector<std::string> warnings;  // what could not be made real, by fd
 };
 

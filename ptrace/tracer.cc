@@ -879,6 +879,20 @@ Status Recorder::OnEntry(RThread& t) {
     return s;
   }
   const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(a[row->fd_arg]) : -1;
+  if (row != nullptr && row->treat == Treat::kFdOut && opts_.hooks.wait_durable) {
+    // Output commit: nothing leaves before everything it may depend on --
+    // every event journaled so far -- is durable on the backup.
+    Status fs = writer_->Flush();
+    if (!fs.ok()) return fs;
+    res_->gate_waits++;
+    if (!opts_.hooks.wait_durable(seq_)) {
+      std::set<pid_t> all;
+      for (auto& [tid, th] : threads_) all.insert(tid);
+      KillAll(all, -1);
+      Resume(t);
+      return Status::Ok();
+    }
+  }
   const bool quick = fd >= 0 && (t.fds->real.count(fd) != 0 || t.fds->nonblock.count(fd) != 0);
   long result = 0;
   bool sigpipe = false;
@@ -1248,8 +1262,11 @@ Status Recorder::Run() {
   spec.set_backend(kBackendName);
   journal::WriterOptions wo;
   wo.durability = opts_.durability;
+  if (opts_.segment_bytes != 0) wo.segment_bytes = opts_.segment_bytes;
+  wo.on_frame = opts_.hooks.on_frame;
   s = journal::JournalWriter::Create(opts_.dir, spec, wo, &writer_);
   if (!s.ok()) return s;
+  if (opts_.hooks.on_start) opts_.hooks.on_start(writer_->journal_id(), spec.SerializeAsString());
   // SIGCHLD tells of each stop; waiting for it with a timeout lets the
   // tracer notice a turn held too long (CheckStalls).
   sigset_t chld;
@@ -1274,7 +1291,14 @@ Status Recorder::Run() {
   int leader_status = 0;
   bool leader_done = false;
   Status err;
+  bool fenced = false;
   while (!threads_.empty()) {
+    if (!fenced && opts_.hooks.should_kill && opts_.hooks.should_kill()) {
+      fenced = true;  // a planned failover: the program stops here
+      std::set<pid_t> all;
+      for (auto& [id, th] : threads_) all.insert(id);
+      KillAll(all, -1);
+    }
     int st = 0;
     pid_t tid = waitpid(-1, &st, __WALL | WNOHANG);
     if (tid == 0) {
@@ -1403,6 +1427,7 @@ Status Recorder::Run() {
   Status cs = writer_->Close();
   if (err.ok()) err = cs;
   res_->events = seq_;
+  if (err.ok() && opts_.hooks.on_journal_closed) opts_.hooks.on_journal_closed(seq_, res_->exit);
   std::vector<journal::SegmentInfo> segs;
   if (journal::ListSegments(opts_.dir, &segs).ok()) {
     res_->segments = segs.size();
@@ -1509,7 +1534,7 @@ class Replayer {
   // Go-live (golive.h): the journal is done; every waiting thread goes on
   // for real, each process's descriptors rebuilt at its first seccomp stop.
   void GoLive();
-  void LiveSeccomp(PThread& t);
+  void LiveSeccomp(PThread& t, bool pending = false);
   void LiveStop(PThread& t, int st);
   void Start(PThread& t, const pb::Event& e);
   void Finish(PThread& t);
@@ -1531,6 +1556,7 @@ class Replayer {
   FdModel fds_;
   bool live_ = false;
   std::set<pid_t> converted_;  // processes whose descriptors were rebuilt
+  std::map<pid_t, std::set<int>> closed_;  // of them, the fds now closed connections
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point live_at_;
 };
@@ -1822,7 +1848,7 @@ void Replayer::GoLive() {
       t.in_call = false;
       Resume(t);
     } else {
-      LiveSeccomp(t);
+      LiveSeccomp(t, true);
     }
   }
   res_->golive_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - live_at_).count();
@@ -1831,10 +1857,11 @@ void Replayer::GoLive() {
 
 // A live thread at a seccomp stop: its process's descriptors are rebuilt
 // first if they were not yet, then its call runs for real.
-void Replayer::LiveSeccomp(PThread& t) {
+void Replayer::LiveSeccomp(PThread& t, bool pending) {
   if (converted_.insert(t.tgid).second && fds_.Has(t.tgid)) {
     ConvertReport rep;
     Convert(t.tid, fds_.TableOf(t.tgid), opts_.service_addr, &rep);
+    closed_[t.tgid].insert(rep.closed.begin(), rep.closed.end());
     res_->live_listeners += rep.listeners;
     res_->live_connections += rep.connections;
     res_->live_epolls += rep.epolls;
@@ -1842,6 +1869,19 @@ void Replayer::LiveSeccomp(PThread& t) {
     for (std::string& w : rep.warnings) res_->warnings.push_back("go-live, process " + std::to_string(t.tgid) + ": " + w);
   }
   t.in_call = false;
+  const CallRow* row = FindRow(t.nr);
+  if (pending && row != nullptr && row->treat == Treat::kFdOut && row->fd_arg >= 0 &&
+      closed_[t.tgid].count(static_cast<int>(t.a[row->fd_arg])) != 0) {
+    // The reply the recording's end interrupted, to a connection of the old
+    // node: it goes where the old node's link went (nowhere), as if sent
+    // just before the link died -- not an EPIPE that kills a program that
+    // does not ignore SIGPIPE.  The program reads EOF next and drops it.
+    user_regs_struct r;
+    GetRegs(t.tid, &r);
+    r.orig_rax = static_cast<unsigned long long>(-1);
+    r.rax = OfferedLength(*row, t.a, t.tid);
+    SetRegs(t.tid, r);
+  }
   Resume(t);
 }
 
@@ -2089,8 +2129,10 @@ Status Replayer::Run() {
     char buf[256];
     snprintf(buf, sizeof buf,
              "understudy replay: replayed %llu events in %.3f s with the ptrace backend, went live "
-             "(%u listener(s) re-created) and served until the program exited",
-             static_cast<unsigned long long>(res_->events), res_->replayed_s, res_->live_listeners);
+             "(%u listener(s) re-created) and served until the program ended (%s)",
+             static_cast<unsigned long long>(res_->events), res_->replayed_s, res_->live_listeners,
+             res_->exit.signal != 0 ? driver::SignalName(res_->exit.signal).c_str()
+                                    : ("exit status " + std::to_string(res_->exit.exit_code)).c_str());
     res_->message = buf;
     return Status::Ok();
   }

@@ -1,9 +1,12 @@
 #include "recorder/primary.h"
 
 #include <time.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <condition_variable>
 #include <deque>
@@ -14,8 +17,10 @@
 #include "cluster/peer_link.h"
 #include "cluster/service_address.h"
 #include "cluster/link.pb.h"
+#include "driver/launcher.h"
 #include "driver/control_mapping.h"
 #include "journal/prune.h"
+#include "ptrace/backend.h"
 #include "recorder/consistent_checkpoint.h"
 #include "recorder/image_shipper.h"
 
@@ -272,6 +277,18 @@ Status Primary::Run(Result* result) {
         " MiB: must be a power of two >= " + std::to_string(driver::kMinRingSize >> 20) + " MiB");
   }
 
+  // Which backend records the program (docs/ptrace.md "Choosing").
+  bool use_ptrace = o.backend == "ptrace";
+  if (o.backend == "auto" && !o.command.empty()) {
+    std::string path;
+    ptrace_backend::BackendChoice choice;
+    if (driver::ResolveExecutable(o.command[0], &path).ok() &&
+        ptrace_backend::ChooseBackend(path, &choice).ok() && choice.ptrace) {
+      use_ptrace = true;
+      Log("backend ptrace: " + path + " is " + choice.reason + " (--backend preload overrides)");
+    }
+  }
+
   if (service) {
     s = cluster::AddServiceAddress(*service, o.service_dev);
     if (!s.ok()) return s;
@@ -279,6 +296,30 @@ Status Primary::Run(Result* result) {
   }
 
   ReplicationClient client(ro);
+  if (use_ptrace) {
+    // Tells the metrics endpoint about the client, and that it is gone.
+    struct Announce {
+      const std::function<void(const ReplicationClient*)>& f;
+      ~Announce() {
+        if (f) f(nullptr);
+      }
+    } announce{o.on_replication};
+    if (o.on_replication) o.on_replication(&client);
+    bool address_removed = false;
+    s = RunPtrace(client, opts.dir, result, [&] {
+      if (service && !address_removed) {
+        Status rs = cluster::RemoveServiceAddress(*service, o.service_dev);
+        if (!rs.ok()) Log("warning: " + rs.message());
+        address_removed = true;
+      }
+    });
+    client.Stop();
+    if (service && !address_removed) {
+      Status rs = cluster::RemoveServiceAddress(*service, o.service_dev);
+      if (!rs.ok() && s.ok()) Log("warning: " + rs.message());
+    }
+    return s;
+  }
   // Tells the metrics endpoint about the client, and that it is gone.
   struct Announce {
     const std::function<void(const ReplicationClient*)>& f;
@@ -352,6 +393,83 @@ Status Primary::Run(Result* result) {
     Status rs = cluster::RemoveServiceAddress(*service, o.service_dev);
     if (!rs.ok() && s.ok()) Log("warning: " + rs.message());
   }
+  if (!s.ok()) return s;
+  result->outcome = fenced ? Outcome::kFenced : planned ? Outcome::kPlanned : Outcome::kExited;
+  if (fenced) result->fenced_message = client.fenced_message();
+  return Status::Ok();
+}
+
+Status Primary::RunPtrace(ReplicationClient& client, const std::string& dir, Result* result,
+                          const std::function<void()>& remove_address) {
+  const Options& o = options_;
+  // The replication client stores the backup's acks into a control block;
+  // here it is the tracer's own (no interposer shares it).
+  auto cb = std::make_unique<abi::ControlBlock>();
+  std::memset(cb.get(), 0, sizeof *cb);
+  abi::ControlBlock* gate = cb.get();
+  client.SetCheckpointHandler([&client](uint64_t id) {
+    cluster::pb::CheckpointDone d;
+    d.set_request_id(id);
+    d.set_message(
+        "the program runs under the ptrace backend, which takes no checkpoints (CRIU cannot seize "
+        "a traced process): the backup keeps the whole journal and replays it from seq 1 at failover");
+    client.SendCheckpointDone(d.SerializeAsString());
+  });
+  ptrace_backend::RecordOptions po;
+  po.dir = dir;
+  po.argv = o.command;
+  po.durability = o.durability;
+  po.segment_bytes = o.segment_bytes;
+  po.hooks.on_start = [&client, gate](const journal::JournalId& id, const std::string& spec) {
+    client.Start(gate, id, spec);
+  };
+  po.hooks.on_frame = [&client](std::string_view frame, uint64_t first, uint64_t last) {
+    client.Enqueue(frame, first, last);
+  };
+  po.hooks.wait_durable = [&client, gate](uint64_t seq) {
+    while (__atomic_load_n(&gate->durable_seq, __ATOMIC_ACQUIRE) < seq) {
+      if (client.fence_requested() || client.fenced()) return false;
+      const uint32_t epoch = __atomic_load_n(&gate->gate_epoch, __ATOMIC_ACQUIRE);
+      __atomic_fetch_add(&gate->gate_waiters, 1, __ATOMIC_SEQ_CST);
+      if (__atomic_load_n(&gate->durable_seq, __ATOMIC_SEQ_CST) < seq) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        syscall(SYS_futex, &gate->gate_epoch, FUTEX_WAIT, epoch, &ts, nullptr, 0);
+      }
+      __atomic_fetch_sub(&gate->gate_waiters, 1, __ATOMIC_SEQ_CST);
+    }
+    return true;
+  };
+  po.hooks.should_kill = [&client] { return client.fence_requested() || client.fenced(); };
+  po.hooks.on_journal_closed = [&](uint64_t last_seq, const driver::ProgramExit& exit) {
+    if (client.fenced()) return;
+    remove_address();
+    cluster::Drained d;
+    d.last_seq = last_seq;
+    d.reason =
+        client.fence_requested() ? cluster::Drained::kFenced : cluster::Drained::kProgramExited;
+    d.exit_status = exit.exit_code;
+    Status fs = client.Finish(d, std::chrono::milliseconds(10000));
+    if (!fs.ok()) Log("warning: " + fs.message());
+  };
+  if (o.audit)
+    Log("the kmod escape audit does not run under the ptrace backend: its seccomp filter stops "
+        "every call the audit watches");
+  Log("journal " + dir + ", replicating to " + o.backup + " (" +
+      BackupLossPolicyName(o.on_backup_loss) + " on backup loss); ptrace backend: no "
+      "checkpoints, the backup replays from seq 1 at failover");
+  ptrace_backend::RecordResult pr;
+  Status s = ptrace_backend::Record(po, &pr);
+  client.DetachControl();
+  for (const std::string& w : pr.warnings) Log("warning: " + w);
+  result->record.events = pr.events;
+  result->record.bytes = pr.bytes;
+  result->record.segments = pr.segments;
+  result->record.wall_time_s = pr.wall_time_s;
+  result->record.exit = pr.exit;
+  result->record.refused = pr.refused;
+  result->record.refused_message = pr.refused_message;
+  const bool fenced = client.fenced();
+  const bool planned = !fenced && client.fence_requested();
   if (!s.ok()) return s;
   result->outcome = fenced ? Outcome::kFenced : planned ? Outcome::kPlanned : Outcome::kExited;
   if (fenced) result->fenced_message = client.fenced_message();

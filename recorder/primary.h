@@ -65,6 +65,10 @@ class Primary {
     // What seals the link (cluster/peer_link.h); the backup must use the same.
     cluster::LinkCipher cipher = cluster::LinkCipher::kAes256Gcm;
     std::vector<std::string> command;  // program and its arguments
+    // "auto" (the binary decides: ptrace/backend.h ChooseBackend), "preload"
+    // or "ptrace".  The ptrace backend takes no checkpoints: its journal is
+    // not revolving, and the backup replays it from seq 1 at failover.
+    std::string backend = "auto";
     // Progress and warning lines, already phrased for the user (no prefix).
     std::function<void(const std::string&)> log;
     // Called with the replication client once it exists and with nullptr
@@ -87,6 +91,9 @@ class Primary {
 
  private:
   void Log(const std::string& line) const;
+  // The same lifecycle with the ptrace backend recording the program.
+  Status RunPtrace(ReplicationClient& client, const std::string& dir, Result* result,
+                   const std::function<void()>& remove_address);
   const Options options_;
 };
 

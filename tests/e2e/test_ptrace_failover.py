@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""A static binary protected by `understudy run` fails over with nothing lost
+(issue 14 part 5): the ptrace backend records it on node A, with output
+commit, and replicates the journal to node B; B runs no copy (the ptrace
+backend takes no checkpoints) and at failover replays the journal from seq 1
+with `understudy replay --go-live`, which rebuilds the program's listening
+socket, epoll set and connections inside it and lets it serve.
+
+The program is tests/e2e/ptrace_src/static_kv.c, a small RESP key-value
+server built here with `gcc -static`, so LD_PRELOAD cannot load into it;
+`understudy run` must say it chose the ptrace backend.  A client on node C
+streams SETs and INCRs at a bounded rate; at 50 % of the stream:
+
+    unplanned       node A dies (link down, SIGKILL of every process in it)
+    planned         `understudy failover`
+    backup_stopped  output commit first: B's understudyd is stopped (SIGSTOP)
+                    for 0.8 s, during which no write may be acknowledged (the
+                    tracer holds every reply until the backup acks its
+                    request); then node A dies and B, continued, takes over
+
+Jepsen-style: acked / survived / lost, lost = 0 the only pass; the service
+address ends on B, the old primary answers nobody; prints the switchover and
+the failover line (replay time, events).
+Needs: root, network namespaces, gcc (static libc), understudyd +
+`understudy run/status/failover`, redis-cli."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import harness
+import jepsen_client
+import netns
+from harness import expect, log, run_main
+
+NEEDS = netns.CLUSTER + ["gcc", "redis-cli"]
+CASES = ["unplanned", "planned", "backup_stopped"]
+
+SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptrace_src", "static_kv.c")
+COUNT = 3000
+RATE = 500
+
+
+def build(tmp):
+    exe = os.path.join(tmp, "static_kv")
+    r = subprocess.run(["gcc", "-static", "-O1", "-o", exe, SRC], capture_output=True, timeout=120)
+    expect(r.returncode == 0, "gcc -static failed: %s" % r.stderr.decode(errors="replace"))
+    return exe
+
+
+def main(kind):
+    with netns.Net() as net, netns.Cluster(net) as cl:
+        a, c = net.node("A"), net.node("C")
+        exe = build(net.tmpdir("bin"))
+        cl.start_backup()
+        cl.start_primary([exe, netns.REDIS_PORT])
+        with open(cl.log_path("run"), "rb") as f:
+            run_log = f.read().decode(errors="replace")
+        expect("backend ptrace:" in run_log,
+               "understudy run did not say it chose the ptrace backend for a static binary:\n" +
+               run_log[-2000:])
+        _, st = cl.status()
+        log("B before the failover: shadow %s" % (st or {}).get("status", st or {}).get("shadow"))
+        io_timeout = 1.0 if kind == "planned" else 0.1
+        stream = jepsen_client.Stream(c, net.vip, count=COUNT, duration=90, io_timeout=io_timeout,
+                                      rate=RATE, extra=["--progress-every", "5"])
+        stream.require_progress(COUNT // 2, "before the failover", timeout=60)
+        t_event = time.monotonic()
+        doc = None
+        if kind == "planned":
+            _, doc = cl.failover(timeout=120)
+        elif kind == "backup_stopped":
+            before = stream.progress
+            os.kill(cl.daemon.pid, signal.SIGSTOP)
+            try:
+                time.sleep(0.8)
+                during = stream.progress - before
+                log("acked while the backup was stopped for 0.8 s: %d (at %d/s before)" %
+                    (during, RATE))
+                # A reply already past the gate when the daemon stopped can
+                # still arrive (and one progress line covers 5 writes).
+                expect(during <= 10, "%d writes were acknowledged while the backup could not "
+                       "ack anything: output commit does not hold them" % during)
+                t_event = time.monotonic()
+                a.link(False)
+                a.kill_all()
+            finally:
+                os.kill(cl.daemon.pid, signal.SIGCONT)
+        else:
+            a.link(False)
+            a.kill_all()
+        rep, rc, err = stream.finish()
+        expect(rep is not None, "the client printed no report (exit %s): %s" %
+               (rc, err.decode(errors="replace")[-2000:]))
+        line = jepsen_client.jepsen_line(rep)
+        log("%s: %s" % (kind, line))
+        expect(rep["lost"] == 0, "%s failover of the ptrace backend lost acknowledged writes: %s; "
+               "first lost: %s" % (kind, line, rep["lost_keys"]))
+        expect(rep["ok"], "%s failover: the client did not finish cleanly: %s (stopped: %s, "
+               "read-back: %s)" % (kind, line, rep["stopped"], rep["readback_error"]))
+        expect(rep["acked"] >= COUNT // 2, "too few writes acked: %s" % line)
+        switch = jepsen_client.switchover(rep, t_event)
+        expect(switch is not None, "%s failover: no client reply after the event" % kind)
+        holders = net.vip_holders()
+        expect("B" in holders, "service address %s not on node B after the failover (holders: %s)"
+               % (net.vip, holders))
+        if kind == "planned":
+            old = netns.probe_redis(c, a.ip)
+            expect(old != "+PONG", "the old primary on %s still answers after the failover" % a.ip)
+        with open(cl.log_path("understudyd"), "rb") as f:
+            dlog = f.read().decode(errors="replace")
+        lines = [l for l in dlog.splitlines() if "NOW PRIMARY" in l]
+        expect(lines and "ptrace backend" in lines[-1],
+               "B's log has no go-live of the ptrace backend:\n" + dlog[-3000:])
+        log("switchover %.1f ms (event -> first reply from B); %s" %
+            (1000 * switch, lines[-1].split("NOW PRIMARY: ", 1)[-1]))
+        if doc is not None:
+            log("failover reply timings: %s" % doc.get("failover", doc).get("timings"))
+
+
+if __name__ == "__main__":
+    run_main(lambda: main(sys.argv[1] if len(sys.argv) > 1 else "unplanned"))
