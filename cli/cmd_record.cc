@@ -39,12 +39,9 @@ struct RecordArgs {
 
 // `--backend ptrace` (or chosen): the ptrace backend records the program.
 int RunPtraceRecord(const RecordArgs& a) {
-  if (a.audit)
-    fmt::print(stderr,
-               "understudy record: --audit: the ptrace backend's seccomp filter stops every call the "
-               "audit watches, so none can escape it; the eBPF audit is not run\n");
   ptrace_backend::RecordOptions po;
   po.dir = a.dir;
+  po.audit = a.audit;
   po.argv = a.command;
   po.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
                                      : journal::DurabilityPolicy::None();
@@ -61,17 +58,40 @@ int RunPtraceRecord(const RecordArgs& a) {
   if (r.exit.signal != 0 && !r.refused)
     fmt::print(stderr, "understudy record: {} was killed by {}\n", a.command[0],
                driver::SignalName(r.exit.signal));
+  uint64_t escaped = 0;
+  for (const auto& [nr, n] : r.escapes) escaped += n;
+  std::string audit = "null";
+  if (r.audit_on) {
+    if (escaped == 0)
+      fmt::print(stderr,
+                 "understudy record: escape audit: every nondeterministic call that reached the "
+                 "kernel went through the tracer\n");
+    else
+      fmt::print(stderr,
+                 "understudy record: ESCAPE AUDIT ALARM: {} nondeterministic call(s) reached the kernel "
+                 "without the tracer: {}; a replay may diverge (audit events are in the journal)\n",
+                 escaped, recorder::DescribeEscapes(r.escapes));
+    std::string calls;
+    for (const auto& [nr, n] : r.escapes)
+      calls += fmt::format("{}{}: {}", calls.empty() ? "" : ", ",
+                           JsonString(syscalls::SyscallLabel(nr).text), n);
+    audit = fmt::format("{{\"on\": true, \"escaped\": {}, \"calls\": {{{}}}, \"alarms\": []}}",
+                        escaped, calls);
+  } else if (a.audit) {
+    fmt::print(stderr, "understudy record: {}; recorded without the audit\n", r.audit_off_reason);
+    audit = fmt::format("{{\"on\": false, \"reason\": {}}}", JsonString(r.audit_off_reason));
+  }
   if (a.json) {
     fmt::print(
         "{{\"journal\": {}, \"backend\": \"ptrace\", \"events\": {}, \"bytes\": {}, "
         "\"segments\": {}, \"wall_time_s\": {:.6f}, \"exit_status\": {}, \"signal\": {}, "
         "\"refused\": {}, \"traced_calls\": {}, \"calls_in_stead\": {}, \"signals\": {}, \"preemptions_dropped\": {}, "
-        "\"warnings\": {}}}\n",
+        "\"audit\": {}, \"warnings\": {}}}\n",
         JsonString(a.dir), r.events, r.bytes, r.segments, r.wall_time_s, r.exit.exit_code,
         r.exit.signal != 0 ? JsonString(driver::SignalName(r.exit.signal)) : "null",
         r.refused ? JsonString(r.refused_message) : "null", r.traced_calls, r.calls_in_stead,
         r.signals_journaled,
-        r.preemptions_dropped, JsonStrings(r.warnings));
+        r.preemptions_dropped, audit, JsonStrings(r.warnings));
   } else {
     fmt::print(stderr,
                "understudy record: {} events ({} traced calls, {} executed by the tracer), {} bytes "

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,12 @@ struct RecordOptions {
   journal::DurabilityPolicy durability = journal::DurabilityPolicy::None();
   bool pid_namespace = true;  // when root: the program is PID 2 of a new PID namespace
   uint64_t segment_bytes = 0;  // 0: journal::WriterOptions' default
+  // The kmod escape audit (kmod/escape_audit.h) over the program's process
+  // tree: every watched call that reached the kernel is counted there, and
+  // every traced call the tracer let run here; a call the kernel saw more
+  // often than the tracer let through escaped the filter (docs/ptrace.md
+  // "Auditing").  Without BPF, one line in warnings says why.
+  bool audit = false;
   // `understudy run` (recorder/primary.cc): replication and output commit.
   struct Hooks {
     // The journal exists: its id and the serialized ProcessSpec.
@@ -64,6 +71,9 @@ struct RecordOptions {
     std::function<bool(uint64_t seq)> wait_durable;
     // Polled: true kills the program (a planned failover's fence).
     std::function<bool()> should_kill;
+    // The escape audit's state, about once a second while it runs (on) or
+    // once when it cannot (off, text: why); text names escaped calls.
+    std::function<void(bool on, uint64_t escapes, const std::string& text)> on_audit;
     // The journal is closed (its last seq, the program's end).
     std::function<void(uint64_t last_seq, const driver::ProgramExit& exit)> on_journal_closed;
   } hooks;
@@ -82,6 +92,9 @@ struct RecordResult {
   uint64_t signals_journaled = 0;    // asynchronous signals delivered at call boundaries
   uint64_t preemptions_dropped = 0;  // Go's SIGURG preemption requests (see docs/ptrace.md)
   uint64_t gate_waits = 0;           // outputs that waited for the backup (hooks.wait_durable)
+  bool audit_on = false;             // RecordOptions::audit ran
+  std::string audit_off_reason;      // it was asked for and could not run: why
+  std::map<int, uint64_t> escapes;   // per syscall number: calls that escaped the filter
   // Turns (docs/ptrace.md "Threads"): how often a thread got its process's
   // turn; turns taken from a call that kept it but waited in the kernel
   // (harmless); turns taken from a thread that ran 2 s without a traced call

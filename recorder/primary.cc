@@ -451,9 +451,13 @@ Status Primary::RunPtrace(ReplicationClient& client, const std::string& dir, Res
     Status fs = client.Finish(d, std::chrono::milliseconds(10000));
     if (!fs.ok()) Log("warning: " + fs.message());
   };
-  if (o.audit)
-    Log("the kmod escape audit does not run under the ptrace backend: its seccomp filter stops "
-        "every call the audit watches");
+  // The kmod escape audit: the kernel's count of watched calls against the
+  // tracer's (docs/ptrace.md "Auditing"); its state reaches the backup in
+  // every heartbeat, as under the preload backend.
+  po.audit = o.audit;
+  po.hooks.on_audit = [&client](bool on, uint64_t escapes, const std::string& text) {
+    client.SetAudit(on ? 1 : 2, escapes, text);
+  };
   Log("journal " + dir + ", replicating to " + o.backup + " (" +
       BackupLossPolicyName(o.on_backup_loss) + " on backup loss); ptrace backend: no "
       "checkpoints, the backup replays from seq 1 at failover");
@@ -461,6 +465,16 @@ Status Primary::RunPtrace(ReplicationClient& client, const std::string& dir, Res
   Status s = ptrace_backend::Record(po, &pr);
   client.DetachControl();
   for (const std::string& w : pr.warnings) Log("warning: " + w);
+  if (!pr.audit_off_reason.empty()) Log("warning: " + pr.audit_off_reason + "; recorded without the audit");
+  if (!pr.escapes.empty()) {
+    uint64_t n = 0;
+    for (const auto& [nr, c] : pr.escapes) n += c;
+    Log("ESCAPE AUDIT ALARM: " + std::to_string(n) + " nondeterministic call(s) reached the kernel "
+        "without the tracer; a replay may diverge (audit events are in the journal)");
+  }
+  result->record.audit_on = pr.audit_on;
+  result->record.audit_off_reason = pr.audit_off_reason;
+  result->record.escapes = pr.escapes;
   result->record.events = pr.events;
   result->record.bytes = pr.bytes;
   result->record.segments = pr.segments;

@@ -213,7 +213,7 @@ Status ScanJournal(const std::string& dir, JournalScan* scan) {
       if (e.has_audit() && !e.audit().unseen().empty()) scan->unseen.push_back(e.audit().unseen());
       if (e.has_audit() && e.audit().count() > 0)
         scan->unseen.push_back(e.audit().name() + " x" + std::to_string(e.audit().count()) +
-                               " reached the kernel without the interposer (escape audit)");
+                               " reached the kernel unrecorded (escape audit)");
       if (e.has_lifecycle() && e.lifecycle().kind() == pb::LifecycleEvent::EXIT) {
         scan->ends_with_exit = scan->last_was_exit_group;
         scan->exit_status = e.lifecycle().status();
@@ -302,6 +302,21 @@ void Warn(ReplayResult* result, std::string text) {
 }  // namespace
 
 namespace {
+
+// Never a false "clean": what the recording missed cannot have been
+// compared, so a replay that found nothing is still not called clean.
+void MarkNotClean(const JournalScan& scan, ReplayResult* result) {
+  if (scan.unseen.empty() || (result->outcome != ReplayOutcome::kCompleted &&
+                              result->outcome != ReplayOutcome::kRecordingEnds))
+    return;
+  result->outcome = ReplayOutcome::kNotClean;
+  result->unseen = scan.unseen;
+  std::string what;
+  for (const std::string& u : scan.unseen) what += (what.empty() ? "" : "; ") + u;
+  result->message = "understudy replay: replayed " + std::to_string(result->events_done) +
+                    " events without divergence, but NOT clean: the recording did not see "
+                    "everything: " + what;
+}
 
 // A journal recorded by the ptrace backend is replayed by it (the journal
 // header's process spec says which backend recorded).
@@ -407,7 +422,11 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   JournalScan scan;
   Status s = ScanJournal(options.dir, &scan);
   if (!s.ok()) return s;
-  if (scan.spec.backend() == ptrace_backend::kBackendName) return ReplayWithPtrace(options, result);
+  if (scan.spec.backend() == ptrace_backend::kBackendName) {
+    s = ReplayWithPtrace(options, result);
+    if (s.ok()) MarkNotClean(scan, result);
+    return s;
+  }
   if (scan.program_events == 0 && scan.torn_tail.empty()) {
     // Every program the interposer runs in makes at least its exit_group:
     // an empty journal means the interposer never loaded (a static binary),
@@ -774,18 +793,7 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
     result->message = "understudy replay: interrupted after event " +
                       std::to_string(result->events_done) + " of " + std::to_string(result->events);
   }
-  // Never a false "clean": what the recording missed cannot have been
-  // compared, so a replay that found nothing is still not called clean.
-  if (!scan.unseen.empty() && (result->outcome == ReplayOutcome::kCompleted ||
-                               result->outcome == ReplayOutcome::kRecordingEnds)) {
-    result->outcome = ReplayOutcome::kNotClean;
-    result->unseen = scan.unseen;
-    std::string what;
-    for (const std::string& u : scan.unseen) what += (what.empty() ? "" : "; ") + u;
-    result->message = "understudy replay: replayed " + std::to_string(result->events_done) +
-                      " events without divergence, but NOT clean: the recording did not see "
-                      "everything: " + what;
-  }
+  MarkNotClean(scan, result);
   if (divergence_printed) result->message.clear();
   if (!feed_status.ok() && result->outcome != ReplayOutcome::kDiverged) {
     return feed_status;

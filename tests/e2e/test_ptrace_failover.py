@@ -61,11 +61,20 @@ def main(kind):
                "understudy run did not say it chose the ptrace backend for a static binary:\n" +
                run_log[-2000:])
         _, st = cl.status()
-        log("B before the failover: shadow %s" % (st or {}).get("status", st or {}).get("shadow"))
+        body = (st or {}).get("status", st or {})
+        log("B before the failover: shadow %s" % body.get("shadow"))
         io_timeout = 1.0 if kind == "planned" else 0.1
         stream = jepsen_client.Stream(c, net.vip, count=COUNT, duration=90, io_timeout=io_timeout,
                                       rate=RATE, extra=["--progress-every", "5"])
         stream.require_progress(COUNT // 2, "before the failover", timeout=60)
+        # The kmod escape audit runs for the ptrace backend too (issue 14
+        # part 4): the kernel saw no watched call the tracer did not let through.
+        _, st = cl.status()
+        prim = (st or {}).get("status", st or {}).get("primary", {})
+        log("A's escape audit as B shows it: %s, %s escapes %s" %
+            (prim.get("audit"), prim.get("audit_escapes", 0), prim.get("audit_detail", "")))
+        expect(prim.get("audit") == "on" and int(prim.get("audit_escapes", 0) or 0) == 0,
+               "the escape audit of the ptrace-recorded primary is not on with 0 escapes: %s" % prim)
         t_event = time.monotonic()
         doc = None
         if kind == "planned":
