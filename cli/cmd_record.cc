@@ -327,6 +327,12 @@ void AddRecordCommands(CLI::App& app, int& exit_code) {
                 "for real and the program serves until it exits or Ctrl-C");
   rep->add_option("--service-address", rep_args->opts.service_addr,
                   "With --go-live: IPv4 address listeners that were bound to a specific address move to");
+  rep->add_flag("--follow", rep_args->opts.follow,
+                "ptrace journals: replay the journal as it grows and wait at its end (understudyd's "
+                "live shadow of a ptrace-recorded program; with --control-fd it goes live on request)");
+  rep->add_option("--control-fd", rep_args->opts.control_fd,
+                  "With --follow: a socket to understudyd (\"golive SEQ ADDR\" in; progress, live "
+                  "and divergence lines out)");
   rep->add_flag("--json", rep_args->json, "Print a JSON summary on stdout at the end");
   rep->add_option("--binary", rep_args->opts.binary,
                   "Run this executable instead of the recorded binary path");

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <string>
@@ -128,6 +129,15 @@ struct ReplayOptions {
   std::function<void(const ReplayResult&)> on_live;
   // Polled while live: true ends the program (SIGKILL) and the replay.
   std::function<bool()> interrupted;
+  // The backup's live shadow (daemon/shadow.h): the journal grows while it
+  // is replayed (journal/tail_reader.h follows it); at its end the replay
+  // waits for more instead of ending.  control_fd (a socket, or -1): the
+  // daemon writes "golive THROUGH ADDR\n" there (ADDR: IPv4, network order,
+  // decimal; 0 = as recorded) and the replay answers "progress N\n" about
+  // five times a second, "live LISTENERS\n" once live, and "diverged SEQ
+  // TEXT\n".
+  bool follow = false;
+  int control_fd = -1;
 };
 
 struct ReplayResult {

@@ -53,6 +53,7 @@
 #include "driver/process_spec.h"
 #include "interposer/syscalls.h"
 #include "journal/reader.h"
+#include "journal/tail_reader.h"
 #include "journal/writer.h"
 #include "ptrace/backend.h"
 #include "ptrace/calls.h"
@@ -1578,6 +1579,7 @@ class Replayer {
     res_->div_recorded = rec;
     res_->div_replayed = rep;
     res_->div_text = text;
+    Tell("diverged " + std::to_string(seq) + " " + text + "\n");
     StopAll();
   }
   void StopAll() {
@@ -1634,8 +1636,37 @@ class Replayer {
 
   const ReplayOptions& opts_;
   ReplayResult* res_;
-  std::vector<pb::Event> events_;
+  std::deque<pb::Event> events_;  // a deque: threads keep pointers into it while it grows
   size_t pos_ = 0;
+  // Follow mode (ReplayOptions::follow): the journal's tail and the
+  // daemon's control socket.
+  std::unique_ptr<journal::TailReader> tail_;
+  std::string control_in_;
+  bool golive_requested_ = false;
+  uint32_t service_addr_ = 0;  // the go-live command's
+  uint64_t golive_through_ = 0;
+  std::chrono::steady_clock::time_point progress_at_{};
+  int recorded_exit_ = 0;
+  bool last_exit_group_ = false;
+  void Take(const pb::Event& ev) {
+    if (ev.tid() == 0) {
+      if (ev.has_lifecycle() && ev.lifecycle().kind() == pb::LifecycleEvent::EXIT) {
+        ends_with_exit_ = last_exit_group_;
+        recorded_exit_ = ev.lifecycle().status();
+      }
+    } else {
+      last_exit_group_ = ev.has_syscall() && ev.syscall().call() == SYS_exit_group;
+      ends_with_exit_ = false;
+      res_->events++;
+    }
+    events_.push_back(ev);
+  }
+  void Tell(const std::string& line) {
+    if (opts_.control_fd >= 0) (void)!send(opts_.control_fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  // Follow mode, each idle tick: new events from the tail, commands from
+  // the daemon, progress back to it.
+  void Follow();
   std::map<pid_t, PThread> threads_;
   std::map<uint32_t, pid_t> tidmap_;
   std::map<pid_t, pid_t> runner_;  // process (tgid) -> the thread running its own code, 0: none
@@ -1668,7 +1699,11 @@ void Replayer::Pump() {
       // Past the end: a thread asking for one more event.
       for (auto& [tid, t] : threads_) {
         if (!t.waiting || exited_.count(t.tgid) != 0) continue;  // waiting for a turn it never gets
-        if (opts_.go_live && !ends_with_exit_) {
+        // Follow: more of the journal comes, or a go-live once all of it
+        // up to its seq is here.
+        if (tail_ && !ends_with_exit_ && (!golive_requested_ || tail_->last_seq() < golive_through_))
+          return;
+        if ((opts_.go_live || golive_requested_) && !ends_with_exit_) {
           GoLive();
           return;
         }
@@ -1789,7 +1824,7 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
   } else if (row != nullptr && sc.result() >= 0 && row->treat == Treat::kNewFd2) {
     t.mode = PThread::Mode::kPlaceholder2;
   }
-  if (opts_.go_live && !IsRestart(sc.result()))
+  if ((opts_.go_live || opts_.follow) && !IsRestart(sc.result()))
     fds_.Observe(t.tgid, t.tid, t.nr, t.a, sc.result(),
                  t.mode == PThread::Mode::kPlaceholder || t.mode == PThread::Mode::kPlaceholder2,
                  sc.out_size() > 0 ? &sc.out(0) : nullptr);
@@ -1909,6 +1944,44 @@ void Replayer::OnSignal(PThread& t, int sig) {
   Resume(t, 0);
 }
 
+void Replayer::Follow() {
+  const size_t before = events_.size();
+  std::deque<pb::Event> fresh;
+  Status s = tail_->Poll(&fresh);
+  for (const pb::Event& e : fresh) Take(e);
+  if (!s.ok() && !diverged_) {
+    Diverge(tail_->last_seq() + 1, 0, "journal", 0, 0, "following the journal failed: " + s.message());
+    res_->message = "understudy replay: following " + opts_.dir + " failed: " + s.message();
+    return;
+  }
+  if (opts_.control_fd >= 0) {
+    char buf[256];
+    ssize_t n;
+    while ((n = recv(opts_.control_fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) control_in_.append(buf, static_cast<size_t>(n));
+    if (n == 0) {  // the daemon is gone: a shadow is of no use without it
+      StopAll();
+      return;
+    }
+    size_t nl;
+    while ((nl = control_in_.find('\n')) != std::string::npos) {
+      const std::string line = control_in_.substr(0, nl);
+      control_in_.erase(0, nl + 1);
+      unsigned long long through = 0, addr = 0;
+      if (std::sscanf(line.c_str(), "golive %llu %llu", &through, &addr) >= 1) {
+        golive_requested_ = true;
+        golive_through_ = through;
+        service_addr_ = static_cast<uint32_t>(addr);
+      }
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - progress_at_ > std::chrono::milliseconds(200)) {
+      progress_at_ = now;
+      Tell("progress " + std::to_string(res_->events_done) + " " + std::to_string(tail_->last_seq()) + "\n");
+    }
+  }
+  if (events_.size() > before || golive_requested_) Pump();
+}
+
 // The recording's end: from here the program is on its own.  Threads
 // waiting at a seccomp stop perform their call for real (the first of each
 // process rebuilds its descriptors first); a thread waiting at its start or
@@ -1943,6 +2016,7 @@ void Replayer::GoLive() {
     }
   }
   res_->golive_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - live_at_).count();
+  Tell("live " + std::to_string(res_->live_listeners) + "\n");
   if (opts_.on_live) opts_.on_live(*res_);
 }
 
@@ -1951,7 +2025,7 @@ void Replayer::GoLive() {
 void Replayer::LiveSeccomp(PThread& t, bool pending) {
   if (converted_.insert(t.tgid).second && fds_.Has(t.tgid)) {
     ConvertReport rep;
-    Convert(t.tid, fds_.TableOf(t.tgid), opts_.service_addr, &rep);
+    Convert(t.tid, fds_.TableOf(t.tgid), golive_requested_ ? service_addr_ : opts_.service_addr, &rep);
     closed_[t.tgid].insert(rep.closed.begin(), rep.closed.end());
     res_->live_listeners += rep.listeners;
     res_->live_connections += rep.connections;
@@ -2045,21 +2119,17 @@ Status Replayer::Run() {
   Status s = journal::JournalReader::Open(opts_.dir, ropts, &reader);
   if (!s.ok()) return s;
   pb::Event ev;
-  int recorded_exit = 0;
-  bool last_exit_group = false;
+  uint64_t last_seq = 0;
   while (reader->Next(&ev)) {
-    if (ev.tid() == 0) {
-      if (ev.has_lifecycle() && ev.lifecycle().kind() == pb::LifecycleEvent::EXIT) {
-        ends_with_exit_ = last_exit_group;
-        recorded_exit = ev.lifecycle().status();
-      }
-    } else {
-      last_exit_group = ev.has_syscall() && ev.syscall().call() == SYS_exit_group;
-      res_->events++;
-    }
-    events_.push_back(ev);
+    last_seq = ev.seq();
+    Take(ev);
   }
   if (!reader->status().ok()) return reader->status();
+  const int recorded_exit = recorded_exit_;
+  if (opts_.follow) tail_ = std::make_unique<journal::TailReader>(opts_.dir, last_seq);
+  // The control socket is the tracer's: the program must not inherit it
+  // (its descriptor numbers are the recording's).
+  if (opts_.control_fd >= 0) fcntl(opts_.control_fd, F_SETFD, FD_CLOEXEC);
   pb::ProcessSpec spec;
   if (!spec.ParseFromString(reader->header().spec_bytes) || spec.argv_size() == 0)
     return Status::Corruption("journal " + opts_.dir + ": the process spec does not parse");
@@ -2104,8 +2174,12 @@ Status Replayer::Run() {
     int st = 0;
     pid_t tid = waitpid(-1, &st, __WALL | WNOHANG);
     if (tid == 0) {
-      struct timespec ts = {0, 200 * 1000 * 1000};
+      struct timespec ts = {0, (tail_ ? 5 : 200) * 1000 * 1000};
       sigtimedwait(&chld, nullptr, &ts);
+      if (tail_ && !live_ && !stopping_) {
+        Follow();
+        if (Next() == nullptr) idle_since = std::chrono::steady_clock::now();  // waiting for the journal
+      }
       if (!stopping_ && !live_ && std::chrono::steady_clock::now() - idle_since > std::chrono::seconds(20)) {
         const pb::Event* e = Next();
         std::string who;
@@ -2227,11 +2301,12 @@ Status Replayer::Run() {
     res_->message = buf;
     return Status::Ok();
   }
-  if (ends_with_exit_ && res_->exit.exit_code != recorded_exit) {
-    Diverge(res_->events + 1, 0, "exit", recorded_exit, res_->exit.exit_code,
+  const int recorded_exit_final = recorded_exit_;
+  if (ends_with_exit_ && res_->exit.exit_code != recorded_exit_final) {
+    Diverge(res_->events + 1, 0, "exit", recorded_exit_final, res_->exit.exit_code,
             "the program's exit status differs");
     res_->message = "understudy replay: divergence at exit: recorded exit status " +
-                    std::to_string(recorded_exit) + ", replayed " + std::to_string(res_->exit.exit_code) +
+                    std::to_string(recorded_exit_final) + ", replayed " + std::to_string(res_->exit.exit_code) +
                     (res_->exit.signal != 0 ? " (" + driver::SignalName(res_->exit.signal) + ")" : "");
   } else if (res_->events_done < res_->events) {
     Diverge(res_->events_done + 1, 0, "exit", static_cast<int64_t>(res_->events),

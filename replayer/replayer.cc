@@ -328,7 +328,9 @@ Status ReplayWithPtrace(const ReplayOptions& options, ReplayResult* result) {
         "tracer cannot both trace the program); use --until SEQ to stop before an event");
   ptrace_backend::ReplayOptions po;
   po.dir = options.dir;
-  if (options.go_live) {
+  po.follow = options.follow;
+  po.control_fd = options.control_fd;
+  if (options.go_live || options.follow) {
     po.go_live = true;
     if (!options.service_addr.empty()) {
       struct in_addr a;
@@ -422,6 +424,10 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   JournalScan scan;
   Status s = ScanJournal(options.dir, &scan);
   if (!s.ok()) return s;
+  if (options.follow && scan.spec.backend() != ptrace_backend::kBackendName)
+    return Status::InvalidArgument("journal " + options.dir +
+                                   ": --follow is for journals of the ptrace backend (a preload "
+                                   "journal's live shadow is fed by understudyd)");
   if (scan.spec.backend() == ptrace_backend::kBackendName) {
     s = ReplayWithPtrace(options, result);
     if (s.ok()) MarkNotClean(scan, result);

@@ -40,6 +40,11 @@ struct ReplayOptions {
   // exits or the replayer is interrupted.  Restores a service from its journal.
   bool go_live = false;
   std::string service_addr;               // IPv4 dotted quad; empty = as recorded
+  // ptrace journals only (ptrace/backend.h ReplayOptions): replay the
+  // journal as it grows, commands and progress on control_fd (understudyd's
+  // live shadow of a ptrace-recorded program).
+  bool follow = false;
+  int control_fd = -1;
 };
 
 enum class ReplayOutcome {
