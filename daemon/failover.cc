@@ -97,7 +97,8 @@ void Failover::Tick() {
   const PrimarySnapshot primary = node_.primary();
   const double silent_ms = primary.last_rx ? Ms(now - *primary.last_rx) : 0;
   std::shared_ptr<Shadow> shadow = shadows_.healthy_shadow();
-  if (shadow == nullptr && !shadows_.passive()) {  // active-passive: GoLive restores
+  // Active-passive: GoLive restores; the ptrace backend: GoLive replays from seq 1.
+  if (shadow == nullptr && !shadows_.passive() && !shadows_.ptrace()) {
     if (node_.state() == NodeState::kDown) return;
     const ShadowSnapshot sh = shadows_.snapshot();
     const std::string why = "primary " + primary.peer + " lost and the shadow is " +
@@ -251,8 +252,9 @@ pb::AdminReply Failover::RunPlanned(const pb::FailoverRequest& req, const std::a
 
 pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock::time_point t0,
                                 double fence_ms) {
-  if (shadows_.ptrace()) return GoLivePtrace(through, kind, t0, fence_ms);
   std::shared_ptr<Shadow> shadow = shadows_.healthy_shadow();
+  // The ptrace backend without a healthy shadow: the replica from seq 1.
+  if (shadows_.ptrace() && shadow == nullptr) return GoLivePtrace(through, kind, t0, fence_ms);
   double restore_ms = 0;
   if (shadow == nullptr && shadows_.passive()) {
     // Active-passive (issue 12 part 3): restore the newest checkpoint now;
@@ -353,7 +355,11 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
     // receiver is done with it (this node is primary: every recorder is
     // FENCED from now on).
     std::string note;
-    if (!shadow->recording()) {
+    if (shadow->ptrace()) {
+      note = "the live service runs under the ptrace backend and does not record: it has no "
+             "journal for a new backup (`understudy backup add` cannot re-protect it yet)";
+      log_.Alarm(note);
+    } else if (!shadow->recording()) {
       note = "the live service does not record (its interposer went live in pass-through)";
       log_.Alarm(note);
     } else {

@@ -27,6 +27,7 @@
 #include "daemon/failover.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
+#include "daemon/ptrace_shadow.h"
 #include "daemon/replica_receiver.h"
 #include "daemon/shadow_supervisor.h"
 
@@ -40,15 +41,6 @@ using Clock = std::chrono::steady_clock;
 
 double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
-}
-
-// The `understudy` command next to this daemon's executable.
-std::string CliPath() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return "understudy";
-  std::string self(buf, static_cast<size_t>(n));
-  return self.substr(0, self.rfind('/') + 1) + "understudy";
 }
 
 std::string ReadAll(const std::string& path) {
@@ -98,7 +90,7 @@ pb::AdminReply Failover::GoLivePtrace(uint64_t through, const std::string& kind,
   }
   const std::string dir = replica_.dir();
   const std::string log_path = dir + ".live.log";
-  const std::string cli = CliPath();
+  const std::string cli = UnderstudyCli();
   std::vector<std::string> args = {cli, "replay", dir, "--go-live"};
   if (!service_ip.empty()) args.insert(args.end(), {"--service-address", service_ip});
   std::vector<char*> argv;

@@ -98,6 +98,14 @@ Status Shadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
   if (!spec.ParseFromString(reader->header().spec_bytes) || spec.argv_size() == 0) {
     return Status::Corruption("replica " + dir + ": the process spec does not parse");
   }
+  if (spec.backend() == "ptrace") {
+    std::unique_ptr<Shadow> sh(new Shadow());
+    sh->catch_up_to_ = catch_up_to;
+    s = PtraceShadow::Start(dir, nice, catch_up_to, &sh->ptrace_);
+    if (!s.ok()) return s;
+    *out = std::move(sh);
+    return Status::Ok();
+  }
   replayer::ReplayLaunchOptions lo;
   lo.who = "shadow";
   lo.missing_binary_hint = " on this node; install the same binary at the same path";
@@ -158,6 +166,10 @@ Shadow::~Shadow() {
 }
 
 void Shadow::Kill() {
+  if (ptrace_) {
+    ptrace_->Kill();
+    return;
+  }
   if (restored_init_ > 0) {
     if (!restored_reaped_) kill(restored_init_, SIGKILL);
     return;
@@ -348,6 +360,7 @@ Status Shadow::Restore(const std::string& dir, const std::string& ckpt_dir,
 }
 
 Status Shadow::StartRecording(const std::string& dir, uint64_t through_seq) {
+  if (ptrace_) return Status::NotSupported("the live program runs under the ptrace backend, which does not record after go-live");
   if (!recording_) return Status::NotSupported("the live program does not record");
   auto stop_recording = [this] {
     __atomic_store_n(&mapping_->control()->mode, abi::kModeLive, __ATOMIC_RELEASE);
@@ -568,6 +581,16 @@ void Shadow::SetOutputGate(bool on) {
 }
 
 Status Shadow::StopForHandover(uint64_t* last_seq) {
+  if (ptrace_) {  // it records nothing: there is nothing to hand over
+    ptrace_->Kill();
+    std::string why;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (ptrace_->Check(&why) == PtraceShadow::State::kRunning &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    (void)last_seq;
+    return Status::NotSupported("the live service runs under the ptrace backend and records no journal");
+  }
   Kill();
   if (!exited_ && restored_init_ > 0) {
     // Restored: not a driver::Program; its end is polled (the init is
@@ -604,10 +627,23 @@ std::string Shadow::recording_error() const {
 }
 
 uint64_t Shadow::events_done() const {
+  if (ptrace_) return ptrace_->events_done();
   return __atomic_load_n(&mapping_->control()->events_done, __ATOMIC_ACQUIRE);
 }
 
 Shadow::Health Shadow::Check(std::string* why) {
+  if (ptrace_) {
+    switch (ptrace_->Check(why)) {
+      case PtraceShadow::State::kRunning:
+        return Health::kRunning;
+      case PtraceShadow::State::kDiverged:
+        diverged_at_ = ptrace_->diverged_at();
+        return Health::kDiverged;
+      case PtraceShadow::State::kExited:
+        exited_ = true;
+        return Health::kExited;
+    }
+  }
   abi::ControlBlock* cb = mapping_->control();
   const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
   if (status == abi::kStatusDiverged) {
@@ -640,6 +676,13 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
                       replayer::GoLiveResult* result, bool record_after) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
+  if (ptrace_) {
+    (void)record_after;  // the ptrace backend's live program does not record
+    *result = replayer::GoLiveResult{};
+    Status s = ptrace_->GoLive(through_seq, service_addr, timeout, drain_ms, &result->listeners);
+    if (s.ok()) live_ = true;
+    return s;
+  }
   // From standby to the service: the feeder at full speed for the catch-up.
   feeder_->set_nice(0);
   feeder_->set_pace(std::chrono::microseconds(0));
@@ -669,7 +712,9 @@ Status Shadow::GoLive(uint64_t through_seq, uint32_t service_addr,
 void Shadow::Release() {
   // The service no longer depends on this daemon process (issue 12 part 4).
   // A restored one never did: its parent is its keeper.
-  if (live_) {
+  if (live_ && ptrace_) {
+    // Its own session since it started: nothing ties it to this daemon.
+  } else if (live_) {
     if (restored_init_ > 0) {
       if (keeper_ == nullptr) {
         detach_error_ = "restored from a checkpoint without a keeper: its init's parent-death "

@@ -25,6 +25,7 @@
 
 #include "checkpoint/restore_keeper.h"
 #include "driver/control_mapping.h"
+#include "daemon/ptrace_shadow.h"
 #include "driver/launcher.h"
 #include "journal/status.h"
 #include "journal/writer.h"
@@ -74,9 +75,13 @@ class Shadow {
 
   // Starts the feeder thread (catch-up from disk, then pushed batches).  The
   // daemon calls it only once Push() is wired, so no batch falls between.
-  void StartFeeding() { feeder_->Start(); }
+  void StartFeeding() {
+    if (feeder_) feeder_->Start();  // a ptrace shadow reads the replica itself
+  }
 
-  void Push(std::shared_ptr<const std::string> batch_payload) { feeder_->Push(std::move(batch_payload)); }
+  void Push(std::shared_ptr<const std::string> batch_payload) {
+    if (feeder_) feeder_->Push(std::move(batch_payload));
+  }
 
   enum class Health { kRunning, kDiverged, kExited, kFeedError };
   // Polls the program and the control block; *why describes anything but
@@ -131,7 +136,11 @@ class Shadow {
   // Output commit for the live program: its outputs wait for durable_seq
   // (the control block's flags; interposer/record.cc reads them there).
   void SetOutputGate(bool on);
-  abi::ControlBlock* control() { return mapping_->control(); }
+  abi::ControlBlock* control() { return mapping_ ? mapping_->control() : nullptr; }
+  // The replica was recorded by the ptrace backend: this shadow is a
+  // PtraceShadow (ptrace_shadow.h), `understudy replay --follow` in a process
+  // of its own; it does not record once live.
+  bool ptrace() const { return ptrace_ != nullptr; }
   // A backup was attached when the daemon stops: the destructor leaves the
   // program recording and gated (its outputs wait forever) instead of
   // switching it to pass-through.
@@ -150,15 +159,18 @@ class Shadow {
   // After a successful GoLive and Release: why the program could not be detached from
   // this daemon ("" = it was; it survives a restart of understudyd).
   const std::string& detach_error() const { return detach_error_; }
-  pid_t pid() const { return restored_init_ > 0 ? restored_init_ : program_->pid(); }
-  uint64_t events_fed() const { return feeder_->events_fed(); }
-  uint64_t next_seq() const { return feeder_->next_seq(); }
+  pid_t pid() const {
+    return ptrace_ ? ptrace_->pid() : restored_init_ > 0 ? restored_init_ : program_->pid();
+  }
+  uint64_t events_fed() const { return ptrace_ ? ptrace_->next_seq() - 1 : feeder_->events_fed(); }
+  uint64_t next_seq() const { return ptrace_ ? ptrace_->next_seq() : feeder_->next_seq(); }
   // Fed up to the replica's end as it was at Start: its catch-up is over.
-  bool CaughtUp() const { return feeder_->next_seq() > catch_up_to_; }
+  bool CaughtUp() const { return ptrace_ ? ptrace_->CaughtUp() : feeder_->next_seq() > catch_up_to_; }
   uint64_t events_done() const;
   // True once, when the interposer has given up the run-to-next-call handoff.
   bool TakeHandoffOffNotice() {
-    if (handoff_off_noticed_ || __atomic_load_n(&mapping_->control()->token_off, __ATOMIC_ACQUIRE) == 0)
+    if (handoff_off_noticed_ || mapping_ == nullptr ||
+        __atomic_load_n(&mapping_->control()->token_off, __ATOMIC_ACQUIRE) == 0)
       return false;
     handoff_off_noticed_ = true;
     return true;
@@ -167,6 +179,7 @@ class Shadow {
  private:
   Shadow() = default;
 
+  std::unique_ptr<PtraceShadow> ptrace_;
   std::unique_ptr<driver::ControlMapping> mapping_;
   std::unique_ptr<replayer::LiveFeeder> feeder_;
   std::unique_ptr<driver::Program> program_;

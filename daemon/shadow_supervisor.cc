@@ -39,10 +39,9 @@ void ReadMode(const std::string& dir, bool* passive, bool* ptrace, CheckpointPol
   journal::pb::ProcessSpec spec;
   if (!spec.ParseFromString(reader->header().spec_bytes)) return;
   *passive = spec.active_passive();
-  // The ptrace backend's program cannot be replayed by the preload
-  // interposer, nor checkpointed: it runs nowhere until a failover.
+  // The ptrace backend's program is replayed by `understudy replay --follow`
+  // (daemon/ptrace_shadow.h) and takes no checkpoints.
   *ptrace = spec.backend() == ptrace_backend::kBackendName;
-  if (*ptrace) *passive = true;
   policy->interval_ms = spec.checkpoint_interval_ms();
   policy->every_events = spec.checkpoint_every_events();
   policy->every_bytes = spec.checkpoint_every_bytes();
@@ -185,11 +184,11 @@ void ShadowSupervisor::Tick() {
       ptrace_ = false;
       checkpoint_policy_ = {};
       ReadMode(replica_.dir(), &passive_, &ptrace_, &checkpoint_policy_);
-      if (ptrace_) {
+      if (ptrace_ && passive_) {
         reason_ =
-            "ptrace backend: no running copy and no checkpoints; a failover replays the journal "
-            "from seq 1 and goes live";
-        if (!line.empty()) line += " (ptrace backend: the shadow runs only at failover)";
+            "ptrace backend, active-passive: no running copy and no checkpoints; a failover "
+            "replays the journal from seq 1 and goes live";
+        if (!line.empty()) line += " (ptrace backend, active-passive: the shadow runs only at failover)";
       } else if (passive_) {
         reason_ = "active-passive: no running copy; a failover restores the newest checkpoint";
         if (!line.empty()) line += " (active-passive: the shadow starts only at failover)";

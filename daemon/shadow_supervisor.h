@@ -127,7 +127,8 @@ class ShadowSupervisor {
   // no shadow while standby; a failover calls RestoreNow.
   bool passive() const;
   // The replica was recorded by the ptrace backend (ProcessSpec.backend):
-  // passive too, with no checkpoints; its failover is Failover::GoLivePtrace.
+  // its shadow is a PtraceShadow; without a healthy one (active-passive, or
+  // it diverged) the failover is Failover::GoLivePtrace, from seq 1.
   bool ptrace() const;
   // A live service that is no Shadow of ours (the ptrace backend's replay
   // process that went live): watched through /proc from now on.

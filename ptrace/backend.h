@@ -60,6 +60,9 @@ struct RecordOptions {
   // often than the tracer let through escaped the filter (docs/ptrace.md
   // "Auditing").  Without BPF, one line in warnings says why.
   bool audit = false;
+  // `understudy run --mode active-passive`: carried in the process spec, so
+  // the backup runs no shadow (ProcessSpec.active_passive).
+  bool active_passive = false;
   // `understudy run` (recorder/primary.cc): replication and output commit.
   struct Hooks {
     // The journal exists: its id and the serialized ProcessSpec.

@@ -1334,6 +1334,7 @@ Status Recorder::Run() {
   s = driver::CaptureProcessSpec(opts_.argv, env, path, &spec);
   if (!s.ok()) return s;
   spec.set_backend(kBackendName);
+  spec.set_active_passive(opts_.active_passive);
   journal::WriterOptions wo;
   wo.durability = opts_.durability;
   if (opts_.segment_bytes != 0) wo.segment_bytes = opts_.segment_bytes;

@@ -420,6 +420,7 @@ Status Primary::RunPtrace(ReplicationClient& client, const std::string& dir, Res
   po.argv = o.command;
   po.durability = o.durability;
   po.segment_bytes = o.segment_bytes;
+  po.active_passive = o.mode == Mode::kActivePassive;
   po.hooks.on_start = [&client, gate](const journal::JournalId& id, const std::string& spec) {
     client.Start(gate, id, spec);
   };
@@ -459,8 +460,10 @@ Status Primary::RunPtrace(ReplicationClient& client, const std::string& dir, Res
     client.SetAudit(on ? 1 : 2, escapes, text);
   };
   Log("journal " + dir + ", replicating to " + o.backup + " (" +
-      BackupLossPolicyName(o.on_backup_loss) + " on backup loss); ptrace backend: no "
-      "checkpoints, the backup replays from seq 1 at failover");
+      BackupLossPolicyName(o.on_backup_loss) + " on backup loss); ptrace backend, no "
+      "checkpoints: " +
+      (po.active_passive ? "the backup replays the journal from seq 1 at failover"
+                         : "the backup's shadow replays the journal as it arrives"));
   ptrace_backend::RecordResult pr;
   Status s = ptrace_backend::Record(po, &pr);
   client.DetachControl();

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """A static binary protected by `understudy run` fails over with nothing lost
 (issue 14 part 5): the ptrace backend records it on node A, with output
-commit, and replicates the journal to node B; B runs no copy (the ptrace
-backend takes no checkpoints) and at failover replays the journal from seq 1
-with `understudy replay --go-live`, which rebuilds the program's listening
-socket, epoll set and connections inside it and lets it serve.
+commit, and replicates the journal to node B.  In active-active B's shadow
+is `understudy replay --follow`, replaying the replica as it arrives; at
+failover it rebuilds the program's listening socket, epoll set and
+connections inside it and lets it serve.  In active-passive B runs no copy
+(the ptrace backend takes no checkpoints) and replays the replica from seq 1
+at failover (`understudy replay --go-live`).
 
 The program is tests/e2e/ptrace_src/static_kv.c, a small RESP key-value
 server built here with `gcc -static`, so LD_PRELOAD cannot load into it;
@@ -13,6 +15,7 @@ streams SETs and INCRs at a bounded rate; at 50 % of the stream:
 
     unplanned       node A dies (link down, SIGKILL of every process in it)
     planned         `understudy failover`
+    passive         active-passive, node A dies: B replays from seq 1
     backup_stopped  output commit first: B's understudyd is stopped (SIGSTOP)
                     for 0.8 s, during which no write may be acknowledged (the
                     tracer holds every reply until the backup acks its
@@ -35,7 +38,7 @@ import netns
 from harness import expect, log, run_main
 
 NEEDS = netns.CLUSTER + ["gcc", "redis-cli"]
-CASES = ["unplanned", "planned", "backup_stopped"]
+CASES = ["unplanned", "planned", "passive", "backup_stopped"]
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptrace_src", "static_kv.c")
 COUNT = 3000
@@ -53,6 +56,9 @@ def main(kind):
     with netns.Net() as net, netns.Cluster(net) as cl:
         a, c = net.node("A"), net.node("C")
         exe = build(net.tmpdir("bin"))
+        passive = kind == "passive"
+        if passive:
+            cl.mode_args = ["--mode", "active-passive"]
         cl.start_backup()
         cl.start_primary([exe, netns.REDIS_PORT])
         with open(cl.log_path("run"), "rb") as f:
@@ -63,6 +69,9 @@ def main(kind):
         _, st = cl.status()
         body = (st or {}).get("status", st or {})
         log("B before the failover: shadow %s" % body.get("shadow"))
+        if passive:
+            expect(int(body.get("shadow", {}).get("pid", 0) or 0) == 0,
+                   "active-passive: B runs a shadow: %s" % body.get("shadow"))
         io_timeout = 1.0 if kind == "planned" else 0.1
         stream = jepsen_client.Stream(c, net.vip, count=COUNT, duration=90, io_timeout=io_timeout,
                                       rate=RATE, extra=["--progress-every", "5"])
@@ -70,7 +79,13 @@ def main(kind):
         # The kmod escape audit runs for the ptrace backend too (issue 14
         # part 4): the kernel saw no watched call the tracer did not let through.
         _, st = cl.status()
-        prim = (st or {}).get("status", st or {}).get("primary", {})
+        body = (st or {}).get("status", st or {})
+        prim = body.get("primary", {})
+        if not passive:
+            sh = body.get("shadow", {})
+            log("B's shadow mid-stream: %s" % sh)
+            expect(sh.get("state") == "running" and int(sh.get("pid", 0) or 0) > 0 and
+                   sh.get("healthy"), "B's ptrace shadow is not running mid-stream: %s" % sh)
         log("A's escape audit as B shows it: %s, %s escapes %s" %
             (prim.get("audit"), prim.get("audit_escapes", 0), prim.get("audit_detail", "")))
         expect(prim.get("audit") == "on" and int(prim.get("audit_escapes", 0) or 0) == 0,
@@ -96,7 +111,7 @@ def main(kind):
                 a.kill_all()
             finally:
                 os.kill(cl.daemon.pid, signal.SIGCONT)
-        else:
+        else:  # unplanned, passive
             a.link(False)
             a.kill_all()
         rep, rc, err = stream.finish()
@@ -120,8 +135,13 @@ def main(kind):
         with open(cl.log_path("understudyd"), "rb") as f:
             dlog = f.read().decode(errors="replace")
         lines = [l for l in dlog.splitlines() if "NOW PRIMARY" in l]
-        expect(lines and "ptrace backend" in lines[-1],
-               "B's log has no go-live of the ptrace backend:\n" + dlog[-3000:])
+        expect(lines, "B's log has no go-live:\n" + dlog[-3000:])
+        if passive:
+            expect("replay from seq 1 (ptrace backend)" in lines[-1],
+                   "active-passive: B did not replay from seq 1:\n" + lines[-1])
+        else:
+            expect("shadow running -> live" in dlog,
+                   "B did not promote its ptrace shadow:\n" + dlog[-3000:])
         log("switchover %.1f ms (event -> first reply from B); %s" %
             (1000 * switch, lines[-1].split("NOW PRIMARY: ", 1)[-1]))
         if doc is not None:
