@@ -11,6 +11,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
+
 #include <algorithm>
 #include <limits>
 #include <cerrno>
@@ -34,6 +37,30 @@
 #include "journal/writer.h"
 
 namespace understudy::daemon {
+
+namespace {
+
+// `pid` runs `understudy replay ... --follow|--go-live`: the live service of
+// a ptrace-recorded program (daemon/ptrace_shadow.h, failover_ptrace.cc).
+bool IsPtraceService(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (size_t p = 0; p < cmd.size();) {
+    const size_t z = cmd.find('\0', p);
+    args.push_back(cmd.substr(p, z == std::string::npos ? std::string::npos : z - p));
+    if (z == std::string::npos) break;
+    p = z + 1;
+  }
+  bool replay = false, live = false;
+  for (const std::string& a : args) {
+    replay |= a == "replay";
+    live |= a == "--follow" || a == "--go-live";
+  }
+  return replay && live;
+}
+
+}  // namespace
 
 namespace {
 
@@ -436,6 +463,11 @@ std::string Daemon::RestoreState() {
                 "the service now passes through unrecorded");
           reach += "; switched to pass-through";
         }
+      } else if (IsPtraceService(l.pid())) {
+        // The ptrace backend's live service is `understudy replay` tracing
+        // the program: it has no control block, and needs none from here.
+        reach = "a ptrace backend service (understudy replay, tracing the program): no control "
+                "block to reattach";
       } else {
         reach = "its control block cannot be reached: " + cs.message();
         Alarm("adopting " + who + ": " + reach);

@@ -146,6 +146,36 @@ def main(kind):
             (1000 * switch, lines[-1].split("NOW PRIMARY: ", 1)[-1]))
         if doc is not None:
             log("failover reply timings: %s" % doc.get("failover", doc).get("timings"))
+        if kind == "planned":
+            restart_daemon(cl, c, net)
+
+
+def restart_daemon(cl, c, net):
+    """The live service must not depend on understudyd (issue 12 part 4, for
+    the ptrace backend too): SIGTERM the daemon on B, the service answers;
+    start it again on the same --data, it adopts the service."""
+    _, before = cl.status()
+    pid = int((before or {}).get("status", before or {}).get("shadow", {}).get("pid", 0) or 0)
+    expect(pid > 0, "no live service pid in B's status: %s" % before)
+    cl.daemon.send_signal(signal.SIGTERM)
+    try:
+        cl.daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        harness.fail("understudyd did not exit within 30 s of SIGTERM")
+    answer = netns.probe_redis(c, net.vip)
+    expect(answer == "+PONG", "the service does not answer with understudyd stopped: %s" % answer)
+    cl.start_backup()
+    _, after = cl.status()
+    body = (after or {}).get("status", after or {})
+    expect(int(body.get("shadow", {}).get("pid", 0) or 0) == pid,
+           "the restarted daemon did not adopt the live service (pid %d): %s" % (pid, body.get("shadow")))
+    answer = netns.probe_redis(c, net.vip)
+    expect(answer == "+PONG", "the service does not answer after the daemon restart: %s" % answer)
+    with open(cl.log_path("understudyd"), "rb") as f:
+        dlog = f.read().decode(errors="replace")
+    expect("a ptrace backend service" in dlog, "the restarted daemon did not recognise the ptrace "
+           "service:\n" + dlog[-2000:])
+    log("understudyd restarted on B: the service (pid %d) answered throughout and was adopted" % pid)
 
 
 if __name__ == "__main__":
