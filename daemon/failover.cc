@@ -250,6 +250,21 @@ pb::AdminReply Failover::RunPlanned(const pb::FailoverRequest& req, const std::a
   return reply;
 }
 
+uint32_t Failover::AddAddressForGoLive(pb::FailoverReply* fr) {
+  if (!service_) return 0;
+  const auto a0 = Clock::now();
+  Status s = cluster::AddServiceAddress(*service_, options_.service_dev);
+  fr->mutable_timings()->set_address_ms(Ms(Clock::now() - a0));
+  progress_.Phase("address", fr->timings().address_ms());
+  if (!s.ok()) {
+    log_.Alarm("go-live: " + s.message() + "; going live on the recorded addresses");
+    fr->add_notes(s.message());
+    return 0;
+  }
+  fr->add_notes("service address " + service_->text + " added on " + options_.service_dev);
+  return service_->addr.s_addr;
+}
+
 pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock::time_point t0,
                                 double fence_ms) {
   std::shared_ptr<Shadow> shadow = shadows_.healthy_shadow();
@@ -284,20 +299,7 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
   t->set_fence_ms(fence_ms);
   t->set_restore_ms(restore_ms);
   const uint64_t first_fed = shadow->first_seq();
-  uint32_t addr = 0;
-  if (service_) {
-    const auto a0 = Clock::now();
-    Status s = cluster::AddServiceAddress(*service_, options_.service_dev);
-    t->set_address_ms(Ms(Clock::now() - a0));
-    progress_.Phase("address", t->address_ms());
-    if (!s.ok()) {
-      log_.Alarm("go-live: " + s.message() + "; going live on the recorded addresses");
-      fr.add_notes(s.message());
-    } else {
-      addr = service_->addr.s_addr;
-      fr.add_notes("service address " + service_->text + " added on " + options_.service_dev);
-    }
-  }
+  const uint32_t addr = AddAddressForGoLive(&fr);
   double drain_ms = 0;
   replayer::GoLiveResult res;
   const auto g0 = Clock::now();

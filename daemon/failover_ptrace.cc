@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,7 +30,6 @@
 #include "daemon/replica_receiver.h"
 #include "daemon/shadow_supervisor.h"
 
-extern char** environ;
 
 namespace understudy::daemon {
 
@@ -73,57 +71,28 @@ pb::AdminReply Failover::GoLivePtrace(uint64_t through, const std::string& kind,
   auto* t = fr.mutable_timings();
   t->set_fence_ms(fence_ms);
   std::string service_ip;
-  if (service_) {
-    const auto a0 = Clock::now();
-    Status s = cluster::AddServiceAddress(*service_, options_.service_dev);
-    t->set_address_ms(Ms(Clock::now() - a0));
-    progress_.Phase("address", t->address_ms());
-    if (!s.ok()) {
-      log_.Alarm("go-live: " + s.message() + "; going live on the recorded addresses");
-      fr.add_notes(s.message());
-    } else {
-      char ip[INET_ADDRSTRLEN];
-      inet_ntop(AF_INET, &service_->addr, ip, sizeof ip);
-      service_ip = ip;
-      fr.add_notes("service address " + service_->text + " added on " + options_.service_dev);
-    }
+  if (const uint32_t addr = AddAddressForGoLive(&fr); addr != 0) {
+    char ip[INET_ADDRSTRLEN];
+    struct in_addr in = {addr};
+    inet_ntop(AF_INET, &in, ip, sizeof ip);
+    service_ip = ip;
   }
   const std::string dir = replica_.dir();
   const std::string log_path = dir + ".live.log";
-  const std::string cli = UnderstudyCli();
-  std::vector<std::string> args = {cli, "replay", dir, "--go-live"};
+  std::vector<std::string> args = {"replay", dir, "--go-live"};
   if (!service_ip.empty()) args.insert(args.end(), {"--service-address", service_ip});
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;
   log_.Log("go-live (ptrace backend): replaying " + dir + " from seq 1 through seq " +
-           std::to_string(through) + " with " + cli + " replay --go-live; its log: " + log_path);
+           std::to_string(through) + " with understudy replay --go-live; its log: " + log_path);
   const auto g0 = Clock::now();
-  const int rc = posix_spawn(&pid, cli.c_str(), &fa, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  Status spawned = SpawnUnderstudy(args, log_path, false, -1, &pid);
   auto fail = [&](const std::string& why) {
     if (service_) (void)cluster::RemoveServiceAddress(*service_, options_.service_dev);
     log_.Alarm("go-live failed: " + why);
     node_.AbandonTakeover("go-live failed: " + why);
     return ErrorReply("go-live of the ptrace backend's replay failed: " + why);
   };
-  if (rc != 0) return fail("cannot start " + cli + ": " + std::strerror(rc));
+  if (!spawned.ok()) return fail(spawned.message());
   // A whole journal is replayed: bounded by the go-live timeout or 5 min,
   // whichever is longer.
   const auto limit = std::max<Clock::duration>(options_.golive_timeout, std::chrono::minutes(5));

@@ -27,6 +27,41 @@ std::string UnderstudyCli() {
   return self.substr(0, self.rfind('/') + 1) + "understudy";
 }
 
+Status SpawnUnderstudy(const std::vector<std::string>& args, const std::string& log_path,
+                       bool append, int fd3, pid_t* pid) {
+  const std::string cli = UnderstudyCli();
+  std::vector<std::string> all_args = {cli};
+  all_args.insert(all_args.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : all_args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0600);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  if (fd3 >= 0) posix_spawn_file_actions_adddup2(&fa, fd3, 3);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  // A session of its own: once live it is the service and outlives this
+  // daemon.
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  const int rc = posix_spawn(pid, cli.c_str(), &fa, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    *pid = 0;
+    return Status::IOError("cannot start " + cli + " " + (args.empty() ? "" : args[0]) + ": " +
+                           std::strerror(rc));
+  }
+  return Status::Ok();
+}
+
 Status PtraceShadow::Start(const std::string& dir, int nice, uint64_t catch_up_to,
                            std::unique_ptr<PtraceShadow>* out) {
   int sv[2];
@@ -40,35 +75,11 @@ Status PtraceShadow::Start(const std::string& dir, int nice, uint64_t catch_up_t
   sh->fd_ = sv[0];
   sh->catch_up_to_ = catch_up_to;
   sh->log_path_ = dir + ".shadow.log";
-  const std::string cli = UnderstudyCli();
-  std::vector<std::string> args = {cli, "replay", dir, "--follow", "--control-fd", "3"};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, sh->log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  posix_spawn_file_actions_adddup2(&fa, child_end, 3);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  // A session of its own: once live it is the service and outlives this
-  // daemon (a standby one ends when the daemon's end of the socket closes).
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  const int rc = posix_spawn(&sh->pid_, cli.c_str(), &fa, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  // A standby shadow ends when the daemon's end of the socket closes.
+  Status st = SpawnUnderstudy({"replay", dir, "--follow", "--control-fd", "3"}, sh->log_path_,
+                              true, child_end, &sh->pid_);
   close(child_end);
-  if (rc != 0) {
-    sh->pid_ = 0;
-    return Status::IOError("cannot start " + cli + " replay --follow: " + std::strerror(rc));
-  }
+  if (!st.ok()) return st;
   // Standby at low priority; the program it forks inherits it.
   if (nice != 0) (void)setpriority(PRIO_PROCESS, static_cast<id_t>(sh->pid_), nice);
   *out = std::move(sh);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "journal/status.h"
 
@@ -22,6 +23,12 @@ namespace understudy::daemon {
 
 // The `understudy` command next to this daemon's executable.
 std::string UnderstudyCli();
+
+// Starts `understudy ARGS...` in a session of its own, with the signal mask
+// and dispositions reset, stdin /dev/null, stdout and stderr to `log_path`
+// (appended to, or truncated first), and `fd3` (if >= 0) as its fd 3.
+Status SpawnUnderstudy(const std::vector<std::string>& args, const std::string& log_path,
+                       bool append, int fd3, pid_t* pid);
 
 class PtraceShadow {
  public:

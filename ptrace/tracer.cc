@@ -571,6 +571,18 @@ int TscInstruction(pid_t tid, int sig, const siginfo_t& si, user_regs_struct* r)
   return 0;
 }
 
+// Completes the rdtsc/rdtscp (`len` 2 or 3 bytes) at `rip` that trapped in
+// `tid`: edx:eax = tsc (rdtscp's ecx, the processor id, 0), past it.
+void AnswerRdtsc(pid_t tid, uint64_t tsc, int len, uint64_t rip) {
+  user_regs_struct r;
+  GetRegs(tid, &r);
+  r.rax = tsc & 0xffffffffu;
+  r.rdx = tsc >> 32;
+  if (len == 3) r.rcx = 0;
+  r.rip = rip + static_cast<unsigned>(len);
+  SetRegs(tid, r);
+}
+
 bool SynchronousSignal(int sig, const siginfo_t& si) {
   return si.si_code > 0 && (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
                             sig == SIGTRAP || sig == SIGSYS);
@@ -1776,15 +1788,9 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
     return;
   }
   if (t.nr == kCallRdtsc) {
-    user_regs_struct tr;
-    GetRegs(t.tid, &tr);
     uint64_t tsc = 0;
     if (sc.out_size() > 0) std::memcpy(&tsc, sc.out(0).data(), std::min<size_t>(8, sc.out(0).size()));
-    tr.rax = tsc & 0xffffffffu;
-    tr.rdx = tsc >> 32;
-    if (t.tsc_len == 3) tr.rcx = 0;
-    tr.rip = t.tsc_rip + static_cast<unsigned>(t.tsc_len);
-    SetRegs(t.tid, tr);
+    AnswerRdtsc(t.tid, tsc, t.tsc_len, t.tsc_rip);
     t.in_call = false;
     Resume(t, 0);
     return;
@@ -2002,14 +2008,7 @@ void Replayer::GoLive() {
       t.in_call = false;
       Resume(t);
     } else if (t.nr == kCallRdtsc) {
-      user_regs_struct r;
-      GetRegs(t.tid, &r);
-      const uint64_t tsc = __builtin_ia32_rdtsc();
-      r.rax = tsc & 0xffffffffu;
-      r.rdx = tsc >> 32;
-      if (t.tsc_len == 3) r.rcx = 0;
-      r.rip = t.tsc_rip + static_cast<unsigned>(t.tsc_len);
-      SetRegs(t.tid, r);
+      AnswerRdtsc(t.tid, __builtin_ia32_rdtsc(), t.tsc_len, t.tsc_rip);
       t.in_call = false;
       Resume(t);
     } else {
@@ -2083,12 +2082,7 @@ void Replayer::LiveStop(PThread& t, int st) {
     ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &si);
     user_regs_struct r;
     if (int len = TscInstruction(t.tid, sig, si, &r)) {
-      const uint64_t tsc = __builtin_ia32_rdtsc();
-      r.rax = tsc & 0xffffffffu;
-      r.rdx = tsc >> 32;
-      if (len == 3) r.rcx = 0;
-      r.rip += static_cast<unsigned>(len);
-      SetRegs(t.tid, r);
+      AnswerRdtsc(t.tid, __builtin_ia32_rdtsc(), len, r.rip);
       Resume(t);
       return;
     }

@@ -296,15 +296,15 @@ Status Primary::Run(Result* result) {
   }
 
   ReplicationClient client(ro);
+  // Tells the metrics endpoint about the client, and that it is gone.
+  struct Announce {
+    const std::function<void(const ReplicationClient*)>& f;
+    ~Announce() {
+      if (f) f(nullptr);
+    }
+  } announce{o.on_replication};
+  if (o.on_replication) o.on_replication(&client);
   if (use_ptrace) {
-    // Tells the metrics endpoint about the client, and that it is gone.
-    struct Announce {
-      const std::function<void(const ReplicationClient*)>& f;
-      ~Announce() {
-        if (f) f(nullptr);
-      }
-    } announce{o.on_replication};
-    if (o.on_replication) o.on_replication(&client);
     bool address_removed = false;
     s = RunPtrace(client, opts.dir, result, [&] {
       if (service && !address_removed) {
@@ -320,14 +320,6 @@ Status Primary::Run(Result* result) {
     }
     return s;
   }
-  // Tells the metrics endpoint about the client, and that it is gone.
-  struct Announce {
-    const std::function<void(const ReplicationClient*)>& f;
-    ~Announce() {
-      if (f) f(nullptr);
-    }
-  } announce{o.on_replication};
-  if (o.on_replication) o.on_replication(&client);
   opts.hooks.extra_flags = abi::kFlagOutputGate;
   opts.hooks.on_start = [&client](abi::ControlBlock* cb, const journal::JournalId& id,
                                   const std::string& spec) { client.Start(cb, id, spec); };
