@@ -101,8 +101,9 @@ def build_go(workdir):
 
 def measure_go(exe, args, workdir, builds):
     """native vs ptrace (each build) on the Go HTTP server; median req/s."""
-    columns = [("native", None)] + [("ptrace" if len(builds) == 1 else "ptrace %s" % i, b)
-                                    for i, b in enumerate(builds)]
+    columns = [("native", None)] + [
+        ("ptrace" if len(builds) == 1 else "ptrace %s" % os.path.dirname(os.path.dirname(b)), b)
+        for b in builds]
     rps = {c[0]: [] for c in columns}
     for run in range(args.runs):
         for k in range(len(columns)):

@@ -810,7 +810,9 @@ class Recorder {
   // by the tracer itself): what the audit must not see more of.
   std::optional<kmod::EscapeAudit> audit_;
   std::map<int, uint64_t> let_through_;
-  void LetThrough(const user_regs_struct& r) { let_through_[static_cast<int>(r.orig_rax)]++; }
+  void LetThrough(const user_regs_struct& r) {
+    if (audit_) let_through_[static_cast<int>(r.orig_rax)]++;  // only the audit reads it
+  }
   Status FinishAudit();
   // Calls the kernel saw more often than the tracer let them through.
   std::map<int, uint64_t> Escapes() const {
@@ -1393,9 +1395,11 @@ Status Recorder::Run() {
   Status err;
   bool fenced = false;
   while (!threads_.empty()) {
-    if (const auto now = std::chrono::steady_clock::now(); now - audit_reported_ > std::chrono::seconds(1)) {
-      audit_reported_ = now;
-      ReportAudit();
+    if (opts_.hooks.on_audit && opts_.audit) {
+      if (const auto now = std::chrono::steady_clock::now(); now - audit_reported_ > std::chrono::seconds(1)) {
+        audit_reported_ = now;
+        ReportAudit();
+      }
     }
     if (!fenced && opts_.hooks.should_kill && opts_.hooks.should_kill()) {
       fenced = true;  // a planned failover: the program stops here
