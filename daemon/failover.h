@@ -108,8 +108,8 @@ class Failover {
   // Go-live's first step: the service address added on this node (its time
   // and notes in *fr).  Its address (network order), 0 if none or failed.
   uint32_t AddAddressForGoLive(pb::FailoverReply* fr);
-  // The ptrace backend's go-live (failover_ptrace.cc): no shadow ran; the
-  // replica is replayed from seq 1 by `understudy replay --go-live` in a
+  // The ptrace backend's go-live without a healthy shadow (active-passive,
+  // or the shadow diverged; failover_ptrace.cc): the replica is replayed from seq 1 by `understudy replay --go-live` in a
   // process of its own, which then is the live service.
   pb::AdminReply GoLivePtrace(uint64_t through_seq, const std::string& kind,
                               std::chrono::steady_clock::time_point t0, double fence_ms);
