@@ -1,6 +1,7 @@
 // Failover::GoLivePtrace (failover.h): the go-live of a program recorded by
-// the ptrace backend (docs/ptrace.md "Failover").  No shadow ran on this
-// node and there is no checkpoint (CRIU cannot seize a traced program), so
+// the ptrace backend when no healthy shadow is there (docs/ptrace.md
+// "Failover"): active-passive, where no copy runs, or a shadow that
+// diverged.  There is no checkpoint (CRIU cannot seize a traced program), so
 // the replica is replayed from seq 1 by `understudy replay --go-live`,
 // started here in a session of its own: the tracer of that replay is the
 // live service from then on, and does not depend on this daemon.  Its
