@@ -16,6 +16,9 @@ streams SETs and INCRs at a bounded rate; at 50 % of the stream:
     unplanned       node A dies (link down, SIGKILL of every process in it)
     planned         `understudy failover`
     passive         active-passive, node A dies: B replays from seq 1
+    go              as unplanned, with tests/e2e/ptrace_src/go_kv.go instead: a
+                    Go server (CGO_ENABLED=0, as Debian's golang-go builds it),
+                    a goroutine per connection, Go's runtime threads
     backup_stopped  output commit first: B's understudyd is stopped (SIGSTOP)
                     for 0.8 s, during which no write may be acknowledged (the
                     tracer holds every reply until the backup acks its
@@ -24,7 +27,7 @@ streams SETs and INCRs at a bounded rate; at 50 % of the stream:
 Jepsen-style: acked / survived / lost, lost = 0 the only pass; the service
 address ends on B, the old primary answers nobody; prints the switchover and
 the failover line (replay time, events).
-Needs: root, network namespaces, gcc (static libc), understudyd +
+Needs: root, network namespaces, gcc (static libc), go, understudyd +
 `understudy run/status/failover`, redis-cli."""
 import os
 import signal
@@ -37,12 +40,23 @@ import jepsen_client
 import netns
 from harness import expect, log, run_main
 
-NEEDS = netns.CLUSTER + ["gcc", "redis-cli"]
-CASES = ["unplanned", "planned", "passive", "backup_stopped"]
+NEEDS = netns.CLUSTER + ["gcc", "go", "redis-cli"]
+CASES = ["unplanned", "planned", "passive", "backup_stopped", "go"]
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptrace_src", "static_kv.c")
+GO_SRC = os.path.join(os.path.dirname(SRC), "go_kv.go")
 COUNT = 3000
 RATE = 500
+
+
+def build_go(tmp):
+    exe = os.path.join(tmp, "go_kv")
+    env = dict(os.environ, GOCACHE=os.path.join(tmp, "gocache"), GOPATH=os.path.join(tmp, "gopath"),
+               HOME=tmp, CGO_ENABLED="0", GO111MODULE="off")
+    r = subprocess.run(["go", "build", "-o", exe, GO_SRC], capture_output=True, timeout=300, env=env,
+                       cwd=tmp)
+    expect(r.returncode == 0, "go build failed: %s" % r.stderr.decode(errors="replace"))
+    return exe
 
 
 def build(tmp):
@@ -55,7 +69,7 @@ def build(tmp):
 def main(kind):
     with netns.Net() as net, netns.Cluster(net) as cl:
         a, c = net.node("A"), net.node("C")
-        exe = build(net.tmpdir("bin"))
+        exe = build_go(net.tmpdir("bin")) if kind == "go" else build(net.tmpdir("bin"))
         passive = kind == "passive"
         if passive:
             cl.mode_args = ["--mode", "active-passive"]
@@ -111,7 +125,7 @@ def main(kind):
                 a.kill_all()
             finally:
                 os.kill(cl.daemon.pid, signal.SIGCONT)
-        else:  # unplanned, passive
+        else:  # unplanned, passive, go
             a.link(False)
             a.kill_all()
         rep, rc, err = stream.finish()
