@@ -946,6 +946,22 @@ Status Recorder::OnEntry(RThread& t) {
   if (nr == SYS_close) t.fds->mirror.Drop(static_cast<int>(a[0]));
   if (nr == SYS_dup2 || nr == SYS_dup3) t.fds->mirror.Drop(static_cast<int>(a[1]));
   if (nr == SYS_close_range) t.fds->mirror.DropRange(static_cast<unsigned>(a[0]), static_cast<unsigned>(a[1]));
+  if (row != nullptr && row->treat == Treat::kFdOut && opts_.hooks.wait_durable) {
+    // Output commit: nothing leaves before everything it may depend on --
+    // every event journaled so far -- is durable on the backup.  Before the
+    // turn check: a thread without the turn (a restarted call, unordered
+    // threads after a stall) waits here too.
+    Status fs = writer_->Flush();
+    if (!fs.ok()) return fs;
+    res_->gate_waits++;
+    if (!opts_.hooks.wait_durable(seq_)) {
+      std::set<pid_t> all;
+      for (auto& [tid, th] : threads_) all.insert(tid);
+      KillAll(all, -1);
+      Resume(t);
+      return Status::Ok();
+    }
+  }
   if (!IsRunner(t)) {
     // The kernel restarts a call a signal interrupted without running a
     // handler (or a stall released its turn): it stays without the turn.
@@ -966,20 +982,6 @@ Status Recorder::OnEntry(RThread& t) {
     return s;
   }
   const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(a[row->fd_arg]) : -1;
-  if (row != nullptr && row->treat == Treat::kFdOut && opts_.hooks.wait_durable) {
-    // Output commit: nothing leaves before everything it may depend on --
-    // every event journaled so far -- is durable on the backup.
-    Status fs = writer_->Flush();
-    if (!fs.ok()) return fs;
-    res_->gate_waits++;
-    if (!opts_.hooks.wait_durable(seq_)) {
-      std::set<pid_t> all;
-      for (auto& [tid, th] : threads_) all.insert(tid);
-      KillAll(all, -1);
-      Resume(t);
-      return Status::Ok();
-    }
-  }
   const bool quick = fd >= 0 && (t.fds->real.count(fd) != 0 || t.fds->nonblock.count(fd) != 0);
   long result = 0;
   bool sigpipe = false;
