@@ -678,8 +678,8 @@ void AddClusterCommands(CLI::App& app, int& exit_code) {
   run->add_option("--backend", ra->backend,
                   "auto: inspect the binary (static, no libc, Go -> ptrace; else preload) and say "
                   "which (default); preload: the LD_PRELOAD interposer; ptrace: ptrace + seccomp "
-                  "filter, no checkpoints: the backup replays the journal from seq 1 at failover "
-                  "(docs/ptrace.md)")
+                  "filter, no checkpoints: the backup's shadow follows the journal (active-passive: "
+                  "it replays it from seq 1 at failover; docs/ptrace.md)")
       ->check(CLI::IsMember({"auto", "preload", "ptrace"}));
   run->add_option("--checkpoint-interval", ra->checkpoint_interval,
                   "How often the backup asks for a checkpoint (30s, 500ms, 5m; default 30s in "
