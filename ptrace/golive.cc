@@ -399,12 +399,14 @@ bool Convert(pid_t tid, const FdModel::Table& table, uint32_t service_addr, Conv
   // Pass 1: sockets and files.
   for (const auto& [fd, d] : table) {
     if (!in.ok()) break;
-    if (d.kind == Kind::kSocket && !d.connection && !d.bound.empty()) {
+    if (d.kind == Kind::kSocket && !d.connection) {
+      // A listener, a bound socket, or one not used yet: made again as it
+      // was (an unbound one stays unbound).
       const uint64_t flags = (d.nonblock ? SOCK_NONBLOCK : 0) | SOCK_CLOEXEC;
       long s = in.Call(SYS_socket, static_cast<uint64_t>(d.domain), static_cast<uint64_t>(d.type) | flags,
                        static_cast<uint64_t>(d.protocol));
       if (s < 0) {
-        warn(fd, "socket() for the listener failed: " + Errno(s));
+        warn(fd, "socket() failed: " + Errno(s));
         continue;
       }
       for (const auto& [key, value] : d.options) {
@@ -421,8 +423,11 @@ bool Convert(pid_t tid, const FdModel::Table& table, uint32_t service_addr, Conv
           std::memcpy(addr.data(), &sin, sizeof sin);
         }
       }
-      in.Put(scratch, addr.data(), addr.size());
-      long b = in.Call(SYS_bind, static_cast<uint64_t>(s), scratch, addr.size());
+      long b = 0;
+      if (!addr.empty()) {
+        in.Put(scratch, addr.data(), addr.size());
+        b = in.Call(SYS_bind, static_cast<uint64_t>(s), scratch, addr.size());
+      }
       if (b < 0) {
         warn(fd, "bind() of the re-created socket failed: " + Errno(b));
         in.Call(SYS_close, static_cast<uint64_t>(s));
@@ -436,7 +441,7 @@ bool Convert(pid_t tid, const FdModel::Table& table, uint32_t service_addr, Conv
           continue;
         }
       }
-      if (place(static_cast<int>(s), fd, d.cloexec)) report->listeners++;
+      if (place(static_cast<int>(s), fd, d.cloexec)) (d.backlog >= 0 ? report->listeners : report->sockets)++;
     } else if (d.kind == Kind::kSocket) {
       // A connection of the old node: a socket whose peer is gone, so the
       // program reads EOF (epoll: EPOLLIN | EPOLLHUP) and drops it.

@@ -11,9 +11,10 @@
 //   Injector  makes a thread stopped at a seccomp stop execute system calls
 //             of the tracer's choosing (its pending call is issued again
 //             afterwards, so the thread ends where it started).
-//   Convert   with both: listening and bound sockets are created, shaped
-//             and bound again for real (a specific IPv4 address moves to the
-//             service address), connections become closed ones (a socket
+//   Convert   with both: sockets that are not connections are created,
+//             shaped, bound and listening again as they were (a specific
+//             IPv4 address moves to the service address), connections
+//             become closed ones (a socket
 //             whose peer is gone: the program reads EOF and drops them),
 //             epoll sets are made real with every recorded registration,
 //             files the recording emulated are opened again by path, and
@@ -73,7 +74,8 @@ class FdModel {
 };
 
 struct ConvertReport {
-  uint32_t listeners = 0;    // listening (or bound) sockets made real
+  uint32_t listeners = 0;    // listening sockets made real
+  uint32_t sockets = 0;      // other sockets made real (bound, or not yet used)
   uint32_t connections = 0;  // connection placeholders closed
   uint32_t epolls = 0;
   uint32_t files = 0;
