@@ -250,6 +250,15 @@ pb::AdminReply Failover::RunPlanned(const pb::FailoverRequest& req, const std::a
   return reply;
 }
 
+pb::FailoverReply Failover::NewReply(const std::string& kind, uint64_t through, double fence_ms) const {
+  pb::FailoverReply fr;
+  fr.set_node(options_.node_name);
+  fr.set_kind(kind);
+  fr.set_drained_seq(through);
+  fr.mutable_timings()->set_fence_ms(fence_ms);
+  return fr;
+}
+
 uint32_t Failover::AddAddressForGoLive(pb::FailoverReply* fr) {
   if (!service_) return 0;
   const auto a0 = Clock::now();
@@ -291,12 +300,8 @@ pb::AdminReply Failover::GoLive(uint64_t through, const std::string& kind, Clock
     log_.Log("TEST HOOK: go-live pauses " + std::to_string(golive_delay_.count()) + " ms");
     std::this_thread::sleep_for(golive_delay_);
   }
-  pb::FailoverReply fr;
-  fr.set_node(options_.node_name);
-  fr.set_kind(kind);
-  fr.set_drained_seq(through);
+  pb::FailoverReply fr = NewReply(kind, through, fence_ms);
   auto* t = fr.mutable_timings();
-  t->set_fence_ms(fence_ms);
   t->set_restore_ms(restore_ms);
   const uint64_t first_fed = shadow->first_seq();
   const uint32_t addr = AddAddressForGoLive(&fr);

@@ -105,6 +105,9 @@ class Failover {
   pb::AdminReply RunPlanned(const pb::FailoverRequest& request, const std::atomic<bool>& stop);
   pb::AdminReply GoLive(uint64_t through_seq, const std::string& kind,
                         std::chrono::steady_clock::time_point t0, double fence_ms);
+  // A go-live's reply: this node, the kind, the seq it goes live through
+  // and the fence's time; the rest is filled as the go-live goes.
+  pb::FailoverReply NewReply(const std::string& kind, uint64_t through, double fence_ms) const;
   // Go-live's first step: the service address added on this node (its time
   // and notes in *fr).  Its address (network order), 0 if none or failed.
   uint32_t AddAddressForGoLive(pb::FailoverReply* fr);

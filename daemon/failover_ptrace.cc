@@ -65,12 +65,8 @@ std::string LastLines(const std::string& text, size_t n) {
 
 pb::AdminReply Failover::GoLivePtrace(uint64_t through, const std::string& kind, Clock::time_point t0,
                                       double fence_ms) {
-  pb::FailoverReply fr;
-  fr.set_node(options_.node_name);
-  fr.set_kind(kind);
-  fr.set_drained_seq(through);
+  pb::FailoverReply fr = NewReply(kind, through, fence_ms);
   auto* t = fr.mutable_timings();
-  t->set_fence_ms(fence_ms);
   std::string service_ip;
   if (const uint32_t addr = AddAddressForGoLive(&fr); addr != 0) {
     char ip[INET_ADDRSTRLEN];

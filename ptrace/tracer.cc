@@ -329,7 +329,7 @@ Status BuildFilter(std::vector<sock_filter>* prog) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) return Status::IOError("seccomp_init failed");
   int rc = 0;
-  // Test hook (tests/e2e/test_ptrace_static.py audit): one call left out of
+  // Test hook (tests/e2e/test_ptrace_audit.py escape): one call left out of
   // the filter, so it reaches the kernel unstopped -- what the escape audit
   // must catch.  Never set in production; a warning says it is.
   const char* untrace = std::getenv("UNDERSTUDY_TEST_PTRACE_UNTRACE");
@@ -814,6 +814,12 @@ class Recorder {
     if (audit_) let_through_[static_cast<int>(r.orig_rax)]++;  // only the audit reads it
   }
   Status FinishAudit();
+  // SIGKILL to every traced thread (a refused call, a fence).
+  void KillProgram() {
+    std::set<pid_t> all;
+    for (auto& [tid, th] : threads_) all.insert(tid);
+    KillAll(all, -1);
+  }
   // Calls the kernel saw more often than the tracer let them through.
   std::map<int, uint64_t> Escapes() const {
     std::map<int, uint64_t> out;
@@ -826,7 +832,8 @@ class Recorder {
     }
     return out;
   }
-  void ReportAudit() {
+  // `escapes`: Escapes(), already computed by the caller.
+  void ReportAudit(const std::map<int, uint64_t>& escapes) {
     if (!opts_.hooks.on_audit) return;
     if (!audit_) {
       if (opts_.audit) opts_.hooks.on_audit(false, 0, res_->audit_off_reason);
@@ -834,7 +841,7 @@ class Recorder {
     }
     uint64_t n = 0;
     std::string text;
-    for (const auto& [nr, c] : Escapes()) {
+    for (const auto& [nr, c] : escapes) {
       n += c;
       text += (text.empty() ? "" : ", ") + CallName(nr) + " x" + std::to_string(c);
     }
@@ -847,8 +854,8 @@ class Recorder {
 // preload recorder writes them): replay then refuses to call the run clean.
 Status Recorder::FinishAudit() {
   if (!audit_) return Status::Ok();
-  ReportAudit();
   res_->escapes = Escapes();
+  ReportAudit(res_->escapes);
   for (const auto& [nr, count] : res_->escapes) {
     pb::Event e;
     e.set_seq(++seq_);
@@ -934,9 +941,7 @@ Status Recorder::OnEntry(RThread& t) {
     res_->refused_message = "understudy record: the program called " + CallName(nr) +
                             ", which the ptrace backend cannot record (see `understudy syscalls`); "
                             "the recording stops here";
-    std::set<pid_t> all;
-    for (auto& [tid, th] : threads_) all.insert(tid);
-    KillAll(all, -1);
+    KillProgram();
     return Status::Ok();
   }
   t.in_call = true;
@@ -955,9 +960,7 @@ Status Recorder::OnEntry(RThread& t) {
     if (!fs.ok()) return fs;
     res_->gate_waits++;
     if (!opts_.hooks.wait_durable(seq_)) {
-      std::set<pid_t> all;
-      for (auto& [tid, th] : threads_) all.insert(tid);
-      KillAll(all, -1);
+      KillProgram();
       Resume(t);
       return Status::Ok();
     }
@@ -1400,14 +1403,12 @@ Status Recorder::Run() {
     if (opts_.hooks.on_audit && opts_.audit) {
       if (const auto now = std::chrono::steady_clock::now(); now - audit_reported_ > std::chrono::seconds(1)) {
         audit_reported_ = now;
-        ReportAudit();
+        ReportAudit(Escapes());
       }
     }
     if (!fenced && opts_.hooks.should_kill && opts_.hooks.should_kill()) {
       fenced = true;  // a planned failover: the program stops here
-      std::set<pid_t> all;
-      for (auto& [id, th] : threads_) all.insert(id);
-      KillAll(all, -1);
+      KillProgram();
     }
     int st = 0;
     pid_t tid = waitpid(-1, &st, __WALL | WNOHANG);
@@ -2126,7 +2127,6 @@ Status Replayer::Run() {
     Take(ev);
   }
   if (!reader->status().ok()) return reader->status();
-  const int recorded_exit = recorded_exit_;
   if (opts_.follow) tail_ = std::make_unique<journal::TailReader>(opts_.dir, last_seq);
   // The control socket is the tracer's: the program must not inherit it
   // (its descriptor numbers are the recording's).
@@ -2135,7 +2135,7 @@ Status Replayer::Run() {
   if (!spec.ParseFromString(reader->header().spec_bytes) || spec.argv_size() == 0)
     return Status::Corruption("journal " + opts_.dir + ": the process spec does not parse");
   res_->recorded_exit_known = ends_with_exit_;
-  res_->recorded_exit_status = recorded_exit;
+  res_->recorded_exit_status = recorded_exit_;
   std::string binary = opts_.binary.empty() ? spec.binary_path() : opts_.binary;
   std::string hash;
   if (!driver::Sha256File(binary, &hash).ok())
@@ -2302,12 +2302,11 @@ Status Replayer::Run() {
     res_->message = buf;
     return Status::Ok();
   }
-  const int recorded_exit_final = recorded_exit_;
-  if (ends_with_exit_ && res_->exit.exit_code != recorded_exit_final) {
-    Diverge(res_->events + 1, 0, "exit", recorded_exit_final, res_->exit.exit_code,
+  if (ends_with_exit_ && res_->exit.exit_code != recorded_exit_) {
+    Diverge(res_->events + 1, 0, "exit", recorded_exit_, res_->exit.exit_code,
             "the program's exit status differs");
     res_->message = "understudy replay: divergence at exit: recorded exit status " +
-                    std::to_string(recorded_exit_final) + ", replayed " + std::to_string(res_->exit.exit_code) +
+                    std::to_string(recorded_exit_) + ", replayed " + std::to_string(res_->exit.exit_code) +
                     (res_->exit.signal != 0 ? " (" + driver::SignalName(res_->exit.signal) + ")" : "");
   } else if (res_->events_done < res_->events) {
     Diverge(res_->events_done + 1, 0, "exit", static_cast<int64_t>(res_->events),

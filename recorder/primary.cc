@@ -1,8 +1,6 @@
 #include "recorder/primary.h"
 
 #include <time.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,6 +17,7 @@
 #include "cluster/link.pb.h"
 #include "driver/launcher.h"
 #include "driver/control_mapping.h"
+#include "driver/futex.h"
 #include "journal/prune.h"
 #include "ptrace/backend.h"
 #include "recorder/consistent_checkpoint.h"
@@ -304,22 +303,43 @@ Status Primary::Run(Result* result) {
     }
   } announce{o.on_replication};
   if (o.on_replication) o.on_replication(&client);
-  if (use_ptrace) {
-    bool address_removed = false;
-    s = RunPtrace(client, opts.dir, result, [&] {
-      if (service && !address_removed) {
-        Status rs = cluster::RemoveServiceAddress(*service, o.service_dev);
-        if (!rs.ok()) Log("warning: " + rs.message());
-        address_removed = true;
-      }
-    });
+
+  // The program is gone and its journal complete: hand over at once.  The
+  // service address leaves this node first (the program's sockets are
+  // closed by now, so its clients have had their FIN or RST), then the
+  // backup learns it has everything and takes the address.  Either
+  // backend's recorder calls it once the journal is closed.
+  bool address_removed = false;
+  auto hand_over = [&](uint64_t last_seq, const driver::ProgramExit& exit) {
+    if (client.fenced()) return;
+    if (service) {
+      Status rs = cluster::RemoveServiceAddress(*service, o.service_dev);
+      if (!rs.ok()) Log("warning: " + rs.message());
+      address_removed = true;
+    }
+    cluster::Drained d;
+    d.last_seq = last_seq;  // the journal starts at seq 1 and ends with the EXIT event
+    d.reason =
+        client.fence_requested() ? cluster::Drained::kFenced : cluster::Drained::kProgramExited;
+    d.exit_status = exit.exit_code;
+    Status fs = client.Finish(d, std::chrono::milliseconds(10000));
+    if (!fs.ok()) Log("warning: " + fs.message());
+  };
+  // After the recording, whichever backend made it: how it ended.
+  auto finish = [&](Status rs) -> Status {
+    const bool fenced = client.fenced();
+    const bool planned = !fenced && client.fence_requested();
     client.Stop();
     if (service && !address_removed) {
-      Status rs = cluster::RemoveServiceAddress(*service, o.service_dev);
-      if (!rs.ok() && s.ok()) Log("warning: " + rs.message());
+      Status as = cluster::RemoveServiceAddress(*service, o.service_dev);
+      if (!as.ok() && rs.ok()) Log("warning: " + as.message());
     }
-    return s;
-  }
+    if (!rs.ok()) return rs;
+    result->outcome = fenced ? Outcome::kFenced : planned ? Outcome::kPlanned : Outcome::kExited;
+    if (fenced) result->fenced_message = client.fenced_message();
+    return Status::Ok();
+  };
+  if (use_ptrace) return finish(RunPtrace(client, opts.dir, result, hand_over));
   opts.hooks.extra_flags = abi::kFlagOutputGate;
   opts.hooks.on_start = [&client](abi::ControlBlock* cb, const journal::JournalId& id,
                                   const std::string& spec) { client.Start(cb, id, spec); };
@@ -355,44 +375,15 @@ Status Primary::Run(Result* result) {
   Log("journal " + opts.dir + ", replicating to " + o.backup + " (" +
       BackupLossPolicyName(o.on_backup_loss) + " on backup loss)");
 
-  // The program is gone and its journal complete: hand over at once.  The
-  // service address leaves this node first (the program's sockets are
-  // closed by now, so its clients have had their FIN or RST), then the
-  // backup learns it has everything and takes the address.
-  bool address_removed = false;
-  opts.hooks.on_journal_closed = [&](uint64_t events, const driver::ProgramExit& exit) {
-    if (client.fenced()) return;
-    if (service) {
-      Status rs = cluster::RemoveServiceAddress(*service, o.service_dev);
-      if (!rs.ok()) Log("warning: " + rs.message());
-      address_removed = true;
-    }
-    cluster::Drained d;
-    d.last_seq = events;  // the journal starts at seq 1 and ends with the EXIT event
-    d.reason =
-        client.fence_requested() ? cluster::Drained::kFenced : cluster::Drained::kProgramExited;
-    d.exit_status = exit.exit_code;
-    Status fs = client.Finish(d, std::chrono::milliseconds(10000));
-    if (!fs.ok()) Log("warning: " + fs.message());
-  };
-
+  opts.hooks.on_journal_closed = hand_over;
   s = Record(opts, &result->record);
   for (const std::string& w : result->record.warnings) Log("warning: " + w);
-  const bool fenced = client.fenced();
-  const bool planned = !fenced && client.fence_requested();
-  client.Stop();
-  if (service && !address_removed) {
-    Status rs = cluster::RemoveServiceAddress(*service, o.service_dev);
-    if (!rs.ok() && s.ok()) Log("warning: " + rs.message());
-  }
-  if (!s.ok()) return s;
-  result->outcome = fenced ? Outcome::kFenced : planned ? Outcome::kPlanned : Outcome::kExited;
-  if (fenced) result->fenced_message = client.fenced_message();
-  return Status::Ok();
+  return finish(s);
 }
 
-Status Primary::RunPtrace(ReplicationClient& client, const std::string& dir, Result* result,
-                          const std::function<void()>& remove_address) {
+Status Primary::RunPtrace(
+    ReplicationClient& client, const std::string& dir, Result* result,
+    const std::function<void(uint64_t, const driver::ProgramExit&)>& hand_over) {
   const Options& o = options_;
   // The replication client stores the backup's acks into a control block;
   // here it is the tracer's own (no interposer shares it).
@@ -424,26 +415,14 @@ Status Primary::RunPtrace(ReplicationClient& client, const std::string& dir, Res
       if (client.fence_requested() || client.fenced()) return false;
       const uint32_t epoch = __atomic_load_n(&gate->gate_epoch, __ATOMIC_ACQUIRE);
       __atomic_fetch_add(&gate->gate_waiters, 1, __ATOMIC_SEQ_CST);
-      if (__atomic_load_n(&gate->durable_seq, __ATOMIC_SEQ_CST) < seq) {
-        struct timespec ts = {0, 100 * 1000 * 1000};
-        syscall(SYS_futex, &gate->gate_epoch, FUTEX_WAIT, epoch, &ts, nullptr, 0);
-      }
+      if (__atomic_load_n(&gate->durable_seq, __ATOMIC_SEQ_CST) < seq)
+        driver::FutexWaitShared(&gate->gate_epoch, epoch, std::chrono::milliseconds(100));
       __atomic_fetch_sub(&gate->gate_waiters, 1, __ATOMIC_SEQ_CST);
     }
     return true;
   };
   po.hooks.should_kill = [&client] { return client.fence_requested() || client.fenced(); };
-  po.hooks.on_journal_closed = [&](uint64_t last_seq, const driver::ProgramExit& exit) {
-    if (client.fenced()) return;
-    remove_address();
-    cluster::Drained d;
-    d.last_seq = last_seq;
-    d.reason =
-        client.fence_requested() ? cluster::Drained::kFenced : cluster::Drained::kProgramExited;
-    d.exit_status = exit.exit_code;
-    Status fs = client.Finish(d, std::chrono::milliseconds(10000));
-    if (!fs.ok()) Log("warning: " + fs.message());
-  };
+  po.hooks.on_journal_closed = hand_over;
   // The kmod escape audit: the kernel's count of watched calls against the
   // tracer's (docs/ptrace.md "Auditing"); its state reaches the backup in
   // every heartbeat, as under the preload backend.
@@ -477,12 +456,7 @@ Status Primary::RunPtrace(ReplicationClient& client, const std::string& dir, Res
   result->record.exit = pr.exit;
   result->record.refused = pr.refused;
   result->record.refused_message = pr.refused_message;
-  const bool fenced = client.fenced();
-  const bool planned = !fenced && client.fence_requested();
-  if (!s.ok()) return s;
-  result->outcome = fenced ? Outcome::kFenced : planned ? Outcome::kPlanned : Outcome::kExited;
-  if (fenced) result->fenced_message = client.fenced_message();
-  return Status::Ok();
+  return s;
 }
 
 }  // namespace understudy::recorder

@@ -91,9 +91,10 @@ class Primary {
 
  private:
   void Log(const std::string& line) const;
-  // The same lifecycle with the ptrace backend recording the program.
+  // Run's recording with the ptrace backend: `hand_over` when its journal
+  // is closed; Run's finish says how it ended.
   Status RunPtrace(ReplicationClient& client, const std::string& dir, Result* result,
-                   const std::function<void()>& remove_address);
+                   const std::function<void(uint64_t, const driver::ProgramExit&)>& hand_over);
   const Options options_;
 };
 

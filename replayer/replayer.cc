@@ -362,7 +362,12 @@ Status ReplayWithPtrace(const ReplayOptions& options, ReplayResult* result) {
   po.pid_namespace = options.pid_namespace;
   ptrace_backend::ReplayResult pr;
   Status s = ptrace_backend::Replay(po, &pr);
-  for (std::string& w : pr.warnings) Warn(result, std::move(w));
+  for (std::string& w : pr.warnings) {
+    if (w.rfind("go-live", 0) == 0 && po.on_live)
+      result->warnings.push_back(std::move(w));  // on_live printed it when it happened
+    else
+      Warn(result, std::move(w));
+  }
   if (!s.ok()) return s;
   using O = ptrace_backend::ReplayResult::Outcome;
   result->golive_listeners = pr.live_listeners;
