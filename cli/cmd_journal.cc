@@ -68,7 +68,10 @@ std::string EventText(const pb::Event& e) {
     }
     case pb::Event::kSignal:
       return head + fmt::format("SIGNAL signo={} code={} sender={}", e.signal().signo(),
-                                e.signal().code(), e.signal().sender_pid());
+                                e.signal().code(), e.signal().sender_pid()) +
+             (e.signal().point_ip() ? fmt::format(" at_point={:#x} state={:012x}",
+                                                  e.signal().point_ip(), e.signal().point_sum())
+                                    : std::string());
     case pb::Event::kSync:
       return head + fmt::format("THREAD_ORDER {} object={:#x} result={}",
                                 pb::SyncEvent::Op_Name(e.sync().op()), e.sync().object(),
@@ -112,6 +115,9 @@ std::string EventJson(const pb::Event& e) {
     case pb::Event::kSignal:
       j += fmt::format(",\"kind\":\"signal\",\"signo\":{},\"code\":{},\"sender_pid\":{}",
                        e.signal().signo(), e.signal().code(), e.signal().sender_pid());
+      if (e.signal().point_ip())
+        j += fmt::format(",\"at_point\":\"{:#x}\",\"state\":\"{:012x}\"", e.signal().point_ip(),
+                         e.signal().point_sum());
       break;
     case pb::Event::kSync:
       j += fmt::format(",\"kind\":\"sync\",\"op\":\"{}\",\"object\":{},\"result\":{}",

@@ -190,6 +190,11 @@ void TakeTerminal() {
       Report(a.report_fd, kMsgFailed, kStepControlFd, errno, 0);
       _exit(127);
     }
+    // Reserved in record too, so replay may put a breakpoint's fd there.
+    if (dup2(abi::kControlFd, abi::kPointFd) < 0) {
+      Report(a.report_fd, kMsgFailed, kStepControlFd, errno, 0);
+      _exit(127);
+    }
   }
   if (a.foreground) {
     // Own group, the terminal's foreground one (TakeTerminal ignores the

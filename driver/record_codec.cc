@@ -98,6 +98,13 @@ Status DecodeRecord(const char* rec, size_t size, pb::Event* event) {
       s->set_sender_pid(h.fd);
       s->set_sender_uid(h.call);
       s->set_value(h.checksum);
+      if (h.action == abi::kActAtPoint) {
+        s->set_point_ip(h.length);
+        s->set_point_sum((static_cast<uint64_t>(h.reserved) << 32) | h.pad);
+      } else {
+        s->set_point_ip(0);
+        s->set_point_sum(0);
+      }
       return Status::Ok();
     }
     case abi::kRecSync: {
@@ -194,6 +201,12 @@ Status EncodeRecord(const pb::Event& event, std::string* rec) {
       h.fd = event.signal().sender_pid();
       h.call = event.signal().sender_uid();
       h.checksum = event.signal().value();
+      if (event.signal().point_ip() != 0) {
+        h.action = abi::kActAtPoint;
+        h.length = event.signal().point_ip();
+        h.pad = static_cast<uint32_t>(event.signal().point_sum());
+        h.reserved = static_cast<uint16_t>(event.signal().point_sum() >> 32);
+      }
       break;
     case pb::Event::kSync:
       h.kind = abi::kRecSync;
@@ -338,8 +351,8 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
   if (body == 11) h->fd = 0;
   while (w.p < w.end) {
     if (!w.Tag(&f, &wt)) return false;
-    const bool fixed = (body == 12 && f == 2) || (body == 11 && f == 5);
-    if (f >= 1 && f <= (body == 13 ? 4u : body == 11 ? 5u : 3u)) {
+    const bool fixed = (body == 12 && f == 2) || (body == 11 && f >= 5);
+    if (f >= 1 && f <= (body == 13 ? 4u : body == 11 ? 7u : 3u)) {
       if (wt != (fixed ? 1u : 0u)) return false;
       if (fixed ? !w.Fixed64(&v) : !w.Varint(&v)) return false;
     } else {
@@ -352,6 +365,11 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
       case 11 * 16 + 3: h->fd = static_cast<int32_t>(v); break;                     // sender_pid
       case 11 * 16 + 4: h->call = static_cast<uint32_t>(v); break;                  // sender_uid
       case 11 * 16 + 5: h->checksum = v; break;                                     // value
+      case 11 * 16 + 6: h->length = v; h->action = abi::kActAtPoint; break;         // point_ip
+      case 11 * 16 + 7:                                                             // point_sum
+        h->pad = static_cast<uint32_t>(v);
+        h->reserved = static_cast<uint16_t>(v >> 32);
+        break;
       case 12 * 16 + 1: h->call = static_cast<uint32_t>(static_cast<int32_t>(v)); break;  // op
       case 12 * 16 + 2: h->arg = v; break;                                          // object
       case 12 * 16 + 3: h->result = static_cast<int32_t>(v); break;                 // result
@@ -520,6 +538,10 @@ bool RecordToEventWire(const char* rec, size_t size, std::string* out) {
       p = PutInt32(p, 3, h.fd);
       p = PutUint(p, 4, h.call);
       if (h.checksum) p = PutFixed64(p, 5, h.checksum);
+      if (h.action == abi::kActAtPoint) {
+        p = PutFixed64(p, 6, h.length);
+        p = PutFixed64(p, 7, (static_cast<uint64_t>(h.reserved) << 32) | h.pad);
+      }
       break;
     case abi::kRecSync:
       field = 12;

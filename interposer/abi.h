@@ -48,10 +48,15 @@ namespace understudy::abi {
 #endif
 
 US_ABI_CONSTEXPR uint32_t kControlMagic = 0x55534331;  // "USC1"
-US_ABI_CONSTEXPR uint32_t kProtocolVersion = 5;  // 5: checkpoint park words
+US_ABI_CONSTEXPR uint32_t kProtocolVersion = 6;  // 6: signals at a point (kActAtPoint)
 // The fd number at which the control memfd is installed in the program.  High
 // enough to stay out of the way of ordinary fd allocation.
 US_ABI_CONSTEXPR int kControlFd = 1023;
+// A second reserved descriptor, a copy of the control memfd the launcher
+// installs too, so the program never has this number in record.  Replay puts
+// the hardware breakpoint of a signal recorded at a point there
+// (interposer/signals.cc): an fd number the replayed program cannot want.
+US_ABI_CONSTEXPR int kPointFd = 1022;
 US_ABI_CONSTEXPR uint64_t kRingOffset = 65536;
 US_ABI_CONSTEXPR uint64_t kDefaultRingSize = 64ull << 20;
 // Largest payload one record may carry; calls that could deliver more are
@@ -132,6 +137,11 @@ enum ActionId : uint8_t {
   kActEmulate = 1,
   kActReexecCheck = 2,
   kActSuppressCheck = 3,
+  // Signal records only (no journal ReplayAction twin: SignalEvent.point_ip
+  // says it there).  A signal that landed in code making no call (signals.cc):
+  // length = the instruction pointer, reserved:pad = the 48-bit checksum of
+  // the registers and the stack top there.  Replay delivers it at that point.
+  kActAtPoint = 4,
 };
 
 // SyncEvent ops (values equal journal SyncEvent.Op).
@@ -293,6 +303,10 @@ struct ControlBlock {
   alignas(64) uint32_t in_call;  // threads inside an interposed call, not parked
   uint32_t parked;           // threads asleep on park_epoch
   uint64_t kicks;            // calls ended by kKickSignal (re-issued later)
+  // --- signals at a point (replay): deliveries whose point was not met
+  // (the thread reached its next call first) and were made there instead
+  alignas(64) uint32_t points_late;
+  uint32_t points_hit;       // deliveries at their recorded point
 };
 US_ABI_CONSTEXPR int kWakeSlots = 64;
 

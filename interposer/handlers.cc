@@ -80,7 +80,7 @@ long Open(const CallRow& row, long* a) {
 
 long Fcntl(const CallRow& row, long* a) {
   long fd = a[0], cmd = a[1];
-  if (fd == abi::kControlFd) return -EBADF;
+  if (IsReservedFd(fd)) return -EBADF;
   auto exec = [&] { return sys(SYS_fcntl, a[0], a[1], a[2]); };
   if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
     return ReexecWith(SYS_fcntl, fd, static_cast<uint64_t>(cmd), exec, [&](long r) {
@@ -180,7 +180,7 @@ long Mmap(const CallRow&, long* a) {
 // granted in words only).
 long Close(const CallRow& row, long* a) {
   long fd = a[0];
-  if (fd == abi::kControlFd) return 0;  // the program never closes our channel
+  if (IsReservedFd(fd)) return 0;  // the program never closes our channel
   return ReexecWith(
       row.nr, fd, 0, [&] { return sys(SYS_close, fd); },
       [&](long r) {
@@ -195,11 +195,12 @@ long Close(const CallRow& row, long* a) {
 long CloseRange(const CallRow& row, long* a) {
   unsigned long lo = static_cast<unsigned long>(a[0]), hi = static_cast<unsigned long>(a[1]);
   auto exec = [&]() -> long {
-    const unsigned long c = abi::kControlFd;
-    if (lo <= c && c <= hi) {
+    // The two reserved numbers are adjacent (kPointFd, kControlFd).
+    const unsigned long c0 = abi::kPointFd, c1 = abi::kControlFd;
+    if (lo <= c1 && c0 <= hi) {
       long r = 0;
-      if (lo < c) r = sys(SYS_close_range, lo, c - 1, a[2]);
-      if (r == 0 && c < hi) r = sys(SYS_close_range, c + 1, hi, a[2]);
+      if (lo < c0) r = sys(SYS_close_range, lo, c0 - 1, a[2]);
+      if (r == 0 && c1 < hi) r = sys(SYS_close_range, c1 + 1, hi, a[2]);
       return r;
     }
     return sys(SYS_close_range, a[0], a[1], a[2]);
@@ -207,7 +208,7 @@ long CloseRange(const CallRow& row, long* a) {
   return ReexecWith(row.nr, a[0], static_cast<uint64_t>(a[1]), exec, [&](long r) {
     if (r == 0 && !(a[2] & CLOSE_RANGE_CLOEXEC))
       for (unsigned long f = lo; f <= hi && f < kMaxFds; f++)
-        if (f != static_cast<unsigned long>(abi::kControlFd)) g_fd_kind[f] = kFdEmulated;
+        if (!IsReservedFd(static_cast<long>(f))) g_fd_kind[f] = kFdEmulated;
   });
 }
 
@@ -215,7 +216,7 @@ long CloseRange(const CallRow& row, long* a) {
 long Dup(const CallRow& row, long* a) {
   const long nr = row.nr;
   long fd = a[0];
-  if (fd == abi::kControlFd || ((nr == SYS_dup2 || nr == SYS_dup3) && a[1] == abi::kControlFd))
+  if (IsReservedFd(fd) || ((nr == SYS_dup2 || nr == SYS_dup3) && IsReservedFd(a[1])))
     return -EBADF;
   return ReexecWith(
       nr, fd, static_cast<uint64_t>(a[1]), [&] { return sys(nr, a[0], a[1], a[2]); },

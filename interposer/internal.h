@@ -226,7 +226,12 @@ constexpr const CallRow* RowOf(long nr) {
 #pragma GCC poison fgets fread fgetc getc getdelim getline flockfile funlockfile
 #endif
 
-#define US_EXPORT extern "C" __attribute__((visibility("default")))
+// zero_call_used_regs: an exported function returns to the program with the
+// caller-saved registers cleared, so what the interposer's own code left
+// there (which differs between record and replay) never reaches a signal
+// point's register checksum (signals.cc).
+#define US_EXPORT \
+  extern "C" __attribute__((visibility("default"), zero_call_used_regs("all-gpr")))
 #define US_TLS __thread __attribute__((tls_model("initial-exec")))
 
 extern "C" char** environ;
@@ -275,6 +280,10 @@ extern uint32_t g_pid;
 
 enum FdKind : uint8_t { kFdEmulated = 0, kFdReal = 1 };
 constexpr int kMaxFds = 65536;
+// The launcher's control memfd and its copy (abi::kPointFd): never the program's.
+inline bool IsReservedFd(long fd) {
+  return fd == abi::kControlFd || fd == abi::kPointFd;
+}
 extern uint8_t g_fd_kind[kMaxFds];  // default 0: emulated (sockets, pipes, ttys, unknown)
 
 inline FdKind KindOf(long fd) {
@@ -332,6 +341,13 @@ struct ThreadState {
   char redispatch;         // record: that syscall was kicked: drop its result and
                            // issue the call again after the park
   char in_park;            // parked in the kick handler (park.cc)
+  char point_armed;        // replay: this thread's breakpoint is at kPointFd
+  int wrapped;             // >0 inside an override running libc code whose path
+                           // replay does not repeat (a lock's attempt): no
+                           // signal is delivered at a point there
+  uint64_t point_rip;      // replay: where the armed signal is to be delivered
+  uint64_t point_sum;      //   and the state checksum it must find there
+  uint64_t point_misses;   // replay: breakpoint hits whose state did not match
 };
 extern US_TLS ThreadState ts;
 
@@ -425,6 +441,7 @@ struct RecordFields {
   uint64_t length = 0;    // bytes covered by checksum (an iovec input: blocks journaled)
   int32_t fd = -1;
   uint64_t arg = 0;  // call-specific, see abi::RecordHeader
+  uint64_t point_sum = 0;  // kActAtPoint signals: into reserved:pad (48 bits)
 };
 
 // Writes one record (its header and `nout` out blocks) into the ring, waiting
@@ -454,8 +471,11 @@ struct Rec {
 
 // Waits until the record at the head of the replay ring belongs to this
 // thread and returns it (signal records for this thread are delivered on the
-// way).  identity_only: a new thread claims its start record and returns.
-void WaitTurn(Rec* out, bool identity_only = false);
+// way).  kTurnIdentity: a new thread claims its start record and returns.
+// kTurnPoint: returns the head record once it is this thread's, whatever it
+// is (a signal at a point is delivered by its caller).
+enum TurnWait { kTurnEvent, kTurnIdentity, kTurnPoint };
+void WaitTurn(Rec* out, TurnWait want = kTurnEvent);
 // Replay: this thread's next event, checked to be syscall `nr` (diverges
 // otherwise); false when the process went live meanwhile, and the caller
 // performs the call for real.
@@ -540,8 +560,26 @@ constexpr unsigned long kSaRestorer = 0x04000000;
 // Record: publishes and runs the async signals deferred to this boundary.
 void DeliverRecordedPending();
 // Replay: runs the program's handler for a recorded signal record, with the
-// siginfo it recorded (abi::kRecSignal).
-void DeliverReplaySignal(const abi::RecordHeader& h);
+// siginfo it recorded (abi::kRecSignal); uc: the context at its point.
+void DeliverReplaySignal(const abi::RecordHeader& h, void* uc = nullptr);
+// Signals at a point (signals.cc).  Replay: called by Consume while the
+// thread still holds the turn; if the thread's next record is a signal
+// recorded at a point, arms a breakpoint there.
+void LookAheadForPoint(const Rec& consumed);
+// Replay: the thread met its signal record at a call instead (WaitTurn).
+void PointMissed();
+// The interposer's own text (Init), and a process-wide mask of the signals
+// the program handles (replay looks ahead only while it is not empty).
+extern uintptr_t g_self_begin, g_self_end;
+extern uintptr_t g_vdso_begin, g_vdso_end;  // tsc.cc
+void FindVdso();
+extern uint64_t g_async_mask;
+void FindSelfText();
+// RAII for ThreadState::wrapped.
+struct Wrapped {
+  Wrapped() { ts.wrapped++; }
+  ~Wrapped() { ts.wrapped--; }
+};
 // A call returned -EINTR: a signal landed while it waited.  The handlers run
 // here, inside the wait, as the kernel would run them (record: the pending
 // signals, published right after the call's event; replay: the signal

@@ -60,6 +60,8 @@ void Publish(const RecordFields& f, const OutBuf* outs, int nout) {
   h.length = f.length;
   h.fd = f.fd;
   h.arg = f.arg;
+  h.pad = static_cast<uint32_t>(f.point_sum);
+  h.reserved = static_cast<uint16_t>(f.point_sum >> 32);
   abi::RingCopyIn(g_ring, g_ring_size, pos + 4, reinterpret_cast<char*>(&h) + 4, sizeof h - 4);
   uint64_t p = pos + sizeof h;
   for (int i = 0; i < nout; i++) {

@@ -186,6 +186,9 @@ void Consume(const Rec& r) {
   // it loaded (acquire) the replay_head that this call stores below.
   if (!__atomic_load_n(&g_cb->token_off, __ATOMIC_RELAXED))
     __atomic_store_n(&g_cb->run_token, ts.rtid, __ATOMIC_RELEASE);
+  // While this thread holds the turn: the records after this one cannot
+  // move, and no other thread makes a descriptor (the breakpoint's fd).
+  if (g_async_mask && ts.rtid && !ts.point_armed) LookAheadForPoint(r);
   abi::RingZero(g_ring, g_ring_size, r.pos, r.h.size);
   uint64_t next = r.pos + r.h.size;
   __atomic_store_n(&g_cb->replay_head, next, __ATOMIC_RELEASE);
@@ -196,9 +199,9 @@ void Consume(const Rec& r) {
 
 // Waits until the record at the head of the replay ring belongs to this thread
 // and returns it.  Signal records for this thread are delivered on the way; a
-// thread without an identity first claims its start record (identity_only:
+// thread without an identity first claims its start record (kTurnIdentity:
 // return right after that).  out->pos == ~0 means "live": perform the call.
-void WaitTurn(Rec* out, bool identity_only) {
+void WaitTurn(Rec* out, TurnWait want) {
   ReleaseRunToken();  // this thread has reached its next call
   long token_budget = kRunTokenBudgetMs;
   for (;;) {
@@ -224,13 +227,17 @@ void WaitTurn(Rec* out, bool identity_only) {
           if (out->h.arg == 0 && !ts.sud_armed) ArmTrap();
           ts.rtid = out->h.tid;
           Consume(*out);
-          if (identity_only) return;
+          if (want == kTurnIdentity) return;
           continue;
         }
         uint64_t until = g_cb->until_seq;
         if (until && out->h.seq >= until) StopAt(abi::kStatusUntilReached);
+        if (want == kTurnPoint) return;
         if (out->h.kind == abi::kRecSignal) {
           // Consume, then run the program's handler at this same boundary.
+          // A signal recorded at a point that this thread did not meet on
+          // the way here is delivered here, and the run is not clean.
+          if (out->h.action == abi::kActAtPoint) PointMissed();
           Consume(*out);
           DeliverReplaySignal(out->h);
           continue;

@@ -1,14 +1,34 @@
 // Signals: asynchronous signals are deferred to the next call boundary so the
 // point of delivery is an event (record) and can be reproduced (replay).  The
 // program's view of each disposition is kept here; the kernel holds ours.
+//
+// A signal that lands in program code making no call (a compute loop that
+// waits for a SIGALRM flag) is delivered right there in record, as the
+// kernel would, and recorded at that point: its instruction pointer and a
+// checksum of the registers and the stack top.  Replay arms a hardware
+// breakpoint at that instruction (perf_event_open, PERF_TYPE_BREAKPOINT with
+// sigtrap) once the thread's previous event is consumed, and at each hit
+// compares the checksum, which tells loop iterations apart; the match is the
+// recorded point, where the handler runs.
+#include <elf.h>
+#include <linux/hw_breakpoint.h>
+#include <linux/perf_event.h>
+
 #include "interposer/internal.h"
 
+// The linker's symbol for this object's own ELF header.
+extern "C" const Elf64_Ehdr __ehdr_start __attribute__((visibility("hidden")));
+
 namespace understudy::interposer {
+
+uintptr_t g_self_begin, g_self_end;
+uint64_t g_async_mask;
 
 namespace {
 
 KSigaction g_app_act[65];  // the program's view of each signal's disposition
 US_TLS int t_no_restart;   // a handler run since the last interrupted call lacked SA_RESTART
+uint32_t g_point_owner;    // replay: recorded tid of the thread whose breakpoint is at kPointFd
 
 bool IsFaultSignal(int sig) {
   return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP ||
@@ -19,7 +39,7 @@ bool IsIgnOrDfl(const void* handler) {
   return handler == reinterpret_cast<void*>(SIG_IGN) || handler == reinterpret_cast<void*>(SIG_DFL);
 }
 
-void CallAppHandler(int sig, siginfo_t* info) {
+void CallAppHandler(int sig, siginfo_t* info, void* uc = nullptr) {
   const KSigaction& a = g_app_act[sig];
   if (IsIgnOrDfl(a.handler)) return;
   if (!(a.flags & SA_RESTART)) t_no_restart = 1;
@@ -32,7 +52,7 @@ void CallAppHandler(int sig, siginfo_t* info) {
   int depth = ts.depth;
   ts.depth = 0;  // the handler is program code: its calls are events
   if (a.flags & SA_SIGINFO)
-    reinterpret_cast<void (*)(int, siginfo_t*, void*)>(a.handler)(sig, info, nullptr);
+    reinterpret_cast<void (*)(int, siginfo_t*, void*)>(a.handler)(sig, info, uc);
   else
     reinterpret_cast<void (*)(int)>(a.handler)(sig);
   ts.depth = depth;
@@ -40,11 +60,193 @@ void CallAppHandler(int sig, siginfo_t* info) {
   if (a.flags & SA_RESETHAND) g_app_act[sig].handler = reinterpret_cast<void*>(SIG_DFL);
 }
 
-void AsyncSignalHandler(int sig, siginfo_t* info, void*) {
+// ---------------------------------------------------------------------------
+// Signals at a point.
+
+// The state that tells one pass through an instruction from another: the
+// general registers, the arithmetic flags and the 32 bytes at the stack
+// top, mixed into 48 bits (what the record header holds).  The caller-saved
+// registers an interposed call leaves behind are zeroed on the way back to
+// the program (US_EXPORT), so they are the same in record and replay.
+uint64_t PointChecksum(const void* ucv) {
+  const greg_t* g = static_cast<const ucontext_t*>(ucv)->uc_mcontext.gregs;
+  static constexpr int kRegs[] = {REG_R8,  REG_R9,  REG_R10, REG_R11, REG_R12, REG_R13,
+                                  REG_R14, REG_R15, REG_RDI, REG_RSI, REG_RBP, REG_RBX,
+                                  REG_RDX, REG_RAX, REG_RCX, REG_RSP, REG_RIP};
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  auto mix = [&h](uint64_t w) {
+    h ^= w;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 31;
+  };
+  for (int r : kRegs) mix(static_cast<uint64_t>(g[r]));
+  mix(static_cast<uint64_t>(g[REG_EFL]) & 0x8d5);  // CF PF AF ZF SF OF
+  const uint64_t* top = reinterpret_cast<const uint64_t*>(g[REG_RSP]);
+  for (int i = 0; i < 4; i++) mix(top[i]);
+  return h & 0xffffffffffffull;
+}
+
+// Record: the signal interrupted the program's own code (not ours, not the
+// vDSO's, not a libc path an override runs that replay does not repeat), at
+// no call: a point replay can find again.
+bool AtProgramPoint(const void* ucv) {
+  if (!ts.rtid || ts.depth || ts.calls || ts.wrapped || ts.in_park || g_exiting) return false;
+  uintptr_t ip = static_cast<uintptr_t>(static_cast<const ucontext_t*>(ucv)->uc_mcontext.gregs[REG_RIP]);
+  if (ip >= g_self_begin && ip < g_self_end) return false;
+  if (ip >= g_vdso_begin && ip < g_vdso_end) return false;
+  return true;
+}
+
+// Record: every pending signal, published as delivered at this point, then
+// its handler run here (with the real context).
+void DeliverPendingAtPoint(void* ucv) {
+  const uint64_t rip =
+      static_cast<uint64_t>(static_cast<ucontext_t*>(ucv)->uc_mcontext.gregs[REG_RIP]);
+  const uint64_t sum = PointChecksum(ucv);
+  while (ts.pending) {
+    CallEnter();  // the checkpoint park: no dump between the record and the mark
+    if (Mode() != abi::kModeRecord) {
+      ts.pending = 0;  // a restored image that replays: real signals are dropped there
+      CallLeave();
+      return;
+    }
+    int sig = __builtin_ctzll(ts.pending) + 1;
+    ts.pending &= ~(1ull << (sig - 1));
+    siginfo_t info = ts.info[sig];
+    uint64_t value;
+    __builtin_memcpy(&value, reinterpret_cast<const char*>(&info) + 24, 8);
+    Publish({.seq = TakeSeq(),
+             .kind = abi::kRecSignal,
+             .call = static_cast<uint32_t>(info.si_uid),
+             .cls = abi::kClsSignal,
+             .action = abi::kActAtPoint,
+             .result = info.si_code,
+             .checksum = value,
+             .length = rip,
+             .fd = info.si_pid,
+             .arg = static_cast<uint64_t>(sig),
+             .point_sum = sum});
+    CallLeave();
+    CallAppHandler(sig, &info, ucv);
+  }
+}
+
+// Replay: the program's view of SIGTRAP goes back to the kernel once no
+// breakpoint needs our handler.
+void KernelDirect(int sig, const KSigaction& act) {
+  KSigaction k = act;
+  if (!IsIgnOrDfl(act.handler)) {
+    k.mask &= ~NeverBlocked();
+    k.flags |= kSaRestorer;
+    k.restorer = reinterpret_cast<void*>(&us_restorer);
+  }
+  sys(SYS_rt_sigaction, sig, reinterpret_cast<long>(&k), 0, 8);
+}
+
+void DisarmPoint() {
+  if (!ts.point_armed) return;
+  sys(SYS_dup3, abi::kControlFd, abi::kPointFd, 0);  // closes the breakpoint
+  ts.point_armed = 0;
+  __atomic_store_n(&g_point_owner, 0, __ATOMIC_RELEASE);
+  KernelDirect(SIGTRAP, g_app_act[SIGTRAP]);
+}
+
+void DeliverAtThisPoint(void* ucv);
+
+// Replay: a breakpoint hit.  Not the recorded state: run the instruction
+// (RF) and wait for the next pass.  A SIGTRAP that is not ours is the
+// program's.
+void PointTrap(int sig, siginfo_t* si, void* ucv) {
+  greg_t* g = static_cast<ucontext_t*>(ucv)->uc_mcontext.gregs;
+  constexpr int kTrapPerf = 6;  // TRAP_PERF
+  if (si->si_code == kTrapPerf) {
+    g[REG_EFL] |= 0x10000;  // RF: the instruction runs once without trapping
+    if (!ts.point_armed || ts.depth || static_cast<uint64_t>(g[REG_RIP]) != ts.point_rip) return;
+    if (PointChecksum(ucv) != ts.point_sum) {
+      ts.point_misses++;
+      return;
+    }
+    int saved_errno = errno;
+    DeliverAtThisPoint(ucv);
+    errno = saved_errno;
+    return;
+  }
+  const KSigaction& a = g_app_act[SIGTRAP];
+  if (IsIgnOrDfl(a.handler)) {
+    KernelDirect(SIGTRAP, a);
+    if (a.handler == reinterpret_cast<void*>(SIG_DFL))
+      sys(SYS_tgkill, sys(SYS_getpid), sys(SYS_gettid), SIGTRAP);
+    return;
+  }
+  CallAppHandler(sig, si, ucv);
+}
+
+// Replay: this thread's breakpoint is at the point; once the records before
+// the signal's are consumed, it is delivered here, and any that followed it
+// at this same point too.
+void DeliverAtThisPoint(void* ucv) {
+  const uint64_t rip = ts.point_rip, sum = ts.point_sum;
+  DisarmPoint();
+  for (;;) {
+    Rec rec;
+    WaitTurn(&rec, kTurnPoint);
+    if (rec.pos == ~0ull || rec.h.kind != abi::kRecSignal || rec.h.action != abi::kActAtPoint)
+      return;  // live, or not the signal: the thread's next call deals with it
+    __atomic_fetch_add(&g_cb->points_hit, 1, __ATOMIC_RELAXED);
+    Consume(rec);  // arms the next point, if the next record is one
+    DeliverReplaySignal(rec.h, ucv);
+    if (!ts.point_armed || ts.point_rip != rip || ts.point_sum != sum ||
+        PointChecksum(ucv) != sum)
+      return;
+    DisarmPoint();  // the next one is at this same point: now
+  }
+}
+
+bool ArmPoint(const abi::RecordHeader& h) {
+  uint32_t none = 0;
+  if (!__atomic_compare_exchange_n(&g_point_owner, &none, ts.rtid, false, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_RELAXED))
+    return false;  // one breakpoint per process: another thread's is armed
+  struct perf_event_attr attr;
+  __builtin_memset(&attr, 0, sizeof attr);
+  attr.type = PERF_TYPE_BREAKPOINT;
+  attr.size = sizeof attr;
+  attr.bp_type = HW_BREAKPOINT_X;
+  attr.bp_addr = h.length;
+  attr.bp_len = sizeof(long);
+  attr.sample_period = 1;
+  attr.exclude_kernel = 1;
+  attr.exclude_hv = 1;
+  attr.sigtrap = 1;
+  attr.remove_on_exec = 1;
+  attr.sig_data = h.seq;
+  long fd = sys(SYS_perf_event_open, reinterpret_cast<long>(&attr), 0, -1, -1, 0);
+  if (fd < 0) {
+    __atomic_store_n(&g_point_owner, 0, __ATOMIC_RELEASE);
+    return false;
+  }
+  if (fd != abi::kPointFd) {
+    sys(SYS_dup3, fd, abi::kPointFd, 0);
+    sys(SYS_close, fd);
+  }
+  KSigaction act{};
+  act.handler = reinterpret_cast<void*>(&PointTrap);
+  act.flags = SA_SIGINFO | SA_NODEFER | kSaRestorer;
+  act.restorer = reinterpret_cast<void*>(&us_restorer);
+  sys(SYS_rt_sigaction, SIGTRAP, reinterpret_cast<long>(&act), 0, 8);
+  ts.point_rip = h.length;
+  ts.point_sum = (static_cast<uint64_t>(h.reserved) << 32) | h.pad;
+  ts.point_misses = 0;
+  ts.point_armed = 1;
+  return true;
+}
+
+void AsyncSignalHandler(int sig, siginfo_t* info, void* ucv) {
   uint32_t mode = Mode();
   if (mode == abi::kModeRecord) {
     ts.info[sig] = *info;
     ts.pending |= 1ull << (sig - 1);
+    if (AtProgramPoint(ucv)) DeliverPendingAtPoint(ucv);
   } else if (mode != abi::kModeReplay) {
     CallAppHandler(sig, info);
   }
@@ -53,6 +255,61 @@ void AsyncSignalHandler(int sig, siginfo_t* info, void*) {
 }
 
 }  // namespace
+
+// The interposer's own text: the executable PT_LOAD of this object.
+void FindSelfText() {
+  const char* base = reinterpret_cast<const char*>(&__ehdr_start);
+  const Elf64_Phdr* ph = reinterpret_cast<const Elf64_Phdr*>(base + __ehdr_start.e_phoff);
+  for (int i = 0; i < __ehdr_start.e_phnum; i++) {
+    if (ph[i].p_type != PT_LOAD || !(ph[i].p_flags & PF_X)) continue;
+    // The object's load bias: the header sits at the first segment's vaddr.
+    g_self_begin = reinterpret_cast<uintptr_t>(base) + ph[i].p_vaddr;
+    g_self_end = g_self_begin + ph[i].p_memsz;
+  }
+}
+
+namespace {
+
+// This thread's next record, among those published from pos on (bounded: a
+// thread whose next event is far away pays a bounded scan); armed if it is
+// a signal at a point.  The caller holds the turn.
+void LookAheadFrom(uint64_t pos) {
+  for (int i = 0; i < 4096; i++) {
+    uint32_t size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, pos), __ATOMIC_ACQUIRE);
+    if (size == 0) return;  // not published yet: met at the next call if it is a point
+    abi::RecordHeader h;
+    abi::RingCopyOut(g_ring, g_ring_size, pos, &h, sizeof h);
+    if (h.tid == ts.rtid) {
+      if (h.kind == abi::kRecSignal && h.action == abi::kActAtPoint) ArmPoint(h);
+      return;
+    }
+    pos += size;
+  }
+}
+
+// A handler was just installed: if the head record is this thread's (so it
+// holds the turn) and a signal at a point, arm it now -- the signal may be
+// the first thing the thread's stream has after the sigaction.
+void LookAheadAtHead() {
+  if (Mode() != abi::kModeReplay || !ts.rtid || ts.point_armed) return;
+  uint64_t head = __atomic_load_n(&g_cb->replay_head, __ATOMIC_ACQUIRE);
+  uint32_t size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
+  if (size == 0) return;
+  uint32_t tid;
+  abi::RingCopyOut(g_ring, g_ring_size, head + offsetof(abi::RecordHeader, tid), &tid, sizeof tid);
+  if (tid == ts.rtid) LookAheadFrom(head);
+}
+
+}  // namespace
+
+void LookAheadForPoint(const Rec& consumed) {
+  if (Mode() == abi::kModeReplay) LookAheadFrom(consumed.pos + consumed.h.size);
+}
+
+void PointMissed() {
+  DisarmPoint();
+  __atomic_fetch_add(&g_cb->points_late, 1, __ATOMIC_RELAXED);
+}
 
 KSigaction AppSigaction(int sig) {
   return g_app_act[sig];
@@ -63,6 +320,8 @@ void ResetAppSigaction(int sig) {
 uint64_t NeverBlocked() {
   uint64_t m = (1ull << (SIGSYS - 1)) | (1ull << (abi::kKickSignal - 1));
   if (g_tsc_trap) m |= 1ull << (SIGSEGV - 1);
+  // Replay: a breakpoint's SIGTRAP is forced; blocked, it would kill.
+  if (Mode() == abi::kModeReplay) m |= 1ull << (SIGTRAP - 1);
   return m;
 }
 
@@ -85,7 +344,7 @@ void DeliverRecordedPending() {
   }
 }
 
-void DeliverReplaySignal(const abi::RecordHeader& h) {
+void DeliverReplaySignal(const abi::RecordHeader& h, void* uc) {
   int sig = static_cast<int>(h.arg);
   if (sig <= 0 || sig > 64) return;
   siginfo_t info;
@@ -95,7 +354,7 @@ void DeliverReplaySignal(const abi::RecordHeader& h) {
   info.si_pid = h.fd;
   info.si_uid = h.call;
   __builtin_memcpy(reinterpret_cast<char*>(&info) + 24, &h.checksum, 8);
-  CallAppHandler(sig, &info);
+  CallAppHandler(sig, &info, uc);
 }
 
 namespace {
@@ -170,10 +429,17 @@ long Sigaction(const CallRow& row, long* a) {
   KSigaction prev = g_app_act[sig];
   // The interposer's: the program only sees its wish (SIGSEGV: tsc.cc hands
   // every fault that is not an rdtsc to the program's handler).
-  if (sig == SIGSYS || sig == abi::kKickSignal || (sig == SIGSEGV && g_tsc_trap)) {
+  if (sig == SIGSYS || sig == abi::kKickSignal || (sig == SIGSEGV && g_tsc_trap) ||
+      (sig == SIGTRAP && __atomic_load_n(&g_point_owner, __ATOMIC_ACQUIRE))) {
     if (act) g_app_act[sig] = *act;
     if (oldact) *oldact = prev;
     return 0;
+  }
+  if (act) {
+    if (!IsFaultSignal(sig) && !IsIgnOrDfl(act->handler))
+      __atomic_fetch_or(&g_async_mask, 1ull << (sig - 1), __ATOMIC_RELAXED);
+    else
+      __atomic_fetch_and(&g_async_mask, ~(1ull << (sig - 1)), __ATOMIC_RELAXED);
   }
   if (!act || IsFaultSignal(sig) || IsIgnOrDfl(act->handler)) {
     // A handler returns through its restorer's rt_sigreturn, which must come
@@ -210,6 +476,7 @@ long Sigaction(const CallRow& row, long* a) {
   if (r == 0) {
     g_app_act[sig] = *act;
     if (oldact && prev.handler) *oldact = prev;
+    LookAheadAtHead();
   }
   return r;
 }

@@ -31,8 +31,11 @@ template <typename Body>
 auto StdioOrdered(FILE* f, Body body) -> decltype(body()) {
   EnsureInit();
   if (f && Recording()) {
-    flockfile(f);
-    PublishSync(abi::kSyncStdio, f, 0);
+    {
+      Wrapped w;  // taking the lock: a path replay does not repeat
+      flockfile(f);
+      PublishSync(abi::kSyncStdio, f, 0);
+    }
     auto r = body();
     funlockfile(f);
     return r;

@@ -79,7 +79,7 @@ void* ThreadStart(void* p) {
     ts.rtid = 0;
     ts.token = token;
     Rec rec;
-    WaitTurn(&rec, /*identity_only=*/true);
+    WaitTurn(&rec, kTurnIdentity);
   }
   if (entered && mode != abi::kModeRecord) CallLeave();
   return start(arg);
@@ -94,6 +94,7 @@ template <typename Obj, typename Attempt, typename Block>
 int OrderedAcquire(uint32_t op, Obj* obj, Attempt attempt, Block block) {
   EnsureInit();
   if (Recording()) {
+    Wrapped w;  // replay does not run the attempt's path: no signal point in it
     int r = attempt();
     PublishSync(op, obj, r);
     return r;
@@ -141,6 +142,7 @@ namespace {
 int CondWaitCommon(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime) {
   EnsureInit();
   if (Recording()) {
+    Wrapped w;
     const int slot = RegisterRecWait(c);
     int r = abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
     if (slot >= 0) __atomic_store_n(&g_rec_wait[slot], nullptr, __ATOMIC_SEQ_CST);
@@ -203,10 +205,12 @@ US_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m,
 }
 US_EXPORT int pthread_cond_signal(pthread_cond_t* c) {
   EnsureInit();
+  Wrapped w;
   return Replaying() ? 0 : real_cond_signal(c);
 }
 US_EXPORT int pthread_cond_broadcast(pthread_cond_t* c) {
   EnsureInit();
+  Wrapped w;
   return Replaying() ? 0 : real_cond_broadcast(c);
 }
 
@@ -229,18 +233,22 @@ US_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
 
 US_EXPORT int pthread_join(pthread_t t, void** ret) {
   BeforeWaitOnAnotherThread();
+  Wrapped w;
   return real_pthread_join(t, ret);
 }
 US_EXPORT int sem_wait(sem_t* s) {
   BeforeWaitOnAnotherThread();
+  Wrapped w;
   return real_sem_wait(s);
 }
 US_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
   BeforeWaitOnAnotherThread();
+  Wrapped w;
   return real_sem_timedwait(s, t);
 }
 US_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
   BeforeWaitOnAnotherThread();
+  Wrapped w;
   return real_barrier_wait(b);
 }
 

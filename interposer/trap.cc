@@ -200,6 +200,8 @@ void Init() {
   g_cb = cb;  // publish last: Mode() reads it
   InstallSigsys();
   InstallKickHandler();
+  FindVdso();
+  FindSelfText();
   TscInit();
   ArmTrap();
   if ((g_flags & abi::kFlagAuditWait) && cb->mode == abi::kModeRecord) {

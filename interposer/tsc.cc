@@ -27,10 +27,9 @@
 namespace understudy::interposer {
 
 int g_tsc_trap;
+uintptr_t g_vdso_begin, g_vdso_end;
 
 namespace {
-
-uintptr_t g_vdso_begin, g_vdso_end;
 
 // UNDERSTUDY_TEST_TSC_HLT=1 (tests only): `hlt`, which always faults in user
 // mode, stands for an rdtsc, and the trap stays armed even where the probe
@@ -76,20 +75,6 @@ int KernelGettimeofday(struct timeval* tv, void* tz) {
 
 time_t KernelTime(time_t* t) {
   return static_cast<time_t>(sys(SYS_time, reinterpret_cast<long>(t)));
-}
-
-// The vDSO's text, from its program headers (AT_SYSINFO_EHDR).
-void FindVdso() {
-  uintptr_t base = getauxval(AT_SYSINFO_EHDR);
-  if (!base) return;
-  const Elf64_Ehdr* eh = reinterpret_cast<const Elf64_Ehdr*>(base);
-  const Elf64_Phdr* ph = reinterpret_cast<const Elf64_Phdr*>(base + eh->e_phoff);
-  uintptr_t end = base;
-  for (int i = 0; i < eh->e_phnum; i++)
-    if (ph[i].p_type == PT_LOAD && base + ph[i].p_vaddr + ph[i].p_memsz > end)
-      end = base + ph[i].p_vaddr + ph[i].p_memsz;
-  g_vdso_begin = base;
-  g_vdso_end = end;
 }
 
 // The counter for real: the trap is lifted around the one instruction.
@@ -209,12 +194,25 @@ void RestoreSegv() {
 
 }  // namespace
 
+// The vDSO's text, from its program headers (AT_SYSINFO_EHDR).
+void FindVdso() {
+  uintptr_t base = getauxval(AT_SYSINFO_EHDR);
+  if (!base) return;
+  const Elf64_Ehdr* eh = reinterpret_cast<const Elf64_Ehdr*>(base);
+  const Elf64_Phdr* ph = reinterpret_cast<const Elf64_Phdr*>(base + eh->e_phoff);
+  uintptr_t end = base;
+  for (int i = 0; i < eh->e_phnum; i++)
+    if (ph[i].p_type == PT_LOAD && base + ph[i].p_vaddr + ph[i].p_memsz > end)
+      end = base + ph[i].p_vaddr + ph[i].p_memsz;
+  g_vdso_begin = base;
+  g_vdso_end = end;
+}
+
 void TscInit() {
   uint32_t mode = Mode();
   if (mode != abi::kModeRecord && mode != abi::kModeReplay) return;
   g_test_hlt = TestHltAsked();
   if (!g_test_hlt && !TrapAsked()) return;
-  FindVdso();
   KSigaction act{};
   act.handler = reinterpret_cast<void*>(&SegvHandler);
   act.flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK | kSaRestorer;

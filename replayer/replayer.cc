@@ -306,13 +306,18 @@ namespace {
 // Never a false "clean": what the recording missed cannot have been
 // compared, so a replay that found nothing is still not called clean.
 void MarkNotClean(const JournalScan& scan, ReplayResult* result) {
-  if (scan.unseen.empty() || (result->outcome != ReplayOutcome::kCompleted &&
-                              result->outcome != ReplayOutcome::kRecordingEnds))
+  std::vector<std::string> unseen = scan.unseen;
+  if (result->points_late > 0)
+    unseen.push_back(std::to_string(result->points_late) +
+                     " signal(s) recorded at a point in code making no call were not met "
+                     "there on replay and ran at the thread's next call instead");
+  if (unseen.empty() || (result->outcome != ReplayOutcome::kCompleted &&
+                         result->outcome != ReplayOutcome::kRecordingEnds))
     return;
   result->outcome = ReplayOutcome::kNotClean;
-  result->unseen = scan.unseen;
+  result->unseen = unseen;
   std::string what;
-  for (const std::string& u : scan.unseen) what += (what.empty() ? "" : "; ") + u;
+  for (const std::string& u : unseen) what += (what.empty() ? "" : "; ") + u;
   result->message = "understudy replay: replayed " + std::to_string(result->events_done) +
                     " events without divergence, but NOT clean: the recording did not see "
                     "everything: " + what;
@@ -715,6 +720,8 @@ Status Replay(const ReplayOptions& options, ReplayResult* result) {
   stop_feeding.store(true, std::memory_order_release);
   feeder.join();
   result->handoff_timeouts = __atomic_load_n(&cb->token_timeouts, __ATOMIC_ACQUIRE);
+  result->points_hit = __atomic_load_n(&cb->points_hit, __ATOMIC_ACQUIRE);
+  result->points_late = __atomic_load_n(&cb->points_late, __ATOMIC_ACQUIRE);
   if (__atomic_load_n(&cb->token_off, __ATOMIC_ACQUIRE)) {
     const std::string w =
         "the run-to-next-call handoff between threads was given up after " +

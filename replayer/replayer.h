@@ -79,6 +79,8 @@ struct ReplayResult {
   double golive_ms = 0;                // --go-live: drain-to-live time of the interposer
   uint32_t golive_listeners = 0;       // listening sockets re-created at go-live
   uint32_t handoff_timeouts = 0;       // run-token waits that ran out (interposer/abi.h)
+  uint32_t points_hit = 0;             // signals delivered at their recorded point
+  uint32_t points_late = 0;            // ... and at the thread's next call instead (not clean)
   // --gdb: how the program ended under gdb, as gdb's understudy extension
   // reported it: the exit code, or 128+signal; -1 = it had not ended when
   // gdb did (or no report).  With --gdb the replay exits with this code.

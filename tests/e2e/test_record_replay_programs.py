@@ -30,6 +30,7 @@ PROGRAMS = {
     "fd_passing": None,  # SCM_RIGHTS / SCM_CREDENTIALS between a parent and its child
     "signal_waits_more": None,  # pselect, epoll_pwait, sigtimedwait (its siginfo) replayed
     "tsc_calls": None,  # rdtsc / rdtscp trapped and replayed (hlt stands in: TSC_ENV)
+    "signal_points": None,  # timers in a loop making no call: handlers at their points, 20 rounds
     "signal_waits": None,  # handlers run inside sigsuspend / ppoll / a blocking read  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
 }
 
@@ -42,8 +43,9 @@ NEEDS = ["program:" + name for name in PROGRAMS]
 CASES = list(PROGRAMS)  # one ctest per program (harness.describe)
 
 
-def record_and_replay(name, stdin):
-    """Record NAME, replay it with --show-output; return the recorded stdout."""
+def record_and_replay(name, stdin, check_journal=None):
+    """Record NAME, replay it with --show-output; return the recorded stdout.
+    check_journal(trace), if given, looks at the journal between the two."""
     with Trace(name) as t:
         argv = [program(name)]
         if name == "fork_pool":
@@ -54,6 +56,8 @@ def record_and_replay(name, stdin):
         rec = t.record(argv, input=stdin, env=env)
         expect(rec.rc == 0 and not rec.timed_out, "%s: record exit %s" % (name, rec.rc), rec)
         expect(rec.stdout, "%s: recorded no output" % name, rec)
+        if check_journal:
+            check_journal(t)
         rep = t.replay(show_output=True)
         expect(rep.rc == 0, "%s: replay exit %s (expected 0)" % (name, rep.rc), rep)
         expect(rep.stdout == rec.stdout,
@@ -72,6 +76,16 @@ def check(name):
             out = record_and_replay(name, None)
             expect(out.count("reaped ") == 4, "fork_pool: round %d reaped %d workers"
                    % (i, out.count("reaped ")))
+        return
+    if name == "signal_points":
+        # Each round: where the timers landed in the loop differs; replay
+        # (exit 0: clean, so no signal ran late) must print the same.
+        def at_points(t):
+            points = [e for e in t.show() if e.get("kind") == "signal" and "at_point" in e]
+            expect(len(points) >= 7, "signal_points: %d signals recorded at a point, expected "
+                   ">= 7 (3 timers, 4 ticks)" % len(points))
+        for i in range(20):
+            record_and_replay(name, None, at_points)
         return
     if name != "mutex_order":
         record_and_replay(name, PROGRAMS[name])
