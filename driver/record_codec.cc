@@ -346,6 +346,7 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
   uint32_t f, wt;
   uint64_t v;
   int32_t status = 0, result = 0;
+  uint64_t point_ip = 0, point_sum = 0;  // a signal at a point (as EncodeRecord)
   // A signal's fd slot holds its sender_pid: proto3 leaves a 0 off the wire,
   // so it starts at 0 (not the -1 of the other kinds), as EncodeRecord sets it.
   if (body == 11) h->fd = 0;
@@ -365,11 +366,8 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
       case 11 * 16 + 3: h->fd = static_cast<int32_t>(v); break;                     // sender_pid
       case 11 * 16 + 4: h->call = static_cast<uint32_t>(v); break;                  // sender_uid
       case 11 * 16 + 5: h->checksum = v; break;                                     // value
-      case 11 * 16 + 6: h->length = v; h->action = abi::kActAtPoint; break;         // point_ip
-      case 11 * 16 + 7:                                                             // point_sum
-        h->pad = static_cast<uint32_t>(v);
-        h->reserved = static_cast<uint16_t>(v >> 32);
-        break;
+      case 11 * 16 + 6: point_ip = v; break;
+      case 11 * 16 + 7: point_sum = v; break;
       case 12 * 16 + 1: h->call = static_cast<uint32_t>(static_cast<int32_t>(v)); break;  // op
       case 12 * 16 + 2: h->arg = v; break;                                          // object
       case 12 * 16 + 3: h->result = static_cast<int32_t>(v); break;                 // result
@@ -381,7 +379,16 @@ bool ParseSmall(uint32_t body, Wire w, abi::RecordHeader* h) {
     }
   }
   switch (body) {
-    case 11: h->kind = abi::kRecSignal; h->cls = abi::kClsSignal; break;
+    case 11:
+      h->kind = abi::kRecSignal;
+      h->cls = abi::kClsSignal;
+      if (point_ip != 0) {
+        h->action = abi::kActAtPoint;
+        h->length = point_ip;
+        h->pad = static_cast<uint32_t>(point_sum);
+        h->reserved = static_cast<uint16_t>(point_sum >> 32);
+      }
+      break;
     case 12: h->kind = abi::kRecSync; h->cls = abi::kClsThreadOrder; break;
     default:
       h->kind = abi::kRecLifecycle;
@@ -538,9 +545,10 @@ bool RecordToEventWire(const char* rec, size_t size, std::string* out) {
       p = PutInt32(p, 3, h.fd);
       p = PutUint(p, 4, h.call);
       if (h.checksum) p = PutFixed64(p, 5, h.checksum);
-      if (h.action == abi::kActAtPoint) {
-        p = PutFixed64(p, 6, h.length);
-        p = PutFixed64(p, 7, (static_cast<uint64_t>(h.reserved) << 32) | h.pad);
+      if (h.action == abi::kActAtPoint) {  // proto3: zeros stay off the wire
+        const uint64_t sum = (static_cast<uint64_t>(h.reserved) << 32) | h.pad;
+        if (h.length) p = PutFixed64(p, 6, h.length);
+        if (sum) p = PutFixed64(p, 7, sum);
       }
       break;
     case abi::kRecSync:

@@ -294,6 +294,16 @@ void LookAheadAtHead() {
   if (Mode() != abi::kModeReplay || !ts.rtid || ts.point_armed) return;
   uint64_t head = __atomic_load_n(&g_cb->replay_head, __ATOMIC_ACQUIRE);
   uint32_t size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
+  // The replayer may not have published it yet (a loaded machine): a short
+  // bounded wait, once per handler installed; missed, the signal would be
+  // met only at a call that a loop waiting for it never makes.
+  for (int i = 0; size == 0 && i < 20 && !__atomic_load_n(&g_cb->journal_ended, __ATOMIC_ACQUIRE);
+       i++) {
+    uint32_t epoch = __atomic_load_n(&g_cb->replay_epoch, __ATOMIC_ACQUIRE);
+    size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
+    if (size == 0) FutexWait(&g_cb->replay_epoch, epoch, 5);
+    size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
+  }
   if (size == 0) return;
   uint32_t tid;
   abi::RingCopyOut(g_ring, g_ring_size, head + offsetof(abi::RecordHeader, tid), &tid, sizeof tid);
