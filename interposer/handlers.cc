@@ -294,6 +294,7 @@ long Fork(const CallRow& row, long* a) {
   if (r == 0) {
     ts.rtid = child_rtid;
     g_pid = static_cast<uint32_t>(sys(SYS_getpid));
+    PointsInForkChild();
     ArmTrap();
     return 0;
   }

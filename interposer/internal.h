@@ -568,6 +568,11 @@ void DeliverReplaySignal(const abi::RecordHeader& h, void* uc = nullptr);
 void LookAheadForPoint(const Rec& consumed);
 // Replay: the thread met its signal record at a call instead (WaitTurn).
 void PointMissed();
+// Replay, in a fork child: the parent's armed point is not this process's.
+void PointsInForkChild();
+// UNDERSTUDY_POINT_WATCH=int3: watch points with int3 even where debug
+// registers work (tests of that path on any machine).
+extern bool g_point_force_int3;
 // The interposer's own text (Init), and a process-wide mask of the signals
 // the program handles (replay looks ahead only while it is not empty).
 extern uintptr_t g_self_begin, g_self_end;

@@ -9,8 +9,13 @@
 // breakpoint at that instruction (perf_event_open, PERF_TYPE_BREAKPOINT with
 // sigtrap) once the thread's previous event is consumed, and at each hit
 // compares the checksum, which tells loop iterations apart; the match is the
-// recorded point, where the handler runs.
+// recorded point, where the handler runs.  Where the machine's debug
+// registers do not fire (some virtual machines accept the breakpoint and
+// never trap; a probe at the first point tells), an int3 written into the
+// text through /proc/self/mem does the same work: each pass traps, the
+// instruction is put back, and a single step later the int3 returns.
 #include <elf.h>
+#include <fcntl.h>
 #include <linux/hw_breakpoint.h>
 #include <linux/perf_event.h>
 
@@ -23,12 +28,42 @@ namespace understudy::interposer {
 
 uintptr_t g_self_begin, g_self_end;
 uint64_t g_async_mask;
+bool g_point_force_int3;
 
 namespace {
 
 KSigaction g_app_act[65];  // the program's view of each signal's disposition
 US_TLS int t_no_restart;   // a handler run since the last interrupted call lacked SA_RESTART
 uint32_t g_point_owner;    // replay: recorded tid of the thread whose breakpoint is at kPointFd
+
+// How this process watches for a point: found at its first point.
+enum Watch : uint32_t { kWatchUnknown, kWatchDebugReg, kWatchInt3 };
+uint32_t g_watch;
+// kWatchInt3: the instruction an int3 stands in for now (0: none), the last
+// one (a thread that hit it while it was being put back), its first byte,
+// and a spin lock over the three and the text (held for a pwrite at most).
+uintptr_t g_int3_at, g_int3_last;
+uint8_t g_int3_orig;
+int g_int3_lock;
+US_TLS uintptr_t t_int3_reinsert;  // stepping over the int3 at this address
+US_TLS int t_watch_probe;          // 1: probing the debug registers; 2: they trapped
+constexpr long kTrapFlag = 0x100;  // EFLAGS.TF
+constexpr int kTrapTrace = 2;      // TRAP_TRACE: a single step
+constexpr int kTrapPerf = 6;       // TRAP_PERF: a perf event's sigtrap
+constexpr uint8_t kInt3 = 0xcc;
+
+void Int3Lock() {
+  while (__atomic_exchange_n(&g_int3_lock, 1, __ATOMIC_ACQUIRE)) __builtin_ia32_pause();
+}
+void Int3Unlock() {
+  __atomic_store_n(&g_int3_lock, 0, __ATOMIC_RELEASE);
+}
+// Writes one byte of text through kPointFd (/proc/self/mem: past the
+// page's protection, as a debugger does).
+bool PokeText(uintptr_t at, uint8_t byte) {
+  return sys(SYS_pwrite64, abi::kPointFd, reinterpret_cast<long>(&byte), 1,
+             static_cast<long>(at)) == 1;
+}
 
 bool IsFaultSignal(int sig) {
   return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP ||
@@ -145,6 +180,12 @@ void KernelDirect(int sig, const KSigaction& act) {
 
 void DisarmPoint() {
   if (!ts.point_armed) return;
+  if (g_watch == kWatchInt3) {
+    Int3Lock();
+    if (g_int3_at) PokeText(g_int3_at, g_int3_orig);
+    g_int3_at = 0;
+    Int3Unlock();
+  }
   sys(SYS_dup3, abi::kControlFd, abi::kPointFd, 0);  // closes the breakpoint
   ts.point_armed = 0;
   __atomic_store_n(&g_point_owner, 0, __ATOMIC_RELEASE);
@@ -153,14 +194,52 @@ void DisarmPoint() {
 
 void DeliverAtThisPoint(void* ucv);
 
+// Replay, kWatchInt3: a thread met an int3 at ip - 1.  If it is ours, the
+// instruction is put back and the thread re-runs it; a pass that is not the
+// recorded point single-steps once (TF) and the int3 returns after it.
+// True if it was ours.
+bool Int3Hit(greg_t* g, void* ucv) {
+  const uintptr_t at = static_cast<uintptr_t>(g[REG_RIP]) - 1;
+  g[REG_RIP] = static_cast<greg_t>(at);  // the state the record saw (the checksum has rip)
+  const bool match = ts.point_armed && !ts.depth && at == ts.point_rip &&
+                     PointChecksum(ucv) == ts.point_sum;
+  Int3Lock();
+  const bool armed_here = at == g_int3_at;
+  const bool ours = armed_here || (at == g_int3_last && *reinterpret_cast<uint8_t*>(at) != kInt3);
+  if (armed_here) {
+    PokeText(at, g_int3_orig);
+    if (match) g_int3_at = 0;
+  }
+  Int3Unlock();
+  if (!ours) {
+    g[REG_RIP] = static_cast<greg_t>(at + 1);
+    return false;
+  }
+  if (match) {
+    int saved_errno = errno;
+    DeliverAtThisPoint(ucv);
+    errno = saved_errno;
+    return true;
+  }
+  if (ts.point_armed && at == ts.point_rip) ts.point_misses++;
+  if (armed_here) {
+    t_int3_reinsert = at;
+    g[REG_EFL] |= kTrapFlag;
+  }
+  return true;
+}
+
 // Replay: a breakpoint hit.  Not the recorded state: run the instruction
 // (RF) and wait for the next pass.  A SIGTRAP that is not ours is the
 // program's.
 void PointTrap(int sig, siginfo_t* si, void* ucv) {
   greg_t* g = static_cast<ucontext_t*>(ucv)->uc_mcontext.gregs;
-  constexpr int kTrapPerf = 6;  // TRAP_PERF
   if (si->si_code == kTrapPerf) {
     g[REG_EFL] |= 0x10000;  // RF: the instruction runs once without trapping
+    if (t_watch_probe == 1) {
+      t_watch_probe = 2;
+      return;
+    }
     if (!ts.point_armed || ts.depth || static_cast<uint64_t>(g[REG_RIP]) != ts.point_rip) return;
     if (PointChecksum(ucv) != ts.point_sum) {
       ts.point_misses++;
@@ -171,6 +250,17 @@ void PointTrap(int sig, siginfo_t* si, void* ucv) {
     errno = saved_errno;
     return;
   }
+  if (si->si_code == kTrapTrace && t_int3_reinsert) {  // stepped over our int3
+    Int3Lock();
+    if (g_int3_at == t_int3_reinsert) PokeText(g_int3_at, kInt3);
+    Int3Unlock();
+    t_int3_reinsert = 0;
+    g[REG_EFL] &= ~kTrapFlag;
+    return;
+  }
+  if (si->si_code == SI_KERNEL && __atomic_load_n(&g_int3_last, __ATOMIC_ACQUIRE) &&
+      Int3Hit(g, ucv))
+    return;
   const KSigaction& a = g_app_act[SIGTRAP];
   if (IsIgnOrDfl(a.handler)) {
     KernelDirect(SIGTRAP, a);
@@ -202,11 +292,39 @@ void DeliverAtThisPoint(void* ucv) {
   }
 }
 
-bool ArmPoint(const abi::RecordHeader& h) {
-  uint32_t none = 0;
-  if (!__atomic_compare_exchange_n(&g_point_owner, &none, ts.rtid, false, __ATOMIC_ACQ_REL,
-                                   __ATOMIC_RELAXED))
-    return false;  // one breakpoint per process: another thread's is armed
+// The probe's target: a breakpoint here must trap if debug registers work.
+__attribute__((noinline)) void WatchProbe() {
+  __asm__ volatile("" ::: "memory");
+}
+
+// Do this machine's debug registers fire?  One breakpoint on WatchProbe,
+// one call.  (PointTrap is already the SIGTRAP handler.)
+Watch ProbeWatch() {
+  if (g_point_force_int3) return kWatchInt3;
+  struct perf_event_attr attr;
+  __builtin_memset(&attr, 0, sizeof attr);
+  attr.type = PERF_TYPE_BREAKPOINT;
+  attr.size = sizeof attr;
+  attr.bp_type = HW_BREAKPOINT_X;
+  void (*volatile probe)() = &WatchProbe;
+  attr.bp_addr = reinterpret_cast<uintptr_t>(probe);
+  attr.bp_len = sizeof(long);
+  attr.sample_period = 1;
+  attr.exclude_kernel = 1;
+  attr.exclude_hv = 1;
+  attr.sigtrap = 1;
+  attr.remove_on_exec = 1;
+  long fd = sys(SYS_perf_event_open, reinterpret_cast<long>(&attr), 0, -1, -1, 0);
+  if (fd < 0) return kWatchInt3;
+  t_watch_probe = 1;
+  probe();
+  sys(SYS_close, fd);
+  const bool fired = t_watch_probe == 2;
+  t_watch_probe = 0;
+  return fired ? kWatchDebugReg : kWatchInt3;
+}
+
+bool ArmDebugReg(const abi::RecordHeader& h) {
   struct perf_event_attr attr;
   __builtin_memset(&attr, 0, sizeof attr);
   attr.type = PERF_TYPE_BREAKPOINT;
@@ -221,19 +339,53 @@ bool ArmPoint(const abi::RecordHeader& h) {
   attr.remove_on_exec = 1;
   attr.sig_data = h.seq;
   long fd = sys(SYS_perf_event_open, reinterpret_cast<long>(&attr), 0, -1, -1, 0);
-  if (fd < 0) {
-    __atomic_store_n(&g_point_owner, 0, __ATOMIC_RELEASE);
-    return false;
-  }
+  if (fd < 0) return false;
   if (fd != abi::kPointFd) {
     sys(SYS_dup3, fd, abi::kPointFd, 0);
     sys(SYS_close, fd);
   }
+  return true;
+}
+
+bool ArmInt3(const abi::RecordHeader& h) {
+  static const char kMem[] = "/proc/self/mem";
+  long fd = sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>(kMem), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  if (fd != abi::kPointFd) {
+    sys(SYS_dup3, fd, abi::kPointFd, O_CLOEXEC);
+    sys(SYS_close, fd);
+  }
+  const uintptr_t at = h.length;
+  Int3Lock();
+  const uint8_t orig = *reinterpret_cast<const uint8_t*>(at);
+  // The program's own int3 there: its SIGTRAP, not our point.
+  bool ok = orig != kInt3 && PokeText(at, kInt3);
+  if (ok) {
+    g_int3_orig = orig;
+    g_int3_at = at;
+    __atomic_store_n(&g_int3_last, at, __ATOMIC_RELEASE);
+  }
+  Int3Unlock();
+  if (!ok) sys(SYS_dup3, abi::kControlFd, abi::kPointFd, 0);
+  return ok;
+}
+
+bool ArmPoint(const abi::RecordHeader& h) {
+  uint32_t none = 0;
+  if (!__atomic_compare_exchange_n(&g_point_owner, &none, ts.rtid, false, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_RELAXED))
+    return false;  // one breakpoint per process: another thread's is armed
   KSigaction act{};
   act.handler = reinterpret_cast<void*>(&PointTrap);
   act.flags = SA_SIGINFO | SA_NODEFER | kSaRestorer;
   act.restorer = reinterpret_cast<void*>(&us_restorer);
   sys(SYS_rt_sigaction, SIGTRAP, reinterpret_cast<long>(&act), 0, 8);
+  if (g_watch == kWatchUnknown) g_watch = ProbeWatch();
+  if (!(g_watch == kWatchDebugReg ? ArmDebugReg(h) : ArmInt3(h))) {
+    __atomic_store_n(&g_point_owner, 0, __ATOMIC_RELEASE);
+    KernelDirect(SIGTRAP, g_app_act[SIGTRAP]);
+    return false;
+  }
   ts.point_rip = h.length;
   ts.point_sum = (static_cast<uint64_t>(h.reserved) << 32) | h.pad;
   ts.point_misses = 0;
@@ -270,13 +422,41 @@ void FindSelfText() {
 
 namespace {
 
+// Waits until the record at ring position pos is published, or no record
+// will come (the journal ended, a go-live was asked, the mode changed).
+// Used only when every published record has been consumed (pos is the
+// head): the feeder then needs nothing from the program to publish more, so
+// the wait cannot deadlock, and without it a thread that outruns the feeder
+// would run on past a signal recorded at a point in code that makes no call
+// -- never armed, it would come late, or never (a loop waiting for it).
+// True if the record is there.
+bool WaitPublished(uint64_t pos) {
+  for (;;) {
+    uint32_t epoch = __atomic_load_n(&g_cb->replay_epoch, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, pos), __ATOMIC_ACQUIRE) != 0)
+      return true;
+    if (Mode() != abi::kModeReplay || __atomic_load_n(&g_cb->journal_ended, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&g_cb->golive_requested, __ATOMIC_ACQUIRE))
+      return false;
+    // Announced, so a feeder's deferred wake reaches us; polled finely too,
+    // since a feeder reading from disk wakes once per run of records.
+    __atomic_fetch_add(&g_cb->replay_waiters, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, pos), __ATOMIC_SEQ_CST) == 0)
+      FutexWait(&g_cb->replay_epoch, epoch, 1);
+    __atomic_fetch_sub(&g_cb->replay_waiters, 1, __ATOMIC_SEQ_CST);
+  }
+}
+
 // This thread's next record, among those published from pos on (bounded: a
 // thread whose next event is far away pays a bounded scan); armed if it is
-// a signal at a point.  The caller holds the turn.
+// a signal at a point.  The caller holds the turn and pos is the head.
 void LookAheadFrom(uint64_t pos) {
+  if (!WaitPublished(pos)) return;
   for (int i = 0; i < 4096; i++) {
     uint32_t size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, pos), __ATOMIC_ACQUIRE);
-    if (size == 0) return;  // not published yet: met at the next call if it is a point
+    // Not published yet, after another thread's records: that thread goes
+    // first, and this one meets its record at its next call if not before.
+    if (size == 0) return;
     abi::RecordHeader h;
     abi::RingCopyOut(g_ring, g_ring_size, pos, &h, sizeof h);
     if (h.tid == ts.rtid) {
@@ -293,18 +473,9 @@ void LookAheadFrom(uint64_t pos) {
 void LookAheadAtHead() {
   if (Mode() != abi::kModeReplay || !ts.rtid || ts.point_armed) return;
   uint64_t head = __atomic_load_n(&g_cb->replay_head, __ATOMIC_ACQUIRE);
-  uint32_t size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
-  // The replayer may not have published it yet (a loaded machine): a short
-  // bounded wait, once per handler installed; missed, the signal would be
-  // met only at a call that a loop waiting for it never makes.
-  for (int i = 0; size == 0 && i < 20 && !__atomic_load_n(&g_cb->journal_ended, __ATOMIC_ACQUIRE);
-       i++) {
-    uint32_t epoch = __atomic_load_n(&g_cb->replay_epoch, __ATOMIC_ACQUIRE);
-    size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
-    if (size == 0) FutexWait(&g_cb->replay_epoch, epoch, 5);
-    size = __atomic_load_n(abi::RingSizeWord(g_ring, g_ring_size, head), __ATOMIC_ACQUIRE);
-  }
-  if (size == 0) return;
+  if (!WaitPublished(head)) return;
+  // The head moves only when its owner consumes it: if it is ours, it stays.
+  if (head != __atomic_load_n(&g_cb->replay_head, __ATOMIC_ACQUIRE)) return;
   uint32_t tid;
   abi::RingCopyOut(g_ring, g_ring_size, head + offsetof(abi::RecordHeader, tid), &tid, sizeof tid);
   if (tid == ts.rtid) LookAheadFrom(head);
@@ -314,6 +485,27 @@ void LookAheadAtHead() {
 
 void LookAheadForPoint(const Rec& consumed) {
   if (Mode() == abi::kModeReplay) LookAheadFrom(consumed.pos + consumed.h.size);
+}
+
+void PointsInForkChild() {
+  g_int3_lock = 0;  // a thread that held it is not in this process
+  if (g_int3_at) {
+    // The text is a copy of the parent's, int3 and all; kPointFd writes the
+    // parent's memory: this process's own /proc/self/mem puts it back.
+    static const char kMem[] = "/proc/self/mem";
+    long fd = sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>(kMem), O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+      sys(SYS_pwrite64, fd, reinterpret_cast<long>(&g_int3_orig), 1, static_cast<long>(g_int3_at));
+      sys(SYS_close, fd);
+    }
+    g_int3_at = 0;
+  }
+  if (__atomic_load_n(&g_point_owner, __ATOMIC_ACQUIRE)) {
+    sys(SYS_dup3, abi::kControlFd, abi::kPointFd, 0);
+    g_point_owner = 0;
+    ts.point_armed = 0;
+    KernelDirect(SIGTRAP, g_app_act[SIGTRAP]);
+  }
 }
 
 void PointMissed() {

@@ -202,6 +202,10 @@ void Init() {
   InstallKickHandler();
   FindVdso();
   FindSelfText();
+  {
+    const char* w = GetEnv("UNDERSTUDY_POINT_WATCH");
+    g_point_force_int3 = w && __builtin_strcmp(w, "int3") == 0;
+  }
   TscInit();
   ArmTrap();
   if ((g_flags & abi::kFlagAuditWait) && cb->mode == abi::kModeRecord) {
