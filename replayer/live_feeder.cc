@@ -233,8 +233,17 @@ Status RequestGoLive(abi::ControlBlock* cb, uint32_t service_addr,
   driver::BumpAndWake(&cb->replay_epoch);
   for (int i = 0; i < abi::kWakeSlots; ++i) driver::BumpAndWake(&cb->wake_epoch[i]);
   driver::BumpAndWake(&cb->token_epoch);  // threads waiting for the run token
+  // The timeout runs while the shadow makes no progress: a loaded machine's
+  // shadow that is still replaying its backlog is not stuck.
+  auto last_progress = start;
+  uint64_t done = __atomic_load_n(&cb->events_done, __ATOMIC_ACQUIRE);
   for (;;) {
     if (__atomic_load_n(&cb->golive_done, __ATOMIC_ACQUIRE) == 1) break;
+    const uint64_t now_done = __atomic_load_n(&cb->events_done, __ATOMIC_ACQUIRE);
+    if (now_done != done) {
+      done = now_done;
+      last_progress = Clock::now();
+    }
     const uint32_t status = __atomic_load_n(&cb->status, __ATOMIC_ACQUIRE);
     if (status == abi::kStatusDiverged) {
       return Status::Corruption("the shadow diverged during go-live at event " +
@@ -245,11 +254,12 @@ Status RequestGoLive(abi::ControlBlock* cb, uint32_t service_addr,
           "the shadow ran out of journal instead of going live: its interposer has no go-live "
           "support (rebuild libunderstudy_preload.so)");
     }
-    if (Clock::now() - start > timeout) {
-      return Status::IOError("the shadow did not confirm go-live within " +
-                             std::to_string(timeout.count()) +
-                             " ms (golive_done still 0; is a program thread stuck outside the "
-                             "interposer?)");
+    if (Clock::now() - last_progress > timeout) {
+      return Status::IOError(
+          "the shadow did not confirm go-live: no progress for " +
+          std::to_string(timeout.count()) + " ms, at event " + std::to_string(done) + " (next seq " +
+          std::to_string(__atomic_load_n(&cb->replay_cursor, __ATOMIC_ACQUIRE)) +
+          "; golive_done still 0; is a program thread stuck outside the interposer?)");
     }
     // The interposer sets golive_done and wakes nobody: poll finely.
     struct timespec ts {
