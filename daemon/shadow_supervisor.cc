@@ -243,6 +243,21 @@ void ShadowSupervisor::Tick() {
         "memory its threads share without locks");
   }
   if (h == Shadow::Health::kRunning) {
+    // A shadow that is fed and consumes nothing for a while is stuck (or
+    // starved): said once per stall, so a failover's failure is not the
+    // first word of it.
+    const uint64_t done = shadow->events_done(), fed = shadow->events_fed();
+    const auto now = std::chrono::steady_clock::now();
+    if (done != stall_done_ || fed <= done || shadow->live()) {
+      stall_done_ = done;
+      stall_since_ = now;
+      stall_said_ = false;
+    } else if (!stall_said_ && now - stall_since_ > std::chrono::seconds(5)) {
+      stall_said_ = true;
+      log_.Alarm("shadow: no event consumed for 5 s, at event " + std::to_string(done) + " of " +
+                 std::to_string(fed) + " fed (a thread stuck outside the interposer, or a "
+                 "starved machine); a failover now waits for it");
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (state_ == ShadowState::kStarting && shadow->CaughtUp()) {
       line =

@@ -200,6 +200,10 @@ class ShadowSupervisor {
   bool passive_ = false;  // of journal_ (mu_)
   bool ptrace_ = false;   // of journal_ (mu_)
   CheckpointPolicy checkpoint_policy_;
+  // Tick's stall watch (Tick runs on one thread).
+  uint64_t stall_done_ = 0;
+  std::chrono::steady_clock::time_point stall_since_;
+  bool stall_said_ = false;
   double last_restore_ms_ = 0;
 };
 
