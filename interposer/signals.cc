@@ -297,24 +297,37 @@ __attribute__((noinline)) void WatchProbe() {
   __asm__ volatile("" ::: "memory");
 }
 
-// Do this machine's debug registers fire?  One breakpoint on WatchProbe,
-// one call.  (PointTrap is already the SIGTRAP handler.)
-Watch ProbeWatch() {
-  if (g_point_force_int3) return kWatchInt3;
+// An execute breakpoint at `at` on this thread, its hits a SIGTRAP
+// (TRAP_PERF); the descriptor, or -errno.
+long OpenBreakpoint(uintptr_t at, uint64_t sig_data) {
   struct perf_event_attr attr;
   __builtin_memset(&attr, 0, sizeof attr);
   attr.type = PERF_TYPE_BREAKPOINT;
   attr.size = sizeof attr;
   attr.bp_type = HW_BREAKPOINT_X;
-  void (*volatile probe)() = &WatchProbe;
-  attr.bp_addr = reinterpret_cast<uintptr_t>(probe);
+  attr.bp_addr = at;
   attr.bp_len = sizeof(long);
   attr.sample_period = 1;
   attr.exclude_kernel = 1;
   attr.exclude_hv = 1;
   attr.sigtrap = 1;
   attr.remove_on_exec = 1;
-  long fd = sys(SYS_perf_event_open, reinterpret_cast<long>(&attr), 0, -1, -1, 0);
+  attr.sig_data = sig_data;
+  return sys(SYS_perf_event_open, reinterpret_cast<long>(&attr), 0, -1, -1, 0);
+}
+
+// This process's memory, writable past page protections; or -errno.
+long OpenSelfMem() {
+  static const char kMem[] = "/proc/self/mem";
+  return sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>(kMem), O_RDWR | O_CLOEXEC);
+}
+
+// Do this machine's debug registers fire?  One breakpoint on WatchProbe,
+// one call.  (PointTrap is already the SIGTRAP handler.)
+Watch ProbeWatch() {
+  if (g_point_force_int3) return kWatchInt3;
+  void (*volatile probe)() = &WatchProbe;
+  long fd = OpenBreakpoint(reinterpret_cast<uintptr_t>(probe), 0);
   if (fd < 0) return kWatchInt3;
   t_watch_probe = 1;
   probe();
@@ -325,20 +338,7 @@ Watch ProbeWatch() {
 }
 
 bool ArmDebugReg(const abi::RecordHeader& h) {
-  struct perf_event_attr attr;
-  __builtin_memset(&attr, 0, sizeof attr);
-  attr.type = PERF_TYPE_BREAKPOINT;
-  attr.size = sizeof attr;
-  attr.bp_type = HW_BREAKPOINT_X;
-  attr.bp_addr = h.length;
-  attr.bp_len = sizeof(long);
-  attr.sample_period = 1;
-  attr.exclude_kernel = 1;
-  attr.exclude_hv = 1;
-  attr.sigtrap = 1;
-  attr.remove_on_exec = 1;
-  attr.sig_data = h.seq;
-  long fd = sys(SYS_perf_event_open, reinterpret_cast<long>(&attr), 0, -1, -1, 0);
+  long fd = OpenBreakpoint(h.length, h.seq);
   if (fd < 0) return false;
   if (fd != abi::kPointFd) {
     sys(SYS_dup3, fd, abi::kPointFd, 0);
@@ -348,8 +348,7 @@ bool ArmDebugReg(const abi::RecordHeader& h) {
 }
 
 bool ArmInt3(const abi::RecordHeader& h) {
-  static const char kMem[] = "/proc/self/mem";
-  long fd = sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>(kMem), O_RDWR | O_CLOEXEC);
+  long fd = OpenSelfMem();
   if (fd < 0) return false;
   if (fd != abi::kPointFd) {
     sys(SYS_dup3, fd, abi::kPointFd, O_CLOEXEC);
@@ -492,8 +491,7 @@ void PointsInForkChild() {
   if (g_int3_at) {
     // The text is a copy of the parent's, int3 and all; kPointFd writes the
     // parent's memory: this process's own /proc/self/mem puts it back.
-    static const char kMem[] = "/proc/self/mem";
-    long fd = sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>(kMem), O_RDWR | O_CLOEXEC);
+    long fd = OpenSelfMem();
     if (fd >= 0) {
       sys(SYS_pwrite64, fd, reinterpret_cast<long>(&g_int3_orig), 1, static_cast<long>(g_int3_at));
       sys(SYS_close, fd);
