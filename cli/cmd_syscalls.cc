@@ -23,7 +23,7 @@ const char* Treatment(const std::string& h) {
   if (h == "FdIn")
     return "input recorded and emulated (local files too; with --local-files reexec: re-read, checksum compared)";
   if (h == "FdOut") return "output: length + checksum recorded; suppressed and compared on replay";
-  if (h == "FdOp") return "recorded; emulated (local files: re-executed)";
+  if (h == "FdOp") return "recorded; emulated (local files: kept in step; re-executed with --local-files reexec)";
   if (h == "PathMut") return "recorded; emulated, or re-executed with --local-files reexec";
   if (h == "NewFd" || h == "NewFd2") return "recorded; placeholder descriptor on replay";
   if (h == "Reexec") return "re-executed; result compared";

@@ -177,6 +177,49 @@ long Perform(long nr, const long* a) {
   return sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
+// The path a path call names (for a divergence's words), or null.
+const char* PathArg(long nr, const long* a) {
+  switch (nr) {
+    case SYS_mkdirat:
+    case SYS_unlinkat:
+    case SYS_renameat:
+    case SYS_renameat2:
+    case SYS_fchmodat:
+    case SYS_utimensat:
+      return reinterpret_cast<const char*>(a[1]);
+    case SYS_mkdir:
+    case SYS_unlink:
+    case SYS_rmdir:
+    case SYS_rename:
+    case SYS_chmod:
+    case SYS_link:
+    case SYS_chdir:
+      return reinterpret_cast<const char*>(a[0]);
+    case SYS_symlink:
+      return reinterpret_cast<const char*>(a[1]);
+    default:
+      return nullptr;
+  }
+}
+
+// Replay, journal mode: a call on a descriptor open for real whose result
+// came from the journal.  A read moves the offset by what the recording
+// read (a seek, not a read: the file may be shorter now); a seek goes to
+// the recorded offset; any other operation (ftruncate of a memfd, fsync,
+// flock) is performed for its effect, its result the recorded one.
+void FollowRealFd(long nr, const long* a, long r, bool input) {
+  if (input) {
+    bool positional = nr == SYS_pread64 || nr == SYS_preadv || (nr == SYS_preadv2 && a[3] != -1);
+    if (!positional && r > 0) sys(SYS_lseek, a[0], r, SEEK_CUR);
+    return;
+  }
+  if (nr == SYS_lseek) {
+    if (r >= 0) sys(SYS_lseek, a[0], r, SEEK_SET);
+    return;
+  }
+  Perform(nr, a);
+}
+
 long TableCall(const CallRow& row, long* a, Treatment t) {
   const long nr = row.nr;
   uint32_t mode = Mode();
@@ -190,7 +233,9 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
       action = real_fd && reexec_files ? abi::kActReexecCheck : abi::kActEmulate;
       break;
     case kFdOp:
-      action = real_fd ? abi::kActReexecCheck : abi::kActEmulate;
+      // A real descriptor in journal mode (a read-only file, a memfd): the
+      // result is journaled too, so replay never depends on the file's size.
+      action = real_fd && reexec_files ? abi::kActReexecCheck : abi::kActEmulate;
       break;
     case kFdOut:
       action = real_fd ? abi::kActReexecCheck : abi::kActSuppressCheck;
@@ -294,9 +339,10 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
   long r = rec.h.result;
   switch (rec.h.action) {
     case abi::kActEmulate: {
-      // A journaled read of a local file that is open for real here: read it
-      // too, so the file offset moves as recorded; the journal's bytes win.
-      if (t == kFdIn && KindOf(fd) == kFdReal) Perform(nr, a);
+      // A local file open for real here: its offset and state follow the
+      // recording (a shadow that goes live reads on from there) without
+      // reading the file, whose bytes and size may have changed since.
+      if (KindOf(fd) == kFdReal) FollowRealFd(nr, a, r, t == kFdIn);
       int next = 0;
       for (int i = 0; i < 3 && row.out[i].kind != O_NONE; i++) {
         const OutSpec& o = row.out[i];
@@ -350,7 +396,8 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
                       .call = static_cast<uint32_t>(nr),
                       .recorded = r,
                       .replayed = real,
-                      .fd = fd});
+                      .fd = fd,
+                      .path = fd < 0 ? PathArg(nr, a) : nullptr});
       if (t == kFdIn && real > 0) {
         uint64_t c = payload.Checksum(static_cast<uint64_t>(real));
         if (c != rec.h.checksum)

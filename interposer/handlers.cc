@@ -58,9 +58,12 @@ long Open(const CallRow& row, long* a) {
   long r = rec.h.result;
   if (rec.h.action == abi::kActReexecCheck) {
     long real = sys(nr, a[0], a[1], a[2], a[3]);
-    if (real < 0 && r >= 0 && !(g_flags & abi::kFlagReexecFiles)) {
-      // Journal mode: the file is not here; its reads come from the journal.
-      Placeholder(r, flags & O_CLOEXEC);
+    if (!(g_flags & abi::kFlagReexecFiles) && (real < 0 || r < 0) && real != r) {
+      // Journal mode: the disk changed since the recording.  A file that is
+      // gone is a placeholder (its reads come from the journal); one that
+      // appeared since is not opened (the recording's error stands).
+      if (real >= 0) sys(SYS_close, real);
+      if (r >= 0) Placeholder(r, flags & O_CLOEXEC);
       Consume(rec);
       return r;
     }
@@ -73,6 +76,41 @@ long Open(const CallRow& row, long* a) {
     SetKind(r, kFdReal);
   } else if (r >= 0) {
     Placeholder(r, flags & O_CLOEXEC);
+  }
+  Consume(rec);
+  return r;
+}
+
+// chdir: journaled.  Replay changes directory as recorded where it can, so
+// relative paths resolve alike (a program's own execve, a go-live); in
+// journal mode a directory that is gone since is no divergence, the
+// recorded result stands (the files under it come from the journal too).
+// With --local-files reexec a different result is a divergence naming it.
+long Chdir(const CallRow& row, long* a) {
+  const char* path = reinterpret_cast<const char*>(a[0]);
+  bool reexec = g_flags & abi::kFlagReexecFiles;
+  if (Mode() == abi::kModeRecord) {
+    long r = sys(SYS_chdir, a[0]);
+    Publish({.seq = TakeSeq(),
+             .call = static_cast<uint32_t>(row.nr),
+             .cls = abi::kClsLocalFile,
+             .action = reexec ? abi::kActReexecCheck : abi::kActEmulate,
+             .result = r});
+    return r;
+  }
+  Rec rec;
+  if (!NextEvent(&rec, row.nr, -1)) return sys(SYS_chdir, a[0]);
+  long r = rec.h.result;
+  if (rec.h.action == abi::kActReexecCheck) {
+    long real = sys(SYS_chdir, a[0]);
+    if (real != r)
+      Diverge(rec, {.what = Mismatch::kResult,
+                    .call = static_cast<uint32_t>(row.nr),
+                    .recorded = r,
+                    .replayed = real,
+                    .path = path});
+  } else if (r == 0) {
+    sys(SYS_chdir, a[0]);
   }
   Consume(rec);
   return r;

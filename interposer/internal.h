@@ -128,6 +128,7 @@ long Reexec(const CallRow& row, long* a);
 long Refuse(const CallRow& row, long* a);
 // Hand-written (handlers.cc):
 long Open(const CallRow& row, long* a);
+long Chdir(const CallRow& row, long* a);
 long Close(const CallRow& row, long* a);
 long CloseRange(const CallRow& row, long* a);
 long Dup(const CallRow& row, long* a);

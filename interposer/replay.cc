@@ -18,10 +18,22 @@ namespace {
 // "read(fd 3)", "open(\"/etc/hosts\")", "wait4": a call and its object.
 void CallAndObject(Msg& m, uint32_t call, long fd, const char* path) {
   m.Call(call);
-  if (path)
+  if (path) {
     m.S("(\"").S(path).S("\")");
-  else if (fd >= 0)
-    m.S("(fd ").I(fd).S(")");
+  } else if (fd >= 0) {
+    // A descriptor of a file is named by its path too ("read(fd 5 \"/x\")").
+    static char link[256];
+    Msg proc;
+    proc.S("/proc/self/fd/").I(fd);
+    long len = sys(SYS_readlink, reinterpret_cast<long>(proc.buf), reinterpret_cast<long>(link),
+                   sizeof link - 1);
+    m.S("(fd ").I(fd);
+    if (len > 0 && link[0] == '/') {
+      link[len] = 0;
+      m.S(" \"").S(link).S("\"");
+    }
+    m.S(")");
+  }
 }
 
 // What the recording has at this point, for a kEvent mismatch.

@@ -30,7 +30,7 @@ constexpr Treat TreatOf(const char* handler, const char* cls) {
   if (Is(handler, "Refuse")) return Treat::kRefuse;
   if (Is(handler, "Close") || Is(handler, "CloseRange") || Is(handler, "Dup") ||
       Is(handler, "Fork") || Is(handler, "Exec") || Is(handler, "ExitGroup") ||
-      Is(handler, "Wait4") || Is(handler, "Reexec"))
+      Is(handler, "Wait4") || Is(handler, "Reexec") || Is(handler, "Chdir"))
     return Treat::kReal;
   // A handler this backend does not know yet (a new row): journal the calls
   // of the classes whose results the kernel makes up, pass the others.
