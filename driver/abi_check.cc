@@ -48,7 +48,8 @@ static_assert(Twin(abi::kSyncCondWake, pb::SyncEvent::COND_WAKE));
 static_assert(Twin(abi::kSyncRwTry, pb::SyncEvent::RWLOCK_TRY));
 static_assert(Twin(abi::kSyncMutexTimedlock, pb::SyncEvent::MUTEX_TIMEDLOCK));
 static_assert(Twin(abi::kSyncStdio, pb::SyncEvent::STDIO_LOCK));
-static_assert(Twin(pb::SyncEvent::Op_MAX, abi::kSyncStdio), "a sync op without a ring twin");
+static_assert(Twin(abi::kSyncSemWait, pb::SyncEvent::SEM_WAIT));
+static_assert(Twin(pb::SyncEvent::Op_MAX, abi::kSyncSemWait), "a sync op without a ring twin");
 
 // A kRecLifecycle record's call <-> LifecycleEvent.kind.
 static_assert(Twin(abi::kLifeThreadCreate, pb::LifecycleEvent::THREAD_CREATE));

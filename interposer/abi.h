@@ -154,6 +154,7 @@ enum SyncOp : uint32_t {
   kSyncRwTry = 6,
   kSyncMutexTimedlock = 7,
   kSyncStdio = 8,  // a stdio call on one FILE: glibc locks it where we cannot see
+  kSyncSemWait = 9,  // sem_wait / sem_timedwait / sem_trywait: result 0 or the errno
 };
 
 // Lifecycle kinds (values equal journal LifecycleEvent.Kind).

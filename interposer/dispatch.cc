@@ -317,7 +317,10 @@ long TableCall(const CallRow& row, long* a, Treatment t) {
       cks = payload.Checksum(static_cast<uint64_t>(r));
       len = static_cast<uint64_t>(r);
     }
-    Publish({.seq = TakeSeq(),
+    // A call that got descriptor numbers is numbered after any close in
+    // progress (g_fd_lock).
+    bool got_fds = t == kNewFd || t == kNewFd2 || (payload.msg() && payload.msg()->msg_controllen);
+    Publish({.seq = got_fds ? FdAllocSeq() : TakeSeq(),
              .call = static_cast<uint32_t>(nr),
              .cls = cls,
              .action = action,

@@ -45,7 +45,7 @@ long Open(const CallRow& row, long* a) {
       if (regular && (readonly || (g_flags & abi::kFlagReexecFiles))) action = abi::kActReexecCheck;
       SetKind(r, action == abi::kActReexecCheck ? kFdReal : kFdEmulated);
     }
-    Publish({.seq = TakeSeq(),
+    Publish({.seq = FdAllocSeq(),
              .call = static_cast<uint32_t>(nr),
              .cls = abi::kClsLocalFile,
              .action = action,
@@ -57,7 +57,7 @@ long Open(const CallRow& row, long* a) {
   if (!NextEvent(&rec, nr, -1)) return sys(nr, a[0], a[1], a[2], a[3]);
   long r = rec.h.result;
   if (rec.h.action == abi::kActReexecCheck) {
-    long real = sys(nr, a[0], a[1], a[2], a[3]);
+    long real = MoveFd(sys(nr, a[0], a[1], a[2], a[3]), r);
     if (!(g_flags & abi::kFlagReexecFiles) && (real < 0 || r < 0) && real != r) {
       // Journal mode: the disk changed since the recording.  A file that is
       // gone is a placeholder (its reads come from the journal); one that
@@ -121,9 +121,12 @@ long Fcntl(const CallRow& row, long* a) {
   if (IsReservedFd(fd)) return -EBADF;
   auto exec = [&] { return sys(SYS_fcntl, a[0], a[1], a[2]); };
   if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
-    return ReexecWith(SYS_fcntl, fd, static_cast<uint64_t>(cmd), exec, [&](long r) {
-      if (r >= 0) SetKind(r, KindOf(fd));
-    });
+    return ReexecWith(
+        SYS_fcntl, fd, static_cast<uint64_t>(cmd), exec,
+        [&](long r) {
+          if (r >= 0) SetKind(r, KindOf(fd));
+        },
+        FdEffect::kAlloc);
   }
   if (KindOf(fd) == kFdReal)
     return ReexecWith(SYS_fcntl, fd, static_cast<uint64_t>(cmd), exec, [](long) {});
@@ -226,7 +229,8 @@ long Close(const CallRow& row, long* a) {
           SetKind(fd, kFdEmulated);
           ForgetFd(fd);
         }
-      });
+      },
+      FdEffect::kFree);
 }
 
 // close_range: the range is split around the control fd.
@@ -247,7 +251,7 @@ long CloseRange(const CallRow& row, long* a) {
     if (r == 0 && !(a[2] & CLOSE_RANGE_CLOEXEC))
       for (unsigned long f = lo; f <= hi && f < kMaxFds; f++)
         if (!IsReservedFd(static_cast<long>(f))) g_fd_kind[f] = kFdEmulated;
-  });
+  }, a[2] & CLOSE_RANGE_CLOEXEC ? FdEffect::kNone : FdEffect::kFree);
 }
 
 // dup, dup2, dup3: re-executed; the copy has the original's kind and shadow.
@@ -263,7 +267,8 @@ long Dup(const CallRow& row, long* a) {
           SetKind(r, KindOf(fd));
           CopyShadow(fd, r);
         }
-      });
+      },
+      nr == SYS_dup ? FdEffect::kAlloc : FdEffect::kFree);
 }
 
 // memfd_create: real anonymous memory in both modes, not an event.
@@ -314,6 +319,7 @@ long Fork(const CallRow& row, long* a) {
       __atomic_fetch_add(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
       ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));
       g_pid = static_cast<uint32_t>(sys(SYS_getpid));
+      g_fd_lock = 0;  // another thread of the parent may have held it
       ArmTrap();
       return 0;
     }

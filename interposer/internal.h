@@ -220,7 +220,7 @@ constexpr const CallRow* RowOf(long nr) {
 #pragma GCC poison pthread_cond_wait pthread_cond_timedwait pthread_cond_signal
 #pragma GCC poison pthread_cond_broadcast pthread_rwlock_rdlock pthread_rwlock_wrlock
 #pragma GCC poison pthread_rwlock_tryrdlock pthread_rwlock_trywrlock pthread_rwlock_unlock
-#pragma GCC poison pthread_create pthread_join sem_wait sem_timedwait pthread_barrier_wait
+#pragma GCC poison pthread_create pthread_join sem_wait sem_timedwait sem_trywait pthread_barrier_wait
 #endif
 #ifndef US_DEFINES_STDIO
 #pragma GCC poison printf fprintf vprintf vfprintf puts fputs fwrite fputc putc putchar
@@ -315,6 +315,7 @@ extern time_t (*real_time)(time_t*);
 extern int (*real_pthread_join)(pthread_t, void**);
 extern int (*real_sem_wait)(sem_t*);
 extern int (*real_sem_timedwait)(sem_t*, const struct timespec*);
+extern int (*real_sem_trywait)(sem_t*);
 extern int (*real_barrier_wait)(pthread_barrier_t*);
 
 template <typename F>
@@ -457,6 +458,48 @@ void AdoptThread();
 inline uint64_t TakeSeq() {
   if (__builtin_expect(ts.rtid == 0, 0)) AdoptThread();
   return __atomic_fetch_add(&g_cb->next_seq, 1, __ATOMIC_SEQ_CST);
+}
+
+// Descriptor numbers.  The kernel hands out the lowest free number, and a
+// replay makes the fd calls one at a time in journal order, so the journal
+// must put a call that freed a number before a call that got that number
+// after it -- which two threads racing to close and open do not do by
+// themselves (a close performed first can take its seq second: its
+// replay reused the number the recording could not, "openat re-executed
+// returned 19, recorded 20").  Record: a call that frees numbers (close,
+// close_range, dup2 / dup3) performs and takes its seq under g_fd_lock
+// (FdFreeBegin / FdFreeEnd); a call that got a number takes its seq once no
+// free is in progress (FdAllocSeq), so a free it depended on is numbered
+// before it.  Two calls that got numbers may still be numbered in either
+// order: replay moves a re-executed call's descriptor to the recorded
+// number when that one is free (MoveFd), as placeholders are.
+extern int g_fd_lock;  // per process (a fork child clears its copy)
+inline void FdFreeBegin() {
+  for (int spins = 0; __atomic_exchange_n(&g_fd_lock, 1, __ATOMIC_ACQUIRE); spins++) {
+    if (spins > 100) sys(SYS_sched_yield);
+    __builtin_ia32_pause();
+  }
+}
+inline void FdFreeEnd() {
+  __atomic_store_n(&g_fd_lock, 0, __ATOMIC_RELEASE);
+}
+inline uint64_t FdAllocSeq() {
+  for (int spins = 0; __atomic_load_n(&g_fd_lock, __ATOMIC_ACQUIRE); spins++) {
+    if (spins > 100) sys(SYS_sched_yield);
+    __builtin_ia32_pause();
+  }
+  return TakeSeq();
+}
+// Replay: a descriptor a re-executed call got (`real`) moved to the number
+// the recording got (`want`), if that one is free here; returns the number
+// the descriptor is at now (real when it could not move: the caller diverges).
+inline long MoveFd(long real, long want) {
+  if (real < 0 || want < 0 || real == want || IsReservedFd(want)) return real;
+  if (sys(SYS_fcntl, want, F_GETFD) != -EBADF) return real;
+  long fl = sys(SYS_fcntl, real, F_GETFD);
+  if (sys(SYS_dup3, real, want, fl > 0 && (fl & FD_CLOEXEC) ? O_CLOEXEC : 0) != want) return real;
+  sys(SYS_close, real);
+  return want;
 }
 
 // Output commit: holds an output until the backup made its causal past
@@ -764,13 +807,19 @@ long EmulateWith(uint8_t cls, long nr, long fd, uint64_t arg, const OutBuf* outs
 }
 
 // Re-executes in both modes and checks the result (close, dup, fork...).
-// `after(r)` updates the interposer's view once the call is done.
+// `after(r)` updates the interposer's view once the call is done.  `fds`
+// says what the call does to descriptor numbers (see g_fd_lock).
+enum class FdEffect : uint8_t { kNone, kAlloc, kFree };
 template <typename Exec, typename After>
-long ReexecWith(long nr, long fd, uint64_t arg, Exec exec, After after) {
+long ReexecWith(long nr, long fd, uint64_t arg, Exec exec, After after,
+                FdEffect fds = FdEffect::kNone) {
   if (Mode() == abi::kModeRecord) {
+    if (fds == FdEffect::kFree) FdFreeBegin();
     long r = exec();
     after(r);
-    Publish({.seq = TakeSeq(),
+    uint64_t seq = fds == FdEffect::kAlloc ? FdAllocSeq() : TakeSeq();
+    if (fds == FdEffect::kFree) FdFreeEnd();
+    Publish({.seq = seq,
              .call = static_cast<uint32_t>(nr),
              .action = abi::kActReexecCheck,
              .result = r,
@@ -780,9 +829,10 @@ long ReexecWith(long nr, long fd, uint64_t arg, Exec exec, After after) {
   }
   Rec rec;
   if (!NextEvent(&rec, nr, fd)) {
-    return Mode() == abi::kModeRecord ? ReexecWith(nr, fd, arg, exec, after) : exec();
+    return Mode() == abi::kModeRecord ? ReexecWith(nr, fd, arg, exec, after, fds) : exec();
   }
   long r = exec();
+  if (fds == FdEffect::kAlloc) r = MoveFd(r, rec.h.result);
   if (r != rec.h.result)
     Diverge(rec, {.what = Mismatch::kResult,
                   .call = static_cast<uint32_t>(nr),

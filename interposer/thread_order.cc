@@ -236,15 +236,43 @@ US_EXPORT int pthread_join(pthread_t t, void** ret) {
   Wrapped w;
   return real_pthread_join(t, ret);
 }
+// Semaphores: taking a unit is an acquisition.  Whether a sem_trywait found
+// one, whether a sem_timedwait got one before its deadline, and which of
+// several waiters a sem_post served are the kernel's timing; a runtime's
+// thread then goes on down another path (V8's and libuv's worker threads
+// wait on semaphores).  Record: the real wait, then its result numbered
+// (0 or the errno).  Replay: at that number, a unit the recording took is
+// taken with a plain sem_wait (its sem_post, not an event, comes from a
+// thread whose earlier events are all replayed); a wait that failed fails
+// with the recorded errno without touching the semaphore.
+static int SemResult(int r) {
+  return r == 0 ? 0 : errno;
+}
+static int SemUnit(sem_t* s) {
+  while (real_sem_wait(s) != 0 && errno == EINTR) {
+  }
+  return 0;
+}
+static int SemReturn(int r) {
+  if (r == 0) return 0;
+  errno = r;
+  return -1;
+}
+
 US_EXPORT int sem_wait(sem_t* s) {
   BeforeWaitOnAnotherThread();
-  Wrapped w;
-  return real_sem_wait(s);
+  return SemReturn(OrderedAcquire(
+      abi::kSyncSemWait, s, [&] { return SemResult(real_sem_wait(s)); }, [&] { SemUnit(s); }));
 }
 US_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
   BeforeWaitOnAnotherThread();
-  Wrapped w;
-  return real_sem_timedwait(s, t);
+  return SemReturn(OrderedAcquire(
+      abi::kSyncSemWait, s, [&] { return SemResult(real_sem_timedwait(s, t)); },
+      [&] { SemUnit(s); }));
+}
+US_EXPORT int sem_trywait(sem_t* s) {
+  return SemReturn(OrderedAcquire(
+      abi::kSyncSemWait, s, [&] { return SemResult(real_sem_trywait(s)); }, [&] { SemUnit(s); }));
 }
 US_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
   BeforeWaitOnAnotherThread();

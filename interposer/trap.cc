@@ -15,6 +15,7 @@ uint32_t g_flags;
 int g_inited;
 uint32_t g_pid;
 uint8_t g_fd_kind[kMaxFds];
+int g_fd_lock;
 US_TLS ThreadState ts;
 
 int (*real_mutex_lock)(pthread_mutex_t*);
@@ -36,6 +37,7 @@ time_t (*real_time)(time_t*);
 int (*real_pthread_join)(pthread_t, void**);
 int (*real_sem_wait)(sem_t*);
 int (*real_sem_timedwait)(sem_t*, const struct timespec*);
+int (*real_sem_trywait)(sem_t*);
 int (*real_barrier_wait)(pthread_barrier_t*);
 
 void ArmTrap() {
@@ -152,6 +154,7 @@ void Init() {
   Resolve(&real_pthread_join, "pthread_join");
   Resolve(&real_sem_wait, "sem_wait");
   Resolve(&real_sem_timedwait, "sem_timedwait");
+  Resolve(&real_sem_trywait, "sem_trywait");
   Resolve(&real_barrier_wait, "pthread_barrier_wait");
   ResolveStdio();
 

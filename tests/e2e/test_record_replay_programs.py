@@ -31,6 +31,8 @@ PROGRAMS = {
     "signal_waits_more": None,  # pselect, epoll_pwait, sigtimedwait (its siginfo) replayed
     "tsc_calls": None,  # rdtsc / rdtscp trapped and replayed (hlt stands in: TSC_ENV)
     "signal_points": None,  # timers in a loop making no call: handlers at their points, 20 rounds
+    "fd_race": None,  # 4 threads opening, dup-ing and closing at once: the same numbers, 10 rounds
+    "sem_order": None,  # sem_trywait / sem_timedwait / sem_wait results and takers, 10 rounds
     "signal_waits": None,  # handlers run inside sigsuspend / ppoll / a blocking read  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
 }
 
@@ -86,6 +88,12 @@ def check(name):
                    ">= 7 (3 timers, 4 ticks)" % len(points))
         for i in range(20):
             record_and_replay(name, None, at_points)
+        return
+    if name in ("fd_race", "sem_order"):
+        # Each round a new interleaving: which numbers the threads got, which
+        # consumer took which unit; each must replay exactly.
+        for i in range(10):
+            record_and_replay(name, None)
         return
     if name != "mutex_order":
         record_and_replay(name, PROGRAMS[name])
