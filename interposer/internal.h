@@ -221,6 +221,9 @@ constexpr const CallRow* RowOf(long nr) {
 #pragma GCC poison pthread_cond_broadcast pthread_rwlock_rdlock pthread_rwlock_wrlock
 #pragma GCC poison pthread_rwlock_tryrdlock pthread_rwlock_trywrlock pthread_rwlock_unlock
 #pragma GCC poison pthread_create pthread_join sem_wait sem_timedwait sem_trywait pthread_barrier_wait
+#pragma GCC poison sem_clockwait pthread_cond_clockwait pthread_mutex_timedlock pthread_mutex_clocklock
+#pragma GCC poison pthread_rwlock_timedrdlock pthread_rwlock_timedwrlock pthread_rwlock_clockrdlock
+#pragma GCC poison pthread_rwlock_clockwrlock
 #endif
 #ifndef US_DEFINES_STDIO
 #pragma GCC poison printf fprintf vprintf vfprintf puts fputs fwrite fputc putc putchar
@@ -316,6 +319,17 @@ extern int (*real_pthread_join)(pthread_t, void**);
 extern int (*real_sem_wait)(sem_t*);
 extern int (*real_sem_timedwait)(sem_t*, const struct timespec*);
 extern int (*real_sem_trywait)(sem_t*);
+// The timed and clock variants (glibc 2.30's *_clock*: libstdc++'s
+// condition_variable, timed_mutex and shared_timed_mutex, CPython's locks).
+extern int (*real_sem_clockwait)(sem_t*, clockid_t, const struct timespec*);
+extern int (*real_cond_clockwait)(pthread_cond_t*, pthread_mutex_t*, clockid_t,
+                                  const struct timespec*);
+extern int (*real_mutex_timedlock)(pthread_mutex_t*, const struct timespec*);
+extern int (*real_mutex_clocklock)(pthread_mutex_t*, clockid_t, const struct timespec*);
+extern int (*real_rw_timedrdlock)(pthread_rwlock_t*, const struct timespec*);
+extern int (*real_rw_timedwrlock)(pthread_rwlock_t*, const struct timespec*);
+extern int (*real_rw_clockrdlock)(pthread_rwlock_t*, clockid_t, const struct timespec*);
+extern int (*real_rw_clockwrlock)(pthread_rwlock_t*, clockid_t, const struct timespec*);
 extern int (*real_barrier_wait)(pthread_barrier_t*);
 
 template <typename F>

@@ -139,12 +139,19 @@ void RescueRecordWaiters() {
 
 namespace {
 
-int CondWaitCommon(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime) {
+// `clk` >= 0: pthread_cond_clockwait on that clock.
+int RealCondWait(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime, int clk) {
+  if (clk >= 0) return real_cond_clockwait(c, m, clk, abstime);
+  return abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
+}
+
+int CondWaitCommon(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime,
+                   int clk = -1) {
   EnsureInit();
   if (Recording()) {
     Wrapped w;
     const int slot = RegisterRecWait(c);
-    int r = abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
+    int r = RealCondWait(c, m, abstime, clk);
     if (slot >= 0) __atomic_store_n(&g_rec_wait[slot], nullptr, __ATOMIC_SEQ_CST);
     if (!Replaying()) {
       if (Recording()) PublishSync(abi::kSyncCondWake, c, r);
@@ -169,7 +176,7 @@ int CondWaitCommon(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec*
     if (Recording()) PublishSync(abi::kSyncCondWake, c, 0);
     return 0;
   }
-  return abstime ? real_cond_timedwait(c, m, abstime) : real_cond_wait(c, m);
+  return RealCondWait(c, m, abstime, clk);
 }
 
 // Waits that are not events but block until another thread acts: a thread
@@ -203,6 +210,20 @@ US_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m,
                                      const struct timespec* t) {
   return CondWaitCommon(c, m, t);
 }
+US_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, clockid_t clk,
+                                     const struct timespec* t) {
+  return CondWaitCommon(c, m, t, clk);
+}
+US_EXPORT int pthread_mutex_timedlock(pthread_mutex_t* m, const struct timespec* t) {
+  return OrderedAcquire(
+      abi::kSyncMutexTimedlock, m, [&] { return real_mutex_timedlock(m, t); },
+      [&] { real_mutex_lock(m); });
+}
+US_EXPORT int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clk, const struct timespec* t) {
+  return OrderedAcquire(
+      abi::kSyncMutexTimedlock, m, [&] { return real_mutex_clocklock(m, clk, t); },
+      [&] { real_mutex_lock(m); });
+}
 US_EXPORT int pthread_cond_signal(pthread_cond_t* c) {
   EnsureInit();
   Wrapped w;
@@ -229,6 +250,29 @@ US_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
 US_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
   return OrderedAcquire(
       abi::kSyncRwTry, l, [&] { return real_rw_trywrlock(l); }, [&] { real_rw_wrlock(l); });
+}
+
+// Timed rwlocks: an acquisition like the plain ones; a timeout is replayed
+// as its recorded error.
+US_EXPORT int pthread_rwlock_timedrdlock(pthread_rwlock_t* l, const struct timespec* t) {
+  return OrderedAcquire(
+      abi::kSyncRwRdlock, l, [&] { return real_rw_timedrdlock(l, t); }, [&] { real_rw_rdlock(l); });
+}
+US_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t* l, const struct timespec* t) {
+  return OrderedAcquire(
+      abi::kSyncRwWrlock, l, [&] { return real_rw_timedwrlock(l, t); }, [&] { real_rw_wrlock(l); });
+}
+US_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t* l, clockid_t clk,
+                                         const struct timespec* t) {
+  return OrderedAcquire(
+      abi::kSyncRwRdlock, l, [&] { return real_rw_clockrdlock(l, clk, t); },
+      [&] { real_rw_rdlock(l); });
+}
+US_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t* l, clockid_t clk,
+                                         const struct timespec* t) {
+  return OrderedAcquire(
+      abi::kSyncRwWrlock, l, [&] { return real_rw_clockwrlock(l, clk, t); },
+      [&] { real_rw_wrlock(l); });
 }
 
 US_EXPORT int pthread_join(pthread_t t, void** ret) {
@@ -268,6 +312,12 @@ US_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
   BeforeWaitOnAnotherThread();
   return SemReturn(OrderedAcquire(
       abi::kSyncSemWait, s, [&] { return SemResult(real_sem_timedwait(s, t)); },
+      [&] { SemUnit(s); }));
+}
+US_EXPORT int sem_clockwait(sem_t* s, clockid_t clk, const struct timespec* t) {
+  BeforeWaitOnAnotherThread();
+  return SemReturn(OrderedAcquire(
+      abi::kSyncSemWait, s, [&] { return SemResult(real_sem_clockwait(s, clk, t)); },
       [&] { SemUnit(s); }));
 }
 US_EXPORT int sem_trywait(sem_t* s) {

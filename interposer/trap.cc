@@ -38,6 +38,14 @@ int (*real_pthread_join)(pthread_t, void**);
 int (*real_sem_wait)(sem_t*);
 int (*real_sem_timedwait)(sem_t*, const struct timespec*);
 int (*real_sem_trywait)(sem_t*);
+int (*real_sem_clockwait)(sem_t*, clockid_t, const struct timespec*);
+int (*real_cond_clockwait)(pthread_cond_t*, pthread_mutex_t*, clockid_t, const struct timespec*);
+int (*real_mutex_timedlock)(pthread_mutex_t*, const struct timespec*);
+int (*real_mutex_clocklock)(pthread_mutex_t*, clockid_t, const struct timespec*);
+int (*real_rw_timedrdlock)(pthread_rwlock_t*, const struct timespec*);
+int (*real_rw_timedwrlock)(pthread_rwlock_t*, const struct timespec*);
+int (*real_rw_clockrdlock)(pthread_rwlock_t*, clockid_t, const struct timespec*);
+int (*real_rw_clockwrlock)(pthread_rwlock_t*, clockid_t, const struct timespec*);
 int (*real_barrier_wait)(pthread_barrier_t*);
 
 void ArmTrap() {
@@ -155,6 +163,14 @@ void Init() {
   Resolve(&real_sem_wait, "sem_wait");
   Resolve(&real_sem_timedwait, "sem_timedwait");
   Resolve(&real_sem_trywait, "sem_trywait");
+  Resolve(&real_sem_clockwait, "sem_clockwait");
+  Resolve(&real_cond_clockwait, "pthread_cond_clockwait");
+  Resolve(&real_mutex_timedlock, "pthread_mutex_timedlock");
+  Resolve(&real_mutex_clocklock, "pthread_mutex_clocklock");
+  Resolve(&real_rw_timedrdlock, "pthread_rwlock_timedrdlock");
+  Resolve(&real_rw_timedwrlock, "pthread_rwlock_timedwrlock");
+  Resolve(&real_rw_clockrdlock, "pthread_rwlock_clockrdlock");
+  Resolve(&real_rw_clockwrlock, "pthread_rwlock_clockwrlock");
   Resolve(&real_barrier_wait, "pthread_barrier_wait");
   ResolveStdio();
 

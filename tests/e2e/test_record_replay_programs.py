@@ -33,6 +33,7 @@ PROGRAMS = {
     "signal_points": None,  # timers in a loop making no call: handlers at their points, 20 rounds
     "fd_race": None,  # 4 threads opening, dup-ing and closing at once: the same numbers, 10 rounds
     "sem_order": None,  # sem_trywait / sem_timedwait / sem_wait results and takers, 10 rounds
+    "timed_sync": None,  # timed and clock variants of mutex, rwlock, condvar, semaphore waits, 10 rounds
     "signal_waits": None,  # handlers run inside sigsuspend / ppoll / a blocking read  # si_pid, si_code, si_value, si_status replayed as recorded  # copy_file_range, sendfile, splice, tee, sendmmsg, recvmmsg
 }
 
@@ -89,7 +90,7 @@ def check(name):
         for i in range(20):
             record_and_replay(name, None, at_points)
         return
-    if name in ("fd_race", "sem_order"):
+    if name in ("fd_race", "sem_order", "timed_sync"):
         # Each round a new interleaving: which numbers the threads got, which
         # consumer took which unit; each must replay exactly.
         for i in range(10):
