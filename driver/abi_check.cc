@@ -49,7 +49,8 @@ static_assert(Twin(abi::kSyncRwTry, pb::SyncEvent::RWLOCK_TRY));
 static_assert(Twin(abi::kSyncMutexTimedlock, pb::SyncEvent::MUTEX_TIMEDLOCK));
 static_assert(Twin(abi::kSyncStdio, pb::SyncEvent::STDIO_LOCK));
 static_assert(Twin(abi::kSyncSemWait, pb::SyncEvent::SEM_WAIT));
-static_assert(Twin(pb::SyncEvent::Op_MAX, abi::kSyncSemWait), "a sync op without a ring twin");
+static_assert(Twin(abi::kSyncBarrier, pb::SyncEvent::BARRIER));
+static_assert(Twin(pb::SyncEvent::Op_MAX, abi::kSyncBarrier), "a sync op without a ring twin");
 
 // A kRecLifecycle record's call <-> LifecycleEvent.kind.
 static_assert(Twin(abi::kLifeThreadCreate, pb::LifecycleEvent::THREAD_CREATE));

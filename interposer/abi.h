@@ -155,6 +155,7 @@ enum SyncOp : uint32_t {
   kSyncMutexTimedlock = 7,
   kSyncStdio = 8,  // a stdio call on one FILE: glibc locks it where we cannot see
   kSyncSemWait = 9,  // sem_wait / sem_timedwait / sem_trywait: result 0 or the errno
+  kSyncBarrier = 10,  // pthread_barrier_wait returned: result says whether this thread was the serial one
 };
 
 // Lifecycle kinds (values equal journal LifecycleEvent.Kind).

@@ -324,10 +324,29 @@ US_EXPORT int sem_trywait(sem_t* s) {
   return SemReturn(OrderedAcquire(
       abi::kSyncSemWait, s, [&] { return SemResult(real_sem_trywait(s)); }, [&] { SemUnit(s); }));
 }
+// A barrier: which waiter is the serial one is the arrival order.  Both
+// modes wait on the real barrier (no turn is needed to reach it: a waiter's
+// events before it precede every waiter's return); the return is numbered
+// in record and replayed from the journal.
 US_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
   BeforeWaitOnAnotherThread();
-  Wrapped w;
-  return real_barrier_wait(b);
+  int r;
+  {
+    Wrapped w;
+    r = real_barrier_wait(b);
+  }
+  if (Recording()) {
+    PublishSync(abi::kSyncBarrier, b, r);
+    return r;
+  }
+  Rec rec;
+  if (Replaying() && ReplaySync(abi::kSyncBarrier, b, &rec)) {
+    r = static_cast<int>(rec.h.result);
+    Consume(rec);
+  } else if (Recording()) {
+    PublishSync(abi::kSyncBarrier, b, r);  // went live meanwhile
+  }
+  return r;
 }
 
 US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*start)(void*),

@@ -3,7 +3,7 @@
 // timed_mutex and CPython's locks call).  Three threads contend with short
 // deadlines: pthread_mutex_timedlock, pthread_mutex_clocklock,
 // pthread_rwlock_timedwrlock / clockrdlock, pthread_cond_clockwait and
-// sem_clockwait.  Prints each thread's successes and timeouts, which
+// sem_clockwait, and meet at a barrier every 30 rounds.  Prints each thread's successes and timeouts, which
 // natively differ from run to run; replayed they must be the recorded ones.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,7 +19,8 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_rwlock_t g_rw = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_cond_t g_cv;
 static sem_t g_sem;
-static int g_ok[THREADS], g_timeout[THREADS], g_ticket;
+static int g_ok[THREADS], g_timeout[THREADS], g_serial[THREADS], g_ticket;
+static pthread_barrier_t g_bar;
 
 static struct timespec Deadline(clockid_t clk, long ns) {
   struct timespec t;
@@ -73,6 +74,7 @@ static void* Worker(void* arg) {
     if (i % 4 == 0) sem_post(&g_sem);
     t = Deadline(CLOCK_MONOTONIC, 20000);
     Count(id, sem_clockwait(&g_sem, CLOCK_MONOTONIC, &t) == 0 ? 0 : errno);
+    if (i % 30 == 29 && pthread_barrier_wait(&g_bar) == PTHREAD_BARRIER_SERIAL_THREAD) g_serial[id]++;
   }
   return NULL;
 }
@@ -83,11 +85,13 @@ int main(void) {
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&g_cv, &ca);
   sem_init(&g_sem, 0, 0);
+  pthread_barrier_init(&g_bar, NULL, THREADS);
   pthread_t t[THREADS];
   for (long i = 0; i < THREADS; ++i) pthread_create(&t[i], NULL, Worker, (void*)i);
   for (int i = 0; i < THREADS; ++i) pthread_join(t[i], NULL);
   for (int i = 0; i < THREADS; ++i)
-    printf("thread %d: %d acquired, %d timed out\n", i, g_ok[i], g_timeout[i]);
+    printf("thread %d: %d acquired, %d timed out, serial at %d barriers\n", i, g_ok[i],
+           g_timeout[i], g_serial[i]);
   printf("tickets: %d\n", g_ticket);
   return 0;
 }
