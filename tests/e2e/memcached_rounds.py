@@ -27,11 +27,13 @@ ROUNDS = 20
 OPS = 1000  # per client thread: 1000 sets, 1000 gets, ~60 cross-thread gets
 
 
-def one_round(k):
+def one_round(k, background=True):
+    """One round; BACKGROUND False runs memcached without its LRU maintainer
+    and crawler threads (servers.memcached_argv)."""
     port = free_port()
     with Trace("memcached-%d" % k) as t:
         t0 = time.monotonic()
-        server = t.record_start(servers.memcached_argv(port, threads=4))
+        server = t.record_start(servers.memcached_argv(port, threads=4, background=background))
         if not wait_port(port, timeout=30, proc=server):
             rec = t.record_wait(timeout=10)
             fail("round %d: memcached under record never listened on %d\n%s" %
