@@ -200,6 +200,8 @@ struct OutHeader {
 // Fields are grouped by writer onto separate cache lines (alignas(64)):
 // program threads publishing events must not share a line with the words the
 // recorder writes for every record it consumes.
+US_ABI_CONSTEXPR int kExecSlots = 64;  // execs in flight at once (ControlBlock::exec_pid)
+
 struct ControlBlock {
   // --- set up by the driver; read-mostly
   uint32_t magic;            // kControlMagic
@@ -218,8 +220,7 @@ struct ControlBlock {
   alignas(64) uint64_t next_seq;  // next sequence number to hand out; starts at 1
   uint64_t write_reserve;    // ring bytes reserved by producers (monotonic)
   uint32_t producers_waiting;// producers asleep on space_epoch
-  uint32_t exec_rtid;        // exec hand-over: the exec'ing thread's recorded
-                             // tid for the new image (0 = none in flight)
+  uint32_t exec_rtid;        // unused (was the exec hand-over: exec_pid below)
   // --- record ring, written by the recorder (consumer)
   alignas(64) uint64_t read_pos;  // ring bytes consumed and zeroed by the recorder
   uint32_t space_epoch;      // futex: bumped by the recorder after consuming
@@ -309,6 +310,18 @@ struct ControlBlock {
   // (the thread reached its next call first) and were made there instead
   alignas(64) uint32_t points_late;
   uint32_t points_hit;       // deliveries at their recorded point
+  // --- process and thread numbers (record): held by a fork or a thread
+  // creation from taking its seq until its clone returned, so the PID
+  // namespace hands out numbers in journal order (interposer/internal.h,
+  // PidOrderBegin); shared by every process of the program.
+  alignas(64) uint32_t pid_lock;
+  // --- exec hand-over (replay): a process about to exec leaves its recorded
+  // tid under its real pid, which the new image keeps; the image's
+  // interposer takes its identity from the entry of its own pid.  A table,
+  // not one slot: two processes of a pipeline exec at once (one slot gave
+  // `head` the identity of `date`, and both waited for each other's turn).
+  uint32_t exec_pid[kExecSlots];
+  uint32_t exec_rtid_of[kExecSlots];
 };
 US_ABI_CONSTEXPR int kWakeSlots = 64;
 

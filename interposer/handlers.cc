@@ -310,7 +310,9 @@ long Fork(const CallRow& row, long* a) {
   const long nr = row.nr;
   if (Mode() == abi::kModeRecord) {
     // The number is taken before the child exists, so every event of the
-    // child comes after its parent's clone in the journal.
+    // child comes after its parent's clone in the journal; the pid comes
+    // in the same order (PidOrderBegin).
+    PidOrderBegin();
     uint64_t seq = TakeSeq();
     long r = Perform(nr, a);
     if (r == 0) {
@@ -323,6 +325,7 @@ long Fork(const CallRow& row, long* a) {
       ArmTrap();
       return 0;
     }
+    PidOrderEnd();  // the parent's: the child shares the control block
     Publish({.seq = seq,
              .call = static_cast<uint32_t>(nr),
              .cls = abi::kClsProcess,
@@ -342,13 +345,37 @@ long Fork(const CallRow& row, long* a) {
     ArmTrap();
     return 0;
   }
+  // Where pids repeat (this process has its recorded one: the PID
+  // namespace), a child at another number would make every later wait4
+  // and kill of it wrong.
+  if (rec.h.result > 0 && r != rec.h.result && g_pid == rec.h.pid)
+    Diverge(rec, {.what = Mismatch::kResult,
+                  .call = static_cast<uint32_t>(nr),
+                  .recorded = rec.h.result,
+                  .replayed = r});
   Consume(rec);
   return r;
 }
 
+namespace {
+// Replay: leaves `rtid` for the image `pid` is about to exec (see
+// ControlBlock::exec_pid); returns the slot, or -1 if all are in use.
+int LeaveExecIdentity(uint32_t pid, uint32_t rtid) {
+  for (int i = 0; i < abi::kExecSlots; i++) {
+    uint32_t none = 0;
+    if (__atomic_compare_exchange_n(&g_cb->exec_pid[i], &none, pid, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_RELAXED)) {
+      __atomic_store_n(&g_cb->exec_rtid_of[i], rtid, __ATOMIC_RELEASE);
+      return i;
+    }
+  }
+  return -1;
+}
+}  // namespace
+
 // execve, execveat: two events, before (the new image continues the
-// journal: exec_rtid hands it this thread's identity) and after (only seen
-// when the exec failed).
+// journal: the exec hand-over gives it this thread's identity) and after
+// (only seen when the exec failed).
 long Exec(const CallRow& row, long* a) {
   const long nr = row.nr;
   if (Mode() == abi::kModeRecord) {
@@ -356,12 +383,10 @@ long Exec(const CallRow& row, long* a) {
              .call = static_cast<uint32_t>(nr),
              .cls = abi::kClsProcess,
              .action = abi::kActReexecCheck});
-    __atomic_store_n(&g_cb->exec_rtid, ts.rtid, __ATOMIC_RELEASE);
     // A successful exec never comes back to leave the call: leave it now.
     __atomic_fetch_sub(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
     long r = Perform(nr, a);
     __atomic_fetch_add(&g_cb->in_call, 1, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&g_cb->exec_rtid, 0, __ATOMIC_RELEASE);
     Publish({.seq = TakeSeq(),
              .call = static_cast<uint32_t>(nr),
              .cls = abi::kClsProcess,
@@ -373,9 +398,9 @@ long Exec(const CallRow& row, long* a) {
   Rec rec;
   if (!NextEvent(&rec, nr, -1)) return Perform(nr, a);
   Consume(rec);
-  __atomic_store_n(&g_cb->exec_rtid, ts.rtid, __ATOMIC_RELEASE);
+  int slot = LeaveExecIdentity(g_pid, ts.rtid);
   long r = Perform(nr, a);
-  __atomic_store_n(&g_cb->exec_rtid, 0, __ATOMIC_RELEASE);
+  if (slot >= 0) __atomic_store_n(&g_cb->exec_pid[slot], 0, __ATOMIC_RELEASE);  // still here
   if (NextEvent(&rec, nr, -1)) Consume(rec);
   return r;
 }

@@ -504,6 +504,26 @@ inline uint64_t FdAllocSeq() {
   }
   return TakeSeq();
 }
+// Process and thread numbers: the PID namespace hands them out in clone
+// order, and replay clones in journal order, so record takes a clone's seq
+// and performs it under one lock shared by the whole program
+// (ControlBlock::pid_lock): two processes forking at once would otherwise
+// be numbered in one order and get their pids in the other (bash: the
+// shell's third child got pid 6 and a subshell's got 5, after taking seqs
+// 130 and 201; the replay handed 5 to the shell, and the subshell's
+// wait4(5) found no such child).  A holder that died with it (killed in
+// between) is waited out for a while, then overtaken.
+inline void PidOrderBegin() {
+  for (long spins = 0; __atomic_exchange_n(&g_cb->pid_lock, 1, __ATOMIC_ACQUIRE); spins++) {
+    if (spins > 2000000) return;  // the holder is gone: go on as the holder
+    if (spins > 100) sys(SYS_sched_yield);
+    __builtin_ia32_pause();
+  }
+}
+inline void PidOrderEnd() {
+  __atomic_store_n(&g_cb->pid_lock, 0, __ATOMIC_RELEASE);
+}
+
 // Replay: a descriptor a re-executed call got (`real`) moved to the number
 // the recording got (`want`), if that one is free here; returns the number
 // the descriptor is at now (real when it could not move: the caller diverges).

@@ -367,6 +367,7 @@ US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*
   uint64_t token;
   if (mode == abi::kModeRecord) {
     if (ts.pending) DeliverRecordedPending();
+    PidOrderBegin();  // the new thread's id comes in journal order too
     token = TakeSeq();
   } else {
     WaitTurn(&rec);
@@ -382,6 +383,7 @@ US_EXPORT int pthread_create(pthread_t* th, const pthread_attr_t* attr, void* (*
   char sel = ts.selector;
   ts.selector = kSelAllow;  // clone3 and the stack mmap run natively
   int r = real_pthread_create(th, attr, &ThreadStart, t);
+  if (mode == abi::kModeRecord) PidOrderEnd();
   ts.selector = sel;
   if (r != 0) __atomic_store_n(&t->used, 0, __ATOMIC_RELEASE);
   if (mode == abi::kModeRecord) {

@@ -210,12 +210,20 @@ void Init() {
   g_flags = cb->flags;
   cb->stub_begin = reinterpret_cast<uint64_t>(us_stub_begin);
   cb->stub_end = reinterpret_cast<uint64_t>(us_stub_end) + 8;
-  uint32_t exec_rtid = __atomic_load_n(&cb->exec_rtid, __ATOMIC_ACQUIRE);
-  if (cb->mode == abi::kModeReplay)
-    ts.rtid = exec_rtid ? exec_rtid : cb->main_rtid;
-  else
-    ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));
   g_pid = static_cast<uint32_t>(sys(SYS_getpid));
+  if (cb->mode == abi::kModeReplay) {
+    // An exec'd image takes the identity its process left under its pid
+    // (the exec hand-over); the program's first image is the main thread.
+    ts.rtid = cb->main_rtid;
+    for (int i = 0; i < abi::kExecSlots; i++) {
+      if (__atomic_load_n(&cb->exec_pid[i], __ATOMIC_ACQUIRE) != g_pid) continue;
+      ts.rtid = __atomic_load_n(&cb->exec_rtid_of[i], __ATOMIC_ACQUIRE);
+      __atomic_store_n(&cb->exec_pid[i], 0, __ATOMIC_RELEASE);
+      break;
+    }
+  } else {
+    ts.rtid = static_cast<uint32_t>(sys(SYS_gettid));
+  }
   g_cb = cb;  // publish last: Mode() reads it
   InstallSigsys();
   InstallKickHandler();
