@@ -205,8 +205,10 @@ const char* PathArg(long nr, const long* a) {
 // Replay, journal mode: a call on a descriptor open for real whose result
 // came from the journal.  A read moves the offset by what the recording
 // read (a seek, not a read: the file may be shorter now); a seek goes to
-// the recorded offset; any other operation (ftruncate of a memfd, fsync,
-// flock) is performed for its effect, its result the recorded one.
+// the recorded offset; an operation on the descriptor's own state
+// (ftruncate of a memfd, flock, fsync) is performed for its effect, its
+// result the recorded one; fchmod and fchown change the file, which a
+// journal-mode replay leaves alone (as it does mkdir and unlink).
 void FollowRealFd(long nr, const long* a, long r, bool input) {
   if (input) {
     bool positional = nr == SYS_pread64 || nr == SYS_preadv || (nr == SYS_preadv2 && a[3] != -1);
@@ -217,6 +219,7 @@ void FollowRealFd(long nr, const long* a, long r, bool input) {
     if (r >= 0) sys(SYS_lseek, a[0], r, SEEK_SET);
     return;
   }
+  if (nr == SYS_fchmod || nr == SYS_fchown) return;
   Perform(nr, a);
 }
 
