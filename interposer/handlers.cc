@@ -175,9 +175,45 @@ long Select(const CallRow& row, long* a) {
                      [&] { return Perform(row.nr, a); });
 }
 
+// Shared anonymous memory a process writes and then forks with is shared
+// by the processes of the tree: what they do to it with locks and
+// semaphores (pthread objects, sem_t) is ordered, plain loads and stores
+// are not -- replay reproduces such a tree as far as its calls and locks
+// determine it.  Record names the first such mapping once per process, at
+// its first fork (docs/record-replay.md, Limits).
+namespace {
+uint64_t g_shared_anon_at, g_shared_anon_len;
+bool g_shared_anon_said;
+
+void NoteSharedAnon(long r, const long* a) {
+  if (r >= 0 && !g_shared_anon_at && (a[3] & MAP_SHARED) && (a[2] & PROT_WRITE)) {
+    g_shared_anon_at = static_cast<uint64_t>(r);
+    g_shared_anon_len = static_cast<uint64_t>(a[1]);
+  }
+}
+
+void SaySharedAnonAtFork() {
+  if (!g_shared_anon_at || g_shared_anon_said) return;
+  g_shared_anon_said = true;
+  char comm[17] = {};
+  sys(SYS_prctl, PR_GET_NAME, reinterpret_cast<long>(comm));
+  Msg m;
+  m.S("understudy record: process ").I(g_pid).S(" (").S(comm).S(") forks with ");
+  m.I(static_cast<int64_t>(g_shared_anon_len)).S(" bytes of shared anonymous memory at ");
+  m.X(g_shared_anon_at).S(": its processes' locks and semaphores there are ordered, ");
+  m.S("their plain loads and stores are not (docs/record-replay.md, Limits)\n");
+  Stderr(m);
+}
+}  // namespace
+
 long Mmap(const CallRow&, long* a) {
   long fd = a[4];
   bool anonymous = a[3] & MAP_ANONYMOUS;
+  if (anonymous && Mode() == abi::kModeRecord) {
+    long r = Perform(SYS_mmap, a);
+    NoteSharedAnon(r, a);
+    return r;
+  }
   if (anonymous || fd < 0 || KindOf(fd) == kFdReal || Mode() != abi::kModeRecord) {
     if (!anonymous && fd >= 0 && KindOf(fd) != kFdReal && Mode() == abi::kModeReplay) {
       // A map of an emulated file: recreate it from the journaled contents.
@@ -326,6 +362,7 @@ long Fork(const CallRow& row, long* a) {
       return 0;
     }
     PidOrderEnd();  // the parent's: the child shares the control block
+    if (r > 0) SaySharedAnonAtFork();
     Publish({.seq = seq,
              .call = static_cast<uint32_t>(nr),
              .cls = abi::kClsProcess,

@@ -8,18 +8,28 @@ the recorded output byte for byte.
     pipeline         bash -c: a loop through `sort | head`, $RANDOM through
                      tr, /dev/urandom through od, ls | wc, a command
                      substitution reading /proc's uuid
-    multiprocessing  a Pool(3) of forked workers mapping over 12 items out of
-                     order (imap_unordered), each returning its pid, a random
-                     number and the time
-Needs: the understudy CLI, bash, python3.
+    multiprocessing  12 forked multiprocessing.Process workers, each sleeping a
+                     random while and sending its pid, a random number and the
+                     time through a Pipe; the parent prints them as they come
+                     (multiprocessing.connection.wait).  Not a Pool: its three
+                     helper threads hand CPython's GIL to each other through
+                     an atomic drop request polled between bytecodes, a
+                     lock-free hand-off replay does not order (1 round in
+                     about 30 diverged under load; docs/record-replay.md)
+    shared_memory    tests/programs/shared_anon: three children append to a
+                     log in shared anonymous memory under a process-shared
+                     mutex and post a process-shared semaphore; record names
+                     the mapping (its plain loads and stores are not ordered),
+                     the replay prints the same log
+Needs: the understudy CLI, bash, python3, the built programs.
 
-    test_record_replay_trees.py CASE [ROUNDS]    pipeline | multiprocessing"""
+    test_record_replay_trees.py CASE [ROUNDS]    pipeline | multiprocessing | shared_memory"""
 import sys
 
-from harness import Trace, expect, fail, log, run_main
+from harness import Trace, expect, fail, log, program, run_main
 
-NEEDS = ["bash", sys.executable]
-CASES = ["pipeline", "multiprocessing"]
+NEEDS = ["bash", sys.executable, "program:shared_anon"]
+CASES = ["pipeline", "multiprocessing", "shared_memory"]
 ROUNDS = 10
 
 PIPELINE = ('for i in 1 2 3; do date +%N; done | sort | head -n 2; '
@@ -28,13 +38,27 @@ PIPELINE = ('for i in 1 2 3; do date +%N; done | sort | head -n 2; '
 
 POOL = r"""
 import multiprocessing as mp, os, random, time
-def work(x):
-    return (x, os.getpid(), random.random(), time.time() % 1000)
+from multiprocessing.connection import wait
+def work(x, conn):
+    time.sleep(random.random() / 100)
+    conn.send((x, os.getpid(), random.random(), time.time() % 1000))
+    conn.close()
 if __name__ == "__main__":
     mp.set_start_method("fork")
-    with mp.Pool(3) as pool:
-        for r in pool.imap_unordered(work, range(12)):
-            print(r)
+    readers, procs = [], []
+    for x in range(12):
+        r, w = mp.Pipe(duplex=False)
+        p = mp.Process(target=work, args=(x, w))
+        p.start()
+        w.close()
+        readers.append(r)
+        procs.append(p)
+    while readers:
+        for r in wait(readers):
+            print(r.recv())
+            readers.remove(r)
+    for p in procs:
+        p.join()
     print("urandom", os.urandom(8).hex())
 """
 
@@ -43,11 +67,16 @@ def one_round(case, k):
     with Trace("tree-%s-%d" % (case, k)) as t:
         if case == "pipeline":
             argv, lines = ["bash", "-c", PIPELINE], 6
-        else:
+        elif case == "multiprocessing":
             argv, lines = [sys.executable, "-c", POOL], 13
+        else:
+            argv, lines = [program("shared_anon")], 1
         rec = t.record(argv)
         expect(rec.rc == 0 and not rec.timed_out, "%s round %d: record exit %s" % (case, k, rec.rc),
                rec)
+        if case == "shared_memory":
+            expect("shared anonymous memory at 0x" in rec.err and "plain loads and stores are not" in rec.err,
+                   "shared_memory round %d: record did not name the shared mapping" % k, rec)
         got = len(rec.out.strip().splitlines())
         expect(got == lines, "%s round %d: recorded %d lines of output, expected %d"
                % (case, k, got, lines), rec)
