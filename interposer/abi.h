@@ -220,7 +220,7 @@ struct ControlBlock {
   alignas(64) uint64_t next_seq;  // next sequence number to hand out; starts at 1
   uint64_t write_reserve;    // ring bytes reserved by producers (monotonic)
   uint32_t producers_waiting;// producers asleep on space_epoch
-  uint32_t exec_rtid;        // unused (was the exec hand-over: exec_pid below)
+  uint32_t pad1;             // zero (was the one-slot exec hand-over: exec_pid below)
   // --- record ring, written by the recorder (consumer)
   alignas(64) uint64_t read_pos;  // ring bytes consumed and zeroed by the recorder
   uint32_t space_epoch;      // futex: bumped by the recorder after consuming

@@ -474,6 +474,25 @@ inline uint64_t TakeSeq() {
   return __atomic_fetch_add(&g_cb->next_seq, 1, __ATOMIC_SEQ_CST);
 }
 
+// The two record-order locks below (g_fd_lock, ControlBlock::pid_lock) are
+// held only across one short call, so their waiters spin; past 100 turns a
+// waiter gives the CPU away each turn (the holder may be descheduled).
+inline void SpinTurn(long turns) {
+  if (turns > 100) sys(SYS_sched_yield);
+  __builtin_ia32_pause();
+}
+// Takes `word`.  With `patience` > 0 a waiter that spun that many turns
+// goes on as the holder (a holder that died with it never lets go).
+inline void SpinAcquire(uint32_t* word, long patience = 0) {
+  for (long turns = 0; __atomic_exchange_n(word, 1, __ATOMIC_ACQUIRE); turns++) {
+    if (patience > 0 && turns > patience) return;
+    SpinTurn(turns);
+  }
+}
+inline void SpinRelease(uint32_t* word) {
+  __atomic_store_n(word, 0, __ATOMIC_RELEASE);
+}
+
 // Descriptor numbers.  The kernel hands out the lowest free number, and a
 // replay makes the fd calls one at a time in journal order, so the journal
 // must put a call that freed a number before a call that got that number
@@ -487,21 +506,15 @@ inline uint64_t TakeSeq() {
 // before it.  Two calls that got numbers may still be numbered in either
 // order: replay moves a re-executed call's descriptor to the recorded
 // number when that one is free (MoveFd), as placeholders are.
-extern int g_fd_lock;  // per process (a fork child clears its copy)
+extern uint32_t g_fd_lock;  // per process (a fork child clears its copy)
 inline void FdFreeBegin() {
-  for (int spins = 0; __atomic_exchange_n(&g_fd_lock, 1, __ATOMIC_ACQUIRE); spins++) {
-    if (spins > 100) sys(SYS_sched_yield);
-    __builtin_ia32_pause();
-  }
+  SpinAcquire(&g_fd_lock);
 }
 inline void FdFreeEnd() {
-  __atomic_store_n(&g_fd_lock, 0, __ATOMIC_RELEASE);
+  SpinRelease(&g_fd_lock);
 }
 inline uint64_t FdAllocSeq() {
-  for (int spins = 0; __atomic_load_n(&g_fd_lock, __ATOMIC_ACQUIRE); spins++) {
-    if (spins > 100) sys(SYS_sched_yield);
-    __builtin_ia32_pause();
-  }
+  for (long turns = 0; __atomic_load_n(&g_fd_lock, __ATOMIC_ACQUIRE); turns++) SpinTurn(turns);
   return TakeSeq();
 }
 // Process and thread numbers: the PID namespace hands them out in clone
@@ -514,14 +527,10 @@ inline uint64_t FdAllocSeq() {
 // wait4(5) found no such child).  A holder that died with it (killed in
 // between) is waited out for a while, then overtaken.
 inline void PidOrderBegin() {
-  for (long spins = 0; __atomic_exchange_n(&g_cb->pid_lock, 1, __ATOMIC_ACQUIRE); spins++) {
-    if (spins > 2000000) return;  // the holder is gone: go on as the holder
-    if (spins > 100) sys(SYS_sched_yield);
-    __builtin_ia32_pause();
-  }
+  SpinAcquire(&g_cb->pid_lock, 2000000);
 }
 inline void PidOrderEnd() {
-  __atomic_store_n(&g_cb->pid_lock, 0, __ATOMIC_RELEASE);
+  SpinRelease(&g_cb->pid_lock);
 }
 
 // Replay: a descriptor a re-executed call got (`real`) moved to the number

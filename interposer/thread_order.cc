@@ -292,10 +292,9 @@ US_EXPORT int pthread_join(pthread_t t, void** ret) {
 static int SemResult(int r) {
   return r == 0 ? 0 : errno;
 }
-static int SemUnit(sem_t* s) {
+static void SemUnit(sem_t* s) {
   while (real_sem_wait(s) != 0 && errno == EINTR) {
   }
-  return 0;
 }
 static int SemReturn(int r) {
   if (r == 0) return 0;

@@ -15,7 +15,7 @@ uint32_t g_flags;
 int g_inited;
 uint32_t g_pid;
 uint8_t g_fd_kind[kMaxFds];
-int g_fd_lock;
+uint32_t g_fd_lock;
 US_TLS ThreadState ts;
 
 int (*real_mutex_lock)(pthread_mutex_t*);
