@@ -85,18 +85,22 @@ int RunPtraceRecord(const RecordArgs& a) {
     fmt::print(
         "{{\"journal\": {}, \"backend\": \"ptrace\", \"events\": {}, \"bytes\": {}, "
         "\"segments\": {}, \"wall_time_s\": {:.6f}, \"exit_status\": {}, \"signal\": {}, "
-        "\"refused\": {}, \"traced_calls\": {}, \"calls_in_stead\": {}, \"signals\": {}, \"preemptions_dropped\": {}, "
+        "\"refused\": {}, \"traced_calls\": {}, \"calls_in_stead\": {}, "
+        "\"agent\": {{\"processes\": {}, \"calls\": {}, \"sites\": {}, \"sites_refused\": {}, \"misses\": {}}}, "
+        "\"signals\": {}, \"preemptions_dropped\": {}, "
         "\"audit\": {}, \"warnings\": {}}}\n",
         JsonString(a.dir), r.events, r.bytes, r.segments, r.wall_time_s, r.exit.exit_code,
         r.exit.signal != 0 ? JsonString(driver::SignalName(r.exit.signal)) : "null",
         r.refused ? JsonString(r.refused_message) : "null", r.traced_calls, r.calls_in_stead,
+        r.agent_processes, r.calls_in_agent, r.agent_sites, r.agent_sites_refused, r.agent_misses,
         r.signals_journaled,
         r.preemptions_dropped, audit, JsonStrings(r.warnings));
   } else {
     fmt::print(stderr,
-               "understudy record: {} events ({} traced calls, {} executed by the tracer), {} bytes "
-               "in {} segment(s) in {}; {:.3f} s; exit status {}\n",
-               r.events, r.traced_calls, r.calls_in_stead, r.bytes, r.segments, a.dir, r.wall_time_s,
+               "understudy record: {} events ({} traced calls, {} executed by the tracer, {} recorded "
+               "in the program by the agent), {} bytes in {} segment(s) in {}; {:.3f} s; exit status {}\n",
+               r.events, r.traced_calls, r.calls_in_stead, r.calls_in_agent, r.bytes, r.segments, a.dir,
+               r.wall_time_s,
                r.exit.exit_code);
   }
   if (r.refused) return 1;

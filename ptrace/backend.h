@@ -93,6 +93,14 @@ struct RecordResult {
   std::string refused_message;
   uint64_t traced_calls = 0;         // seccomp stops
   uint64_t calls_in_stead = 0;       // of them, executed by the tracer: one stop (ptrace/instead.h)
+  // The in-process agent (ptrace/agent.h): processes it went into, calls
+  // it recorded (no stop), call sites rewritten to reach it and sites that
+  // could not be; reads of an agent's call outside what it copied (must be 0).
+  uint64_t agent_processes = 0;
+  uint64_t calls_in_agent = 0;
+  uint64_t agent_sites = 0;
+  uint64_t agent_sites_refused = 0;
+  uint64_t agent_misses = 0;
   uint64_t signals_journaled = 0;    // asynchronous signals delivered at call boundaries
   uint64_t preemptions_dropped = 0;  // Go's SIGURG preemption requests (see docs/ptrace.md)
   uint64_t gate_waits = 0;           // outputs that waited for the backup (hooks.wait_durable)

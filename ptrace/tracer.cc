@@ -55,6 +55,7 @@
 #include "journal/reader.h"
 #include "journal/tail_reader.h"
 #include "journal/writer.h"
+#include "ptrace/agent.h"
 #include "ptrace/backend.h"
 #include "ptrace/calls.h"
 #include "ptrace/golive.h"
@@ -102,8 +103,34 @@ pb::EventClass ClassOf(const char* cls) {
 }
 
 // ---------------------------------------------------------------- memory
+// While the tracer journals a call the agent made (agent.h), reads of the
+// program's memory come from the bytes the agent copied when it made it.
+// A read outside them is a miss (counted: the agent's copy and the
+// journal's reading disagree, which tests require never happens).
+struct Overlay {
+  const us_agent_entry* e = nullptr;
+  uint64_t misses = 0;
+};
+Overlay g_overlay;
+
+bool OverlayRead(uint64_t addr, void* buf, size_t n) {
+  const us_agent_entry& e = *g_overlay.e;
+  const us_agent_region* rg = AgentRing::Regions(e);
+  const uint8_t* data = AgentRing::Data(e);
+  for (uint32_t i = 0; i < e.nreg; ++i) {
+    if (addr >= rg[i].addr && addr + n <= rg[i].addr + rg[i].len) {
+      std::memcpy(buf, data + (addr - rg[i].addr), n);
+      return true;
+    }
+    data += (rg[i].len + 7) & ~7ULL;
+  }
+  g_overlay.misses++;
+  return false;
+}
+
 bool ReadMem(pid_t pid, uint64_t addr, void* buf, size_t n) {
   if (n == 0) return true;
+  if (g_overlay.e != nullptr) return OverlayRead(addr, buf, n);
   struct iovec local = {buf, n};
   struct iovec remote = {reinterpret_cast<void*>(addr), n};
   return process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
@@ -325,7 +352,7 @@ void SetRegs(pid_t tid, const user_regs_struct& r) {
 }
 
 // ---------------------------------------------------------------- filter
-Status BuildFilter(std::vector<sock_filter>* prog) {
+Status BuildFilter(std::vector<sock_filter>* prog, bool agent) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) return Status::IOError("seccomp_init failed");
   int rc = 0;
@@ -358,6 +385,7 @@ Status BuildFilter(std::vector<sock_filter>* prog) {
   prog->resize(static_cast<size_t>(size) / sizeof(sock_filter));
   bool ok = pread(fd, prog->data(), static_cast<size_t>(size), 0) == size;
   close(fd);
+  if (ok && agent) PrependAgentRange(prog);  // the agent's calls run, or stop from its trace page
   return ok ? Status::Ok() : Status::IOError("reading the exported seccomp filter failed");
 }
 
@@ -379,9 +407,10 @@ struct CStrings {
 
 Status LaunchTraced(const std::string& path, const std::vector<std::string>& argv,
                     const std::vector<std::string>& env, const std::string& cwd, bool pid_ns,
-                    Launched* out, const std::function<void(pid_t)>& before_exec = nullptr) {
+                    Launched* out, const std::function<void(pid_t)>& before_exec = nullptr,
+                    bool agent = false) {
   std::vector<sock_filter> filter;
-  Status s = BuildFilter(&filter);
+  Status s = BuildFilter(&filter, agent);
   if (!s.ok()) return s;
   sock_fprog fprog{static_cast<unsigned short>(filter.size()), filter.data()};
   CStrings cargv(argv), cenv(env);
@@ -702,6 +731,8 @@ struct RThread : Tracee {
   bool exec_journaled = false;  // its execve (or clone) is in the journal already
   bool instead = false;  // its call was executed by the tracer: instead_bytes holds the data
   std::string instead_bytes;
+  bool agent_pending = false;
+  int agent_sigpipe = 0;  // SIGPIPEs the agent's writes raised, held (US_AGENT_NR_SIGPIPE)  // exec'd: the agent goes in at the exec's exit stop
   bool parked = false;  // stopped until it gets its process's turn; `grant` runs then
   std::function<Status()> grant;  // journals what ended its wait and resumes it
 };
@@ -797,6 +828,47 @@ class Recorder {
   bool FastTime(RThread& t, long nr, const uint64_t* a, user_regs_struct& r);
   Status FlushDeferred(RThread& t);
 
+  // The in-process agent (agent.h), per process that has one.
+  AgentRing* AgentOf(pid_t tgid) {
+    auto it = agents_.find(tgid);
+    return it == agents_.end() ? nullptr : it->second.get();
+  }
+  // Journals what the agents recorded since; before anything else the
+  // tracer journals, so the journal keeps the order calls were made in.
+  Status DrainAgents() {
+    Status st;
+    for (auto& [tgid, ring] : agents_) {
+      if (!ring->Pending()) continue;
+      const pid_t pid = tgid;
+      ring->Drain([&](const us_agent_entry& e) {
+        if (st.ok()) st = JournalAgentEntry(pid, e);
+      });
+    }
+    return st;
+  }
+  Status JournalAgentEntry(pid_t tgid, const us_agent_entry& e);
+  // Who may record in each agent: the turn holder, while nobody waits.
+  void UpdateAgents();
+  // A thread returning into a call site rewritten since (agent.h).
+  void MoveReturn(RThread& t, user_regs_struct* r) {
+    AgentRing* ring = AgentOf(t.tgid);
+    uint64_t to = 0;
+    if (ring != nullptr && ring->MovedReturn(r->rip, &to)) {
+      r->rip = to;
+      SetRegs(t.tid, *r);
+    }
+  }
+  void InjectAgentAt(RThread& t);
+  void RetireAgent(pid_t tgid) {
+    auto it = agents_.find(tgid);
+    if (it == agents_.end()) return;
+    res_->agent_sites += it->second->sites_patched();
+    res_->agent_sites_refused += it->second->sites_refused();
+    agents_.erase(it);
+  }
+  bool agent_ = false;
+  std::map<pid_t, std::unique_ptr<AgentRing>> agents_;
+
   const RecordOptions& opts_;
   RecordResult* res_;
   std::unique_ptr<journal::JournalWriter> writer_;
@@ -825,7 +897,9 @@ class Recorder {
     std::map<int, uint64_t> out;
     if (!audit_) return out;
     for (const auto& [nr, tally] : audit_->Tallies()) {
-      const uint64_t seen = tally.escapes + tally.allowed;
+      // Calls from the agent's text (the allowed range) are its own:
+      // recorded by it, or not nondeterministic (gettid).
+      const uint64_t seen = tally.escapes;
       auto it = let_through_.find(nr);
       const uint64_t through = it == let_through_.end() ? 0 : it->second;
       if (seen > through) out[nr] = seen - through;
@@ -922,6 +996,73 @@ void Recorder::CheckStalls() {
   }
 }
 
+Status Recorder::JournalAgentEntry(pid_t tgid, const us_agent_entry& e) {
+  RThread* t = nullptr;
+  for (auto& [tid, th] : threads_)
+    if (th.tgid == tgid && th.vtid == e.tid) t = &th;
+  if (t == nullptr)  // cannot happen: the agent records only for the thread the tracer named
+    return Status::Corruption("the agent of process " + std::to_string(tgid) + " recorded a call of thread " +
+                              std::to_string(e.tid) + ", which the tracer does not know");
+  // As if the call had stopped here: JournalCall reads its arguments from
+  // the thread and its memory from the agent's copy.
+  const long nr = t->nr;
+  uint64_t a[6];
+  std::memcpy(a, t->a, sizeof a);
+  const bool instead = t->instead;
+  t->nr = static_cast<long>(e.nr);
+  std::memcpy(t->a, e.a, sizeof a);
+  t->instead = false;
+  g_overlay.e = &e;
+  Status s = JournalCall(*t, static_cast<long>(e.result));
+  g_overlay.e = nullptr;
+  t->nr = nr;
+  std::memcpy(t->a, a, sizeof a);
+  t->instead = instead;
+  res_->calls_in_agent++;
+  return s;
+}
+
+void Recorder::UpdateAgents() {
+  for (auto& [tgid, ring] : agents_) {
+    int32_t fast = 0;
+    auto it = turns_.find(tgid);
+    if (it != turns_.end() && it->second.runner != 0 && it->second.ready.empty() && !it->second.exiting) {
+      RThread* r = Find(it->second.runner);
+      if (r != nullptr && !r->parked && r->deferred.empty() && r->pass.empty()) {
+        if (r->vtid == 0) r->vtid = NsTid(r->tid), r->vpid = NsTid(r->tgid);
+        fast = r->vtid;
+      }
+    }
+    ring->SetFastTid(fast);
+  }
+}
+
+// At the exit stop of an exec (the new image's registers are final, its
+// first instruction not run): the agent goes in, unless the new image is
+// Go (its goroutine stacks have no room for the agent's frames).
+void Recorder::InjectAgentAt(RThread& t) {
+  t.agent_pending = false;
+  char exe[64], path[4096];
+  snprintf(exe, sizeof exe, "/proc/%d/exe", t.tid);
+  const ssize_t n = readlink(exe, path, sizeof path - 1);
+  if (n > 0) {
+    path[n] = '\0';
+    BackendChoice c;
+    if (ChooseBackend(path, &c).ok() && c.go) return;
+  }
+  std::unique_ptr<AgentRing> ring;
+  std::vector<int> held;
+  Status s = InjectAgent(t.tid, &ring, &held);
+  for (int sig : held) t.deferred.push_back(sig);
+  if (!s.ok()) {
+    res_->warnings.push_back(s.ToString() + "; its calls all stop for the tracer");
+    return;
+  }
+  ring->ctl()->out_slow = opts_.hooks.wait_durable ? 1 : 0;
+  agents_[t.tgid] = std::move(ring);
+  res_->agent_processes++;
+}
+
 Status Recorder::OnEntry(RThread& t) {
   user_regs_struct r;
   if (!GetRegs(t.tid, &r)) return Status::Ok();
@@ -931,6 +1072,21 @@ Status Recorder::OnEntry(RThread& t) {
   if (nr == SYS_restart_syscall && t.interrupted_nr >= 0) {
     nr = t.interrupted_nr;
     std::memcpy(a, t.ia, sizeof a);
+  }
+  if (nr == US_AGENT_NR_SIGPIPE && r.rip >= US_AGENT_TRACE && r.rip < US_AGENT_TRACE + 4096) {
+    // After the agent's write that failed with EPIPE (journaled, drained
+    // above): its SIGPIPE, journaled after it and delivered now.
+    r.orig_rax = static_cast<unsigned long long>(-1);
+    r.rax = 0;
+    SetRegs(t.tid, r);
+    Status s;
+    for (; t.agent_sigpipe > 0 && s.ok(); --t.agent_sigpipe) {
+      s = JournalSignal(t, SIGPIPE, nullptr);
+      t.pass.insert(SIGPIPE);
+      syscall(SYS_tgkill, t.tgid, t.tid, SIGPIPE);
+    }
+    Resume(t);
+    return s;
   }
   t.interrupted_nr = -1;
   res_->traced_calls++;
@@ -944,6 +1100,16 @@ Status Recorder::OnEntry(RThread& t) {
     KillProgram();
     return Status::Ok();
   }
+  if (AgentRing* ring = AgentOf(t.tgid);
+      ring != nullptr && AgentServes(nr) && static_cast<long>(r.orig_rax) == nr &&
+      (r.rip < US_AGENT_BASE || r.rip >= US_AGENT_BASE + US_AGENT_SPAN)) {
+    if (ring->PatchCallSite(t.tid, &r)) {
+      // Skipped; made again from the rewritten site, through the agent.
+      SetRegs(t.tid, r);
+      Resume(t);
+      return Status::Ok();
+    }
+  }
   t.in_call = true;
   t.nr = nr;
   std::memcpy(t.a, a, sizeof a);
@@ -951,6 +1117,13 @@ Status Recorder::OnEntry(RThread& t) {
   if (nr == SYS_close) t.fds->mirror.Drop(static_cast<int>(a[0]));
   if (nr == SYS_dup2 || nr == SYS_dup3) t.fds->mirror.Drop(static_cast<int>(a[1]));
   if (nr == SYS_close_range) t.fds->mirror.DropRange(static_cast<unsigned>(a[0]), static_cast<unsigned>(a[1]));
+  if (AgentRing* ring = AgentOf(t.tgid)) {
+    // The agent records on a descriptor only while it stays what it was.
+    if (nr == SYS_close || (nr == SYS_fcntl && a[1] == F_SETFL) || (nr == SYS_ioctl && a[1] == FIONBIO))
+      ring->SetFd(static_cast<int>(a[0]), false);
+    if (nr == SYS_dup2 || nr == SYS_dup3) ring->SetFd(static_cast<int>(a[1]), false);
+    if (nr == SYS_close_range) ring->ClearFds(static_cast<unsigned>(a[0]), static_cast<unsigned>(std::min<uint64_t>(a[1], ~0u)));
+  }
   if (row != nullptr && row->treat == Treat::kFdOut && opts_.hooks.wait_durable) {
     // Output commit: nothing leaves before everything it may depend on --
     // every event journaled so far -- is durable on the backup.  Before the
@@ -998,6 +1171,8 @@ Status Recorder::OnEntry(RThread& t) {
     t.in_call = false;
     t.instead = true;
     res_->calls_in_stead++;
+    if (AgentRing* ring = AgentOf(t.tgid); ring != nullptr && AgentServes(nr) && row->fd_arg >= 0)
+      ring->SetFd(static_cast<int>(a[row->fd_arg]), true);  // it qualifies: the agent may do the next
     if (sigpipe) t.deferred.push_back(SIGPIPE);  // as the kernel would, right after the call
     ParkCall(t, result);
     return Status::Ok();
@@ -1225,8 +1400,10 @@ Status Recorder::JournalSignal(RThread& t, int sig, const siginfo_t* si) {
 }
 
 Status Recorder::OnExit(RThread& t) {
+  if (t.agent_pending) InjectAgentAt(t);
   user_regs_struct r;
   if (!GetRegs(t.tid, &r)) return Status::Ok();
+  MoveReturn(t, &r);
   const long result = static_cast<long>(r.rax);
   t.in_call = false;
   if (IsRestart(result)) {
@@ -1266,6 +1443,23 @@ Status Recorder::OnExit(RThread& t) {
 Status Recorder::OnSignal(RThread& t, int sig) {
   siginfo_t si{};
   ptrace(PTRACE_GETSIGINFO, t.tid, nullptr, &si);
+  if (AgentOf(t.tgid) != nullptr) {
+    user_regs_struct mr;
+    if (GetRegs(t.tid, &mr)) {
+      MoveReturn(t, &mr);  // before a handler's frame saves the address
+      if (sig == SIGPIPE && si.si_code == SI_USER && mr.rip >= US_AGENT_TEXT &&
+          mr.rip < US_AGENT_TEXT + US_AGENT_TEXT_SIZE) {
+        if (t.vpid == 0) t.vtid = NsTid(t.tid), t.vpid = NsTid(t.tgid);
+        if (si.si_pid == t.vpid) {
+          // Raised by the agent's own write: held until the agent says
+          // that write is journaled (US_AGENT_NR_SIGPIPE).
+          t.agent_sigpipe++;
+          Resume(t, 0);
+          return Status::Ok();
+        }
+      }
+    }
+  }
   auto p = t.pass.find(sig);
   if (p != t.pass.end()) {
     t.pass.erase(p);
@@ -1368,11 +1562,15 @@ Status Recorder::Run() {
   sigaddset(&chld, SIGCHLD);
   sigset_t old;
   pthread_sigmask(SIG_BLOCK, &chld, &old);
+  // The in-process agent (agent.h), unless UNDERSTUDY_PTRACE_AGENT=0.
+  const char* agent_env = std::getenv("UNDERSTUDY_PTRACE_AGENT");
+  agent_ = agent_env == nullptr || std::strcmp(agent_env, "0") != 0;
   auto attach_audit = [this](pid_t child) {
     if (!opts_.audit) return;
-    kmod::AuditConfig config;  // no allowed range: the kernel counts every watched call
+    kmod::AuditConfig config;  // the kernel counts every watched call but the agent's own
     config.root_pid = child;   // the program's tree, not the namespace's init
     config.scope = kmod::ScopeMode::kPidTree;
+    if (agent_) config.allowed.push_back({US_AGENT_TEXT, US_AGENT_TEXT + US_AGENT_TEXT_SIZE});
     auto audit = kmod::EscapeAudit::Open(config);
     if (!audit.ok()) {
       res_->audit_off_reason = audit.error().reason;
@@ -1381,7 +1579,7 @@ Status Recorder::Run() {
     audit_.emplace(std::move(audit.value()));
     res_->audit_on = true;
   };
-  s = LaunchTraced(path, opts_.argv, env, spec.cwd(), opts_.pid_namespace, &launched_, attach_audit);
+  s = LaunchTraced(path, opts_.argv, env, spec.cwd(), opts_.pid_namespace, &launched_, attach_audit, agent_);
   if (!s.ok()) {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return s;
@@ -1415,10 +1613,13 @@ Status Recorder::Run() {
     if (tid == 0) {
       struct timespec ts = {0, 20 * 1000 * 1000};
       sigtimedwait(&chld, nullptr, &ts);
-      // Idle: what was journaled reaches the segment (and the backup).
+      // Idle: what was journaled (and what the agents recorded) reaches
+      // the segment (and the backup).
+      if (err.ok()) err = DrainAgents();
       if (err.ok()) err = writer_->Flush();
       CheckStalls();
       if (err.ok()) err = ScheduleAll();
+      UpdateAgents();
       continue;
     }
     if (tid < 0) {
@@ -1426,11 +1627,12 @@ Status Recorder::Run() {
       break;
     }
     if (tid == launched_.init) continue;
+    if (err.ok()) err = DrainAgents();  // what the agents did came before this stop
     if (WIFEXITED(st) || WIFSIGNALED(st)) {
       if (tid == launched_.leader) leader_status = st, leader_done = true;
       if (RThread* gone = Find(tid)) {
         GiveUpTurn(*gone);
-        if (gone->tgid == tid) ForgetProcess(tid);
+        if (gone->tgid == tid) ForgetProcess(tid), RetireAgent(tid);
       }
       threads_.erase(tid);
       if (leader_done) {
@@ -1489,6 +1691,8 @@ Status Recorder::Run() {
         t.exec_journaled = true;
       }
       t.fds->mirror.DropAll();  // close-on-exec descriptors are gone
+      RetireAgent(t.tgid);      // the old image's, drained above
+      t.agent_pending = agent_ && t.in_call;
       PatchCputicks(tid);
       if (uint64_t rnd = FixAuxv(tid); rnd != 0 && err.ok()) {
         pb::Event e;
@@ -1513,7 +1717,12 @@ Status Recorder::Run() {
       err = OnSignal(t, sig);
     }
     if (err.ok()) err = ScheduleAll();
+    UpdateAgents();
   }
+  if (err.ok()) err = DrainAgents();
+  for (auto& [tgid, ring] : agents_) res_->agent_sites += ring->sites_patched(), res_->agent_sites_refused += ring->sites_refused();
+  agents_.clear();
+  res_->agent_misses = g_overlay.misses;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   threads_.clear();  // their descriptor tables close the tracer's duplicates
   ForgetProcess(-1);

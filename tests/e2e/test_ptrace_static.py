@@ -123,12 +123,21 @@ def instead():
         for i in range(INSTEAD_ROUNDS):
             if time.monotonic() - t0 > ROUND_BUDGET:
                 fail("instead: %d rounds did not finish in %.0f s" % (INSTEAD_ROUNDS, ROUND_BUDGET))
+            # Odd rounds without the in-process agent: every such call is
+            # then executed by the tracer; even rounds with it, where most
+            # are recorded by the agent (docs/ptrace.md "The agent").
+            agent = i % 2 == 0
+            env = dict(os.environ, UNDERSTUDY_PTRACE_AGENT="1" if agent else "0")
             with Trace("instead") as t:
-                rec = t.record([exe])
+                rec = t.record([exe], env=env)
                 expect(rec.rc == 0 and not rec.timed_out, "instead: record exit %s" % rec.rc, rec)
-                m = re.search(r"\((\d+) traced calls, (\d+) executed by the tracer\)", rec.err)
+                m = re.search(r"\((\d+) traced calls, (\d+) executed by the tracer, (\d+) recorded "
+                              r"in the program by the agent\)", rec.err)
                 expect(m is not None and int(m.group(2)) > 0,
                        "instead: the record executed no call in the program's stead", rec)
+                expect(m is not None and (int(m.group(3)) > 0) == agent,
+                       "instead: %s the agent, the agent recorded %s calls" %
+                       ("with" if agent else "without", m.group(3) if m else "?"), rec)
                 done.append(int(m.group(2)))
                 expect("after close epoll 2001 read 0" in rec.out,
                        "instead: the program did not see EOF after its peer closed (the tracer's "
