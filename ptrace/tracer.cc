@@ -1033,6 +1033,10 @@ void Recorder::UpdateAgents() {
         fast = r->vtid;
       }
     }
+    if (fast == 0 && ring->ctl()->fast_tid != 0 && it != turns_.end())
+      // The holder ran in the agent, making calls, until now: its time to
+      // reach a traced call (CheckStalls) starts here.
+      it->second.since = std::chrono::steady_clock::now();
     ring->SetFastTid(fast);
   }
 }

@@ -93,6 +93,7 @@ def threads():
                 j = record_json(rec)
                 a = j["agent"]
                 expect(a["calls"] > 1000 and a["misses"] == 0, "agent: %s" % a, rec)
+                expect(not j["warnings"], "record warned: %s" % j["warnings"], rec)
                 out = rec.stdout.decode(errors="replace").splitlines()[0]
                 rep = t.replay(show_output=True)
                 expect(rep.rc == 0 and "no divergence" in rep.err, "replay %d not clean" % i, rep)
