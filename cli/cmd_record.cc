@@ -43,6 +43,7 @@ int RunPtraceRecord(const RecordArgs& a) {
   po.dir = a.dir;
   po.audit = a.audit;
   po.argv = a.command;
+  po.forward_signals = true;
   po.durability = a.fsync == "batch" ? journal::DurabilityPolicy::PerBatch()
                                      : journal::DurabilityPolicy::None();
   ptrace_backend::RecordResult r;

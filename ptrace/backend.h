@@ -63,6 +63,10 @@ struct RecordOptions {
   // `understudy run --mode active-passive`: carried in the process spec, so
   // the backup runs no shadow (ProcessSpec.active_passive).
   bool active_passive = false;
+  // `understudy record`: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
+  // SIGUSR2 sent to the tracer (kill, not the terminal, whose signals reach
+  // the program's group directly) are passed on to the program, once.
+  bool forward_signals = false;
   // `understudy run` (recorder/primary.cc): replication and output commit.
   struct Hooks {
     // The journal exists: its id and the serialized ProcessSpec.

@@ -390,6 +390,19 @@ Status BuildFilter(std::vector<sock_filter>* prog, bool agent) {
 }
 
 // ---------------------------------------------------------------- launch
+// RecordOptions::forward_signals: where a signal sent to the tracer goes.
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+volatile sig_atomic_t g_forward_to = 0;
+
+void ForwardToProgram(int sig, siginfo_t* info, void*) {
+  // A signal the kernel made (the terminal's ^C, si_code > 0) reached the
+  // program's process group -- the tracer's -- by itself.
+  if (info != nullptr && info->si_code > 0) return;
+  const int saved = errno;
+  if (g_forward_to > 0) kill(g_forward_to, sig);
+  errno = saved;
+}
+
 struct Launched {
   pid_t leader = -1;
   pid_t init = -1;
@@ -1593,6 +1606,17 @@ Status Recorder::Run() {
   struct sigaction ign = {}, old_pipe = {};
   ign.sa_handler = SIG_IGN;
   sigaction(SIGPIPE, &ign, &old_pipe);
+  // Signals sent to the tracer go to the program: it journals them at the
+  // point they are delivered there, as any other.
+  struct sigaction old_fwd[std::size(kForwarded)] = {};
+  if (opts_.forward_signals) {
+    g_forward_to = launched_.leader;
+    struct sigaction fwd = {};
+    fwd.sa_sigaction = ForwardToProgram;
+    fwd.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&fwd.sa_mask);
+    for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &fwd, &old_fwd[i]);
+  }
   Thread(launched_.leader).started = true;
   Thread(launched_.leader).linked = true;
   turns_[launched_.leader].runner = launched_.leader;
@@ -1731,6 +1755,10 @@ Status Recorder::Run() {
   threads_.clear();  // their descriptor tables close the tracer's duplicates
   ForgetProcess(-1);
   sigaction(SIGPIPE, &old_pipe, nullptr);
+  if (opts_.forward_signals) {
+    for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &old_fwd[i], nullptr);
+    g_forward_to = 0;
+  }
   if (launched_.init > 0) {
     kill(launched_.init, SIGKILL);
     waitpid(launched_.init, nullptr, 0);

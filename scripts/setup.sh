@@ -33,6 +33,8 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # sanitizer runtimes for clang 14 (-fsanitize=fuzzer,address). nginx and
 # memcached are real servers the e2e tests record (their clients are python3);
 # their system services are stopped and disabled below (quiet_services).
+# nodejs: the managed runtime whose threads the ptrace backend orders
+# (tests/e2e/test_record_replay_node.py).
 APT_PACKAGES=(
   build-essential g++ cmake ninja-build pkg-config git
   libprotobuf-dev protobuf-compiler
@@ -47,6 +49,7 @@ APT_PACKAGES=(
   ca-certificates
   help2man prometheus
   nginx memcached
+  nodejs
 )
 
 # Packages whose Debian service would start on install (nginx on port 80,
