@@ -19,6 +19,10 @@ streams SETs and INCRs at a bounded rate; at 50 % of the stream:
     go              as unplanned, with tests/e2e/ptrace_src/go_kv.go instead: a
                     Go server (CGO_ENABLED=0, as Debian's golang-go builds it),
                     a goroutine per connection, Go's runtime threads
+    node            as unplanned, with tests/e2e/node_src/node_kv.js on
+                    Debian's node instead: a dynamic binary that `understudy
+                    run` gives to the ptrace backend by itself (Node's runtime
+                    threads hand work over through atomics)
     backup_stopped  output commit first: B's understudyd is stopped (SIGSTOP)
                     for 0.8 s, during which no write may be acknowledged (the
                     tracer holds every reply until the backup acks its
@@ -40,11 +44,12 @@ import jepsen_client
 import netns
 from harness import expect, log, run_main
 
-NEEDS = netns.CLUSTER + ["gcc", "go", "redis-cli"]
-CASES = ["unplanned", "planned", "passive", "backup_stopped", "go"]
+NEEDS = netns.CLUSTER + ["gcc", "go", "node", "redis-cli"]
+CASES = ["unplanned", "planned", "passive", "backup_stopped", "go", "node"]
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptrace_src", "static_kv.c")
 GO_SRC = os.path.join(os.path.dirname(SRC), "go_kv.go")
+NODE_SRC = os.path.join(os.path.dirname(os.path.dirname(SRC)), "node_src", "node_kv.js")
 COUNT = 3000
 RATE = 500
 
@@ -69,17 +74,21 @@ def build(tmp):
 def main(kind):
     with netns.Net() as net, netns.Cluster(net) as cl:
         a, c = net.node("A"), net.node("C")
-        exe = build_go(net.tmpdir("bin")) if kind == "go" else build(net.tmpdir("bin"))
+        if kind == "node":
+            program = ["node", NODE_SRC]
+        else:
+            program = [build_go(net.tmpdir("bin")) if kind == "go" else build(net.tmpdir("bin"))]
         passive = kind == "passive"
         if passive:
             cl.mode_args = ["--mode", "active-passive"]
         cl.start_backup()
-        cl.start_primary([exe, netns.REDIS_PORT])
+        cl.start_primary(program + [netns.REDIS_PORT])
         with open(cl.log_path("run"), "rb") as f:
             run_log = f.read().decode(errors="replace")
+        what = kind if kind in ("go", "node") else "a static binary"
         expect("backend ptrace:" in run_log,
-               "understudy run did not say it chose the ptrace backend for a static binary:\n" +
-               run_log[-2000:])
+               "understudy run did not say it chose the ptrace backend for %s:\n%s" %
+               (what, run_log[-2000:]))
         _, st = cl.status()
         body = (st or {}).get("status", st or {})
         log("B before the failover: shadow %s" % body.get("shadow"))
@@ -125,7 +134,7 @@ def main(kind):
                 a.kill_all()
             finally:
                 os.kill(cl.daemon.pid, signal.SIGCONT)
-        else:  # unplanned, passive, go
+        else:  # unplanned, passive, go, node
             a.link(False)
             a.kill_all()
         rep, rc, err = stream.finish()
