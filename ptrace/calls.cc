@@ -12,7 +12,8 @@ constexpr bool Is(const char* a, const char* b) {
 
 // The handler names of syscalls.def, as the ptrace backend can serve them.
 constexpr Treat TreatOf(const char* handler, const char* cls) {
-  if (Is(handler, "Pass") || Is(handler, "Mmap") || Is(handler, "Sigaction") ||
+  if (Is(handler, "Mmap")) return Treat::kMap;
+  if (Is(handler, "Pass") || Is(handler, "Sigaction") ||
       Is(handler, "Sigprocmask") || Is(handler, "MemfdCreate"))
     return Treat::kUntraced;
   if (Is(handler, "Emu") || Is(handler, "GetTimeOfDay") || Is(handler, "Time") ||
@@ -103,6 +104,7 @@ const char* TreatName(Treat t) {
   switch (t) {
     case Treat::kUntraced: return "not stopped (runs for real)";
     case Treat::kEmu: return "journaled; replay skips it and injects result + buffers";
+    case Treat::kMap: return "file maps only (anonymous maps not stopped): re-executed on a real file; on an emulated descriptor the mapped bytes are journaled and replay maps anonymous memory holding them";
     case Treat::kFdIn: return "journaled; re-executed on read-only regular files";
     case Treat::kFdOut: return "length + checksum; replay suppresses and compares";
     case Treat::kFdOp: return "journaled; re-executed on read-only regular files";

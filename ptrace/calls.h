@@ -29,6 +29,9 @@ enum class Treat {
   kIoctl,     // emulated on emulated fds; known requests' outputs journaled
   kFcntl,     // F_DUPFD/F_GETFD/F_SETFD executed; others as kFdOp
   kRefuse,    // refused at record time
+  kMap,       // mmap of a file (the filter stops no anonymous map): re-executed on a
+              // real descriptor; on an emulated one the mapping's bytes are journaled and
+              // replay maps anonymous memory at the recorded address holding them
 };
 
 struct CallRow {

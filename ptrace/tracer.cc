@@ -367,6 +367,11 @@ Status BuildFilter(std::vector<sock_filter>* prog, bool agent) {
       fprintf(stderr, "understudy: TEST HOOK UNDERSTUDY_TEST_PTRACE_UNTRACE: %s is not traced\n", row->name);
       continue;
     }
+    if (nr == SYS_mmap) {  // file maps only: anonymous memory is deterministic
+      rc = seccomp_rule_add(ctx, SCMP_ACT_TRACE(0), SYS_mmap, 1,
+                            SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, 0));
+      continue;
+    }
     rc = seccomp_rule_add(ctx, SCMP_ACT_TRACE(0), static_cast<int>(nr), 0);
   }
   if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_TRACE(0), SYS_restart_syscall, 0);
@@ -560,6 +565,12 @@ pid_t NsTid(pid_t tid) {
   }
   fclose(f);
   return v;
+}
+
+std::string Hex(long v) {
+  char b[24];
+  snprintf(b, sizeof b, "%lx", static_cast<unsigned long>(v));
+  return b;
 }
 
 bool IsPidResult(long nr) {
@@ -1385,6 +1396,35 @@ Status Recorder::JournalCall(RThread& t, long result) {
         }
       }
       break;
+    case Treat::kMap:
+      if (fd_real || result < 0) {
+        action = fd_real ? pb::REEXECUTE_CHECK : pb::EMULATE;
+        break;
+      }
+      // A map of a descriptor replay will not have (a file opened for
+      // writing, a shared-memory object): the bytes the file gave the
+      // mapping, read back now; the kernel zero-fills the rest of the page.
+      {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", t.tid, fd);
+        struct stat st;
+        uint64_t n = 0;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > a[5])
+          n = std::min<uint64_t>(a[1], static_cast<uint64_t>(st.st_size) - a[5]);
+        std::string bytes = ReadBytes(t.tid, static_cast<uint64_t>(result), n);
+        // Mapped without PROT_READ: /proc/PID/mem reads through it.
+        if (bytes.size() != n) {
+          bytes.assign(n, '\0');
+          snprintf(path, sizeof path, "/proc/%d/mem", t.tid);
+          int mem = open(path, O_RDONLY | O_CLOEXEC);
+          if (mem < 0 || pread(mem, bytes.data(), n, static_cast<off_t>(result)) != static_cast<ssize_t>(n))
+            bytes.clear();
+          if (mem >= 0) close(mem);
+        }
+        sc->add_out(bytes);
+        sc->set_length(n);
+      }
+      break;
     default:
       break;
   }
@@ -1396,7 +1436,7 @@ Status Recorder::JournalCall(RThread& t, long result) {
       sc->add_out(t.instead_bytes);
       if (nr == SYS_recvfrom) sc->add_out(std::string()), sc->add_out(std::string());
     }
-  } else if (action == pb::EMULATE && !(row->treat == Treat::kOpen)) {
+  } else if (action == pb::EMULATE && row->treat != Treat::kOpen && row->treat != Treat::kMap) {
     CaptureOuts(*row, nr, a, result, t.tid, sc);
   }
   sc->set_action(action);
@@ -1807,10 +1847,14 @@ struct PThread : Tracee {
   pid_t tgid = 0;        // its process
   bool waiting = false;  // stopped until the journal's next event is its own and its process's turn is free
   const pb::Event* ev = nullptr;  // the event its current call consumed
+  // A re-executed call the replay's own signal interrupted (a SIGCHLD,
+  // queued for a traced process even where ignored): the kernel restarts
+  // it, and that restart runs this event again.
+  const pb::Event* again = nullptr;
   pid_t last_child = 0;           // the thread or process its last clone/fork made
   int tsc_len = 0;                // waiting at an rdtsc/rdtscp of this length
   uint64_t tsc_rip = 0;           // at this address
-  enum class Mode { kSkip, kPlaceholder, kPlaceholder2, kReal, kRealOutput } mode = Mode::kSkip;
+  enum class Mode { kSkip, kPlaceholder, kPlaceholder2, kReal, kRealOutput, kAnonMap } mode = Mode::kSkip;
 };
 
 class Replayer {
@@ -1890,7 +1934,7 @@ class Replayer {
   void GoLive();
   void LiveSeccomp(PThread& t, bool pending = false);
   void LiveStop(PThread& t, int st);
-  void Start(PThread& t, const pb::Event& e);
+  void Start(PThread& t, const pb::Event& e, bool rerun = false);
   void Finish(PThread& t);
   void OnSignal(PThread& t, int sig);
   void OnExec(PThread& t);
@@ -2013,7 +2057,7 @@ void Replayer::Pump() {
   }
 }
 
-void Replayer::Start(PThread& t, const pb::Event& e) {
+void Replayer::Start(PThread& t, const pb::Event& e, bool rerun) {
   const pb::SyscallEvent& sc = e.syscall();
   const CallRow* row = FindRow(t.nr);
   const int fd = row != nullptr && row->fd_arg >= 0 ? static_cast<int>(t.a[row->fd_arg]) : -1;
@@ -2027,7 +2071,7 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
             "replay made " + CallOn(t.nr, fd) + " but the recording has " + CallOn(sc.call(), sc.fd()));
     return;
   }
-  Consume();
+  if (!rerun) Consume();
   if (t.nr == SYS_exit_group) exited_.insert(t.tgid);
   if (t.nr == kCallThreadStart) {
     t.in_call = false;
@@ -2078,6 +2122,27 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
     t.mode = PThread::Mode::kPlaceholder;
   } else if (row != nullptr && sc.result() >= 0 && row->treat == Treat::kNewFd2) {
     t.mode = PThread::Mode::kPlaceholder2;
+  } else if (row != nullptr && sc.result() >= 0 && row->treat == Treat::kMap) {
+    t.mode = PThread::Mode::kAnonMap;
+  }
+  if (t.mode == PThread::Mode::kReal && t.nr == SYS_wait4 && !IsRestart(sc.result())) {
+    // wait4 reaps what the recording reaped.  A child whose exit_group has
+    // been replayed may still be dying here, so a WNOHANG wait re-executed
+    // as such could find nothing (bash's SIGCHLD loop then gives up early)
+    // or, where the recording found nothing, a child that has died since.
+    // Nothing reaped: answered.  A child reaped: that very child, waited for.
+    if (sc.result() == 0) {
+      t.mode = PThread::Mode::kSkip;
+    } else if (sc.result() > 0) {
+      pid_t want = static_cast<pid_t>(sc.result());
+      if (launched_.init <= 0) {  // no PID namespace: the program sees host pids
+        auto it = tidmap_.find(static_cast<uint32_t>(want));
+        if (it != tidmap_.end()) want = it->second;
+      }
+      r.rdi = static_cast<unsigned long long>(static_cast<long>(want));
+      r.rdx = t.a[2] & ~static_cast<uint64_t>(WNOHANG);
+      SetRegs(t.tid, r);
+    }
   }
   if ((opts_.go_live || opts_.follow) && !IsRestart(sc.result()))
     fds_.Observe(t.tgid, t.tid, t.nr, t.a, sc.result(),
@@ -2111,6 +2176,17 @@ void Replayer::Start(PThread& t, const pb::Event& e) {
       r.rsi = 0;
       SetRegs(t.tid, r);
       break;
+    case PThread::Mode::kAnonMap:
+      // The descriptor here is a placeholder: anonymous memory, shared or
+      // private as the program asked (MAP_SHARED still reaches the children
+      // it forks), at the address the recording got; the bytes at the exit.
+      r.rdi = static_cast<unsigned long long>(sc.result());
+      r.r10 = (t.a[3] & ~static_cast<uint64_t>(MAP_FIXED)) | MAP_ANONYMOUS |
+              ((t.a[3] & MAP_FIXED) ? MAP_FIXED : MAP_FIXED_NOREPLACE);
+      r.r8 = static_cast<unsigned long long>(-1);
+      r.r9 = 0;
+      SetRegs(t.tid, r);
+      break;
     default:
       break;
   }
@@ -2128,6 +2204,17 @@ void Replayer::Finish(PThread& t) {
   t.in_call = false;
   switch (t.mode) {
     case PThread::Mode::kReal:
+      if (t.nr == SYS_wait4 && (r.rdi != t.a[0] || r.rdx != t.a[2])) {
+        r.rdi = t.a[0], r.rdx = t.a[2];  // the program's own arguments back
+        SetRegs(t.tid, r);
+      }
+      if (IsRestart(real) && !IsRestart(sc.result())) {
+        t.again = t.ev;  // still its turn; the signal is dropped, the call restarts
+        t.interrupted_nr = t.nr;
+        std::memcpy(t.ia, t.a, sizeof t.a);
+        Resume(t);
+        return;
+      }
       if (IsPidResult(t.nr)) {
         if ((t.nr == SYS_clone || t.nr == SYS_clone3 || t.nr == SYS_fork || t.nr == SYS_vfork) &&
             real > 0 && sc.result() > 0)
@@ -2153,6 +2240,21 @@ void Replayer::Finish(PThread& t) {
       r.rdi = t.a[0], r.rsi = t.a[1], r.rdx = t.a[2], r.r10 = t.a[3];
       SetRegs(t.tid, r);
       if (row != nullptr && sc.action() == pb::EMULATE) InjectOuts(*row, t.nr, t.a, sc, t.tid);
+      break;
+    case PThread::Mode::kAnonMap:
+      r.rdi = t.a[0], r.r10 = t.a[3], r.r8 = t.a[4], r.r9 = t.a[5];
+      SetRegs(t.tid, r);
+      if (real != sc.result()) {
+        Diverge(e.seq(), e.tid(), CallName(t.nr), sc.result(), real,
+                CallOn(t.nr, fd) + ": the recorded mapping at 0x" + Hex(sc.result()) +
+                    " could not be made there (got " + std::to_string(real) + ")");
+        return;
+      }
+      if (sc.out_size() > 0 && !WriteMem(t.tid, static_cast<uint64_t>(real), sc.out(0).data(), sc.out(0).size())) {
+        Diverge(e.seq(), e.tid(), CallName(t.nr), sc.result(), real,
+                CallOn(t.nr, fd) + ": the recorded contents could not be written at 0x" + Hex(real));
+        return;
+      }
       break;
     case PThread::Mode::kPlaceholder2:
     case PThread::Mode::kSkip:
@@ -2475,6 +2577,12 @@ Status Replayer::Run() {
         std::memcpy(t.a, t.ia, sizeof t.a);
       }
       t.interrupted_nr = -1;
+      if (t.again != nullptr) {
+        const pb::Event& e = *t.again;
+        t.again = nullptr;
+        Start(t, e, /*rerun=*/true);
+        continue;
+      }
       Wait(t);
       Pump();
     } else if (sig == SIGTRAP && (ev_kind == PTRACE_EVENT_CLONE || ev_kind == PTRACE_EVENT_FORK ||

@@ -5,7 +5,7 @@ bytes, and Debian's static busybox.  Recorded with the backend chosen
 automatically (the record says so), replayed identically -- and the preload
 backend forced on the static binary is never called clean.
 
-    test_ptrace_static.py CASE    static_c | busybox | preload_not_clean | tampered | instead
+    test_ptrace_static.py CASE    static_c | busybox | preload_not_clean | tampered | instead | trees
 
 tampered: one bit of the journaled getrandom bytes flipped (frame checksum
 fixed, so only the replay can tell) -- the ptrace replay must report the
@@ -26,8 +26,8 @@ import time
 
 from harness import Trace, expect, fail, flip_journal_byte, log, run_main
 
-NEEDS = ["gcc", "/bin/busybox"]
-CASES = ["static_c", "busybox", "preload_not_clean", "tampered", "instead"]
+NEEDS = ["gcc", "/bin/busybox", "bash"]
+CASES = ["static_c", "busybox", "preload_not_clean", "tampered", "instead", "trees"]
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptrace_src")
 ROUNDS = 20          # record + replay rounds of the static C program
@@ -156,9 +156,44 @@ def instead():
                                                         max(done)))
 
 
+TREES_BASH = ("for i in 1 2 3 4 5 6; do x=$(echo $RANDOM | sort); y=$(date +%N); "
+              "echo \"$i $x $y\"; done")
+TREES_PY = """
+import multiprocessing as mp, os, time
+def work(q, i):
+    q.put((i, os.getpid(), time.time_ns() % 1000000, os.urandom(4).hex()))
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    q = mp.Queue()
+    ps = [mp.Process(target=work, args=(q, i)) for i in range(3)]
+    for p in ps: p.start()
+    got = sorted(q.get(timeout=30) for _ in ps)
+    for p in ps: p.join()
+    print(got, [p.exitcode for p in ps])
+"""
+
+
+def trees():
+    for name, argv in (("bash", ["bash", "-c", TREES_BASH]),
+                       ("multiprocessing", [sys.executable, "-c", TREES_PY])):
+        outs = set()
+        for i in range(5):
+            with Trace("ptrace_trees") as t:
+                rec = t.record(argv, extra=["--backend", "ptrace"], timeout=120)
+                expect(rec.rc == 0 and not rec.timed_out, "trees %s: record exit %s" % (name, rec.rc), rec)
+                rep = t.replay(show_output=True, timeout=120)
+                expect(rep.rc == 0 and "no divergence" in rep.err,
+                       "trees %s: replay %d not clean (exit %s)" % (name, i + 1, rep.rc), rep)
+                expect(rep.stdout == rec.stdout, "trees %s: replay %d printed another output\n"
+                       "--- recorded\n%s" % (name, i + 1, rec.out), rep)
+                outs.add(rec.out)
+        expect(len(outs) > 1, "trees %s: 5 recordings printed the same output" % name)
+        log("ok trees %s: 5 rounds identical on replay (%d distinct recordings)" % (name, len(outs)))
+
+
 def main():
     cases = {"static_c": static_c, "busybox": busybox, "preload_not_clean": preload_not_clean,
-             "tampered": tampered, "instead": instead}
+             "tampered": tampered, "instead": instead, "trees": trees}
     names = sys.argv[1:] or list(cases)
     for n in names:
         if n not in cases:
