@@ -356,6 +356,10 @@ void ShadowSupervisor::Launch(const std::string& dir) {
   for (size_t t = 0; t < tries.size(); t++) {
     const CheckpointInfo& ck = tries[t];
     double restore_ms = 0;
+    // Sampled before the replica is read: the mark's frame can land while
+    // Restore reads, and a replica that was short of the mark then is
+    // waited for, not given up on.
+    const uint64_t replica_had = replica_.last_seq();
     Status r = Shadow::Restore(dir, ck.dir, ck.id, ck.mark_seq, options_.nice, replica_.last_seq(),
                                &fresh, &warning, &restore_ms);
     if (r.ok()) {
@@ -379,7 +383,7 @@ void ShadowSupervisor::Launch(const std::string& dir) {
     // A re-integration (daemon/reintegration.h): the checkpoint is here
     // before the stream, whose first frame holds its mark; until that
     // frame is in the replica, wait for it.
-    if (r.IsNotFound() && replica_.last_seq() < ck.mark_seq && !ck.journal_id.empty()) {
+    if (r.IsNotFound() && replica_had < ck.mark_seq && !ck.journal_id.empty()) {
       const std::optional<journal::JournalId> j = node_.journal();
       if (j && journal::JournalIdHex(*j) == ck.journal_id) return;
     }
