@@ -28,6 +28,7 @@
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <linux/kcmp.h>
 #include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -567,6 +568,29 @@ pid_t NsTid(pid_t tid) {
   return v;
 }
 
+// Whether the program's `fd` is the replayer's own stdout or stderr, which
+// --show-output writes to (a descriptor 1 that is a pipe to another process
+// of the tree, replaced by a placeholder, is not: nobody reads it).
+bool OursToShow(pid_t tid, int fd) {
+  for (int ours : {1, 2})
+    if (syscall(SYS_kcmp, getpid(), tid, KCMP_FILE, ours, fd) == 0) return true;
+  return false;
+}
+
+// Whether the thread sleeps in the kernel (state S or D in its stat).
+bool Sleeping(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", tid);
+  FILE* f = fopen(path, "re");
+  if (f == nullptr) return false;
+  char buf[512];
+  const size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char* close = strrchr(buf, ')');  // the name may hold spaces and parentheses
+  return close != nullptr && close[1] == ' ' && (close[2] == 'S' || close[2] == 'D');
+}
+
 std::string Hex(long v) {
   char b[24];
   snprintf(b, sizeof b, "%lx", static_cast<unsigned long>(v));
@@ -673,8 +697,12 @@ struct FdTable {
 };
 
 // ---------------------------------------------------------------- turns
-// Turns (docs/ptrace.md "Threads"): of each process, one thread at a time
-// runs its own code -- the turn's holder.  The others are stopped by the
+// Turns (docs/ptrace.md "Threads"): of the whole traced tree, one thread at
+// a time runs its own code -- the turn's holder.  The whole tree, not each
+// process: processes share memory too (a MAP_SHARED mapping made before a
+// fork, a sem_open semaphore) and use it without a call -- whether a
+// sem_post finds a waiter of another process and calls futex is decided
+// there.  The others are stopped by the
 // tracer, or inside a call that may wait (they gave the turn up at its
 // entry; the kernel runs them meanwhile but they touch no memory the
 // program shares).  A thread whose call is done waits, stopped, for the
@@ -686,12 +714,21 @@ struct FdTable {
 //
 // A call that may wait for another thread or the outside (futex waits,
 // epoll_wait, reads of sockets that block, nanosleep, ...) gives up the turn
-// at entry.  Any other call keeps it; at the end of an emulated one (time,
+// at entry.  Writes and sends keep it: two processes writing to one pipe
+// reach the kernel in journal order, so what the reader got is what replay
+// writes (with the turn given up at entry, the journal, ordered by the
+// calls' ends, could have them the other way round); a write the kernel
+// makes wait (a full pipe) gives the turn up once the tracer sees it
+// sleeping (CheckStalls).  Any other call keeps it; at the end of an emulated one (time,
 // getrandom, futex wake, sched_yield, I/O on emulated descriptors) the turn
-// goes to the next waiting thread of the process, round robin.  Calls that
+// goes to the next waiting thread of the tree, round robin.  Calls that
 // change the descriptor table (open, close, socket, accept, dup) keep the
 // turn to their end, so descriptor numbers come out in the order replay
 // makes them.
+bool Writes(long nr) {
+  return nr == SYS_write || nr == SYS_writev || nr == SYS_sendto || nr == SYS_sendmsg;
+}
+
 bool MayBlock(long nr, const uint64_t* a, bool fd_quick) {
   switch (nr) {
     case SYS_futex: {
@@ -714,14 +751,10 @@ bool MayBlock(long nr, const uint64_t* a, bool fd_quick) {
     case SYS_poll: return static_cast<int>(a[2]) != 0;
     case SYS_epoll_wait:
     case SYS_epoll_pwait: return static_cast<int>(a[3]) != 0;
-    case SYS_recvfrom:
-    case SYS_sendto: return !fd_quick && (a[3] & MSG_DONTWAIT) == 0;
-    case SYS_recvmsg:
-    case SYS_sendmsg: return !fd_quick && (a[2] & MSG_DONTWAIT) == 0;
+    case SYS_recvfrom: return !fd_quick && (a[3] & MSG_DONTWAIT) == 0;
+    case SYS_recvmsg: return !fd_quick && (a[2] & MSG_DONTWAIT) == 0;
     case SYS_read:
     case SYS_readv:
-    case SYS_write:
-    case SYS_writev:
     case SYS_accept:
     case SYS_accept4:
     case SYS_connect: return !fd_quick;
@@ -761,13 +794,13 @@ struct RThread : Tracee {
   std::function<Status()> grant;  // journals what ended its wait and resumes it
 };
 
-// The turn of one process (thread group).
+// The turn: of all the threads of the traced tree, the one running its own
+// code, and those waiting for that.
 struct Turn {
   pid_t runner = 0;  // the thread running its own code, 0: none
   std::deque<pid_t> ready;  // parked threads, first come first served
   std::chrono::steady_clock::time_point since;  // the runner's grant or last stop
   bool warned = false;
-  bool exiting = false;  // it called exit_group: its parked threads die parked
 };
 
 class Recorder {
@@ -797,20 +830,16 @@ class Recorder {
     e->set_pid(static_cast<uint32_t>(th.vpid));
     return writer_->Append(*e);
   }
-  bool IsRunner(const RThread& t) {
-    auto it = turns_.find(t.tgid);
-    return it != turns_.end() && it->second.runner == t.tid;
-  }
+  bool IsRunner(const RThread& t) const { return turn_.runner == t.tid; }
   void GiveUpTurn(const RThread& t) {
-    auto it = turns_.find(t.tgid);
-    if (it != turns_.end() && it->second.runner == t.tid) it->second.runner = 0;
+    if (turn_.runner == t.tid) turn_.runner = 0;
   }
   // Stops `t` until its process's turn comes to it; then `grant` runs.
   void Park(RThread& t, std::function<Status()> grant) {
     GiveUpTurn(t);
     t.parked = true;
     t.grant = std::move(grant);
-    turns_[t.tgid].ready.push_back(t.tid);
+    turn_.ready.push_back(t.tid);
   }
   // Parks a call's end: journaled (and the thread resumed) at its grant.
   void ParkCall(RThread& t, long result) {
@@ -897,7 +926,9 @@ class Recorder {
   RecordResult* res_;
   std::unique_ptr<journal::JournalWriter> writer_;
   std::map<pid_t, RThread> threads_;
-  std::map<pid_t, Turn> turns_;
+  Turn turn_;                 // the whole tree's: one thread of all runs its own code
+  std::set<std::pair<dev_t, ino_t>> written_;  // regular files the tree opened for writing
+  std::set<pid_t> exiting_;   // processes that called exit_group: their parked threads die parked
   uint64_t seq_ = 0;
   Launched launched_;
   bool refusing_ = false;
@@ -970,52 +1001,51 @@ Status Recorder::FinishAudit() {
 }
 
 Status Recorder::ScheduleAll() {
-  for (auto& [tgid, turn] : turns_) {
-    while (turn.runner == 0 && !turn.ready.empty() && !turn.exiting) {
-      const pid_t tid = turn.ready.front();
-      turn.ready.pop_front();
-      RThread* t = Find(tid);
-      if (t == nullptr || !t->parked) continue;
-      t->parked = false;
-      turn.runner = tid;
-      turn.since = std::chrono::steady_clock::now();
-      res_->turns_granted++;
-      std::function<Status()> g = std::move(t->grant);
-      t->grant = nullptr;
-      Status s = g();
-      if (!s.ok()) return s;
-    }
+  Turn& turn = turn_;
+  while (turn.runner == 0 && !turn.ready.empty()) {
+    const pid_t tid = turn.ready.front();
+    turn.ready.pop_front();
+    RThread* t = Find(tid);
+    if (t == nullptr || !t->parked || exiting_.count(t->tgid) != 0) continue;
+    t->parked = false;
+    turn.runner = tid;
+    turn.since = std::chrono::steady_clock::now();
+    res_->turns_granted++;
+    std::function<Status()> g = std::move(t->grant);
+    t->grant = nullptr;
+    Status s = g();
+    if (!s.ok()) return s;
   }
   return Status::Ok();
 }
 
 // A turn held too long while other threads wait: a call that keeps the turn
-// but waits in the kernel after all (a blocking write to a full socket, ...)
-// gives it up after 100 ms; a thread running its own code for 2 s without a
+// but waits in the kernel after all gives it up after 100 ms, a write or
+// send (to a full pipe or socket) as soon as it is seen sleeping; a thread running its own code for 2 s without a
 // traced call (a spin loop waiting for another thread) loses it, and the
 // recording says that replay may differ from there on.
 void Recorder::CheckStalls() {
   const auto now = std::chrono::steady_clock::now();
-  for (auto& [tgid, turn] : turns_) {
-    if (turn.runner == 0 || turn.ready.empty()) continue;
-    RThread* t = Find(turn.runner);
-    if (t == nullptr) {
-      turn.runner = 0;
-      continue;
-    }
-    if (t->in_call && now - turn.since > std::chrono::milliseconds(100)) {
-      turn.runner = 0;
-      res_->turns_released_blocked++;
-    } else if (!t->in_call && now - turn.since > std::chrono::seconds(2)) {
-      turn.runner = 0;
-      res_->turns_released_unordered++;
-      if (!turn.warned) {
-        turn.warned = true;
-        res_->warnings.push_back("thread " + std::to_string(NsTid(t->tid)) +
-                                 " ran its own code for 2 s without a traced call while other "
-                                 "threads waited; they ran concurrently from event " +
-                                 std::to_string(seq_) + " on, so the replay may diverge there");
-      }
+  Turn& turn = turn_;
+  if (turn.runner == 0 || turn.ready.empty()) return;
+  RThread* t = Find(turn.runner);
+  if (t == nullptr) {
+    turn.runner = 0;
+    return;
+  }
+  if (t->in_call && (now - turn.since > std::chrono::milliseconds(100) ||
+                    (Writes(t->nr) && Sleeping(t->tid)))) {
+    turn.runner = 0;
+    res_->turns_released_blocked++;
+  } else if (!t->in_call && now - turn.since > std::chrono::seconds(2)) {
+    turn.runner = 0;
+    res_->turns_released_unordered++;
+    if (!turn.warned) {
+      turn.warned = true;
+      res_->warnings.push_back("thread " + std::to_string(NsTid(t->tid)) +
+                               " ran its own code for 2 s without a traced call while other "
+                               "threads waited; they ran concurrently from event " +
+                               std::to_string(seq_) + " on, so the replay may diverge there");
     }
   }
 }
@@ -1049,18 +1079,17 @@ Status Recorder::JournalAgentEntry(pid_t tgid, const us_agent_entry& e) {
 void Recorder::UpdateAgents() {
   for (auto& [tgid, ring] : agents_) {
     int32_t fast = 0;
-    auto it = turns_.find(tgid);
-    if (it != turns_.end() && it->second.runner != 0 && it->second.ready.empty() && !it->second.exiting) {
-      RThread* r = Find(it->second.runner);
-      if (r != nullptr && !r->parked && r->deferred.empty() && r->pass.empty()) {
+    if (turn_.runner != 0 && turn_.ready.empty() && exiting_.count(tgid) == 0) {
+      RThread* r = Find(turn_.runner);
+      if (r != nullptr && r->tgid == tgid && !r->parked && r->deferred.empty() && r->pass.empty()) {
         if (r->vtid == 0) r->vtid = NsTid(r->tid), r->vpid = NsTid(r->tgid);
         fast = r->vtid;
       }
     }
-    if (fast == 0 && ring->ctl()->fast_tid != 0 && it != turns_.end())
+    if (fast == 0 && ring->ctl()->fast_tid != 0)
       // The holder ran in the agent, making calls, until now: its time to
       // reach a traced call (CheckStalls) starts here.
-      it->second.since = std::chrono::steady_clock::now();
+      turn_.since = std::chrono::steady_clock::now();
     ring->SetFastTid(fast);
   }
 }
@@ -1179,7 +1208,7 @@ Status Recorder::OnEntry(RThread& t) {
     // The threads waiting for the turn never get it: in the recording, as
     // on replay, they are stopped until the kernel ends them.
     t.in_call = false;
-    turns_[t.tgid].exiting = true;
+    exiting_.insert(t.tgid);
     Status s = JournalCall(t, static_cast<long>(a[0]));
     LetThrough(r);
     Resume(t);
@@ -1389,8 +1418,13 @@ Status Recorder::JournalCall(RThread& t, long result) {
         struct statfs fs;
         const bool kernel_made = statfs(path, &fs) == 0 &&
                                  (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC);
-        if (nr != SYS_creat && accmode == O_RDONLY && stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
-            !kernel_made) {
+        const bool regular = stat(path, &st) == 0 && S_ISREG(st.st_mode) && !kernel_made;
+        if (regular && (nr == SYS_creat || accmode != O_RDONLY)) {
+          written_.insert({st.st_dev, st.st_ino});
+        } else if (regular && written_.count({st.st_dev, st.st_ino}) == 0) {
+          // A file the program wrote itself (sort's temporary files, a
+          // database it reads back) is journaled instead: replay does not
+          // write it, and it may be gone by then.
           action = pb::REEXECUTE_CHECK;
           real.insert(static_cast<int>(result));
         }
@@ -1659,8 +1693,8 @@ Status Recorder::Run() {
   }
   Thread(launched_.leader).started = true;
   Thread(launched_.leader).linked = true;
-  turns_[launched_.leader].runner = launched_.leader;
-  turns_[launched_.leader].since = std::chrono::steady_clock::now();
+  turn_.runner = launched_.leader;
+  turn_.since = std::chrono::steady_clock::now();
   int leader_status = 0;
   bool leader_done = false;
   Status err;
@@ -1679,6 +1713,9 @@ Status Recorder::Run() {
     int st = 0;
     pid_t tid = waitpid(-1, &st, __WALL | WNOHANG);
     if (tid == 0) {
+      CheckStalls();  // a writer asleep on a full pipe: its reader may be waiting for the turn
+      if (err.ok()) err = ScheduleAll();
+      UpdateAgents();
       struct timespec ts = {0, 20 * 1000 * 1000};
       sigtimedwait(&chld, nullptr, &ts);
       // Idle: what was journaled (and what the agents recorded) reaches
@@ -1726,7 +1763,7 @@ Status Recorder::Run() {
       ptrace(PTRACE_CONT, tid, nullptr, nullptr);
       continue;
     }
-    if (IsRunner(t)) turns_[t.tgid].since = std::chrono::steady_clock::now();
+    if (IsRunner(t)) turn_.since = std::chrono::steady_clock::now();
     if (sig == (SIGTRAP | 0x80)) {
       err = OnExit(t);
     } else if (sig == SIGTRAP && ev == PTRACE_EVENT_SECCOMP) {
@@ -1750,6 +1787,10 @@ Status Recorder::Run() {
         c.held = false;
         ParkNew(c);
       }
+      // A vfork's parent waits in the kernel until its child execs or
+      // exits, and the child needs the turn for that: the parent gives it
+      // up here, its call journaled, and gets it back at its exit stop.
+      if (ev == PTRACE_EVENT_VFORK) GiveUpTurn(parent);
       Resume(parent);
     } else if (sig == SIGTRAP && ev == PTRACE_EVENT_EXEC) {
       // The execve is journaled here, before the new image's AT_RANDOM
@@ -1906,17 +1947,15 @@ class Replayer {
     res_->events_done++;
   }
   // `t` stopped where it needs its next event: it no longer runs its own
-  // code, so its process's turn is free (see "Turns" in the record part).
+  // code, so the tree's turn is free (see "Turns" in the record part).
   void Wait(PThread& t) {
     t.waiting = true;
-    auto it = runner_.find(t.tgid);
-    if (it != runner_.end() && it->second == t.tid) it->second = 0;
+    if (runner_ == t.tid) runner_ = 0;
   }
   void Gone(pid_t tid) {
     auto t = threads_.find(tid);
     if (t == threads_.end()) return;
-    auto it = runner_.find(t->second.tgid);
-    if (it != runner_.end() && it->second == tid) it->second = 0;
+    if (runner_ == tid) runner_ = 0;
   }
   // The signals the journal delivers right after `t`'s event, raised while
   // it is still stopped, so they arrive at the same point.
@@ -1974,7 +2013,7 @@ class Replayer {
   void Follow();
   std::map<pid_t, PThread> threads_;
   std::map<uint32_t, pid_t> tidmap_;
-  std::map<pid_t, pid_t> runner_;  // process (tgid) -> the thread running its own code, 0: none
+  pid_t runner_ = 0;  // the thread of the tree running its own code, 0: none
   std::set<pid_t> exited_;         // processes whose exit_group was replayed
   Launched launched_;
   bool diverged_ = false;
@@ -2049,9 +2088,8 @@ void Replayer::Pump() {
       continue;
     }
     if (!t.waiting) return;
-    pid_t& runner = runner_[t.tgid];
-    if (runner != 0 && runner != t.tid) return;  // another thread of its process runs its own code
-    runner = t.tid;
+    if (runner_ != 0 && runner_ != t.tid) return;  // another thread of the tree runs its own code
+    runner_ = t.tid;
     t.waiting = false;
     Start(t, *e);
   }
@@ -2116,7 +2154,7 @@ void Replayer::Start(PThread& t, const pb::Event& e, bool rerun) {
               static_cast<int64_t>(sum), text);
       return;
     }
-    if (opts_.show_output && (fd == 1 || fd == 2)) t.mode = PThread::Mode::kRealOutput;
+    if (opts_.show_output && (fd == 1 || fd == 2) && OursToShow(t.tid, fd)) t.mode = PThread::Mode::kRealOutput;
   } else if (row != nullptr && sc.result() >= 0 &&
              (row->treat == Treat::kNewFd || row->treat == Treat::kOpen)) {
     t.mode = PThread::Mode::kPlaceholder;
@@ -2495,7 +2533,7 @@ Status Replayer::Run() {
   PThread& leader = Thread(launched_.leader);
   leader.started = true;
   leader.linked = true;
-  runner_[launched_.leader] = launched_.leader;
+  runner_ = launched_.leader;
   for (const pb::Event& e : events_)
     if (e.tid() != 0) {
       tidmap_[e.tid()] = launched_.leader;
@@ -2611,6 +2649,9 @@ Status Replayer::Run() {
         c.nr = kCallThreadStart;
         Wait(c);
       }
+      // As in the recording: a vfork's parent waits for its child, which
+      // needs the turn.
+      if (ev_kind == PTRACE_EVENT_VFORK && runner_ == t.tid) runner_ = 0;
       Resume(t);
       Pump();
     } else if (sig == SIGTRAP && ev_kind == PTRACE_EVENT_EXEC) {

@@ -5,7 +5,19 @@ bytes, and Debian's static busybox.  Recorded with the backend chosen
 automatically (the record says so), replayed identically -- and the preload
 backend forced on the static binary is never called clean.
 
-    test_ptrace_static.py CASE    static_c | busybox | preload_not_clean | tampered | instead | trees
+    test_ptrace_static.py CASE    static_c | busybox | preload_not_clean | tampered | instead | trees | shared
+
+trees: bash command substitution, a pipeline with a sort that spills to
+temporary files, Python multiprocessing (fork, three
+Processes, a Queue) and a multiprocessing.Pool of three, five recordings
+each: every replay prints what its recording printed.
+
+shared: three forked children of a static program take tickets from a
+counter in a shared anonymous mapping with atomic adds, a getpid between two
+takes, and print which they got -- decided by how the processes ran against
+each other, through memory, with no call.  Every replay must print the same
+(with a turn per process instead of one for the whole tree, replays
+differed).
 
 tampered: one bit of the journaled getrandom bytes flipped (frame checksum
 fixed, so only the replay can tell) -- the ptrace replay must report the
@@ -27,7 +39,7 @@ import time
 from harness import Trace, expect, fail, flip_journal_byte, log, run_main
 
 NEEDS = ["gcc", "/bin/busybox", "bash"]
-CASES = ["static_c", "busybox", "preload_not_clean", "tampered", "instead", "trees"]
+CASES = ["static_c", "busybox", "preload_not_clean", "tampered", "instead", "trees", "shared"]
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptrace_src")
 ROUNDS = 20          # record + replay rounds of the static C program
@@ -158,6 +170,11 @@ def instead():
 
 TREES_BASH = ("for i in 1 2 3 4 5 6; do x=$(echo $RANDOM | sort); y=$(date +%N); "
               "echo \"$i $x $y\"; done")
+# A pipeline through a full pipe (the writer sleeps with the turn; its
+# reader must get it) and a sort that spills to temporary files it reads
+# back and removes (the replay must not look for them on disk).
+TREES_PIPE = ("head -c 3000000 /dev/zero | wc -c; seq 1 100000 | sort -S 64K -n | tail -1; "
+              "echo $RANDOM")
 TREES_PY = """
 import multiprocessing as mp, os, time
 def work(q, i):
@@ -171,11 +188,24 @@ if __name__ == "__main__":
     for p in ps: p.join()
     print(got, [p.exitcode for p in ps])
 """
+# A worker pool: its workers take the task queue's lock, a semaphore in
+# memory the processes share, by atomics before any call.
+TREES_POOL = """
+import multiprocessing as mp, os
+def f(x): return (x * x + os.urandom(1)[0], os.getpid())
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with mp.Pool(3) as p:
+        r = p.map(f, range(40), chunksize=2)
+    print(sum(v for v, _ in r), [pid for _, pid in r])
+"""
 
 
 def trees():
     for name, argv in (("bash", ["bash", "-c", TREES_BASH]),
-                       ("multiprocessing", [sys.executable, "-c", TREES_PY])):
+                       ("pipeline", ["bash", "-c", TREES_PIPE]),
+                       ("multiprocessing", [sys.executable, "-c", TREES_PY]),
+                       ("pool", [sys.executable, "-c", TREES_POOL])):
         outs = set()
         for i in range(5):
             with Trace("ptrace_trees") as t:
@@ -191,9 +221,33 @@ def trees():
         log("ok trees %s: 5 rounds identical on replay (%d distinct recordings)" % (name, len(outs)))
 
 
+SHARED_ROUNDS = 10
+
+
+def shared():
+    with tempfile.TemporaryDirectory(prefix="understudy-e2e-shared-") as tmp:
+        exe = build_static(tmp, "shared_race")
+        outs = set()
+        for i in range(SHARED_ROUNDS):
+            with Trace("ptrace_shared") as t:
+                rec = t.record([exe], timeout=120)
+                expect(rec.rc == 0 and not rec.timed_out, "shared: record exit %s" % rec.rc, rec)
+                expect("tickets 900 " in rec.out, "shared: the program did not take 900 tickets", rec)
+                rep = t.replay(show_output=True, timeout=120)
+                expect(rep.rc == 0 and "no divergence" in rep.err,
+                       "shared: replay %d not clean (exit %s)" % (i + 1, rep.rc), rep)
+                expect(rep.stdout == rec.stdout, "shared: replay %d printed other tickets\n"
+                       "--- recorded\n%s" % (i + 1, rec.out), rep)
+                outs.add(rec.out)
+        expect(len(outs) > 1, "shared: %d recordings printed the same tickets" % SHARED_ROUNDS)
+        log("ok shared: %d rounds identical on replay (%d distinct recordings)" %
+            (SHARED_ROUNDS, len(outs)))
+
+
 def main():
     cases = {"static_c": static_c, "busybox": busybox, "preload_not_clean": preload_not_clean,
-             "tampered": tampered, "instead": instead, "trees": trees}
+             "tampered": tampered, "instead": instead, "trees": trees,
+             "shared": shared}
     names = sys.argv[1:] or list(cases)
     for n in names:
         if n not in cases:
