@@ -1737,7 +1737,7 @@ Status Recorder::Run() {
       if (tid == launched_.leader) leader_status = st, leader_done = true;
       if (RThread* gone = Find(tid)) {
         GiveUpTurn(*gone);
-        if (gone->tgid == tid) ForgetProcess(tid), RetireAgent(tid);
+        if (gone->tgid == tid) ForgetProcess(tid), RetireAgent(tid), exiting_.erase(tid);  // its id may come back
       }
       threads_.erase(tid);
       if (leader_done) {
