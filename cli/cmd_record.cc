@@ -212,7 +212,8 @@ int RunRecord(const RecordArgs& a) {
                "status {}\n",
                r.events, r.bytes, r.segments, a.dir, r.wall_time_s, r.exit.exit_code);
   }
-  if (r.events <= 1 && r.exit.launch_error.empty())
+  // A refused first call also leaves no event: the refusal said why.
+  if (r.events <= 1 && r.exit.launch_error.empty() && !r.refused)
     fmt::print(stderr,
                "understudy record: WARNING: the interposer recorded no event of {}: it never "
                "loaded into the program (a static or Go binary?), so nothing it did is in the "

@@ -63,6 +63,8 @@ def io_uring_refused():
         expect(b"io_uring_setup" in rec.stderr, "the refusal does not name io_uring_setup", rec)
         expect(b"io_uring_setup returned" not in rec.stdout,
                "the program went on after io_uring_setup", rec)
+        expect(b"never loaded" not in rec.stderr,
+               "a refused first call was also blamed on an interposer that never loaded", rec)
         log("refused, exit %d: %s" % (rec.rc, rec.err.strip().splitlines()[0]))
 
 
