@@ -158,6 +158,20 @@ bool WriteMem(pid_t pid, uint64_t addr, const void* buf, size_t n) {
   return ok;
 }
 
+// `n` bytes at `addr`, also from pages mapped without PROT_READ, which
+// /proc/PID/mem reads through; empty if they cannot be read.
+std::string ReadBytesThrough(pid_t pid, uint64_t addr, size_t n) {
+  std::string s = ReadBytes(pid, addr, n);
+  if (s.size() == n) return s;
+  s.assign(n, '\0');
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/mem", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || pread(fd, s.data(), n, static_cast<off_t>(addr)) != static_cast<ssize_t>(n)) s.clear();
+  if (fd >= 0) close(fd);
+  return s;
+}
+
 struct Iov {
   uint64_t base, len;
 };
@@ -702,10 +716,9 @@ struct FdTable {
 // process: processes share memory too (a MAP_SHARED mapping made before a
 // fork, a sem_open semaphore) and use it without a call -- whether a
 // sem_post finds a waiter of another process and calls futex is decided
-// there.  The others are stopped by the
-// tracer, or inside a call that may wait (they gave the turn up at its
-// entry; the kernel runs them meanwhile but they touch no memory the
-// program shares).  A thread whose call is done waits, stopped, for the
+// there.  The others are stopped by the tracer, or inside a call that may
+// wait (they gave the turn up at its entry; the kernel runs them meanwhile
+// but they touch no memory the program shares).  A thread whose call is done waits, stopped, for the
 // turn; the event that ends its wait is journaled when it gets it.  So the
 // journal's order is the order in which threads ran their own code, and the
 // replayer, handing the turn out in that order, makes every thread see
@@ -719,9 +732,10 @@ struct FdTable {
 // writes (with the turn given up at entry, the journal, ordered by the
 // calls' ends, could have them the other way round); a write the kernel
 // makes wait (a full pipe) gives the turn up once the tracer sees it
-// sleeping (CheckStalls).  Any other call keeps it; at the end of an emulated one (time,
-// getrandom, futex wake, sched_yield, I/O on emulated descriptors) the turn
-// goes to the next waiting thread of the tree, round robin.  Calls that
+// sleeping (CheckStalls).  Any other call keeps it; at the end of an
+// emulated one (time, getrandom, futex wake, sched_yield, I/O on emulated
+// descriptors) the turn goes to the next waiting thread of the tree, round
+// robin.  Calls that
 // change the descriptor table (open, close, socket, accept, dup) keep the
 // turn to their end, so descriptor numbers come out in the order replay
 // makes them.
@@ -834,7 +848,7 @@ class Recorder {
   void GiveUpTurn(const RThread& t) {
     if (turn_.runner == t.tid) turn_.runner = 0;
   }
-  // Stops `t` until its process's turn comes to it; then `grant` runs.
+  // Stops `t` until the turn comes to it; then `grant` runs.
   void Park(RThread& t, std::function<Status()> grant) {
     GiveUpTurn(t);
     t.parked = true;
@@ -1001,15 +1015,14 @@ Status Recorder::FinishAudit() {
 }
 
 Status Recorder::ScheduleAll() {
-  Turn& turn = turn_;
-  while (turn.runner == 0 && !turn.ready.empty()) {
-    const pid_t tid = turn.ready.front();
-    turn.ready.pop_front();
+  while (turn_.runner == 0 && !turn_.ready.empty()) {
+    const pid_t tid = turn_.ready.front();
+    turn_.ready.pop_front();
     RThread* t = Find(tid);
     if (t == nullptr || !t->parked || exiting_.count(t->tgid) != 0) continue;
     t->parked = false;
-    turn.runner = tid;
-    turn.since = std::chrono::steady_clock::now();
+    turn_.runner = tid;
+    turn_.since = std::chrono::steady_clock::now();
     res_->turns_granted++;
     std::function<Status()> g = std::move(t->grant);
     t->grant = nullptr;
@@ -1021,27 +1034,27 @@ Status Recorder::ScheduleAll() {
 
 // A turn held too long while other threads wait: a call that keeps the turn
 // but waits in the kernel after all gives it up after 100 ms, a write or
-// send (to a full pipe or socket) as soon as it is seen sleeping; a thread running its own code for 2 s without a
-// traced call (a spin loop waiting for another thread) loses it, and the
-// recording says that replay may differ from there on.
+// send (to a full pipe or socket) as soon as it is seen sleeping; a thread
+// running its own code for 2 s without a traced call (a spin loop waiting
+// for another thread) loses it, and the recording says that replay may
+// differ from there on.
 void Recorder::CheckStalls() {
   const auto now = std::chrono::steady_clock::now();
-  Turn& turn = turn_;
-  if (turn.runner == 0 || turn.ready.empty()) return;
-  RThread* t = Find(turn.runner);
+  if (turn_.runner == 0 || turn_.ready.empty()) return;
+  RThread* t = Find(turn_.runner);
   if (t == nullptr) {
-    turn.runner = 0;
+    turn_.runner = 0;
     return;
   }
-  if (t->in_call && (now - turn.since > std::chrono::milliseconds(100) ||
+  if (t->in_call && (now - turn_.since > std::chrono::milliseconds(100) ||
                     (Writes(t->nr) && Sleeping(t->tid)))) {
-    turn.runner = 0;
+    turn_.runner = 0;
     res_->turns_released_blocked++;
-  } else if (!t->in_call && now - turn.since > std::chrono::seconds(2)) {
-    turn.runner = 0;
+  } else if (!t->in_call && now - turn_.since > std::chrono::seconds(2)) {
+    turn_.runner = 0;
     res_->turns_released_unordered++;
-    if (!turn.warned) {
-      turn.warned = true;
+    if (!turn_.warned) {
+      turn_.warned = true;
       res_->warnings.push_back("thread " + std::to_string(NsTid(t->tid)) +
                                " ran its own code for 2 s without a traced call while other "
                                "threads waited; they ran concurrently from event " +
@@ -1445,17 +1458,7 @@ Status Recorder::JournalCall(RThread& t, long result) {
         uint64_t n = 0;
         if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > a[5])
           n = std::min<uint64_t>(a[1], static_cast<uint64_t>(st.st_size) - a[5]);
-        std::string bytes = ReadBytes(t.tid, static_cast<uint64_t>(result), n);
-        // Mapped without PROT_READ: /proc/PID/mem reads through it.
-        if (bytes.size() != n) {
-          bytes.assign(n, '\0');
-          snprintf(path, sizeof path, "/proc/%d/mem", t.tid);
-          int mem = open(path, O_RDONLY | O_CLOEXEC);
-          if (mem < 0 || pread(mem, bytes.data(), n, static_cast<off_t>(result)) != static_cast<ssize_t>(n))
-            bytes.clear();
-          if (mem >= 0) close(mem);
-        }
-        sc->add_out(bytes);
+        sc->add_out(ReadBytesThrough(t.tid, static_cast<uint64_t>(result), n));
         sc->set_length(n);
       }
       break;
